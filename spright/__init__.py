@@ -1,0 +1,7 @@
+"""spright: serverless function chains over shared memory and eBPF (SPRIGHT, in asyncio)."""
+
+from spright.context import CallError, Context, HTTPError, Reply
+from spright.routing import App, Chain, Function, RoutingError
+
+__all__ = ["App", "CallError", "Chain", "Context", "Function", "HTTPError", "Reply", "RoutingError"]
+__version__ = "0.1.0"

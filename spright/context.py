@@ -1,0 +1,157 @@
+"""``ctx``: what a handler sees — the payload in place, the request, and calls.
+
+The payload is a memoryview straight into the shared-memory slot: no hop copies it.
+Request metadata (method, path, headers...) sits at the slot's tail and is decoded only
+when a handler first asks for it, so a hop that only touches the body pays nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from spright.descriptor import BODY_BYTES, BODY_JSON, BODY_TEXT, Descriptor
+from spright.pool import read_meta
+
+if TYPE_CHECKING:
+    from spright.runtime import Worker
+
+
+class HTTPError(Exception):
+    """Raise from a handler to answer with this status and a JSON ``{"error": detail}``."""
+
+    def __init__(self, status: int, detail: str = "") -> None:
+        if not 400 <= status <= 599:
+            raise ValueError(f"HTTPError status must be 4xx or 5xx, got {status}")
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class CallError(HTTPError):
+    """A ``ctx.call`` target failed; unhandled, it fails the caller with the same status."""
+
+
+def encode(value: Any) -> tuple[bytes | memoryview, int]:
+    """A handler's return value as (payload, body flag); orjson for anything structured."""
+    if value is None:
+        return b"", BODY_BYTES
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return value, BODY_BYTES
+    if isinstance(value, str):
+        return value.encode(), BODY_TEXT
+    return orjson.dumps(value), BODY_JSON
+
+
+class Reply:
+    """What ``await ctx.call(...)`` returns: the callee's output, copied out of its slot."""
+
+    __slots__ = ("body", "is_json")
+
+    def __init__(self, body: bytes, is_json: bool) -> None:
+        self.body = body
+        self.is_json = is_json
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+    def text(self) -> str:
+        return self.body.decode()
+
+
+class Context:
+    """One invocation of a handler. Valid only until the handler returns."""
+
+    __slots__ = (
+        "_meta",
+        "_slot_view",
+        "_worker",
+        "body",
+        "content_type",
+        "descriptor",
+        "response_headers",
+        "status",
+    )
+
+    def __init__(self, worker: Worker, descriptor: Descriptor, slot_view: memoryview) -> None:
+        self._worker = worker
+        self.descriptor = descriptor
+        self._slot_view = slot_view
+        self.body: memoryview = slot_view[: descriptor.length]
+        self._meta: dict[str, Any] | None = None
+        self.status: int | None = None
+        self.content_type: str | None = None
+        self.response_headers: list[tuple[str, str]] = []
+
+    # -- payload ---------------------------------------------------------------------------
+    def bytes(self) -> bytes:
+        return bytes(self.body)
+
+    def text(self) -> str:
+        return str(self.body, "utf-8")
+
+    def json(self) -> Any:
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError as exc:
+            raise HTTPError(400, f"body is not valid JSON: {exc}") from None
+
+    def form(self) -> dict[str, str]:
+        """A form-encoded body (application/x-www-form-urlencoded), last value wins."""
+        return dict(parse_qsl(self.text(), keep_blank_values=True))
+
+    # -- request metadata ------------------------------------------------------------------
+    @property
+    def meta(self) -> dict[str, Any]:
+        if self._meta is None:
+            raw = read_meta(self._slot_view)
+            self._meta = orjson.loads(raw) if len(raw) else {}
+        return self._meta
+
+    @property
+    def request_id(self) -> int:
+        return self.descriptor.request_id
+
+    @property
+    def method(self) -> str:
+        return self.meta.get("method", "")
+
+    @property
+    def path(self) -> str:
+        return self.meta.get("path", "")
+
+    @property
+    def params(self) -> dict[str, str]:
+        return self.meta.get("params", {})
+
+    @property
+    def query(self) -> dict[str, str]:
+        return dict(parse_qsl(self.meta.get("query", ""), keep_blank_values=True))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Lower-cased names; repeated headers are joined with ', '."""
+        return self.meta.get("headers", {})
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        pairs = (part.strip().partition("=") for part in self.headers.get("cookie", "").split(";"))
+        return {name: value for name, _, value in pairs if name}
+
+    # -- response --------------------------------------------------------------------------
+    def set_header(self, name: str, value: str) -> None:
+        if "\r" in name + value or "\n" in name + value:
+            raise ValueError("header names and values must not contain CR or LF")
+        self.response_headers.append((name, value))
+
+    def response_meta(self) -> dict[str, Any] | None:
+        if self.content_type is None and not self.response_headers:
+            return None
+        return {"content_type": self.content_type, "headers": self.response_headers}
+
+    # -- internal calls --------------------------------------------------------------------
+    async def call(self, function: str, payload: Any = None) -> Reply:
+        """Run ``function`` over the data plane with ``payload``; resumes with its result."""
+        return await self._worker.call(self, function, payload)

@@ -1,0 +1,250 @@
+"""The gateway's core: a request's body goes into a pool slot once, a descriptor goes to
+the chain's first function, and the descriptor that comes back becomes the response.
+
+Transport- and HTTP-agnostic: ``spright.http`` feeds it from sockets, ``TestClient`` from
+memory. Completion is a callback, not a Task per request: the hot path stays short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from spright.descriptor import (
+    BODY_JSON,
+    BODY_MASK,
+    BODY_TEXT,
+    ERROR,
+    GATEWAY,
+    HAS_RESPONSE_META,
+    READY,
+    REQUEST,
+    RESPONSE,
+    Descriptor,
+    unpack_many,
+)
+from spright.pool import MiB, Pool, PoolExhausted, Slot, read_meta, write_meta
+from spright.routing import MethodNotAllowed, NotFound, RouteTable
+from spright.transport.base import Endpoint, Outbox, Transport
+
+log = logging.getLogger("spright.gateway")
+
+CONTENT_TYPES = {
+    BODY_JSON: b"application/json",
+    BODY_TEXT: b"text/plain; charset=utf-8",
+}
+OCTET_STREAM = b"application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body: int = 8 * MiB
+    max_header_bytes: int = 16 * 1024
+    max_url: int = 8 * 1024
+    keepalive_timeout: float = 15.0
+    grace: float = 10.0  # how long a failed request's slots stay reserved for late writers
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes = b""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+
+def error_response(status: int, message: str, **extra: Any) -> Response:
+    body = orjson.dumps({"error": message, "status": status, **extra})
+    headers = [(b"content-type", b"application/json")]
+    if status == 503:
+        headers.append((b"retry-after", b"1"))
+    return Response(status, body, headers)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyWriter:
+    """Receives a request body straight into a pool slot, growing it for chunked bodies."""
+
+    __slots__ = ("_gateway", "length", "request_id", "slot", "view")
+
+    def __init__(self, gateway: Gateway, expected: int) -> None:
+        """Raises BodyTooLarge or PoolExhausted."""
+        if expected > gateway.limits.max_body:
+            raise BodyTooLarge
+        self._gateway = gateway
+        self.request_id = gateway.new_request_id()
+        self.slot: Slot = gateway.pool.alloc(expected + 1024, self.request_id)
+        self.view = gateway.pool.view(self.slot.id)
+        self.length = 0
+
+    def write(self, chunk: bytes) -> None:
+        end = self.length + len(chunk)
+        if end > self._gateway.limits.max_body:
+            raise BodyTooLarge
+        if end + 1024 > len(self.view):
+            self._grow(end * 2 + 1024)
+        self.view[self.length : end] = chunk
+        self.length = end
+
+    def _grow(self, size: int) -> None:
+        pool = self._gateway.pool
+        bigger = pool.alloc(min(size, self._gateway.limits.max_body + 1024), self.request_id)
+        view = pool.view(bigger.id)
+        view[: self.length] = self.view[: self.length]
+        pool.free(*self.slot)
+        self.slot, self.view = bigger, view
+
+    def release(self) -> None:
+        self._gateway.pool.free(*self.slot)
+
+
+Done = Callable[[Response], None]
+
+
+class Gateway:
+    def __init__(self, table: RouteTable, pool: Pool, limits: Limits | None = None) -> None:
+        self.table = table
+        self.pool = pool
+        self.limits = limits or Limits()
+        self.ready: set[int] = set()
+        self.on_ready: Callable[[int], None] | None = None
+        self._next_id = 0
+        self._pending: dict[int, tuple[Done, int, float]] = {}  # request id -> (done, chain, deadline)
+        self._failed: dict[int, float] = {}  # request id -> when its slots may be swept
+        self._endpoint: Endpoint | None = None
+        self._outbox: Outbox | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self, transport: Transport) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._endpoint = await transport.attach(GATEWAY, self.receive)
+        self._outbox = Outbox(self._endpoint, self._loop)
+        self._ticker = self._loop.call_later(0.1, self._tick)
+
+    def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for request_id in list(self._pending):
+            self._finish(request_id, error_response(503, "the node is shutting down"))
+        if self._endpoint is not None:
+            self._endpoint.close()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def new_request_id(self) -> int:
+        self._next_id = self._next_id % 0xFFFFFFFF + 1  # never 0: 0 marks a free slot
+        return self._next_id
+
+    def new_body(self, expected: int) -> BodyWriter | Response:
+        try:
+            return BodyWriter(self, expected)
+        except BodyTooLarge:
+            return error_response(413, f"request body over the limit of {self.limits.max_body} bytes")
+        except PoolExhausted:
+            return error_response(503, "no free payload space, retry shortly")
+
+    # -- requests --------------------------------------------------------------------------
+    def submit(
+        self, method: str, path: str, query: str, headers: dict[str, str], body: BodyWriter, done: Done
+    ) -> None:
+        """Route the request down its chain; ``done`` gets the response exactly once."""
+        try:
+            route, params = self.table.match(method, path)
+        except NotFound:
+            body.release()
+            return done(error_response(404, f"no route for {path}"))
+        except MethodNotAllowed as exc:
+            body.release()
+            response = error_response(405, f"{method} not allowed on {path}", allowed=exc.allowed)
+            response.headers.append((b"allow", ", ".join(exc.allowed).encode()))
+            return done(response)
+        meta = orjson.dumps({"method": method, "path": path, "query": query, "headers": headers, "params": params})
+        try:
+            if body.length + len(meta) + 4 > len(body.view):
+                body._grow(body.length + len(meta) + 4)
+            write_meta(body.view, meta)
+        except (PoolExhausted, ValueError):
+            body.release()
+            return done(error_response(503, "no free payload space, retry shortly"))
+        chain = self.table.chains[route.chain]
+        request_id, slot = body.request_id, body.slot
+        self._pending[request_id] = (done, route.chain, time.monotonic() + route.timeout)
+        out = Descriptor(chain[0], GATEWAY, REQUEST, 0, route.chain, 0, slot.id, body.length, request_id, 0,
+                         slot.generation)
+        self._outbox.put(out.pack())  # type: ignore[union-attr]
+
+    def receive(self, data: bytes) -> None:
+        for d in unpack_many(data):
+            kind = d.kind
+            if kind in (RESPONSE, ERROR):
+                self._complete(d)
+            elif kind == READY:
+                self.ready.add(d.sender)
+                if self.on_ready is not None:
+                    self.on_ready(d.sender)
+            else:
+                log.warning("gateway: unexpected descriptor %s", d)
+
+    def _complete(self, d: Descriptor) -> None:
+        pending = self._pending.pop(d.request_id, None)
+        if pending is None or not self.pool.is_current(d.slot, d.generation):
+            self._failed.pop(d.request_id, None)
+            self.pool.free(d.slot, d.generation)  # a late answer: reclaim its slot now
+            return
+        done = pending[0]
+        view = self.pool.view(d.slot)
+        body = bytes(view[: d.length])
+        headers: list[tuple[bytes, bytes]] = []
+        content_type = CONTENT_TYPES.get(d.flags & BODY_MASK, OCTET_STREAM)
+        if d.flags & HAS_RESPONSE_META:
+            response = orjson.loads(read_meta(view)).get("response", {})
+            if response.get("content_type"):
+                content_type = response["content_type"].encode()
+            headers = [(k.encode(), v.encode()) for k, v in response.get("headers", ())]
+        self.pool.free(d.slot, d.generation)
+        headers.insert(0, (b"content-type", content_type))
+        done(Response(d.status or (500 if d.flags & 0x0F == ERROR else 200), body, headers))
+
+    def _finish(self, request_id: int, response: Response) -> None:
+        """End a request that no reply will complete; its slots are swept after a grace time."""
+        pending = self._pending.pop(request_id, None)
+        if pending is not None:
+            self._failed[request_id] = time.monotonic() + self.limits.grace
+            pending[0](response)
+
+    def function_died(self, function_id: int) -> None:
+        """Fail at once the requests whose chain runs through a worker that just died."""
+        name = self.table.name_of(function_id)
+        for request_id, (_, chain, _) in list(self._pending.items()):
+            if function_id in self.table.chains[chain]:
+                self._finish(request_id, error_response(502, f"function {name!r} crashed"))
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        late = [request_id for request_id, (_, _, deadline) in self._pending.items() if deadline <= now]
+        for request_id in late:
+            self._finish(request_id, error_response(504, "the chain did not answer in time"))
+        expired = [request_id for request_id, until in self._failed.items() if until <= now]
+        if expired:
+            for request_id in expired:
+                del self._failed[request_id]
+            self.pool.sweep(set(self._pending) | set(self._failed))
+        self._ticker = self._loop.call_later(0.1, self._tick)  # type: ignore[union-attr]

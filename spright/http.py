@@ -1,0 +1,213 @@
+"""HTTP/1.1 front door on uvloop + httptools: keep-alive, pipelining, chunked bodies.
+
+Each parsed request is handed to the ``Gateway`` as soon as it is complete; responses are
+written strictly in request order (pipelining), whatever order the chains finish in.
+Bad input is answered and the connection closed; the server keeps serving everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from http import HTTPStatus
+
+import httptools
+
+from spright.gateway import BodyWriter, Gateway, Response, error_response
+
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+_MAX_QUEUED = 64  # pipelined requests in flight per connection before we stop reading
+
+
+def render(response: Response, keep_alive: bool) -> bytes:
+    status = response.status
+    head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))]
+    head.extend(b"%s: %s\r\n" % pair for pair in response.headers)
+    head.append(b"content-length: %d\r\n" % len(response.body))
+    if not keep_alive:
+        head.append(b"connection: close\r\n")
+    head.append(b"\r\n")
+    return b"".join(head) + response.body
+
+
+class HttpProtocol(asyncio.Protocol):
+    def __init__(self, gateway: Gateway, connections: set[HttpProtocol]) -> None:
+        self._gateway = gateway
+        self._limits = gateway.limits
+        self._connections = connections
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._queue: deque[_Exchange] = deque()
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._header_bytes = 0
+        self._body: BodyWriter | Response | None = None
+        self._refused: Response | None = None  # answer this and close once the queue drains
+        self._paused = False
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    # -- connection ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._connections.add(self)
+        self._arm_idle_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.discard(self)
+        self._cancel_idle_timer()
+        if isinstance(self._body, BodyWriter):
+            self._body.release()
+        self._body = None
+        self._transport = None  # responses still in flight are dropped when they arrive
+
+    def data_received(self, data: bytes) -> None:
+        self._cancel_idle_timer()
+        if self._refused is not None:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(error_response(400, "protocol upgrades are not supported"))
+        except httptools.HttpParserError as exc:
+            if self._refused is None:
+                self._refuse(error_response(400, f"malformed HTTP request: {exc}"))
+
+    def is_idle(self) -> bool:
+        return not self._queue and self._body is None
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _refuse(self, response: Response) -> None:
+        """Answer with an error after the responses already queued, then close."""
+        if isinstance(self._body, BodyWriter):
+            self._body.release()
+        self._body = None
+        self._refused = response
+        self._flush()
+
+    # -- parser callbacks --------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._header_bytes = 0
+        self._body = None
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._limits.max_url:
+            self._refuse(error_response(414, f"URL over the limit of {self._limits.max_url} bytes"))
+            raise httptools.HttpParserError("URL too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self._limits.max_header_bytes:
+            message = f"request headers over the limit of {self._limits.max_header_bytes} bytes"
+            self._refuse(error_response(431, message))
+            raise httptools.HttpParserError("headers too large")
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
+
+    def on_headers_complete(self) -> None:
+        length = self._headers.get("content-length", "0")
+        expected = int(length) if length.isdigit() else 0
+        self._body = self._gateway.new_body(expected)
+        if isinstance(self._body, Response):
+            self._refuse(self._body)
+            raise httptools.HttpParserError("request refused")
+        if self._headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, chunk: bytes) -> None:
+        try:
+            self._body.write(chunk)  # type: ignore[union-attr]
+        except Exception:
+            self._refuse(error_response(413, f"request body over the limit of {self._limits.max_body} bytes"))
+            raise httptools.HttpParserError("body too large") from None
+
+    def on_message_complete(self) -> None:
+        body, self._body = self._body, None
+        assert isinstance(body, BodyWriter)
+        url = httptools.parse_url(self._url)
+        exchange = _Exchange(self, self._parser.should_keep_alive())
+        self._queue.append(exchange)
+        if len(self._queue) >= _MAX_QUEUED and not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+        path = url.path.decode("latin-1")
+        query = url.query.decode("latin-1") if url.query else ""
+        self._gateway.submit(self._parser.get_method().decode(), path, query, self._headers, body, exchange.done)
+
+    # -- responses, in order -----------------------------------------------------------------
+    def _flush(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        queue = self._queue
+        while queue and queue[0].response is not None:
+            exchange = queue.popleft()
+            transport.write(render(exchange.response, exchange.keep_alive))  # type: ignore[arg-type]
+            if not exchange.keep_alive:
+                transport.close()
+                return
+        if self._paused and len(queue) < _MAX_QUEUED // 2:
+            self._paused = False
+            transport.resume_reading()
+        if not queue:
+            if self._refused is not None:
+                transport.write(render(self._refused, keep_alive=False))
+                transport.close()
+            else:
+                self._arm_idle_timer()
+
+    def _arm_idle_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(self._limits.keepalive_timeout, self.close)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+
+class _Exchange:
+    """One request's place in its connection's response order."""
+
+    __slots__ = ("keep_alive", "protocol", "response")
+
+    def __init__(self, protocol: HttpProtocol, keep_alive: bool) -> None:
+        self.protocol = protocol
+        self.keep_alive = keep_alive
+        self.response: Response | None = None
+
+    def done(self, response: Response) -> None:
+        self.response = response
+        self.protocol._flush()
+
+
+async def serve(gateway: Gateway, host: str, port: int) -> tuple[asyncio.AbstractServer, set[HttpProtocol]]:
+    """Listen for HTTP; returns the server and its live connections (for draining)."""
+    connections: set[HttpProtocol] = set()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: HttpProtocol(gateway, connections), host, port, reuse_address=True, backlog=4096
+    )
+    return server, connections
+
+
+async def drain(server: asyncio.AbstractServer, connections: set[HttpProtocol], timeout: float) -> None:
+    """Stop accepting, let in-flight requests finish (up to ``timeout``), close idle keep-alives."""
+    server.close()
+    deadline = asyncio.get_running_loop().time() + timeout
+    while connections and asyncio.get_running_loop().time() < deadline:
+        for connection in list(connections):
+            if connection.is_idle():
+                connection.close()
+        await asyncio.sleep(0.05)
+    for connection in list(connections):
+        connection.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(server.wait_closed(), 1)

@@ -1,0 +1,206 @@
+"""Shared-memory slot pool: payloads are written once and read in place by every hop.
+
+Slots come in size classes (one ``SharedMemory`` segment per class) so a 20-byte request
+does not pin 8 MiB. A control segment holds, per slot, a generation (bumped on every
+allocation, so a late reply for a reused slot is detected) and the owning request id
+(so slots of requests that ended badly can be swept), plus one free stack per class.
+Any process of the node may allocate and free; a cross-process lock guards the control
+segment for the few microseconds each operation takes.
+
+A slot's bytes: ``[payload ... | meta | meta_len u32]`` — the payload starts at offset 0
+(so hops work on it in place and can grow it), request/response metadata sits at the tail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import struct
+from dataclasses import dataclass
+from multiprocessing import get_context
+from multiprocessing.shared_memory import SharedMemory
+from typing import Any, NamedTuple
+
+CLASS_SHIFT = 24
+INDEX_MASK = (1 << CLASS_SHIFT) - 1
+META_LEN = struct.Struct("<I")
+MiB = 1 << 20
+
+
+class Slot(NamedTuple):
+    id: int
+    generation: int
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Slot sizes and counts. The largest class must hold ``max_body`` plus metadata."""
+
+    max_body: int = 8 * MiB
+    classes: tuple[tuple[int, int], ...] = ((4096, 2048), (65536, 256), (MiB, 32))
+    large_slots: int = 4
+    meta_reserve: int = 64 * 1024
+
+    def size_classes(self) -> list[tuple[int, int]]:
+        large = self.max_body + self.meta_reserve
+        small = [(size, count) for size, count in self.classes if size < large]
+        return [*small, (large, self.large_slots)]
+
+
+class PoolHandle(NamedTuple):
+    """What a worker process needs to attach to the pool (picklable at spawn)."""
+
+    prefix: str
+    config: PoolConfig
+    lock: Any
+
+
+class PoolExhausted(Exception):
+    """No free slot of a fitting size: the gateway answers 503."""
+
+
+class Pool:
+    def __init__(self, handle: PoolHandle, create: bool) -> None:
+        self.handle = handle
+        self.config = handle.config
+        self._lock = handle.lock
+        self.classes = handle.config.size_classes()
+        self.total = sum(count for _, count in self.classes)
+        # control: generation[total], owner[total], then per class: top + stack[count]
+        ctl_words = 2 * self.total + sum(1 + count for _, count in self.classes)
+        self._segments: list[SharedMemory] = []
+        self._owner_segments = create
+        ctl = self._segment("ctl", ctl_words * 4, create)
+        words = self._words = ctl.buf.cast("I")
+        self._generation = words[: self.total]
+        self._owner = words[self.total : 2 * self.total]
+        self._base: list[int] = []  # global index of each class's slot 0
+        self._stacks: list[memoryview] = []
+        self._views: list[memoryview] = []
+        offset, base = 2 * self.total, 0
+        for number, (size, count) in enumerate(self.classes):
+            self._base.append(base)
+            self._stacks.append(words[offset : offset + 1 + count])
+            self._views.append(self._segment(str(number), size * count, create).buf)
+            offset += 1 + count
+            base += count
+        if create:
+            for stack in self._stacks:
+                count = len(stack) - 1
+                stack[0] = count
+                for i in range(count):
+                    stack[1 + i] = count - 1 - i  # pop order: 0, 1, 2...
+
+    @classmethod
+    def create(cls, config: PoolConfig | None = None) -> Pool:
+        prefix = f"spright-{secrets.token_hex(6)}"
+        return cls(PoolHandle(prefix, config or PoolConfig(), get_context("spawn").Lock()), True)
+
+    @classmethod
+    def attach(cls, handle: PoolHandle) -> Pool:
+        return cls(handle, False)
+
+    def _segment(self, suffix: str, size: int, create: bool) -> SharedMemory:
+        name = f"{self.handle.prefix}-{suffix}"
+        segment = SharedMemory(name, create=create, size=size if create else 0)
+        self._segments.append(segment)
+        return segment
+
+    @property
+    def segment_names(self) -> list[str]:
+        return [segment.name for segment in self._segments]
+
+    def alloc(self, size: int, owner: int) -> Slot:
+        """A slot whose capacity holds ``size`` bytes; raises PoolExhausted or ValueError."""
+        for number, (capacity, _) in enumerate(self.classes):
+            if capacity >= size:
+                break
+        else:
+            raise ValueError(f"{size} bytes exceed the pool's largest slot ({capacity} bytes)")
+        with self._lock:
+            for stack in self._stacks[number:]:  # fall back to a larger class when full
+                top = stack[0]
+                if top:
+                    stack[0] = top - 1
+                    index = self._base[number] + stack[top]
+                    generation = (self._generation[index] + 1) & 0xFFFFFFFF
+                    self._generation[index] = generation
+                    self._owner[index] = owner
+                    return Slot((number << CLASS_SHIFT) | stack[top], generation)
+                number += 1
+        raise PoolExhausted(f"no free slot of {size} bytes or more")
+
+    def free(self, slot: int, generation: int) -> bool:
+        """Return a slot; False (and nothing done) if it was already freed or reused."""
+        number, local = slot >> CLASS_SHIFT, slot & INDEX_MASK
+        index = self._base[number] + local
+        with self._lock:
+            if self._generation[index] != generation or not self._owner[index]:
+                return False
+            self._owner[index] = 0
+            stack = self._stacks[number]
+            stack[0] += 1
+            stack[stack[0]] = local
+            return True
+
+    def is_current(self, slot: int, generation: int) -> bool:
+        index = self._base[slot >> CLASS_SHIFT] + (slot & INDEX_MASK)
+        return self._generation[index] == generation and self._owner[index] != 0
+
+    def view(self, slot: int) -> memoryview:
+        """The slot's whole capacity, writable, shared with every process of the node."""
+        number, local = slot >> CLASS_SHIFT, slot & INDEX_MASK
+        size = self.classes[number][0]
+        return self._views[number][local * size : (local + 1) * size]
+
+    def capacity(self, slot: int) -> int:
+        return self.classes[slot >> CLASS_SHIFT][0]
+
+    def in_use(self) -> int:
+        return sum(count - stack[0] for (_, count), stack in zip(self.classes, self._stacks))
+
+    def sweep(self, live_owners: set[int]) -> int:
+        """Free every slot held by a request that is no longer live; returns how many."""
+        freed = 0
+        for number, (_, count) in enumerate(self.classes):
+            base = self._base[number]
+            for local in range(count):
+                owner = self._owner[base + local]
+                if owner and owner not in live_owners:
+                    freed += self.free((number << CLASS_SHIFT) | local, self._generation[base + local])
+        return freed
+
+    def close(self) -> None:
+        """Detach; the creating process also unlinks the segments.
+
+        Unlinking comes first so that a view still held somewhere cannot leak a segment.
+        """
+        for segment in self._segments:
+            if self._owner_segments:
+                segment.unlink()
+        for view in (self._generation, self._owner, *self._stacks, self._words):
+            view.release()
+        self._stacks.clear()
+        self._views.clear()
+        for segment in self._segments:
+            with contextlib.suppress(BufferError):  # a caller still holds a slot view
+                segment.close()
+        self._segments.clear()
+
+
+def write_meta(view: memoryview, meta: bytes) -> int:
+    """Store metadata at the slot's tail; returns the room left for the payload."""
+    end = len(view) - META_LEN.size
+    start = end - len(meta)
+    if start < 0:
+        raise ValueError("metadata does not fit in the slot")
+    view[start:end] = meta
+    META_LEN.pack_into(view, end, len(meta))
+    return start
+
+
+def read_meta(view: memoryview) -> memoryview:
+    end = len(view) - META_LEN.size
+    (length,) = META_LEN.unpack_from(view, end)
+    return view[end - length : end]
+

@@ -1,0 +1,231 @@
+"""The DSL: register functions, map HTTP routes to chains, compile one route table.
+
+Routing is plain data: the compiled ``RouteTable`` (function ids, hop lists, routes) is what
+every transport consumes, what ``spright routes`` prints and, on the eBPF data plane, what
+is written into the kernel's maps.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from spright.descriptor import GATEWAY
+
+Handler = Callable[[Any], Any]
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
+_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path))?}")
+_CONVERTERS = {"str": "[^/]+", "int": "[0-9]+", "path": ".+"}
+
+
+class RoutingError(ValueError):
+    """A mistake in the app's declaration, reported at startup."""
+
+
+@dataclass(frozen=True, eq=False)
+class Function:
+    """A registered handler. Calling it calls the handler (handy in unit tests)."""
+
+    name: str
+    handler: Handler
+    concurrency: int = 64
+
+    def __call__(self, ctx: Any) -> Any:
+        return self.handler(ctx)
+
+    def __rshift__(self, other: Function | Chain) -> Chain:
+        return Chain((self,)) >> other
+
+
+@dataclass(frozen=True)
+class Chain:
+    """Hops in order; ``a >> b >> a`` is fine: a function may appear more than once."""
+
+    hops: tuple[Function | str, ...]
+
+    def __rshift__(self, other: Function | Chain | str) -> Chain:
+        tail = other.hops if isinstance(other, Chain) else (other,)
+        return Chain(self.hops + tail)
+
+
+ChainSpec = Union[Function, Chain, str, Iterable[Function | str]]
+
+
+@dataclass(frozen=True)
+class FunctionEntry:
+    id: int
+    name: str
+    concurrency: int
+
+
+@dataclass(frozen=True)
+class RouteEntry:
+    method: str
+    path: str
+    chain: int
+    timeout: float
+    pattern: re.Pattern[str] = field(compare=False, repr=False)
+
+
+class NotFound(LookupError):
+    pass
+
+
+class MethodNotAllowed(LookupError):
+    def __init__(self, allowed: list[str]) -> None:
+        super().__init__(", ".join(allowed))
+        self.allowed = allowed
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """The compiled app: ids from 1 (0 is the gateway); every chain ends at the gateway."""
+
+    functions: tuple[FunctionEntry, ...]
+    chains: tuple[tuple[int, ...], ...]
+    routes: tuple[RouteEntry, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_ids", {f.name: f.id for f in self.functions})
+        object.__setattr__(self, "_exact", {(r.method, r.path): r for r in self.routes if "{" not in r.path})
+
+    def function_id(self, name: str) -> int:
+        try:
+            return self._ids[name]  # type: ignore[attr-defined,no-any-return]
+        except KeyError:
+            raise LookupError(f"no function named {name!r}") from None
+
+    def name_of(self, endpoint_id: int) -> str:
+        return "gateway" if endpoint_id == GATEWAY else self.functions[endpoint_id - 1].name
+
+    def next_hop(self, chain: int, hop: int) -> int:
+        """The endpoint after position ``hop`` of ``chain`` (the gateway after the last)."""
+        return self.chains[chain][hop + 1]
+
+    def match(self, method: str, path: str) -> tuple[RouteEntry, dict[str, str]]:
+        route = self._exact.get((method, path))  # type: ignore[attr-defined]
+        if route is not None:
+            return route, {}
+        allowed: list[str] = []
+        for route in self.routes:
+            found = route.pattern.fullmatch(path)
+            if found is None:
+                continue
+            if route.method == method:
+                return route, found.groupdict()
+            allowed.append(route.method)
+        if allowed:
+            raise MethodNotAllowed(sorted(set(allowed)))
+        raise NotFound(path)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Plain rows for ``spright routes``: route, chain of names and ids."""
+        return [
+            {
+                "method": route.method,
+                "path": route.path,
+                "chain": route.chain,
+                "hops": [{"id": i, "name": self.name_of(i)} for i in self.chains[route.chain]],
+                "timeout": route.timeout,
+            }
+            for route in self.routes
+        ]
+
+
+class App:
+    """Functions and routes of one application; ``compile()`` checks and freezes them."""
+
+    def __init__(self, name: str = "app", *, default_timeout: float = 30.0) -> None:
+        self.name = name
+        self.default_timeout = default_timeout
+        self.functions: dict[str, Function] = {}
+        self._routes: list[tuple[str, str, ChainSpec, float]] = []
+
+    def function(
+        self, name: str | None = None, *, concurrency: int = 64
+    ) -> Callable[[Handler], Function]:
+        """Decorator form of ``add_function``."""
+        return lambda handler: self.add_function(handler, name=name, concurrency=concurrency)
+
+    def add_function(
+        self, handler: Handler, *, name: str | None = None, concurrency: int = 64
+    ) -> Function:
+        name = name or getattr(handler, "__name__", "")
+        if not callable(handler):
+            raise RoutingError(f"function {name!r}: handler {handler!r} is not callable")
+        if not _NAME.match(name):
+            raise RoutingError(f"function name {name!r} must be an identifier-like name (letters, digits, _ . -)")
+        if name in self.functions:
+            raise RoutingError(f"function {name!r} is registered twice")
+        if concurrency < 1:
+            raise RoutingError(f"function {name!r}: concurrency must be >= 1, got {concurrency}")
+        function = self.functions[name] = Function(name, handler, concurrency)
+        return function
+
+    def route(
+        self, path: str, chain: ChainSpec, *, methods: Iterable[str] = ("GET",), timeout: float | None = None
+    ) -> None:
+        """Map ``path`` (``/product/{id}``, ``{n:int}``, ``{rest:path}``) to a chain."""
+        if isinstance(methods, str):
+            methods = (methods,)
+        for method in methods:
+            self._routes.append((method.upper(), path, chain, timeout or self.default_timeout))
+
+    def compile(self) -> RouteTable:
+        if not self.functions:
+            raise RoutingError(f"app {self.name!r} registers no functions")
+        ids = {name: number for number, name in enumerate(self.functions, start=1)}
+        functions = tuple(FunctionEntry(ids[f.name], f.name, f.concurrency) for f in self.functions.values())
+        chains: list[tuple[int, ...]] = []
+        routes: list[RouteEntry] = []
+        seen: set[tuple[str, str]] = set()
+        for method, path, spec, timeout in self._routes:
+            where = f"route {method} {path}"
+            if method not in HTTP_METHODS:
+                raise RoutingError(f"{where}: unknown HTTP method {method!r}")
+            if not path.startswith("/"):
+                raise RoutingError(f"{where}: path must start with '/'")
+            if (method, path) in seen:
+                raise RoutingError(f"{where} is declared twice")
+            seen.add((method, path))
+            hops = tuple(ids[name] for name in self._hop_names(spec, ids, where)) + (GATEWAY,)
+            if hops not in chains:
+                chains.append(hops)
+            routes.append(RouteEntry(method, path, chains.index(hops), timeout, _compile_path(path, where)))
+        return RouteTable(functions, tuple(chains), tuple(routes))
+
+    def _hop_names(self, spec: ChainSpec, ids: dict[str, int], where: str) -> list[str]:
+        if isinstance(spec, (Function, str)):
+            items: Iterable[Function | str] = (spec,)
+        elif isinstance(spec, Chain):
+            items = spec.hops
+        else:
+            items = spec
+        names = [item.name if isinstance(item, Function) else item for item in items]
+        if not names:
+            raise RoutingError(f"{where}: the chain is empty")
+        for name in names:
+            if not isinstance(name, str) or name not in ids:
+                known = ", ".join(sorted(ids))
+                raise RoutingError(f"{where}: unknown function {name!r} (registered: {known})")
+            if isinstance(spec, Function) and self.functions[name] is not spec:
+                raise RoutingError(f"{where}: function {name!r} belongs to another app")
+        return names
+
+
+def _compile_path(path: str, where: str) -> re.Pattern[str]:
+    pattern, names, last = "", set(), 0
+    for found in _PARAM.finditer(path):
+        name, converter = found.group(1), found.group(2) or "str"
+        if name in names:
+            raise RoutingError(f"{where}: path parameter {name!r} appears twice")
+        names.add(name)
+        pattern += re.escape(path[last : found.start()]) + f"(?P<{name}>{_CONVERTERS[converter]})"
+        last = found.end()
+    rest = path[last:]
+    if "{" in rest or "}" in rest:
+        raise RoutingError(f"{where}: malformed path parameter in {path!r}")
+    return re.compile(pattern + re.escape(rest))

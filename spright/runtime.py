@@ -1,0 +1,214 @@
+"""A function worker: one uvloop loop, one data-plane endpoint, many concurrent handlers.
+
+The worker sleeps in the loop until its endpoint has descriptors (event-driven, no
+polling), builds ``ctx`` over the slot, runs the handler and sends one descriptor onward:
+to the chain's next hop, back to a caller, or to the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import logging
+import secrets
+from collections import deque
+from typing import Any
+
+import orjson
+
+from spright.context import CallError, Context, HTTPError, Reply, encode
+from spright.descriptor import (
+    BODY_JSON,
+    BODY_MASK,
+    CALL,
+    ERROR,
+    GATEWAY,
+    HAS_RESPONSE_META,
+    READY,
+    REPLY,
+    REQUEST,
+    RESPONSE,
+    Descriptor,
+    unpack_many,
+)
+from spright.pool import Pool, PoolExhausted, Slot, read_meta, write_meta
+from spright.routing import Function, RouteTable
+from spright.transport.base import Endpoint, Outbox, Transport
+
+log = logging.getLogger("spright.worker")
+
+
+class Worker:
+    def __init__(self, table: RouteTable, function: Function, pool: Pool) -> None:
+        self.table = table
+        self.function = function
+        self.id = table.function_id(function.name)
+        self.pool = pool
+        self._is_async = inspect.iscoroutinefunction(function.handler)
+        self._active = 0
+        self._backlog: deque[Descriptor] = deque()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._calls: dict[int, asyncio.Future[Reply]] = {}
+        self._call_ids = itertools.count(1)
+        self._timeouts = {r.chain: r.timeout for r in sorted(table.routes, key=lambda r: r.timeout)}
+        self._endpoint: Endpoint | None = None
+        self._outbox: Outbox | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self, transport: Transport) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._endpoint = await transport.attach(self.id, self.receive)
+        self._outbox = Outbox(self._endpoint, self._loop)
+        self._outbox.put(Descriptor(GATEWAY, self.id, READY, 0, 0, 0, 0, 0, 0, 0, 0).pack())
+
+    async def drain(self) -> None:
+        """Wait until every accepted request has finished."""
+        await self._idle.wait()
+
+    def close(self) -> None:
+        if self._endpoint is not None:
+            self._endpoint.close()
+
+    # -- receiving -------------------------------------------------------------------------
+    def receive(self, data: bytes) -> None:
+        for descriptor in unpack_many(data):
+            kind = descriptor.kind
+            if kind == REQUEST or kind == CALL:
+                if self._active < self.function.concurrency:
+                    self._begin(descriptor)
+                else:
+                    self._backlog.append(descriptor)
+            elif kind == REPLY or kind == ERROR:
+                self._settle_call(descriptor)
+            else:
+                log.warning("%s: unexpected descriptor %s", self.function.name, descriptor)
+
+    def _begin(self, descriptor: Descriptor) -> None:
+        self._active += 1
+        self._idle.clear()
+        self._loop.create_task(self._run(descriptor))  # type: ignore[union-attr]
+
+    def _finished(self) -> None:
+        self._active -= 1
+        if self._backlog:
+            self._begin(self._backlog.popleft())
+        elif not self._active:
+            self._idle.set()
+
+    # -- running a handler -----------------------------------------------------------------
+    async def _run(self, d: Descriptor) -> None:
+        try:
+            if not self.pool.is_current(d.slot, d.generation):
+                return  # the request ended (timeout) and its slot was reclaimed: drop
+            ctx = Context(self, d, self.pool.view(d.slot))
+            try:
+                result = self.function.handler(ctx)
+                if self._is_async or inspect.isawaitable(result):
+                    result = await result
+                payload, body_flag = encode(result)
+                self._forward(d, ctx, payload, body_flag)
+            except Exception as exc:
+                self._fail(d, exc)
+        finally:
+            self._finished()
+
+    def _forward(self, d: Descriptor, ctx: Context, payload: bytes | memoryview, body_flag: int) -> None:
+        view = ctx._slot_view
+        flags = (d.flags & HAS_RESPONSE_META) | body_flag
+        status = ctx.status or d.status
+        response_meta = ctx.response_meta()
+        if response_meta is not None:
+            meta = orjson.dumps({**ctx.meta, "response": response_meta})
+            flags |= HAS_RESPONSE_META
+        else:
+            meta = bytes(read_meta(view))
+        slot = Slot(d.slot, d.generation)
+        if payload is not ctx.body or response_meta is not None:
+            slot, view = self._place(d, view, slot, payload, meta)
+        length = len(payload)
+        if d.kind == CALL:
+            out = Descriptor(d.sender, self.id, REPLY | flags, 0, d.chain, status, slot.id, length,
+                             d.request_id, d.call_id, slot.generation)
+        else:
+            next_hop = self.table.next_hop(d.chain, d.hop)
+            kind = RESPONSE if next_hop == GATEWAY else REQUEST
+            out = Descriptor(next_hop, self.id, kind | flags, d.hop + 1, d.chain, status, slot.id, length,
+                             d.request_id, 0, slot.generation)
+        self._outbox.put(out.pack())  # type: ignore[union-attr]
+
+    def _place(
+        self, d: Descriptor, view: memoryview, slot: Slot, payload: bytes | memoryview, meta: bytes
+    ) -> tuple[Slot, memoryview]:
+        """Write payload and meta into the slot, moving to a larger slot if they don't fit."""
+        needed = len(payload) + len(meta) + 4
+        if needed > len(view):
+            bigger = self.pool.alloc(needed, d.request_id)
+            new_view = self.pool.view(bigger.id)
+            new_view[: len(payload)] = payload
+            write_meta(new_view, meta)
+            self.pool.free(slot.id, slot.generation)
+            return bigger, new_view
+        write_meta(view, meta)
+        view[: len(payload)] = payload
+        return slot, view
+
+    def _fail(self, d: Descriptor, exc: Exception) -> None:
+        if isinstance(exc, HTTPError):
+            status, body = exc.status, {"error": exc.detail or "error"}
+            if isinstance(exc, CallError) or status < 500:
+                log.info("%s: %s", self.function.name, exc)
+        else:
+            error_id = secrets.token_hex(6)
+            status = 503 if isinstance(exc, PoolExhausted) else 500
+            body = {"error": "internal server error", "error_id": error_id, "function": self.function.name}
+            log.error("%s failed (error_id=%s)", self.function.name, error_id, exc_info=exc)
+        payload = orjson.dumps(body)
+        view = self.pool.view(d.slot)
+        write_meta(view, b"")
+        view[: len(payload)] = payload
+        dest = d.sender if d.kind == CALL else GATEWAY
+        out = Descriptor(dest, self.id, ERROR | BODY_JSON, d.hop, d.chain, status, d.slot, len(payload),
+                         d.request_id, d.call_id, d.generation)
+        self._outbox.put(out.pack())  # type: ignore[union-attr]
+
+    # -- internal calls ---------------------------------------------------------------------
+    async def call(self, ctx: Context, function: str, value: Any) -> Reply:
+        try:
+            target = self.table.function_id(function)
+        except LookupError as exc:
+            raise HTTPError(500, str(exc)) from None
+        payload, body_flag = encode(value)
+        meta = read_meta(ctx._slot_view)
+        slot = self.pool.alloc(len(payload) + len(meta) + 4, ctx.request_id)
+        view = self.pool.view(slot.id)
+        view[: len(payload)] = payload
+        write_meta(view, meta)
+        call_id = next(self._call_ids) & 0xFFFFFFFF
+        future = self._loop.create_future()  # type: ignore[union-attr]
+        self._calls[call_id] = future
+        d = ctx.descriptor
+        out = Descriptor(target, self.id, CALL | body_flag, 0, d.chain, 0, slot.id, len(payload),
+                         d.request_id, call_id, slot.generation)
+        self._outbox.put(out.pack())  # type: ignore[union-attr]
+        try:
+            return await asyncio.wait_for(future, self._timeouts.get(d.chain, 30.0))
+        except TimeoutError:
+            raise CallError(504, f"call to {function!r} timed out") from None
+        finally:
+            self._calls.pop(call_id, None)
+
+    def _settle_call(self, d: Descriptor) -> None:
+        future = self._calls.get(d.call_id)
+        if not self.pool.is_current(d.slot, d.generation):
+            return  # late reply for a reclaimed slot
+        body = bytes(self.pool.view(d.slot)[: d.length])
+        self.pool.free(d.slot, d.generation)
+        if future is None or future.done():
+            return
+        if d.kind == ERROR:
+            detail = orjson.loads(body).get("error", "") if body else ""
+            future.set_exception(CallError(d.status or 500, f"{self.table.name_of(d.sender)}: {detail}"))
+        else:
+            future.set_result(Reply(body, d.flags & BODY_MASK == BODY_JSON))

@@ -1,0 +1,210 @@
+"""Runs a node: pool, transport, gateway and one worker process per function.
+
+Traffic is accepted only once every worker has announced itself; a worker that dies is
+restarted (its in-flight requests fail fast with 502); SIGINT/SIGTERM drain the node and
+it exits leaving no process, socket file, /dev/shm segment or BPF object behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass
+from multiprocessing import get_context
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+
+import orjson
+import uvloop
+
+from spright import http
+from spright.gateway import Gateway, Limits
+from spright.loader import load_app
+from spright.pool import Pool, PoolConfig, PoolHandle
+from spright.runtime import Worker
+from spright.transport import select_transport
+from spright.transport.base import Transport
+
+log = logging.getLogger("spright")
+READY_TIMEOUT = 60.0
+DRAIN_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    app_ref: str
+    function: str
+    pool: PoolHandle
+    transport: Transport
+
+
+def runtime_base() -> Path:
+    if os.geteuid() == 0:
+        return Path("/run/spright")
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"spright-{os.getuid()}"
+
+
+def worker_main(spec: WorkerSpec) -> None:
+    """Entry point of a worker process (spawned, so it imports the app afresh)."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
+    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [{spec.function}] %(message)s")
+    uvloop.run(_worker(spec))
+
+
+async def _worker(spec: WorkerSpec) -> None:
+    app = load_app(spec.app_ref)
+    pool = Pool.attach(spec.pool)
+    worker = Worker(app.compile(), app.functions[spec.function], pool)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await worker.start(spec.transport)
+    await stop.wait()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(worker.drain(), DRAIN_TIMEOUT)
+    worker.close()
+    pool.close()
+
+
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: a SIGKILLed supervisor must not leave orphan workers."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        app_ref: str,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        transport: str = "auto",
+        pool_config: PoolConfig | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.app_ref = app_ref
+        self.app = load_app(app_ref)
+        self.table = self.app.compile()
+        self.host, self.port = host, port
+        self.transport_name = transport
+        self.pool_config = pool_config or PoolConfig(max_body=(limits or Limits()).max_body)
+        self.limits = limits or Limits(max_body=self.pool_config.max_body)
+        self.processes: dict[int, BaseProcess] = {}
+        self._starts: dict[int, list[float]] = {}
+        self._stopping = False
+
+    def run(self) -> None:
+        uvloop.run(self.serve())
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        self.runtime_dir = runtime_base() / str(os.getpid())
+        self.runtime_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+        endpoints = [0, *(f.id for f in self.table.functions)]
+        transport, reason = select_transport(self.transport_name, self.runtime_dir, endpoints)
+        if reason:
+            log.warning("spright: %s", reason)
+        self.transport = transport
+        self.pool = Pool.create(self.pool_config)
+        self.gateway = Gateway(self.table, self.pool, self.limits)
+        server = None
+        try:
+            transport.start()
+            await self.gateway.start(transport)
+            await self._start_workers()
+            server, connections = await http.serve(self.gateway, self.host, self.port)
+            self._write_node_file(server)
+            log.warning(
+                "spright: serving %r on http://%s:%d (transport=%s, %d functions)",
+                self.app.name, self.host, self.port, transport.name, len(self.table.functions),
+            )
+            await stop.wait()
+            log.warning("spright: draining")
+            await http.drain(server, connections, DRAIN_TIMEOUT)
+        finally:
+            self._stopping = True
+            self._stop_workers()
+            self.gateway.close()
+            transport.stop()
+            self.pool.close()
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+
+    # -- workers ---------------------------------------------------------------------------
+    async def _start_workers(self) -> None:
+        everyone = {f.id for f in self.table.functions}
+        all_ready = asyncio.Event()
+        self.gateway.on_ready = lambda _: everyone <= self.gateway.ready and all_ready.set()
+        for function in self.table.functions:
+            self._spawn(function.id)
+        waiter = asyncio.ensure_future(all_ready.wait())
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), READY_TIMEOUT)
+        except TimeoutError:
+            missing = ", ".join(self.table.name_of(i) for i in sorted(everyone - self.gateway.ready))
+            raise RuntimeError(f"workers did not become ready within {READY_TIMEOUT:.0f}s: {missing}") from None
+        self.gateway.on_ready = None
+
+    def _spawn(self, function_id: int) -> None:
+        name = self.table.name_of(function_id)
+        spec = WorkerSpec(self.app_ref, name, self.pool.handle, self.transport)
+        process = get_context("spawn").Process(target=worker_main, args=(spec,), name=f"spright-{name}", daemon=True)
+        process.start()
+        self.processes[function_id] = process
+        self._starts.setdefault(function_id, []).append(time.monotonic())
+        asyncio.get_running_loop().add_reader(process.sentinel, self._exited, function_id, process)
+
+    def _exited(self, function_id: int, process: BaseProcess) -> None:
+        asyncio.get_running_loop().remove_reader(process.sentinel)
+        process.join(0)
+        if self._stopping or self.processes.get(function_id) is not process:
+            return
+        name = self.table.name_of(function_id)
+        log.error("spright: worker %r exited with code %s; restarting", name, process.exitcode)
+        self.gateway.ready.discard(function_id)
+        self.gateway.function_died(function_id)
+        recent = [t for t in self._starts[function_id] if t > time.monotonic() - 10]
+        self._starts[function_id] = recent
+        delay = min(0.1 * 2 ** max(len(recent) - 1, 0), 5.0)  # back off when crash-looping
+        asyncio.get_running_loop().call_later(delay, self._respawn, function_id)
+
+    def _respawn(self, function_id: int) -> None:
+        if not self._stopping:
+            self._spawn(function_id)
+
+    def _stop_workers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for process in self.processes.values():
+            with contextlib.suppress(Exception):
+                loop.remove_reader(process.sentinel)
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + DRAIN_TIMEOUT + 2
+        for process in self.processes.values():
+            process.join(max(deadline - time.monotonic(), 0))
+            if process.is_alive():
+                process.kill()
+                process.join(1)
+
+    def _write_node_file(self, server: asyncio.AbstractServer) -> None:
+        port = server.sockets[0].getsockname()[1]
+        info = {
+            "pid": os.getpid(),
+            "app": self.app.name,
+            "app_ref": self.app_ref,
+            "host": self.host,
+            "port": port,
+            "transport": self.transport.name,
+            "workers": {self.table.name_of(i): p.pid for i, p in self.processes.items()},
+            "shm": self.pool.segment_names,
+        }
+        (self.runtime_dir / "node.json").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))

@@ -1,0 +1,44 @@
+"""Data planes behind one interface; ``select_transport`` picks one by name or ``auto``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from spright.transport.base import Transport
+from spright.transport.unix import UnixTransport
+
+
+def registry() -> dict[str, type[Transport]]:
+    """Transports users can choose, best first (``auto`` takes the first available)."""
+    found: dict[str, type[Transport]] = {}
+    try:
+        from spright.transport.skmsg import SkmsgTransport
+
+        found["skmsg"] = SkmsgTransport
+    except ImportError:
+        pass
+    found["unix"] = UnixTransport
+    return found
+
+
+def select_transport(name: str, runtime_dir: Path, endpoints: list[int]) -> tuple[Transport, str | None]:
+    """The transport to use and, when ``auto`` had to fall back, one line saying why."""
+    transports = registry()
+    if name == "auto":
+        for candidate, cls in transports.items():
+            reason = cls.unavailable_reason()
+            if reason is None:
+                note = None if candidate == next(iter(transports)) else _fallback_note(transports)
+                return cls(runtime_dir, endpoints), note
+        raise RuntimeError("no transport is available on this machine")
+    if name not in transports:
+        raise ValueError(f"unknown transport {name!r}; choose from: auto, {', '.join(transports)}")
+    reason = transports[name].unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"transport {name!r} is not available here: {reason}")
+    return transports[name](runtime_dir, endpoints), None
+
+
+def _fallback_note(transports: dict[str, type[Transport]]) -> str:
+    best = next(iter(transports))
+    return f"transport {best} unavailable ({transports[best].unavailable_reason()}); falling back to unix"

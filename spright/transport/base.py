@@ -1,0 +1,98 @@
+"""The one small interface every data plane implements.
+
+A transport moves packed descriptors between endpoints (the gateway is endpoint 0, each
+function worker has its own id). ``send`` takes one or more whole descriptors; each is
+delivered to the endpoint named by its first 4 bytes (``next_hop``), in order per
+destination. Receivers get whole descriptors, possibly several at once.
+
+Life cycle: the supervisor builds the transport and calls ``start()`` before any worker
+exists; the started instance is pickled into every worker process, where ``attach()``
+connects that process; the supervisor calls ``stop()`` last and it must leave nothing
+behind (socket files, BPF programs and maps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+from spright.descriptor import SIZE
+
+Receiver = Callable[[bytes], None]
+
+
+class Endpoint(ABC):
+    """One process's attachment to the data plane."""
+
+    @abstractmethod
+    def send(self, data: bytes) -> None:
+        """Queue whole packed descriptors for delivery; never blocks."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Transport(ABC):
+    name: ClassVar[str]
+
+    def __init__(self, runtime_dir: Path, endpoints: list[int]) -> None:
+        self.runtime_dir = runtime_dir
+        self.endpoints = endpoints
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        """None when this machine can run the transport, else why not and how to fix it."""
+        return None
+
+    def start(self) -> None:
+        """Node-wide setup, in the supervisor, before workers start."""
+
+    def stop(self) -> None:
+        """Node-wide teardown, in the supervisor, after workers stopped."""
+
+    @abstractmethod
+    async def attach(self, endpoint_id: int, on_receive: Receiver) -> Endpoint:
+        """Connect the calling process as ``endpoint_id``; call ``on_receive`` per batch."""
+
+
+class RecordBuffer:
+    """Reassembles whole descriptors from a byte stream that may split them."""
+
+    __slots__ = ("_tail",)
+
+    def __init__(self) -> None:
+        self._tail = b""
+
+    def feed(self, data: bytes) -> bytes:
+        if self._tail:
+            data = self._tail + data
+        cut = len(data) - len(data) % SIZE
+        self._tail = data[cut:]
+        return data if cut == len(data) else data[:cut]
+
+
+class Outbox:
+    """Batches descriptors queued during one loop iteration into a single ``send``.
+
+    Many handlers finishing in the same iteration cost one syscall (and, on sk_msg, one
+    sendmsg whose records each get their own verdict).
+    """
+
+    __slots__ = ("_endpoint", "_loop", "_queued")
+
+    def __init__(self, endpoint: Endpoint, loop: asyncio.AbstractEventLoop) -> None:
+        self._endpoint = endpoint
+        self._loop = loop
+        self._queued: list[bytes] = []
+
+    def put(self, record: bytes) -> None:
+        if not self._queued:
+            self._loop.call_soon(self._flush)
+        self._queued.append(record)
+
+    def _flush(self) -> None:
+        records, self._queued = self._queued, []
+        self._endpoint.send(records[0] if len(records) == 1 else b"".join(records))

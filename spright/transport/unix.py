@@ -1,0 +1,146 @@
+"""AF_UNIX stream fallback: same semantics as sk_msg, no root needed.
+
+Each endpoint listens on ``<runtime_dir>/ep-<id>.sock``. A sender splits a batch by
+destination and writes each part to a lazily opened stream connection to that endpoint
+(stream sockets, not datagrams: ``net.unix.max_dgram_qlen`` is 10 and would stall).
+A restarted worker re-creates its listener; a sender notices the broken connection on
+its next write and reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections import defaultdict
+from pathlib import Path
+
+from spright.descriptor import SIZE
+from spright.transport.base import Endpoint, Receiver, RecordBuffer, Transport
+
+
+def socket_path(runtime_dir: Path, endpoint_id: int) -> Path:
+    return runtime_dir / f"ep-{endpoint_id}.sock"
+
+
+class UnixTransport(Transport):
+    name = "unix"
+
+    def stop(self) -> None:
+        for endpoint_id in self.endpoints:
+            socket_path(self.runtime_dir, endpoint_id).unlink(missing_ok=True)
+
+    async def attach(self, endpoint_id: int, on_receive: Receiver) -> Endpoint:
+        path = socket_path(self.runtime_dir, endpoint_id)
+        path.unlink(missing_ok=True)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_unix_server(lambda: _Inbound(on_receive), str(path))
+        path.chmod(0o600)
+        return _UnixEndpoint(self.runtime_dir, server, path)
+
+
+class _Inbound(asyncio.Protocol):
+    def __init__(self, on_receive: Receiver) -> None:
+        self._on_receive = on_receive
+        self._buffer = RecordBuffer()
+
+    def data_received(self, data: bytes) -> None:
+        whole = self._buffer.feed(data)
+        if whole:
+            self._on_receive(whole)
+
+
+class _Link:
+    """Non-blocking write side of one connection, buffering only when the peer is slow."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._pending = bytearray()
+        self.broken = False
+
+    def write(self, data: bytes) -> bool:
+        """False when the connection is broken and nothing was written."""
+        if self.broken:
+            return False
+        if self._pending:
+            self._pending += data
+            return True
+        try:
+            sent = self._sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close()
+            return False
+        if sent < len(data):
+            self._pending += data[sent:]
+            self._loop.add_writer(self._sock.fileno(), self._flush)
+        return True
+
+    def _flush(self) -> None:
+        try:
+            sent = self._sock.send(self._pending)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
+        del self._pending[:sent]
+        if not self._pending:
+            self._loop.remove_writer(self._sock.fileno())
+
+    def close(self) -> None:
+        if not self.broken:
+            self.broken = True
+            if self._pending:
+                self._loop.remove_writer(self._sock.fileno())
+            self._sock.close()
+
+
+class _UnixEndpoint(Endpoint):
+    def __init__(self, runtime_dir: Path, server: asyncio.AbstractServer, path: Path) -> None:
+        self._runtime_dir = runtime_dir
+        self._server = server
+        self._path = path
+        self._loop = asyncio.get_running_loop()
+        self._links: dict[int, _Link] = {}
+
+    def send(self, data: bytes) -> None:
+        if len(data) == SIZE:
+            self._send_to(int.from_bytes(data[:4], "little"), data)
+            return
+        batches: dict[int, list[bytes]] = defaultdict(list)
+        for start in range(0, len(data), SIZE):
+            record = data[start : start + SIZE]
+            batches[int.from_bytes(record[:4], "little")].append(record)
+        for dest, records in batches.items():
+            self._send_to(dest, b"".join(records))
+
+    def _send_to(self, dest: int, data: bytes) -> None:
+        link = self._links.get(dest)
+        if link is not None and link.write(data):
+            return
+        link = self._connect(dest)  # first use, or the peer restarted since the last write
+        if link is not None:
+            link.write(data)
+
+    def _connect(self, dest: int) -> _Link | None:
+        """Connect synchronously (AF_UNIX connect is immediate) so ordering is kept."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(socket_path(self._runtime_dir, dest)))
+        except OSError:
+            sock.close()
+            return None  # endpoint is down: the descriptor is dropped, as the kernel would
+        sock.setblocking(False)
+        link = self._links[dest] = _Link(self._loop, sock)
+        return link
+
+    def close(self) -> None:
+        self._server.close()
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
+        with contextlib.suppress(FileNotFoundError):
+            self._path.unlink()
