@@ -9,40 +9,47 @@
 
 // Map 1: endpoint id -> that endpoint's socket. Each process inserts its own socket right
 // after connect(); inserting again under the same id (a restarted worker) replaces the old
-// socket, and a closed socket leaves the map by itself.
-BPF_SOCKHASH(spright_socks, u32, MAX_ENDPOINTS);
+// socket, and a closed socket leaves the map by itself. Key SINK is the supervisor's sink.
+#define SINK MAX_ENDPOINTS
+BPF_SOCKHASH(spright_socks, u32, MAX_ENDPOINTS + 1);
 
 // Map 2: per-CPU counters, indexed by endpoint id; userspace sums the CPUs. Entry
-// MAX_ENDPOINTS collects records too short to name any endpoint.
+// MAX_ENDPOINTS counts what names no sender: headers cut by a split write, bad sender ids.
 struct counters {
     u64 sent;       // descriptors whose sender field is this endpoint
     u64 received;   // descriptors redirected into this endpoint's socket
     u64 dropped;    // descriptors addressed to this endpoint while no socket was attached
-    u64 malformed;  // descriptors from this endpoint naming no valid next hop (dropped)
+                    // (discarded via the sink)
+    u64 malformed;  // descriptors from this endpoint naming no valid next hop (discarded)
 };
 BPF_PERCPU_ARRAY(spright_stats, struct counters, MAX_ENDPOINTS + 1);
 
+// Undeliverable descriptors go to the sink socket, whose reader discards them. Returning
+// SK_DROP instead would fail the whole send() with EACCES and lose the rest of the batch.
+static __always_inline int to_sink(struct sk_msg_md *msg) {
+    u32 sink = SINK;
+    return spright_socks.msg_redirect_hash(msg, &sink, BPF_F_INGRESS);
+}
+
 // Descriptor layout (spright/descriptor.py): u32 next_hop, u16 sender, ... (little-endian).
+#define HEADER_SIZE 6
 int spright_msg(struct sk_msg_md *msg) {
     // A verdict covers exactly one descriptor, so one send() may carry a batch of
     // descriptors for different destinations: the kernel reruns us for the next one.
+    // It also covers the rest of a descriptor that a short write split: those bytes,
+    // sent later, follow the same verdict without rerunning us.
     bpf_msg_apply_bytes(msg, DESCRIPTOR_SIZE);
-    if (msg->size < DESCRIPTOR_SIZE) {
-        // A partial send split a descriptor: hold its bytes until the rest arrives.
-        bpf_msg_cork_bytes(msg, DESCRIPTOR_SIZE);
-        return SK_PASS;
-    }
-    // data..data_end covers only the first scatterlist element: make the record linear.
-    bpf_msg_pull_data(msg, 0, DESCRIPTOR_SIZE, 0);
+    // data..data_end covers only the first scatterlist element: make the header linear.
+    bpf_msg_pull_data(msg, 0, HEADER_SIZE, 0);
     void *data = (void *)(long)msg->data;
     void *data_end = (void *)(long)msg->data_end;
     u32 anonymous = MAX_ENDPOINTS;
     struct counters *c;
-    if (data + DESCRIPTOR_SIZE > data_end) {
+    if (data + HEADER_SIZE > data_end) {  // a split left fewer bytes than the header
         c = spright_stats.lookup(&anonymous);
         if (c)
             c->malformed++;
-        return SK_DROP;
+        return to_sink(msg);
     }
 
     u32 next_hop = *(u32 *)data;
@@ -54,10 +61,10 @@ int spright_msg(struct sk_msg_md *msg) {
             c->malformed++;
     }
     if (next_hop >= MAX_ENDPOINTS)
-        return SK_DROP;
+        return to_sink(msg);
 
-    // SK_PASS with the target socket chosen, or SK_DROP when next_hop is not attached.
-    long verdict = spright_socks.msg_redirect_hash(msg, &next_hop, BPF_F_INGRESS);
+    // SK_PASS once the target socket is chosen; SK_DROP when next_hop is not attached.
+    int verdict = spright_socks.msg_redirect_hash(msg, &next_hop, BPF_F_INGRESS);
     c = spright_stats.lookup(&next_hop);
     if (c) {
         if (verdict == SK_PASS)
@@ -65,5 +72,5 @@ int spright_msg(struct sk_msg_md *msg) {
         else
             c->dropped++;
     }
-    return verdict;
+    return verdict == SK_PASS ? verdict : to_sink(msg);
 }

@@ -96,7 +96,8 @@ class Context:
         try:
             return orjson.loads(self.body)
         except orjson.JSONDecodeError as exc:
-            raise HTTPError(400, f"body is not valid JSON: {exc}") from None
+            problem = str(exc)  # raised outside: the decode error references the slot's memory
+        raise HTTPError(400, f"body is not valid JSON: {problem}")
 
     def form(self) -> dict[str, str]:
         """A form-encoded body (application/x-www-form-urlencoded), last value wins."""
@@ -150,6 +151,11 @@ class Context:
         if self.content_type is None and not self.response_headers:
             return None
         return {"content_type": self.content_type, "headers": self.response_headers}
+
+    def release(self) -> None:
+        """Drop this invocation's views of shared memory (the slot moves on to the next hop)."""
+        self.body.release()
+        self._slot_view.release()
 
     # -- internal calls --------------------------------------------------------------------
     async def call(self, function: str, payload: Any = None) -> Reply:

@@ -14,6 +14,7 @@ A slot's bytes: ``[payload ... | meta | meta_len u32]`` — the payload starts a
 from __future__ import annotations
 
 import contextlib
+import gc
 import secrets
 import struct
 from dataclasses import dataclass
@@ -37,8 +38,8 @@ class PoolConfig:
     """Slot sizes and counts. The largest class must hold ``max_body`` plus metadata."""
 
     max_body: int = 8 * MiB
-    classes: tuple[tuple[int, int], ...] = ((4096, 2048), (65536, 256), (MiB, 32))
-    large_slots: int = 4
+    classes: tuple[tuple[int, int], ...] = ((4096, 4096), (65536, 1024), (MiB + 65536, 64))
+    large_slots: int = 8
     meta_reserve: int = 64 * 1024
 
     def size_classes(self) -> list[tuple[int, int]]:
@@ -183,8 +184,12 @@ class Pool:
         self._stacks.clear()
         self._views.clear()
         for segment in self._segments:
-            with contextlib.suppress(BufferError):  # a caller still holds a slot view
+            try:
                 segment.close()
+            except BufferError:  # views kept alive by garbage cycles (tracebacks): collect, retry
+                gc.collect()
+                with contextlib.suppress(BufferError):
+                    segment.close()
         self._segments.clear()
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from spright.descriptor import GATEWAY
+from spright.pool import PoolConfig
 
 Handler = Callable[[Any], Any]
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -138,9 +139,10 @@ class RouteTable:
 class App:
     """Functions and routes of one application; ``compile()`` checks and freezes them."""
 
-    def __init__(self, name: str = "app", *, default_timeout: float = 30.0) -> None:
+    def __init__(self, name: str = "app", *, default_timeout: float = 30.0, pool: PoolConfig | None = None) -> None:
         self.name = name
         self.default_timeout = default_timeout
+        self.pool = pool or PoolConfig()  # slot sizes and counts; pool.max_body is the body limit
         self.functions: dict[str, Function] = {}
         self._routes: list[tuple[str, str, ChainSpec, float]] = []
 

@@ -12,6 +12,7 @@ import inspect
 import itertools
 import logging
 import secrets
+import traceback
 from collections import deque
 from typing import Any
 
@@ -126,7 +127,7 @@ class Worker:
             meta = bytes(read_meta(view))
         slot = Slot(d.slot, d.generation)
         if payload is not ctx.body or response_meta is not None:
-            slot, view = self._place(d, view, slot, payload, meta)
+            slot = self._place(d, view, slot, payload, meta)
         length = len(payload)
         if d.kind == CALL:
             out = Descriptor(d.sender, self.id, REPLY | flags, 0, d.chain, status, slot.id, length,
@@ -138,32 +139,34 @@ class Worker:
                              d.request_id, 0, slot.generation)
         self._outbox.put(out.pack())  # type: ignore[union-attr]
 
-    def _place(
-        self, d: Descriptor, view: memoryview, slot: Slot, payload: bytes | memoryview, meta: bytes
-    ) -> tuple[Slot, memoryview]:
+    def _place(self, d: Descriptor, view: memoryview, slot: Slot, payload: bytes | memoryview, meta: bytes) -> Slot:
         """Write payload and meta into the slot, moving to a larger slot if they don't fit."""
-        needed = len(payload) + len(meta) + 4
-        if needed > len(view):
-            bigger = self.pool.alloc(needed, d.request_id)
-            new_view = self.pool.view(bigger.id)
-            new_view[: len(payload)] = payload
-            write_meta(new_view, meta)
+        if len(payload) + len(meta) + 4 > len(view):
+            bigger = self._write_new_slot(payload, meta, d.request_id)
             self.pool.free(slot.id, slot.generation)
-            return bigger, new_view
+            return bigger
         write_meta(view, meta)
         view[: len(payload)] = payload
-        return slot, view
+        return slot
+
+    def _write_new_slot(self, payload: bytes | memoryview, meta: bytes, owner: int) -> Slot:
+        slot = self.pool.alloc(len(payload) + len(meta) + 4, owner)
+        with self.pool.view(slot.id) as view:
+            view[: len(payload)] = payload
+            write_meta(view, meta)
+        return slot
 
     def _fail(self, d: Descriptor, exc: Exception) -> None:
         if isinstance(exc, HTTPError):
             status, body = exc.status, {"error": exc.detail or "error"}
             if isinstance(exc, CallError) or status < 500:
-                log.info("%s: %s", self.function.name, exc)
+                log.info("%s: %s", self.function.name, str(exc))
         else:
             error_id = secrets.token_hex(6)
             status = 503 if isinstance(exc, PoolExhausted) else 500
             body = {"error": "internal server error", "error_id": error_id, "function": self.function.name}
-            log.error("%s failed (error_id=%s)", self.function.name, error_id, exc_info=exc)
+            trace = "".join(traceback.format_exception(exc))  # text: a kept record must not pin the slot
+            log.error("%s failed (error_id=%s)\n%s", self.function.name, error_id, trace)
         payload = orjson.dumps(body)
         view = self.pool.view(d.slot)
         write_meta(view, b"")
@@ -180,11 +183,7 @@ class Worker:
         except LookupError as exc:
             raise HTTPError(500, str(exc)) from None
         payload, body_flag = encode(value)
-        meta = read_meta(ctx._slot_view)
-        slot = self.pool.alloc(len(payload) + len(meta) + 4, ctx.request_id)
-        view = self.pool.view(slot.id)
-        view[: len(payload)] = payload
-        write_meta(view, meta)
+        slot = self._write_new_slot(payload, bytes(read_meta(ctx._slot_view)), ctx.request_id)
         call_id = next(self._call_ids) & 0xFFFFFFFF
         future = self._loop.create_future()  # type: ignore[union-attr]
         self._calls[call_id] = future
@@ -203,7 +202,8 @@ class Worker:
         future = self._calls.get(d.call_id)
         if not self.pool.is_current(d.slot, d.generation):
             return  # late reply for a reclaimed slot
-        body = bytes(self.pool.view(d.slot)[: d.length])
+        with self.pool.view(d.slot) as view:
+            body = bytes(view[: d.length])
         self.pool.free(d.slot, d.generation)
         if future is None or future.done():
             return

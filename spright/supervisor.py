@@ -27,7 +27,7 @@ import uvloop
 from spright import http
 from spright.gateway import Gateway, Limits
 from spright.loader import load_app
-from spright.pool import Pool, PoolConfig, PoolHandle
+from spright.pool import Pool, PoolHandle
 from spright.runtime import Worker
 from spright.transport import select_transport
 from spright.transport.base import Transport
@@ -86,7 +86,6 @@ class Supervisor:
         host: str = "127.0.0.1",
         port: int = 8080,
         transport: str = "auto",
-        pool_config: PoolConfig | None = None,
         limits: Limits | None = None,
     ) -> None:
         self.app_ref = app_ref
@@ -94,7 +93,7 @@ class Supervisor:
         self.table = self.app.compile()
         self.host, self.port = host, port
         self.transport_name = transport
-        self.pool_config = pool_config or PoolConfig(max_body=(limits or Limits()).max_body)
+        self.pool_config = self.app.pool
         self.limits = limits or Limits(max_body=self.pool_config.max_body)
         self.processes: dict[int, BaseProcess] = {}
         self._starts: dict[int, list[float]] = {}

@@ -20,6 +20,9 @@ it in the same batch; so undeliverable descriptors are redirected to a sink sock
 the supervisor drains, never dropped. A full receiver never pushes back: redirected data
 is charged to the receiver beyond its SO_RCVBUF (up to ``net.ipv4.tcp_mem``), so send()
 does not return EAGAIN and flow control must come from the callers (in-flight limits).
+A write the kernel splits inside a descriptor is harmless once the 6-byte header is in:
+the verdict covers the descriptor's remaining bytes whenever they are sent (``cork_bytes``
+looked like the tool for the rest, but misrouted and duplicated descriptors here).
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ from spright.descriptor import SIZE
 from spright.transport.base import Endpoint, Receiver, RecordBuffer, Transport
 
 MAX_ENDPOINTS = 1024  # endpoint ids are 0..MAX_ENDPOINTS-1 (sizes the BPF maps)
+# One sendmsg() of more than ~68 KiB can outgrow the kernel's 17-element scatterlist and be
+# split at any byte; a split inside a descriptor's first 6 bytes loses that descriptor.
+MAX_WRITE = 1024 * SIZE
 SINK = MAX_ENDPOINTS  # sockhash key of the supervisor's socket for undeliverable descriptors
 SOURCE = Path(__file__).resolve().parents[2] / "ebpf" / "skmsg.c"
 BPF_FS = Path("/sys/fs/bpf")
@@ -54,13 +60,17 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 class _ElemAttr(ctypes.Structure):
-    _fields_ = [("map_fd", ctypes.c_uint32), ("pad", ctypes.c_uint32),
-                ("key", ctypes.c_uint64), ("value", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+    _fields_ = [
+        ("map_fd", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("key", ctypes.c_uint64),
+        ("value", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+    ]
 
 
 class _PathAttr(ctypes.Structure):
-    _fields_ = [("pathname", ctypes.c_uint64), ("bpf_fd", ctypes.c_uint32),
-                ("file_flags", ctypes.c_uint32)]
+    _fields_ = [("pathname", ctypes.c_uint64), ("bpf_fd", ctypes.c_uint32), ("file_flags", ctypes.c_uint32)]
 
 
 def _bpf(cmd: int, attr: ctypes.Structure) -> int:
@@ -84,8 +94,7 @@ def _open_pinned(path: Path) -> int:
 def _insert_socket(map_fd: int, key: int, sock: socket.socket) -> None:
     """Map ``key`` to ``sock`` (BPF_ANY: replaces the socket of a restarted worker)."""
     k, v = ctypes.c_uint32(key), ctypes.c_uint32(sock.fileno())
-    _bpf(_MAP_UPDATE_ELEM, _ElemAttr(map_fd=map_fd, key=ctypes.addressof(k),
-                                     value=ctypes.addressof(v)))
+    _bpf(_MAP_UPDATE_ELEM, _ElemAttr(map_fd=map_fd, key=ctypes.addressof(k), value=ctypes.addressof(v)))
 
 
 class Counters(NamedTuple):
@@ -150,11 +159,12 @@ def _probe() -> str | None:
     try:
         from bcc import BPF
     except ImportError:
-        return ("bcc is not importable: apt-get install python3-bpfcc and put "
-                "/usr/lib/python3/dist-packages on the venv's path (a .pth file)")
+        return (
+            "bcc is not importable: apt-get install python3-bpfcc and put "
+            "/usr/lib/python3/dist-packages on the venv's path (a .pth file)"
+        )
     release = os.uname().release
-    if not (Path(f"/lib/modules/{release}/build").exists()
-            or Path("/sys/kernel/kheaders.tar.xz").exists()):
+    if not (Path(f"/lib/modules/{release}/build").exists() or Path("/sys/kernel/kheaders.tar.xz").exists()):
         return f"no kernel headers for {release}: run ebpf/setup-headers.sh"
     try:
         bpf = BPF(src_file=str(SOURCE).encode(), cflags=CFLAGS)
@@ -264,8 +274,10 @@ class SkmsgTransport(Transport):
         try:
             for endpoint_id in self.endpoints:
                 key.value = endpoint_id
-                _bpf(_MAP_LOOKUP_ELEM, _ElemAttr(map_fd=map_fd, key=ctypes.addressof(key),
-                                                 value=ctypes.addressof(values)))
+                _bpf(
+                    _MAP_LOOKUP_ELEM,
+                    _ElemAttr(map_fd=map_fd, key=ctypes.addressof(key), value=ctypes.addressof(values)),
+                )
                 result[endpoint_id] = Counters(
                     *(sum(values[cpu * fields + f] for cpu in range(ncpu)) for f in range(fields))
                 )
@@ -286,18 +298,22 @@ class _Inbound(asyncio.Protocol):
 
 
 class _SkmsgEndpoint(Endpoint):
-    """Sends through the event loop's transport: one write() syscall when the socket is
-    writable, buffered behind a writer callback otherwise."""
+    """Sends through the event loop's transport: one write() syscall per batch when the
+    socket is writable (always, in practice: redirects never push back), else buffered
+    behind a writer callback."""
 
-    def __init__(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
+    def __init__(self, transport: asyncio.Transport) -> None:
         self._transport = transport
 
     def send(self, data: bytes) -> None:
         if len(data) % SIZE:
-            # The program would cork the partial descriptor and misroute every later one.
             raise ValueError(f"{len(data)} bytes is not a whole number of descriptors")
-        self._transport.write(data)
+        if len(data) <= MAX_WRITE:
+            self._transport.write(data)
+            return
+        view = memoryview(data)
+        for start in range(0, len(data), MAX_WRITE):
+            self._transport.write(view[start : start + MAX_WRITE])
 
     def close(self) -> None:
         self._transport.close()  # a closed socket leaves the sockhash by itself

@@ -1,0 +1,1 @@
+"""Benchmark harness: baselines, spright apps under load and the runner (not part of ``make test``)."""

@@ -1,0 +1,38 @@
+"""spright apps for the benchmark scenarios, one App per scenario so each node spawns only the
+workers it needs (``spright run bench.apps:noop`` etc.).
+
+``noop`` and ``chain10`` differ only by nine pass-through hops (the last hop of both answers
+"hello"), so the low-load latency difference divided by nine is the cost of one hop.
+"""
+
+from __future__ import annotations
+
+from spright import App, Context
+from spright.routing import Chain, Function
+
+HELLO = b"hello"
+
+
+async def _hello(ctx: Context) -> bytes:
+    return HELLO
+
+
+async def _passthrough(ctx: Context) -> memoryview:
+    return ctx.body  # the slot's own bytes: forwarded without a write
+
+
+# gateway + one function that does nothing but answer
+noop = App("bench-noop")
+_noop_fn = noop.add_function(_hello, name="noop")
+noop.route("/", _noop_fn, methods=["GET", "POST"])
+
+# three hops echoing the POST body in place (the examples/echo.py shape)
+echo3 = App("bench-echo3")
+_echo = [echo3.add_function(_passthrough, name=f"echo{i}") for i in range(1, 4)]
+echo3.route("/", Chain(tuple(_echo)), methods=["POST"])
+
+# ten hops: nine pass-throughs, then the same "hello" answer as noop
+chain10 = App("bench-chain10")
+_hops: list[Function] = [chain10.add_function(_passthrough, name=f"hop{i}") for i in range(1, 10)]
+_hops.append(chain10.add_function(_hello, name="hop10"))
+chain10.route("/", Chain(tuple(_hops)), methods=["GET", "POST"])

@@ -1,0 +1,91 @@
+"""wrk driving and parsing: one Lua script sets the request and prints wrk's own histogram as
+JSON from ``done()``, so no figure is scraped from wrk's human-readable table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+MARKER = "BENCHJSON "
+
+_LUA = """
+wrk.method = "{method}"
+{body}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{marker}{{"requests":%d,"duration_us":%d,"bytes":%d,'
+    .. '"errors":{{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}},'
+    .. '"mean_us":%.1f,"stdev_us":%.1f,"max_us":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"p999_us":%d}}\\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency.mean, latency.stdev, latency.max,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9)))
+end
+"""
+
+
+@dataclass
+class WrkResult:
+    connections: int
+    duration_s: float
+    requests: int
+    rps: float
+    mean_us: float
+    p50_us: int
+    p90_us: int
+    p99_us: int
+    p999_us: int
+    max_us: int
+    errors: dict[str, int]
+    client_cpu_s: float  # wrk's own CPU: on 2 cores the client competes with the server
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def write_script(method: str, body: bytes | None, directory: Path) -> Path:
+    """A per-scenario Lua script; the body is passed as a Lua string literal (ASCII only)."""
+    body_lua = ""
+    if body is not None:
+        body_lua = f'wrk.body = "{body.decode("ascii")}"\nwrk.headers["Content-Type"] = "application/octet-stream"'
+    script = directory / f"{method.lower()}-{len(body or b'')}.lua"
+    script.write_text(_LUA.format(method=method, body=body_lua, marker=MARKER))
+    return script
+
+
+def run_wrk(url: str, script: Path, connections: int, duration: float, timeout_s: float = 10.0) -> WrkResult:
+    """Run ``wrk -t1`` and return its figures; raises when wrk fails or prints no JSON."""
+    args = [
+        "wrk", "-t1", f"-c{connections}", f"-d{max(round(duration), 1)}s",
+        f"--timeout={int(timeout_s)}s", "-s", str(script), url,
+    ]
+    with tempfile.TemporaryFile() as out:
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    line = next((ln for ln in text.splitlines() if ln.startswith(MARKER)), None)
+    if process.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed (exit {process.returncode}):\n{text}")
+    data = json.loads(line[len(MARKER):])
+    seconds = data["duration_us"] / 1e6
+    return WrkResult(
+        connections=connections,
+        duration_s=round(seconds, 3),
+        requests=data["requests"],
+        rps=round(data["requests"] / seconds, 1) if seconds else 0.0,
+        mean_us=data["mean_us"],
+        p50_us=data["p50_us"],
+        p90_us=data["p90_us"],
+        p99_us=data["p99_us"],
+        p999_us=data["p999_us"],
+        max_us=data["max_us"],
+        errors=data["errors"],
+        client_cpu_s=round(usage.ru_utime + usage.ru_stime, 3),
+    )

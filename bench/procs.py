@@ -1,0 +1,120 @@
+"""Server lifecycle and CPU accounting. CPU comes from /proc (utime+stime of the server and every
+descendant), because per-request CPU is the figure the SPRIGHT paper argues with, and wall-clock
+RPS alone hides a design that burns both cores to get it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel just handed out; held open together so the ``count`` are distinct."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it, via /proc/<pid>/task/*/children (no psutil needed)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                todo.extend(int(child) for child in (task / "children").read_text().split())
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """Sum of utime+stime; a process that is gone contributes nothing (it should not go)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()  # the comm field may contain spaces
+            total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+class Server:
+    """One server under test: started in its own process group, stopped with SIGTERM, verified gone."""
+
+    def __init__(self, argv: list[str], ports: list[int], log: Path, cwd: Path) -> None:
+        self.argv, self.ports, self.log_path, self.cwd = argv, ports, log, cwd
+        self.process: subprocess.Popen[bytes] | None = None
+        self.pids: list[int] = []
+
+    def start(self, timeout: float = 60.0) -> None:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.argv, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        waiting = list(self.ports)  # every listening port: the aiohttp chain binds three
+        while waiting and time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}: {self.tail()}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.5):
+                waiting.pop(0)
+                continue
+            time.sleep(0.1)
+        if waiting:
+            self.stop()
+            raise RuntimeError(f"server did not accept connections on :{waiting[0]} within {timeout:.0f}s")
+        self.pids = descendants(self.process.pid)
+
+    def stop(self, grace: float = 15.0) -> dict[str, object]:
+        """SIGTERM, wait, then SIGKILL whatever is left; reports what it had to do."""
+        if self.process is None:
+            return {"clean": True}
+        pids = self.pids or descendants(self.process.pid)
+        pids = list(dict.fromkeys(pids + descendants(self.process.pid)))
+        started = time.monotonic()
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(grace)
+        while time.monotonic() - started < grace and any(alive(p) for p in pids if p != self.process.pid):
+            time.sleep(0.05)
+        leftovers = [p for p in pids if alive(p)]
+        for pid in leftovers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self.process.poll() is None:
+            self.process.wait(5)
+        return {
+            "clean": not leftovers,
+            "exit_code": self.process.returncode,
+            "stop_seconds": round(time.monotonic() - started, 2),
+            "killed": leftovers,
+        }
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pids)
+
+    def tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""

@@ -1,0 +1,3 @@
+from spright.cli import main
+
+main()

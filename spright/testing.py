@@ -1,0 +1,140 @@
+"""Test helpers: an in-process ``TestClient`` and a real multi-process node.
+
+``TestClient`` runs the real gateway, pool, descriptors and workers in the test's event
+loop over the in-memory transport (FastStream's test broker, for spright): no ports, no
+processes, same code path. ``run_node`` starts ``spright run`` as a subprocess for
+integration tests against the real data plane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from spright.gateway import Gateway, Limits, Response
+from spright.pool import MiB, Pool, PoolConfig
+from spright.routing import App
+from spright.runtime import Worker
+from spright.transport.local import LocalTransport
+
+__all__ = ["Response", "TestClient", "free_port", "run_node"]
+
+TEST_POOL = PoolConfig(max_body=8 * MiB, classes=((4096, 256), (65536, 64), (MiB, 8)), large_slots=2)
+
+
+class TestClient:
+    """``async with TestClient(app) as client: r = await client.get("/x")``."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, app: App, *, limits: Limits | None = None, pool: PoolConfig | None = None) -> None:
+        self.app = app
+        self.table = app.compile()
+        self._pool_config = pool or (app.pool if app.pool != PoolConfig() else TEST_POOL)
+        self.limits = limits or Limits(max_body=self._pool_config.max_body)
+        self.headers: dict[str, str] = {}  # sent with every request; a cookie jar of one
+
+    async def __aenter__(self) -> TestClient:
+        self._tmp = tempfile.TemporaryDirectory(prefix="spright-test-")
+        endpoints = [0, *(f.id for f in self.table.functions)]
+        transport = LocalTransport(Path(self._tmp.name), endpoints)
+        self.pool = Pool.create(self._pool_config)
+        self.gateway = Gateway(self.table, self.pool, self.limits)
+        await self.gateway.start(transport)
+        self.workers = [Worker(self.table, self.app.functions[f.name], self.pool) for f in self.table.functions]
+        for worker in self.workers:
+            await worker.start(transport)
+        await asyncio.sleep(0)  # deliver the READY descriptors
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for worker in self.workers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.drain(), 5)
+            worker.close()
+        self.gateway.close()
+        self.pool.close()
+        self._tmp.cleanup()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | str = b"",
+        json: Any = None,
+        data: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        path, _, query = path.partition("?")
+        all_headers = {**self.headers, **{k.lower(): v for k, v in (headers or {}).items()}}
+        if json is not None:
+            body = orjson.dumps(json)
+            all_headers.setdefault("content-type", "application/json")
+        elif data is not None:
+            body = urlencode(data)
+            all_headers.setdefault("content-type", "application/x-www-form-urlencoded")
+        payload = body.encode() if isinstance(body, str) else body
+        writer = self.gateway.new_body(len(payload))
+        if isinstance(writer, Response):
+            return writer
+        writer.write(payload)
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self.gateway.submit(method.upper(), path, query, all_headers, writer, future.set_result)
+        return await future
+
+    async def get(self, path: str, **kwargs: Any) -> Response:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> Response:
+        return await self.request("POST", path, **kwargs)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def run_node(app_ref: str, *, transport: str = "unix", port: int | None = None, args: tuple[str, ...] = (),
+             startup_timeout: float = 60.0) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """Run ``spright run APP_REF`` in a subprocess; yields (port, process) once it serves."""
+    port = port or free_port()
+    command = [sys.executable, "-m", "spright", "run", app_ref, "--port", str(port), "--transport", transport, *args]
+    log = tempfile.TemporaryFile()  # a file, not a pipe: a chatty node must never block on it
+    process = subprocess.Popen(command, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"node exited early:\n{log.read().decode(errors='replace')}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node did not listen on port {port} within {startup_timeout}s")
+            time.sleep(0.1)
+        yield port, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()

@@ -1,0 +1,84 @@
+"""A small app touching every user-facing contract; used by TestClient and node tests."""
+
+import asyncio
+
+from spright import App, Context, HTTPError
+from spright.pool import PoolConfig
+
+app = App("demo", pool=PoolConfig(classes=((4096, 64), (65536, 16), (1 << 20, 8)), large_slots=2))
+
+
+@app.function()
+async def upper(ctx: Context) -> bytes:
+    view = ctx.body
+    view[:] = bytes(view).upper()  # in place, in shared memory
+    return view
+
+
+@app.function()
+async def tag(ctx: Context) -> bytes:
+    return ctx.bytes() + b"!"
+
+
+@app.function()
+def info(ctx: Context) -> dict:  # a sync handler
+    return {
+        "method": ctx.method,
+        "path": ctx.path,
+        "params": ctx.params,
+        "query": ctx.query,
+        "agent": ctx.headers.get("user-agent"),
+        "session": ctx.cookies.get("session"),
+        "request_id": ctx.request_id,
+    }
+
+
+@app.function()
+async def page(ctx: Context) -> str:
+    ctx.status = 201
+    ctx.content_type = "text/html; charset=utf-8"
+    ctx.set_header("x-page", "yes")
+    return "<p>" + "x" * 50_000 + "</p>"
+
+
+@app.function()
+async def adder(ctx: Context) -> dict:
+    numbers = ctx.json()
+    if not isinstance(numbers, list):
+        raise HTTPError(400, "expected a JSON list of numbers")
+    return {"sum": sum(numbers)}
+
+
+@app.function()
+async def total(ctx: Context) -> dict:
+    """Fans out concurrent internal calls and combines them."""
+    halves = ctx.json()
+    first, second = await asyncio.gather(ctx.call("adder", halves[0]), ctx.call("adder", halves[1]))
+    return {"total": first.json()["sum"] + second.json()["sum"]}
+
+
+@app.function()
+async def boom(ctx: Context) -> None:
+    raise RuntimeError("the handler broke")
+
+
+@app.function()
+async def sleepy(ctx: Context) -> str:
+    await asyncio.sleep(float(ctx.query.get("s", "1")))
+    return "slept"
+
+
+@app.function()
+async def grow(ctx: Context) -> bytes:
+    return ctx.bytes() * int(ctx.query.get("times", "2"))
+
+
+app.route("/echo", upper >> tag >> tag, methods=["POST"])
+app.route("/info/{item}", info, methods=["GET", "POST"])
+app.route("/page", page)
+app.route("/add", adder, methods=["POST"])
+app.route("/total", total, methods=["POST"])
+app.route("/boom", boom)
+app.route("/call-boom", ["total"], methods=["PUT"])
+app.route("/sleep", sleepy, timeout=0.5)
+app.route("/grow", grow >> upper, methods=["POST"])

@@ -1,0 +1,88 @@
+import os
+
+import pytest
+
+from spright.pool import Pool, PoolConfig, PoolExhausted, read_meta, write_meta
+
+SMALL = PoolConfig(max_body=1 << 20, classes=((1024, 4), (65536, 2)), large_slots=1, meta_reserve=4096)
+
+
+@pytest.fixture
+def pool():
+    p = Pool.create(SMALL)
+    yield p
+    p.close()
+
+
+def test_small_payloads_get_small_slots(pool: Pool) -> None:
+    slot = pool.alloc(20, owner=1)
+    assert pool.capacity(slot.id) == 1024
+    big = pool.alloc(1 << 20, owner=1)
+    assert pool.capacity(big.id) >= 1 << 20
+
+
+def test_alloc_free_and_generation(pool: Pool) -> None:
+    first = pool.alloc(10, owner=1)
+    assert pool.in_use() == 1 and pool.is_current(*first)
+    assert pool.free(*first)
+    assert not pool.free(*first), "double free must be refused"
+    again = pool.alloc(10, owner=2)
+    assert again.id == first.id and again.generation != first.generation
+    assert not pool.is_current(*first), "a late reply for the old generation is detectable"
+    assert not pool.free(*first), "freeing with a stale generation must not free the new owner's slot"
+    assert pool.in_use() == 1
+
+
+def test_exhaustion_falls_back_to_larger_classes_then_raises(pool: Pool) -> None:
+    slots = [pool.alloc(100, owner=1) for _ in range(4 + 2 + 1)]
+    assert len({s.id for s in slots}) == 7
+    with pytest.raises(PoolExhausted):
+        pool.alloc(100, owner=1)
+    pool.free(*slots[0])
+    pool.alloc(100, owner=1)
+
+
+def test_too_large_is_a_value_error(pool: Pool) -> None:
+    with pytest.raises(ValueError, match="exceed"):
+        pool.alloc(10 << 20, owner=1)
+
+
+def test_views_are_shared_between_attachments(pool: Pool) -> None:
+    other = Pool.attach(pool.handle)
+    slot = pool.alloc(5, owner=1)
+    pool.view(slot.id)[:5] = b"hello"
+    assert bytes(other.view(slot.id)[:5]) == b"hello"
+    other.view(slot.id)[:5] = b"HELLO"
+    assert bytes(pool.view(slot.id)[:5]) == b"HELLO"
+    assert other.free(*slot) and pool.in_use() == 0
+    other.close()
+    assert all(os.path.exists(f"/dev/shm/{name}") for name in pool.segment_names), "attach must not unlink"
+
+
+def test_sweep_frees_only_dead_owners(pool: Pool) -> None:
+    live = pool.alloc(10, owner=7)
+    pool.alloc(10, owner=8)
+    pool.alloc(2000, owner=8)
+    assert pool.sweep({7}) == 2
+    assert pool.in_use() == 1 and pool.is_current(*live)
+
+
+def test_meta_lives_at_the_tail(pool: Pool) -> None:
+    slot = pool.alloc(10, owner=1)
+    view = pool.view(slot.id)
+    view[:4] = b"body"
+    room = write_meta(view, b'{"a":1}')
+    assert room == 1024 - 4 - 7
+    assert bytes(read_meta(view)) == b'{"a":1}' and bytes(view[:4]) == b"body"
+    with pytest.raises(ValueError):
+        write_meta(view, b"x" * 2000)
+
+
+def test_segments_are_private_and_unlinked() -> None:
+    p = Pool.create(SMALL)
+    names = p.segment_names
+    for name in names:
+        assert os.stat(f"/dev/shm/{name}").st_mode & 0o777 == 0o600
+    assert len({n.rsplit("-", 1)[0] for n in names}) == 1, "one random per-run prefix"
+    p.close()
+    assert not any(os.path.exists(f"/dev/shm/{name}") for name in names)

@@ -1,0 +1,103 @@
+import asyncio
+
+import pytest
+
+from spright.gateway import Limits
+from spright.pool import PoolConfig
+from spright.testing import TestClient
+from tests.apps.demo import app
+
+
+@pytest.fixture
+async def client():
+    async with TestClient(app) as c:
+        yield c
+        await asyncio.sleep(0)
+        assert c.pool.in_use() == 0, "every slot comes back when its request ends"
+
+
+async def test_chain_runs_in_order_in_place(client: TestClient) -> None:
+    r = await client.post("/echo", body=b"hello")
+    assert r.status == 200 and r.body == b"HELLO!!"
+    assert dict(r.headers)[b"content-type"] == b"application/octet-stream"
+
+
+async def test_request_metadata_reaches_the_handler(client: TestClient) -> None:
+    r = await client.get("/info/abc?x=1&y=two", headers={"User-Agent": "pytest", "Cookie": "session=s1; a=b"})
+    assert r.status == 200
+    assert r.json() == {
+        "method": "GET", "path": "/info/abc", "params": {"item": "abc"}, "query": {"x": "1", "y": "two"},
+        "agent": "pytest", "session": "s1", "request_id": r.json()["request_id"],
+    }
+    assert dict(r.headers)[b"content-type"] == b"application/json"
+
+
+async def test_response_larger_than_request_with_status_and_headers(client: TestClient) -> None:
+    r = await client.get("/page")
+    assert r.status == 201 and len(r.body) == 50_007
+    headers = dict(r.headers)
+    assert headers[b"content-type"] == b"text/html; charset=utf-8" and headers[b"x-page"] == b"yes"
+
+
+async def test_growth_mid_chain_moves_to_a_bigger_slot(client: TestClient) -> None:
+    r = await client.post("/grow?times=300", body=b"ab" * 100)
+    assert r.status == 200 and r.body == b"AB" * 30_000
+
+
+async def test_concurrent_internal_calls(client: TestClient) -> None:
+    r = await client.post("/total", json=[[1, 2, 3], [10, 20]])
+    assert r.status == 200 and r.json() == {"total": 36}
+
+
+async def test_many_concurrent_requests(client: TestClient) -> None:
+    responses = await asyncio.gather(*(client.post("/echo", body=f"m{i}") for i in range(80)))
+    assert [r.body for r in responses] == [f"M{i}!!".encode() for i in range(80)]
+
+
+async def test_http_error_from_a_handler(client: TestClient) -> None:
+    r = await client.post("/add", json={"not": "a list"})
+    assert r.status == 400 and r.json() == {"error": "expected a JSON list of numbers"}
+    r = await client.post("/add", body=b"{nope")
+    assert r.status == 400 and "not valid JSON" in r.json()["error"]
+
+
+async def test_exception_is_a_500_with_an_error_id_and_the_worker_lives(client: TestClient) -> None:
+    r = await client.get("/boom")
+    assert r.status == 500
+    body = r.json()
+    assert body["error"] == "internal server error" and len(body["error_id"]) == 12 and body["function"] == "boom"
+    assert (await client.post("/echo", body=b"ok")).body == b"OK!!"
+
+
+async def test_callee_failure_propagates_its_status(client: TestClient) -> None:
+    r = await client.request("PUT", "/call-boom", json=[[1], "oops"])
+    assert r.status == 400 and "adder" in r.json()["error"]
+
+
+async def test_not_found_and_method_not_allowed(client: TestClient) -> None:
+    assert (await client.get("/nowhere")).status == 404
+    r = await client.request("DELETE", "/echo")
+    assert r.status == 405 and dict(r.headers)[b"allow"] == b"POST"
+
+
+async def test_chain_timeout_is_504_and_the_late_reply_is_reclaimed(client: TestClient) -> None:
+    r = await client.get("/sleep?s=0.8")
+    assert r.status == 504
+    await asyncio.sleep(0.5)  # the late reply arrives; its slot must be freed, not leaked
+
+
+async def test_body_over_the_limit_is_413() -> None:
+    async with TestClient(app, limits=Limits(max_body=1000)) as client:
+        assert (await client.post("/echo", body=b"x" * 1001)).status == 413
+        assert (await client.post("/echo", body=b"x" * 1000)).status == 200
+
+
+async def test_pool_exhaustion_is_503_with_retry_after() -> None:
+    tiny = PoolConfig(max_body=4096, classes=((1024, 3),), large_slots=1, meta_reserve=1024)
+    async with TestClient(app, pool=tiny) as client:
+        responses = await asyncio.gather(*(client.get("/sleep?s=0.2") for _ in range(8)))
+        statuses = sorted(r.status for r in responses)
+        assert statuses.count(200) == 4 and statuses.count(503) == 4
+        refused = next(r for r in responses if r.status == 503)
+        assert dict(refused.headers)[b"retry-after"] == b"1"
+        assert client.pool.in_use() == 0
