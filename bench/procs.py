@@ -39,15 +39,15 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """Sum of utime+stime; a process that is gone contributes nothing (it should not go)."""
-    total = 0
+def cpu_by_pid(pids: list[int]) -> dict[int, float]:
+    """utime+stime per process in seconds; a process that is gone is left out (it should not go)."""
+    found = {}
     for pid in pids:
         with contextlib.suppress(OSError):
             stat = Path(f"/proc/{pid}/stat").read_text()
             fields = stat[stat.rindex(")") + 2:].split()  # the comm field may contain spaces
-            total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
+            found[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return found
 
 
 def alive(pid: int) -> bool:
@@ -111,8 +111,8 @@ class Server:
             "killed": leftovers,
         }
 
-    def cpu(self) -> float:
-        return cpu_seconds(self.pids)
+    def cpu(self) -> dict[int, float]:
+        return cpu_by_pid(self.pids)
 
     def tail(self, lines: int = 20) -> str:
         with contextlib.suppress(OSError):

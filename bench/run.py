@@ -90,6 +90,20 @@ def node_info(pid: int) -> dict[str, Any] | None:
     return None
 
 
+def process_name(pid: int, node: dict[str, Any] | None) -> str:
+    """Worker names from node.json, so the breakdown shows which hop burns the CPU."""
+    if node:
+        if pid == node.get("pid"):
+            return f"gateway/supervisor {pid}"
+        for name, worker_pid in node.get("workers", {}).items():
+            if worker_pid == pid:
+                return f"{name} {pid}"
+    with contextlib.suppress(OSError):
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        return f"{' '.join(a.decode(errors='replace') for a in args[1:4])[:60]} {pid}"
+    return str(pid)
+
+
 def measure(s: Scenario, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     argv, ports = command(s)
     result: dict[str, Any] = {"scenario": s.name, "transport": s.transport, "label": s.label, "command": argv}
@@ -111,7 +125,10 @@ def measure(s: Scenario, args: argparse.Namespace, workdir: Path) -> dict[str, A
         console.log(f"  load -c{args.connections} {args.duration}s")
         before = server.cpu()
         load = run_wrk(url, script, args.connections, args.duration)
-        spent = server.cpu() - before
+        after = server.cpu()
+        per_pid = {pid: round(after.get(pid, 0.0) - before.get(pid, 0.0), 2) for pid in server.pids}
+        spent = sum(per_pid.values())
+        result["server_cpu_by_process"] = {process_name(pid, result.get("node")): cpu for pid, cpu in per_pid.items()}
         result["load"] = load.to_dict()
         result["server_cpu_s"] = round(spent, 3)
         result["server_cores_busy"] = round(spent / load.duration_s, 2) if load.duration_s else None

@@ -122,6 +122,8 @@ class Gateway:
         self.pool = pool
         self.limits = limits or Limits()
         self.ready: set[int] = set()
+        self.down: set[int] = set()  # functions that died and have not announced READY again
+        self._chain_members = [frozenset(chain[:-1]) for chain in table.chains]
         self.on_ready: Callable[[int], None] | None = None
         self._next_id = 0
         self._pending: dict[int, tuple[Done, int, float]] = {}  # request id -> (done, chain, deadline)
@@ -176,6 +178,10 @@ class Gateway:
             response = error_response(405, f"{method} not allowed on {path}", allowed=exc.allowed)
             response.headers.append((b"allow", ", ".join(exc.allowed).encode()))
             return done(response)
+        if self.down and not self.down.isdisjoint(self._chain_members[route.chain]):
+            body.release()
+            names = ", ".join(sorted(self.table.name_of(i) for i in self.down))
+            return done(error_response(503, f"restarting after a crash: {names}"))
         meta = orjson.dumps({"method": method, "path": path, "query": query, "headers": headers, "params": params})
         try:
             if body.length + len(meta) + 4 > len(body.view):
@@ -198,6 +204,7 @@ class Gateway:
                 self._complete(d)
             elif kind == READY:
                 self.ready.add(d.sender)
+                self.down.discard(d.sender)
                 if self.on_ready is not None:
                     self.on_ready(d.sender)
             else:
@@ -233,6 +240,8 @@ class Gateway:
     def function_died(self, function_id: int) -> None:
         """Fail at once the requests whose chain runs through a worker that just died."""
         name = self.table.name_of(function_id)
+        self.ready.discard(function_id)
+        self.down.add(function_id)
         for request_id, (_, chain, _) in list(self._pending.items()):
             if function_id in self.table.chains[chain]:
                 self._finish(request_id, error_response(502, f"function {name!r} crashed"))

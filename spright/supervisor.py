@@ -169,7 +169,6 @@ class Supervisor:
             return
         name = self.table.name_of(function_id)
         log.error("spright: worker %r exited with code %s; restarting", name, process.exitcode)
-        self.gateway.ready.discard(function_id)
         self.gateway.function_died(function_id)
         recent = [t for t in self._starts[function_id] if t > time.monotonic() - 10]
         self._starts[function_id] = recent

@@ -275,3 +275,23 @@ def test_stop_leaves_nothing_behind(tmp_path: Path) -> None:
             break
         time.sleep(0.05)
     assert left == {"prog": set(), "map": set()}
+
+
+def _crash_after_start(runtime_dir: Path) -> None:
+    SkmsgTransport(runtime_dir, [0]).start()
+    os._exit(1)  # no stop(): what a killed supervisor leaves behind
+
+
+def test_next_start_sweeps_pins_of_a_crashed_supervisor(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    crashed = ctx.Process(target=_crash_after_start, args=(tmp_path / "crashed",))
+    crashed.start()
+    crashed.join(30)
+    stale = skmsg.BPF_FS / f"spright-crashed-{crashed.pid}"
+    assert stale.is_dir()  # the pins outlive the process: maps and program stay loaded
+    t = SkmsgTransport(tmp_path / "next", [0])
+    t.start()
+    try:
+        assert not stale.exists()
+    finally:
+        t.stop()

@@ -113,6 +113,12 @@ def _possible_cpus() -> int:
     return sum(int(p.split("-")[-1]) - int(p.split("-")[0]) + 1 for p in text.split(","))
 
 
+def _pin_dir(runtime_dir: Path) -> Path:
+    """Unique per node, and names the owner pid so that a later start() can sweep it."""
+    safe = re.sub(r"[^A-Za-z0-9_]", "_", runtime_dir.name)  # bpffs rejects dots
+    return BPF_FS / f"spright-{safe}-{os.getpid()}"
+
+
 def _unpin(pin_dir: Path) -> None:
     if pin_dir.is_dir():
         for pin in pin_dir.iterdir():
@@ -185,8 +191,7 @@ class SkmsgTransport(Transport):
         super().__init__(runtime_dir, endpoints)
         if any(not 0 <= e < MAX_ENDPOINTS for e in endpoints):
             raise ValueError(f"endpoint ids must be in 0..{MAX_ENDPOINTS - 1}: {endpoints}")
-        safe = re.sub(r"[^A-Za-z0-9_]", "_", runtime_dir.name)  # bpffs rejects dots
-        self.pin_dir = BPF_FS / f"spright-{safe}-{os.getpid()}"
+        self.pin_dir = _pin_dir(runtime_dir)
         self.port = 0  # the dummy listener's, set by start()
         self._bpf: Any = None  # bcc.BPF, supervisor only
         self._listener: _Listener | None = None
@@ -214,6 +219,7 @@ class SkmsgTransport(Transport):
 
         _mount_bpffs()
         _sweep_stale_pins()
+        self.pin_dir = _pin_dir(self.runtime_dir)  # named after the pinning process
         try:
             self._bpf = BPF(src_file=str(SOURCE).encode(), cflags=CFLAGS)
             fn = self._bpf.load_func(b"spright_msg", BPF.SK_MSG)

@@ -82,3 +82,13 @@ app.route("/boom", boom)
 app.route("/call-boom", ["total"], methods=["PUT"])
 app.route("/sleep", sleepy, timeout=0.5)
 app.route("/grow", grow >> upper, methods=["POST"])
+
+
+@app.function()
+async def crash(ctx: Context) -> None:
+    import os
+
+    os._exit(3)  # a worker dying mid-request: the supervisor must answer 502 and restart it
+
+
+app.route("/crash", crash)

@@ -1,0 +1,170 @@
+"""A real node (``spright run`` subprocess, one process per function) on every transport."""
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from spright.supervisor import runtime_base
+from spright.testing import run_node
+
+
+@pytest.fixture(scope="module")
+def echo_node(transport: str):
+    with run_node("examples.echo:app", transport=transport) as (port, process):
+        yield f"http://127.0.0.1:{port}", process
+
+
+@pytest.fixture(scope="module")
+def demo_node(transport: str):
+    with run_node("tests.apps.demo:app", transport=transport) as (port, process):
+        yield f"http://127.0.0.1:{port}", port, process
+
+
+def random_body(index: int, rng: random.Random) -> bytes:
+    """Distinct bodies (the index leads), 0 B to 1 MiB, log-uniform so every size range shows up."""
+    if index == 0:
+        return b""
+    size = (1 << 20) if index % 50 == 1 else int(2 ** rng.uniform(2, 20))
+    return index.to_bytes(4, "little") + os.urandom(size - 4)
+
+
+async def test_10k_keepalive_requests_each_get_their_own_body_back(echo_node) -> None:
+    url, _ = echo_node
+    rng = random.Random(1234)
+    bodies = [random_body(index, rng) for index in range(10_000)]
+    assert len(set(bodies)) == 10_000
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(len(bodies)):
+        queue.put_nowait(index)
+    mismatches: list[int] = []
+    connector = aiohttp.TCPConnector(limit=64, force_close=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def client() -> None:
+            while not queue.empty():
+                index = queue.get_nowait()
+                async with session.post(f"{url}/echo", data=bodies[index]) as response:
+                    if response.status != 200 or await response.read() != bodies[index]:
+                        mismatches.append(index)
+
+        await asyncio.gather(*(client() for _ in range(64)))
+    assert mismatches == []
+
+
+async def raw_exchange(port: int, data: bytes, read_timeout: float = 5.0) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    await writer.drain()
+    response = await asyncio.wait_for(reader.read(1 << 20), read_timeout)
+    writer.close()
+    return response
+
+
+async def test_malformed_request_is_400_and_the_node_keeps_serving(demo_node) -> None:
+    url, port, _ = demo_node
+    response = await raw_exchange(port, b"GARBAGE \x00\x01 nonsense\r\n\r\n")
+    assert response.startswith(b"HTTP/1.1 400 ")
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/page") as r:
+        assert r.status == 201
+
+
+async def test_pipelined_requests_are_answered_in_order_over_partial_writes(demo_node) -> None:
+    _, port, _ = demo_node
+    requests = b"".join(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        for body in (b"first", b"second", b"third")
+    ) + b"GET /sleep?s=0.1 HTTP/1.1\r\nHost: x\r\n\r\nGET /info/z HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    for start in range(0, len(requests), 7):  # dribble the bytes in
+        writer.write(requests[start : start + 7])
+        await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    bodies = [part.split(b"\r\n\r\n", 1)[1][:40] for part in raw.split(b"HTTP/1.1 ")[1:]]
+    assert bodies[:4] == [b"FIRST!!", b"SECOND!!", b"THIRD!!", b"slept"]
+    assert json.loads(bodies[4] + raw.rsplit(b"\r\n\r\n", 1)[1][40:])["params"] == {"item": "z"}
+
+
+async def test_chunked_request_body(demo_node) -> None:
+    _, port, _ = demo_node
+    request = (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+               b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    response = await raw_exchange(port, request)
+    assert response.startswith(b"HTTP/1.1 200 ") and response.endswith(b"\r\n\r\nHELLO WORLD!!")
+
+
+async def test_error_statuses(demo_node) -> None:
+    url, port, _ = demo_node
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/missing") as r:
+            assert r.status == 404
+        async with session.delete(f"{url}/echo") as r:
+            assert r.status == 405 and r.headers["allow"] == "POST"
+        async with session.get(f"{url}/boom") as r:
+            assert r.status == 500 and len((await r.json())["error_id"]) == 12
+        async with session.get(f"{url}/sleep?s=2") as r:
+            assert r.status == 504
+        async with session.post(f"{url}/add", json=[1, 2]) as r:
+            assert r.status == 200 and await r.json() == {"sum": 3}, "the worker that raised keeps serving"
+    too_big = await raw_exchange(port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\nabc")
+    assert too_big.startswith(b"HTTP/1.1 413 ")
+    huge_header = b"GET /page HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
+    assert (await raw_exchange(port, huge_header)).startswith(b"HTTP/1.1 431 ")
+
+
+async def test_pool_exhaustion_is_503_with_retry_after_and_recovers(demo_node) -> None:
+    url, _, _ = demo_node
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one() -> tuple[int, str | None]:
+            async with session.get(f"{url}/sleep?s=0.3") as r:
+                await r.read()
+                return r.status, r.headers.get("retry-after")
+
+        results = await asyncio.gather(*(one() for _ in range(140)))
+        assert (503, "1") in results
+        assert {status for status, _ in results} <= {200, 503, 504}
+        async with session.post(f"{url}/echo", data=b"after") as r:
+            assert r.status == 200 and await r.read() == b"AFTER!!"
+
+
+async def test_crashed_worker_costs_a_prompt_502_and_is_restarted(demo_node) -> None:
+    url, _, _ = demo_node
+    async with aiohttp.ClientSession() as session:
+        started = time.monotonic()
+        async with session.get(f"{url}/crash") as r:
+            assert r.status == 502
+        assert time.monotonic() - started < 5, "no waiting for the chain timeout"
+        statuses = []
+        for _ in range(100):  # 503 while it restarts, then it is back (and crashes again: 502)
+            async with session.get(f"{url}/crash") as r:
+                statuses.append(r.status)
+            if r.status == 502:
+                break
+            await asyncio.sleep(0.1)
+        assert statuses[-1] == 502 and set(statuses[:-1]) <= {503}
+        async with session.post(f"{url}/echo", data=b"still") as r:
+            assert await r.read() == b"STILL!!"
+
+
+def test_sigterm_leaves_nothing_behind(transport: str) -> None:
+    with run_node("examples.echo:app", transport=transport) as (_, process):
+        node_file = runtime_base() / str(process.pid) / "node.json"
+        info = json.loads(node_file.read_text())
+        assert all(Path("/dev/shm", name).exists() for name in info["shm"])
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    assert not node_file.parent.exists()
+    assert not any(Path("/dev/shm", name).exists() for name in info["shm"])
+    for pid in info["workers"].values():
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    leftovers = subprocess.run(["pgrep", "-f", f"spright-.*{process.pid}"], capture_output=True)
+    assert leftovers.returncode == 1
