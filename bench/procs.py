@@ -50,6 +50,14 @@ def cpu_by_pid(pids: list[int]) -> dict[int, float]:
     return found
 
 
+def machine_busy_seconds() -> float:
+    """CPU-seconds the whole machine spent not idle (all cores): minus the server's and wrk's share,
+    what is left is other load (noise), and a machine far from busy means the server stalls."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / CLK_TCK
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

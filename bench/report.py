@@ -87,6 +87,10 @@ def markdown(doc: dict[str, Any]) -> str:
                   f"{hop['low_load_mean_us']:.1f} µs by mean), {hop['cpu_us_per_request']:.1f} µs CPU under load."]
     if derived["per_hop"]:
         lines += ["", f"_{PER_HOP_FORMULA}_"]
+    others = [r["other_cores_busy"] for r in doc["results"] if _ok(r) and "other_cores_busy" in r]
+    if others:
+        lines += ["", f"Noise: processes other than the server and wrk used {min(others):.2f}-{max(others):.2f} "
+                  f"of {meta['nproc']} cores during the loaded runs (from /proc/stat)."]
     if "raw_drift_percent" in derived:
         lines += ["", f"Raw server measured first and last: {derived['raw_drift_percent']:+.1f}% drift; "
                   "ratios use the mean of the two."]

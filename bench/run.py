@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from bench.load import run_wrk, write_script
-from bench.procs import Server, free_ports
+from bench.procs import Server, free_ports, machine_busy_seconds
 from bench.report import derive, markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,15 +123,19 @@ def measure(s: Scenario, args: argparse.Namespace, workdir: Path) -> dict[str, A
         console.log(f"  warm-up {args.warmup}s")
         run_wrk(url, script, args.connections, args.warmup)
         console.log(f"  load -c{args.connections} {args.duration}s")
-        before = server.cpu()
+        before, busy_before = server.cpu(), machine_busy_seconds()
         load = run_wrk(url, script, args.connections, args.duration)
-        after = server.cpu()
+        after, busy = server.cpu(), machine_busy_seconds() - busy_before
         per_pid = {pid: round(after.get(pid, 0.0) - before.get(pid, 0.0), 2) for pid in server.pids}
         spent = sum(per_pid.values())
         result["server_cpu_by_process"] = {process_name(pid, result.get("node")): cpu for pid, cpu in per_pid.items()}
         result["load"] = load.to_dict()
         result["server_cpu_s"] = round(spent, 3)
-        result["server_cores_busy"] = round(spent / load.duration_s, 2) if load.duration_s else None
+        if load.duration_s:
+            result["server_cores_busy"] = round(spent / load.duration_s, 2)
+            result["client_cores_busy"] = round(load.client_cpu_s / load.duration_s, 2)
+            result["machine_cores_busy"] = round(busy / load.duration_s, 2)
+            result["other_cores_busy"] = round((busy - spent - load.client_cpu_s) / load.duration_s, 2)
         result["cpu_us_per_request"] = round(spent / load.requests * 1e6, 1) if load.requests else None
         if args.low_load_duration > 0:
             console.log(f"  low load -c1 {args.low_load_duration}s")

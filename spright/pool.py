@@ -113,22 +113,21 @@ class Pool:
 
     def alloc(self, size: int, owner: int) -> Slot:
         """A slot whose capacity holds ``size`` bytes; raises PoolExhausted or ValueError."""
-        for number, (capacity, _) in enumerate(self.classes):
-            if capacity >= size:
-                break
-        else:
-            raise ValueError(f"{size} bytes exceed the pool's largest slot ({capacity} bytes)")
+        first = next((n for n, (capacity, _) in enumerate(self.classes) if capacity >= size), None)
+        if first is None:
+            raise ValueError(f"{size} bytes exceed the pool's largest slot ({self.classes[-1][0]} bytes)")
         with self._lock:
-            for stack in self._stacks[number:]:  # fall back to a larger class when full
+            for number in range(first, len(self.classes)):  # fall back to a larger class when full
+                stack = self._stacks[number]
                 top = stack[0]
                 if top:
                     stack[0] = top - 1
-                    index = self._base[number] + stack[top]
+                    local = stack[top]
+                    index = self._base[number] + local
                     generation = (self._generation[index] + 1) & 0xFFFFFFFF
                     self._generation[index] = generation
                     self._owner[index] = owner
-                    return Slot((number << CLASS_SHIFT) | stack[top], generation)
-                number += 1
+                    return Slot((number << CLASS_SHIFT) | local, generation)
         raise PoolExhausted(f"no free slot of {size} bytes or more")
 
     def free(self, slot: int, generation: int) -> bool:
@@ -158,7 +157,7 @@ class Pool:
         return self.classes[slot >> CLASS_SHIFT][0]
 
     def in_use(self) -> int:
-        return sum(count - stack[0] for (_, count), stack in zip(self.classes, self._stacks))
+        return sum(count - stack[0] for (_, count), stack in zip(self.classes, self._stacks, strict=True))
 
     def sweep(self, live_owners: set[int]) -> int:
         """Free every slot held by a request that is no longer live; returns how many."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from spright.descriptor import GATEWAY
 from spright.pool import PoolConfig
@@ -52,7 +52,7 @@ class Chain:
         return Chain(self.hops + tail)
 
 
-ChainSpec = Union[Function, Chain, str, Iterable[Function | str]]
+ChainSpec = Function | Chain | str | Iterable[Function | str]
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ class App:
             if (method, path) in seen:
                 raise RoutingError(f"{where} is declared twice")
             seen.add((method, path))
-            hops = tuple(ids[name] for name in self._hop_names(spec, ids, where)) + (GATEWAY,)
+            hops = (*(ids[name] for name in self._hop_names(spec, ids, where)), GATEWAY)
             if hops not in chains:
                 chains.append(hops)
             routes.append(RouteEntry(method, path, chains.index(hops), timeout, _compile_path(path, where)))

@@ -76,12 +76,12 @@ class Worker:
     def receive(self, data: bytes) -> None:
         for descriptor in unpack_many(data):
             kind = descriptor.kind
-            if kind == REQUEST or kind == CALL:
+            if kind in (REQUEST, CALL):
                 if self._active < self.function.concurrency:
                     self._begin(descriptor)
                 else:
                     self._backlog.append(descriptor)
-            elif kind == REPLY or kind == ERROR:
+            elif kind in (REPLY, ERROR):
                 self._settle_call(descriptor)
             else:
                 log.warning("%s: unexpected descriptor %s", self.function.name, descriptor)
@@ -116,38 +116,40 @@ class Worker:
             self._finished()
 
     def _forward(self, d: Descriptor, ctx: Context, payload: bytes | memoryview, body_flag: int) -> None:
-        view = ctx._slot_view
         flags = (d.flags & HAS_RESPONSE_META) | body_flag
-        status = ctx.status or d.status
+        slot = Slot(d.slot, d.generation)
         response_meta = ctx.response_meta()
         if response_meta is not None:
             meta = orjson.dumps({**ctx.meta, "response": response_meta})
             flags |= HAS_RESPONSE_META
-        else:
-            meta = bytes(read_meta(view))
-        slot = Slot(d.slot, d.generation)
-        if payload is not ctx.body or response_meta is not None:
-            slot = self._place(d, view, slot, payload, meta)
-        length = len(payload)
+            slot = self._place(d, ctx._slot_view, payload, meta)
+        elif payload is not ctx.body:  # returning ctx.body itself costs nothing: it is already there
+            slot = self._place(d, ctx._slot_view, payload, None)
+        status = ctx.status or d.status
         if d.kind == CALL:
-            out = Descriptor(d.sender, self.id, REPLY | flags, 0, d.chain, status, slot.id, length,
+            out = Descriptor(d.sender, self.id, REPLY | flags, 0, d.chain, status, slot.id, len(payload),
                              d.request_id, d.call_id, slot.generation)
         else:
             next_hop = self.table.next_hop(d.chain, d.hop)
             kind = RESPONSE if next_hop == GATEWAY else REQUEST
-            out = Descriptor(next_hop, self.id, kind | flags, d.hop + 1, d.chain, status, slot.id, length,
+            out = Descriptor(next_hop, self.id, kind | flags, d.hop + 1, d.chain, status, slot.id, len(payload),
                              d.request_id, 0, slot.generation)
         self._outbox.put(out.pack())  # type: ignore[union-attr]
 
-    def _place(self, d: Descriptor, view: memoryview, slot: Slot, payload: bytes | memoryview, meta: bytes) -> Slot:
-        """Write payload and meta into the slot, moving to a larger slot if they don't fit."""
-        if len(payload) + len(meta) + 4 > len(view):
-            bigger = self._write_new_slot(payload, meta, d.request_id)
-            self.pool.free(slot.id, slot.generation)
+    def _place(self, d: Descriptor, view: memoryview, payload: bytes | memoryview, meta: bytes | None) -> Slot:
+        """Write the payload (and new meta, if any) into the slot, or into a larger one."""
+        old_meta = read_meta(view)
+        needed = len(payload) + len(meta if meta is not None else old_meta) + 4
+        if needed > len(view):
+            bigger = self._write_new_slot(payload, meta if meta is not None else bytes(old_meta), d.request_id)
+            old_meta.release()
+            self.pool.free(d.slot, d.generation)
             return bigger
-        write_meta(view, meta)
+        old_meta.release()
+        if meta is not None:
+            write_meta(view, meta)
         view[: len(payload)] = payload
-        return slot
+        return Slot(d.slot, d.generation)
 
     def _write_new_slot(self, payload: bytes | memoryview, meta: bytes, owner: int) -> Slot:
         slot = self.pool.alloc(len(payload) + len(meta) + 4, owner)

@@ -115,7 +115,7 @@ def run_node(app_ref: str, *, transport: str = "unix", port: int | None = None, 
     """Run ``spright run APP_REF`` in a subprocess; yields (port, process) once it serves."""
     port = port or free_port()
     command = [sys.executable, "-m", "spright", "run", app_ref, "--port", str(port), "--transport", transport, *args]
-    log = tempfile.TemporaryFile()  # a file, not a pipe: a chatty node must never block on it
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - a file, not a pipe: a chatty node never blocks on it
     process = subprocess.Popen(command, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.monotonic() + startup_timeout

@@ -6,7 +6,8 @@ from spright.descriptor import CALL, HAS_RESPONSE_META, KIND_MASK, SIZE, Descrip
 
 
 def make(i: int) -> Descriptor:
-    return Descriptor(i, (i + 1) & 0xFFFF, CALL | HAS_RESPONSE_META, 7, 3, 404, 0x01000005, 1 << 20, 0xFFFFFFFF, i * 9, 42)
+    flags = CALL | HAS_RESPONSE_META
+    return Descriptor(i, (i + 1) & 0xFFFF, flags, 7, 3, 404, 0x01000005, 1 << 20, 0xFFFFFFFF, i * 9, 42)
 
 
 def test_size_fits_and_next_hop_is_the_first_little_endian_word() -> None:

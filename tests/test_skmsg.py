@@ -34,7 +34,7 @@ def desc(next_hop: int, sender: int, request_id: int) -> Descriptor:
 
 
 @pytest.fixture
-def transport(tmp_path: Path) -> Iterator[SkmsgTransport]:
+def node(tmp_path: Path) -> Iterator[SkmsgTransport]:
     t = SkmsgTransport(tmp_path, [0, 1, 2, 3, 4, 5])
     t.start()
     yield t
@@ -81,25 +81,25 @@ def bpftool_ids(kind: str) -> set[int]:
     return {o["id"] for o in json.loads(out) if o.get("name", "").startswith("spright")}
 
 
-async def test_redirect_bypasses_tcp(transport: SkmsgTransport) -> None:
-    a, _ = await attach(transport, 1)
-    _, b_inbox = await attach(transport, 2)
+async def test_redirect_bypasses_tcp(node: SkmsgTransport) -> None:
+    a, _ = await attach(node, 1)
+    _, b_inbox = await attach(node, 2)
     a.send(desc(2, 1, 42).pack())
     assert [d.request_id for d in await b_inbox.take(1)] == [42]
     await asyncio.sleep(0.05)
-    assert transport.tcp_bytes == 0  # the dummy listener's peers received nothing
+    assert node.tcp_bytes == 0  # the dummy listener's peers received nothing
     # ... and the check is not vacuous: a socket outside the sockhash does reach them.
-    with socket.create_connection(("127.0.0.1", transport.port)) as plain:
+    with socket.create_connection(("127.0.0.1", node.port)) as plain:
         plain.sendall(b"x" * SIZE)
         deadline = time.monotonic() + 2
-        while transport.tcp_bytes < SIZE and time.monotonic() < deadline:
+        while node.tcp_bytes < SIZE and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-    assert transport.tcp_bytes == SIZE
+    assert node.tcp_bytes == SIZE
 
 
-async def test_one_send_batch_to_three_targets(transport: SkmsgTransport) -> None:
-    sender, _ = await attach(transport, 1)
-    inboxes = {dest: (await attach(transport, dest))[1] for dest in (0, 2, 3)}
+async def test_one_send_batch_to_three_targets(node: SkmsgTransport) -> None:
+    sender, _ = await attach(node, 1)
+    inboxes = {dest: (await attach(node, dest))[1] for dest in (0, 2, 3)}
     batch = [desc(dest, 1, n) for n, dest in enumerate([2, 3, 0, 2, 3, 0, 2, 2, 3])]
     sender.send(pack_many(batch))
     for dest, inbox in inboxes.items():
@@ -107,22 +107,22 @@ async def test_one_send_batch_to_three_targets(transport: SkmsgTransport) -> Non
         assert [d.request_id for d in await inbox.take(len(expected))] == expected
         await asyncio.sleep(0.02)
         assert inbox.items == []  # each exactly once
-    assert transport.tcp_bytes == 0
+    assert node.tcp_bytes == 0
 
 
 @pytest.mark.parametrize("loop_factory", [uvloop.new_event_loop, asyncio.new_event_loop], ids=["uvloop", "asyncio"])
 def test_idle_loop_wakes_on_redirected_data(
-    transport: SkmsgTransport, loop_factory: Callable[[], asyncio.AbstractEventLoop]
+    node: SkmsgTransport, loop_factory: Callable[[], asyncio.AbstractEventLoop]
 ) -> None:
     """Regression guard for lost epoll readiness on sockmap sockets: the receiving loop is
     asleep in epoll_wait (no timers due) when another thread's send() lands in its queue."""
-    sender = socket.create_connection(("127.0.0.1", transport.port))
+    sender = socket.create_connection(("127.0.0.1", node.port))
     latencies: list[float] = []
 
     async def main() -> None:
         arrived: asyncio.Queue[float] = asyncio.Queue()
-        await transport.attach(2, lambda data: arrived.put_nowait(time.monotonic()))
-        insert_raw(transport, 3, sender)  # a blocking socket another thread can send on
+        await node.attach(2, lambda data: arrived.put_nowait(time.monotonic()))
+        insert_raw(node, 3, sender)  # a blocking socket another thread can send on
         for gap in (0.0, 0.01, 0.05, 0.2) * 5:
             sent_at: list[float] = []
 
@@ -141,15 +141,15 @@ def test_idle_loop_wakes_on_redirected_data(
     assert max(latencies) < 0.5, latencies
 
 
-async def test_reattach_replaces_socket_of_restarted_worker(transport: SkmsgTransport) -> None:
-    sender, _ = await attach(transport, 1)
-    old, old_inbox = await attach(transport, 2)
-    _, other_inbox = await attach(transport, 3)
+async def test_reattach_replaces_socket_of_restarted_worker(node: SkmsgTransport) -> None:
+    sender, _ = await attach(node, 1)
+    old, old_inbox = await attach(node, 2)
+    _, other_inbox = await attach(node, 3)
     sender.send(pack_many([desc(2, 1, 1), desc(3, 1, 1)]))
     await old_inbox.take(1)
     await other_inbox.take(1)
 
-    _, new_inbox = await attach(transport, 2)  # the old socket is still open: a hung worker
+    _, new_inbox = await attach(node, 2)  # the old socket is still open: a hung worker
     sender.send(pack_many([desc(2, 1, 2), desc(3, 1, 2)]))
     assert [d.request_id for d in await new_inbox.take(1)] == [2]
     assert [d.request_id for d in await other_inbox.take(1)] == [2]
@@ -158,13 +158,13 @@ async def test_reattach_replaces_socket_of_restarted_worker(transport: SkmsgTran
     sender.send(desc(2, 1, 3).pack())
     assert [d.request_id for d in await new_inbox.take(1)] == [3]
     assert old_inbox.items == []
-    assert transport.tcp_bytes == 0
+    assert node.tcp_bytes == 0
 
 
-async def test_unattached_destination_is_dropped_and_counted(transport: SkmsgTransport) -> None:
-    sender, _ = await attach(transport, 1)
-    _, inbox = await attach(transport, 2)
-    before = transport.counters()
+async def test_unattached_destination_is_dropped_and_counted(node: SkmsgTransport) -> None:
+    sender, _ = await attach(node, 1)
+    _, inbox = await attach(node, 2)
+    before = node.counters()
     # 5 is a known endpoint that is not attached; MAX_ENDPOINTS names no endpoint at all.
     batch = [desc(2, 1, 1), desc(5, 1, 2), desc(2, 1, 3), desc(MAX_ENDPOINTS, 1, 4), desc(2, 1, 5)]
     sender.send(pack_many(batch))
@@ -172,13 +172,13 @@ async def test_unattached_destination_is_dropped_and_counted(transport: SkmsgTra
     assert [d.request_id for d in await inbox.take(3)] == [1, 3, 5]
     sender.send(desc(2, 1, 6).pack())
     assert [d.request_id for d in await inbox.take(1)] == [6]
-    after = transport.counters()
+    after = node.counters()
     assert after[5].dropped - before[5].dropped == 1
     assert after[5].received == before[5].received
     assert after[1].sent - before[1].sent == 6
     assert after[1].malformed - before[1].malformed == 1
     assert after[2].received - before[2].received == 4
-    assert transport.tcp_bytes == 0
+    assert node.tcp_bytes == 0
 
 
 @pytest.mark.parametrize(
@@ -190,13 +190,13 @@ async def test_unattached_destination_is_dropped_and_counted(transport: SkmsgTra
     ],
 )
 async def test_descriptor_split_across_writes(
-    transport: SkmsgTransport, cuts: list[int], expected: dict[int, list[int]]
+    node: SkmsgTransport, cuts: list[int], expected: dict[int, list[int]]
 ) -> None:
     """A short write may cut a descriptor; the verdict covers its remaining bytes, so the
     rest follows to the same socket and no receiver's framing is ever broken."""
-    inboxes = {dest: (await attach(transport, dest))[1] for dest in expected}
-    raw = socket.create_connection(("127.0.0.1", transport.port))
-    insert_raw(transport, 3, raw)
+    inboxes = {dest: (await attach(node, dest))[1] for dest in expected}
+    raw = socket.create_connection(("127.0.0.1", node.port))
+    insert_raw(node, 3, raw)
     data = pack_many([desc(2, 3, 1), desc(1, 3, 2), desc(2, 3, 3)])
     for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
         raw.sendall(data[start:end])
@@ -206,11 +206,11 @@ async def test_descriptor_split_across_writes(
     await asyncio.sleep(0.05)
     assert all(inbox.items == [] for inbox in inboxes.values())
     raw.close()
-    assert transport.tcp_bytes == 0
+    assert node.tcp_bytes == 0
 
 
-async def test_send_rejects_partial_descriptors(transport: SkmsgTransport) -> None:
-    sender, _ = await attach(transport, 1)
+async def test_send_rejects_partial_descriptors(node: SkmsgTransport) -> None:
+    sender, _ = await attach(node, 1)
     with pytest.raises(ValueError):
         sender.send(b"\0" * (SIZE + 1))
 
@@ -232,14 +232,14 @@ def _echo_worker(t: SkmsgTransport, ready: Any) -> None:
     uvloop.run(main())
 
 
-async def test_spawned_worker_attaches_through_the_pins(transport: SkmsgTransport) -> None:
+async def test_spawned_worker_attaches_through_the_pins(node: SkmsgTransport) -> None:
     """The started transport pickles into a spawned process, which attaches via the pins."""
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
-    worker = ctx.Process(target=_echo_worker, args=(transport, ready))
+    worker = ctx.Process(target=_echo_worker, args=(node, ready))
     worker.start()
     try:
-        gateway, inbox = await attach(transport, 0)
+        gateway, inbox = await attach(node, 0)
         assert await asyncio.to_thread(ready.wait, 20)
         gateway.send(desc(2, 0, 77).pack())
         reply = (await inbox.take(1, timeout=5))[0]

@@ -15,11 +15,12 @@ leaves its pin directory (and so the maps and program) behind; the next ``start(
 machine removes pin directories whose owner pid is dead.
 
 Kernel behaviour designed around (kernel 6.18): a descriptor the program drops (SK_DROP)
-makes send() fail with EACCES or return short, and silently loses the descriptors after
-it in the same batch; so undeliverable descriptors are redirected to a sink socket that
-the supervisor drains, never dropped. A full receiver never pushes back: redirected data
-is charged to the receiver beyond its SO_RCVBUF (up to ``net.ipv4.tcp_mem``), so send()
-does not return EAGAIN and flow control must come from the callers (in-flight limits).
+fails a lone send() with EACCES (uvloop then closes the endpoint) and, inside a batch,
+makes send() return short and loses the descriptors after it; so undeliverable
+descriptors are redirected to a sink socket that the supervisor drains, never dropped.
+A full receiver never pushes back: redirected data is charged to the receiver beyond its
+SO_RCVBUF (up to ``net.ipv4.tcp_mem``), so send() does not return EAGAIN and flow control
+must come from the callers (in-flight limits).
 A write the kernel splits inside a descriptor is harmless once the 6-byte header is in:
 the verdict covers the descriptor's remaining bytes whenever they are sent (``cork_bytes``
 looked like the tool for the rest, but misrouted and duplicated descriptors here).
@@ -54,7 +55,7 @@ BPF_FS = Path("/sys/fs/bpf")
 CFLAGS = [f"-DMAX_ENDPOINTS={MAX_ENDPOINTS}", f"-DDESCRIPTOR_SIZE={SIZE}"]
 
 # bpf(2) without bcc: commands and the two bpf_attr layouts we need (linux/bpf.h)
-_SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine())
 _MAP_LOOKUP_ELEM, _MAP_UPDATE_ELEM, _OBJ_PIN, _OBJ_GET = 1, 2, 6, 7
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -160,6 +161,8 @@ def _has_capabilities() -> bool:
 
 @functools.cache
 def _probe() -> str | None:
+    if _SYS_BPF is None:
+        return f"no bpf(2) syscall number known for {platform.machine()}: use --transport unix"
     if not _has_capabilities():
         return "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): run as root or use --transport unix"
     try:
@@ -357,7 +360,7 @@ class _Listener:
             for key, _ in self._selector.select():
                 if key.data is None:
                     return
-                with contextlib.suppress(BlockingIOError, InterruptedError):
+                with contextlib.suppress(OSError):  # EAGAIN, EINTR, EMFILE: retry on next readiness
                     key.data(key.fileobj)
 
     def _accept(self, server: socket.socket) -> None:
@@ -365,7 +368,10 @@ class _Listener:
         self._watch(conn, self._peer)
 
     def _peer(self, conn: socket.socket) -> None:
-        n = conn.recv_into(self._buffer)
+        try:
+            n = conn.recv_into(self._buffer)
+        except ConnectionError:
+            n = 0
         if n:
             self.tcp_bytes += n
         else:

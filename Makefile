@@ -1,0 +1,52 @@
+# One command runs the demo (`make run`), one passes the tests (`make test`); both set up
+# everything first, idempotently: Debian packages (as root), kernel headers, the venv.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := python3-bpfcc libbpfcc bpftool linux-headers-amd64 wrk
+APP ?= examples.echo:app
+PORT ?= 8080
+TRANSPORT ?= auto
+
+.PHONY: setup system run test bench lint clean
+
+setup: system $(VENV)/.installed
+
+# Debian packages for the eBPF data plane and the benchmarks. Without root the node still
+# runs on the AF_UNIX transport; `spright doctor` explains what is missing.
+system:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+		else \
+			echo "not root: skipping Debian packages ($$missing); the unix transport will be used"; \
+		fi; \
+	fi
+	@if [ "$$(id -u)" = 0 ]; then bash ebpf/setup-headers.sh >/dev/null; fi
+
+# The venv sees Debian's bcc (never PyPI's unrelated `bcc`) through a one-package shim.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	@if [ -d /usr/lib/python3/dist-packages/bcc ]; then \
+		mkdir -p $(VENV)/debian-bcc && ln -sfn /usr/lib/python3/dist-packages/bcc $(VENV)/debian-bcc/bcc && \
+		echo "$(abspath $(VENV))/debian-bcc" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/debian-bcc.pth"; \
+	fi
+	touch $@
+
+run: setup
+	$(VENV)/bin/spright run $(APP) --port $(PORT) --transport $(TRANSPORT)
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) -m bench.run
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
