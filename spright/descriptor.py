@@ -14,6 +14,8 @@ FORMAT = "<IHBBHHIIIII"
 _STRUCT = struct.Struct(FORMAT)
 SIZE = _STRUCT.size  # 32 bytes
 
+pack = _STRUCT.pack  # pack(next_hop, sender, ...): the hot paths skip building a Descriptor
+
 GATEWAY = 0  # endpoint id of the gateway; functions are numbered from 1
 
 # flags: low nibble is the kind of message

@@ -27,6 +27,7 @@ from spright.descriptor import (
     REQUEST,
     RESPONSE,
     Descriptor,
+    pack,
     unpack_many,
 )
 from spright.pool import MiB, Pool, PoolExhausted, Slot, read_meta, write_meta
@@ -51,7 +52,7 @@ class Limits:
     grace: float = 10.0  # how long a failed request's slots stay reserved for late writers
 
 
-@dataclass
+@dataclass(slots=True)
 class Response:
     status: int
     body: bytes = b""
@@ -193,9 +194,8 @@ class Gateway:
         chain = self.table.chains[route.chain]
         request_id, slot = body.request_id, body.slot
         self._pending[request_id] = (done, route.chain, time.monotonic() + route.timeout)
-        out = Descriptor(chain[0], GATEWAY, REQUEST, 0, route.chain, 0, slot.id, body.length, request_id, 0,
-                         slot.generation)
-        self._outbox.put(out.pack())  # type: ignore[union-attr]
+        out = pack(chain[0], GATEWAY, REQUEST, 0, route.chain, 0, slot.id, body.length, request_id, 0, slot.generation)
+        self._outbox.put(out)  # type: ignore[union-attr]
 
     def receive(self, data: bytes) -> None:
         for d in unpack_many(data):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from http import HTTPStatus
 
@@ -45,24 +46,26 @@ class HttpProtocol(asyncio.Protocol):
         self._body: BodyWriter | Response | None = None
         self._refused: Response | None = None  # answer this and close once the queue drains
         self._paused = False
+        self._last_active = time.monotonic()
         self._idle_timer: asyncio.TimerHandle | None = None
 
     # -- connection ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         self._connections.add(self)
-        self._arm_idle_timer()
+        self._idle_timer = asyncio.get_running_loop().call_later(self._limits.keepalive_timeout, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
-        self._cancel_idle_timer()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         if isinstance(self._body, BodyWriter):
             self._body.release()
         self._body = None
         self._transport = None  # responses still in flight are dropped when they arrive
 
     def data_received(self, data: bytes) -> None:
-        self._cancel_idle_timer()
+        self._last_active = time.monotonic()
         if self._refused is not None:
             return
         try:
@@ -88,13 +91,7 @@ class HttpProtocol(asyncio.Protocol):
         self._refused = response
         self._flush()
 
-    # -- parser callbacks --------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = {}
-        self._header_bytes = 0
-        self._body = None
-
+    # -- parser callbacks (state is reset when a message completes, saving a callback) ------
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self._limits.max_url:
@@ -129,17 +126,21 @@ class HttpProtocol(asyncio.Protocol):
             raise httptools.HttpParserError("body too large") from None
 
     def on_message_complete(self) -> None:
-        body, self._body = self._body, None
+        body, url, headers = self._body, self._url, self._headers
+        self._body, self._url, self._headers, self._header_bytes = None, b"", {}, 0
         assert isinstance(body, BodyWriter)
-        url = httptools.parse_url(self._url)
         exchange = _Exchange(self, self._parser.should_keep_alive())
         self._queue.append(exchange)
         if len(self._queue) >= _MAX_QUEUED and not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
-        path = url.path.decode("latin-1")
-        query = url.query.decode("latin-1") if url.query else ""
-        self._gateway.submit(self._parser.get_method().decode(), path, query, self._headers, body, exchange.done)
+        if url[:1] == b"/":  # origin-form, nearly always: no need for the full URL parser
+            path, _, query = url.partition(b"?")
+        else:
+            parsed = httptools.parse_url(url)
+            path, query = parsed.path or b"/", parsed.query or b""
+        method = self._parser.get_method().decode()
+        self._gateway.submit(method, path.decode("latin-1"), query.decode("latin-1"), headers, body, exchange.done)
 
     # -- responses, in order -----------------------------------------------------------------
     def _flush(self) -> None:
@@ -156,21 +157,20 @@ class HttpProtocol(asyncio.Protocol):
         if self._paused and len(queue) < _MAX_QUEUED // 2:
             self._paused = False
             transport.resume_reading()
-        if not queue:
-            if self._refused is not None:
-                transport.write(render(self._refused, keep_alive=False))
-                transport.close()
-            else:
-                self._arm_idle_timer()
+        if not queue and self._refused is not None:
+            transport.write(render(self._refused, keep_alive=False))
+            transport.close()
 
-    def _arm_idle_timer(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._idle_timer = loop.call_later(self._limits.keepalive_timeout, self.close)
-
-    def _cancel_idle_timer(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+    def _check_idle(self) -> None:
+        """Close a keep-alive connection idle for ``keepalive_timeout``; one timer per period,
+        not one per request (timers are costly on the hot path)."""
+        timeout = self._limits.keepalive_timeout
+        idle_for = time.monotonic() - self._last_active
+        if self.is_idle() and idle_for >= timeout:
+            self.close()
+            return
+        delay = timeout - idle_for if self.is_idle() else timeout
+        self._idle_timer = asyncio.get_running_loop().call_later(delay, self._check_idle)
 
 
 class _Exchange:

@@ -17,6 +17,7 @@ import contextlib
 import gc
 import secrets
 import struct
+from bisect import bisect_left
 from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing.shared_memory import SharedMemory
@@ -67,6 +68,7 @@ class Pool:
         self._lock = handle.lock
         self.classes = handle.config.size_classes()
         self.total = sum(count for _, count in self.classes)
+        self._capacities = [size for size, _ in self.classes]
         # control: generation[total], owner[total], then per class: top + stack[count]
         ctl_words = 2 * self.total + sum(1 + count for _, count in self.classes)
         self._segments: list[SharedMemory] = []
@@ -113,34 +115,36 @@ class Pool:
 
     def alloc(self, size: int, owner: int) -> Slot:
         """A slot whose capacity holds ``size`` bytes; raises PoolExhausted or ValueError."""
-        first = next((n for n, (capacity, _) in enumerate(self.classes) if capacity >= size), None)
-        if first is None:
-            raise ValueError(f"{size} bytes exceed the pool's largest slot ({self.classes[-1][0]} bytes)")
+        number = bisect_left(self._capacities, size)
+        if number == len(self._capacities):
+            raise ValueError(f"{size} bytes exceed the pool's largest slot ({self._capacities[-1]} bytes)")
+        stacks, generations = self._stacks, self._generation
         with self._lock:
-            for number in range(first, len(self.classes)):  # fall back to a larger class when full
-                stack = self._stacks[number]
+            while number < len(stacks):  # fall back to a larger class when one is full
+                stack = stacks[number]
                 top = stack[0]
                 if top:
                     stack[0] = top - 1
                     local = stack[top]
                     index = self._base[number] + local
-                    generation = (self._generation[index] + 1) & 0xFFFFFFFF
-                    self._generation[index] = generation
+                    generation = generations[index] = (generations[index] + 1) & 0xFFFFFFFF
                     self._owner[index] = owner
                     return Slot((number << CLASS_SHIFT) | local, generation)
+                number += 1
         raise PoolExhausted(f"no free slot of {size} bytes or more")
 
     def free(self, slot: int, generation: int) -> bool:
         """Return a slot; False (and nothing done) if it was already freed or reused."""
         number, local = slot >> CLASS_SHIFT, slot & INDEX_MASK
         index = self._base[number] + local
+        owners = self._owner
         with self._lock:
-            if self._generation[index] != generation or not self._owner[index]:
+            if self._generation[index] != generation or not owners[index]:
                 return False
-            self._owner[index] = 0
+            owners[index] = 0
             stack = self._stacks[number]
-            stack[0] += 1
-            stack[stack[0]] = local
+            top = stack[0] = stack[0] + 1
+            stack[top] = local
             return True
 
     def is_current(self, slot: int, generation: int) -> bool:
