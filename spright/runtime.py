@@ -12,8 +12,10 @@ import inspect
 import itertools
 import logging
 import secrets
+import sys
 import traceback
 from collections import deque
+from collections.abc import Coroutine
 from typing import Any
 
 import orjson
@@ -38,6 +40,17 @@ from spright.routing import Function, RouteTable
 from spright.transport.base import Endpoint, Outbox, Transport
 
 log = logging.getLogger("spright.worker")
+
+if sys.version_info >= (3, 12):
+
+    def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:
+        """Run the handler's first step now: a handler that never awaits costs no loop trip."""
+        asyncio.Task(coro, loop=loop, eager_start=True)
+
+else:
+
+    def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:
+        loop.create_task(coro)
 
 
 class Worker:
@@ -85,11 +98,12 @@ class Worker:
                 self._settle_call(descriptor)
             else:
                 log.warning("%s: unexpected descriptor %s", self.function.name, descriptor)
+        self._outbox.flush()  # handlers that finished eagerly: their descriptors leave now  # type: ignore[union-attr]
 
     def _begin(self, descriptor: Descriptor) -> None:
         self._active += 1
         self._idle.clear()
-        self._loop.create_task(self._run(descriptor))  # type: ignore[union-attr]
+        start_task(self._loop, self._run(descriptor))
 
     def _finished(self) -> None:
         self._active -= 1

@@ -90,9 +90,11 @@ class Outbox:
 
     def put(self, record: bytes) -> None:
         if not self._queued:
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
         self._queued.append(record)
 
-    def _flush(self) -> None:
-        records, self._queued = self._queued, []
-        self._endpoint.send(records[0] if len(records) == 1 else b"".join(records))
+    def flush(self) -> None:
+        """Send what is queued now (a receiver calls this at the end of a batch it handled)."""
+        if self._queued:
+            records, self._queued = self._queued, []
+            self._endpoint.send(records[0] if len(records) == 1 else b"".join(records))
