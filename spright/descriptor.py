@@ -17,6 +17,7 @@ SIZE = _STRUCT.size  # 32 bytes
 pack = _STRUCT.pack  # pack(next_hop, sender, ...): the hot paths skip building a Descriptor
 
 GATEWAY = 0  # endpoint id of the gateway; functions are numbered from 1
+NEXT_IN_CHAIN = 0xFFFFFFFF  # next_hop for transports that resolve (chain, hop) themselves, in the kernel
 
 # flags: low nibble is the kind of message
 REQUEST = 0x0  # a hop of an HTTP request's chain

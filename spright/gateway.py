@@ -23,6 +23,7 @@ from spright.descriptor import (
     ERROR,
     GATEWAY,
     HAS_RESPONSE_META,
+    NEXT_IN_CHAIN,
     READY,
     REQUEST,
     RESPONSE,
@@ -133,9 +134,11 @@ class Gateway:
         self._outbox: Outbox | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._kernel_routes = False
 
     async def start(self, transport: Transport) -> None:
         self._loop = asyncio.get_running_loop()
+        self._kernel_routes = transport.resolves_chains
         self._endpoint = await transport.attach(GATEWAY, self.receive)
         self._outbox = Outbox(self._endpoint, self._loop)
         self._ticker = self._loop.call_later(0.1, self._tick)
@@ -194,7 +197,8 @@ class Gateway:
         chain = self.table.chains[route.chain]
         request_id, slot = body.request_id, body.slot
         self._pending[request_id] = (done, route.chain, time.monotonic() + route.timeout)
-        out = pack(chain[0], GATEWAY, REQUEST, 0, route.chain, 0, slot.id, body.length, request_id, 0, slot.generation)
+        first = NEXT_IN_CHAIN if self._kernel_routes else chain[0]
+        out = pack(first, GATEWAY, REQUEST, 0, route.chain, 0, slot.id, body.length, request_id, 0, slot.generation)
         self._outbox.put(out)  # type: ignore[union-attr]
 
     def receive(self, data: bytes) -> None:

@@ -33,6 +33,7 @@ class Function:
     name: str
     handler: Handler
     concurrency: int = 64
+    domain: str | None = None  # security domain; None: the app's own
 
     def __call__(self, ctx: Any) -> Any:
         return self.handler(ctx)
@@ -60,6 +61,7 @@ class FunctionEntry:
     id: int
     name: str
     concurrency: int
+    domain: int  # index into RouteTable.domains; descriptors never cross domains
 
 
 @dataclass(frozen=True)
@@ -83,11 +85,16 @@ class MethodNotAllowed(LookupError):
 
 @dataclass(frozen=True)
 class RouteTable:
-    """The compiled app: ids from 1 (0 is the gateway); every chain ends at the gateway."""
+    """The compiled app: ids from 1 (0 is the gateway); every chain ends at the gateway.
+
+    Domain 0 is the gateway's, which may exchange descriptors with every domain; functions
+    of different domains (1, 2, ...) may not, and the eBPF data plane enforces it.
+    """
 
     functions: tuple[FunctionEntry, ...]
     chains: tuple[tuple[int, ...], ...]
     routes: tuple[RouteEntry, ...]
+    domains: tuple[str, ...] = ("gateway",)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ids", {f.name: f.id for f in self.functions})
@@ -98,6 +105,11 @@ class RouteTable:
             return self._ids[name]  # type: ignore[attr-defined,no-any-return]
         except KeyError:
             raise LookupError(f"no function named {name!r}") from None
+
+    @property
+    def endpoints(self) -> list[int]:
+        """Every endpoint id of the node: the gateway, then the functions."""
+        return [GATEWAY, *(f.id for f in self.functions)]
 
     def name_of(self, endpoint_id: int) -> str:
         return "gateway" if endpoint_id == GATEWAY else self.functions[endpoint_id - 1].name
@@ -147,14 +159,15 @@ class App:
         self._routes: list[tuple[str, str, ChainSpec, float]] = []
 
     def function(
-        self, name: str | None = None, *, concurrency: int = 64
+        self, name: str | None = None, *, concurrency: int = 64, domain: str | None = None
     ) -> Callable[[Handler], Function]:
         """Decorator form of ``add_function``."""
-        return lambda handler: self.add_function(handler, name=name, concurrency=concurrency)
+        return lambda handler: self.add_function(handler, name=name, concurrency=concurrency, domain=domain)
 
     def add_function(
-        self, handler: Handler, *, name: str | None = None, concurrency: int = 64
+        self, handler: Handler, *, name: str | None = None, concurrency: int = 64, domain: str | None = None
     ) -> Function:
+        """Register ``handler``; ``domain`` isolates it from functions of other domains."""
         name = name or getattr(handler, "__name__", "")
         if not callable(handler):
             raise RoutingError(f"function {name!r}: handler {handler!r} is not callable")
@@ -164,7 +177,9 @@ class App:
             raise RoutingError(f"function {name!r} is registered twice")
         if concurrency < 1:
             raise RoutingError(f"function {name!r}: concurrency must be >= 1, got {concurrency}")
-        function = self.functions[name] = Function(name, handler, concurrency)
+        if domain is not None and not _NAME.match(domain):
+            raise RoutingError(f"function {name!r}: domain {domain!r} must be an identifier-like name")
+        function = self.functions[name] = Function(name, handler, concurrency, domain)
         return function
 
     def route(
@@ -180,7 +195,14 @@ class App:
         if not self.functions:
             raise RoutingError(f"app {self.name!r} registers no functions")
         ids = {name: number for number, name in enumerate(self.functions, start=1)}
-        functions = tuple(FunctionEntry(ids[f.name], f.name, f.concurrency) for f in self.functions.values())
+        domains = ["gateway"]
+        for f in self.functions.values():
+            if (f.domain or self.name) not in domains:
+                domains.append(f.domain or self.name)
+        functions = tuple(
+            FunctionEntry(ids[f.name], f.name, f.concurrency, domains.index(f.domain or self.name))
+            for f in self.functions.values()
+        )
         chains: list[tuple[int, ...]] = []
         routes: list[RouteEntry] = []
         seen: set[tuple[str, str]] = set()
@@ -197,7 +219,7 @@ class App:
             if hops not in chains:
                 chains.append(hops)
             routes.append(RouteEntry(method, path, chains.index(hops), timeout, _compile_path(path, where)))
-        return RouteTable(functions, tuple(chains), tuple(routes))
+        return RouteTable(functions, tuple(chains), tuple(routes), tuple(domains))
 
     def _hop_names(self, spec: ChainSpec, ids: dict[str, int], where: str) -> list[str]:
         if isinstance(spec, (Function, str)):

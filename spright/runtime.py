@@ -28,11 +28,13 @@ from spright.descriptor import (
     ERROR,
     GATEWAY,
     HAS_RESPONSE_META,
+    NEXT_IN_CHAIN,
     READY,
     REPLY,
     REQUEST,
     RESPONSE,
     Descriptor,
+    pack,
     unpack_many,
 )
 from spright.pool import Pool, PoolExhausted, Slot, read_meta, write_meta
@@ -70,9 +72,11 @@ class Worker:
         self._endpoint: Endpoint | None = None
         self._outbox: Outbox | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._kernel_routes = False
 
     async def start(self, transport: Transport) -> None:
         self._loop = asyncio.get_running_loop()
+        self._kernel_routes = transport.resolves_chains
         self._endpoint = await transport.attach(self.id, self.receive)
         self._outbox = Outbox(self._endpoint, self._loop)
         self._outbox.put(Descriptor(GATEWAY, self.id, READY, 0, 0, 0, 0, 0, 0, 0, 0).pack())
@@ -141,14 +145,14 @@ class Worker:
             slot = self._place(d, ctx._slot_view, payload, None)
         status = ctx.status or d.status
         if d.kind == CALL:
-            out = Descriptor(d.sender, self.id, REPLY | flags, 0, d.chain, status, slot.id, len(payload),
-                             d.request_id, d.call_id, slot.generation)
+            out = pack(d.sender, self.id, REPLY | flags, 0, d.chain, status, slot.id, len(payload),
+                       d.request_id, d.call_id, slot.generation)
         else:
             next_hop = self.table.next_hop(d.chain, d.hop)
             kind = RESPONSE if next_hop == GATEWAY else REQUEST
-            out = Descriptor(next_hop, self.id, kind | flags, d.hop + 1, d.chain, status, slot.id, len(payload),
-                             d.request_id, 0, slot.generation)
-        self._outbox.put(out.pack())  # type: ignore[union-attr]
+            out = pack(NEXT_IN_CHAIN if self._kernel_routes else next_hop, self.id, kind | flags, d.hop + 1, d.chain,
+                       status, slot.id, len(payload), d.request_id, 0, slot.generation)
+        self._outbox.put(out)  # type: ignore[union-attr]
 
     def _place(self, d: Descriptor, view: memoryview, payload: bytes | memoryview, meta: bytes | None) -> Slot:
         """Write the payload (and new meta, if any) into the slot, or into a larger one."""

@@ -109,8 +109,7 @@ class Supervisor:
             loop.add_signal_handler(signum, stop.set)
         self.runtime_dir = runtime_base() / str(os.getpid())
         self.runtime_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
-        endpoints = [0, *(f.id for f in self.table.functions)]
-        transport, reason = select_transport(self.transport_name, self.runtime_dir, endpoints)
+        transport, reason = select_transport(self.transport_name, self.runtime_dir, self.table)
         if reason:
             log.warning("spright: %s", reason)
         self.transport = transport
@@ -202,6 +201,7 @@ class Supervisor:
             "host": self.host,
             "port": port,
             "transport": self.transport.name,
+            "transport_info": self.transport.node_info(),
             "workers": {self.table.name_of(i): p.pid for i, p in self.processes.items()},
             "shm": self.pool.segment_names,
         }

@@ -49,8 +49,7 @@ class TestClient:
 
     async def __aenter__(self) -> TestClient:
         self._tmp = tempfile.TemporaryDirectory(prefix="spright-test-")
-        endpoints = [0, *(f.id for f in self.table.functions)]
-        transport = LocalTransport(Path(self._tmp.name), endpoints)
+        transport = LocalTransport(Path(self._tmp.name), self.table)
         self.pool = Pool.create(self._pool_config)
         self.gateway = Gateway(self.table, self.pool, self.limits)
         await self.gateway.start(transport)

@@ -92,3 +92,15 @@ def test_registration_mistakes() -> None:
     app.route("/s", stranger)
     with pytest.raises(RoutingError, match="another app"):
         app.compile()
+
+
+def test_domains_default_to_the_app_and_can_be_split() -> None:
+    app = App("shop")
+    app.add_function(noop, name="front")
+    app.add_function(noop, name="pay", domain="payments")
+    app.add_function(noop, name="cart")
+    table = app.compile()
+    assert table.domains == ("gateway", "shop", "payments")
+    assert [f.domain for f in table.functions] == [1, 2, 1]
+    with pytest.raises(RoutingError, match="domain"):
+        app.add_function(noop, name="x", domain="bad domain!")

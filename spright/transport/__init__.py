@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from spright.routing import RouteTable
 from spright.transport.base import Transport
 from spright.transport.unix import UnixTransport
 
@@ -21,7 +22,7 @@ def registry() -> dict[str, type[Transport]]:
     return found
 
 
-def select_transport(name: str, runtime_dir: Path, endpoints: list[int]) -> tuple[Transport, str | None]:
+def select_transport(name: str, runtime_dir: Path, table: RouteTable) -> tuple[Transport, str | None]:
     """The transport to use and, when ``auto`` had to fall back, one line saying why."""
     transports = registry()
     if name == "auto":
@@ -29,14 +30,14 @@ def select_transport(name: str, runtime_dir: Path, endpoints: list[int]) -> tupl
             reason = cls.unavailable_reason()
             if reason is None:
                 note = None if candidate == next(iter(transports)) else _fallback_note(transports)
-                return cls(runtime_dir, endpoints), note
+                return cls(runtime_dir, table), note
         raise RuntimeError("no transport is available on this machine")
     if name not in transports:
         raise ValueError(f"unknown transport {name!r}; choose from: auto, {', '.join(transports)}")
     reason = transports[name].unavailable_reason()
     if reason is not None:
         raise RuntimeError(f"transport {name!r} is not available here: {reason}")
-    return transports[name](runtime_dir, endpoints), None
+    return transports[name](runtime_dir, table), None
 
 
 def _fallback_note(transports: dict[str, type[Transport]]) -> str:

@@ -17,9 +17,12 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from spright.descriptor import SIZE
+
+if TYPE_CHECKING:
+    from spright.routing import RouteTable
 
 Receiver = Callable[[bytes], None]
 
@@ -37,10 +40,18 @@ class Endpoint(ABC):
 
 class Transport(ABC):
     name: ClassVar[str]
+    # True: senders may put NEXT_IN_CHAIN in next_hop and the data plane finds the endpoint
+    # at position ``hop`` of ``chain`` (the eBPF program does, from its route map).
+    resolves_chains: ClassVar[bool] = False
 
-    def __init__(self, runtime_dir: Path, endpoints: list[int]) -> None:
+    def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
         self.runtime_dir = runtime_dir
-        self.endpoints = endpoints
+        self.table = table
+        self.endpoints = table.endpoints
+
+    def node_info(self) -> dict[str, Any]:
+        """Facts for the node file (``spright stats`` finds the data plane through them)."""
+        return {}
 
     @classmethod
     def unavailable_reason(cls) -> str | None:

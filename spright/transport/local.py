@@ -11,14 +11,15 @@ from collections import defaultdict
 from pathlib import Path
 
 from spright.descriptor import SIZE
+from spright.routing import RouteTable
 from spright.transport.base import Endpoint, Receiver, Transport
 
 
 class LocalTransport(Transport):
     name = "local"
 
-    def __init__(self, runtime_dir: Path, endpoints: list[int]) -> None:
-        super().__init__(runtime_dir, endpoints)
+    def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
+        super().__init__(runtime_dir, table)
         self.receivers: dict[int, Receiver] = {}
 
     async def attach(self, endpoint_id: int, on_receive: Receiver) -> Endpoint:

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from spright.descriptor import SIZE
+from spright.routing import RouteTable
 from spright.transport.base import Endpoint, Receiver, RecordBuffer, Transport
 
 MAX_ENDPOINTS = 1024  # endpoint ids are 0..MAX_ENDPOINTS-1 (sizes the BPF maps)
@@ -190,10 +191,10 @@ def _probe() -> str | None:
 class SkmsgTransport(Transport):
     name = "skmsg"
 
-    def __init__(self, runtime_dir: Path, endpoints: list[int]) -> None:
-        super().__init__(runtime_dir, endpoints)
-        if any(not 0 <= e < MAX_ENDPOINTS for e in endpoints):
-            raise ValueError(f"endpoint ids must be in 0..{MAX_ENDPOINTS - 1}: {endpoints}")
+    def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
+        super().__init__(runtime_dir, table)
+        if any(not 0 <= e < MAX_ENDPOINTS for e in self.endpoints):
+            raise ValueError(f"endpoint ids must be in 0..{MAX_ENDPOINTS - 1}: {self.endpoints}")
         self.pin_dir = _pin_dir(runtime_dir)
         self.port = 0  # the dummy listener's, set by start()
         self._bpf: Any = None  # bcc.BPF, supervisor only
@@ -206,7 +207,7 @@ class SkmsgTransport(Transport):
 
     def __getstate__(self) -> dict[str, Any]:
         """Workers need only paths and the port; bcc objects and threads stay home."""
-        keep = ("runtime_dir", "endpoints", "pin_dir", "port")
+        keep = ("runtime_dir", "table", "endpoints", "pin_dir", "port")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
