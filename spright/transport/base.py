@@ -54,6 +54,18 @@ class Transport(ABC):
         return {}
 
     @classmethod
+    def live_counters(cls, node_info: dict[str, Any]) -> dict[int, dict[str, int]] | None:
+        """Per-endpoint counters kept by the data plane itself (the kernel's, for skmsg),
+        read from any process given ``node_info()``; None when it keeps none."""
+        return None
+
+    @classmethod
+    def live_routes(cls, node_info: dict[str, Any]) -> dict[int, tuple[int, ...]] | None:
+        """Chain id -> hop list as the data plane holds it (skmsg: read back from the BPF
+        map), from any process; None when routes live only in userspace."""
+        return None
+
+    @classmethod
     def unavailable_reason(cls) -> str | None:
         """None when this machine can run the transport, else why not and how to fix it."""
         return None
