@@ -81,6 +81,20 @@ class Transport(ABC):
         """Connect the calling process as ``endpoint_id``; call ``on_receive`` per batch."""
 
 
+def by_destination(data: bytes) -> dict[int, bytes]:
+    """Split a batch into one batch per next hop, keeping each destination's order.
+
+    What the kernel does per record on sk_msg, userspace transports do here.
+    """
+    if len(data) == SIZE:
+        return {int.from_bytes(data[:4], "little"): data}
+    batches: dict[int, list[bytes]] = {}
+    for start in range(0, len(data), SIZE):
+        record = data[start : start + SIZE]
+        batches.setdefault(int.from_bytes(record[:4], "little"), []).append(record)
+    return {dest: b"".join(records) for dest, records in batches.items()}
+
+
 class RecordBuffer:
     """Reassembles whole descriptors from a byte stream that may split them."""
 

@@ -7,12 +7,10 @@ runs the receiver re-entrantly.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from pathlib import Path
 
-from spright.descriptor import SIZE
 from spright.routing import RouteTable
-from spright.transport.base import Endpoint, Receiver, Transport
+from spright.transport.base import Endpoint, Receiver, Transport, by_destination
 
 
 class LocalTransport(Transport):
@@ -34,14 +32,10 @@ class _LocalEndpoint(Endpoint):
         self._loop = asyncio.get_running_loop()
 
     def send(self, data: bytes) -> None:
-        batches: dict[int, list[bytes]] = defaultdict(list)
-        for start in range(0, len(data), SIZE):
-            record = data[start : start + SIZE]
-            batches[int.from_bytes(record[:4], "little")].append(record)
-        for dest, records in batches.items():
+        for dest, batch in by_destination(data).items():
             receiver = self._transport.receivers.get(dest)
             if receiver is not None:  # like the kernel: no socket, the descriptor is dropped
-                self._loop.call_soon(receiver, b"".join(records))
+                self._loop.call_soon(receiver, batch)
 
     def close(self) -> None:
         self._transport.receivers.pop(self._id, None)

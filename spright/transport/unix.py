@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections import defaultdict
 from pathlib import Path
 
-from spright.descriptor import SIZE
-from spright.transport.base import Endpoint, Receiver, RecordBuffer, Transport
+from spright.transport.base import Endpoint, Receiver, RecordBuffer, Transport, by_destination
 
 
 def socket_path(runtime_dir: Path, endpoint_id: int) -> Path:
@@ -107,15 +105,8 @@ class _UnixEndpoint(Endpoint):
         self._links: dict[int, _Link] = {}
 
     def send(self, data: bytes) -> None:
-        if len(data) == SIZE:
-            self._send_to(int.from_bytes(data[:4], "little"), data)
-            return
-        batches: dict[int, list[bytes]] = defaultdict(list)
-        for start in range(0, len(data), SIZE):
-            record = data[start : start + SIZE]
-            batches[int.from_bytes(record[:4], "little")].append(record)
-        for dest, records in batches.items():
-            self._send_to(dest, b"".join(records))
+        for dest, batch in by_destination(data).items():
+            self._send_to(dest, batch)
 
     def _send_to(self, dest: int, data: bytes) -> None:
         link = self._links.get(dest)
