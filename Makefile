@@ -4,8 +4,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := python3-bpfcc libbpfcc bpftool linux-headers-amd64 wrk
-APP ?= examples.echo:app
+APT_PACKAGES := python3-bpfcc libbpfcc bpftool linux-headers-amd64 wrk chromium
+APP ?= apps.online_boutique:app
 PORT ?= 8080
 TRANSPORT ?= auto
 

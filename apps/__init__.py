@@ -1,0 +1,1 @@
+"""Applications built on spright; each runs as ``python -m apps.<name>``."""
