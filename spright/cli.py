@@ -1,16 +1,20 @@
-"""The ``spright`` command: run a node, show its routes, diagnose the machine."""
+"""The ``spright`` command: run a node, show its routes and counters, diagnose the machine."""
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
+from typing import Any
 
 import orjson
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from spright.loader import AppNotFound, load_app
+from spright.nodes import Node, NodeNotFound, choose_node, live_routes, snapshot
 from spright.routing import RoutingError
 from spright.transport import registry
 
@@ -45,29 +49,157 @@ def run(
         raise _fail(str(exc)) from None
 
 
+def _print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    sys.stdout.write("\n")
+
+
+def _node(pid: int | None, port: int | None) -> Node:
+    """The running node to inspect; exits 1 (none running) or 2 (ambiguous) saying why."""
+    try:
+        return choose_node(pid, port)
+    except NodeNotFound as exc:
+        (console if exc.exit_code == 1 else errors).print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+
+
+NODE_HELP = "Inspect the node with this supervisor pid (when several run)."
+PORT_HELP = "Inspect the node serving this HTTP port (when several run)."
+
+
 @cli.command()
 def routes(
-    app: str = typer.Argument(..., help="MODULE or MODULE:APP"),
+    app: str | None = typer.Argument(None, help="MODULE or MODULE:APP (optional with --live)"),
+    live: bool = typer.Option(False, "--live", help="The route table of the running node."),
+    node: int | None = typer.Option(None, "--node", help=NODE_HELP),
+    port: int | None = typer.Option(None, "--port", help=PORT_HELP),
     json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Print the compiled route table: route, method, path, chain of function names and ids."""
+    """Print the route table: route, method, path, chain of function names and ids.
+
+    From MODULE: the table the DSL compiles. With --live: the running node's, read back from
+    the data plane (the BPF map, on skmsg) or else from the table its supervisor recorded.
+    """
+    if live:
+        data = live_routes(_node(node, port))
+        if json:
+            return _print_json(data)
+        where = {"bpf-map": "read back from the BPF map", "data-plane": "read back from the data plane",
+                 "node-file": "the compiled table the supervisor recorded in node.json (this transport "
+                              "keeps no route table of its own)"}[data["source"]]
+        info = data["node"]
+        _print_routes(data["routes"], f"routes of {info['app']!r} (pid {info['pid']}, port {info['port']}, "
+                      f"{info['transport']})", f"source: {where}")
+        return
+    if app is None:
+        raise _fail("give MODULE[:APP], or --live for the running node")
     try:
         table = load_app(app).compile()
     except (AppNotFound, RoutingError) as exc:
         raise _fail(str(exc)) from None
     rows = table.describe()
     if json:
-        functions = [{"id": f.id, "name": f.name, "concurrency": f.concurrency} for f in table.functions]
-        sys.stdout.write(orjson.dumps({"functions": functions, "routes": rows}, option=orjson.OPT_INDENT_2).decode())
-        sys.stdout.write("\n")
-        return
-    grid = Table(title=f"routes of {app}")
+        functions = [{"id": f.id, "name": f.name, "concurrency": f.concurrency, "domain": table.domains[f.domain]}
+                     for f in table.functions]
+        return _print_json({"functions": functions, "routes": rows})
+    _print_routes(rows, f"routes of {app}", None)
+
+
+def _print_routes(rows: list[dict[str, Any]], title: str, caption: str | None) -> None:
+    grid = Table(title=title, caption=caption)
     for column in ("method", "path", "chain id", "hops (id:name)", "timeout"):
         grid.add_column(column)
     for row in rows:
         hops = " → ".join(f"{hop['id']}:{hop['name']}" for hop in row["hops"])
         grid.add_row(row["method"], row["path"], str(row["chain"]), hops, f"{row['timeout']:g}s")
     console.print(grid)
+
+
+@cli.command()
+def stats(
+    node: int | None = typer.Option(None, "--node", help=NODE_HELP),
+    port: int | None = typer.Option(None, "--port", help=PORT_HELP),
+    json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    watch: float | None = typer.Option(
+        None, "--watch", metavar="[SECONDS]", help="Refresh every SECONDS (1 if omitted) with per-second rates."
+    ),
+) -> None:
+    """Per-function counters of the running node: descriptors in/out, payload bytes, handler
+    errors, calls, and the data plane's own (kernel) counters when it keeps them."""
+    chosen = _node(node, port)
+    if json and watch is None:
+        return _print_json(_read(chosen))
+    if watch is None:
+        console.print(_stats_table(_read(chosen), None, 0.0))
+        return
+    interval = max(watch, 0.1)
+    previous, then = _read(chosen), time.monotonic()
+    try:
+        with Live(_stats_table(previous, None, 0.0), console=console, auto_refresh=False) as live:
+            while True:
+                time.sleep(interval)
+                current, now = _read(chosen), time.monotonic()
+                if json:
+                    _print_json({**current, "rates": _rates(current, previous, now - then)})
+                else:
+                    live.update(_stats_table(current, previous, now - then), refresh=True)
+                previous, then = current, now
+    except KeyboardInterrupt:
+        pass
+
+
+def _read(node: Node) -> dict[str, Any]:
+    try:
+        return snapshot(node)
+    except FileNotFoundError:  # the node stopped (its counter segment is gone)
+        console.print(f"the spright node {node.pid} has stopped", markup=False)
+        raise typer.Exit(1) from None
+
+
+COUNTERS = (("in", "descriptors_in"), ("out", "descriptors_out"), ("bytes", "payload_bytes"),
+            ("errors", "handler_errors"), ("calls", "calls"))
+RATED = ("descriptors_in", "descriptors_out", "payload_bytes")
+
+
+def _rates(current: dict[str, Any], previous: dict[str, Any], seconds: float) -> dict[str, dict[str, float]]:
+    """Per-second rate of each counter per function name since ``previous``."""
+    before = {f["id"]: f for f in previous["functions"]}
+    out: dict[str, dict[str, float]] = {}
+    for function in current["functions"]:
+        old = before.get(function["id"], function)
+        out[function["name"]] = {key: (function[key] - old[key]) / seconds for _, key in COUNTERS}
+    return out
+
+
+def _stats_table(data: dict[str, Any], previous: dict[str, Any] | None, seconds: float) -> Table:
+    info = data["node"]
+    kernel_keys = sorted({k for f in data["functions"] for k in f.get("kernel", {})})
+    responses = "  ".join(f"{cls} {count}" for cls, count in data["responses"].items() if count)
+    grid = Table(
+        title=f"{info['app']!r} — pid {info['pid']}, port {info['port']}, transport {info['transport']}",
+        caption=f"gateway: {data['requests']} requests; responses {responses or 'none yet'}"
+        + ("; magenta: the data plane's own (kernel) counters" if data["kernel_counters"]
+           else f"; the {info['transport']} data plane keeps no kernel counters"),
+    )
+    grid.add_column("id", justify="right")
+    for column, key in (("function", "name"), ("domain", "domain")):  # names stay whole; numbers may wrap
+        grid.add_column(column, no_wrap=True, min_width=max(len(f[key]) for f in data["functions"]))
+    rates = _rates(data, previous, seconds) if previous is not None and seconds > 0 else None
+    for label, key in COUNTERS:
+        grid.add_column(label, justify="right")
+        if rates is not None and key in RATED:
+            grid.add_column(f"{label}/s", justify="right", style="cyan")
+    for key in kernel_keys:  # the data plane's own counters (kernel, on skmsg), in magenta
+        grid.add_column(key, justify="right", style="magenta", header_style="bold magenta", min_width=len(key))
+    for function in data["functions"]:
+        cells = [str(function["id"]), function["name"], function["domain"]]
+        for _, key in COUNTERS:
+            cells.append(f"{function[key]:,}")
+            if rates is not None and key in RATED:
+                cells.append(f"{rates[function['name']][key]:,.0f}")
+        cells.extend(f"{function.get('kernel', {}).get(key, 0):,}" for key in kernel_keys)
+        grid.add_row(*cells)
+    return grid
 
 
 @cli.command()
@@ -88,4 +220,18 @@ def doctor() -> None:
 
 
 def main() -> None:
-    cli()
+    cli(_optional_watch_value(sys.argv[1:]))
+
+
+def _optional_watch_value(args: list[str]) -> list[str]:
+    """``--watch`` alone means every second (typer options cannot take an optional value)."""
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--watch":
+            following = args[i + 1] if i + 1 < len(args) else "-"
+            try:
+                float(following)
+            except ValueError:
+                out.append("1")
+    return out

@@ -27,12 +27,14 @@ from spright.descriptor import (
     READY,
     REQUEST,
     RESPONSE,
+    SIZE,
     Descriptor,
     pack,
     unpack_many,
 )
+from spright.metrics import BYTES, CONTENT_TYPE, IN, OUT, CounterTable, GatewayMetrics
 from spright.pool import MiB, Pool, PoolExhausted, Slot, read_meta, write_meta
-from spright.routing import MethodNotAllowed, NotFound, RouteTable
+from spright.routing import MethodNotAllowed, NotFound, RouteEntry, RouteTable
 from spright.transport.base import Endpoint, Outbox, Transport
 
 log = logging.getLogger("spright.gateway")
@@ -119,25 +121,33 @@ Done = Callable[[Response], None]
 
 
 class Gateway:
-    def __init__(self, table: RouteTable, pool: Pool, limits: Limits | None = None) -> None:
+    def __init__(
+        self, table: RouteTable, pool: Pool, limits: Limits | None = None, counters: CounterTable | None = None
+    ) -> None:
         self.table = table
         self.pool = pool
         self.limits = limits or Limits()
+        # counters: the node's table (row 0 is ours); a private one when running alone
+        self.metrics = GatewayMetrics(table, counters or CounterTable.create(len(table.endpoints), shared=False))
+        self._counts = self.metrics.counts
         self.ready: set[int] = set()
         self.down: set[int] = set()  # functions that died and have not announced READY again
         self._chain_members = [frozenset(chain[:-1]) for chain in table.chains]
         self.on_ready: Callable[[int], None] | None = None
         self._next_id = 0
-        self._pending: dict[int, tuple[Done, int, float]] = {}  # request id -> (done, chain, deadline)
+        # request id -> (done, route, deadline, submitted at)
+        self._pending: dict[int, tuple[Done, RouteEntry, float, float]] = {}
         self._failed: dict[int, float] = {}  # request id -> when its slots may be swept
         self._endpoint: Endpoint | None = None
         self._outbox: Outbox | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kernel_routes = False
+        self._transport: Transport | None = None
 
     async def start(self, transport: Transport) -> None:
         self._loop = asyncio.get_running_loop()
+        self._transport = transport
         self._kernel_routes = transport.resolves_chains
         self._endpoint = await transport.attach(GATEWAY, self.receive)
         self._outbox = Outbox(self._endpoint, self._loop)
@@ -148,6 +158,7 @@ class Gateway:
             self._ticker.cancel()
         for request_id in list(self._pending):
             self._finish(request_id, error_response(503, "the node is shutting down"))
+        self.metrics.publish()
         if self._endpoint is not None:
             self._endpoint.close()
 
@@ -163,9 +174,18 @@ class Gateway:
         try:
             return BodyWriter(self, expected)
         except BodyTooLarge:
-            return error_response(413, f"request body over the limit of {self.limits.max_body} bytes")
+            return self.refused(error_response(413, f"request body over the limit of {self.limits.max_body} bytes"))
         except PoolExhausted:
-            return error_response(503, "no free payload space, retry shortly")
+            return self.refused(error_response(503, "no free payload space, retry shortly"))
+
+    def refused(self, response: Response) -> Response:
+        """Count a request answered before it could be submitted (the HTTP layer's 4xx too)."""
+        self.metrics.answered(response.status)
+        return response
+
+    def _answer(self, done: Done, response: Response) -> None:
+        self.metrics.answered(response.status)
+        done(response)
 
     # -- requests --------------------------------------------------------------------------
     def submit(
@@ -176,16 +196,18 @@ class Gateway:
             route, params = self.table.match(method, path)
         except NotFound:
             body.release()
-            return done(error_response(404, f"no route for {path}"))
+            if path == "/metrics" and method == "GET":  # only when the app has no such route
+                return self._answer(done, self.exposition())
+            return self._answer(done, error_response(404, f"no route for {path}"))
         except MethodNotAllowed as exc:
             body.release()
             response = error_response(405, f"{method} not allowed on {path}", allowed=exc.allowed)
             response.headers.append((b"allow", ", ".join(exc.allowed).encode()))
-            return done(response)
+            return self._answer(done, response)
         if self.down and not self.down.isdisjoint(self._chain_members[route.chain]):
             body.release()
             names = ", ".join(sorted(self.table.name_of(i) for i in self.down))
-            return done(error_response(503, f"restarting after a crash: {names}"))
+            return self._answer(done, error_response(503, f"restarting after a crash: {names}"))
         meta = orjson.dumps({"method": method, "path": path, "query": query, "headers": headers, "params": params})
         try:
             if body.length + len(meta) + 4 > len(body.view):
@@ -193,15 +215,34 @@ class Gateway:
             write_meta(body.view, meta)
         except (PoolExhausted, ValueError):
             body.release()
-            return done(error_response(503, "no free payload space, retry shortly"))
+            return self._answer(done, error_response(503, "no free payload space, retry shortly"))
         chain = self.table.chains[route.chain]
         request_id, slot = body.request_id, body.slot
-        self._pending[request_id] = (done, route.chain, time.monotonic() + route.timeout)
+        now = time.monotonic()
+        self._pending[request_id] = (done, route, now + route.timeout, now)
         first = NEXT_IN_CHAIN if self._kernel_routes else chain[0]
         out = pack(first, GATEWAY, REQUEST, 0, route.chain, 0, slot.id, body.length, request_id, 0, slot.generation)
         self._outbox.put(out)  # type: ignore[union-attr]
+        self._counts[OUT] += 1  # one per request sent down a chain; requests = this + answered at once
+
+    def exposition(self) -> Response:
+        """``GET /metrics``: Prometheus text of every endpoint's counters, the data plane's
+        own counters (when it keeps any), pool and in-flight gauges, latency histograms."""
+        kernel = None
+        if self._transport is not None:
+            try:  # a data plane that cannot be read right now must not cost the rest of the scrape
+                kernel = type(self._transport).live_counters(self._transport.node_info())
+            except Exception:
+                log.exception("gateway: reading the data plane's counters failed")
+        gauges = {
+            "requests_in_flight": ("Requests submitted to a chain and not answered yet.", float(self.in_flight)),
+            "pool_slots_in_use": ("Payload slots allocated in the shared-memory pool.", float(self.pool.in_use())),
+            "pool_slots": ("Payload slots in the pool, all size classes.", float(self.pool.total)),
+        }
+        return Response(200, self.metrics.render(gauges, kernel), [(b"content-type", CONTENT_TYPE)])
 
     def receive(self, data: bytes) -> None:
+        self._counts[IN] += len(data) // SIZE
         for d in unpack_many(data):
             kind = d.kind
             if kind in (RESPONSE, ERROR):
@@ -232,13 +273,17 @@ class Gateway:
             headers = [(k.encode(), v.encode()) for k, v in response.get("headers", ())]
         self.pool.free(d.slot, d.generation)
         headers.insert(0, (b"content-type", content_type))
-        done(Response(d.status or (500 if d.flags & 0x0F == ERROR else 200), body, headers))
+        status = d.status or (500 if d.flags & 0x0F == ERROR else 200)
+        self._counts[BYTES] += d.length
+        self.metrics.observe(pending[1], status, pending[3])
+        done(Response(status, body, headers))
 
     def _finish(self, request_id: int, response: Response) -> None:
         """End a request that no reply will complete; its slots are swept after a grace time."""
         pending = self._pending.pop(request_id, None)
         if pending is not None:
             self._failed[request_id] = time.monotonic() + self.limits.grace
+            self.metrics.observe(pending[1], response.status, pending[3])
             pending[0](response)
 
     def function_died(self, function_id: int) -> None:
@@ -246,13 +291,13 @@ class Gateway:
         name = self.table.name_of(function_id)
         self.ready.discard(function_id)
         self.down.add(function_id)
-        for request_id, (_, chain, _) in list(self._pending.items()):
-            if function_id in self.table.chains[chain]:
+        for request_id, (_, route, _, _) in list(self._pending.items()):
+            if function_id in self.table.chains[route.chain]:
                 self._finish(request_id, error_response(502, f"function {name!r} crashed"))
 
     def _tick(self) -> None:
         now = time.monotonic()
-        late = [request_id for request_id, (_, _, deadline) in self._pending.items() if deadline <= now]
+        late = [request_id for request_id, (_, _, deadline, _) in self._pending.items() if deadline <= now]
         for request_id in late:
             self._finish(request_id, error_response(504, "the chain did not answer in time"))
         expired = [request_id for request_id, until in self._failed.items() if until <= now]
@@ -260,4 +305,5 @@ class Gateway:
             for request_id in expired:
                 del self._failed[request_id]
             self.pool.sweep(set(self._pending) | set(self._failed))
+        self.metrics.publish()  # readers in other processes see the gateway's row 0.1 s late at most
         self._ticker = self._loop.call_later(0.1, self._tick)  # type: ignore[union-attr]

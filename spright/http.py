@@ -83,8 +83,13 @@ class HttpProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def _refuse(self, response: Response) -> None:
-        """Answer with an error after the responses already queued, then close."""
+    def _refuse(self, response: Response, counted: bool = False) -> None:
+        """Answer with an error after the responses already queued, then close.
+
+        ``counted``: the gateway already counted it (its own refusals, from ``new_body``).
+        """
+        if not counted:
+            self._gateway.refused(response)
         if isinstance(self._body, BodyWriter):
             self._body.release()
         self._body = None
@@ -113,7 +118,7 @@ class HttpProtocol(asyncio.Protocol):
         expected = int(length) if length.isdigit() else 0
         self._body = self._gateway.new_body(expected)
         if isinstance(self._body, Response):
-            self._refuse(self._body)
+            self._refuse(self._body, counted=True)
             raise httptools.HttpParserError("request refused")
         if self._headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")

@@ -33,10 +33,12 @@ from spright.descriptor import (
     REPLY,
     REQUEST,
     RESPONSE,
+    SIZE,
     Descriptor,
     pack,
     unpack_many,
 )
+from spright.metrics import BYTES, CALLS, ERRORS, IN, OUT, ROW_WORDS
 from spright.pool import Pool, PoolExhausted, Slot, read_meta, write_meta
 from spright.routing import Function, RouteTable
 from spright.transport.base import Endpoint, Outbox, Transport
@@ -56,11 +58,13 @@ else:
 
 
 class Worker:
-    def __init__(self, table: RouteTable, function: Function, pool: Pool) -> None:
+    def __init__(self, table: RouteTable, function: Function, pool: Pool, counters: memoryview | None = None) -> None:
+        """``counters``: this worker's row of the node's counter table (see spright.metrics)."""
         self.table = table
         self.function = function
         self.id = table.function_id(function.name)
         self.pool = pool
+        self.counters = counters if counters is not None else memoryview(bytearray(8 * ROW_WORDS)).cast("Q")
         self._is_async = inspect.iscoroutinefunction(function.handler)
         self._active = 0
         self._backlog: deque[Descriptor] = deque()
@@ -91,7 +95,11 @@ class Worker:
 
     # -- receiving -------------------------------------------------------------------------
     def receive(self, data: bytes) -> None:
+        counters = self.counters
+        counters[IN] += len(data) // SIZE
+        payload_bytes = 0
         for descriptor in unpack_many(data):
+            payload_bytes += descriptor.length
             kind = descriptor.kind
             if kind in (REQUEST, CALL):
                 if self._active < self.function.concurrency:
@@ -102,6 +110,7 @@ class Worker:
                 self._settle_call(descriptor)
             else:
                 log.warning("%s: unexpected descriptor %s", self.function.name, descriptor)
+        counters[BYTES] += payload_bytes
         self._outbox.flush()  # handlers that finished eagerly: their descriptors leave now  # type: ignore[union-attr]
 
     def _begin(self, descriptor: Descriptor) -> None:
@@ -153,6 +162,7 @@ class Worker:
             out = pack(NEXT_IN_CHAIN if self._kernel_routes else next_hop, self.id, kind | flags, d.hop + 1, d.chain,
                        status, slot.id, len(payload), d.request_id, 0, slot.generation)
         self._outbox.put(out)  # type: ignore[union-attr]
+        self.counters[OUT] += 1
 
     def _place(self, d: Descriptor, view: memoryview, payload: bytes | memoryview, meta: bytes | None) -> Slot:
         """Write the payload (and new meta, if any) into the slot, or into a larger one."""
@@ -195,6 +205,9 @@ class Worker:
         out = Descriptor(dest, self.id, ERROR | BODY_JSON, d.hop, d.chain, status, d.slot, len(payload),
                          d.request_id, d.call_id, d.generation)
         self._outbox.put(out.pack())  # type: ignore[union-attr]
+        counters = self.counters
+        counters[OUT] += 1
+        counters[ERRORS] += 1
 
     # -- internal calls ---------------------------------------------------------------------
     async def call(self, ctx: Context, function: str, value: Any) -> Reply:
@@ -211,6 +224,9 @@ class Worker:
         out = Descriptor(target, self.id, CALL | body_flag, 0, d.chain, 0, slot.id, len(payload),
                          d.request_id, call_id, slot.generation)
         self._outbox.put(out.pack())  # type: ignore[union-attr]
+        counters = self.counters
+        counters[OUT] += 1
+        counters[CALLS] += 1
         try:
             return await asyncio.wait_for(future, self._timeouts.get(d.chain, 30.0))
         except TimeoutError:

@@ -27,6 +27,7 @@ import uvloop
 from spright import http
 from spright.gateway import Gateway, Limits
 from spright.loader import load_app
+from spright.metrics import COLUMNS, ROW_WORDS, CounterTable
 from spright.pool import Pool, PoolHandle
 from spright.runtime import Worker
 from spright.transport import select_transport
@@ -43,9 +44,17 @@ class WorkerSpec:
     function: str
     pool: PoolHandle
     transport: Transport
+    counters: str  # the counter table's shared-memory name
 
 
 def runtime_base() -> Path:
+    """Where nodes keep their runtime directory (``<base>/<pid>/node.json``); the CLI scans it.
+
+    ``SPRIGHT_RUNTIME_DIR`` overrides it: separate groups of nodes (tests, users) can each
+    keep their own.
+    """
+    if os.environ.get("SPRIGHT_RUNTIME_DIR"):
+        return Path(os.environ["SPRIGHT_RUNTIME_DIR"])
     if os.geteuid() == 0:
         return Path("/run/spright")
     return Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"spright-{os.getuid()}"
@@ -62,7 +71,9 @@ def worker_main(spec: WorkerSpec) -> None:
 async def _worker(spec: WorkerSpec) -> None:
     app = load_app(spec.app_ref)
     pool = Pool.attach(spec.pool)
-    worker = Worker(app.compile(), app.functions[spec.function], pool)
+    table = app.compile()
+    counters = CounterTable.attach(spec.counters, len(table.endpoints))
+    worker = Worker(table, app.functions[spec.function], pool, counters.row(table.function_id(spec.function)))
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await worker.start(spec.transport)
@@ -70,6 +81,7 @@ async def _worker(spec: WorkerSpec) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(worker.drain(), DRAIN_TIMEOUT)
     worker.close()
+    counters.close()
     pool.close()
 
 
@@ -114,7 +126,8 @@ class Supervisor:
             log.warning("spright: %s", reason)
         self.transport = transport
         self.pool = Pool.create(self.pool_config)
-        self.gateway = Gateway(self.table, self.pool, self.limits)
+        self.counters = CounterTable.create(len(self.table.endpoints))
+        self.gateway = Gateway(self.table, self.pool, self.limits, self.counters)
         server = None
         try:
             transport.start()
@@ -135,6 +148,7 @@ class Supervisor:
             self.gateway.close()
             transport.stop()
             self.pool.close()
+            self.counters.close()
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
     # -- workers ---------------------------------------------------------------------------
@@ -154,7 +168,7 @@ class Supervisor:
 
     def _spawn(self, function_id: int) -> None:
         name = self.table.name_of(function_id)
-        spec = WorkerSpec(self.app_ref, name, self.pool.handle, self.transport)
+        spec = WorkerSpec(self.app_ref, name, self.pool.handle, self.transport, self.counters.name or "")
         process = get_context("spawn").Process(target=worker_main, args=(spec,), name=f"spright-{name}", daemon=True)
         process.start()
         self.processes[function_id] = process
@@ -203,6 +217,13 @@ class Supervisor:
             "transport": self.transport.name,
             "transport_info": self.transport.node_info(),
             "workers": {self.table.name_of(i): p.pid for i, p in self.processes.items()},
-            "shm": self.pool.segment_names,
+            "shm": [*self.pool.segment_names, self.counters.name],  # every segment of ours in /dev/shm
+            "metrics": {"shm": self.counters.name, "rows": self.counters.rows, "row_words": ROW_WORDS,
+                        "columns": list(COLUMNS)},
+            # the compiled table, for `spright routes --live` when the data plane cannot read it back
+            "domains": list(self.table.domains),
+            "functions": [{"id": f.id, "name": f.name, "concurrency": f.concurrency,
+                           "domain": self.table.domains[f.domain]} for f in self.table.functions],
+            "routes": self.table.describe(),
         }
         (self.runtime_dir / "node.json").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))

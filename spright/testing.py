@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 import orjson
 
 from spright.gateway import Gateway, Limits, Response
+from spright.metrics import CounterTable, row_dict
 from spright.pool import MiB, Pool, PoolConfig
 from spright.routing import App
 from spright.runtime import Worker
@@ -51,9 +52,13 @@ class TestClient:
         self._tmp = tempfile.TemporaryDirectory(prefix="spright-test-")
         transport = LocalTransport(Path(self._tmp.name), self.table)
         self.pool = Pool.create(self._pool_config)
-        self.gateway = Gateway(self.table, self.pool, self.limits)
+        self.counters = CounterTable.create(len(self.table.endpoints), shared=False)
+        self.gateway = Gateway(self.table, self.pool, self.limits, self.counters)
         await self.gateway.start(transport)
-        self.workers = [Worker(self.table, self.app.functions[f.name], self.pool) for f in self.table.functions]
+        self.workers = [
+            Worker(self.table, self.app.functions[f.name], self.pool, self.counters.row(f.id))
+            for f in self.table.functions
+        ]
         for worker in self.workers:
             await worker.start(transport)
         await asyncio.sleep(0)  # deliver the READY descriptors
@@ -66,7 +71,13 @@ class TestClient:
             worker.close()
         self.gateway.close()
         self.pool.close()
+        self.counters.close()
         self._tmp.cleanup()
+
+    def counters_of(self, name: str) -> dict[str, int]:
+        """The node's userspace counters for function ``name`` (or ``"gateway"``), right now."""
+        endpoint = 0 if name == "gateway" else self.table.function_id(name)
+        return row_dict(self.gateway.metrics.rows()[endpoint], gateway=endpoint == 0)
 
     async def request(
         self,
@@ -89,7 +100,7 @@ class TestClient:
         payload = body.encode() if isinstance(body, str) else body
         writer = self.gateway.new_body(len(payload))
         if isinstance(writer, Response):
-            return writer
+            return writer  # counted by the gateway as a refused request
         writer.write(payload)
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self.gateway.submit(method.upper(), path, query, all_headers, writer, future.set_result)

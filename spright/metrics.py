@@ -1,0 +1,264 @@
+"""Counters every data plane keeps in userspace, request latency histograms, Prometheus text.
+
+Why a shared-memory table: ``spright stats`` and the gateway's ``/metrics`` must see every
+worker's counters without asking the workers (a question costs a wake-up and a descriptor
+on the hot path). So each endpoint owns one row of u64 counters in a segment the supervisor
+creates (per-run random name, mode 0600, unlinked on shutdown like the pool) and bumps its
+own row in place: one writer per row, no lock, a couple of memoryview ops per descriptor.
+Readers in other processes read the segment's bytes from /dev/shm (never through
+``SharedMemory``, whose resource tracker would unlink a segment it merely attached to).
+
+The gateway is the one hot spot the node has, so its row is a plain list (a list item add
+costs half a memoryview one) published into the table on its 0.1 s tick and at close;
+workers write the table directly. Latency histograms live only in the gateway process,
+which serves them at ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import secrets
+import struct
+from bisect import bisect_left
+from collections.abc import Iterator
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from spright.routing import RouteEntry, RouteTable
+
+# -- counter table layout: one row of ROW_WORDS u64 per endpoint (gateway 0, functions 1..N) --
+COLUMNS = (
+    "descriptors_in",  # descriptors this endpoint received
+    "descriptors_out",  # descriptors it sent (READY announcements excluded)
+    "payload_bytes",  # payload bytes referenced by the descriptors it received
+    "handler_errors",  # handlers that raised (functions only)
+    "calls",  # ctx.call()s made
+    "requests",  # gateway only: HTTP requests sent down a chain or answered at once
+    "responses_1xx",  # gateway only: responses by status class
+    "responses_2xx",
+    "responses_3xx",
+    "responses_4xx",
+    "responses_5xx",
+)
+IN, OUT, BYTES, ERRORS, CALLS, REQUESTS = range(6)
+RESPONSES = REQUESTS  # RESPONSES + status // 100 is the column of that status class
+ROW_WORDS = 16  # 128 bytes: two cache lines, so writers of neighbouring rows never share one
+ROW_BYTES = ROW_WORDS * 8
+FUNCTION_COLUMNS = COLUMNS[:5]
+
+# -- latency histogram: fixed bounds in seconds (le), tuned for sub-millisecond chains ------
+BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+           0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_SLOTS = len(BUCKETS) + 1  # + the implicit +Inf bucket
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+class CounterTable:
+    """Rows of u64 counters, one per endpoint; in shared memory for a node, private for tests."""
+
+    def __init__(self, rows: int, segment: SharedMemory | None, owner: bool) -> None:
+        self.rows = rows
+        self._segment = segment
+        self._owner = owner
+        buffer = segment.buf if segment is not None else memoryview(bytearray(rows * ROW_BYTES))
+        self._words = buffer[: rows * ROW_BYTES].cast("Q")
+        self._rows = [self._words[i * ROW_WORDS : (i + 1) * ROW_WORDS] for i in range(rows)]
+
+    @classmethod
+    def create(cls, rows: int, *, shared: bool = True) -> CounterTable:
+        """``shared``: a /dev/shm segment (POSIX shm is created with mode 0600) under a fresh
+        random name, for a node; otherwise plain memory, for the in-process TestClient."""
+        if not shared:
+            return cls(rows, None, True)
+        segment = SharedMemory(f"spright-{secrets.token_hex(6)}-metrics", create=True, size=rows * ROW_BYTES)
+        return cls(rows, segment, True)
+
+    @classmethod
+    def attach(cls, name: str, rows: int) -> CounterTable:
+        """A worker's attachment (the worker shares the supervisor's resource tracker)."""
+        return cls(rows, SharedMemory(name), False)
+
+    @property
+    def name(self) -> str | None:
+        return self._segment.name if self._segment is not None else None
+
+    def row(self, endpoint: int) -> memoryview:
+        """The endpoint's counters, writable in place: ``row[IN] += 1``."""
+        return self._rows[endpoint]
+
+    def read(self) -> list[list[int]]:
+        return [row.tolist() for row in self._rows]
+
+    def close(self) -> None:
+        """Detach; the creator also unlinks (first, so a view held elsewhere cannot leak it)."""
+        if self._segment is not None and self._owner:
+            with contextlib.suppress(FileNotFoundError):
+                self._segment.unlink()
+        for row in self._rows:
+            row.release()
+        self._rows.clear()
+        self._words.release()
+        if self._segment is not None:
+            self._segment.close()
+            self._segment = None
+
+
+def read_segment(name: str, rows: int) -> list[list[int]]:
+    """Another process's view (the CLI): a plain read of the segment, no attachment."""
+    data = Path("/dev/shm", name).read_bytes()[: rows * ROW_BYTES]
+    words = struct.unpack(f"<{len(data) // 8}Q", data)
+    return [list(words[i * ROW_WORDS : (i + 1) * ROW_WORDS]) for i in range(len(words) // ROW_WORDS)]
+
+
+def row_dict(row: list[int], gateway: bool) -> dict[str, int]:
+    return dict(zip(COLUMNS if gateway else FUNCTION_COLUMNS, row, strict=False))
+
+
+class GatewayMetrics:
+    """The gateway's counters and latency histograms; ``render`` is the ``/metrics`` body.
+
+    Histograms are keyed by (route, status class): a route entry has one method and one
+    path template, so the key is ``route index * 5 + class - 1``; ``observe`` is a bisect and
+    two list adds (~0.3 us), never a prometheus_client call. The response-class counters of
+    routed requests are the histograms' counts, summed when read, not counted twice.
+    """
+
+    def __init__(self, table: RouteTable, counters: CounterTable) -> None:
+        self.table = table
+        self.counters = counters
+        # the gateway's row (the owner bumps it in place), minus routed responses; see row()
+        self.counts = [0] * ROW_WORDS
+        self._route_key = {id(route): 5 * i for i, route in enumerate(table.routes)}
+        keys = 5 * len(table.routes)
+        self.buckets = [0] * (keys * _SLOTS)  # per key: non-cumulative counts, +Inf last
+        self.sums = [0.0] * keys
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._collector = _Collector(self)
+        self._registry.register(self._collector)
+
+    def observe(self, route: RouteEntry, status: int, started: float) -> None:
+        """A routed request ended: its latency since submit, by route and status class."""
+        seconds = monotonic() - started
+        cls = status // 100
+        key = self._route_key[id(route)] + (cls - 1 if 0 < cls < 6 else 4)
+        self.buckets[key * _SLOTS + bisect_left(BUCKETS, seconds)] += 1
+        self.sums[key] += seconds
+
+    def answered(self, status: int) -> None:
+        """A request answered without going down a chain (404, 405, refusals, /metrics)."""
+        cls = status // 100
+        self.counts[RESPONSES + (cls if 0 < cls < 6 else 5)] += 1
+
+    def row(self) -> list[int]:
+        """The gateway's counters now. Nothing counts requests on the hot path: each one is
+        either sent down a chain (one descriptor out) or answered at once (counted by class)."""
+        row = list(self.counts)
+        row[REQUESTS] = row[OUT] + sum(row[RESPONSES + 1 : RESPONSES + 6])
+        buckets = self.buckets
+        for key in range(len(self.sums)):
+            row[RESPONSES + 1 + key % 5] += sum(buckets[key * _SLOTS : (key + 1) * _SLOTS])
+        return row
+
+    def publish(self) -> None:
+        """Copy the gateway's counters into its table row, for readers in other processes."""
+        shared = self.counters.row(0)
+        for i, value in enumerate(self.row()):
+            shared[i] = value
+
+    def rows(self) -> list[list[int]]:
+        """Every endpoint's counters, the gateway's live."""
+        rows = self.counters.read()
+        rows[0] = self.row()
+        return rows
+
+    def histograms(self) -> Iterator[tuple[RouteEntry, str, list[int], float]]:
+        """(route, status class, cumulative bucket counts incl. +Inf, sum) per observed key."""
+        for i, route in enumerate(self.table.routes):
+            for cls in range(1, 6):
+                key = 5 * i + cls - 1
+                counts = self.buckets[key * _SLOTS : (key + 1) * _SLOTS]
+                if any(counts):
+                    running, cumulative = 0, []
+                    for count in counts:
+                        running += count
+                        cumulative.append(running)
+                    yield route, f"{cls}xx", cumulative, self.sums[key]
+
+    def render(self, gauges: dict[str, tuple[str, float]], kernel: dict[int, dict[str, int]] | None) -> bytes:
+        """Prometheus text; ``gauges``: name -> (help, value); ``kernel``: the data plane's
+        own per-endpoint counters, when it keeps any."""
+        self._collector.gauges, self._collector.kernel = gauges, kernel
+        try:
+            return generate_latest(self._registry)
+        finally:
+            self._collector.gauges, self._collector.kernel = {}, None
+
+
+class _Collector(Collector):
+    """Builds metric families from the live numbers at scrape time (nothing on the hot path)."""
+
+    def __init__(self, metrics: GatewayMetrics) -> None:
+        self.metrics = metrics
+        self.gauges: dict[str, tuple[str, float]] = {}
+        self.kernel: dict[int, dict[str, int]] | None = None
+
+    def _labels(self, endpoint: int) -> list[str]:
+        table = self.metrics.table
+        if endpoint == 0:
+            return ["gateway", table.domains[0]]
+        function = table.functions[endpoint - 1]
+        return [function.name, table.domains[function.domain]]
+
+    def collect(self) -> Iterator[Any]:
+        metrics = self.metrics
+        rows = metrics.rows()
+        helps = {
+            "descriptors_in": "Descriptors received by the endpoint.",
+            "descriptors_out": "Descriptors sent by the endpoint.",
+            "payload_bytes": "Payload bytes referenced by descriptors the endpoint received.",
+            "handler_errors": "Handlers that raised (HTTPError included).",
+            "calls": "Internal ctx.call()s made.",
+        }
+        for column, name in enumerate(FUNCTION_COLUMNS):
+            family = CounterMetricFamily(f"spright_{name}", helps[name], labels=["function", "domain"])
+            for endpoint, row in enumerate(rows):
+                family.add_metric(self._labels(endpoint), row[column])
+            yield family
+        yield CounterMetricFamily("spright_requests", "HTTP requests received by the gateway.", value=rows[0][REQUESTS])
+        responses = CounterMetricFamily("spright_responses", "HTTP responses by status class.", labels=["status"])
+        for cls in range(1, 6):
+            responses.add_metric([f"{cls}xx"], rows[0][RESPONSES + cls])
+        yield responses
+        if self.kernel:
+            yield from self._kernel_families(self.kernel)
+        for name, (text, value) in self.gauges.items():
+            yield GaugeMetricFamily(f"spright_{name}", text, value=value)
+        latency = HistogramMetricFamily(
+            "spright_request_duration_seconds",
+            "Gateway time from submitting a request to its chain until its response.",
+            labels=["method", "route", "status"],
+        )
+        bounds = [*(repr(b) for b in BUCKETS), "+Inf"]
+        for route, cls, cumulative, total in metrics.histograms():
+            latency.add_metric([route.method, route.path, cls], list(zip(bounds, cumulative, strict=True)), total)
+        yield latency
+
+    def _kernel_families(self, kernel: dict[int, dict[str, int]]) -> Iterator[Any]:
+        """One family per key the data plane reports (whatever it keeps, e.g. drops)."""
+        keys = sorted({key for counters in kernel.values() for key in counters})
+        for key in keys:
+            name = "spright_kernel_" + re.sub(r"[^A-Za-z0-9_]", "_", key)
+            text = f"Data-plane counter {key!r}, kept by the transport itself."
+            family = CounterMetricFamily(name, text, labels=["function", "domain"])
+            for endpoint in sorted(kernel):
+                if key in kernel[endpoint] and endpoint < len(self.metrics.table.functions) + 1:
+                    family.add_metric(self._labels(endpoint), kernel[endpoint][key])
+            yield family

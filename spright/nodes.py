@@ -1,0 +1,144 @@
+"""Finding the nodes running on this machine and reading their state, for the CLI.
+
+A node announces itself with ``<runtime_base()>/<pid>/node.json`` (written by the
+supervisor once it serves, removed when it exits); a file whose pid is gone is a node that
+was SIGKILLed and is ignored. Everything here reads: counters come from the node's
+shared-memory table and from the data plane itself, never by asking the node over HTTP,
+so ``spright stats`` works even while the gateway is saturated.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from spright.metrics import FUNCTION_COLUMNS, REQUESTS, RESPONSES, read_segment, row_dict
+from spright.supervisor import runtime_base
+from spright.transport import registry
+
+
+class NodeNotFound(Exception):
+    """No node (exit 1) or no single node matching the selection (exit 2); says which."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Node:
+    pid: int
+    port: int
+    app: str
+    transport: str
+    info: dict[str, Any]
+
+    def describe(self) -> str:
+        return f"pid {self.pid}: app {self.app!r} on port {self.port} (transport {self.transport})"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process, alive
+    return True
+
+
+def running_nodes() -> list[Node]:
+    """Every live node under ``runtime_base()``, oldest pid first."""
+    nodes = []
+    base = runtime_base()
+    for path in sorted(base.glob("*/node.json")) if base.is_dir() else ():
+        try:
+            info = orjson.loads(path.read_bytes())
+            pid = int(info["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # being written or removed right now, or not ours
+        if _alive(pid):
+            nodes.append(Node(pid, int(info.get("port", 0)), str(info.get("app", "?")),
+                              str(info.get("transport", "?")), info))
+    return sorted(nodes, key=lambda node: node.pid)
+
+
+def choose_node(pid: int | None = None, port: int | None = None) -> Node:
+    """The node the user means: the only one running, or the one ``pid``/``port`` names."""
+    nodes = running_nodes()
+    if not nodes:
+        raise NodeNotFound("no spright node is running on this machine", 1)
+    chosen = [n for n in nodes if (pid is None or n.pid == pid) and (port is None or n.port == port)]
+    if len(chosen) == 1:
+        return chosen[0]
+    listing = "\n".join(f"  {node.describe()}" for node in nodes)
+    if not chosen:
+        wanted = " and ".join(f"{k} {v}" for k, v in (("pid", pid), ("port", port)) if v is not None)
+        raise NodeNotFound(f"no running spright node has {wanted}; running:\n{listing}", 2)
+    raise NodeNotFound(f"{len(nodes)} spright nodes are running; choose one with --node PID or --port PORT:\n"
+                       f"{listing}", 2)
+
+
+def _endpoints(info: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"id": 0, "name": "gateway", "domain": "gateway"},
+            *({"id": f["id"], "name": f["name"], "domain": f.get("domain", "")} for f in info.get("functions", ()))]
+
+
+def _transport_class(node: Node) -> Any:
+    return registry().get(node.transport)
+
+
+def snapshot(node: Node) -> dict[str, Any]:
+    """Counters of every endpoint right now: userspace (all transports) and, when the data
+    plane keeps its own, the kernel's under ``kernel``. The gateway's row lags by <= 0.1 s."""
+    metrics = node.info["metrics"]
+    rows = read_segment(metrics["shm"], metrics["rows"])
+    transport = _transport_class(node)
+    try:
+        kernel = transport.live_counters(node.info.get("transport_info", {})) if transport is not None else None
+    except OSError:  # e.g. not allowed to read the BPF maps: the userspace counters still stand
+        kernel = None
+    functions = []
+    for endpoint in _endpoints(node.info):
+        entry: dict[str, Any] = {**endpoint, **row_dict(rows[endpoint["id"]][: len(FUNCTION_COLUMNS)], False)}
+        if kernel is not None:
+            entry["kernel"] = dict(kernel.get(endpoint["id"], {}))
+        functions.append(entry)
+    gateway = rows[0]
+    return {
+        "node": {"pid": node.pid, "app": node.app, "port": node.port, "transport": node.transport},
+        "requests": gateway[REQUESTS],
+        "responses": {f"{cls}xx": gateway[RESPONSES + cls] for cls in range(1, 6)},
+        "kernel_counters": kernel is not None,
+        "functions": functions,
+    }
+
+
+def live_routes(node: Node) -> dict[str, Any]:
+    """The running node's route table: read back from the data plane when it holds one (the
+    BPF map, for skmsg), else the compiled table the supervisor wrote into node.json."""
+    info = node.info
+    rows = [dict(row) for row in info.get("routes", ())]
+    names = {endpoint["id"]: endpoint["name"] for endpoint in _endpoints(info)}
+    transport = _transport_class(node)
+    chains = transport.live_routes(info.get("transport_info", {})) if transport is not None else None
+    if chains is not None:
+        source = "bpf-map" if node.transport == "skmsg" else "data-plane"
+        for row in rows:
+            hops = chains.get(row["chain"])
+            compiled = [hop["id"] for hop in row["hops"]]
+            row["hops"] = [{"id": i, "name": names.get(i, "?")} for i in hops] if hops is not None else []
+            # the data plane may or may not keep the final return to the gateway
+            row["matches_compiled"] = list(hops or ()) in (compiled, compiled[:-1])
+    else:
+        source = "node-file"
+    return {
+        "node": {"pid": node.pid, "app": node.app, "port": node.port, "transport": node.transport},
+        "source": source,
+        "domains": info.get("domains", []),
+        "functions": info.get("functions", []),
+        "routes": rows,
+    }

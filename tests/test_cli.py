@@ -1,0 +1,132 @@
+"""``spright stats`` and ``spright routes`` as users run them: a subprocess against real nodes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from spright.testing import run_node
+from tests.apps.demo import app as demo
+
+
+@pytest.fixture(scope="module")
+def runtime_dir(tmp_path_factory: pytest.TempPathFactory):
+    """This module's nodes announce themselves in their own directory (SPRIGHT_RUNTIME_DIR), so
+    nodes other tests or users run on this machine never make the choice ambiguous."""
+    before = os.environ.get("SPRIGHT_RUNTIME_DIR")
+    os.environ["SPRIGHT_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("runtime"))
+    yield Path(os.environ["SPRIGHT_RUNTIME_DIR"])
+    if before is None:
+        del os.environ["SPRIGHT_RUNTIME_DIR"]
+    else:
+        os.environ["SPRIGHT_RUNTIME_DIR"] = before
+
+
+def spright(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "spright", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+@pytest.fixture(scope="module")
+def echo_node(transport: str, runtime_dir: Path):
+    with run_node("examples.echo:app", transport=transport) as (port, process):
+        yield port, process, transport
+
+
+async def send(port: int, n: int, path: str = "/echo") -> None:
+    async with aiohttp.ClientSession() as session:
+        for _ in range(n):
+            async with session.post(f"http://127.0.0.1:{port}{path}", data=b"hello") as response:
+                await response.read()
+
+
+def stats_of(*args: str) -> dict:
+    result = spright("stats", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+async def test_stats_json_counts_the_requests_sent(echo_node) -> None:
+    port, process, transport = echo_node
+    before = {f["name"]: f for f in stats_of("--port", str(port))["functions"]}
+    await send(port, 20)
+    await send(port, 3, "/missing")
+    after = stats_of("--port", str(port))
+    assert after["node"] == {"pid": process.pid, "app": "echo", "port": port, "transport": transport}
+    for function in after["functions"]:
+        if function["name"] == "gateway":
+            continue
+        old = before[function["name"]]
+        assert function["domain"] == "echo"
+        assert function["descriptors_in"] - old["descriptors_in"] == 20
+        assert function["descriptors_out"] - old["descriptors_out"] == 20
+        assert function["payload_bytes"] - old["payload_bytes"] == 20 * 5
+        assert function["handler_errors"] == 0
+        assert ("kernel" in function) == after["kernel_counters"]
+    # the gateway publishes its own row every 0.1 s: it may lag a moment
+    for _ in range(20):
+        gateway = stats_of("--node", str(process.pid))
+        if gateway["requests"] >= 23:
+            break
+    assert gateway["responses"]["4xx"] >= 3 and gateway["responses"]["2xx"] >= 20
+    assert gateway["requests"] == sum(gateway["responses"].values())
+
+
+def test_stats_table_names_every_function(echo_node) -> None:
+    port, *_ = echo_node
+    result = spright("stats", "--port", str(port))
+    assert result.returncode == 0, result.stderr
+    for name in ("gateway", "parse", "enrich", "reply"):
+        assert name in result.stdout
+
+
+def test_routes_live_reads_the_running_nodes_table(echo_node) -> None:
+    port, process, transport = echo_node
+    result = spright("routes", "--live", "--json", "--port", str(port))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["node"]["pid"] == process.pid
+    assert [(r["method"], r["path"]) for r in data["routes"]] == [("POST", "/echo")]
+    hops = [hop["name"] for hop in data["routes"][0]["hops"]]
+    assert hops[:3] == ["parse", "enrich", "reply"]
+    if transport == "unix":
+        assert data["source"] == "node-file"  # AF_UNIX keeps no table of its own
+    if data["source"] == "bpf-map":
+        assert data["routes"][0]["matches_compiled"]
+    text = spright("routes", "--live", "--port", str(port))
+    assert text.returncode == 0 and "parse" in text.stdout and "source:" in text.stdout
+
+
+def test_no_node_running_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPRIGHT_RUNTIME_DIR", str(tmp_path))
+    (tmp_path / "999999999").mkdir()  # a node that was SIGKILLed left its file: not running
+    (tmp_path / "999999999" / "node.json").write_text(json.dumps({"pid": 999999999, "port": 1}))
+    for command in (("stats",), ("routes", "--live")):
+        result = spright(*command)
+        assert result.returncode == 1
+        assert result.stdout.strip() == "no spright node is running on this machine"
+
+
+def test_node_and_port_choose_among_several(runtime_dir: Path) -> None:
+    with run_node("examples.echo:app") as (port_a, a), run_node("tests.apps.demo:app") as (port_b, b):
+        ambiguous = spright("stats", "--json")
+        assert ambiguous.returncode == 2
+        assert "--node" in ambiguous.stderr and str(a.pid) in ambiguous.stderr and str(b.pid) in ambiguous.stderr
+        assert stats_of("--node", str(b.pid))["node"]["app"] == "demo"
+        assert stats_of("--port", str(port_a))["node"]["app"] == "echo"
+        names = {f["name"] for f in stats_of("--port", str(port_b))["functions"]}
+        assert names == {"gateway", *demo.functions}
+        wrong = spright("stats", "--port", "1")
+        assert wrong.returncode == 2 and "no running spright node has port 1" in wrong.stderr
+
+
+def test_routes_from_a_module_still_work() -> None:
+    result = spright("routes", "examples.echo", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [f["name"] for f in data["functions"]] == ["parse", "enrich", "reply"]
+    assert spright("routes").returncode == 2  # neither MODULE nor --live
