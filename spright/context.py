@@ -31,7 +31,15 @@ class HTTPError(Exception):
 
 
 class CallError(HTTPError):
-    """A ``ctx.call`` target failed; unhandled, it fails the caller with the same status."""
+    """A ``ctx.call`` target failed; unhandled, it fails the caller with the same status.
+
+    ``function`` names where the failure began, even through nested calls, so the detail
+    reaches the client as the failing function said it, without a prefix per hop.
+    """
+
+    def __init__(self, status: int, detail: str = "", function: str = "") -> None:
+        super().__init__(status, detail)
+        self.function = function
 
 
 def encode(value: Any) -> tuple[bytes | memoryview, int]:

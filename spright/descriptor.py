@@ -25,7 +25,8 @@ CALL = 0x1  # ctx.call() to another function
 REPLY = 0x2  # result of a CALL, back to the caller
 RESPONSE = 0x3  # end of a chain, back to the gateway
 ERROR = 0x4  # the handler failed; status says how, the slot holds a JSON error
-READY = 0x5  # a worker announces itself (slot/length unused)
+READY = 0x5  # a worker announces itself; from the gateway: function `call_id` is back
+DOWN = 0x6  # gateway to workers: function `call_id` died; fail calls to it until READY
 KIND_MASK = 0x0F
 
 # flags bits 4-5: what the body is, so the gateway can pick a content type without metadata

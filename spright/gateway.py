@@ -20,6 +20,7 @@ from spright.descriptor import (
     BODY_JSON,
     BODY_MASK,
     BODY_TEXT,
+    DOWN,
     ERROR,
     GATEWAY,
     HAS_RESPONSE_META,
@@ -248,8 +249,10 @@ class Gateway:
             if kind in (RESPONSE, ERROR):
                 self._complete(d)
             elif kind == READY:
+                if d.sender in self.down:  # back from a crash: callers may call it again
+                    self.down.discard(d.sender)
+                    self._tell_workers(READY, d.sender)
                 self.ready.add(d.sender)
-                self.down.discard(d.sender)
                 if self.on_ready is not None:
                     self.on_ready(d.sender)
             else:
@@ -291,9 +294,16 @@ class Gateway:
         name = self.table.name_of(function_id)
         self.ready.discard(function_id)
         self.down.add(function_id)
+        self._tell_workers(DOWN, function_id)
         for request_id, (_, route, _, _) in list(self._pending.items()):
             if function_id in self.table.chains[route.chain]:
                 self._finish(request_id, error_response(502, f"function {name!r} crashed"))
+
+    def _tell_workers(self, kind: int, function_id: int) -> None:
+        """DOWN/READY about ``function_id`` to every live worker: their ctx.calls to it fail
+        fast while it is down instead of waiting for a timeout."""
+        for worker in self.ready:
+            self._outbox.put(pack(worker, GATEWAY, kind, 0, 0, 0, 0, 0, 0, function_id, 0))  # type: ignore[union-attr]
 
     def _tick(self) -> None:
         now = time.monotonic()

@@ -15,13 +15,15 @@ from http import HTTPStatus
 
 import httptools
 
-from spright.gateway import BodyWriter, Gateway, Response, error_response
+from spright.gateway import BodyTooLarge, BodyWriter, Gateway, Response, error_response
+from spright.pool import PoolExhausted
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _MAX_QUEUED = 64  # pipelined requests in flight per connection before we stop reading
 
 
-def render(response: Response, keep_alive: bool) -> bytes:
+def render(response: Response, keep_alive: bool, head_only: bool = False) -> bytes:
+    """Status line, headers, body; a HEAD request gets the GET's headers and no body."""
     status = response.status
     head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))]
     head.extend(b"%s: %s\r\n" % pair for pair in response.headers)
@@ -29,7 +31,7 @@ def render(response: Response, keep_alive: bool) -> bytes:
     if not keep_alive:
         head.append(b"connection: close\r\n")
     head.append(b"\r\n")
-    return b"".join(head) + response.body
+    return b"".join(head) if head_only else b"".join(head) + response.body
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -126,15 +128,19 @@ class HttpProtocol(asyncio.Protocol):
     def on_body(self, chunk: bytes) -> None:
         try:
             self._body.write(chunk)  # type: ignore[union-attr]
-        except Exception:
+        except BodyTooLarge:
             self._refuse(error_response(413, f"request body over the limit of {self._limits.max_body} bytes"))
             raise httptools.HttpParserError("body too large") from None
+        except PoolExhausted:
+            self._refuse(error_response(503, "no free payload space, retry shortly"))
+            raise httptools.HttpParserError("no payload space") from None
 
     def on_message_complete(self) -> None:
         body, url, headers = self._body, self._url, self._headers
         self._body, self._url, self._headers, self._header_bytes = None, b"", {}, 0
         assert isinstance(body, BodyWriter)
-        exchange = _Exchange(self, self._parser.should_keep_alive())
+        method = self._parser.get_method().decode()
+        exchange = _Exchange(self, self._parser.should_keep_alive(), method == "HEAD")
         self._queue.append(exchange)
         if len(self._queue) >= _MAX_QUEUED and not self._paused and self._transport is not None:
             self._paused = True
@@ -144,7 +150,6 @@ class HttpProtocol(asyncio.Protocol):
         else:
             parsed = httptools.parse_url(url)
             path, query = parsed.path or b"/", parsed.query or b""
-        method = self._parser.get_method().decode()
         self._gateway.submit(method, path.decode("latin-1"), query.decode("latin-1"), headers, body, exchange.done)
 
     # -- responses, in order -----------------------------------------------------------------
@@ -155,7 +160,7 @@ class HttpProtocol(asyncio.Protocol):
         queue = self._queue
         while queue and queue[0].response is not None:
             exchange = queue.popleft()
-            transport.write(render(exchange.response, exchange.keep_alive))  # type: ignore[arg-type]
+            transport.write(render(exchange.response, exchange.keep_alive, exchange.head_only))  # type: ignore[arg-type]
             if not exchange.keep_alive:
                 transport.close()
                 return
@@ -181,11 +186,12 @@ class HttpProtocol(asyncio.Protocol):
 class _Exchange:
     """One request's place in its connection's response order."""
 
-    __slots__ = ("keep_alive", "protocol", "response")
+    __slots__ = ("head_only", "keep_alive", "protocol", "response")
 
-    def __init__(self, protocol: HttpProtocol, keep_alive: bool) -> None:
+    def __init__(self, protocol: HttpProtocol, keep_alive: bool, head_only: bool) -> None:
         self.protocol = protocol
         self.keep_alive = keep_alive
+        self.head_only = head_only
         self.response: Response | None = None
 
     def done(self, response: Response) -> None:

@@ -119,17 +119,24 @@ class RouteTable:
         return self.chains[chain][hop + 1]
 
     def match(self, method: str, path: str) -> tuple[RouteEntry, dict[str, str]]:
-        route = self._exact.get((method, path))  # type: ignore[attr-defined]
-        if route is not None:
+        """The route for ``method path``; HEAD falls back to GET, as HTTP expects."""
+        exact = self._exact  # type: ignore[attr-defined]
+        route = exact.get((method, path)) or (method == "HEAD" and exact.get(("GET", path)))
+        if route:
             return route, {}
         allowed: list[str] = []
+        fallback = None
         for route in self.routes:
             found = route.pattern.fullmatch(path)
             if found is None:
                 continue
             if route.method == method:
                 return route, found.groupdict()
-            allowed.append(route.method)
+            if method == "HEAD" and route.method == "GET" and fallback is None:
+                fallback = route, found.groupdict()
+            allowed.extend(("GET", "HEAD") if route.method == "GET" else (route.method,))
+        if fallback is not None:
+            return fallback
         if allowed:
             raise MethodNotAllowed(sorted(set(allowed)))
         raise NotFound(path)

@@ -25,6 +25,7 @@ from spright.descriptor import (
     BODY_JSON,
     BODY_MASK,
     CALL,
+    DOWN,
     ERROR,
     GATEWAY,
     HAS_RESPONSE_META,
@@ -70,7 +71,8 @@ class Worker:
         self._backlog: deque[Descriptor] = deque()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._calls: dict[int, asyncio.Future[Reply]] = {}
+        self._calls: dict[int, tuple[asyncio.Future[Reply], int]] = {}  # call id -> (future, callee)
+        self._down: set[int] = set()  # callees that crashed and are not back yet
         self._call_ids = itertools.count(1)
         self._timeouts = {r.chain: r.timeout for r in sorted(table.routes, key=lambda r: r.timeout)}
         self._endpoint: Endpoint | None = None
@@ -108,6 +110,10 @@ class Worker:
                     self._backlog.append(descriptor)
             elif kind in (REPLY, ERROR):
                 self._settle_call(descriptor)
+            elif kind == DOWN:
+                self._callee_died(descriptor.call_id)
+            elif kind == READY:
+                self._down.discard(descriptor.call_id)
             else:
                 log.warning("%s: unexpected descriptor %s", self.function.name, descriptor)
         counters[BYTES] += payload_bytes
@@ -188,7 +194,8 @@ class Worker:
 
     def _fail(self, d: Descriptor, exc: Exception) -> None:
         if isinstance(exc, HTTPError):
-            status, body = exc.status, {"error": exc.detail or "error"}
+            origin = exc.function if isinstance(exc, CallError) else self.function.name
+            status, body = exc.status, {"error": exc.detail or "error", "function": origin}
             if isinstance(exc, CallError) or status < 500:
                 log.info("%s: %s", self.function.name, str(exc))
         else:
@@ -215,11 +222,13 @@ class Worker:
             target = self.table.function_id(function)
         except LookupError as exc:
             raise HTTPError(500, str(exc)) from None
+        if target in self._down:
+            raise CallError(503, f"function {function!r} is restarting after a crash", function)
         payload, body_flag = encode(value)
         slot = self._write_new_slot(payload, bytes(read_meta(ctx._slot_view)), ctx.request_id)
         call_id = next(self._call_ids) & 0xFFFFFFFF
         future = self._loop.create_future()  # type: ignore[union-attr]
-        self._calls[call_id] = future
+        self._calls[call_id] = (future, target)
         d = ctx.descriptor
         out = Descriptor(target, self.id, CALL | body_flag, 0, d.chain, 0, slot.id, len(payload),
                          d.request_id, call_id, slot.generation)
@@ -230,12 +239,12 @@ class Worker:
         try:
             return await asyncio.wait_for(future, self._timeouts.get(d.chain, 30.0))
         except TimeoutError:
-            raise CallError(504, f"call to {function!r} timed out") from None
+            raise CallError(504, f"call to {function!r} timed out", function) from None
         finally:
             self._calls.pop(call_id, None)
 
     def _settle_call(self, d: Descriptor) -> None:
-        future = self._calls.get(d.call_id)
+        future = self._calls.get(d.call_id, (None, 0))[0]
         if not self.pool.is_current(d.slot, d.generation):
             return  # late reply for a reclaimed slot
         with self.pool.view(d.slot) as view:
@@ -244,7 +253,17 @@ class Worker:
         if future is None or future.done():
             return
         if d.kind == ERROR:
-            detail = orjson.loads(body).get("error", "") if body else ""
-            future.set_exception(CallError(d.status or 500, f"{self.table.name_of(d.sender)}: {detail}"))
+            error = orjson.loads(body) if body else {}
+            origin = error.get("function") or self.table.name_of(d.sender)
+            future.set_exception(CallError(d.status or 500, error.get("error", ""), origin))
         else:
             future.set_result(Reply(body, d.flags & BODY_MASK == BODY_JSON))
+
+    def _callee_died(self, callee: int) -> None:
+        """Calls waiting on a worker that died fail now (502), not at their timeout; new
+        calls to it fail with 503 until the gateway says it is back (READY)."""
+        self._down.add(callee)
+        name = self.table.name_of(callee)
+        for future, target in self._calls.values():
+            if target == callee and not future.done():
+                future.set_exception(CallError(502, f"function {name!r} crashed", name))

@@ -155,6 +155,28 @@ async def test_crashed_worker_costs_a_prompt_502_and_is_restarted(demo_node) -> 
             assert await r.read() == b"STILL!!"
 
 
+async def test_a_crashed_callee_fails_its_caller_promptly(demo_node) -> None:
+    url, _, _ = demo_node
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):  # wait out a restart left by an earlier test
+            started = time.monotonic()
+            async with session.get(f"{url}/call-crash") as r:
+                body = await r.json()
+            if r.status != 503:
+                break
+            assert body["function"] == "crash" and "restarting" in body["error"], "503 names the callee"
+            await asyncio.sleep(0.1)
+        assert r.status == 502 and body["function"] == "crash", body
+        assert time.monotonic() - started < 5, "the caller's ctx.call must not wait for its timeout"
+
+
+async def test_head_gets_the_get_headers_without_a_body(demo_node) -> None:
+    _, port, _ = demo_node
+    response = await raw_exchange(port, b"HEAD /page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 201 ") and b"content-length: 50007" in head and body == b""
+
+
 def test_sigterm_leaves_nothing_behind(transport: str) -> None:
     with run_node("examples.echo:app", transport=transport) as (_, process):
         node_file = runtime_base() / str(process.pid) / "node.json"

@@ -55,7 +55,8 @@ def test_path_parameters_and_405() -> None:
         table.match("POST", "/n/x/a")
     with pytest.raises(MethodNotAllowed) as info:
         table.match("DELETE", "/product/1")
-    assert info.value.allowed == ["GET"]
+    assert info.value.allowed == ["GET", "HEAD"]
+    assert table.match("HEAD", "/product/7")[0].method == "GET", "HEAD is answered by the GET route"
 
 
 @pytest.mark.parametrize(

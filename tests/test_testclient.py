@@ -56,7 +56,7 @@ async def test_many_concurrent_requests(client: TestClient) -> None:
 
 async def test_http_error_from_a_handler(client: TestClient) -> None:
     r = await client.post("/add", json={"not": "a list"})
-    assert r.status == 400 and r.json() == {"error": "expected a JSON list of numbers"}
+    assert r.status == 400 and r.json() == {"error": "expected a JSON list of numbers", "function": "adder"}
     r = await client.post("/add", body=b"{nope")
     assert r.status == 400 and "not valid JSON" in r.json()["error"]
 
@@ -71,7 +71,8 @@ async def test_exception_is_a_500_with_an_error_id_and_the_worker_lives(client: 
 
 async def test_callee_failure_propagates_its_status(client: TestClient) -> None:
     r = await client.request("PUT", "/call-boom", json=[[1], "oops"])
-    assert r.status == 400 and "adder" in r.json()["error"]
+    assert r.status == 400 and r.json()["function"] == "adder", "the failing callee is named, not the caller"
+    assert r.json()["error"].startswith("body is not valid JSON")
 
 
 async def test_not_found_and_method_not_allowed(client: TestClient) -> None:

@@ -20,8 +20,6 @@ SESSION_COOKIE = "shop_session-id"
 CURRENCY_COOKIE = "shop_currency"
 COOKIE_MAX_AGE = 48 * 3600  # upstream's cookieMaxAge
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-SERVICE_NAMES = ("checkout", "payment", "shipping", "cart", "currency", "productcatalog", "recommendation",
-                 "email", "ad")
 HTML = "text/html; charset=utf-8"
 MESSAGES = {400: "Bad request", 402: "Payment declined", 404: "Not found", 405: "Method not allowed"}
 
@@ -63,24 +61,12 @@ class Visit:
     def error(self, status: int, message: str) -> dict[str, Any] | str:
         """An error answer that keeps the session: status, message, and a way back."""
         self.ctx.status = status
-        message = clean_message(message)
         if self.wants_json:
             return {"error": message, "status": status}
         self.ctx.content_type = HTML
         title = MESSAGES.get(status, "Something went wrong")
         return render("error.html", status=status, title=title, message=message, session_id=self.session_id,
                       user_currency=self.currency, currencies=FRONTEND_CURRENCIES, cart_size=None)
-
-
-def clean_message(message: str) -> str:
-    """``checkout: payment: Card expired`` → ``Card expired``: the shopper needs no call path."""
-    changed = True
-    while changed:
-        changed = False
-        for name in SERVICE_NAMES:
-            if message.startswith(name + ": "):
-                message, changed = message[len(name) + 2 :], True
-    return message or "error"
 
 
 def local_referer(referer: str) -> str:

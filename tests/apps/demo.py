@@ -91,4 +91,11 @@ async def crash(ctx: Context) -> None:
     os._exit(3)  # a worker dying mid-request: the supervisor must answer 502 and restart it
 
 
+@app.function()
+async def crash_caller(ctx: Context) -> str:
+    await ctx.call("crash")
+    return "unreachable"
+
+
 app.route("/crash", crash)
+app.route("/call-crash", crash_caller)
