@@ -111,6 +111,19 @@ class RecordBuffer:
         return data if cut == len(data) else data[:cut]
 
 
+class RecordProtocol(asyncio.Protocol):
+    """Read side of a stream endpoint: hands whole descriptors to the receiver."""
+
+    def __init__(self, on_receive: Receiver) -> None:
+        self._on_receive = on_receive
+        self._buffer = RecordBuffer()
+
+    def data_received(self, data: bytes) -> None:
+        whole = self._buffer.feed(data)
+        if whole:
+            self._on_receive(whole)
+
+
 class Outbox:
     """Batches descriptors queued during one loop iteration into a single ``send``.
 

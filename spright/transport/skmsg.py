@@ -42,18 +42,17 @@ import functools
 import operator
 import os
 import re
-import selectors
 import socket
 import struct
-import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from spright.descriptor import NEXT_IN_CHAIN, SIZE
 from spright.routing import RouteTable
 from spright.transport import bpf
-from spright.transport.base import Endpoint, Receiver, RecordBuffer, Transport
+from spright.transport.base import Endpoint, Receiver, RecordProtocol, Transport
+from spright.transport.skmsg_peer import DummyPeer
 
 MAX_ENDPOINTS = 1024  # endpoint ids are 0..MAX_ENDPOINTS-1 (sizes the BPF maps)
 MAX_CHAINS = 1024  # chain ids are 0..MAX_CHAINS-1
@@ -211,7 +210,7 @@ class SkmsgTransport(Transport):
         self.pin_dir = _pin_dir(runtime_dir)
         self.port = 0  # the dummy listener's, set by start()
         self._bpf: Any = None  # bcc.BPF, supervisor only
-        self._listener: _Listener | None = None
+        self._listener: DummyPeer | None = None
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -258,7 +257,7 @@ class SkmsgTransport(Transport):
             for pin_name, map_name in MAPS.items():
                 bpf.pin(lib.bpf_table_fd(self._bpf.module, map_name.encode()), self.pin_dir / pin_name)
             self._fill_tables()
-            self._listener = _Listener()
+            self._listener = DummyPeer()
             self.port = self._listener.port
             sink = socket.create_connection(("127.0.0.1", self.port))
             self._listener.start(sink)
@@ -304,7 +303,7 @@ class SkmsgTransport(Transport):
             await loop.sock_connect(sock, ("127.0.0.1", self.port))
             # Registered before it carries any byte, else the first send goes out over TCP.
             port = register_socket(self.pin_dir, endpoint_id, sock)
-            transport, _ = await loop.create_connection(lambda: _Inbound(on_receive), sock=sock)
+            transport, _ = await loop.create_connection(lambda: RecordProtocol(on_receive), sock=sock)
         except BaseException:
             sock.close()
             raise
@@ -317,17 +316,6 @@ class SkmsgTransport(Transport):
     def read_routes(self) -> dict[int, tuple[int, ...]]:
         """The route map read back from the kernel (see module ``read_routes``)."""
         return read_routes(self.pin_dir)
-
-
-class _Inbound(asyncio.Protocol):
-    def __init__(self, on_receive: Receiver) -> None:
-        self._on_receive = on_receive
-        self._buffer = RecordBuffer()
-
-    def data_received(self, data: bytes) -> None:
-        whole = self._buffer.feed(data)
-        if whole:
-            self._on_receive(whole)
 
 
 class _Targets(dict[tuple[int, int, int], int]):
@@ -391,68 +379,3 @@ class _SkmsgEndpoint(Endpoint):
         self._transport.close()  # a closed socket leaves the sockhash by itself
         with contextlib.suppress(OSError):  # the supervisor may have unpinned already
             unregister_port(self._pin_dir, self._id, self._port)
-
-
-class _Listener:
-    """The dummy TCP peer of every endpoint socket, plus the drain of the sink socket.
-
-    Accepted connections are never written; reading them only notices EOF (to close the
-    peer of an exited worker) and counts bytes that bypassed the redirect (a bug). The
-    sink's queue receives the descriptors the program could not deliver; it is discarded.
-    """
-
-    def __init__(self) -> None:
-        self._server = socket.create_server(("127.0.0.1", 0), backlog=socket.SOMAXCONN)
-        self.port: int = self._server.getsockname()[1]
-        self.tcp_bytes = 0
-        self._buffer = bytearray(1 << 16)
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._selector = selectors.DefaultSelector()
-        self._thread = threading.Thread(target=self._run, name="spright-skmsg", daemon=True)
-        self._watch(self._server, self._accept)
-        self._watch(self._wake_r, None)
-
-    def _watch(self, sock: socket.socket, handler: Callable[[socket.socket], None] | None) -> None:
-        sock.setblocking(False)
-        self._selector.register(sock, selectors.EVENT_READ, handler)
-
-    def start(self, sink: socket.socket) -> None:
-        self._watch(sink, self._drain)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            for key, _ in self._selector.select():
-                if key.data is None:
-                    return
-                with contextlib.suppress(OSError):  # EAGAIN, EINTR, EMFILE: retry on next readiness
-                    key.data(key.fileobj)
-
-    def _accept(self, server: socket.socket) -> None:
-        conn, _ = server.accept()
-        self._watch(conn, self._peer)
-
-    def _peer(self, conn: socket.socket) -> None:
-        try:
-            n = conn.recv_into(self._buffer)
-        except ConnectionError:
-            n = 0
-        if n:
-            self.tcp_bytes += n
-        else:
-            self._selector.unregister(conn)
-            conn.close()
-
-    def _drain(self, sink: socket.socket) -> None:
-        if not sink.recv_into(self._buffer):
-            self._selector.unregister(sink)
-            sink.close()
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._wake_w.send(b"\0")
-            self._thread.join()
-        for key in list(self._selector.get_map().values()):
-            key.fileobj.close()  # type: ignore[union-attr]
-        self._selector.close()
-        self._wake_w.close()

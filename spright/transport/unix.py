@@ -14,7 +14,7 @@ import contextlib
 import socket
 from pathlib import Path
 
-from spright.transport.base import Endpoint, Receiver, RecordBuffer, Transport, by_destination
+from spright.transport.base import Endpoint, Receiver, RecordProtocol, Transport, by_destination
 
 
 def socket_path(runtime_dir: Path, endpoint_id: int) -> Path:
@@ -32,20 +32,9 @@ class UnixTransport(Transport):
         path = socket_path(self.runtime_dir, endpoint_id)
         path.unlink(missing_ok=True)
         loop = asyncio.get_running_loop()
-        server = await loop.create_unix_server(lambda: _Inbound(on_receive), str(path))
+        server = await loop.create_unix_server(lambda: RecordProtocol(on_receive), str(path))
         path.chmod(0o600)
         return _UnixEndpoint(self.runtime_dir, server, path)
-
-
-class _Inbound(asyncio.Protocol):
-    def __init__(self, on_receive: Receiver) -> None:
-        self._on_receive = on_receive
-        self._buffer = RecordBuffer()
-
-    def data_received(self, data: bytes) -> None:
-        whole = self._buffer.feed(data)
-        if whole:
-            self._on_receive(whole)
 
 
 class _Link:
