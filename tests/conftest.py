@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import pytest
 
 from spright.transport import registry
@@ -16,3 +19,16 @@ def transports() -> list:
 @pytest.fixture(params=transports(), scope="module")
 def transport(request: pytest.FixtureRequest) -> str:
     return request.param
+
+
+@pytest.fixture(scope="module")
+def runtime_dir(tmp_path_factory: pytest.TempPathFactory):
+    """This module's nodes announce themselves in their own directory (SPRIGHT_RUNTIME_DIR), so
+    nodes other tests or users run on this machine never make the choice ambiguous."""
+    before = os.environ.get("SPRIGHT_RUNTIME_DIR")
+    os.environ["SPRIGHT_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("runtime"))
+    yield Path(os.environ["SPRIGHT_RUNTIME_DIR"])
+    if before is None:
+        del os.environ["SPRIGHT_RUNTIME_DIR"]
+    else:
+        os.environ["SPRIGHT_RUNTIME_DIR"] = before

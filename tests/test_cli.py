@@ -13,19 +13,6 @@ from spright.testing import run_node
 from tests.apps.demo import app as demo
 
 
-@pytest.fixture(scope="module")
-def runtime_dir(tmp_path_factory: pytest.TempPathFactory):
-    """This module's nodes announce themselves in their own directory (SPRIGHT_RUNTIME_DIR), so
-    nodes other tests or users run on this machine never make the choice ambiguous."""
-    before = os.environ.get("SPRIGHT_RUNTIME_DIR")
-    os.environ["SPRIGHT_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("runtime"))
-    yield Path(os.environ["SPRIGHT_RUNTIME_DIR"])
-    if before is None:
-        del os.environ["SPRIGHT_RUNTIME_DIR"]
-    else:
-        os.environ["SPRIGHT_RUNTIME_DIR"] = before
-
-
 def spright(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "spright", *args], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "COLUMNS": "200"})

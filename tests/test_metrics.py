@@ -5,7 +5,6 @@ import signal
 from pathlib import Path
 
 import aiohttp
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from spright import App, Context
@@ -99,21 +98,7 @@ async def test_an_app_that_routes_get_metrics_keeps_its_route() -> None:
         assert (await client.post("/metrics")).status == 405
 
 
-@pytest.fixture(scope="module")
-def isolated_runtime(tmp_path_factory: pytest.TempPathFactory):
-    """Nodes of this module announce themselves in a directory of their own."""
-    import os
-
-    before = os.environ.get("SPRIGHT_RUNTIME_DIR")
-    os.environ["SPRIGHT_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("runtime"))
-    yield Path(os.environ["SPRIGHT_RUNTIME_DIR"])
-    if before is None:
-        del os.environ["SPRIGHT_RUNTIME_DIR"]
-    else:
-        os.environ["SPRIGHT_RUNTIME_DIR"] = before
-
-
-async def test_metrics_on_a_real_node(transport: str, isolated_runtime: Path) -> None:
+async def test_metrics_on_a_real_node(transport: str, runtime_dir: Path) -> None:
     n = 50
     with run_node("examples.echo:app", transport=transport) as (port, _):
         url = f"http://127.0.0.1:{port}"
@@ -137,7 +122,7 @@ async def test_metrics_on_a_real_node(transport: str, isolated_runtime: Path) ->
     assert sample(found["spright_pool_slots_in_use"]) == 0
 
 
-def test_counter_segment_is_gone_after_sigterm(transport: str, isolated_runtime: Path) -> None:
+def test_counter_segment_is_gone_after_sigterm(transport: str, runtime_dir: Path) -> None:
     with run_node("examples.echo:app", transport=transport) as (_, process):
         info = json.loads((runtime_base() / str(process.pid) / "node.json").read_text())
         segment = Path("/dev/shm", info["metrics"]["shm"])
@@ -145,4 +130,4 @@ def test_counter_segment_is_gone_after_sigterm(transport: str, isolated_runtime:
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     assert not segment.exists()
-    assert not (isolated_runtime / str(process.pid)).exists()
+    assert not (runtime_dir / str(process.pid)).exists()
