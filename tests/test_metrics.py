@@ -120,6 +120,12 @@ async def test_metrics_on_a_real_node(transport: str, runtime_dir: Path) -> None
     assert sample(found["spright_responses"], "_total", status="2xx") == n
     assert sample(found["spright_requests_in_flight"]) == 0
     assert sample(found["spright_pool_slots_in_use"]) == 0
+    if transport == "skmsg":  # the kernel's own count of what it redirected agrees
+        for function in ("parse", "enrich", "reply"):
+            assert sample(found["spright_kernel_received"], "_total", function=function) == n
+            assert sample(found["spright_kernel_sent"], "_total", function=function) == n + 1  # + its READY
+            assert sample(found["spright_kernel_bytes_received"], "_total", function=function) == n * (n - 1) // 2
+        assert sample(found["spright_kernel_domain_drops"], "_total", function="parse") == 0
 
 
 def test_counter_segment_is_gone_after_sigterm(transport: str, runtime_dir: Path) -> None:

@@ -182,6 +182,7 @@ def test_sigterm_leaves_nothing_behind(transport: str) -> None:
         node_file = runtime_base() / str(process.pid) / "node.json"
         info = json.loads(node_file.read_text())
         assert all(Path("/dev/shm", name).exists() for name in info["shm"])
+        ours = bpf_objects_of(info) if transport == "skmsg" else {}
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     assert not node_file.parent.exists()
@@ -190,3 +191,24 @@ def test_sigterm_leaves_nothing_behind(transport: str) -> None:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     leftovers = subprocess.run(["pgrep", "-f", f"spright-.*{process.pid}"], capture_output=True)
     assert leftovers.returncode == 1
+    if transport == "skmsg":
+        assert ours["maps"] and ours["progs"], "the node's BPF objects were found while it ran"
+        assert not Path(info["transport_info"]["pin_dir"]).exists()
+        deadline = time.monotonic() + 5  # the kernel frees them once the last fd closes
+        while (left := bpf_objects_of(info, ours)) != {"maps": set(), "progs": set()} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert left == {"maps": set(), "progs": set()}, f"BPF objects left behind: {left}"
+
+
+def bpf_objects_of(info: dict, among: dict | None = None) -> dict[str, set[int]]:
+    """Ids of the node's BPF maps (pinned in its pin dir) and of the programs using them."""
+    if among is None:
+        pin_dir = Path(info["transport_info"]["pin_dir"])
+        maps = {json.loads(subprocess.run(["bpftool", "-j", "map", "show", "pinned", str(pin)],
+                                          capture_output=True, text=True).stdout)["id"] for pin in pin_dir.iterdir()}
+        among = {"maps": maps, "progs": None}
+    maps = {m["id"] for m in json.loads(subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True,
+                                                       text=True).stdout)} & among["maps"]
+    progs = {p["id"] for p in json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True,
+                                                        text=True).stdout) if set(p.get("map_ids", ())) & among["maps"]}
+    return {"maps": maps, "progs": progs}
