@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := python3-bpfcc libbpfcc bpftool linux-headers-amd64 wrk chromium
+APT_PACKAGES := python3-bpfcc libbpfcc bpftool linux-headers-amd64 wrk chromium tesseract-ocr fonts-dejavu-core
 APP ?= apps.online_boutique:app
 PORT ?= 8080
 TRANSPORT ?= auto

@@ -34,6 +34,7 @@ from spright.transport import select_transport
 from spright.transport.base import Transport
 
 log = logging.getLogger("spright")
+NODE_DIR_ENV = "SPRIGHT_NODE_DIR"  # a worker's node runtime directory (removed when the node stops)
 READY_TIMEOUT = 60.0
 DRAIN_TIMEOUT = 10.0
 
@@ -121,6 +122,7 @@ class Supervisor:
             loop.add_signal_handler(signum, stop.set)
         self.runtime_dir = runtime_base() / str(os.getpid())
         self.runtime_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+        os.environ[NODE_DIR_ENV] = str(self.runtime_dir)  # workers inherit it: per-node scratch space
         transport, reason = select_transport(self.transport_name, self.runtime_dir, self.table)
         if reason:
             log.warning("spright: %s", reason)

@@ -1,0 +1,139 @@
+"""The car park's SQLite database, shared by the search, index, persist and charging workers.
+
+Each worker process opens its own connection (WAL journal, so readers never wait for the
+writer, and a busy timeout, so writers from different processes queue instead of failing).
+Within a process, handlers run on one event loop and each statement batch runs without an
+``await`` in between, so a transaction is never interleaved with another request's.
+Read-modify-write steps use ``BEGIN IMMEDIATE``: two workers deciding "entry or exit?" for the
+same car cannot both see it absent.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from apps.datadir import database_path
+from apps.parking.plates import fleet
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS vehicles (
+    plate TEXT PRIMARY KEY, owner TEXT NOT NULL, kind TEXT NOT NULL, permit INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, plate TEXT NOT NULL, gate TEXT NOT NULL, at REAL NOT NULL,
+    direction TEXT NOT NULL CHECK (direction IN ('entry', 'exit')));
+CREATE TABLE IF NOT EXISTS presence (
+    plate TEXT PRIMARY KEY, entry_event INTEGER NOT NULL REFERENCES events(id), since REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY, plate TEXT NOT NULL, entry_event INTEGER NOT NULL UNIQUE,
+    exit_event INTEGER UNIQUE, entry_at REAL NOT NULL, exit_at REAL, fee_cents INTEGER, receipt TEXT);
+CREATE INDEX IF NOT EXISTS sessions_plate ON sessions(plate, exit_at);
+"""
+OWNERS = ("A. Shah", "B. Okafor", "C. Novak", "D. Lindqvist", "E. Moreau", "F. Tanaka", "G. Rossi", "H. Kim")
+_connections: dict[Path, sqlite3.Connection] = {}
+
+
+def connect(path: Path | None = None) -> sqlite3.Connection:
+    """This process's connection to the database (created, and seeded, on first use)."""
+    path = path or database_path("parking")
+    db = _connections.get(path)
+    if db is None:
+        db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout = 10000")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across crashes of the app, fast
+        with transaction(db):
+            for statement in filter(str.strip, SCHEMA.split(";")):
+                db.execute(statement)
+            if db.execute("SELECT COUNT(*) FROM vehicles").fetchone()[0] == 0:
+                seed_vehicles(db)
+        _connections[path] = db
+    return db
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error): the write lock is taken up front."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def seed_vehicles(db: sqlite3.Connection) -> None:
+    """The registry: the fleet's plates, each with an owner, a kind and maybe a permit."""
+    rng = random.Random(7)
+    rows = [(plate, rng.choice(OWNERS), rng.choices(("car", "ev", "van"), (6, 3, 1))[0], int(rng.random() < 0.2))
+            for plate in fleet()]
+    db.executemany("INSERT OR IGNORE INTO vehicles VALUES (?, ?, ?, ?)", rows)
+
+
+def vehicle(db: sqlite3.Connection, plate: str) -> dict[str, Any]:
+    row = db.execute("SELECT owner, kind, permit FROM vehicles WHERE plate = ?", (plate,)).fetchone()
+    if row is None:
+        return {"registered": False, "kind": "visitor", "permit": False}
+    return {"registered": True, "owner": row["owner"], "kind": row["kind"], "permit": bool(row["permit"])}
+
+
+def open_session(db: sqlite3.Connection, plate: str) -> dict[str, Any] | None:
+    row = db.execute("SELECT id, entry_at FROM sessions WHERE plate = ? AND exit_at IS NULL "
+                     "ORDER BY entry_at DESC LIMIT 1", (plate,)).fetchone()
+    return {"id": row["id"], "entry_at": row["entry_at"]} if row else None
+
+
+def record_event(db: sqlite3.Connection, plate: str, gate: str, at: float) -> dict[str, Any]:
+    """Log a sighting and flip the car's presence: absent → entry, present → exit (atomically)."""
+    with transaction(db):
+        present = db.execute("SELECT entry_event, since FROM presence WHERE plate = ?", (plate,)).fetchone()
+        direction = "exit" if present else "entry"
+        event_id = db.execute("INSERT INTO events (plate, gate, at, direction) VALUES (?, ?, ?, ?)",
+                              (plate, gate, at, direction)).lastrowid
+        if present:
+            db.execute("DELETE FROM presence WHERE plate = ?", (plate,))
+            return {"id": event_id, "direction": direction, "entry_event": present["entry_event"],
+                    "entry_at": present["since"]}
+        db.execute("INSERT INTO presence VALUES (?, ?, ?)", (plate, event_id, at))
+        return {"id": event_id, "direction": direction, "entry_event": event_id, "entry_at": at}
+
+
+def write_session(db: sqlite3.Connection, plate: str, event: dict[str, Any], at: float) -> dict[str, Any]:
+    """Open the session on entry, close it on exit; idempotent per event (a retried hop changes nothing).
+
+    An exit may reach this worker before its entry did (two requests in flight for one car), so
+    both directions first make sure the session row exists.
+    """
+    with transaction(db):
+        db.execute("INSERT OR IGNORE INTO sessions (plate, entry_event, entry_at) VALUES (?, ?, ?)",
+                   (plate, event["entry_event"], event["entry_at"]))
+        if event["direction"] == "exit":
+            db.execute("UPDATE sessions SET exit_event = ?, exit_at = ? WHERE entry_event = ? AND exit_at IS NULL",
+                       (event["id"], at, event["entry_event"]))
+        row = db.execute("SELECT * FROM sessions WHERE entry_event = ?", (event["entry_event"],)).fetchone()
+    return dict(row)
+
+
+def record_charge(db: sqlite3.Connection, session_id: int, fee_cents: int, receipt: str) -> None:
+    with transaction(db):
+        db.execute("UPDATE sessions SET fee_cents = ?, receipt = ? WHERE id = ?", (fee_cents, receipt, session_id))
+
+
+def sessions(db: sqlite3.Connection, plate: str | None, only_open: bool, limit: int) -> list[dict[str, Any]]:
+    query, args = "SELECT * FROM sessions", []
+    clauses = []
+    if plate:
+        clauses.append("plate = ?")
+        args.append(plate)
+    if only_open:
+        clauses.append("exit_at IS NULL")
+    if clauses:
+        query += " WHERE " + " AND ".join(clauses)
+    rows = db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+    return [dict(row) for row in rows]
