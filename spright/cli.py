@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
@@ -171,34 +171,50 @@ def _rates(current: dict[str, Any], previous: dict[str, Any], seconds: float) ->
     return out
 
 
-def _stats_table(data: dict[str, Any], previous: dict[str, Any] | None, seconds: float) -> Table:
+def _stats_table(data: dict[str, Any], previous: dict[str, Any] | None, seconds: float) -> Group:
+    """Userspace counters, then (when the data plane keeps them) the kernel's, as two tables
+    narrow enough for an 80-column terminal."""
     info = data["node"]
-    kernel_keys = sorted({k for f in data["functions"] for k in f.get("kernel", {})})
     responses = "  ".join(f"{cls} {count}" for cls, count in data["responses"].items() if count)
-    grid = Table(
-        title=f"{info['app']!r} — pid {info['pid']}, port {info['port']}, transport {info['transport']}",
-        caption=f"gateway: {data['requests']} requests; responses {responses or 'none yet'}"
-        + ("; magenta: the data plane's own (kernel) counters" if data["kernel_counters"]
-           else f"; the {info['transport']} data plane keeps no kernel counters"),
-    )
-    grid.add_column("id", justify="right")
-    for column, key in (("function", "name"), ("domain", "domain")):  # names stay whole; numbers may wrap
-        grid.add_column(column, no_wrap=True, min_width=max(len(f[key]) for f in data["functions"]))
+    title = f"{info['app']!r} — pid {info['pid']}, port {info['port']}, transport {info['transport']}"
+    caption = f"gateway: {data['requests']} requests; responses {responses or 'none yet'}"
+    counters = _named_table(title, data)
     rates = _rates(data, previous, seconds) if previous is not None and seconds > 0 else None
     for label, key in COUNTERS:
-        grid.add_column(label, justify="right")
+        counters.add_column(label, justify="right")
         if rates is not None and key in RATED:
-            grid.add_column(f"{label}/s", justify="right", style="cyan")
-    for key in kernel_keys:  # the data plane's own counters (kernel, on skmsg), in magenta
-        grid.add_column(key, justify="right", style="magenta", header_style="bold magenta", min_width=len(key))
+            counters.add_column(f"{label}/s", justify="right", style="cyan")
     for function in data["functions"]:
         cells = [str(function["id"]), function["name"], function["domain"]]
         for _, key in COUNTERS:
             cells.append(f"{function[key]:,}")
             if rates is not None and key in RATED:
                 cells.append(f"{rates[function['name']][key]:,.0f}")
-        cells.extend(f"{function.get('kernel', {}).get(key, 0):,}" for key in kernel_keys)
-        grid.add_row(*cells)
+        counters.add_row(*cells)
+    kernel_keys = [k for k in dict.fromkeys(k for f in data["functions"] for k in f.get("kernel", {}))
+                   if not k.startswith("bytes")]  # byte counts: --json and /metrics (the table must fit)
+    if not kernel_keys:
+        counters.caption = f"{caption}; the {info['transport']} data plane keeps no kernel counters"
+        return Group(counters)
+    counters.caption = caption
+    kernel = _named_table(f"the {info['transport']} data plane's own counters (kernel)", data, with_domain=False)
+    for key in kernel_keys:
+        kernel.add_column(SHORT.get(key, key), justify="right", style="magenta")
+    for function in data["functions"]:
+        kernel.add_row(str(function["id"]), function["name"],
+                       *(f"{function.get('kernel', {}).get(key, 0):,}" for key in kernel_keys))
+    return Group(counters, kernel)
+
+
+SHORT = {"received": "recv", "redirect_failed": "redir fail", "domain_drops": "domain drop", "bad_route": "bad route"}
+
+
+def _named_table(title: str, data: dict[str, Any], with_domain: bool = True) -> Table:
+    grid = Table(title=title)
+    grid.add_column("id", justify="right")
+    names = (("function", "name"), ("domain", "domain")) if with_domain else (("function", "name"),)
+    for column, key in names:  # names stay whole; numbers may wrap
+        grid.add_column(column, no_wrap=True, min_width=max(len(f[key]) for f in data["functions"]))
     return grid
 
 
