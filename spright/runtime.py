@@ -130,6 +130,7 @@ class Worker:
             self._begin(self._backlog.popleft())
         elif not self._active:
             self._idle.set()
+            self._outbox.flush()  # nothing else running: waiting for the loop's turn only adds latency  # type: ignore[union-attr]
 
     # -- running a handler -----------------------------------------------------------------
     async def _run(self, d: Descriptor) -> None:
