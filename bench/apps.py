@@ -36,3 +36,11 @@ chain10 = App("bench-chain10")
 _hops: list[Function] = [chain10.add_function(_passthrough, name=f"hop{i}") for i in range(1, 10)]
 _hops.append(chain10.add_function(_hello, name="hop10"))
 chain10.route("/", Chain(tuple(_hops)), methods=["GET", "POST"])
+
+# the same ten hops hosted by ONE worker process: hops skip the cross-process wake-up
+chain10_shared = App("bench-chain10-shared")
+_shared: list[Function] = [
+    chain10_shared.add_function(_passthrough, name=f"hop{i}", process="chain") for i in range(1, 10)
+]
+_shared.append(chain10_shared.add_function(_hello, name="hop10", process="chain"))
+chain10_shared.route("/", Chain(tuple(_shared)), methods=["GET", "POST"])

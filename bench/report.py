@@ -3,6 +3,7 @@ be re-rendered (``python -m bench.report bench/results/latest.json``) without re
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -32,13 +33,15 @@ def derive(results: list[dict[str, Any]]) -> dict[str, Any]:
             key = f"{r['scenario']}_{r['transport']}_rps_over_raw"
             derived["ratios_vs_raw"][key] = r["ratio_vs_raw"] = round(r["load"]["rps"] / raw_rps, 3)
     by_key = {(r["scenario"], r["transport"]): r for r in results if _ok(r)}
-    for transport in sorted({r["transport"] for r in results if r["scenario"] == "chain10"}):
-        noop, chain = by_key.get(("noop", transport)), by_key.get(("chain10", transport))
+    chains = (("chain10", ""), ("chain10_shared", ", hops in one process"))
+    transports = sorted({r["transport"] for r in results if r["scenario"] == "chain10"})
+    for transport, (scenario, where) in itertools.product(transports, chains):
+        noop, chain = by_key.get(("noop", transport)), by_key.get((scenario, transport))
         if not noop or not chain or "low_load" not in noop or "low_load" not in chain:
             continue
         n = HOPS_BETWEEN_NOOP_AND_CHAIN10
         lo_noop, lo_chain = noop["low_load"], chain["low_load"]
-        derived["per_hop"][transport] = {
+        derived["per_hop"][transport + where] = {
             "low_load_p50_us": round((lo_chain["p50_us"] - lo_noop["p50_us"]) / n, 1),
             "low_load_mean_us": round((lo_chain["mean_us"] - lo_noop["mean_us"]) / n, 1),
             "cpu_us_per_request": round((chain["cpu_us_per_request"] - noop["cpu_us_per_request"]) / n, 1),

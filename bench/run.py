@@ -35,7 +35,7 @@ console = Console(stderr=True)
 
 @dataclass(frozen=True)
 class Scenario:
-    name: str  # raw, noop, echo3, chain10, aiohttp
+    name: str  # raw, noop, echo3, chain10, chain10_shared, aiohttp
     transport: str  # the spright transport, or "-" for the baselines
     label: str
     method: str
@@ -51,6 +51,7 @@ def scenarios(only: set[str] | None, transports: list[str]) -> list[Scenario]:
             Scenario("noop", transport, "spright noop (1 fn)", "GET", None, b"hello"),
             Scenario("echo3", transport, "spright echo3 (3 fn, 64 B POST)", "POST", POST_BODY, POST_BODY),
             Scenario("chain10", transport, "spright chain10 (10 fn)", "GET", None, b"hello"),
+            Scenario("chain10_shared", transport, "spright chain10, one process", "GET", None, b"hello"),
         ]
     out.append(Scenario("aiohttp", "http", "aiohttp 3-process chain (64 B POST)", "POST", POST_BODY, POST_BODY))
     out.append(Scenario("raw", "-", "raw uvloop+httptools (again)", "GET", None, b"hello"))
@@ -180,7 +181,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0, help="seconds of load per scenario (default 10)")
     p.add_argument("--quick", action="store_true", help="3 s runs, 2 s low-load runs: for development")
     p.add_argument("--transports", default=None, help="comma list (default: every transport available here)")
-    p.add_argument("--only", default=None, help="comma list of raw,noop,echo3,chain10,aiohttp")
+    p.add_argument("--only", default=None, help="comma list of raw,noop,echo3,chain10,chain10_shared,aiohttp")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--low-load-duration", type=float, default=None, help="wrk -c1 seconds (default 5, quick 2)")
     p.add_argument("--warmup", type=float, default=1.0)

@@ -34,6 +34,7 @@ class Function:
     handler: Handler
     concurrency: int = 64
     domain: str | None = None  # security domain; None: the app's own
+    process: str | None = None  # worker process to share with other functions; None: its own
 
     def __call__(self, ctx: Any) -> Any:
         return self.handler(ctx)
@@ -62,6 +63,7 @@ class FunctionEntry:
     name: str
     concurrency: int
     domain: int  # index into RouteTable.domains; descriptors never cross domains
+    process: str  # the worker process hosting it (by default, one per function)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,13 @@ class RouteTable:
     def endpoints(self) -> list[int]:
         """Every endpoint id of the node: the gateway, then the functions."""
         return [GATEWAY, *(f.id for f in self.functions)]
+
+    def processes(self) -> dict[str, tuple[int, ...]]:
+        """Worker process name -> the ids of the functions it hosts, in registration order."""
+        hosted: dict[str, tuple[int, ...]] = {}
+        for f in self.functions:
+            hosted[f.process] = (*hosted.get(f.process, ()), f.id)
+        return hosted
 
     def name_of(self, endpoint_id: int) -> str:
         return "gateway" if endpoint_id == GATEWAY else self.functions[endpoint_id - 1].name
@@ -166,15 +175,26 @@ class App:
         self._routes: list[tuple[str, str, ChainSpec, float]] = []
 
     def function(
-        self, name: str | None = None, *, concurrency: int = 64, domain: str | None = None
+        self, name: str | None = None, *, concurrency: int = 64, domain: str | None = None, process: str | None = None
     ) -> Callable[[Handler], Function]:
         """Decorator form of ``add_function``."""
-        return lambda handler: self.add_function(handler, name=name, concurrency=concurrency, domain=domain)
+        return lambda handler: self.add_function(
+            handler, name=name, concurrency=concurrency, domain=domain, process=process
+        )
 
     def add_function(
-        self, handler: Handler, *, name: str | None = None, concurrency: int = 64, domain: str | None = None
+        self,
+        handler: Handler,
+        *,
+        name: str | None = None,
+        concurrency: int = 64,
+        domain: str | None = None,
+        process: str | None = None,
     ) -> Function:
-        """Register ``handler``; ``domain`` isolates it from functions of other domains."""
+        """Register ``handler``. ``domain`` isolates it from functions of other domains;
+        functions naming the same ``process`` share one worker process: hops between them
+        skip the cross-process wake-up (they still go through the data plane, and keep their
+        own endpoint, counters and domain), at the price of failing together."""
         name = name or getattr(handler, "__name__", "")
         if not callable(handler):
             raise RoutingError(f"function {name!r}: handler {handler!r} is not callable")
@@ -184,9 +204,10 @@ class App:
             raise RoutingError(f"function {name!r} is registered twice")
         if concurrency < 1:
             raise RoutingError(f"function {name!r}: concurrency must be >= 1, got {concurrency}")
-        if domain is not None and not _NAME.match(domain):
-            raise RoutingError(f"function {name!r}: domain {domain!r} must be an identifier-like name")
-        function = self.functions[name] = Function(name, handler, concurrency, domain)
+        for kind, value in (("domain", domain), ("process", process)):
+            if value is not None and not _NAME.match(value):
+                raise RoutingError(f"function {name!r}: {kind} {value!r} must be an identifier-like name")
+        function = self.functions[name] = Function(name, handler, concurrency, domain, process)
         return function
 
     def route(
@@ -207,7 +228,7 @@ class App:
             if (f.domain or self.name) not in domains:
                 domains.append(f.domain or self.name)
         functions = tuple(
-            FunctionEntry(ids[f.name], f.name, f.concurrency, domains.index(f.domain or self.name))
+            FunctionEntry(ids[f.name], f.name, f.concurrency, domains.index(f.domain or self.name), f.process or f.name)
             for f in self.functions.values()
         )
         chains: list[tuple[int, ...]] = []

@@ -42,7 +42,7 @@ DRAIN_TIMEOUT = 10.0
 @dataclass(frozen=True)
 class WorkerSpec:
     app_ref: str
-    function: str
+    process: str  # the worker process's name (RouteTable.processes())
     pool: PoolHandle
     transport: Transport
     counters: str  # the counter table's shared-memory name
@@ -65,23 +65,28 @@ def worker_main(spec: WorkerSpec) -> None:
     """Entry point of a worker process (spawned, so it imports the app afresh)."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
-    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [{spec.function}] %(message)s")
+    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [{spec.process}] %(message)s")
     uvloop.run(_worker(spec))
 
 
 async def _worker(spec: WorkerSpec) -> None:
+    """One Worker per function this process hosts, all on one loop, each its own endpoint."""
     app = load_app(spec.app_ref)
     pool = Pool.attach(spec.pool)
     table = app.compile()
     counters = CounterTable.attach(spec.counters, len(table.endpoints))
-    worker = Worker(table, app.functions[spec.function], pool, counters.row(table.function_id(spec.function)))
+    workers = [
+        Worker(table, app.functions[table.name_of(i)], pool, counters.row(i)) for i in table.processes()[spec.process]
+    ]
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await worker.start(spec.transport)
+    for worker in workers:
+        await worker.start(spec.transport)
     await stop.wait()
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(worker.drain(), DRAIN_TIMEOUT)
-    worker.close()
+        await asyncio.wait_for(asyncio.gather(*(worker.drain() for worker in workers)), DRAIN_TIMEOUT)
+    for worker in workers:
+        worker.close()
     counters.close()
     pool.close()
 
@@ -108,8 +113,8 @@ class Supervisor:
         self.transport_name = transport
         self.pool_config = self.app.pool
         self.limits = limits or Limits(max_body=self.pool_config.max_body)
-        self.processes: dict[int, BaseProcess] = {}
-        self._starts: dict[int, list[float]] = {}
+        self.processes: dict[str, BaseProcess] = {}  # by worker process name
+        self._starts: dict[str, list[float]] = {}
         self._stopping = False
 
     def run(self) -> None:
@@ -158,8 +163,8 @@ class Supervisor:
         everyone = {f.id for f in self.table.functions}
         all_ready = asyncio.Event()
         self.gateway.on_ready = lambda _: everyone <= self.gateway.ready and all_ready.set()
-        for function in self.table.functions:
-            self._spawn(function.id)
+        for process in self.table.processes():
+            self._spawn(process)
         waiter = asyncio.ensure_future(all_ready.wait())
         try:
             await asyncio.wait_for(asyncio.shield(waiter), READY_TIMEOUT)
@@ -168,31 +173,30 @@ class Supervisor:
             raise RuntimeError(f"workers did not become ready within {READY_TIMEOUT:.0f}s: {missing}") from None
         self.gateway.on_ready = None
 
-    def _spawn(self, function_id: int) -> None:
-        name = self.table.name_of(function_id)
+    def _spawn(self, name: str) -> None:
         spec = WorkerSpec(self.app_ref, name, self.pool.handle, self.transport, self.counters.name or "")
         process = get_context("spawn").Process(target=worker_main, args=(spec,), name=f"spright-{name}", daemon=True)
         process.start()
-        self.processes[function_id] = process
-        self._starts.setdefault(function_id, []).append(time.monotonic())
-        asyncio.get_running_loop().add_reader(process.sentinel, self._exited, function_id, process)
+        self.processes[name] = process
+        self._starts.setdefault(name, []).append(time.monotonic())
+        asyncio.get_running_loop().add_reader(process.sentinel, self._exited, name, process)
 
-    def _exited(self, function_id: int, process: BaseProcess) -> None:
+    def _exited(self, name: str, process: BaseProcess) -> None:
         asyncio.get_running_loop().remove_reader(process.sentinel)
         process.join(0)
-        if self._stopping or self.processes.get(function_id) is not process:
+        if self._stopping or self.processes.get(name) is not process:
             return
-        name = self.table.name_of(function_id)
         log.error("spright: worker %r exited with code %s; restarting", name, process.exitcode)
-        self.gateway.function_died(function_id)
-        recent = [t for t in self._starts[function_id] if t > time.monotonic() - 10]
-        self._starts[function_id] = recent
+        for function_id in self.table.processes()[name]:
+            self.gateway.function_died(function_id)
+        recent = [t for t in self._starts[name] if t > time.monotonic() - 10]
+        self._starts[name] = recent
         delay = min(0.1 * 2 ** max(len(recent) - 1, 0), 5.0)  # back off when crash-looping
-        asyncio.get_running_loop().call_later(delay, self._respawn, function_id)
+        asyncio.get_running_loop().call_later(delay, self._respawn, name)
 
-    def _respawn(self, function_id: int) -> None:
+    def _respawn(self, name: str) -> None:
         if not self._stopping:
-            self._spawn(function_id)
+            self._spawn(name)
 
     def _stop_workers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -218,13 +222,14 @@ class Supervisor:
             "port": port,
             "transport": self.transport.name,
             "transport_info": self.transport.node_info(),
-            "workers": {self.table.name_of(i): p.pid for i, p in self.processes.items()},
+            "workers": {self.table.name_of(i): self.processes[name].pid
+                        for name, ids in self.table.processes().items() for i in ids},
             "shm": [*self.pool.segment_names, self.counters.name],  # every segment of ours in /dev/shm
             "metrics": {"shm": self.counters.name, "rows": self.counters.rows, "row_words": ROW_WORDS,
                         "columns": list(COLUMNS)},
             # the compiled table, for `spright routes --live` when the data plane cannot read it back
             "domains": list(self.table.domains),
-            "functions": [{"id": f.id, "name": f.name, "concurrency": f.concurrency,
+            "functions": [{"id": f.id, "name": f.name, "concurrency": f.concurrency, "process": f.process,
                            "domain": self.table.domains[f.domain]} for f in self.table.functions],
             "routes": self.table.describe(),
         }

@@ -177,6 +177,16 @@ async def test_head_gets_the_get_headers_without_a_body(demo_node) -> None:
     assert head.startswith(b"HTTP/1.1 201 ") and b"content-length: 50007" in head and body == b""
 
 
+async def test_functions_sharing_a_process(transport: str, runtime_dir: Path) -> None:
+    with run_node("tests.apps.shared:app", transport=transport) as (port, process):
+        workers = json.loads((runtime_base() / str(process.pid) / "node.json").read_text())["workers"]
+        assert workers["first"] == workers["second"] != workers["alone"]
+        async with aiohttp.ClientSession() as session:
+            for i in range(20):
+                async with session.post(f"http://127.0.0.1:{port}/chain", data=f"x{i}") as r:
+                    assert r.status == 200 and await r.read() == f"x{i}1231".encode()
+
+
 def test_sigterm_leaves_nothing_behind(transport: str) -> None:
     with run_node("examples.echo:app", transport=transport) as (_, process):
         node_file = runtime_base() / str(process.pid) / "node.json"

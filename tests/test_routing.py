@@ -105,3 +105,13 @@ def test_domains_default_to_the_app_and_can_be_split() -> None:
     assert [f.domain for f in table.functions] == [1, 2, 1]
     with pytest.raises(RoutingError, match="domain"):
         app.add_function(noop, name="x", domain="bad domain!")
+
+
+def test_functions_may_share_a_worker_process() -> None:
+    app = App("t")
+    app.add_function(noop, name="a", process="tier")
+    app.add_function(noop, name="b")
+    app.add_function(noop, name="c", process="tier")
+    assert app.compile().processes() == {"tier": (1, 3), "b": (2,)}
+    with pytest.raises(RoutingError, match="process"):
+        app.add_function(noop, name="d", process="no spaces")
