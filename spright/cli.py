@@ -99,9 +99,7 @@ def routes(
         raise _fail(str(exc)) from None
     rows = table.describe()
     if json:
-        functions = [{"id": f.id, "name": f.name, "concurrency": f.concurrency, "domain": table.domains[f.domain]}
-                     for f in table.functions]
-        return _print_json({"functions": functions, "routes": rows})
+        return _print_json({"functions": table.describe_functions(), "routes": rows})
     _print_routes(rows, f"routes of {app}", None)
 
 

@@ -150,6 +150,14 @@ class RouteTable:
             raise MethodNotAllowed(sorted(set(allowed)))
         raise NotFound(path)
 
+    def describe_functions(self) -> list[dict[str, Any]]:
+        """Plain rows per function: id, name, concurrency, domain name, hosting process."""
+        return [
+            {"id": f.id, "name": f.name, "concurrency": f.concurrency, "domain": self.domains[f.domain],
+             "process": f.process}
+            for f in self.functions
+        ]
+
     def describe(self) -> list[dict[str, Any]]:
         """Plain rows for ``spright routes``: route, chain of names and ids."""
         return [

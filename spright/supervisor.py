@@ -229,8 +229,7 @@ class Supervisor:
                         "columns": list(COLUMNS)},
             # the compiled table, for `spright routes --live` when the data plane cannot read it back
             "domains": list(self.table.domains),
-            "functions": [{"id": f.id, "name": f.name, "concurrency": f.concurrency, "process": f.process,
-                           "domain": self.table.domains[f.domain]} for f in self.table.functions],
+            "functions": self.table.describe_functions(),
             "routes": self.table.describe(),
         }
         (self.runtime_dir / "node.json").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
