@@ -10,6 +10,7 @@ Anything else (a REPL, ``TestClient``) gets a per-process temporary directory.
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -30,3 +31,12 @@ def database_path(app: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
+
+def open_sqlite(path: Path) -> sqlite3.Connection:
+    """A connection as the apps use them: autocommit (explicit transactions), rows by name,
+    WAL so readers never block the writer, and a busy timeout for the other workers."""
+    db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+    db.row_factory = sqlite3.Row
+    db.execute("PRAGMA busy_timeout = 10000")
+    db.execute("PRAGMA journal_mode = WAL")
+    return db

@@ -14,7 +14,7 @@ def require_loopback(url: str) -> str:
     except ValueError:
         loopback = False
     if not loopback:
-        raise SystemExit(f"refusing {url}: load tools only target loopback addresses")
+        raise ValueError(f"refusing {url}: load tools only target this machine (127.0.0.1, ::1 or localhost)")
     return url.rstrip("/")
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from apps.datadir import database_path
+from apps.datadir import database_path, open_sqlite
 from apps.motion.building import ZONES
 
 SCHEMA = (
@@ -28,10 +28,7 @@ def connect(path: Path | None = None) -> sqlite3.Connection:
     path = path or database_path("motion")
     db = _connections.get(path)
     if db is None:
-        db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA busy_timeout = 10000")
-        db.execute("PRAGMA journal_mode = WAL")
+        db = open_sqlite(path)
         for statement in SCHEMA:
             db.execute(statement)
         db.executemany("INSERT OR IGNORE INTO lights (zone) VALUES (?)", [(z,) for z in ZONES])

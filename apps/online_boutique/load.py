@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import ipaddress
 import json
 import random
 import sys
@@ -27,6 +26,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
+from apps.loadkit import require_loopback, summary
 from apps.online_boutique.data import FRONTEND_CURRENCIES, PRODUCTS
 
 PRODUCT_IDS = [p["id"] for p in PRODUCTS]
@@ -129,21 +129,11 @@ class User:
 
 def check_target(url: str, users: int, duration: float) -> None:
     """Refuse anything but a short, bounded run against this machine."""
-    host = urlsplit(url).hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise ValueError(f"--url must point at this machine (127.0.0.1, ::1 or localhost), not {host!r}")
+    require_loopback(url)
     if not 1 <= users <= MAX_USERS:
         raise ValueError(f"--users must be between 1 and {MAX_USERS}")
     if not 0 < duration <= MAX_DURATION:
         raise ValueError(f"--duration must be more than 0 and at most {MAX_DURATION:g} seconds")
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
 async def run(url: str, users: int = 10, duration: float = 10.0, *, wait: tuple[float, float] = (0.0, 0.0),
@@ -157,12 +147,8 @@ async def run(url: str, users: int = 10, duration: float = 10.0, *, wait: tuple[
     elapsed = time.monotonic() - started
     kinds = {}
     for kind, values in sorted(stats.latencies.items()):
-        ordered = sorted(values)
-        kinds[kind] = {
-            "requests": len(ordered), "errors": stats.errors.get(kind, 0), "rps": round(len(ordered) / elapsed, 1),
-            **{f"p{int(q * 100)}_ms": round(percentile(ordered, q) * 1000, 2) for q in (0.5, 0.9, 0.99)},
-            "max_ms": round(ordered[-1] * 1000, 2),
-        }
+        kinds[kind] = {"requests": len(values), "errors": stats.errors.get(kind, 0),
+                       "rps": round(len(values) / elapsed, 1), **summary(values)}
     requests = sum(k["requests"] for k in kinds.values())
     return {
         "url": url, "users": users, "duration_s": round(elapsed, 2), "requests": requests,

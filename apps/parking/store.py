@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from apps.datadir import database_path
+from apps.datadir import database_path, open_sqlite
 from apps.parking.plates import fleet
 
 SCHEMA = """
@@ -42,10 +42,7 @@ def connect(path: Path | None = None) -> sqlite3.Connection:
     path = path or database_path("parking")
     db = _connections.get(path)
     if db is None:
-        db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA busy_timeout = 10000")
-        db.execute("PRAGMA journal_mode = WAL")
+        db = open_sqlite(path)
         db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across crashes of the app, fast
         with transaction(db):
             for statement in filter(str.strip, SCHEMA.split(";")):
