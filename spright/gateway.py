@@ -40,11 +40,11 @@ from spright.transport.base import Endpoint, Outbox, Transport
 
 log = logging.getLogger("spright.gateway")
 
-CONTENT_TYPES = {
-    BODY_JSON: b"application/json",
-    BODY_TEXT: b"text/plain; charset=utf-8",
+CONTENT_TYPE_HEADERS = {  # by the descriptor's body type, unless a handler chose one
+    BODY_JSON: (b"content-type", b"application/json"),
+    BODY_TEXT: (b"content-type", b"text/plain; charset=utf-8"),
 }
-OCTET_STREAM = b"application/octet-stream"
+OCTET_STREAM_HEADER = (b"content-type", b"application/octet-stream")
 
 
 @dataclass(frozen=True)
@@ -262,26 +262,31 @@ class Gateway:
 
     def _complete(self, d: Descriptor) -> None:
         pending = self._pending.pop(d.request_id, None)
-        if pending is None or not self.pool.is_current(d.slot, d.generation):
+        pool = self.pool
+        if pending is None or not pool.is_current(d.slot, d.generation):
             self._failed.pop(d.request_id, None)
-            self.pool.free(d.slot, d.generation)  # a late answer: reclaim its slot now
+            pool.free(d.slot, d.generation)  # a late answer: reclaim its slot now
             return
-        done = pending[0]
-        view = self.pool.view(d.slot)
-        body = bytes(view[: d.length])
-        headers: list[tuple[bytes, bytes]] = []
-        content_type = CONTENT_TYPES.get(d.flags & BODY_MASK, OCTET_STREAM)
-        if d.flags & HAS_RESPONSE_META:
-            response = orjson.loads(read_meta(view)).get("response", {})
-            if response.get("content_type"):
-                content_type = response["content_type"].encode()
-            headers = [(k.encode(), v.encode()) for k, v in response.get("headers", ())]
-        self.pool.free(d.slot, d.generation)
-        headers.insert(0, (b"content-type", content_type))
-        status = d.status or (500 if d.flags & 0x0F == ERROR else 200)
+        flags = d.flags
+        body = pool.read(d.slot, d.length)
+        if flags & HAS_RESPONSE_META:
+            headers = self._response_headers(d)
+        else:
+            headers = [CONTENT_TYPE_HEADERS.get(flags & BODY_MASK, OCTET_STREAM_HEADER)]
+        pool.free(d.slot, d.generation)
+        status = d.status or (500 if flags & 0x0F == ERROR else 200)
         self._counts[BYTES] += d.length
         self.metrics.observe(pending[1], status, pending[3])
-        done(Response(status, body, headers))
+        pending[0](Response(status, body, headers))
+
+    def _response_headers(self, d: Descriptor) -> list[tuple[bytes, bytes]]:
+        """Content type and headers a handler set (``ctx.content_type``, ``ctx.set_header``)."""
+        with self.pool.view(d.slot) as view:
+            response = orjson.loads(read_meta(view)).get("response", {})
+        content_type = CONTENT_TYPE_HEADERS.get(d.flags & BODY_MASK, OCTET_STREAM_HEADER)
+        if response.get("content_type"):
+            content_type = (b"content-type", response["content_type"].encode())
+        return [content_type, *((k.encode(), v.encode()) for k, v in response.get("headers", ()))]
 
     def _finish(self, request_id: int, response: Response) -> None:
         """End a request that no reply will complete; its slots are swept after a grace time."""

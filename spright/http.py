@@ -19,19 +19,22 @@ from spright.gateway import BodyTooLarge, BodyWriter, Gateway, Response, error_r
 from spright.pool import PoolExhausted
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+_STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in _REASONS.items()}
 _MAX_QUEUED = 64  # pipelined requests in flight per connection before we stop reading
 
 
 def render(response: Response, keep_alive: bool, head_only: bool = False) -> bytes:
     """Status line, headers, body; a HEAD request gets the GET's headers and no body."""
     status = response.status
-    head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))]
-    head.extend(b"%s: %s\r\n" % pair for pair in response.headers)
-    head.append(b"content-length: %d\r\n" % len(response.body))
-    if not keep_alive:
-        head.append(b"connection: close\r\n")
-    head.append(b"\r\n")
-    return b"".join(head) if head_only else b"".join(head) + response.body
+    line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
+    body = response.body
+    tail = b"content-length: %d\r\n\r\n" if keep_alive else b"content-length: %d\r\nconnection: close\r\n\r\n"
+    return b"".join((
+        line,
+        *[b"%s: %s\r\n" % pair for pair in response.headers],
+        tail % len(body),
+        b"" if head_only else body,
+    ))
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -138,7 +141,6 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         body, url, headers = self._body, self._url, self._headers
         self._body, self._url, self._headers, self._header_bytes = None, b"", {}, 0
-        assert isinstance(body, BodyWriter)
         method = self._parser.get_method().decode()
         exchange = _Exchange(self, self._parser.should_keep_alive(), method == "HEAD")
         self._queue.append(exchange)

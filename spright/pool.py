@@ -65,10 +65,11 @@ class Pool:
     def __init__(self, handle: PoolHandle, create: bool) -> None:
         self.handle = handle
         self.config = handle.config
-        self._lock = handle.lock
+        self._lock = handle.lock._semlock  # the C lock itself: its with-statement skips a Python wrapper
         self.classes = handle.config.size_classes()
         self.total = sum(count for _, count in self.classes)
         self._capacities = [size for size, _ in self.classes]
+        self._nclasses = len(self.classes)
         # control: generation[total], owner[total], then per class: top + stack[count]
         ctl_words = 2 * self.total + sum(1 + count for _, count in self.classes)
         self._segments: list[SharedMemory] = []
@@ -116,11 +117,12 @@ class Pool:
     def alloc(self, size: int, owner: int) -> Slot:
         """A slot whose capacity holds ``size`` bytes; raises PoolExhausted or ValueError."""
         number = bisect_left(self._capacities, size)
-        if number == len(self._capacities):
+        classes = self._nclasses
+        if number == classes:
             raise ValueError(f"{size} bytes exceed the pool's largest slot ({self._capacities[-1]} bytes)")
         stacks, generations = self._stacks, self._generation
         with self._lock:
-            while number < len(stacks):  # fall back to a larger class when one is full
+            while number < classes:  # fall back to a larger class when one is full
                 stack = stacks[number]
                 top = stack[0]
                 if top:
@@ -156,6 +158,12 @@ class Pool:
         number, local = slot >> CLASS_SHIFT, slot & INDEX_MASK
         size = self.classes[number][0]
         return self._views[number][local * size : (local + 1) * size]
+
+    def read(self, slot: int, length: int) -> bytes:
+        """A copy of the first ``length`` bytes of a slot."""
+        number = slot >> CLASS_SHIFT
+        start = (slot & INDEX_MASK) * self._capacities[number]
+        return bytes(self._views[number][start : start + length])
 
     def capacity(self, slot: int) -> int:
         return self.classes[slot >> CLASS_SHIFT][0]
