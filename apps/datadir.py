@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from spright.supervisor import NODE_DIR_ENV
@@ -32,11 +34,41 @@ def database_path(app: str) -> Path:
     return path
 
 
-def open_sqlite(path: Path) -> sqlite3.Connection:
-    """A connection as the apps use them: autocommit (explicit transactions), rows by name,
-    WAL so readers never block the writer, and a busy timeout for the other workers."""
-    db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-    db.row_factory = sqlite3.Row
-    db.execute("PRAGMA busy_timeout = 10000")
-    db.execute("PRAGMA journal_mode = WAL")
+_connections: dict[Path, sqlite3.Connection] = {}
+
+
+def connection(app: str, setup: Callable[[sqlite3.Connection], None], path: Path | None = None) -> sqlite3.Connection:
+    """This process's connection to ``app``'s database, opened and ``setup`` on first use.
+
+    Autocommit (transactions are explicit, see ``transaction``), rows by name, WAL so readers
+    never block the writer, and a busy timeout for the other workers of the node.
+    """
+    path = path or database_path(app)
+    db = _connections.get(path)
+    if db is None:
+        db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA busy_timeout = 10000")
+        db.execute("PRAGMA journal_mode = WAL")
+        setup(db)
+        _connections[path] = db
     return db
+
+
+def forget_connections() -> None:
+    """Close every cached connection (tests that swap databases between runs)."""
+    for db in _connections.values():
+        db.close()
+    _connections.clear()
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error): the write lock is taken up front."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from apps.datadir import forget_connections
 from apps.parking import app
-from apps.parking import store as parking_store
 from apps.parking.anpr import decode, read_plate
 from apps.parking.load import run as run_load
 from apps.parking.plates import clean, fleet, normalise
@@ -162,7 +162,7 @@ async def test_multipart_upload_and_concurrent_cars(db_path: Path, photos: list)
         assert sorted(r.json()["event"] for r in results) == ["entry"] * 12 + ["exit"] * 12
     with sqlite3.connect(db_path) as db:
         assert db.execute("SELECT COUNT(*) FROM sessions WHERE exit_at IS NOT NULL").fetchone()[0] == 12
-    parking_store._connections.clear()
+    forget_connections()
 
 
 # -- a real node -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from apps.datadir import database_path, open_sqlite
+from apps.datadir import connection, transaction
 from apps.motion.building import ZONES
 
 SCHEMA = (
@@ -21,26 +21,20 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS alarms (id INTEGER PRIMARY KEY, zone TEXT NOT NULL, at REAL NOT NULL, "
     "sensors TEXT NOT NULL, reason TEXT NOT NULL)",
 )
-_connections: dict[Path, sqlite3.Connection] = {}
-
-
 def connect(path: Path | None = None) -> sqlite3.Connection:
-    path = path or database_path("motion")
-    db = _connections.get(path)
-    if db is None:
-        db = open_sqlite(path)
-        for statement in SCHEMA:
-            db.execute(statement)
-        db.executemany("INSERT OR IGNORE INTO lights (zone) VALUES (?)", [(z,) for z in ZONES])
-        _connections[path] = db
-    return db
+    return connection("motion", _setup, path)
+
+
+def _setup(db: sqlite3.Connection) -> None:
+    for statement in SCHEMA:
+        db.execute(statement)
+    db.executemany("INSERT OR IGNORE INTO lights (zone) VALUES (?)", [(z,) for z in ZONES])
 
 
 def apply(db: sqlite3.Connection, actions: list[dict[str, Any]]) -> dict[str, Any]:
     """Switch lights for episode starts/ends and record alarms, in one transaction."""
     switched_on, switched_off, alarms = [], [], []
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(db):
         for a in actions:
             zone = a["zone"]
             if a["action"] == "start":
@@ -56,10 +50,6 @@ def apply(db: sqlite3.Connection, actions: list[dict[str, Any]]) -> dict[str, An
                 db.execute("UPDATE lights SET light = 0, on_seconds = on_seconds + MAX(0, ? - COALESCE(since, ?)), "
                            "since = ? WHERE zone = ?", (a["at"], a["at"], a["at"], zone))
                 switched_off.append(zone)
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
     return {"switched_on": switched_on, "switched_off": switched_off, "alarms": alarms}
 
 

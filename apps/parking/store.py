@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from apps.datadir import database_path, open_sqlite
+from apps.datadir import connection, transaction
 from apps.parking.plates import fleet
 
 SCHEMA = """
@@ -34,35 +32,18 @@ CREATE TABLE IF NOT EXISTS sessions (
 CREATE INDEX IF NOT EXISTS sessions_plate ON sessions(plate, exit_at);
 """
 OWNERS = ("A. Shah", "B. Okafor", "C. Novak", "D. Lindqvist", "E. Moreau", "F. Tanaka", "G. Rossi", "H. Kim")
-_connections: dict[Path, sqlite3.Connection] = {}
-
-
 def connect(path: Path | None = None) -> sqlite3.Connection:
     """This process's connection to the database (created, and seeded, on first use)."""
-    path = path or database_path("parking")
-    db = _connections.get(path)
-    if db is None:
-        db = open_sqlite(path)
-        db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across crashes of the app, fast
-        with transaction(db):
-            for statement in filter(str.strip, SCHEMA.split(";")):
-                db.execute(statement)
-            if db.execute("SELECT COUNT(*) FROM vehicles").fetchone()[0] == 0:
-                seed_vehicles(db)
-        _connections[path] = db
-    return db
+    return connection("parking", _setup, path)
 
 
-@contextmanager
-def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error): the write lock is taken up front."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
+def _setup(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across crashes of the app, fast
+    with transaction(db):
+        for statement in filter(str.strip, SCHEMA.split(";")):
+            db.execute(statement)
+        if db.execute("SELECT COUNT(*) FROM vehicles").fetchone()[0] == 0:
+            seed_vehicles(db)
 
 
 def seed_vehicles(db: sqlite3.Connection) -> None:
