@@ -148,8 +148,6 @@ class Outbox:
         self._queued.append(record)
         if len(self._queued) >= EARLY_FLUSH:
             self.flush()
-        if len(self._queued) >= 24:
-            self.flush()
 
     def flush(self) -> None:
         """Send what is queued now (a receiver calls this at the end of a batch it handled)."""
