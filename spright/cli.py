@@ -17,6 +17,7 @@ from spright.loader import AppNotFound, load_app
 from spright.nodes import Node, NodeNotFound, choose_node, live_routes, snapshot
 from spright.routing import RoutingError
 from spright.transport import registry
+from spright.tuning import latency_hints
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help="Serverless function chains over shared memory.")
 console = Console()
@@ -231,6 +232,12 @@ def doctor() -> None:
         grid.add_row(name, "[green]ok[/]" if reason is None else "[red]unavailable[/]", reason or "")
     console.print(grid)
     console.print(f"--transport auto would use: [bold]{usable[0] if usable else 'nothing'}[/]")
+    hints = Table(title="latency on this machine")
+    for column in ("check", "status", "details"):
+        hints.add_column(column)
+    for check, fine, details in latency_hints():
+        hints.add_row(check, "[green]ok[/]" if fine else "[yellow]slower[/]", details)
+    console.print(hints)
 
 
 def main() -> None:

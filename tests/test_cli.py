@@ -117,3 +117,22 @@ def test_routes_from_a_module_still_work() -> None:
     data = json.loads(result.stdout)
     assert [f["name"] for f in data["functions"]] == ["parse", "enrich", "reply"]
     assert spright("routes").returncode == 2  # neither MODULE nor --live
+
+
+def test_doctor_lists_transports_and_latency_checks() -> None:
+    result = spright("doctor")
+    assert result.returncode == 0, result.stderr
+    assert "--transport auto would use:" in result.stdout
+    assert "latency on this machine" in result.stdout and "interpreter" in result.stdout
+
+
+@pytest.mark.parametrize(("content", "off"), [("0\n", True), ("200000\n", False), (None, False)])
+def test_halt_polling_check_reads_the_module_parameter(content, off, tmp_path: Path, monkeypatch) -> None:
+    from spright import tuning
+
+    parameter = tmp_path / "guest_halt_poll_ns"
+    if content is not None:
+        parameter.write_text(content)
+    monkeypatch.setattr(tuning, "HALT_POLL", parameter)
+    assert tuning.halt_polling_off() is off
+    assert tuning.latency_hints()[1][1] is not off  # the doctor's row: fine unless polling is off
