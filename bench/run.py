@@ -25,6 +25,7 @@ from rich.console import Console
 from bench.load import run_wrk, write_script
 from bench.procs import Server, free_ports, machine_busy_seconds
 from bench.report import derive, markdown
+from spright.tuning import halt_polling_off, shared_libpython
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -164,8 +165,10 @@ def machine() -> dict[str, Any]:
                 if ln.startswith("model name")), "")
     return {
         "nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "python": platform.python_version(),
+        "interpreter": os.path.realpath(sys.executable), "shared_libpython": shared_libpython(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "wrk": (run("wrk", "--version").splitlines() or [""])[0],
         "commit": run("git", "rev-parse", "--short", "HEAD"), "dirty": bool(run("git", "status", "--porcelain")),
+        "guest_halt_polling_off": halt_polling_off(),
         "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
     }
 
