@@ -59,7 +59,8 @@ def markdown(doc: dict[str, Any]) -> str:
     cfg = doc["config"]
     lines = [
         f"Load: `wrk -t1 -c{cfg['connections']} -d{cfg['duration']}s`, {meta['nproc']} CPUs, kernel {meta['kernel']}, "
-        f"Python {meta['python']} ({meta.get('interpreter', '?')}), {meta['date']}. Client and servers share the machine; CPU is the servers' "
+        f"Python {meta['python']} ({meta.get('interpreter', '?')}), {meta['date']}. "
+        "Client and servers share the machine; CPU is the servers' "
         "utime+stime (all processes) per completed request.",
         "",
         "| scenario | transport | RPS | vs raw | p50 | p99 | CPU µs/req |",

@@ -143,11 +143,22 @@ class Worker:
                 if self._is_async or inspect.isawaitable(result):
                     result = await result
                 payload, body_flag = encode(result)
-                self._forward(d, ctx, payload, body_flag)
+                if self._still_owns(d):
+                    self._forward(d, ctx, payload, body_flag)
             except Exception as exc:
-                self._fail(d, exc)
+                if self._still_owns(d):
+                    self._fail(d, exc)
         finally:
             self._finished()
+
+    def _still_owns(self, d: Descriptor) -> bool:
+        """False when the request ended (timed out) while the handler ran and the gateway
+        reclaimed its slot: the slot may hold another request by now, so nothing is written."""
+        if self.pool.is_current(d.slot, d.generation):
+            return True
+        log.warning("%s: request %d ended before its handler returned; result dropped", self.function.name,
+                    d.request_id)
+        return False
 
     def _forward(self, d: Descriptor, ctx: Context, payload: bytes | memoryview, body_flag: int) -> None:
         flags = (d.flags & HAS_RESPONSE_META) | body_flag

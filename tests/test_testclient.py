@@ -87,6 +87,18 @@ async def test_chain_timeout_is_504_and_the_late_reply_is_reclaimed(client: Test
     await asyncio.sleep(0.5)  # the late reply arrives; its slot must be freed, not leaked
 
 
+async def test_a_handler_outliving_its_request_never_writes_into_a_reused_slot() -> None:
+    async with TestClient(app, limits=Limits(grace=0.05)) as client:
+        late = asyncio.create_task(client.post("/hold-briefly?s=1.2", body=b"late"))
+        await asyncio.sleep(0.8)  # 504 at 0.5 s, its slot swept by ~0.65 s
+        assert (await late).status == 504
+        # the next request gets the freed slot back (free slots are a stack) and reads its
+        # body only after the late handler has returned
+        r = await client.post("/hold?s=0.8", body=b"second body")
+        assert r.status == 200 and r.body == b"ydob dnoces"
+        assert client.pool.in_use() == 0
+
+
 async def test_body_over_the_limit_is_413() -> None:
     async with TestClient(app, limits=Limits(max_body=1000)) as client:
         assert (await client.post("/echo", body=b"x" * 1001)).status == 413

@@ -63,7 +63,7 @@ NO_ROUTE = 0xFFFFFFFF  # route map entry past a chain's end; domain of an unknow
 # split at any byte; 32 KiB also fits one page-frag chunk, so runs stay long.
 MAX_WRITE = 1024 * SIZE
 SINK = ANONYMOUS = MAX_ENDPOINTS  # sockhash key of the sink; counters of unknown senders
-SOURCE = Path(__file__).resolve().parents[2] / "ebpf" / "skmsg.c"
+SOURCE = Path(__file__).with_name("skmsg.c")  # a link to ebpf/skmsg.c; a copy of it in wheels
 CFLAGS = [
     f"-D{name}={value}"
     for name, value in (

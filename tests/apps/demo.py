@@ -69,6 +69,14 @@ async def sleepy(ctx: Context) -> str:
 
 
 @app.function()
+async def hold(ctx: Context) -> bytes:
+    """Reads its body only after a pause (so it sees whatever reached the slot meanwhile)
+    and returns it reversed."""
+    await asyncio.sleep(float(ctx.query.get("s", "0.5")))
+    return ctx.bytes()[::-1]
+
+
+@app.function()
 async def grow(ctx: Context) -> bytes:
     return ctx.bytes() * int(ctx.query.get("times", "2"))
 
@@ -81,6 +89,8 @@ app.route("/total", total, methods=["POST"])
 app.route("/boom", boom)
 app.route("/call-boom", ["total"], methods=["PUT"])
 app.route("/sleep", sleepy, timeout=0.5)
+app.route("/hold", hold, methods=["POST"])
+app.route("/hold-briefly", hold, methods=["POST"], timeout=0.5)
 app.route("/grow", grow >> upper, methods=["POST"])
 
 
