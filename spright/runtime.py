@@ -8,6 +8,9 @@ to the chain's next hop, back to a caller, or to the gateway.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import dis
 import inspect
 import itertools
 import logging
@@ -58,6 +61,16 @@ else:
         loop.create_task(coro)
 
 
+def never_suspends(handler: Any) -> bool:
+    """True for a coroutine function with no await point in its body (no YIELD_VALUE in its
+    bytecode): its coroutine finishes on the first step, so it needs neither a Task nor a
+    loop iteration. Everything else (sync functions, wrappers, callables) gets a Task."""
+    code = getattr(handler, "__code__", None)
+    if code is None or not inspect.iscoroutinefunction(handler):
+        return False
+    return not any(instruction.opname == "YIELD_VALUE" for instruction in dis.get_instructions(code))
+
+
 class Worker:
     def __init__(self, table: RouteTable, function: Function, pool: Pool, counters: memoryview | None = None) -> None:
         """``counters``: this worker's row of the node's counter table (see spright.metrics)."""
@@ -67,6 +80,8 @@ class Worker:
         self.pool = pool
         self.counters = counters if counters is not None else memoryview(bytearray(8 * ROW_WORDS)).cast("Q")
         self._is_async = inspect.iscoroutinefunction(function.handler)
+        self._inline = never_suspends(function.handler)
+        self._receiving = False
         self._active = 0
         self._backlog: deque[Descriptor] = deque()
         self._idle = asyncio.Event()
@@ -100,35 +115,45 @@ class Worker:
         counters = self.counters
         counters[IN] += len(data) // SIZE
         payload_bytes = 0
-        for descriptor in unpack_many(data):
-            payload_bytes += descriptor.length
-            kind = descriptor.kind
-            if kind in (REQUEST, CALL):
-                if self._active < self.function.concurrency:
-                    self._begin(descriptor)
+        self._receiving = True  # handlers finishing inside this call leave as one batch, below
+        try:
+            for descriptor in unpack_many(data):
+                payload_bytes += descriptor.length
+                kind = descriptor.kind
+                if kind in (REQUEST, CALL):
+                    if self._active < self.function.concurrency:
+                        self._begin(descriptor)
+                    else:
+                        self._backlog.append(descriptor)
+                elif kind in (REPLY, ERROR):
+                    self._settle_call(descriptor)
+                elif kind == DOWN:
+                    self._callee_died(descriptor.call_id)
+                elif kind == READY:
+                    self._down.discard(descriptor.call_id)
                 else:
-                    self._backlog.append(descriptor)
-            elif kind in (REPLY, ERROR):
-                self._settle_call(descriptor)
-            elif kind == DOWN:
-                self._callee_died(descriptor.call_id)
-            elif kind == READY:
-                self._down.discard(descriptor.call_id)
-            else:
-                log.warning("%s: unexpected descriptor %s", self.function.name, descriptor)
+                    log.warning("%s: unexpected descriptor %s", self.function.name, descriptor)
+        finally:
+            self._receiving = False
         counters[BYTES] += payload_bytes
-        self._outbox.flush()  # handlers that finished eagerly: their descriptors leave now  # type: ignore[union-attr]
+        if not self._active:
+            self._idle.set()
+        self._outbox.flush()  # type: ignore[union-attr]
 
     def _begin(self, descriptor: Descriptor) -> None:
         self._active += 1
         self._idle.clear()
-        start_task(self._loop, self._run(descriptor))
+        if self._inline:  # what an eager Task would do, minus the Task; in a context of its own
+            with contextlib.suppress(StopIteration):
+                contextvars.copy_context().run(self._run(descriptor).send, None)
+        else:
+            start_task(self._loop, self._run(descriptor))
 
     def _finished(self) -> None:
         self._active -= 1
         if self._backlog:
             self._begin(self._backlog.popleft())
-        elif not self._active:
+        elif not self._active and not self._receiving:
             self._idle.set()
             self._outbox.flush()  # nothing else running: waiting for the loop's turn only adds latency  # type: ignore[union-attr]
 

@@ -36,6 +36,16 @@ def random_body(index: int, rng: random.Random) -> bytes:
     return index.to_bytes(4, "little") + os.urandom(size - 4)
 
 
+async def test_context_variables_do_not_leak_between_requests(demo_node) -> None:
+    url, _, _ = demo_node
+    async with aiohttp.ClientSession() as session:  # one keep-alive connection, one worker
+        bodies = []
+        for _ in range(3):
+            async with session.get(f"{url}/context-count") as response:
+                bodies.append(await response.text())
+    assert bodies == ["0", "0", "0"]
+
+
 async def test_10k_keepalive_requests_each_get_their_own_body_back(echo_node) -> None:
     url, _ = echo_node
     rng = random.Random(1234)

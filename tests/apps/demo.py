@@ -1,6 +1,7 @@
 """A small app touching every user-facing contract; used by TestClient and node tests."""
 
 import asyncio
+from contextvars import ContextVar
 
 from spright import App, Context, HTTPError
 from spright.pool import PoolConfig
@@ -68,6 +69,18 @@ async def sleepy(ctx: Context) -> str:
     return "slept"
 
 
+_calls_seen: ContextVar[int] = ContextVar("calls_seen", default=0)
+
+
+@app.function()
+async def context_count(ctx: Context) -> str:
+    """No await point (it runs inline): a context variable set here must not reach the next
+    request."""
+    previous = _calls_seen.get()
+    _calls_seen.set(previous + 1)
+    return str(previous)
+
+
 @app.function()
 async def hold(ctx: Context) -> bytes:
     """Reads its body only after a pause (so it sees whatever reached the slot meanwhile)
@@ -89,6 +102,7 @@ app.route("/total", total, methods=["POST"])
 app.route("/boom", boom)
 app.route("/call-boom", ["total"], methods=["PUT"])
 app.route("/sleep", sleepy, timeout=0.5)
+app.route("/context-count", context_count)
 app.route("/hold", hold, methods=["POST"])
 app.route("/hold-briefly", hold, methods=["POST"], timeout=0.5)
 app.route("/grow", grow >> upper, methods=["POST"])
