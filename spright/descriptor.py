@@ -70,5 +70,4 @@ def pack_many(descriptors: list[Descriptor]) -> bytes:
 def unpack_many(data: bytes | memoryview) -> list[Descriptor]:
     if len(data) % SIZE:
         raise ValueError(f"descriptor batch of {len(data)} bytes is not a multiple of {SIZE}")
-    make = Descriptor._make
-    return [make(fields) for fields in _STRUCT.iter_unpack(data)]
+    return list(map(Descriptor._make, _STRUCT.iter_unpack(data)))  # no per-call comprehension function
