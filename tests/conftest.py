@@ -1,9 +1,12 @@
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from spright.transport import registry
+from spright.transport.skmsg import SkmsgTransport
+from tests.skmsg_kit import make_table
 
 
 def transports() -> list:
@@ -32,3 +35,12 @@ def runtime_dir(tmp_path_factory: pytest.TempPathFactory):
         del os.environ["SPRIGHT_RUNTIME_DIR"]
     else:
         os.environ["SPRIGHT_RUNTIME_DIR"] = before
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[SkmsgTransport]:
+    """A started sk_msg data plane: functions f1..f5, chains (1 2 3), (3), (2 1 2 4)."""
+    t = SkmsgTransport(tmp_path, make_table(5, chains=[[1, 2, 3], [3], [2, 1, 2, 4]]))
+    t.start()
+    yield t
+    t.stop()
