@@ -8,7 +8,6 @@ to the chain's next hop, back to a caller, or to the gateway.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import dis
 import inspect
@@ -32,6 +31,7 @@ from spright.descriptor import (
     ERROR,
     GATEWAY,
     HAS_RESPONSE_META,
+    KIND_MASK,
     NEXT_IN_CHAIN,
     READY,
     REPLY,
@@ -84,8 +84,7 @@ class Worker:
         self._receiving = False
         self._active = 0
         self._backlog: deque[Descriptor] = deque()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._drained: asyncio.Future[None] | None = None  # set while drain() waits
         self._calls: dict[int, tuple[asyncio.Future[Reply], int]] = {}  # call id -> (future, callee)
         self._down: set[int] = set()  # callees that crashed and are not back yet
         self._call_ids = itertools.count(1)
@@ -104,7 +103,10 @@ class Worker:
 
     async def drain(self) -> None:
         """Wait until every accepted request has finished."""
-        await self._idle.wait()
+        if self._active:
+            if self._drained is None or self._drained.done():
+                self._drained = self._loop.create_future()  # type: ignore[union-attr]
+            await self._drained
 
     def close(self) -> None:
         if self._endpoint is not None:
@@ -119,7 +121,7 @@ class Worker:
         try:
             for descriptor in unpack_many(data):
                 payload_bytes += descriptor.length
-                kind = descriptor.kind
+                kind = descriptor.flags & KIND_MASK
                 if kind in (REQUEST, CALL):
                     if self._active < self.function.concurrency:
                         self._begin(descriptor)
@@ -137,15 +139,16 @@ class Worker:
             self._receiving = False
         counters[BYTES] += payload_bytes
         if not self._active:
-            self._idle.set()
+            self._now_idle()
         self._outbox.flush()  # type: ignore[union-attr]
 
     def _begin(self, descriptor: Descriptor) -> None:
         self._active += 1
-        self._idle.clear()
         if self._inline:  # what an eager Task would do, minus the Task; in a context of its own
-            with contextlib.suppress(StopIteration):
+            try:  # noqa: SIM105 (contextlib.suppress adds two Python calls per descriptor)
                 contextvars.copy_context().run(self._run(descriptor).send, None)
+            except StopIteration:
+                pass
         else:
             start_task(self._loop, self._run(descriptor))
 
@@ -154,8 +157,12 @@ class Worker:
         if self._backlog:
             self._begin(self._backlog.popleft())
         elif not self._active and not self._receiving:
-            self._idle.set()
+            self._now_idle()
             self._outbox.flush()  # nothing else running: waiting for the loop's turn only adds latency  # type: ignore[union-attr]
+
+    def _now_idle(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
 
     # -- running a handler -----------------------------------------------------------------
     async def _run(self, d: Descriptor) -> None:
@@ -196,7 +203,7 @@ class Worker:
         elif payload is not ctx.body:  # returning ctx.body itself costs nothing: it is already there
             slot = self._place(d, ctx._slot_view, payload, None)
         status = ctx.status or d.status
-        if d.kind == CALL:
+        if d.flags & KIND_MASK == CALL:
             out = pack(d.sender, self.id, REPLY | flags, 0, d.chain, status, slot.id, len(payload),
                        d.request_id, d.call_id, slot.generation)
         else:

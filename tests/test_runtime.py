@@ -1,11 +1,16 @@
 """The worker's scheduling: handlers with no await point run inline (no Task), and what one
 batch produced leaves in one send (test_node checks their context isolation on real nodes)."""
 
+from __future__ import annotations
+
 import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from spright import App, Context
-from spright.descriptor import GATEWAY, REQUEST, RESPONSE, SIZE, pack, unpack_many
+from spright.descriptor import GATEWAY, REQUEST, RESPONSE, SIZE, Descriptor, pack, unpack_many
 from spright.pool import Pool
 from spright.runtime import Worker, never_suspends
 from spright.transport.local import LocalTransport
@@ -17,6 +22,11 @@ async def answers(ctx: Context) -> bytes:
 
 async def waits(ctx: Context) -> bytes:
     await asyncio.sleep(0)
+    return b"ok"
+
+
+async def sleeps_a_little(ctx: Context) -> bytes:
+    await asyncio.sleep(0.2)
     return b"ok"
 
 
@@ -36,35 +46,62 @@ def test_only_coroutines_without_an_await_point_run_inline() -> None:
     assert not never_suspends(lambda ctx: answers(ctx))
 
 
-async def test_what_one_batch_produced_leaves_in_one_send() -> None:
-    app = App("batch")
-    app.route("/", app.add_function(answers, name="answers"))
-    table = app.compile()
-    pool = Pool.create()
-    try:
-        transport = LocalTransport(Path("/nonexistent"), table)
-        received: list[bytes] = []
-        await transport.attach(GATEWAY, received.append)
-        worker = Worker(table, app.functions["answers"], pool)
-        await worker.start(transport)
-        while not received:  # the worker's READY
-            await asyncio.sleep(0)
-        received.clear()
+class Harness:
+    """One real Worker on the in-process transport; ``received`` is what reached the gateway."""
 
-        slots = [pool.alloc(64, owner=i + 1) for i in range(10)]
-        worker.receive(b"".join(
-            pack(worker.id, GATEWAY, REQUEST, 0, 0, 0, s.id, 0, i + 1, 0, s.generation) for i, s in enumerate(slots)
+    def __init__(self, handler: Callable[[Context], Any]) -> None:
+        self.app = App("harness")
+        self.app.route("/", self.app.add_function(handler, name="fn"))
+        self.table = self.app.compile()
+        self.pool = Pool.create()
+        self.received: list[bytes] = []
+
+    async def __aenter__(self) -> Harness:
+        transport = LocalTransport(Path("/nonexistent"), self.table)
+        await transport.attach(GATEWAY, self.received.append)
+        self.worker = Worker(self.table, self.app.functions["fn"], self.pool)
+        await self.worker.start(transport)
+        while not self.received:  # the worker's READY
+            await asyncio.sleep(0)
+        self.received.clear()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.worker.close()
+        self.pool.close()
+
+    def send(self, count: int) -> None:
+        slots = [self.pool.alloc(64, owner=i + 1) for i in range(count)]
+        self.worker.receive(b"".join(
+            pack(self.worker.id, GATEWAY, REQUEST, 0, 0, 0, s.id, 0, i + 1, 0, s.generation)
+            for i, s in enumerate(slots)
         ))
+
+    def answers(self) -> list[Descriptor]:
+        out = [d for batch in self.received for d in unpack_many(batch)]
+        for d in out:
+            assert self.pool.read(d.slot, d.length) == b"ok"
+            self.pool.free(d.slot, d.generation)
+        return out
+
+
+async def test_what_one_batch_produced_leaves_in_one_send() -> None:
+    async with Harness(answers) as h:
+        h.send(10)
         for _ in range(3):
             await asyncio.sleep(0)
+        assert len(h.received) == 1 and len(h.received[0]) == 10 * SIZE
+        descriptors = h.answers()
+        assert [d.kind for d in descriptors] == [RESPONSE] * 10
+        assert [d.request_id for d in descriptors] == list(range(1, 11))
 
-        assert len(received) == 1 and len(received[0]) == 10 * SIZE
-        answers_ = unpack_many(received[0])
-        assert [d.kind for d in answers_] == [RESPONSE] * 10
-        assert [d.request_id for d in answers_] == list(range(1, 11))
-        for d in answers_:
-            assert pool.read(d.slot, d.length) == b"ok"
-            pool.free(d.slot, d.generation)
-        worker.close()
-    finally:
-        pool.close()
+
+async def test_drain_waits_for_handlers_in_flight() -> None:
+    async with Harness(sleeps_a_little) as h:
+        await asyncio.wait_for(h.worker.drain(), 0.05)  # nothing in flight: at once
+        h.send(3)
+        started = time.monotonic()
+        await asyncio.gather(h.worker.drain(), h.worker.drain())  # two waiters, one event
+        assert time.monotonic() - started >= 0.15
+        await asyncio.sleep(0)
+        assert [d.kind for d in h.answers()] == [RESPONSE] * 3
