@@ -183,12 +183,15 @@ def _stats_table(data: dict[str, Any], previous: dict[str, Any] | None, seconds:
         counters.add_column(label, justify="right")
         if rates is not None and key in RATED:
             counters.add_column(f"{label}/s", justify="right", style="cyan")
+    counters.add_column("mean µs", justify="right", style="green")
     for function in data["functions"]:
         cells = [str(function["id"]), function["name"], function["domain"]]
         for _, key in COUNTERS:
             cells.append(f"{function[key]:,}")
             if rates is not None and key in RATED:
                 cells.append(f"{rates[function['name']][key]:,.0f}")
+        handled = function["handled"]
+        cells.append(f"{function['handler_ns'] / handled / 1000:,.1f}" if handled else "-")
         counters.add_row(*cells)
     kernel_keys = [k for k in dict.fromkeys(k for f in data["functions"] for k in f.get("kernel", {}))
                    if not k.startswith("bytes")]  # byte counts: --json and /metrics (the table must fit)

@@ -41,6 +41,8 @@ COLUMNS = (
     "payload_bytes",  # payload bytes referenced by the descriptors it received
     "handler_errors",  # handlers that raised (functions only)
     "calls",  # ctx.call()s made
+    "handled",  # handler runs finished (requests and calls), errors included
+    "handler_ns",  # their total wall time, awaits (ctx.call) included: mean = handler_ns / handled
     "requests",  # gateway only: HTTP requests sent down a chain or answered at once
     "responses_1xx",  # gateway only: responses by status class
     "responses_2xx",
@@ -48,11 +50,11 @@ COLUMNS = (
     "responses_4xx",
     "responses_5xx",
 )
-IN, OUT, BYTES, ERRORS, CALLS, REQUESTS = range(6)
+IN, OUT, BYTES, ERRORS, CALLS, HANDLED, HANDLER_NS, REQUESTS = range(8)
 RESPONSES = REQUESTS  # RESPONSES + status // 100 is the column of that status class
 ROW_WORDS = 16  # 128 bytes: two cache lines, so writers of neighbouring rows never share one
 ROW_BYTES = ROW_WORDS * 8
-FUNCTION_COLUMNS = COLUMNS[:5]
+FUNCTION_COLUMNS = COLUMNS[:7]
 
 # -- latency histogram: fixed bounds in seconds (le), tuned for sub-millisecond chains ------
 BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -226,11 +228,15 @@ class _Collector(Collector):
             "payload_bytes": "Payload bytes referenced by descriptors the endpoint received.",
             "handler_errors": "Handlers that raised (HTTPError included).",
             "calls": "Internal ctx.call()s made.",
+            "handled": "Handler runs finished (requests and calls), errors included.",
+            "handler_ns": "Wall time spent in handlers, awaits included.",
         }
         for column, name in enumerate(FUNCTION_COLUMNS):
-            family = CounterMetricFamily(f"spright_{name}", helps[name], labels=["function", "domain"])
+            scale = 1e-9 if name == "handler_ns" else 1  # Prometheus wants seconds
+            family = CounterMetricFamily(f"spright_{name.replace('_ns', '_seconds')}", helps[name],
+                                         labels=["function", "domain"])
             for endpoint, row in enumerate(rows):
-                family.add_metric(self._labels(endpoint), row[column])
+                family.add_metric(self._labels(endpoint), row[column] * scale)
             yield family
         yield CounterMetricFamily("spright_requests", "HTTP requests received by the gateway.", value=rows[0][REQUESTS])
         responses = CounterMetricFamily("spright_responses", "HTTP responses by status class.", labels=["status"])

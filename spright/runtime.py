@@ -18,6 +18,7 @@ import sys
 import traceback
 from collections import deque
 from collections.abc import Coroutine
+from time import perf_counter_ns
 from typing import Any
 
 import orjson
@@ -42,7 +43,7 @@ from spright.descriptor import (
     pack,
     unpack_many,
 )
-from spright.metrics import BYTES, CALLS, ERRORS, IN, OUT, ROW_WORDS
+from spright.metrics import BYTES, CALLS, ERRORS, HANDLED, HANDLER_NS, IN, OUT, ROW_WORDS
 from spright.pool import Pool, PoolExhausted, Slot, read_meta, write_meta
 from spright.routing import Function, RouteTable
 from spright.transport.base import Endpoint, Outbox, Transport
@@ -170,6 +171,7 @@ class Worker:
             if not self.pool.is_current(d.slot, d.generation):
                 return  # the request ended (timeout) and its slot was reclaimed: drop
             ctx = Context(self, d, self.pool.view(d.slot))
+            started = perf_counter_ns()
             try:
                 result = self.function.handler(ctx)
                 if self._is_async or inspect.isawaitable(result):
@@ -180,6 +182,9 @@ class Worker:
             except Exception as exc:
                 if self._still_owns(d):
                     self._fail(d, exc)
+            counters = self.counters
+            counters[HANDLED] += 1
+            counters[HANDLER_NS] += perf_counter_ns() - started
         finally:
             self._finished()
 

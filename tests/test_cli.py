@@ -53,6 +53,7 @@ async def test_stats_json_counts_the_requests_sent(echo_node) -> None:
         assert function["descriptors_out"] - old["descriptors_out"] == 20
         assert function["payload_bytes"] - old["payload_bytes"] == 20 * 5
         assert function["handler_errors"] == 0
+        assert function["handled"] - old["handled"] == 20 and function["handler_ns"] > old["handler_ns"]
         assert ("kernel" in function) == after["kernel_counters"]
     # the gateway publishes its own row every 0.1 s: it may lag a moment
     for _ in range(20):
@@ -69,6 +70,7 @@ def test_stats_table_names_every_function(echo_node) -> None:
     assert result.returncode == 0, result.stderr
     for name in ("gateway", "parse", "enrich", "reply"):
         assert name in result.stdout
+    assert "mean µs" in result.stdout
 
 
 def test_routes_live_reads_the_running_nodes_table(echo_node) -> None:

@@ -57,6 +57,8 @@ async def test_counters_through_testclient_match_requests() -> None:
         assert total["calls"] == 6 and adder["descriptors_in"] == 6 and adder["calls"] == 0
         assert total["descriptors_in"] == 3 + 6  # 3 requests, 6 replies to its calls
         assert client.counters_of("boom")["handler_errors"] == 1
+        assert (upper["handled"], tag["handled"], adder["handled"], total["handled"]) == (5, 10, 6, 3)
+        assert client.counters_of("boom")["handled"] == 1  # a run that raised is still a run
         gateway = client.counters_of("gateway")
         assert gateway["requests"] == 10 and gateway["descriptors_out"] == 9
         assert (gateway["responses_2xx"], gateway["responses_4xx"], gateway["responses_5xx"]) == (8, 1, 1)
@@ -73,6 +75,8 @@ async def test_metrics_endpoint_in_process_has_counters_gauges_and_histograms() 
         found = families(response.text)
     assert sample(found["spright_descriptors_in"], "_total", function="upper", domain="demo") == 4
     assert sample(found["spright_handler_errors"], "_total", function="boom") == 1
+    assert sample(found["spright_handled"], "_total", function="upper") == 4
+    assert 0 < sample(found["spright_handler_seconds"], "_total", function="upper") < 1
     assert sample(found["spright_responses"], "_total", status="5xx") == 1
     assert sample(found["spright_requests_in_flight"]) == 0  # /metrics itself never goes down a chain
     latency = found["spright_request_duration_seconds"]
@@ -83,6 +87,13 @@ async def test_metrics_endpoint_in_process_has_counters_gauges_and_histograms() 
     assert len(buckets) == len(BUCKETS) + 1
     assert [s.value for s in buckets] == sorted(s.value for s in buckets), "cumulative"
     assert "spright_pool_slots_in_use" in found and "spright_pool_slots" in found
+
+
+async def test_handler_time_includes_what_the_handler_awaits() -> None:
+    async with TestClient(demo) as client:
+        assert (await client.get("/sleep?s=0.1")).status == 200
+        sleepy = client.counters_of("sleepy")
+    assert sleepy["handled"] == 1 and 0.1e9 <= sleepy["handler_ns"] < 0.5e9
 
 
 async def test_an_app_that_routes_get_metrics_keeps_its_route() -> None:
