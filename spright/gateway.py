@@ -223,10 +223,11 @@ class Gateway:
         self._pending[request_id] = (done, route, now + route.timeout, now)
         first = NEXT_IN_CHAIN if self._kernel_routes else chain[0]
         out = pack(first, GATEWAY, REQUEST, 0, route.chain, 0, slot.id, body.length, request_id, 0, slot.generation)
-        self._outbox.put(out)  # type: ignore[union-attr]
-        self._counts[OUT] += 1  # one per request sent down a chain; requests = this + answered at once
         if len(self._pending) == 1:  # the only request in flight: no batch to wait for
-            self._outbox.flush()  # type: ignore[union-attr]
+            self._outbox.send_now(out)  # type: ignore[union-attr]
+        else:
+            self._outbox.put(out)  # type: ignore[union-attr]
+        self._counts[OUT] += 1  # one per request sent down a chain; requests = this + answered at once
 
     def exposition(self) -> Response:
         """``GET /metrics``: Prometheus text of every endpoint's counters, the data plane's

@@ -82,7 +82,6 @@ class Worker:
         self.counters = counters if counters is not None else memoryview(bytearray(8 * ROW_WORDS)).cast("Q")
         self._is_async = inspect.iscoroutinefunction(function.handler)
         self._inline = never_suspends(function.handler)
-        self._receiving = False
         self._active = 0
         self._backlog: deque[Descriptor] = deque()
         self._drained: asyncio.Future[None] | None = None  # set while drain() waits
@@ -118,7 +117,8 @@ class Worker:
         counters = self.counters
         counters[IN] += len(data) // SIZE
         payload_bytes = 0
-        self._receiving = True  # handlers finishing inside this call leave as one batch, below
+        outbox = self._outbox
+        outbox.held = True  # what handlers finish inside this call leaves in one send, below  # type: ignore[union-attr]
         try:
             for descriptor in unpack_many(data):
                 payload_bytes += descriptor.length
@@ -137,11 +137,11 @@ class Worker:
                 else:
                     log.warning("%s: unexpected descriptor %s", self.function.name, descriptor)
         finally:
-            self._receiving = False
-        counters[BYTES] += payload_bytes
-        if not self._active:
-            self._now_idle()
-        self._outbox.flush()  # type: ignore[union-attr]
+            outbox.held = False  # type: ignore[union-attr]
+            counters[BYTES] += payload_bytes
+            if not self._active:
+                self._now_idle()
+            outbox.flush()  # type: ignore[union-attr]
 
     def _begin(self, descriptor: Descriptor) -> None:
         self._active += 1
@@ -157,7 +157,7 @@ class Worker:
         self._active -= 1
         if self._backlog:
             self._begin(self._backlog.popleft())
-        elif not self._active and not self._receiving:
+        elif not self._active and not self._outbox.held:  # type: ignore[union-attr]
             self._now_idle()
             self._outbox.flush()  # nothing else running: waiting for the loop's turn only adds latency  # type: ignore[union-attr]
 
