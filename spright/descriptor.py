@@ -6,6 +6,7 @@ that word to pick the destination socket, so the field order is part of the kern
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import NamedTuple
 
@@ -62,6 +63,9 @@ class Descriptor(NamedTuple):
         return cls._make(_STRUCT.unpack(data))
 
 
+_from_fields = functools.partial(tuple.__new__, Descriptor)  # Descriptor._make without a Python call
+
+
 def pack_many(descriptors: list[Descriptor]) -> bytes:
     """One buffer for one send(): the kernel gives each SIZE-byte record its own verdict."""
     return struct.pack("<" + FORMAT[1:] * len(descriptors), *(f for d in descriptors for f in d))
@@ -70,4 +74,4 @@ def pack_many(descriptors: list[Descriptor]) -> bytes:
 def unpack_many(data: bytes | memoryview) -> list[Descriptor]:
     if len(data) % SIZE:
         raise ValueError(f"descriptor batch of {len(data)} bytes is not a multiple of {SIZE}")
-    return list(map(Descriptor._make, _STRUCT.iter_unpack(data)))  # no per-call comprehension function
+    return list(map(_from_fields, _STRUCT.iter_unpack(data)))

@@ -123,10 +123,6 @@ class RouteTable:
     def name_of(self, endpoint_id: int) -> str:
         return "gateway" if endpoint_id == GATEWAY else self.functions[endpoint_id - 1].name
 
-    def next_hop(self, chain: int, hop: int) -> int:
-        """The endpoint after position ``hop`` of ``chain`` (the gateway after the last)."""
-        return self.chains[chain][hop + 1]
-
     def match(self, method: str, path: str) -> tuple[RouteEntry, dict[str, str]]:
         """The route for ``method path``; HEAD falls back to GET, as HTTP expects."""
         exact = self._exact  # type: ignore[attr-defined]

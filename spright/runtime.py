@@ -93,6 +93,7 @@ class Worker:
         self._outbox: Outbox | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kernel_routes = False
+        self._chains = table.chains
 
     async def start(self, transport: Transport) -> None:
         self._loop = asyncio.get_running_loop()
@@ -139,7 +140,7 @@ class Worker:
         finally:
             outbox.held = False  # type: ignore[union-attr]
             counters[BYTES] += payload_bytes
-            if not self._active:
+            if not self._active and self._drained is not None:
                 self._now_idle()
             outbox.flush()  # type: ignore[union-attr]
 
@@ -177,45 +178,45 @@ class Worker:
                 if self._is_async or inspect.isawaitable(result):
                     result = await result
                 payload, body_flag = encode(result)
-                if self._still_owns(d):
+                if self.pool.is_current(d.slot, d.generation):
                     self._forward(d, ctx, payload, body_flag)
+                else:
+                    self._outlived(d)
             except Exception as exc:
-                if self._still_owns(d):
+                if self.pool.is_current(d.slot, d.generation):
                     self._fail(d, exc)
+                else:
+                    self._outlived(d)
             counters = self.counters
             counters[HANDLED] += 1
             counters[HANDLER_NS] += perf_counter_ns() - started
         finally:
             self._finished()
 
-    def _still_owns(self, d: Descriptor) -> bool:
-        """False when the request ended (timed out) while the handler ran and the gateway
-        reclaimed its slot: the slot may hold another request by now, so nothing is written."""
-        if self.pool.is_current(d.slot, d.generation):
-            return True
+    def _outlived(self, d: Descriptor) -> None:
+        """The request ended (timed out) while the handler ran and the gateway reclaimed its
+        slot: the slot may hold another request by now, so nothing is written to it."""
         log.warning("%s: request %d ended before its handler returned; result dropped", self.function.name,
                     d.request_id)
-        return False
 
     def _forward(self, d: Descriptor, ctx: Context, payload: bytes | memoryview, body_flag: int) -> None:
         flags = (d.flags & HAS_RESPONSE_META) | body_flag
-        slot = Slot(d.slot, d.generation)
-        response_meta = ctx.response_meta()
-        if response_meta is not None:
-            meta = orjson.dumps({**ctx.meta, "response": response_meta})
+        slot, generation = d.slot, d.generation
+        if ctx.content_type is not None or ctx.response_headers:  # the handler shaped the HTTP response
+            meta = orjson.dumps({**ctx.meta, "response": ctx.response_meta()})
             flags |= HAS_RESPONSE_META
-            slot = self._place(d, ctx._slot_view, payload, meta)
+            slot, generation = self._place(d, ctx._slot_view, payload, meta)
         elif payload is not ctx.body:  # returning ctx.body itself costs nothing: it is already there
-            slot = self._place(d, ctx._slot_view, payload, None)
+            slot, generation = self._place(d, ctx._slot_view, payload, None)
         status = ctx.status or d.status
         if d.flags & KIND_MASK == CALL:
-            out = pack(d.sender, self.id, REPLY | flags, 0, d.chain, status, slot.id, len(payload),
-                       d.request_id, d.call_id, slot.generation)
+            out = pack(d.sender, self.id, REPLY | flags, 0, d.chain, status, slot, len(payload),
+                       d.request_id, d.call_id, generation)
         else:
-            next_hop = self.table.next_hop(d.chain, d.hop)
+            next_hop = self._chains[d.chain][d.hop + 1]  # the gateway after the chain's last hop
             kind = RESPONSE if next_hop == GATEWAY else REQUEST
             out = pack(NEXT_IN_CHAIN if self._kernel_routes else next_hop, self.id, kind | flags, d.hop + 1, d.chain,
-                       status, slot.id, len(payload), d.request_id, 0, slot.generation)
+                       status, slot, len(payload), d.request_id, 0, generation)
         self._outbox.put(out)  # type: ignore[union-attr]
         self.counters[OUT] += 1
 

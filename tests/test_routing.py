@@ -26,7 +26,6 @@ def test_compose_with_rshift_and_repeat_a_function() -> None:
     assert table.chains[0] == (1, 2, 1, 3, GATEWAY)
     assert table.chains[1] == (1, 3, GATEWAY)
     assert table.chains[2] == (2, GATEWAY)
-    assert table.next_hop(0, 0) == 2 and table.next_hop(0, 3) == GATEWAY
 
 
 def test_decorator_and_identical_chains_share_an_id() -> None:

@@ -120,7 +120,11 @@ class RecordProtocol(asyncio.Protocol):
         self._buffer = RecordBuffer()
 
     def data_received(self, data: bytes) -> None:
-        whole = self._buffer.feed(data)
+        buffer = self._buffer
+        if not buffer._tail and not len(data) % SIZE:  # the usual case: whole descriptors only
+            self._on_receive(data)
+            return
+        whole = buffer.feed(data)
         if whole:
             self._on_receive(whole)
 
