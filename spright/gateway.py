@@ -24,6 +24,7 @@ from spright.descriptor import (
     ERROR,
     GATEWAY,
     HAS_RESPONSE_META,
+    KIND_MASK,
     NEXT_IN_CHAIN,
     READY,
     REQUEST,
@@ -248,7 +249,7 @@ class Gateway:
     def receive(self, data: bytes) -> None:
         self._counts[IN] += len(data) // SIZE
         for d in unpack_many(data):
-            kind = d.kind
+            kind = d.flags & KIND_MASK
             if kind in (RESPONSE, ERROR):
                 self._complete(d)
             elif kind == READY:
@@ -264,21 +265,24 @@ class Gateway:
     def _complete(self, d: Descriptor) -> None:
         pending = self._pending.pop(d.request_id, None)
         pool = self.pool
-        if pending is None or not pool.is_current(d.slot, d.generation):
+        if pending is None:
             self._failed.pop(d.request_id, None)
             pool.free(d.slot, d.generation)  # a late answer: reclaim its slot now
             return
         flags = d.flags
-        body = pool.read(d.slot, d.length)
-        if flags & HAS_RESPONSE_META:
+        if flags & HAS_RESPONSE_META and pool.is_current(d.slot, d.generation):
             headers = self._response_headers(d)
         else:
             headers = [CONTENT_TYPE_HEADERS.get(flags & BODY_MASK, OCTET_STREAM_HEADER)]
-        pool.free(d.slot, d.generation)
-        status = d.status or (500 if flags & 0x0F == ERROR else 200)
+        body = pool.take(d.slot, d.generation, d.length)
+        if body is None:  # never expected: an answer naming a slot that is not its own
+            log.error("gateway: request %d answered with a stale slot: %s", d.request_id, d)
+            response = error_response(502, "the chain's answer was lost")
+        else:
+            response = Response(d.status or (500 if flags & KIND_MASK == ERROR else 200), body, headers)
         self._counts[BYTES] += d.length
-        self.metrics.observe(pending[1], status, pending[3])
-        pending[0](Response(status, body, headers))
+        self.metrics.observe(pending[1], response.status, pending[3])
+        pending[0](response)
 
     def _response_headers(self, d: Descriptor) -> list[tuple[bytes, bytes]]:
         """Content type and headers a handler set (``ctx.content_type``, ``ctx.set_header``)."""

@@ -20,6 +20,7 @@ from spright.pool import PoolExhausted
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in _REASONS.items()}
+_HEADER_LINE = b"%s: %s\r\n"
 _MAX_QUEUED = 64  # pipelined requests in flight per connection before we stop reading
 
 
@@ -31,7 +32,7 @@ def render(response: Response, keep_alive: bool, head_only: bool = False) -> byt
     tail = b"content-length: %d\r\n\r\n" if keep_alive else b"content-length: %d\r\nconnection: close\r\n\r\n"
     return b"".join((
         line,
-        *[b"%s: %s\r\n" % pair for pair in response.headers],
+        *map(_HEADER_LINE.__mod__, response.headers),
         tail % len(body),
         b"" if head_only else body,
     ))

@@ -14,6 +14,7 @@ A slot's bytes: ``[payload ... | meta | meta_len u32]`` — the payload starts a
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import secrets
 import struct
@@ -32,6 +33,9 @@ MiB = 1 << 20
 class Slot(NamedTuple):
     id: int
     generation: int
+
+
+_slot = functools.partial(tuple.__new__, Slot)  # Slot(id, generation) without a Python call
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ class Pool:
                     index = self._base[number] + local
                     generation = generations[index] = (generations[index] + 1) & 0xFFFFFFFF
                     self._owner[index] = owner
-                    return Slot((number << CLASS_SHIFT) | local, generation)
+                    return _slot(((number << CLASS_SHIFT) | local, generation))
                 number += 1
         raise PoolExhausted(f"no free slot of {size} bytes or more")
 
@@ -164,6 +168,17 @@ class Pool:
         number = slot >> CLASS_SHIFT
         start = (slot & INDEX_MASK) * self._capacities[number]
         return bytes(self._views[number][start : start + length])
+
+    def take(self, slot: int, generation: int, length: int) -> bytes | None:
+        """A copy of the first ``length`` bytes, and the slot back to the pool, in one step;
+        None (and nothing done) if the slot is no longer that generation's."""
+        number, local = slot >> CLASS_SHIFT, slot & INDEX_MASK
+        index = self._base[number] + local
+        if self._generation[index] != generation or not self._owner[index]:
+            return None
+        start = local * self._capacities[number]
+        data = bytes(self._views[number][start : start + length])
+        return data if self.free(slot, generation) else None
 
     def capacity(self, slot: int) -> int:
         return self.classes[slot >> CLASS_SHIFT][0]

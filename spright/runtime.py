@@ -295,12 +295,8 @@ class Worker:
 
     def _settle_call(self, d: Descriptor) -> None:
         future = self._calls.get(d.call_id, (None, 0))[0]
-        if not self.pool.is_current(d.slot, d.generation):
-            return  # late reply for a reclaimed slot
-        with self.pool.view(d.slot) as view:
-            body = bytes(view[: d.length])
-        self.pool.free(d.slot, d.generation)
-        if future is None or future.done():
+        body = self.pool.take(d.slot, d.generation, d.length)
+        if body is None or future is None or future.done():  # late: the call or its slot is gone
             return
         if d.kind == ERROR:
             error = orjson.loads(body) if body else {}

@@ -33,6 +33,14 @@ def test_alloc_free_and_generation(pool: Pool) -> None:
     assert pool.in_use() == 1
 
 
+def test_take_copies_out_and_frees_once(pool: Pool) -> None:
+    slot = pool.alloc(10, owner=1)
+    pool.view(slot.id)[:5] = b"hello"
+    assert pool.take(slot.id, slot.generation + 1, 5) is None and pool.in_use() == 1  # not its generation
+    assert pool.take(*slot, 5) == b"hello" and pool.in_use() == 0
+    assert pool.take(*slot, 5) is None, "taken once"
+
+
 def test_exhaustion_falls_back_to_larger_classes_then_raises(pool: Pool) -> None:
     slots = [pool.alloc(100, owner=1) for _ in range(4 + 2 + 1)]
     assert len({s.id for s in slots}) == 7

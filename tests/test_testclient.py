@@ -2,6 +2,7 @@ import asyncio
 
 import pytest
 
+from spright.descriptor import GATEWAY, RESPONSE, Descriptor
 from spright.gateway import Limits
 from spright.pool import PoolConfig
 from spright.testing import TestClient
@@ -97,6 +98,18 @@ async def test_a_handler_outliving_its_request_never_writes_into_a_reused_slot()
         r = await client.post("/hold?s=0.8", body=b"second body")
         assert r.status == 200 and r.body == b"ydob dnoces"
         assert client.pool.in_use() == 0
+
+
+async def test_an_answer_naming_a_stale_slot_fails_the_request_instead_of_hanging(client: TestClient) -> None:
+    waiting = asyncio.create_task(client.get("/sleep?s=0.2"))
+    while not client.gateway._pending:
+        await asyncio.sleep(0.01)
+    (request_id,) = client.gateway._pending
+    forged = Descriptor(GATEWAY, 1, RESPONSE, 1, 0, 200, 0, 0, request_id, 0, 0xFFFF)  # no slot has it
+    client.gateway.receive(forged.pack())
+    r = await asyncio.wait_for(waiting, 0.1)
+    assert r.status == 502 and r.json()["error"] == "the chain's answer was lost"
+    await asyncio.sleep(0.3)  # the real answer arrives late: its slot is reclaimed (fixture checks)
 
 
 async def test_body_over_the_limit_is_413() -> None:
