@@ -155,9 +155,8 @@ class Context:
             raise ValueError("header names and values must not contain CR or LF")
         self.response_headers.append((name, value))
 
-    def response_meta(self) -> dict[str, Any] | None:
-        if self.content_type is None and not self.response_headers:
-            return None
+    def response_meta(self) -> dict[str, Any]:
+        """What the gateway needs to render the handler's choices (content type, headers)."""
         return {"content_type": self.content_type, "headers": self.response_headers}
 
     def release(self) -> None:

@@ -171,13 +171,8 @@ class Pool:
 
     def take(self, slot: int, generation: int, length: int) -> bytes | None:
         """A copy of the first ``length`` bytes, and the slot back to the pool, in one step;
-        None (and nothing done) if the slot is no longer that generation's."""
-        number, local = slot >> CLASS_SHIFT, slot & INDEX_MASK
-        index = self._base[number] + local
-        if self._generation[index] != generation or not self._owner[index]:
-            return None
-        start = local * self._capacities[number]
-        data = bytes(self._views[number][start : start + length])
+        None (and nothing freed) if the slot is no longer that generation's."""
+        data = self.read(slot, length)
         return data if self.free(slot, generation) else None
 
     def capacity(self, slot: int) -> int:

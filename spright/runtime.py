@@ -93,7 +93,6 @@ class Worker:
         self._outbox: Outbox | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._kernel_routes = False
-        self._chains = table.chains
 
     async def start(self, transport: Transport) -> None:
         self._loop = asyncio.get_running_loop()
@@ -213,7 +212,7 @@ class Worker:
             out = pack(d.sender, self.id, REPLY | flags, 0, d.chain, status, slot, len(payload),
                        d.request_id, d.call_id, generation)
         else:
-            next_hop = self._chains[d.chain][d.hop + 1]  # the gateway after the chain's last hop
+            next_hop = self.table.chains[d.chain][d.hop + 1]  # the gateway after the chain's last hop
             kind = RESPONSE if next_hop == GATEWAY else REQUEST
             out = pack(NEXT_IN_CHAIN if self._kernel_routes else next_hop, self.id, kind | flags, d.hop + 1, d.chain,
                        status, slot, len(payload), d.request_id, 0, generation)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -121,12 +121,14 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def run_node(app_ref: str, *, transport: str = "unix", port: int | None = None, args: tuple[str, ...] = (),
+             env: Mapping[str, str] | None = None,
              startup_timeout: float = 60.0) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """Run ``spright run APP_REF`` in a subprocess; yields (port, process) once it serves."""
+    """Run ``spright run APP_REF`` in a subprocess; yields (port, process) once it serves.
+    ``env``: variables added to this process's environment for the node."""
     port = port or free_port()
     command = [sys.executable, "-m", "spright", "run", app_ref, "--port", str(port), "--transport", transport, *args]
     log = tempfile.TemporaryFile()  # noqa: SIM115 - a file, not a pipe: a chatty node never blocks on it
-    process = subprocess.Popen(command, stderr=log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(command, stderr=log, env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.monotonic() + startup_timeout
         while True:

@@ -39,11 +39,12 @@ def latency_hints() -> list[tuple[str, bool, str]]:
         if library
         else "statically linked interpreter"
     )
+    polling_off = halt_polling_off()
     idle = (
         f"guest halt polling is off ({HALT_POLL} = 0): an idle CPU takes ~20 us to wake, paid "
         "by most hops at low load. `echo 200000 >` it cut a 10-hop chain's p50 from 570 to "
         "325 us here, at the price of idle CPUs spinning up to 200 us"
-        if halt_polling_off()
+        if polling_off
         else "idle CPUs wake without a VM round trip (or this is not such a VM)"
     )
-    return [("interpreter", library is None, interpreter), ("idle-CPU wake-up", not halt_polling_off(), idle)]
+    return [("interpreter", library is None, interpreter), ("idle-CPU wake-up", not polling_off, idle)]

@@ -44,3 +44,16 @@ def node(tmp_path: Path) -> Iterator[SkmsgTransport]:
     t.start()
     yield t
     t.stop()
+
+
+@pytest.fixture
+def app_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """``app_database("parking")``: that app's SQLite file (SPRIGHT_<APP>_DB) is a fresh one of
+    this test's; returns its path."""
+
+    def use(app: str) -> Path:
+        path = tmp_path / f"{app}.sqlite3"
+        monkeypatch.setenv(f"SPRIGHT_{app.upper()}_DB", str(path))
+        return path
+
+    return use

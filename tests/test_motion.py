@@ -30,10 +30,8 @@ def events(detections: list[Detection]) -> list[dict]:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "motion.sqlite3"
-    monkeypatch.setenv("SPRIGHT_MOTION_DB", str(path))
-    return path
+def db_path(app_database) -> Path:
+    return app_database("motion")
 
 
 # -- episodes and traces ----------------------------------------------------------------------
@@ -140,10 +138,9 @@ async def test_frames_route(db_path: Path) -> None:
 # -- a real node -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def motion_url(transport: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SPRIGHT_DATA_DIR", str(tmp_path_factory.mktemp("motion-node")))
-        with run_node("apps.motion:app", transport=transport) as (port, _):
-            yield f"http://127.0.0.1:{port}"
+    data_dir = str(tmp_path_factory.mktemp("motion-node"))
+    with run_node("apps.motion:app", transport=transport, env={"SPRIGHT_DATA_DIR": data_dir}) as (port, _):
+        yield f"http://127.0.0.1:{port}"
 
 
 async def test_replay_sample_on_node(motion_url: str) -> None:

@@ -33,10 +33,8 @@ def photos() -> list:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "parking.sqlite3"
-    monkeypatch.setenv("SPRIGHT_PARKING_DB", str(path))
-    return path
+def db_path(app_database) -> Path:
+    return app_database("parking")
 
 
 # -- plates and tariff ---------------------------------------------------------------------
@@ -168,10 +166,9 @@ async def test_multipart_upload_and_concurrent_cars(db_path: Path, photos: list)
 # -- a real node -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def parking_url(transport: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SPRIGHT_DATA_DIR", str(tmp_path_factory.mktemp("parking-node")))
-        with run_node("apps.parking:app", transport=transport) as (port, _):
-            yield f"http://127.0.0.1:{port}"
+    data_dir = str(tmp_path_factory.mktemp("parking-node"))
+    with run_node("apps.parking:app", transport=transport, env={"SPRIGHT_DATA_DIR": data_dir}) as (port, _):
+        yield f"http://127.0.0.1:{port}"
 
 
 async def test_chains_on_node(parking_url: str, photos: list) -> None:

@@ -96,37 +96,24 @@ def by_destination(data: bytes) -> dict[int, bytes]:
     return {dest: b"".join(records) for dest, records in batches.items()}
 
 
-class RecordBuffer:
-    """Reassembles whole descriptors from a byte stream that may split them."""
-
-    __slots__ = ("_tail",)
-
-    def __init__(self) -> None:
-        self._tail = b""
-
-    def feed(self, data: bytes) -> bytes:
-        if self._tail:
-            data = self._tail + data
-        cut = len(data) - len(data) % SIZE
-        self._tail = data[cut:]
-        return data if cut == len(data) else data[:cut]
-
-
 class RecordProtocol(asyncio.Protocol):
-    """Read side of a stream endpoint: hands whole descriptors to the receiver."""
+    """Read side of a stream endpoint: hands whole descriptors to the receiver, keeping the
+    tail of a descriptor the stream split until the rest arrives."""
 
     def __init__(self, on_receive: Receiver) -> None:
         self._on_receive = on_receive
-        self._buffer = RecordBuffer()
+        self._tail = b""
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        if not buffer._tail and not len(data) % SIZE:  # the usual case: whole descriptors only
+        if self._tail:
+            data = self._tail + data
+        cut = len(data) - len(data) % SIZE
+        if cut != len(data):
+            data, self._tail = data[:cut], data[cut:]
+        else:
+            self._tail = b""
+        if data:
             self._on_receive(data)
-            return
-        whole = buffer.feed(data)
-        if whole:
-            self._on_receive(whole)
 
 
 class Outbox:
