@@ -1,0 +1,152 @@
+"""CPU per request in the gateway and per descriptor in a worker, in one process, no syscalls.
+
+What ``bench.run`` cannot separate: how much of a request is spright's own Python. The
+gateway is fed 64 keep-alive "GET /" requests at a time through its real ``HttpProtocol``,
+and a stand-in for the function answers every descriptor at once; a real ``Worker`` is fed
+batches of 64 REQUEST descriptors and its sends are only counted. Best of 7 rounds.
+Usage: ``python -m bench.inprocess``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import uvloop
+
+from spright import App, Context
+from spright.descriptor import GATEWAY, REQUEST, RESPONSE, SIZE, pack, unpack_many
+from spright.gateway import Gateway
+from spright.http import HttpProtocol
+from spright.pool import Pool
+from spright.runtime import Worker
+from spright.transport.base import Endpoint, Receiver, Transport
+
+REQUEST_BYTES = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+CONNECTIONS = 64
+
+
+async def _hello(ctx: Context) -> bytes:
+    return b"hello"
+
+
+async def _passthrough(ctx: Context) -> memoryview:
+    return ctx.body
+
+
+class _Collect(Endpoint):
+    """Keeps what is sent, for the round to hand back (or just count)."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def close(self) -> None:
+        pass
+
+
+class _InMemory(Transport):
+    name = "in-memory"
+
+    async def attach(self, endpoint_id: int, on_receive: Receiver) -> Endpoint:
+        self.endpoint = _Collect()
+        return self.endpoint
+
+
+class _Socket:
+    """The slice of asyncio.Transport that HttpProtocol uses; writes are dropped."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def _best(round_: Callable[[], None], per_round: int) -> float:
+    """µs per item over the best of 7 timed runs of 300 rounds, after 200 warm-up rounds."""
+    for _ in range(200):
+        round_()
+        await asyncio.sleep(0)
+    best = float("inf")
+    for _ in range(7):
+        gc.collect()
+        start = time.perf_counter()
+        for _ in range(300):
+            round_()
+            await asyncio.sleep(0)
+        best = min(best, (time.perf_counter() - start) / (300 * per_round) * 1e6)
+    return best
+
+
+async def gateway_us() -> float:
+    app = App("inprocess-gateway")
+    app.route("/", app.add_function(_hello, name="hello"), methods=["GET"])
+    table, pool = app.compile(), Pool.create()
+    gateway, transport = Gateway(table, pool), _InMemory(Path("/nonexistent"), table)
+    try:
+        await gateway.start(transport)
+        connections = [HttpProtocol(gateway, set()) for _ in range(CONNECTIONS)]
+        for connection in connections:
+            connection.connection_made(_Socket())  # type: ignore[arg-type]
+
+        def round_() -> None:
+            for connection in connections:
+                connection.data_received(REQUEST_BYTES)
+            gateway._outbox.flush()  # type: ignore[union-attr]
+            sent, transport.endpoint.sent = transport.endpoint.sent, []
+            for batch in sent:  # the function answers each request in place
+                gateway.receive(b"".join(
+                    pack(GATEWAY, 1, RESPONSE, 1, d.chain, 0, d.slot, 5, d.request_id, 0, d.generation)
+                    for d in unpack_many(batch)
+                ))
+
+        return await _best(round_, CONNECTIONS)
+    finally:
+        gateway.close()
+        pool.close()
+
+
+async def worker_us() -> float:
+    app = App("inprocess-worker")
+    first = app.add_function(_passthrough, name="first")
+    app.route("/", first >> app.add_function(_passthrough, name="second"), methods=["GET"])
+    table, pool = app.compile(), Pool.create()
+    worker, transport = Worker(table, app.functions["first"], pool), _InMemory(Path("/nonexistent"), table)
+    try:
+        await worker.start(transport)
+        await asyncio.sleep(0)  # its READY leaves
+        transport.endpoint.sent.clear()
+        slots = [pool.alloc(100, owner=i + 1) for i in range(CONNECTIONS)]
+        batch = b"".join(pack(worker.id, GATEWAY, REQUEST, 0, 0, 0, s.id, 10, i + 1, 0, s.generation)
+                         for i, s in enumerate(slots))
+
+        def round_() -> None:
+            worker.receive(batch)
+            sent, transport.endpoint.sent = transport.endpoint.sent, []
+            assert sum(map(len, sent)) == len(batch) == CONNECTIONS * SIZE
+
+        return await _best(round_, CONNECTIONS)
+    finally:
+        worker.close()
+        pool.close()
+
+
+async def main() -> None:
+    print(f"gateway: {await gateway_us():.2f} us of CPU per request (HTTP in, descriptor out and back, response)")
+    print(f"worker:  {await worker_us():.2f} us of CPU per descriptor (receive, handler, forward)")
+
+
+if __name__ == "__main__":
+    uvloop.run(main())
