@@ -52,14 +52,17 @@ log = logging.getLogger("spright.worker")
 
 if sys.version_info >= (3, 12):
 
-    def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:
+    def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run the handler's first step now: a handler that never awaits costs no loop trip."""
-        asyncio.Task(coro, loop=loop, eager_start=True)
+        return asyncio.Task(coro, loop=loop, eager_start=True)
 
 else:
 
-    def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> None:
-        loop.create_task(coro)
+    def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return loop.create_task(coro)
+
+
+PAST_DEADLINE = "the chain's timeout passed"  # the cancel message of a handler the worker ended
 
 
 def never_suspends(handler: Any) -> bool:
@@ -85,6 +88,8 @@ class Worker:
         self._active = 0
         self._backlog: deque[Descriptor] = deque()
         self._drained: asyncio.Future[None] | None = None  # set while drain() waits
+        self._deadlines: dict[asyncio.Task[None], float] = {}  # handlers running as Tasks -> when to end them
+        self._expiry: asyncio.TimerHandle | None = None
         self._calls: dict[int, tuple[asyncio.Future[Reply], int]] = {}  # call id -> (future, callee)
         self._down: set[int] = set()  # callees that crashed and are not back yet
         self._call_ids = itertools.count(1)
@@ -109,6 +114,8 @@ class Worker:
             await self._drained
 
     def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self._endpoint is not None:
             self._endpoint.close()
 
@@ -151,7 +158,9 @@ class Worker:
             except StopIteration:
                 pass
         else:
-            start_task(self._loop, self._run(descriptor))
+            task = start_task(self._loop, self._run(descriptor))
+            if not task.done():
+                self._watch(task, self._timeouts.get(descriptor.chain, 30.0))
 
     def _finished(self) -> None:
         self._active -= 1
@@ -160,6 +169,27 @@ class Worker:
         elif not self._active and not self._outbox.held:  # type: ignore[union-attr]
             self._now_idle()
             self._outbox.flush()  # nothing else running: waiting for the loop's turn only adds latency  # type: ignore[union-attr]
+
+    def _watch(self, task: asyncio.Task[None], timeout: float) -> None:
+        """End ``task`` if it still runs ``timeout`` from now (its chain's timeout: the gateway
+        or the caller has given up on it by then), so a hung handler cannot hold one of the
+        function's ``concurrency`` places, nor its slot, for good. One timer for all tasks."""
+        deadline = self._loop.time() + timeout  # type: ignore[union-attr]
+        self._deadlines[task] = deadline
+        if self._expiry is None or deadline < self._expiry.when():
+            if self._expiry is not None:
+                self._expiry.cancel()
+            self._expiry = self._loop.call_at(deadline, self._expire)  # type: ignore[union-attr]
+
+    def _expire(self) -> None:
+        self._expiry = None
+        now = self._loop.time()  # type: ignore[union-attr]
+        for task, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[task]
+                task.cancel(PAST_DEADLINE)
+        if self._deadlines:
+            self._expiry = self._loop.call_at(min(self._deadlines.values()), self._expire)  # type: ignore[union-attr]
 
     def _now_idle(self) -> None:
         if self._drained is not None and not self._drained.done():
@@ -181,7 +211,11 @@ class Worker:
                     self._forward(d, ctx, payload, body_flag)
                 else:
                     self._outlived(d)
-            except Exception as exc:
+            except (Exception, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError):
+                    if exc.args != (PAST_DEADLINE,):
+                        raise
+                    exc = self._past_deadline(d)
                 if self.pool.is_current(d.slot, d.generation):
                     self._fail(d, exc)
                 else:
@@ -190,7 +224,15 @@ class Worker:
             counters[HANDLED] += 1
             counters[HANDLER_NS] += perf_counter_ns() - started
         finally:
+            if not self._inline:
+                self._deadlines.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             self._finished()
+
+    def _past_deadline(self, d: Descriptor) -> HTTPError:
+        timeout = self._timeouts.get(d.chain, 30.0)
+        log.warning("%s: request %d still running after its chain's timeout (%g s): cancelled", self.function.name,
+                    d.request_id, timeout)
+        return HTTPError(504, f"{self.function.name} did not finish within the chain's timeout of {timeout:g} s")
 
     def _outlived(self, d: Descriptor) -> None:
         """The request ended (timed out) while the handler ran and the gateway reclaimed its

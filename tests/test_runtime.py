@@ -105,3 +105,13 @@ async def test_drain_waits_for_handlers_in_flight() -> None:
         assert time.monotonic() - started >= 0.15
         await asyncio.sleep(0)
         assert [d.kind for d in h.answers()] == [RESPONSE] * 3
+
+
+async def test_handlers_that_finish_in_time_leave_nothing_to_cancel() -> None:
+    async with Harness(waits) as h:
+        h.send(5)
+        assert len(h.worker._deadlines) == 5  # each Task is watched for its chain's timeout
+        for _ in range(4):
+            await asyncio.sleep(0)
+        assert len(h.answers()) == 5
+        assert h.worker._deadlines == {}, "a finished handler is no longer watched"

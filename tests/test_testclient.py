@@ -4,6 +4,7 @@ import pytest
 
 from spright.descriptor import GATEWAY, RESPONSE, Descriptor
 from spright.gateway import Limits
+from spright.metrics import ERRORS, HANDLED
 from spright.pool import PoolConfig
 from spright.testing import TestClient
 from tests.apps.demo import app
@@ -98,6 +99,15 @@ async def test_a_handler_outliving_its_request_never_writes_into_a_reused_slot()
         r = await client.post("/hold?s=0.8", body=b"second body")
         assert r.status == 200 and r.body == b"ydob dnoces"
         assert client.pool.in_use() == 0
+
+
+async def test_a_handler_past_its_chain_timeout_is_cancelled_and_frees_its_place(client: TestClient) -> None:
+    hung = await client.get("/stuck?hang=1")  # the function's only place (concurrency=1)
+    assert hung.status == 504
+    r = await client.get("/stuck")  # queued behind the hung handler until it is cancelled
+    assert r.status == 200 and r.text == "free"
+    row = client.counters.row(client.table.function_id("stuck"))
+    assert row[ERRORS] == 1 and row[HANDLED] == 2
 
 
 async def test_an_answer_naming_a_stale_slot_fails_the_request_instead_of_hanging(client: TestClient) -> None:

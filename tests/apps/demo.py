@@ -89,6 +89,14 @@ async def hold(ctx: Context) -> bytes:
     return ctx.bytes()[::-1]
 
 
+@app.function(concurrency=1)
+async def stuck(ctx: Context) -> str:
+    """Hangs for good when asked (``?hang=1``): only the chain's timeout can end it."""
+    if ctx.query.get("hang"):
+        await asyncio.Event().wait()
+    return "free"
+
+
 @app.function()
 async def grow(ctx: Context) -> bytes:
     return ctx.bytes() * int(ctx.query.get("times", "2"))
@@ -105,6 +113,7 @@ app.route("/sleep", sleepy, timeout=0.5)
 app.route("/context-count", context_count)
 app.route("/hold", hold, methods=["POST"])
 app.route("/hold-briefly", hold, methods=["POST"], timeout=0.5)
+app.route("/stuck", stuck, timeout=0.3)
 app.route("/grow", grow >> upper, methods=["POST"])
 
 
