@@ -122,6 +122,10 @@ async def test_error_statuses(demo_node) -> None:
             assert r.status == 500 and len((await r.json())["error_id"]) == 12
         async with session.get(f"{url}/sleep?s=2") as r:
             assert r.status == 504
+        async with session.get(f"{url}/stuck?hang=1") as r:
+            assert r.status == 504
+        async with session.get(f"{url}/stuck") as r:
+            assert r.status == 200, "the hung handler was cancelled: the function's only place is free again"
         async with session.post(f"{url}/add", json=[1, 2]) as r:
             assert r.status == 200 and await r.json() == {"sum": 3}, "the worker that raised keeps serving"
     too_big = await raw_exchange(port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\nabc")
