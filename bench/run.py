@@ -2,6 +2,11 @@
 
 Sequential on purpose: on a 2-core machine wrk takes one core, so two servers at once would
 measure the scheduler, not the data plane. ``python -m bench.run [--quick] [--only noop,raw]``.
+
+Each scenario's load run is bracketed by two short runs of the raw server (kept up, idle, for
+the whole run), so the results show the ceiling at that moment: on this VM the raw server alone
+flips between ~113k and ~145k req/s within minutes. Ratios use the fastest raw figure of the
+run (see ``bench.report.derive`` for why not the bracket).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,9 +50,21 @@ class Scenario:
     expect: bytes  # the response body a correct server gives
 
 
+RAW = Scenario("raw", "-", "raw uvloop+httptools", "GET", None, b"hello")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The raw server that brackets every scenario's load run."""
+
+    url: str
+    script: Path
+    seconds: float
+
+
 def scenarios(only: set[str] | None, transports: list[str]) -> list[Scenario]:
-    """raw first and last (to see drift), spright per transport in between, aiohttp before the last raw."""
-    out = [Scenario("raw", "-", "raw uvloop+httptools", "GET", None, b"hello")]
+    """raw first (its own latency and CPU figures), spright per transport, then aiohttp."""
+    out = [RAW]
     for transport in transports:
         out += [
             Scenario("noop", transport, "spright noop (1 fn)", "GET", None, b"hello"),
@@ -55,7 +73,6 @@ def scenarios(only: set[str] | None, transports: list[str]) -> list[Scenario]:
             Scenario("chain10_shared", transport, "spright chain10, one process", "GET", None, b"hello"),
         ]
     out.append(Scenario("aiohttp", "http", "aiohttp 3-process chain (64 B POST)", "POST", POST_BODY, POST_BODY))
-    out.append(Scenario("raw", "-", "raw uvloop+httptools (again)", "GET", None, b"hello"))
     return [s for s in out if only is None or s.name in only]
 
 
@@ -106,7 +123,7 @@ def process_name(pid: int, node: dict[str, Any] | None) -> str:
     return str(pid)
 
 
-def measure(s: Scenario, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def measure(s: Scenario, args: argparse.Namespace, workdir: Path, reference: Reference | None) -> dict[str, Any]:
     argv, ports = command(s)
     result: dict[str, Any] = {"scenario": s.name, "transport": s.transport, "label": s.label, "command": argv}
     server = Server(argv, ports, workdir / f"{s.name}-{s.transport}-{ports[0]}.log", ROOT)
@@ -124,10 +141,13 @@ def measure(s: Scenario, args: argparse.Namespace, workdir: Path) -> dict[str, A
         result["processes"] = len(server.pids)
         console.log(f"  warm-up {args.warmup}s")
         run_wrk(url, script, args.connections, args.warmup)
+        raw_before = raw_rps(reference, args.connections)
         console.log(f"  load -c{args.connections} {args.duration}s")
         before, busy_before = server.cpu(), machine_busy_seconds()
         load = run_wrk(url, script, args.connections, args.duration)
         after, busy = server.cpu(), machine_busy_seconds() - busy_before
+        if reference is not None:
+            result["raw_alongside"] = [raw_before, raw_rps(reference, args.connections)]
         per_pid = {pid: round(after.get(pid, 0.0) - before.get(pid, 0.0), 2) for pid in server.pids}
         spent = sum(per_pid.values())
         result["server_cpu_by_process"] = {process_name(pid, result.get("node")): cpu for pid, cpu in per_pid.items()}
@@ -153,6 +173,29 @@ def measure(s: Scenario, args: argparse.Namespace, workdir: Path) -> dict[str, A
             console.log(f"[yellow]  server needed SIGKILL for pids {result['stop']['killed']}")
         result["log"] = str(server.log_path)
     return result
+
+
+def raw_rps(reference: Reference | None, connections: int) -> float | None:
+    if reference is None:
+        return None
+    console.log(f"  raw server alongside, {reference.seconds}s")
+    return run_wrk(reference.url, reference.script, connections, reference.seconds).rps
+
+
+@contextlib.contextmanager
+def reference_server(args: argparse.Namespace, workdir: Path) -> Iterator[Reference]:
+    """The raw server for the brackets, warmed up, up for the whole run."""
+    argv, ports = command(RAW)
+    server = Server(argv, ports, workdir / f"reference-{ports[0]}.log", ROOT)
+    try:
+        server.start()
+        check_response(RAW, ports[0])
+        url = f"http://127.0.0.1:{ports[0]}/"
+        script = write_script(RAW.method, RAW.body, workdir)
+        run_wrk(url, script, args.connections, args.warmup)
+        yield Reference(url, script, args.bracket)
+    finally:
+        server.stop()
 
 
 def machine() -> dict[str, Any]:
@@ -188,9 +231,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--low-load-duration", type=float, default=None, help="wrk -c1 seconds (default 5, quick 2)")
     p.add_argument("--warmup", type=float, default=1.0)
+    p.add_argument("--bracket", type=float, default=None, help="raw-server seconds before and after each scenario "
+                   "(default 3, quick 1)")
     args = p.parse_args(argv)
     if args.quick:
         args.duration = 3.0
+    if args.bracket is None:
+        args.bracket = 1.0 if args.quick else 3.0
     if args.low_load_duration is None:
         args.low_load_duration = 2.0 if args.quick else 5.0
     return args
@@ -205,14 +252,16 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="spright-bench-"))
     info = machine()  # before the load, so loadavg shows what else was running
     results = []
-    for index, s in enumerate(plan, 1):
-        console.rule(f"[{index}/{len(plan)}] {s.label} [{s.transport}]")
-        results.append(measure(s, args, workdir))
+    with reference_server(args, workdir) as reference:
+        for index, s in enumerate(plan, 1):
+            console.rule(f"[{index}/{len(plan)}] {s.label} [{s.transport}]")
+            results.append(measure(s, args, workdir, None if s.name == "raw" else reference))
     set_name = ("all" if only is None else "-".join(sorted(only))) + ("-quick" if args.quick else "")
     doc = {
         "machine": info,
         "config": {"duration": args.duration, "connections": args.connections, "threads": 1,
                    "low_load_duration": args.low_load_duration, "warmup": args.warmup, "transports": transports,
+                   "bracket": args.bracket,
                    "post_body_bytes": len(POST_BODY), "logs": str(workdir)},
         "results": results,
     }
