@@ -86,7 +86,7 @@ class Worker:
         self._is_async = inspect.iscoroutinefunction(function.handler)
         self._inline = never_suspends(function.handler)
         self._active = 0
-        self._backlog: deque[Descriptor] = deque()
+        self._backlog: deque[tuple[Descriptor, float]] = deque()  # waiting for a place, since (loop time)
         self._drained: asyncio.Future[None] | None = None  # set while drain() waits
         self._deadlines: dict[asyncio.Task[None], float] = {}  # handlers running as Tasks -> when to end them
         self._expiry: asyncio.TimerHandle | None = None
@@ -134,7 +134,7 @@ class Worker:
                     if self._active < self.function.concurrency:
                         self._begin(descriptor)
                     else:
-                        self._backlog.append(descriptor)
+                        self._backlog.append((descriptor, self._loop.time()))  # type: ignore[union-attr]
                 elif kind in (REPLY, ERROR):
                     self._settle_call(descriptor)
                 elif kind == DOWN:
@@ -150,7 +150,8 @@ class Worker:
                 self._now_idle()
             outbox.flush()  # type: ignore[union-attr]
 
-    def _begin(self, descriptor: Descriptor) -> None:
+    def _begin(self, descriptor: Descriptor, arrived: float | None = None) -> None:
+        """Run the handler; ``arrived``: when a descriptor that waited for a place came in."""
         self._active += 1
         if self._inline:  # what an eager Task would do, minus the Task; in a context of its own
             try:  # noqa: SIM105 (contextlib.suppress adds two Python calls per descriptor)
@@ -160,21 +161,34 @@ class Worker:
         else:
             task = start_task(self._loop, self._run(descriptor))
             if not task.done():
-                self._watch(task, self._timeouts.get(descriptor.chain, 30.0))
+                since = self._loop.time() if arrived is None else arrived  # type: ignore[union-attr]
+                self._watch(task, since + self._timeouts.get(descriptor.chain, 30.0))
 
     def _finished(self) -> None:
         self._active -= 1
-        if self._backlog:
-            self._begin(self._backlog.popleft())
-        elif not self._active and not self._outbox.held:  # type: ignore[union-attr]
+        while self._backlog:
+            descriptor, arrived = self._backlog.popleft()
+            timeout = self._timeouts.get(descriptor.chain, 30.0)
+            if self._loop.time() - arrived < timeout:  # type: ignore[union-attr]
+                self._begin(descriptor, arrived)
+                return
+            self._shed(descriptor, timeout)
+        if not self._active and not self._outbox.held:  # type: ignore[union-attr]
             self._now_idle()
             self._outbox.flush()  # nothing else running: waiting for the loop's turn only adds latency  # type: ignore[union-attr]
 
-    def _watch(self, task: asyncio.Task[None], timeout: float) -> None:
-        """End ``task`` if it still runs ``timeout`` from now (its chain's timeout: the gateway
-        or the caller has given up on it by then), so a hung handler cannot hold one of the
-        function's ``concurrency`` places, nor its slot, for good. One timer for all tasks."""
-        deadline = self._loop.time() + timeout  # type: ignore[union-attr]
+    def _shed(self, d: Descriptor, timeout: float) -> None:
+        """A request that waited past its chain's timeout for a place: the gateway (or the
+        caller) has given up on it, so it is answered 504 without running its handler."""
+        if self.pool.is_current(d.slot, d.generation):
+            self._fail(d, HTTPError(504, f"{self.function.name} was busy: the request waited past the chain's "
+                                         f"timeout of {timeout:g} s for a place"))
+
+    def _watch(self, task: asyncio.Task[None], deadline: float) -> None:
+        """End ``task`` if it still runs at ``deadline`` (its chain's timeout after the request
+        reached this worker: the gateway or the caller has given up on it by then), so a hung
+        handler cannot hold one of the function's ``concurrency`` places, nor its slot, for
+        good. One timer for all tasks."""
         self._deadlines[task] = deadline
         if self._expiry is None or deadline < self._expiry.when():
             if self._expiry is not None:

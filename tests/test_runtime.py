@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from spright import App, Context
-from spright.descriptor import GATEWAY, REQUEST, RESPONSE, SIZE, Descriptor, pack, unpack_many
+from spright.descriptor import ERROR, GATEWAY, REQUEST, RESPONSE, SIZE, Descriptor, pack, unpack_many
+from spright.metrics import HANDLED
 from spright.pool import Pool
 from spright.runtime import Worker, never_suspends
 from spright.transport.local import LocalTransport
@@ -39,6 +40,11 @@ def plain(ctx: Context) -> bytes:
     return b"ok"
 
 
+def blocks(ctx: Context) -> bytes:
+    time.sleep(0.15)  # holds the worker's loop: nothing else runs, not even a deadline
+    return b"ok"
+
+
 def test_only_coroutines_without_an_await_point_run_inline() -> None:
     assert never_suspends(answers)
     assert not never_suspends(waits) and not never_suspends(holds)
@@ -49,9 +55,9 @@ def test_only_coroutines_without_an_await_point_run_inline() -> None:
 class Harness:
     """One real Worker on the in-process transport; ``received`` is what reached the gateway."""
 
-    def __init__(self, handler: Callable[[Context], Any]) -> None:
+    def __init__(self, handler: Callable[[Context], Any], concurrency: int = 64, timeout: float | None = None) -> None:
         self.app = App("harness")
-        self.app.route("/", self.app.add_function(handler, name="fn"))
+        self.app.route("/", self.app.add_function(handler, name="fn", concurrency=concurrency), timeout=timeout)
         self.table = self.app.compile()
         self.pool = Pool.create()
         self.received: list[bytes] = []
@@ -115,3 +121,15 @@ async def test_handlers_that_finish_in_time_leave_nothing_to_cancel() -> None:
             await asyncio.sleep(0)
         assert len(h.answers()) == 5
         assert h.worker._deadlines == {}, "a finished handler is no longer watched"
+
+
+async def test_a_request_that_waited_past_its_timeout_for_a_place_is_answered_504_unrun() -> None:
+    async with Harness(blocks, concurrency=1, timeout=0.1) as h:
+        h.send(2)  # the second waits in the backlog while the first holds the only place
+        while sum(map(len, h.received)) < 2 * SIZE:
+            await asyncio.sleep(0.01)
+        first, second = (d for batch in h.received for d in unpack_many(batch))
+        assert first.kind == RESPONSE and h.pool.read(first.slot, first.length) == b"ok"
+        assert second.kind == ERROR and second.status == 504
+        assert b"waited past" in h.pool.read(second.slot, second.length)
+        assert h.worker.counters[HANDLED] == 1, "the second handler never ran"
