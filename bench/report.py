@@ -109,10 +109,10 @@ def markdown(doc: dict[str, Any]) -> str:
                   f"of {meta['nproc']} cores during the loaded runs (from /proc/stat)."]
     runs = derived["raw_rps_runs"]
     if len(runs) > 1:
-        alongside = f"{doc['config'].get('bracket')} s right before and right after each scenario's load run, "
-        lines += ["", f"Raw server: {min(runs):,.0f} to {max(runs):,.0f} req/s over this run ("
-                  + (alongside if any("raw_alongside" in r for r in doc["results"]) else "")
-                  + "ratios use the fastest)."]
+        bracketed = any("raw_alongside" in r for r in doc["results"])
+        how = f"{cfg.get('bracket')} s right before and right after each scenario's load run, " if bracketed else ""
+        lines += ["", f"Raw server: {min(runs):,.0f} to {max(runs):,.0f} req/s over this run "
+                  f"({how}ratios use the fastest)."]
     return "\n".join(lines) + "\n"
 
 

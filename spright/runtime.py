@@ -162,13 +162,13 @@ class Worker:
             task = start_task(self._loop, self._run(descriptor))
             if not task.done():
                 since = self._loop.time() if arrived is None else arrived  # type: ignore[union-attr]
-                self._watch(task, since + self._timeouts.get(descriptor.chain, 30.0))
+                self._watch(task, since + self._timeout(descriptor.chain))
 
     def _finished(self) -> None:
         self._active -= 1
         while self._backlog:
             descriptor, arrived = self._backlog.popleft()
-            timeout = self._timeouts.get(descriptor.chain, 30.0)
+            timeout = self._timeout(descriptor.chain)
             if self._loop.time() - arrived < timeout:  # type: ignore[union-attr]
                 self._begin(descriptor, arrived)
                 return
@@ -176,6 +176,10 @@ class Worker:
         if not self._active and not self._outbox.held:  # type: ignore[union-attr]
             self._now_idle()
             self._outbox.flush()  # nothing else running: waiting for the loop's turn only adds latency  # type: ignore[union-attr]
+
+    def _timeout(self, chain: int) -> float:
+        """The chain's timeout (the longest of its routes'): how long anyone waits on a request."""
+        return self._timeouts.get(chain, 30.0)
 
     def _shed(self, d: Descriptor, timeout: float) -> None:
         """A request that waited past its chain's timeout for a place: the gateway (or the
@@ -243,7 +247,7 @@ class Worker:
             self._finished()
 
     def _past_deadline(self, d: Descriptor) -> HTTPError:
-        timeout = self._timeouts.get(d.chain, 30.0)
+        timeout = self._timeout(d.chain)
         log.warning("%s: request %d still running after its chain's timeout (%g s): cancelled", self.function.name,
                     d.request_id, timeout)
         return HTTPError(504, f"{self.function.name} did not finish within the chain's timeout of {timeout:g} s")
@@ -342,7 +346,7 @@ class Worker:
         counters[OUT] += 1
         counters[CALLS] += 1
         try:
-            return await asyncio.wait_for(future, self._timeouts.get(d.chain, 30.0))
+            return await asyncio.wait_for(future, self._timeout(d.chain))
         except TimeoutError:
             raise CallError(504, f"call to {function!r} timed out", function) from None
         finally:
