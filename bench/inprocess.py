@@ -18,7 +18,8 @@ from pathlib import Path
 import uvloop
 
 from spright import App, Context
-from spright.descriptor import GATEWAY, REQUEST, RESPONSE, SIZE, pack, unpack_many
+from spright import Config, descriptor
+from spright.descriptor import GATEWAY, REQUEST, RESPONSE, SIZE, unpack_many
 from spright.gateway import Gateway
 from spright.http import HttpProtocol
 from spright.pool import Pool
@@ -94,7 +95,7 @@ async def gateway_us() -> float:
     app = App("inprocess-gateway")
     app.route("/", app.add_function(_hello, name="hello"), methods=["GET"])
     table, pool = app.compile(), Pool.create()
-    gateway, transport = Gateway(table, pool), _InMemory(Path("/nonexistent"), table)
+    gateway, transport = Gateway(table, pool, Config()), _InMemory(Path("/nonexistent"), table)
     try:
         await gateway.start(transport)
         connections = [HttpProtocol(gateway, set()) for _ in range(CONNECTIONS)]
@@ -108,7 +109,7 @@ async def gateway_us() -> float:
             sent, transport.endpoint.sent = transport.endpoint.sent, []
             for batch in sent:  # the function answers each request in place
                 gateway.receive(b"".join(
-                    pack(GATEWAY, 1, RESPONSE, 1, d.chain, 0, d.slot, 5, d.request_id, 0, d.generation)
+                    descriptor.hop(GATEWAY, 1, RESPONSE, 1, d.chain, 0, d.slot, d.generation, 5, d.request_id)
                     for d in unpack_many(batch)
                 ))
 
@@ -129,7 +130,7 @@ async def worker_us() -> float:
         await asyncio.sleep(0)  # its READY leaves
         transport.endpoint.sent.clear()
         slots = [pool.alloc(100, owner=i + 1) for i in range(CONNECTIONS)]
-        batch = b"".join(pack(worker.id, GATEWAY, REQUEST, 0, 0, 0, s.id, 10, i + 1, 0, s.generation)
+        batch = b"".join(descriptor.hop(worker.id, GATEWAY, REQUEST, 0, 0, 0, s.id, s.generation, 10, i + 1)
                          for i, s in enumerate(slots))
 
         def round_() -> None:

@@ -4,8 +4,8 @@ The gateway side (endpoint 0, this process) sends a batch of descriptors to the 
 endpoints 1..T (spawned processes; ``--targets``), descriptor n to endpoint 1 + n % T, so
 with T > 1 every batch mixes destinations; each echo bounces what it got back in one
 send(). One batch is in flight at a time. Batch 1 gives the round-trip latency; larger
-batches show what batching buys per descriptor. Descriptors carry NEXT_IN_CHAIN on the
-way out when the transport resolves chains (as the real gateway's do).
+batches show what batching buys per descriptor. Descriptors name their target as the
+real gateway's do (``Transport.addresses``: on skmsg, a chain position the kernel resolves).
 Needs root for skmsg. Run as: python -m bench.skmsg_pingpong [--targets 2] [--max-run 1]
 (``--max-run 1`` rebuilds the eBPF program with one verdict per descriptor, for comparison).
 """
@@ -23,7 +23,7 @@ from typing import Any
 
 import uvloop
 
-from spright.descriptor import NEXT_IN_CHAIN, SIZE, Descriptor, pack_many
+from spright.descriptor import SIZE, Descriptor, pack_many
 from spright.routing import App, RouteTable
 from spright.transport import skmsg
 from spright.transport.base import Transport
@@ -71,11 +71,11 @@ async def _rounds(transport: Transport, rounds: int, batch: int, targets: int) -
             received -= batch
             pending.pop().set_result(None)
 
+    addresses = transport.addresses()  # chain c is (c + 1, gateway): hop 0 names function c + 1
+
     def descriptor(n: int, flags: int = 0) -> Descriptor:
-        target = 1 + n % targets
-        if transport.resolves_chains:
-            return Descriptor(NEXT_IN_CHAIN, 0, flags, 0, target - 1, 0, 0, 0, n, 0, 0)
-        return Descriptor(target, 0, flags, 0, target - 1, 0, 0, 0, n, 0, 0)
+        chain = n % targets
+        return Descriptor(addresses[chain][0], 0, flags, 0, chain, 0, 0, 0, n, 0, 0)
 
     endpoint = await transport.attach(0, on_receive)
     payload = pack_many([descriptor(n) for n in range(batch)])

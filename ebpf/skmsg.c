@@ -1,4 +1,4 @@
-// S-SPRIGHT data plane: redirect runs of 32-byte descriptors to the socket of their next hop.
+// S-SPRIGHT data plane: redirect runs of descriptors to the socket of their next hop.
 //
 // Every endpoint (gateway = 0, functions 1..N) owns one TCP loopback socket, connected to
 // a dummy listener that never reads. This SK_MSG verdict runs on every sendmsg() of those
@@ -6,18 +6,16 @@
 // socket: the TCP stack is never used. One verdict covers a RUN of consecutive descriptors
 // bound for the same endpoint (bpf_msg_apply_bytes), and the kernel reruns us for the next
 // run, so one send() carries a batch for many destinations at the cost of one redirect
-// per destination change. Compiled by bcc (BPF_* map macros, helper declarations);
-// spright/transport/skmsg.py passes the -D sizes.
+// per destination change. Compiled by bcc (BPF_* map macros, helper declarations).
 //
-// Descriptor layout (spright/descriptor.py, little-endian): u32 next_hop @0, u16 sender @4,
-// u8 flags @6, u8 hop @7, u16 chain @8, ..., u32 length @16, ...
-
-#define NEXT_IN_CHAIN 0xFFFFFFFF  // next_hop meaning "look up (chain, hop) in spright_routes"
-#define NO_ROUTE 0xFFFFFFFF       // route/target that resolves to no endpoint
+// spright/transport/skmsg.py passes every constant with -D: the map sizes, the markers
+// NEXT_IN_CHAIN and NO_ROUTE, the kinds, and the descriptor layout as byte offsets
+// (OFF_<FIELD>, from spright/descriptor.py, the one place the layout is written).
+#define FIELD(d, type, name) (*(type *)((void *)(d) + OFF_##name))
 #define SINK MAX_ENDPOINTS        // sockhash key of the supervisor's discard socket
 #define ANONYMOUS MAX_ENDPOINTS   // counters entry of sockets no attach() registered
-#define HEADER_BYTES 6            // next_hop, sender: enough to route an explicit next_hop
-#define ROUTING_BYTES 10          // ... flags, hop, chain: enough to route NEXT_IN_CHAIN
+#define HEADER_BYTES (OFF_SENDER + 2)   // next_hop, sender: enough to route an explicit next_hop
+#define ROUTING_BYTES (OFF_CHAIN + 2)   // ... flags, hop, chain: enough to route NEXT_IN_CHAIN
 
 // Map 1: endpoint id -> that endpoint's socket. Each process inserts its own socket right
 // after connect(); inserting again under the same id (a restarted worker) replaces the old
@@ -29,7 +27,8 @@ BPF_SOCKHASH(spright_socks, u32, MAX_ENDPOINTS + 1);
 BPF_ARRAY(spright_routes, u32, MAX_CHAINS * MAX_HOPS);
 
 // Map 3: endpoint id -> security domain. 0 is the gateway's and may talk to every domain;
-// two different nonzero domains may not talk. Unknown ids hold NO_ROUTE (isolated).
+// two different nonzero domains may not talk: such descriptors bounce back to their sender
+// marked REFUSED. Unknown ids hold NO_ROUTE (isolated).
 BPF_ARRAY(spright_domains, u32, MAX_ENDPOINTS);
 
 // Map 4: local TCP port -> endpoint id: who is sending, as the kernel knows it. The
@@ -46,17 +45,17 @@ struct counters {
     u64 bytes_received;
     u64 dropped;         // addressed to this endpoint while no socket was attached
     u64 redirect_failed; // sent by this endpoint and not even the sink took them
-    u64 domain_drops;    // sent by this endpoint to another security domain
+    u64 domain_drops;    // sent by this endpoint to another security domain (bounced as REFUSED)
     u64 bad_route;       // sent by this endpoint naming no endpoint / no route
 };
 BPF_PERCPU_ARRAY(spright_stats, struct counters, MAX_ENDPOINTS + 1);
 
 // The endpoint a descriptor goes to: next_hop itself, or its chain's entry at `hop`.
 static __always_inline u32 resolve(void *d) {
-    u32 next_hop = *(u32 *)d;
+    u32 next_hop = FIELD(d, u32, NEXT_HOP);
     if (next_hop != NEXT_IN_CHAIN)
         return next_hop < MAX_ENDPOINTS ? next_hop : NO_ROUTE;
-    u32 hop = *(u8 *)(d + 7), chain = *(u16 *)(d + 8);
+    u32 hop = FIELD(d, u8, HOP), chain = FIELD(d, u16, CHAIN);
     if (chain >= MAX_CHAINS || hop >= MAX_HOPS)
         return NO_ROUTE;
     u32 key = chain * MAX_HOPS + hop;
@@ -74,8 +73,20 @@ static __always_inline int to_sink(struct sk_msg_md *msg, struct counters *c, u3
     return verdict;
 }
 
-// The verdict for a run: domain check, redirect, counters.
-static __always_inline int deliver(struct sk_msg_md *msg, u32 sender, u32 target, u32 run, u64 bytes) {
+// May `sender` hand descriptors to `target`? The gateway's domain (0) talks to every
+// domain; other domains only to themselves; unknown endpoints to nobody.
+static __always_inline bool same_domain(u32 sender, u32 target) {
+    if (sender == ANONYMOUS)
+        return false;
+    u32 *from = spright_domains.lookup(&sender);
+    u32 *to = spright_domains.lookup(&target);
+    return from && to && *from != NO_ROUTE && *to != NO_ROUTE && (*from == *to || *from == 0 || *to == 0);
+}
+
+// The verdict for a run: redirect (to the target, or back to the sender when the run was
+// refused) and counters.
+static __always_inline int deliver(struct sk_msg_md *msg, u32 sender, u32 target, bool refused, u32 run,
+                                   u64 bytes) {
     struct counters *c = spright_stats.lookup(&sender);
     if (c) {
         c->sent += run;
@@ -86,13 +97,11 @@ static __always_inline int deliver(struct sk_msg_md *msg, u32 sender, u32 target
             c->bad_route += run;
         return to_sink(msg, c, run);
     }
-    // Security domains, judged on the kernel's idea of the sender: one check per run.
-    u32 *from = spright_domains.lookup(&sender);
-    u32 *to = spright_domains.lookup(&target);
-    if (sender == ANONYMOUS || !from || !to || (*from != *to && *from != 0 && *to != 0)) {
+    if (refused) {  // the run already says REFUSED and names its sender: back it goes
         if (c)
             c->domain_drops += run;
-        return to_sink(msg, c, run);
+        int verdict = spright_socks.msg_redirect_hash(msg, &sender, BPF_F_INGRESS);
+        return verdict == SK_PASS ? verdict : to_sink(msg, c, run);
     }
 
     // SK_PASS once the target socket is chosen; SK_DROP when the target is not attached.
@@ -129,9 +138,11 @@ int spright_msg(struct sk_msg_md *msg) {
 
     // The run: descriptors that are whole in the linear data and resolve to the same
     // target. Each gets its concrete next_hop and true sender written in, so receivers
-    // never see NEXT_IN_CHAIN nor a forged sender. The verifier walks this loop iteration
-    // by iteration: ~200k of its 1M-instruction budget at MAX_RUN = 256.
+    // never see NEXT_IN_CHAIN nor a forged sender; a run for another security domain is
+    // rewritten into REFUSED descriptors addressed to the sender itself. The verifier walks
+    // this loop iteration by iteration, within its 1M-instruction budget at MAX_RUN = 256.
     u32 target = NO_ROUTE;
+    bool refused = false;
     u32 run = 0;
     u64 bytes = 0;
     void *d = data;
@@ -140,34 +151,48 @@ int spright_msg(struct sk_msg_md *msg) {
         if (d + DESCRIPTOR_SIZE > data_end)
             break;
         u32 t = resolve(d);
-        if (i == 0)
+        if (i == 0) {
             target = t;
-        else if (t != target)
+            refused = t != NO_ROUTE && !same_domain(sender, t);
+        } else if (t != target)
             break;
-        if (t != NO_ROUTE)
-            *(u32 *)d = t;
-        *(u16 *)(d + 4) = sender;
-        bytes += *(u32 *)(d + 16);
+        if (refused) {
+            FIELD(d, u32, NEXT_HOP) = sender;
+            FIELD(d, u8, FLAGS) = (FIELD(d, u8, FLAGS) & ~KIND_MASK) | REFUSED;
+        } else if (t != NO_ROUTE)
+            FIELD(d, u32, NEXT_HOP) = t;
+        FIELD(d, u16, SENDER) = sender;
+        bytes += FIELD(d, u32, LENGTH);
         d += DESCRIPTOR_SIZE;
         run++;
     }
     if (run == 0) {
         // A short write cut the first descriptor: route it on what we have. Its remaining
-        // bytes, sent later, follow this verdict without rerunning us.
+        // bytes, sent later, follow this verdict without rerunning us. Too short to be
+        // rewritten reliably, a refused one goes to the sink (counted as a domain drop).
         run = 1;
         if (data + HEADER_BYTES > data_end) {
             sender = ANONYMOUS;  // too short to read: counted as a bad route, discarded
         } else {
-            target = *(u32 *)data;
+            target = FIELD(data, u32, NEXT_HOP);
             if (target == NEXT_IN_CHAIN && data + ROUTING_BYTES <= data_end)
                 target = resolve(data);
             else if (target >= MAX_ENDPOINTS)
                 target = NO_ROUTE;  // includes NEXT_IN_CHAIN cut before its chain field
+            if (target != NO_ROUTE && !same_domain(sender, target)) {
+                struct counters *c = spright_stats.lookup(&sender);
+                if (c) {
+                    c->sent += run;
+                    c->domain_drops += run;
+                }
+                bpf_msg_apply_bytes(msg, DESCRIPTOR_SIZE);
+                return to_sink(msg, c, run);
+            }
             if (target != NO_ROUTE)
-                *(u32 *)data = target;
-            *(u16 *)(data + 4) = sender;
+                FIELD(data, u32, NEXT_HOP) = target;
+            FIELD(data, u16, SENDER) = sender;
         }
     }
     bpf_msg_apply_bytes(msg, run * DESCRIPTOR_SIZE);
-    return deliver(msg, sender, target, run, bytes);
+    return deliver(msg, sender, target, refused, run, bytes);
 }

@@ -7,13 +7,14 @@ when a handler first asks for it, so a hop that only touches the body pays nothi
 
 from __future__ import annotations
 
+import builtins
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
 
 from spright.descriptor import BODY_BYTES, BODY_JSON, BODY_TEXT, Descriptor
-from spright.pool import read_meta
+from spright.pool import Payload, read_meta
 
 if TYPE_CHECKING:
     from spright.runtime import Worker
@@ -42,7 +43,7 @@ class CallError(HTTPError):
         self.function = function
 
 
-def encode(value: Any) -> tuple[bytes | memoryview, int]:
+def encode(value: Any) -> tuple[Payload, int]:
     """A handler's return value as (payload, body flag); orjson for anything structured."""
     if value is None:
         return b"", BODY_BYTES
@@ -112,6 +113,10 @@ class Context:
         return dict(parse_qsl(self.text(), keep_blank_values=True))
 
     # -- request metadata ------------------------------------------------------------------
+    def raw_meta(self) -> builtins.bytes:
+        """The request's metadata as the gateway encoded it (a ``ctx.call`` hands it on)."""
+        return bytes(read_meta(self._slot_view))
+
     @property
     def meta(self) -> dict[str, Any]:
         if self._meta is None:
@@ -132,8 +137,11 @@ class Context:
         return self.meta.get("path", "")
 
     @property
-    def params(self) -> dict[str, str]:
-        return self.meta.get("params", {})
+    def params(self) -> dict[str, Any]:
+        """Path parameters, typed as the route declares them (``{n:int}`` -> int)."""
+        meta = self.meta
+        params = meta.get("params", {})
+        return self._worker.table.routes[meta["route"]].convert(params) if params else params
 
     @property
     def query(self) -> dict[str, str]:
@@ -159,10 +167,6 @@ class Context:
         """What the gateway needs to render the handler's choices (content type, headers)."""
         return {"content_type": self.content_type, "headers": self.response_headers}
 
-    def release(self) -> None:
-        """Drop this invocation's views of shared memory (the slot moves on to the next hop)."""
-        self.body.release()
-        self._slot_view.release()
 
     # -- internal calls --------------------------------------------------------------------
     async def call(self, function: str, payload: Any = None) -> Reply:

@@ -1,7 +1,13 @@
 """The fixed-size descriptor that travels between functions instead of the payload.
 
-The first 4 bytes are the next-hop endpoint id: the eBPF sk_msg program reads exactly
-that word to pick the destination socket, so the field order is part of the kernel ABI.
+Each field is named once, in ``FIELDS``; its byte offset (``OFFSETS``) is derived from the
+layout and handed to the eBPF program at compile time, so the C code never spells the
+layout out. The first field is the next-hop endpoint id: the data plane reads exactly
+that word to pick the destination.
+
+Descriptors are built by the named constructors below (a hop along a chain, a call, a
+reply, a failure, a control notice), which pack straight to bytes: the hot paths never
+build a ``Descriptor`` tuple to send one.
 """
 
 from __future__ import annotations
@@ -10,15 +16,26 @@ import functools
 import struct
 from typing import NamedTuple
 
-# next_hop, sender, flags, hop, chain, status, slot, length, request_id, call_id, generation
-FORMAT = "<IHBBHHIIIII"
+FIELDS = (
+    ("next_hop", "I"),  # endpoint id the data plane delivers to
+    ("sender", "H"),  # endpoint id of the sender (the kernel overwrites it with the truth on skmsg)
+    ("flags", "B"),  # kind (low nibble), body type, HAS_RESPONSE_META
+    ("hop", "B"),  # position in the chain of the endpoint this descriptor goes to
+    ("chain", "H"),  # chain id (RouteTable.chains)
+    ("status", "H"),  # HTTP status chosen by a handler, 0 for "not set"
+    ("slot", "I"),  # pool slot holding the payload
+    ("length", "I"),  # payload bytes at the start of the slot
+    ("request_id", "I"),  # the HTTP request this belongs to (the slot's owner)
+    ("call_id", "I"),  # the ctx.call it answers; for READY/DOWN: the function concerned
+    ("generation", "I"),  # the slot's generation when it was handed on (stale replies are detected)
+)
+FORMAT = "<" + "".join(code for _, code in FIELDS)
+OFFSETS = {name: struct.calcsize("<" + "".join(code for _, code in FIELDS[:i])) for i, (name, _) in enumerate(FIELDS)}
 _STRUCT = struct.Struct(FORMAT)
 SIZE = _STRUCT.size  # 32 bytes
-
-pack = _STRUCT.pack  # pack(next_hop, sender, ...): the hot paths skip building a Descriptor
+_pack = _STRUCT.pack
 
 GATEWAY = 0  # endpoint id of the gateway; functions are numbered from 1
-NEXT_IN_CHAIN = 0xFFFFFFFF  # next_hop for transports that resolve (chain, hop) themselves, in the kernel
 
 # flags: low nibble is the kind of message
 REQUEST = 0x0  # a hop of an HTTP request's chain
@@ -28,6 +45,7 @@ RESPONSE = 0x3  # end of a chain, back to the gateway
 ERROR = 0x4  # the handler failed; status says how, the slot holds a JSON error
 READY = 0x5  # a worker announces itself; from the gateway: function `call_id` is back
 DOWN = 0x6  # gateway to workers: function `call_id` died; fail calls to it until READY
+REFUSED = 0x7  # the data plane's bounce: this descriptor's receiver is in another security domain
 KIND_MASK = 0x0F
 
 # flags bits 4-5: what the body is, so the gateway can pick a content type without metadata
@@ -63,11 +81,48 @@ class Descriptor(NamedTuple):
         return cls._make(_STRUCT.unpack(data))
 
 
-_from_fields = functools.partial(tuple.__new__, Descriptor)  # Descriptor._make without a Python call
+assert tuple(Descriptor._fields) == tuple(name for name, _ in FIELDS)
+
+
+# -- constructors: positional on purpose (the hot paths call them per descriptor) ----------
+def hop(to: int, sender: int, flags: int, position: int, chain: int, status: int, slot: int, generation: int,
+        length: int, request_id: int) -> bytes:
+    """A request moving along its chain to position ``position`` (REQUEST, or RESPONSE when
+    ``to`` is the gateway at the chain's end)."""
+    return _pack(to, sender, flags, position, chain, status, slot, length, request_id, 0, generation)
+
+
+def call(to: int, sender: int, flags: int, chain: int, slot: int, generation: int, length: int, request_id: int,
+         call_id: int) -> bytes:
+    """``ctx.call``: the payload in ``slot`` goes to function ``to``; the reply names ``call_id``."""
+    return _pack(to, sender, CALL | flags, 0, chain, 0, slot, length, request_id, call_id, generation)
+
+
+def reply(to: Descriptor, sender: int, flags: int, status: int, slot: int, generation: int, length: int) -> bytes:
+    """The answer to the CALL ``to``, back to its caller."""
+    return _pack(to.sender, sender, REPLY | flags, 0, to.chain, status, slot, length, to.request_id, to.call_id,
+                 generation)
+
+
+def failure(of: Descriptor, sender: int, status: int, slot: int, generation: int, length: int) -> bytes:
+    """ERROR for ``of`` (a JSON error in ``slot``): to the caller if it was a call, else to the gateway."""
+    to = of.sender if of.flags & KIND_MASK == CALL else GATEWAY
+    return _pack(to, sender, ERROR | BODY_JSON, of.hop, of.chain, status, slot, length, of.request_id, of.call_id,
+                 generation)
+
+
+def notice(to: int, sender: int, kind: int, about: int = 0) -> bytes:
+    """A control message without payload: READY (``sender`` is up, or function ``about`` is
+    back) or DOWN (function ``about`` died)."""
+    return _pack(to, sender, kind, 0, 0, 0, 0, 0, 0, about, 0)
+
+
+# Descriptor._make without a Python-level call per descriptor: unpacking a batch stays one C loop.
+_from_fields = functools.partial(tuple.__new__, Descriptor)
 
 
 def pack_many(descriptors: list[Descriptor]) -> bytes:
-    """One buffer for one send(): the kernel gives each SIZE-byte record its own verdict."""
+    """One buffer for one send(): the data plane gives each SIZE-byte record its own verdict."""
     return struct.pack("<" + FORMAT[1:] * len(descriptors), *(f for d in descriptors for f in d))
 
 

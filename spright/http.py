@@ -15,8 +15,8 @@ from http import HTTPStatus
 
 import httptools
 
-from spright.gateway import BodyTooLarge, BodyWriter, Gateway, Response, error_response
-from spright.pool import PoolExhausted
+from spright.gateway import BodyWriter, Gateway
+from spright.response import Refused, Response, error_response
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in _REASONS.items()}
@@ -41,7 +41,7 @@ def render(response: Response, keep_alive: bool, head_only: bool = False) -> byt
 class HttpProtocol(asyncio.Protocol):
     def __init__(self, gateway: Gateway, connections: set[HttpProtocol]) -> None:
         self._gateway = gateway
-        self._limits = gateway.limits
+        self._config = gateway.config
         self._connections = connections
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
@@ -49,7 +49,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers: dict[str, str] = {}
         self._header_bytes = 0
-        self._body: BodyWriter | Response | None = None
+        self._body: BodyWriter | None = None
         self._refused: Response | None = None  # answer this and close once the queue drains
         self._paused = False
         self._last_active = time.monotonic()
@@ -59,13 +59,13 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         self._connections.add(self)
-        self._idle_timer = asyncio.get_running_loop().call_later(self._limits.keepalive_timeout, self._check_idle)
+        self._idle_timer = asyncio.get_running_loop().call_later(self._config.keepalive_timeout, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        if isinstance(self._body, BodyWriter):
+        if self._body is not None:
             self._body.release()
         self._body = None
         self._transport = None  # responses still in flight are dropped when they arrive
@@ -89,14 +89,14 @@ class HttpProtocol(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
-    def _refuse(self, response: Response, counted: bool = False) -> None:
-        """Answer with an error after the responses already queued, then close.
+    def _refuse(self, response: Response) -> None:
+        """Count the HTTP layer's own refusal (400, 414, 431), then ``_close_with`` it."""
+        self._gateway.metrics.answered(response.status)
+        self._close_with(response)
 
-        ``counted``: the gateway already counted it (its own refusals, from ``new_body``).
-        """
-        if not counted:
-            self._gateway.refused(response)
-        if isinstance(self._body, BodyWriter):
+    def _close_with(self, response: Response) -> None:
+        """Answer with ``response`` after the responses already queued, then close."""
+        if self._body is not None:
             self._body.release()
         self._body = None
         self._refused = response
@@ -105,14 +105,14 @@ class HttpProtocol(asyncio.Protocol):
     # -- parser callbacks (state is reset when a message completes, saving a callback) ------
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > self._limits.max_url:
-            self._refuse(error_response(414, f"URL over the limit of {self._limits.max_url} bytes"))
+        if len(self._url) > self._config.max_url:
+            self._refuse(error_response(414, f"URL over the limit of {self._config.max_url} bytes"))
             raise httptools.HttpParserError("URL too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > self._limits.max_header_bytes:
-            message = f"request headers over the limit of {self._limits.max_header_bytes} bytes"
+        if self._header_bytes > self._config.max_header_bytes:
+            message = f"request headers over the limit of {self._config.max_header_bytes} bytes"
             self._refuse(error_response(431, message))
             raise httptools.HttpParserError("headers too large")
         key = name.decode("latin-1").lower()
@@ -122,22 +122,21 @@ class HttpProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         length = self._headers.get("content-length", "0")
         expected = int(length) if length.isdigit() else 0
-        self._body = self._gateway.new_body(expected)
-        if isinstance(self._body, Response):
-            self._refuse(self._body, counted=True)
-            raise httptools.HttpParserError("request refused")
+        try:
+            self._body = self._gateway.new_body(expected)
+        except Refused as refusal:
+            self._close_with(refusal.response)
+            raise httptools.HttpParserError("request refused") from None
         if self._headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, chunk: bytes) -> None:
         try:
             self._body.write(chunk)  # type: ignore[union-attr]
-        except BodyTooLarge:
-            self._refuse(error_response(413, f"request body over the limit of {self._limits.max_body} bytes"))
-            raise httptools.HttpParserError("body too large") from None
-        except PoolExhausted:
-            self._refuse(error_response(503, "no free payload space, retry shortly"))
-            raise httptools.HttpParserError("no payload space") from None
+        except Refused as refusal:
+            self._body = None  # the writer let go of its slot
+            self._close_with(refusal.response)
+            raise httptools.HttpParserError("request refused") from None
 
     def on_message_complete(self) -> None:
         body, url, headers = self._body, self._url, self._headers
@@ -153,7 +152,8 @@ class HttpProtocol(asyncio.Protocol):
         else:
             parsed = httptools.parse_url(url)
             path, query = parsed.path or b"/", parsed.query or b""
-        self._gateway.submit(method, path.decode("latin-1"), query.decode("latin-1"), headers, body, exchange.done)
+        self._gateway.submit(method, path.decode("latin-1"), query.decode("latin-1"), headers, body,  # type: ignore[arg-type]
+                             exchange.done)
 
     # -- responses, in order -----------------------------------------------------------------
     def _flush(self) -> None:
@@ -177,7 +177,7 @@ class HttpProtocol(asyncio.Protocol):
     def _check_idle(self) -> None:
         """Close a keep-alive connection idle for ``keepalive_timeout``; one timer per period,
         not one per request (timers are costly on the hot path)."""
-        timeout = self._limits.keepalive_timeout
+        timeout = self._config.keepalive_timeout
         idle_for = time.monotonic() - self._last_active
         if self.is_idle() and idle_for >= timeout:
             self.close()

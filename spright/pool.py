@@ -19,15 +19,19 @@ import gc
 import secrets
 import struct
 from bisect import bisect_left
-from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any, NamedTuple
 
+from spright.config import MiB, PoolConfig
+
+__all__ = ["MiB", "Payload", "Pool", "PoolConfig", "PoolExhausted", "Slot", "read_meta"]
+
+Payload = bytes | bytearray | memoryview  # what a slot's payload may be written from
+
 CLASS_SHIFT = 24
 INDEX_MASK = (1 << CLASS_SHIFT) - 1
 META_LEN = struct.Struct("<I")
-MiB = 1 << 20
 
 
 class Slot(NamedTuple):
@@ -36,21 +40,6 @@ class Slot(NamedTuple):
 
 
 _slot = functools.partial(tuple.__new__, Slot)  # Slot(id, generation) without a Python call
-
-
-@dataclass(frozen=True)
-class PoolConfig:
-    """Slot sizes and counts. The largest class must hold ``max_body`` plus metadata."""
-
-    max_body: int = 8 * MiB
-    classes: tuple[tuple[int, int], ...] = ((4096, 4096), (65536, 1024), (MiB + 65536, 64))
-    large_slots: int = 8
-    meta_reserve: int = 64 * 1024
-
-    def size_classes(self) -> list[tuple[int, int]]:
-        large = self.max_body + self.meta_reserve
-        small = [(size, count) for size, count in self.classes if size < large]
-        return [*small, (large, self.large_slots)]
 
 
 class PoolHandle(NamedTuple):
@@ -79,7 +68,7 @@ class Pool:
         self._segments: list[SharedMemory] = []
         self._owner_segments = create
         ctl = self._segment("ctl", ctl_words * 4, create)
-        words = self._words = ctl.buf.cast("I")
+        words = self._words = ctl.cast("I")
         self._generation = words[: self.total]
         self._owner = words[self.total : 2 * self.total]
         self._base: list[int] = []  # global index of each class's slot 0
@@ -89,7 +78,7 @@ class Pool:
         for number, (size, count) in enumerate(self.classes):
             self._base.append(base)
             self._stacks.append(words[offset : offset + 1 + count])
-            self._views.append(self._segment(str(number), size * count, create).buf)
+            self._views.append(self._segment(str(number), size * count, create))
             offset += 1 + count
             base += count
         if create:
@@ -108,11 +97,13 @@ class Pool:
     def attach(cls, handle: PoolHandle) -> Pool:
         return cls(handle, False)
 
-    def _segment(self, suffix: str, size: int, create: bool) -> SharedMemory:
+    def _segment(self, suffix: str, size: int, create: bool) -> memoryview:
+        """The bytes of segment ``<prefix>-<suffix>`` (created, or attached)."""
         name = f"{self.handle.prefix}-{suffix}"
         segment = SharedMemory(name, create=create, size=size if create else 0)
         self._segments.append(segment)
-        return segment
+        assert segment.buf is not None  # None only once closed
+        return segment.buf
 
     @property
     def segment_names(self) -> list[str]:
@@ -178,6 +169,56 @@ class Pool:
     def capacity(self, slot: int) -> int:
         return self.classes[slot >> CLASS_SHIFT][0]
 
+    # -- the slot layout: [payload ... | meta | meta_len u32] ---------------------------------
+    def write(self, slot: int, generation: int, payload: Payload, meta: bytes | None, owner: int) -> Slot:
+        """``payload`` at the slot's start and ``meta`` at its tail (None: keep the slot's
+        meta), in this slot when both fit, else in a larger one (this one freed, ``owner``
+        owning the new one). Returns the slot that holds them. Raises PoolExhausted, or
+        ValueError when no slot is large enough."""
+        number = slot >> CLASS_SHIFT
+        size = self._capacities[number]
+        start = (slot & INDEX_MASK) * size
+        buffer = self._views[number]
+        tail = start + size - META_LEN.size  # where meta_len sits; the meta ends here
+        kept = META_LEN.unpack_from(buffer, tail)[0] if meta is None else len(meta)
+        if len(payload) + kept + META_LEN.size > size:
+            if meta is None:
+                meta = bytes(buffer[tail - kept : tail])
+            moved = self.put(payload, meta, owner)
+            self.free(slot, generation)
+            return moved
+        if meta is not None:
+            buffer[tail - kept : tail] = meta
+            META_LEN.pack_into(buffer, tail, kept)
+        buffer[start : start + len(payload)] = payload
+        return _slot((slot, generation))
+
+    def put(self, payload: Payload, meta: bytes, owner: int) -> Slot:
+        """A new slot holding ``payload`` and ``meta``, owned by request ``owner``."""
+        slot = self.alloc(len(payload) + len(meta) + META_LEN.size, owner)
+        return self.write(slot.id, slot.generation, payload, meta, owner)
+
+    def set_meta(self, slot: Slot, used: int, meta: bytes, owner: int) -> Slot:
+        """``meta`` at the tail of a slot whose first ``used`` bytes hold the payload, moving
+        both to a larger slot when they do not fit together (see ``write``)."""
+        needed = used + len(meta) + META_LEN.size
+        if needed > self._capacities[slot.id >> CLASS_SHIFT]:
+            slot = self.grow(slot, used, needed, owner)
+        number = slot.id >> CLASS_SHIFT
+        tail = ((slot.id & INDEX_MASK) + 1) * self._capacities[number] - META_LEN.size
+        buffer = self._views[number]
+        buffer[tail - len(meta) : tail] = meta
+        META_LEN.pack_into(buffer, tail, len(meta))
+        return slot
+
+    def grow(self, slot: Slot, used: int, size: int, owner: int) -> Slot:
+        """A slot of at least ``size`` bytes holding this one's first ``used`` bytes; this one freed."""
+        bigger = self.alloc(size, owner)
+        with self.view(bigger.id) as target, self.view(slot.id) as source:
+            target[:used] = source[:used]
+        self.free(*slot)
+        return bigger
+
     def in_use(self) -> int:
         return sum(count - stack[0] for (_, count), stack in zip(self.classes, self._stacks, strict=True))
 
@@ -214,18 +255,8 @@ class Pool:
         self._segments.clear()
 
 
-def write_meta(view: memoryview, meta: bytes) -> int:
-    """Store metadata at the slot's tail; returns the room left for the payload."""
-    end = len(view) - META_LEN.size
-    start = end - len(meta)
-    if start < 0:
-        raise ValueError("metadata does not fit in the slot")
-    view[start:end] = meta
-    META_LEN.pack_into(view, end, len(meta))
-    return start
-
-
 def read_meta(view: memoryview) -> memoryview:
+    """The metadata at the tail of a slot's view (a view too: release it, or let it go)."""
     end = len(view) - META_LEN.size
     (length,) = META_LEN.unpack_from(view, end)
     return view[end - length : end]

@@ -8,18 +8,28 @@ is written into the kernel's maps.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from spright.descriptor import GATEWAY
-from spright.pool import PoolConfig
+from spright.config import Config, PoolConfig
+from spright.descriptor import GATEWAY, REQUEST, RESPONSE
 
 Handler = Callable[[Any], Any]
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
-_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::(str|int|path))?}")
-_CONVERTERS = {"str": "[^/]+", "int": "[0-9]+", "path": ".+"}
+_PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?}")
+# path parameter type -> (what it matches, what the handler gets), as Starlette's convertors
+CONVERTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "str": ("[^/]+", str),
+    "path": (".+", str),
+    "int": ("[0-9]+", int),
+    "float": (r"[0-9]+(?:\.[0-9]+)?", float),
+    "uuid": ("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", uuid.UUID),
+}
+BUILTIN_CHAIN = -1  # RouteEntry.chain of a route the gateway serves itself
+BUILTINS = {("GET", "/metrics"): "metrics"}  # served by the gateway unless the app routes them
 
 
 class RoutingError(ValueError):
@@ -70,9 +80,21 @@ class FunctionEntry:
 class RouteEntry:
     method: str
     path: str
-    chain: int
+    chain: int  # BUILTIN_CHAIN for a page the gateway serves itself
     timeout: float
     pattern: re.Pattern[str] = field(compare=False, repr=False)
+    index: int = 0  # position in RouteTable.routes
+    converters: tuple[tuple[str, Callable[[str], Any]], ...] = field(default=(), compare=False, repr=False)
+    builtin: str | None = None  # which built-in page (BUILTINS), for BUILTIN_CHAIN
+
+    def convert(self, params: dict[str, str]) -> dict[str, Any]:
+        """The path parameters as the handler gets them (``{n:int}`` -> int)."""
+        if not self.converters:
+            return params
+        typed: dict[str, Any] = dict(params)
+        for name, convert in self.converters:
+            typed[name] = convert(typed[name])
+        return typed
 
 
 class NotFound(LookupError):
@@ -89,14 +111,20 @@ class MethodNotAllowed(LookupError):
 class RouteTable:
     """The compiled app: ids from 1 (0 is the gateway); every chain ends at the gateway.
 
-    Domain 0 is the gateway's, which may exchange descriptors with every domain; functions
-    of different domains (1, 2, ...) may not, and the eBPF data plane enforces it.
+    A chain is a hop list with its timeout (routes with the same hops and timeout share
+    one). Domain 0 is the gateway's, which may exchange descriptors with every domain;
+    functions of different domains (1, 2, ...) may not: a chain stays inside one domain
+    (checked by ``App.compile``) and every data plane refuses a call across domains.
     """
 
     functions: tuple[FunctionEntry, ...]
     chains: tuple[tuple[int, ...], ...]
     routes: tuple[RouteEntry, ...]
     domains: tuple[str, ...] = ("gateway",)
+    timeouts: tuple[float, ...] = ()  # per chain: how long anyone waits on one of its requests
+
+    _ids: dict[str, int] = field(init=False, repr=False, compare=False)
+    _exact: dict[tuple[str, str], RouteEntry] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_ids", {f.name: f.id for f in self.functions})
@@ -104,7 +132,7 @@ class RouteTable:
 
     def function_id(self, name: str) -> int:
         try:
-            return self._ids[name]  # type: ignore[attr-defined,no-any-return]
+            return self._ids[name]
         except KeyError:
             raise LookupError(f"no function named {name!r}") from None
 
@@ -123,9 +151,22 @@ class RouteTable:
     def name_of(self, endpoint_id: int) -> str:
         return "gateway" if endpoint_id == GATEWAY else self.functions[endpoint_id - 1].name
 
+    def domain_of(self, endpoint_id: int) -> str:
+        return self.domains[0 if endpoint_id == GATEWAY else self.functions[endpoint_id - 1].domain]
+
+    def steps(self, addresses: tuple[tuple[int, ...], ...]) -> tuple[tuple[tuple[int, int], ...], ...]:
+        """Per chain and position: the (next_hop, kind) of the descriptor that goes there.
+        The one place that decides a request's next hop: ``addresses`` is the data plane's
+        way of naming each position (``Transport.addresses``); the kind is RESPONSE where
+        the chain returns to the gateway."""
+        return tuple(
+            tuple((address, RESPONSE if hop == GATEWAY else REQUEST) for hop, address in zip(hops, named, strict=True))
+            for hops, named in zip(self.chains, addresses, strict=True)
+        )
+
     def match(self, method: str, path: str) -> tuple[RouteEntry, dict[str, str]]:
         """The route for ``method path``; HEAD falls back to GET, as HTTP expects."""
-        exact = self._exact  # type: ignore[attr-defined]
+        exact = self._exact
         route = exact.get((method, path)) or (method == "HEAD" and exact.get(("GET", path)))
         if route:
             return route, {}
@@ -165,16 +206,26 @@ class RouteTable:
                 "timeout": route.timeout,
             }
             for route in self.routes
+            if route.builtin is None
         ]
 
 
 class App:
     """Functions and routes of one application; ``compile()`` checks and freezes them."""
 
-    def __init__(self, name: str = "app", *, default_timeout: float = 30.0, pool: PoolConfig | None = None) -> None:
+    def __init__(
+        self, name: str = "app", *, default_timeout: float | None = None, pool: PoolConfig | None = None,
+        config: Config | None = None,
+    ) -> None:
+        """``config``: the node's settings (spright.Config); ``default_timeout`` and ``pool``
+        (slot sizes and counts; ``pool.max_body`` is the body limit) are shortcuts into it."""
         self.name = name
-        self.default_timeout = default_timeout
-        self.pool = pool or PoolConfig()  # slot sizes and counts; pool.max_body is the body limit
+        config = config or Config()
+        if default_timeout is not None:
+            config = config.replace(default_timeout=default_timeout)
+        if pool is not None:
+            config = config.replace(pool=pool)
+        self.config = config
         self.functions: dict[str, Function] = {}
         self._routes: list[tuple[str, str, ChainSpec, float]] = []
 
@@ -199,7 +250,7 @@ class App:
         functions naming the same ``process`` share one worker process: hops between them
         skip the cross-process wake-up (they still go through the data plane, and keep their
         own endpoint, counters and domain), at the price of failing together."""
-        name = name or getattr(handler, "__name__", "")
+        name = name or str(getattr(handler, "__name__", ""))
         if not callable(handler):
             raise RoutingError(f"function {name!r}: handler {handler!r} is not callable")
         if not _NAME.match(name):
@@ -221,7 +272,7 @@ class App:
         if isinstance(methods, str):
             methods = (methods,)
         for method in methods:
-            self._routes.append((method.upper(), path, chain, timeout or self.default_timeout))
+            self._routes.append((method.upper(), path, chain, timeout or self.config.default_timeout))
 
     def compile(self) -> RouteTable:
         if not self.functions:
@@ -235,7 +286,7 @@ class App:
             FunctionEntry(ids[f.name], f.name, f.concurrency, domains.index(f.domain or self.name), f.process or f.name)
             for f in self.functions.values()
         )
-        chains: list[tuple[int, ...]] = []
+        chains: list[tuple[tuple[int, ...], float]] = []
         routes: list[RouteEntry] = []
         seen: set[tuple[str, str]] = set()
         for method, path, spec, timeout in self._routes:
@@ -247,11 +298,19 @@ class App:
             if (method, path) in seen:
                 raise RoutingError(f"{where} is declared twice")
             seen.add((method, path))
-            hops = (*(ids[name] for name in self._hop_names(spec, ids, where)), GATEWAY)
-            if hops not in chains:
-                chains.append(hops)
-            routes.append(RouteEntry(method, path, chains.index(hops), timeout, _compile_path(path, where)))
-        return RouteTable(functions, tuple(chains), tuple(routes), tuple(domains))
+            names = self._hop_names(spec, ids, where)
+            _check_one_domain(names, functions, ids, domains, where)
+            chain = ((*(ids[name] for name in names), GATEWAY), timeout)
+            if chain not in chains:
+                chains.append(chain)
+            pattern, converters = _compile_path(path, where)
+            routes.append(RouteEntry(method, path, chains.index(chain), timeout, pattern, len(routes), converters))
+        for (method, path), page in BUILTINS.items():
+            if (method, path) not in seen:
+                pattern, _ = _compile_path(path, page)
+                routes.append(RouteEntry(method, path, BUILTIN_CHAIN, 0.0, pattern, len(routes), builtin=page))
+        return RouteTable(functions, tuple(hops for hops, _ in chains), tuple(routes), tuple(domains),
+                          tuple(timeout for _, timeout in chains))
 
     def _hop_names(self, spec: ChainSpec, ids: dict[str, int], where: str) -> list[str]:
         if isinstance(spec, (Function, str)):
@@ -272,16 +331,36 @@ class App:
         return names
 
 
-def _compile_path(path: str, where: str) -> re.Pattern[str]:
-    pattern, names, last = "", set(), 0
+def _check_one_domain(names: list[str], functions: tuple[FunctionEntry, ...], ids: dict[str, int],
+                      domains: list[str], where: str) -> None:
+    """A chain's hops must share one security domain: the gateway is the only bridge."""
+    crossing: dict[str, list[str]] = {}
+    for name in names:
+        crossing.setdefault(domains[functions[ids[name] - 1].domain], []).append(name)
+    if len(crossing) > 1:
+        parts = "; ".join(f"{domain!r}: {', '.join(dict.fromkeys(members))}" for domain, members in crossing.items())
+        raise RoutingError(f"{where}: the chain crosses security domains ({parts}); a chain stays in one domain "
+                           "(the gateway is the only bridge): split it into routes per domain, or put its "
+                           "functions in one domain")
+
+
+def _compile_path(path: str, where: str) -> tuple[re.Pattern[str], tuple[tuple[str, Callable[[str], Any]], ...]]:
+    pattern, names, last = "", [], 0
+    converters = []
     for found in _PARAM.finditer(path):
-        name, converter = found.group(1), found.group(2) or "str"
+        name, kind = found.group(1), found.group(2) or "str"
         if name in names:
             raise RoutingError(f"{where}: path parameter {name!r} appears twice")
-        names.add(name)
-        pattern += re.escape(path[last : found.start()]) + f"(?P<{name}>{_CONVERTERS[converter]})"
+        if kind not in CONVERTERS:
+            raise RoutingError(f"{where}: path parameter {name!r} has unknown type {kind!r} "
+                               f"(known: {', '.join(CONVERTERS)})")
+        names.append(name)
+        regex, convert = CONVERTERS[kind]
+        if convert is not str:
+            converters.append((name, convert))
+        pattern += re.escape(path[last : found.start()]) + f"(?P<{name}>{regex})"
         last = found.end()
     rest = path[last:]
     if "{" in rest or "}" in rest:
         raise RoutingError(f"{where}: malformed path parameter in {path!r}")
-    return re.compile(pattern + re.escape(rest))
+    return re.compile(pattern + re.escape(rest)), tuple(converters)

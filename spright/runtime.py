@@ -11,40 +11,37 @@ import asyncio
 import contextvars
 import dis
 import inspect
-import itertools
 import logging
 import secrets
 import sys
 import traceback
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Hashable
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
+from spright import descriptor
+from spright.calls import Calls, Deadlines
 from spright.context import CallError, Context, HTTPError, Reply, encode
 from spright.descriptor import (
-    BODY_JSON,
-    BODY_MASK,
     CALL,
     DOWN,
     ERROR,
     GATEWAY,
     HAS_RESPONSE_META,
     KIND_MASK,
-    NEXT_IN_CHAIN,
     READY,
+    REFUSED,
     REPLY,
     REQUEST,
-    RESPONSE,
     SIZE,
     Descriptor,
-    pack,
     unpack_many,
 )
 from spright.metrics import BYTES, CALLS, ERRORS, HANDLED, HANDLER_NS, IN, OUT, ROW_WORDS
-from spright.pool import Pool, PoolExhausted, Slot, read_meta, write_meta
+from spright.pool import Payload, Pool, PoolExhausted
 from spright.routing import Function, RouteTable
 from spright.transport.base import Endpoint, Outbox, Transport
 
@@ -76,6 +73,10 @@ def never_suspends(handler: Any) -> bool:
 
 
 class Worker:
+    """Dispatches the descriptors of one function's endpoint: runs up to ``concurrency``
+    handlers at a time (the rest wait in a backlog), sends each result onward, settles the
+    replies of its own ``ctx.call``s."""
+
     def __init__(self, table: RouteTable, function: Function, pool: Pool, counters: memoryview | None = None) -> None:
         """``counters``: this worker's row of the node's counter table (see spright.metrics)."""
         self.table = table
@@ -88,35 +89,35 @@ class Worker:
         self._active = 0
         self._backlog: deque[tuple[Descriptor, float]] = deque()  # waiting for a place, since (loop time)
         self._drained: asyncio.Future[None] | None = None  # set while drain() waits
-        self._deadlines: dict[asyncio.Task[None], float] = {}  # handlers running as Tasks -> when to end them
-        self._expiry: asyncio.TimerHandle | None = None
-        self._calls: dict[int, tuple[asyncio.Future[Reply], int]] = {}  # call id -> (future, callee)
-        self._down: set[int] = set()  # callees that crashed and are not back yet
-        self._call_ids = itertools.count(1)
-        self._timeouts = {r.chain: r.timeout for r in sorted(table.routes, key=lambda r: r.timeout)}
+        self._running: set[asyncio.Task[None]] = set()  # handlers running as Tasks, each watched for its deadline
+        self._timeouts = table.timeouts
         self._endpoint: Endpoint | None = None
-        self._outbox: Outbox | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._kernel_routes = False
+        # set by start(): the worker runs only once it is attached
+        self._loop: asyncio.AbstractEventLoop
+        self._steps: tuple[tuple[tuple[int, int], ...], ...]
+        self._deadlines: Deadlines
+        self._calls: Calls
+        self._outbox: Outbox
 
     async def start(self, transport: Transport) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._kernel_routes = transport.resolves_chains
+        self._loop = loop = asyncio.get_running_loop()
+        self._steps = self.table.steps(transport.addresses())
+        self._deadlines = Deadlines(loop)
+        self._calls = Calls(self.table, self._deadlines, loop)
         self._endpoint = await transport.attach(self.id, self.receive)
-        self._outbox = Outbox(self._endpoint, self._loop)
-        self._outbox.put(Descriptor(GATEWAY, self.id, READY, 0, 0, 0, 0, 0, 0, 0, 0).pack())
+        self._outbox = Outbox(self._endpoint, loop)
+        self._outbox.put(descriptor.notice(GATEWAY, self.id, READY))
 
     async def drain(self) -> None:
         """Wait until every accepted request has finished."""
         if self._active:
             if self._drained is None or self._drained.done():
-                self._drained = self._loop.create_future()  # type: ignore[union-attr]
+                self._drained = self._loop.create_future()
             await self._drained
 
     def close(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
         if self._endpoint is not None:
+            self._deadlines.close()
             self._endpoint.close()
 
     # -- receiving -------------------------------------------------------------------------
@@ -124,31 +125,37 @@ class Worker:
         counters = self.counters
         counters[IN] += len(data) // SIZE
         payload_bytes = 0
-        outbox = self._outbox
-        outbox.held = True  # what handlers finish inside this call leaves in one send, below  # type: ignore[union-attr]
-        try:
-            for descriptor in unpack_many(data):
-                payload_bytes += descriptor.length
-                kind = descriptor.flags & KIND_MASK
+        with self._outbox.batch():
+            for d in unpack_many(data):
+                payload_bytes += d.length
+                kind = d.flags & KIND_MASK
                 if kind in (REQUEST, CALL):
                     if self._active < self.function.concurrency:
-                        self._begin(descriptor)
+                        self._begin(d)
                     else:
-                        self._backlog.append((descriptor, self._loop.time()))  # type: ignore[union-attr]
+                        self._backlog.append((d, self._loop.time()))
                 elif kind in (REPLY, ERROR):
-                    self._settle_call(descriptor)
+                    self._calls.settle(d, self.pool.take(d.slot, d.generation, d.length))
+                elif kind == REFUSED:
+                    self._refused(d)
                 elif kind == DOWN:
-                    self._callee_died(descriptor.call_id)
+                    self._calls.callee_died(d.call_id)
                 elif kind == READY:
-                    self._down.discard(descriptor.call_id)
+                    self._calls.callee_back(d.call_id)
                 else:
-                    log.warning("%s: unexpected descriptor %s", self.function.name, descriptor)
-        finally:
-            outbox.held = False  # type: ignore[union-attr]
+                    log.warning("%s: unexpected descriptor %s", self.function.name, d)
             counters[BYTES] += payload_bytes
             if not self._active and self._drained is not None:
                 self._now_idle()
-            outbox.flush()  # type: ignore[union-attr]
+
+    def _refused(self, d: Descriptor) -> None:
+        """The data plane bounced a descriptor of ours: its receiver is in another domain."""
+        self.counters[ERRORS] += 1
+        if d.call_id:  # a CALL (the kind now says REFUSED; only calls carry a call id)
+            self.pool.free(d.slot, d.generation)
+            self._calls.refused(d, self.id)
+        else:  # chains never cross domains (App.compile checks): the request times out
+            log.error("%s: the data plane refused a descriptor across security domains: %s", self.function.name, d)
 
     def _begin(self, descriptor: Descriptor, arrived: float | None = None) -> None:
         """Run the handler; ``arrived``: when a descriptor that waited for a place came in."""
@@ -161,25 +168,27 @@ class Worker:
         else:
             task = start_task(self._loop, self._run(descriptor))
             if not task.done():
-                since = self._loop.time() if arrived is None else arrived  # type: ignore[union-attr]
-                self._watch(task, since + self._timeout(descriptor.chain))
+                # a hung handler must not hold a place, nor its slot, for good: cancelled at
+                # its chain's timeout after the request reached this worker
+                since = self._loop.time() if arrived is None else arrived
+                self._running.add(task)
+                self._deadlines.watch(task, since + self._timeouts[descriptor.chain], self._expire)
+
+    def _expire(self, task: Hashable) -> None:
+        cast("asyncio.Task[None]", task).cancel(PAST_DEADLINE)
 
     def _finished(self) -> None:
         self._active -= 1
         while self._backlog:
             descriptor, arrived = self._backlog.popleft()
-            timeout = self._timeout(descriptor.chain)
-            if self._loop.time() - arrived < timeout:  # type: ignore[union-attr]
+            timeout = self._timeouts[descriptor.chain]
+            if self._loop.time() - arrived < timeout:
                 self._begin(descriptor, arrived)
                 return
             self._shed(descriptor, timeout)
-        if not self._active and not self._outbox.held:  # type: ignore[union-attr]
+        if not self._active and not self._outbox.batching:
             self._now_idle()
-            self._outbox.flush()  # nothing else running: waiting for the loop's turn only adds latency  # type: ignore[union-attr]
-
-    def _timeout(self, chain: int) -> float:
-        """The chain's timeout (the longest of its routes'): how long anyone waits on a request."""
-        return self._timeouts.get(chain, 30.0)
+            self._outbox.flush()  # nothing else running: waiting for the loop's turn only adds latency
 
     def _shed(self, d: Descriptor, timeout: float) -> None:
         """A request that waited past its chain's timeout for a place: the gateway (or the
@@ -188,44 +197,24 @@ class Worker:
             self._fail(d, HTTPError(504, f"{self.function.name} was busy: the request waited past the chain's "
                                          f"timeout of {timeout:g} s for a place"))
 
-    def _watch(self, task: asyncio.Task[None], deadline: float) -> None:
-        """End ``task`` if it still runs at ``deadline`` (its chain's timeout after the request
-        reached this worker: the gateway or the caller has given up on it by then), so a hung
-        handler cannot hold one of the function's ``concurrency`` places, nor its slot, for
-        good. One timer for all tasks."""
-        self._deadlines[task] = deadline
-        if self._expiry is None or deadline < self._expiry.when():
-            if self._expiry is not None:
-                self._expiry.cancel()
-            self._expiry = self._loop.call_at(deadline, self._expire)  # type: ignore[union-attr]
-
-    def _expire(self) -> None:
-        self._expiry = None
-        now = self._loop.time()  # type: ignore[union-attr]
-        for task, deadline in list(self._deadlines.items()):
-            if deadline <= now:
-                del self._deadlines[task]
-                task.cancel(PAST_DEADLINE)
-        if self._deadlines:
-            self._expiry = self._loop.call_at(min(self._deadlines.values()), self._expire)  # type: ignore[union-attr]
-
     def _now_idle(self) -> None:
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
     # -- running a handler -----------------------------------------------------------------
     async def _run(self, d: Descriptor) -> None:
+        pool = self.pool
         try:
-            if not self.pool.is_current(d.slot, d.generation):
+            if not pool.is_current(d.slot, d.generation):
                 return  # the request ended (timeout) and its slot was reclaimed: drop
-            ctx = Context(self, d, self.pool.view(d.slot))
+            ctx = Context(self, d, pool.view(d.slot))
             started = perf_counter_ns()
             try:
                 result = self.function.handler(ctx)
                 if self._is_async or inspect.isawaitable(result):
                     result = await result
                 payload, body_flag = encode(result)
-                if self.pool.is_current(d.slot, d.generation):
+                if pool.is_current(d.slot, d.generation):
                     self._forward(d, ctx, payload, body_flag)
                 else:
                     self._outlived(d)
@@ -234,7 +223,7 @@ class Worker:
                     if exc.args != (PAST_DEADLINE,):
                         raise
                     exc = self._past_deadline(d)
-                if self.pool.is_current(d.slot, d.generation):
+                if pool.is_current(d.slot, d.generation):
                     self._fail(d, exc)
                 else:
                     self._outlived(d)
@@ -243,11 +232,14 @@ class Worker:
             counters[HANDLER_NS] += perf_counter_ns() - started
         finally:
             if not self._inline:
-                self._deadlines.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+                task = asyncio.current_task()
+                if task in self._running:
+                    self._running.discard(task)
+                    self._deadlines.forget(task)
             self._finished()
 
     def _past_deadline(self, d: Descriptor) -> HTTPError:
-        timeout = self._timeout(d.chain)
+        timeout = self._timeouts[d.chain]
         log.warning("%s: request %d still running after its chain's timeout (%g s): cancelled", self.function.name,
                     d.request_id, timeout)
         return HTTPError(504, f"{self.function.name} did not finish within the chain's timeout of {timeout:g} s")
@@ -258,48 +250,26 @@ class Worker:
         log.warning("%s: request %d ended before its handler returned; result dropped", self.function.name,
                     d.request_id)
 
-    def _forward(self, d: Descriptor, ctx: Context, payload: bytes | memoryview, body_flag: int) -> None:
+    def _forward(self, d: Descriptor, ctx: Context, payload: Payload, body_flag: int) -> None:
+        """The handler's result, in the request's slot (or a larger one), to whoever is next:
+        the caller of a call, else the chain's next hop (the gateway after its last)."""
         flags = (d.flags & HAS_RESPONSE_META) | body_flag
         slot, generation = d.slot, d.generation
         if ctx.content_type is not None or ctx.response_headers:  # the handler shaped the HTTP response
             meta = orjson.dumps({**ctx.meta, "response": ctx.response_meta()})
             flags |= HAS_RESPONSE_META
-            slot, generation = self._place(d, ctx._slot_view, payload, meta)
+            slot, generation = self.pool.write(slot, generation, payload, meta, d.request_id)
         elif payload is not ctx.body:  # returning ctx.body itself costs nothing: it is already there
-            slot, generation = self._place(d, ctx._slot_view, payload, None)
+            slot, generation = self.pool.write(slot, generation, payload, None, d.request_id)
         status = ctx.status or d.status
         if d.flags & KIND_MASK == CALL:
-            out = pack(d.sender, self.id, REPLY | flags, 0, d.chain, status, slot, len(payload),
-                       d.request_id, d.call_id, generation)
+            out = descriptor.reply(d, self.id, flags, status, slot, generation, len(payload))
         else:
-            next_hop = self.table.chains[d.chain][d.hop + 1]  # the gateway after the chain's last hop
-            kind = RESPONSE if next_hop == GATEWAY else REQUEST
-            out = pack(NEXT_IN_CHAIN if self._kernel_routes else next_hop, self.id, kind | flags, d.hop + 1, d.chain,
-                       status, slot, len(payload), d.request_id, 0, generation)
-        self._outbox.put(out)  # type: ignore[union-attr]
+            next_hop, kind = self._steps[d.chain][d.hop + 1]
+            out = descriptor.hop(next_hop, self.id, kind | flags, d.hop + 1, d.chain, status, slot, generation,
+                                 len(payload), d.request_id)
+        self._outbox.put(out)
         self.counters[OUT] += 1
-
-    def _place(self, d: Descriptor, view: memoryview, payload: bytes | memoryview, meta: bytes | None) -> Slot:
-        """Write the payload (and new meta, if any) into the slot, or into a larger one."""
-        old_meta = read_meta(view)
-        needed = len(payload) + len(meta if meta is not None else old_meta) + 4
-        if needed > len(view):
-            bigger = self._write_new_slot(payload, meta if meta is not None else bytes(old_meta), d.request_id)
-            old_meta.release()
-            self.pool.free(d.slot, d.generation)
-            return bigger
-        old_meta.release()
-        if meta is not None:
-            write_meta(view, meta)
-        view[: len(payload)] = payload
-        return Slot(d.slot, d.generation)
-
-    def _write_new_slot(self, payload: bytes | memoryview, meta: bytes, owner: int) -> Slot:
-        slot = self.pool.alloc(len(payload) + len(meta) + 4, owner)
-        with self.pool.view(slot.id) as view:
-            view[: len(payload)] = payload
-            write_meta(view, meta)
-        return slot
 
     def _fail(self, d: Descriptor, exc: Exception) -> None:
         if isinstance(exc, HTTPError):
@@ -314,61 +284,30 @@ class Worker:
             trace = "".join(traceback.format_exception(exc))  # text: a kept record must not pin the slot
             log.error("%s failed (error_id=%s)\n%s", self.function.name, error_id, trace)
         payload = orjson.dumps(body)
-        view = self.pool.view(d.slot)
-        write_meta(view, b"")
-        view[: len(payload)] = payload
-        dest = d.sender if d.kind == CALL else GATEWAY
-        out = Descriptor(dest, self.id, ERROR | BODY_JSON, d.hop, d.chain, status, d.slot, len(payload),
-                         d.request_id, d.call_id, d.generation)
-        self._outbox.put(out.pack())  # type: ignore[union-attr]
+        slot = self.pool.write(d.slot, d.generation, payload, b"", d.request_id)
+        self._outbox.put(descriptor.failure(d, self.id, status, slot.id, slot.generation, len(payload)))
         counters = self.counters
         counters[OUT] += 1
         counters[ERRORS] += 1
 
     # -- internal calls ---------------------------------------------------------------------
     async def call(self, ctx: Context, function: str, value: Any) -> Reply:
+        """``ctx.call``: ``value`` in a new slot to ``function``; resumes with its reply."""
         try:
-            target = self.table.function_id(function)
+            callee = self.table.function_id(function)
         except LookupError as exc:
             raise HTTPError(500, str(exc)) from None
-        if target in self._down:
-            raise CallError(503, f"function {function!r} is restarting after a crash", function)
-        payload, body_flag = encode(value)
-        slot = self._write_new_slot(payload, bytes(read_meta(ctx._slot_view)), ctx.request_id)
-        call_id = next(self._call_ids) & 0xFFFFFFFF
-        future = self._loop.create_future()  # type: ignore[union-attr]
-        self._calls[call_id] = (future, target)
         d = ctx.descriptor
-        out = Descriptor(target, self.id, CALL | body_flag, 0, d.chain, 0, slot.id, len(payload),
-                         d.request_id, call_id, slot.generation)
-        self._outbox.put(out.pack())  # type: ignore[union-attr]
-        counters = self.counters
-        counters[OUT] += 1
-        counters[CALLS] += 1
+        calls = self._calls
+        call_id, future = calls.open(callee, self._timeouts[d.chain])
         try:
-            return await asyncio.wait_for(future, self._timeout(d.chain))
-        except TimeoutError:
-            raise CallError(504, f"call to {function!r} timed out", function) from None
+            payload, body_flag = encode(value)
+            slot = self.pool.put(payload, ctx.raw_meta(), d.request_id)
+            self._outbox.put(descriptor.call(callee, self.id, body_flag, d.chain, slot.id,
+                                             slot.generation, len(payload), d.request_id, call_id))
+            counters = self.counters
+            counters[OUT] += 1
+            counters[CALLS] += 1
+            return await future
         finally:
-            self._calls.pop(call_id, None)
-
-    def _settle_call(self, d: Descriptor) -> None:
-        future = self._calls.get(d.call_id, (None, 0))[0]
-        body = self.pool.take(d.slot, d.generation, d.length)
-        if body is None or future is None or future.done():  # late: the call or its slot is gone
-            return
-        if d.kind == ERROR:
-            error = orjson.loads(body) if body else {}
-            origin = error.get("function") or self.table.name_of(d.sender)
-            future.set_exception(CallError(d.status or 500, error.get("error", ""), origin))
-        else:
-            future.set_result(Reply(body, d.flags & BODY_MASK == BODY_JSON))
-
-    def _callee_died(self, callee: int) -> None:
-        """Calls waiting on a worker that died fail now (502), not at their timeout; new
-        calls to it fail with 503 until the gateway says it is back (READY)."""
-        self._down.add(callee)
-        name = self.table.name_of(callee)
-        for future, target in self._calls.values():
-            if target == callee and not future.done():
-                future.set_exception(CallError(502, f"function {name!r} crashed", name))
+            calls.close(call_id)

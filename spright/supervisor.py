@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 import orjson
 import uvloop
 
 from spright import http
-from spright.gateway import Gateway, Limits
+from spright.gateway import Gateway
 from spright.loader import load_app
 from spright.metrics import COLUMNS, ROW_WORDS, CounterTable
 from spright.pool import Pool, PoolHandle
@@ -35,8 +36,6 @@ from spright.transport.base import Transport
 
 log = logging.getLogger("spright")
 NODE_DIR_ENV = "SPRIGHT_NODE_DIR"  # a worker's node runtime directory (removed when the node stops)
-READY_TIMEOUT = 60.0
-DRAIN_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ async def _worker(spec: WorkerSpec) -> None:
         await worker.start(spec.transport)
     await stop.wait()
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.gather(*(worker.drain() for worker in workers)), DRAIN_TIMEOUT)
+        await asyncio.wait_for(asyncio.gather(*(worker.drain() for worker in workers)), app.config.drain_timeout)
     for worker in workers:
         worker.close()
     counters.close()
@@ -98,21 +97,12 @@ def _die_with_parent() -> None:
 
 
 class Supervisor:
-    def __init__(
-        self,
-        app_ref: str,
-        host: str = "127.0.0.1",
-        port: int = 8080,
-        transport: str = "auto",
-        limits: Limits | None = None,
-    ) -> None:
+    def __init__(self, app_ref: str, **options: Any) -> None:
+        """``options``: Config fields that override the app's (host, port, transport...)."""
         self.app_ref = app_ref
         self.app = load_app(app_ref)
         self.table = self.app.compile()
-        self.host, self.port = host, port
-        self.transport_name = transport
-        self.pool_config = self.app.pool
-        self.limits = limits or Limits(max_body=self.pool_config.max_body)
+        self.config = self.app.config.replace(**options)
         self.processes: dict[str, BaseProcess] = {}  # by worker process name
         self._starts: dict[str, list[float]] = {}
         self._stopping = False
@@ -128,27 +118,28 @@ class Supervisor:
         self.runtime_dir = runtime_base() / str(os.getpid())
         self.runtime_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
         os.environ[NODE_DIR_ENV] = str(self.runtime_dir)  # workers inherit it: per-node scratch space
-        transport, reason = select_transport(self.transport_name, self.runtime_dir, self.table)
+        transport, reason = select_transport(self.config.transport, self.runtime_dir, self.table)
         if reason:
             log.warning("spright: %s", reason)
         self.transport = transport
-        self.pool = Pool.create(self.pool_config)
+        self.pool = Pool.create(self.config.pool)
         self.counters = CounterTable.create(len(self.table.endpoints))
-        self.gateway = Gateway(self.table, self.pool, self.limits, self.counters)
+        self.gateway = Gateway(self.table, self.pool, self.config, self.counters)
         server = None
         try:
             transport.start()
             await self.gateway.start(transport)
             await self._start_workers()
-            server, connections = await http.serve(self.gateway, self.host, self.port)
+            server, connections = await http.serve(self.gateway, self.config.host, self.config.port)
             self._write_node_file(server)
             log.warning(
                 "spright: serving %r on http://%s:%d (transport=%s, %d functions)",
-                self.app.name, self.host, self.port, transport.name, len(self.table.functions),
+                self.app.name, self.config.host, server.sockets[0].getsockname()[1], transport.name,
+                len(self.table.functions),
             )
             await stop.wait()
             log.warning("spright: draining")
-            await http.drain(server, connections, DRAIN_TIMEOUT)
+            await http.drain(server, connections, self.config.drain_timeout)
         finally:
             self._stopping = True
             self._stop_workers()
@@ -160,18 +151,9 @@ class Supervisor:
 
     # -- workers ---------------------------------------------------------------------------
     async def _start_workers(self) -> None:
-        everyone = {f.id for f in self.table.functions}
-        all_ready = asyncio.Event()
-        self.gateway.on_ready = lambda _: everyone <= self.gateway.ready and all_ready.set()
         for process in self.table.processes():
             self._spawn(process)
-        waiter = asyncio.ensure_future(all_ready.wait())
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), READY_TIMEOUT)
-        except TimeoutError:
-            missing = ", ".join(self.table.name_of(i) for i in sorted(everyone - self.gateway.ready))
-            raise RuntimeError(f"workers did not become ready within {READY_TIMEOUT:.0f}s: {missing}") from None
-        self.gateway.on_ready = None
+        await self.gateway.wait_ready(self.config.ready_timeout)
 
     def _spawn(self, name: str) -> None:
         spec = WorkerSpec(self.app_ref, name, self.pool.handle, self.transport, self.counters.name or "")
@@ -205,7 +187,7 @@ class Supervisor:
                 loop.remove_reader(process.sentinel)
             if process.is_alive():
                 process.terminate()
-        deadline = time.monotonic() + DRAIN_TIMEOUT + 2
+        deadline = time.monotonic() + self.config.drain_timeout + 2
         for process in self.processes.values():
             process.join(max(deadline - time.monotonic(), 0))
             if process.is_alive():
@@ -218,7 +200,7 @@ class Supervisor:
             "pid": os.getpid(),
             "app": self.app.name,
             "app_ref": self.app_ref,
-            "host": self.host,
+            "host": self.config.host,
             "port": port,
             "transport": self.transport.name,
             "transport_info": self.transport.node_info(),

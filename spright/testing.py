@@ -24,9 +24,11 @@ from urllib.parse import urlencode
 
 import orjson
 
-from spright.gateway import Gateway, Limits, Response
+from spright.config import Config, PoolConfig
+from spright.gateway import Gateway
 from spright.metrics import CounterTable, row_dict
-from spright.pool import MiB, Pool, PoolConfig
+from spright.pool import MiB, Pool
+from spright.response import Refused, Response
 from spright.routing import App
 from spright.runtime import Worker
 from spright.transport.local import LocalTransport
@@ -41,19 +43,21 @@ class TestClient:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, app: App, *, limits: Limits | None = None, pool: PoolConfig | None = None) -> None:
+    def __init__(self, app: App, *, config: Config | None = None) -> None:
+        """``config``: the node's settings (default: the app's); a default-sized pool is
+        replaced by a small one (TEST_POOL) so that tests start fast."""
         self.app = app
         self.table = app.compile()
-        self._pool_config = pool or (app.pool if app.pool != PoolConfig() else TEST_POOL)
-        self.limits = limits or Limits(max_body=self._pool_config.max_body)
+        config = config or app.config
+        self.config = config.replace(pool=TEST_POOL) if config.pool == PoolConfig() else config
         self.headers: dict[str, str] = {}  # sent with every request; a cookie jar of one
 
     async def __aenter__(self) -> TestClient:
         self._tmp = tempfile.TemporaryDirectory(prefix="spright-test-")
         transport = LocalTransport(Path(self._tmp.name), self.table)
-        self.pool = Pool.create(self._pool_config)
+        self.pool = Pool.create(self.config.pool)
         self.counters = CounterTable.create(len(self.table.endpoints), shared=False)
-        self.gateway = Gateway(self.table, self.pool, self.limits, self.counters)
+        self.gateway = Gateway(self.table, self.pool, self.config, self.counters)
         await self.gateway.start(transport)
         self.workers = [
             Worker(self.table, self.app.functions[f.name], self.pool, self.counters.row(f.id))
@@ -98,10 +102,11 @@ class TestClient:
             body = urlencode(data)
             all_headers.setdefault("content-type", "application/x-www-form-urlencoded")
         payload = body.encode() if isinstance(body, str) else body
-        writer = self.gateway.new_body(len(payload))
-        if isinstance(writer, Response):
-            return writer  # counted by the gateway as a refused request
-        writer.write(payload)
+        try:
+            writer = self.gateway.new_body(len(payload))
+            writer.write(payload)
+        except Refused as refusal:
+            return refusal.response  # counted by the gateway as a refused request
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self.gateway.submit(method.upper(), path, query, all_headers, writer, future.set_result)
         return await future

@@ -8,19 +8,55 @@ from spright.transport import registry
 from spright.transport.skmsg import SkmsgTransport
 from tests.skmsg_kit import make_table
 
+# Tests marked ``kernel`` need the eBPF data plane. Where this machine cannot run it they are
+# skipped with the reason, unless SPRIGHT_REQUIRE_SKMSG=1 (CI, as root, where it must work):
+# then each of them fails (an error at setup) with the reason, so a broken ebpf/skmsg.c cannot pass as "skipped".
+REQUIRE_SKMSG = os.environ.get("SPRIGHT_REQUIRE_SKMSG") == "1"
+SKMSG_UNAVAILABLE = SkmsgTransport.unavailable_reason()
+
+
+def pytest_report_header() -> str:
+    state = f"unavailable: {SKMSG_UNAVAILABLE}" if SKMSG_UNAVAILABLE else "available"
+    return f"skmsg data plane: {state}" + (" (required: SPRIGHT_REQUIRE_SKMSG=1)" if REQUIRE_SKMSG else "")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that takes the ``transport`` fixture runs a real node (a ``node`` test); one
+    parametrized over the skmsg transport (here, or by test_contract's ids) is a ``kernel`` test."""
+    for item in items:
+        if "transport" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.node)
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and "skmsg" in callspec.id.split("-"):
+            item.add_marker(pytest.mark.kernel)
+
+
+@pytest.hookimpl(tryfirst=True)  # before fixtures start nodes, and before other skip marks
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if SKMSG_UNAVAILABLE and item.get_closest_marker("kernel") is not None:
+        if REQUIRE_SKMSG:
+            pytest.fail(f"SPRIGHT_REQUIRE_SKMSG=1 but skmsg is unavailable: {SKMSG_UNAVAILABLE}", pytrace=False)
+        pytest.skip(f"skmsg unavailable: {SKMSG_UNAVAILABLE}")
+
 
 def transports() -> list:
-    """Every transport users can pick; one that this machine cannot run is skipped with its reason."""
+    """Every transport users can pick. skmsg runs are ``kernel`` tests (skipped or failed by
+    the hook above); another transport this machine cannot run is skipped with its reason."""
     params = []
     for name, cls in registry().items():
-        reason = cls.unavailable_reason()
-        marks = [pytest.mark.skip(reason=f"{name}: {reason}")] if reason else []
+        if name == "skmsg":
+            marks = [pytest.mark.kernel]
+        else:
+            reason = cls.unavailable_reason()
+            marks = [pytest.mark.skip(reason=f"{name}: {reason}")] if reason else []
         params.append(pytest.param(name, marks=marks, id=name))
     return params
 
 
 @pytest.fixture(params=transports(), scope="module")
 def transport(request: pytest.FixtureRequest) -> str:
+    """The data plane of the real node a test starts (every test taking it is a ``node`` test)."""
     return request.param
 
 

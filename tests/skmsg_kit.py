@@ -7,14 +7,14 @@ import asyncio
 import json
 import socket
 import subprocess
+from pathlib import Path
+from typing import Any
 
-from spright.descriptor import NEXT_IN_CHAIN, SIZE, Descriptor
+from spright.descriptor import SIZE, Descriptor
 from spright.routing import App, RouteTable
 from spright.transport import skmsg
 from spright.transport.base import Endpoint
-from spright.transport.skmsg import SkmsgTransport
-
-REASON = SkmsgTransport.unavailable_reason()
+from spright.transport.skmsg import NEXT_IN_CHAIN, SkmsgTransport
 
 
 def desc(next_hop: int, sender: int, request_id: int, length: int = 0) -> Descriptor:
@@ -80,3 +80,13 @@ def delta(before: dict[int, skmsg.Counters], after: dict[int, skmsg.Counters], f
 def bpftool_ids(kind: str) -> set[int]:
     out = subprocess.run(["bpftool", "-j", kind, "show"], check=True, capture_output=True, text=True).stdout
     return {o["id"] for o in json.loads(out) if o.get("name", "").startswith("spright")}
+
+
+def pinned_objects(pin_dir: Path) -> dict[str, set[int]]:
+    """Ids of the maps pinned in ``pin_dir`` and of the programs using them: one transport's
+    own, whatever other nodes (other tests, other users) load meanwhile."""
+    def show(*args: str) -> Any:
+        return json.loads(subprocess.run(["bpftool", "-j", *args], check=True, capture_output=True, text=True).stdout)
+
+    maps = {show("map", "show", "pinned", str(pin))["id"] for pin in pin_dir.iterdir()}
+    return {"map": maps, "prog": {p["id"] for p in show("prog", "show") if set(p.get("map_ids", ())) & maps}}

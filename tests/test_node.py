@@ -1,11 +1,13 @@
 """A real node (``spright run`` subprocess, one process per function) on every transport."""
 
 import asyncio
+import contextlib
 import json
 import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -14,10 +16,13 @@ import pytest
 
 from spright.supervisor import runtime_base
 from spright.testing import run_node
+from spright.transport.skmsg import NO_ROUTE
+
+pytestmark = pytest.mark.node
 
 
 @pytest.fixture(scope="module")
-def echo_node(transport: str):
+def echo_node(transport: str, runtime_dir: Path):
     with run_node("examples.echo:app", transport=transport) as (port, process):
         yield f"http://127.0.0.1:{port}", process
 
@@ -46,6 +51,7 @@ async def test_context_variables_do_not_leak_between_requests(demo_node) -> None
     assert bodies == ["0", "0", "0"]
 
 
+@pytest.mark.slow
 async def test_10k_keepalive_requests_each_get_their_own_body_back(echo_node) -> None:
     url, _ = echo_node
     rng = random.Random(1234)
@@ -67,6 +73,50 @@ async def test_10k_keepalive_requests_each_get_their_own_body_back(echo_node) ->
 
         await asyncio.gather(*(client() for _ in range(64)))
     assert mismatches == []
+
+
+def routes_live(pid: int) -> dict:
+    result = subprocess.run([sys.executable, "-m", "spright", "routes", "--live", "--json", "--node", str(pid)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def kernel_route(pin_dir: str, key: int, value: int | None = None) -> int:
+    """Entry ``key`` (chain * MAX_HOPS + hop: chain 0's hops are keys 0, 1, ...) of the node's
+    pinned route map, read with bpftool (not spright's own reader); with ``value``, written first."""
+    path, key_bytes = f"{pin_dir}/routes", [str(b) for b in key.to_bytes(4, "little")]
+    if value is not None:
+        value_bytes = [str(b) for b in value.to_bytes(4, "little")]
+        subprocess.run(["bpftool", "map", "update", "pinned", path, "key", *key_bytes, "value", *value_bytes],
+                       check=True, capture_output=True)
+    out = subprocess.run(["bpftool", "-j", "map", "lookup", "pinned", path, "key", *key_bytes],
+                         check=True, capture_output=True, text=True).stdout
+    return int.from_bytes(bytes(int(b, 16) for b in json.loads(out)["value"]), "little")
+
+
+def test_routes_live_shows_the_table_the_data_plane_holds(echo_node, transport: str) -> None:
+    """``spright routes --live``: on skmsg the route map read back from the kernel, on unix the
+    table the node recorded. Catches: --live printing the compiled table while claiming the
+    kernel's (the map is altered under it below), or reading the wrong entries."""
+    _, process = echo_node
+    data = routes_live(process.pid)
+    (route,) = data["routes"]
+    hops = [(hop["id"], hop["name"]) for hop in route["hops"]]
+    compiled = [(1, "parse"), (2, "enrich"), (3, "reply"), (0, "gateway")]  # examples/echo.py's one chain
+    assert (route["method"], route["path"], route["chain"], hops) == ("POST", "/echo", 0, compiled)
+    if transport == "unix":
+        assert data["source"] == "node-file"
+        return
+    assert data["source"] == "bpf-map" and route["matches_compiled"] is True
+    pin_dir = json.loads((runtime_base() / str(process.pid) / "node.json").read_text())["transport_info"]["pin_dir"]
+    assert [kernel_route(pin_dir, hop) for hop in range(5)] == [1, 2, 3, 0, NO_ROUTE]
+    try:
+        kernel_route(pin_dir, 3, 2)  # the last hop back to the gateway now names "enrich"
+        altered = routes_live(process.pid)["routes"][0]
+        assert [hop["id"] for hop in altered["hops"]] == [1, 2, 3, 2] and altered["matches_compiled"] is False
+    finally:
+        assert kernel_route(pin_dir, 3, 0) == 0
 
 
 async def raw_exchange(port: int, data: bytes, read_timeout: float = 5.0) -> bytes:
@@ -201,20 +251,52 @@ async def test_functions_sharing_a_process(transport: str, runtime_dir: Path) ->
                     assert r.status == 200 and await r.read() == f"x{i}1231".encode()
 
 
+def proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, parent pid, start time in clock ticks since boot) of a process, None if there is none.
+    The start time tells a process from a later one that reuses its pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat.rpartition(")")[2].split()  # after "pid (comm)", which may hold spaces
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def children_of(parent: int) -> dict[int, tuple[int, str]]:
+    """The live (not zombie) child processes of ``parent``: pid -> (start time, command line).
+    A node's workers are multiprocessing *spawn* children of the supervisor; their command
+    lines say ``from multiprocessing.spawn import spawn_main``, not the app or the node."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := proc_stat(int(entry.name))) and stat[1] == parent and stat[0] != "Z":
+            with contextlib.suppress(OSError):
+                found[int(entry.name)] = (stat[2], (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+    return found
+
+
+def still_running(pid: int, started: int) -> bool:
+    stat = proc_stat(pid)
+    return stat is not None and stat[2] == started and stat[0] != "Z"
+
+
 def test_sigterm_leaves_nothing_behind(transport: str) -> None:
     with run_node("examples.echo:app", transport=transport) as (_, process):
         node_file = runtime_base() / str(process.pid) / "node.json"
         info = json.loads(node_file.read_text())
         assert all(Path("/dev/shm", name).exists() for name in info["shm"])
         ours = bpf_objects_of(info) if transport == "skmsg" else {}
+        children = children_of(process.pid)
+        workers = {pid for pid, (_, command) in children.items() if "multiprocessing.spawn" in command}
+        assert len(workers) == 3 and workers == set(info["workers"].values()), (children, info["workers"])
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     assert not node_file.parent.exists()
     assert not any(Path("/dev/shm", name).exists() for name in info["shm"])
-    for pid in info["workers"].values():
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
-    leftovers = subprocess.run(["pgrep", "-f", f"spright-.*{process.pid}"], capture_output=True)
-    assert leftovers.returncode == 1
+    assert not [pid for pid in workers if still_running(pid, children[pid][0])], "the supervisor reaps its workers"
+    deadline = time.monotonic() + 5  # its other children (multiprocessing's resource tracker) follow it
+    while (left := [c for pid, c in children.items() if still_running(pid, c[0])]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left == [], f"processes of the node outlived it: {left}"
     if transport == "skmsg":
         assert ours["maps"] and ours["progs"], "the node's BPF objects were found while it ran"
         assert not Path(info["transport_info"]["pin_dir"]).exists()

@@ -21,8 +21,9 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() or not shutil.which("chromium"),
-                                reason="Debian chromium is not installed (apt-get install chromium)")
+pytestmark = [pytest.mark.browser, pytest.mark.node,
+              pytest.mark.skipif(not Path(CHROMIUM).exists() or not shutil.which("chromium"),
+                                 reason="Debian chromium is not installed (apt-get install chromium)")]
 
 
 def test_a_browser_buys_a_watch() -> None:

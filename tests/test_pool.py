@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from spright.pool import Pool, PoolConfig, PoolExhausted, read_meta, write_meta
+from spright.pool import Pool, PoolConfig, PoolExhausted, read_meta
 
 SMALL = PoolConfig(max_body=1 << 20, classes=((1024, 4), (65536, 2)), large_slots=1, meta_reserve=4096)
 
@@ -75,15 +75,38 @@ def test_sweep_frees_only_dead_owners(pool: Pool) -> None:
     assert pool.in_use() == 1 and pool.is_current(*live)
 
 
-def test_meta_lives_at_the_tail(pool: Pool) -> None:
-    slot = pool.alloc(10, owner=1)
-    view = pool.view(slot.id)
-    view[:4] = b"body"
-    room = write_meta(view, b'{"a":1}')
-    assert room == 1024 - 4 - 7
-    assert bytes(read_meta(view)) == b'{"a":1}' and bytes(view[:4]) == b"body"
-    with pytest.raises(ValueError):
-        write_meta(view, b"x" * 2000)
+def test_payload_and_meta_share_a_slot_and_move_together_when_they_outgrow_it(pool: Pool) -> None:
+    slot = pool.put(b"body", b'{"a":1}', owner=1)
+    assert slot.id >> 24 == 0, "small enough for the smallest class"
+    with pool.view(slot.id) as view:
+        assert bytes(view[:4]) == b"body" and bytes(read_meta(view)) == b'{"a":1}'
+    same = pool.write(*slot, b"BODY!", None, owner=1)  # fits: in place, meta kept
+    assert same == slot
+    with pool.view(same.id) as view:
+        assert bytes(view[:5]) == b"BODY!" and bytes(read_meta(view)) == b'{"a":1}'
+    moved = pool.write(*same, b"x" * 1500, None, owner=1)  # 1024-byte class too small: moves, meta kept
+    assert moved.id >> 24 == 1 and not pool.is_current(*same)
+    with pool.view(moved.id) as view:
+        assert bytes(view[:1500]) == b"x" * 1500 and bytes(read_meta(view)) == b'{"a":1}'
+    replaced = pool.write(*moved, b"y", b"", owner=1)
+    with pool.view(replaced.id) as view:
+        assert bytes(view[:1]) == b"y" and bytes(read_meta(view)) == b""
+    pool.free(*replaced)
+    assert pool.in_use() == 0
+
+
+def test_set_meta_grows_the_slot_when_payload_and_meta_do_not_fit(pool: Pool) -> None:
+    slot = pool.alloc(1000, owner=7)
+    with pool.view(slot.id) as view:
+        view[:1000] = b"b" * 1000
+    grown = pool.set_meta(slot, 1000, b"m" * 100, owner=7)
+    assert grown != slot and not pool.is_current(*slot)
+    with pool.view(grown.id) as view:
+        assert bytes(view[:1000]) == b"b" * 1000 and bytes(read_meta(view)) == b"m" * 100
+    with pytest.raises(ValueError, match="exceed"):
+        pool.write(*grown, b"z" * (2 << 20), None, owner=7)  # larger than the largest slot
+    assert pool.is_current(*grown), "a failed write leaves the slot as it was"
+    pool.free(*grown)
 
 
 def test_segments_are_private_and_unlinked() -> None:

@@ -1,3 +1,5 @@
+import uuid
+
 import pytest
 
 from spright import App, RoutingError
@@ -38,9 +40,50 @@ def test_decorator_and_identical_chains_share_an_id() -> None:
     app.route("/x", hello)
     app.route("/y", [hello], methods=["POST", "PUT"])
     table = app.compile()
-    assert {r.chain for r in table.routes} == {0}
+    ours = [r for r in table.routes if r.builtin is None]
+    assert {r.chain for r in ours} == {0}
     assert table.functions[0].concurrency == 3
-    assert [r.method for r in table.routes] == ["GET", "POST", "PUT"]
+    assert [r.method for r in ours] == ["GET", "POST", "PUT"]
+
+
+def test_routes_with_different_timeouts_get_their_own_chain() -> None:
+    """A handler's deadline is its chain's timeout: two routes over the same hops but with
+    different timeouts must not share one (the longer would hold for both)."""
+    app = make_app()
+    app.route("/quick", "detect", timeout=0.5)
+    app.route("/slow", "detect", timeout=20)
+    app.route("/also-quick", ["detect"], timeout=0.5)
+    table = app.compile()
+    quick, slow, also = (table.match("GET", path)[0] for path in ("/quick", "/slow", "/also-quick"))
+    assert quick.chain == also.chain != slow.chain
+    assert table.chains[quick.chain] == table.chains[slow.chain] == (1, GATEWAY)
+    assert table.timeouts[quick.chain] == 0.5 and table.timeouts[slow.chain] == 20
+
+
+def test_metrics_is_a_builtin_route_the_app_may_override() -> None:
+    app = make_app()
+    app.route("/x", "detect")
+    route, _ = app.compile().match("GET", "/metrics")
+    assert route.builtin == "metrics"
+    assert [r["path"] for r in app.compile().describe()] == ["/x"], "spright routes lists the app's chains"
+    app.route("/metrics", "search")
+    route, _ = app.compile().match("GET", "/metrics")
+    assert route.builtin is None and app.compile().chains[route.chain] == (2, GATEWAY)
+
+
+def test_a_chain_that_crosses_security_domains_fails_at_compile_naming_the_route() -> None:
+    app = App("parking")
+    app.add_function(noop, name="detect")
+    app.add_function(noop, name="search")
+    app.add_function(noop, name="charge", domain="payments")
+    app.route("/ok", ["detect", "search"])
+    app.route("/pay", "charge")  # alone in its domain: fine
+    app.compile()
+    app.route("/plate", app.functions["detect"] >> app.functions["search"] >> app.functions["charge"],
+              methods=["POST"])
+    with pytest.raises(RoutingError, match=r"route POST /plate: the chain crosses security domains "
+                                           r"\('parking': detect, search; 'payments': charge\)"):
+        app.compile()
 
 
 def test_path_parameters_and_405() -> None:
@@ -49,7 +92,9 @@ def test_path_parameters_and_405() -> None:
     app.route("/n/{n:int}/{rest:path}", "search", methods=["POST"])
     table = app.compile()
     assert table.match("GET", "/product/OLJCESPC7Z")[1] == {"id": "OLJCESPC7Z"}
-    assert table.match("POST", "/n/12/a/b")[1] == {"n": "12", "rest": "a/b"}
+    route, params = table.match("POST", "/n/12/a/b")
+    assert params == {"n": "12", "rest": "a/b"}, "the gateway keeps the raw strings"
+    assert route.convert(params) == {"n": 12, "rest": "a/b"}, "handlers get typed values"
     with pytest.raises(NotFound):
         table.match("POST", "/n/x/a")
     with pytest.raises(MethodNotAllowed) as info:
@@ -68,6 +113,7 @@ def test_path_parameters_and_405() -> None:
         (lambda app: app.route("/x", "detect", methods=["FETCH"]), "unknown HTTP method"),
         (lambda app: app.route("/{a}/{a}", "detect"), "appears twice"),
         (lambda app: app.route("/{a", "detect"), "malformed"),
+        (lambda app: app.route("/{a:date}", "detect"), "unknown type 'date'"),
     ],
 )
 def test_mistakes_fail_at_compile_with_a_clear_message(declare, message) -> None:
@@ -114,3 +160,31 @@ def test_functions_may_share_a_worker_process() -> None:
     assert app.compile().processes() == {"tier": (1, 3), "b": (2,)}
     with pytest.raises(RoutingError, match="process"):
         app.add_function(noop, name="d", process="no spaces")
+
+
+@pytest.mark.parametrize(
+    ("template", "path", "typed"),
+    [
+        ("/p/{id}", "/p/42", {"id": "42"}),
+        ("/p/{id:int}", "/p/42", {"id": 42}),
+        ("/p/{x:float}", "/p/2.5", {"x": 2.5}),
+        ("/p/{x:float}", "/p/3", {"x": 3.0}),
+        ("/p/{u:uuid}", "/p/12345678-1234-5678-1234-567812345678",
+         {"u": uuid.UUID("12345678-1234-5678-1234-567812345678")}),
+        ("/p/{rest:path}", "/p/a/b/c", {"rest": "a/b/c"}),
+    ],
+)
+def test_path_parameter_types_convert_as_declared(template: str, path: str, typed: dict) -> None:
+    app = make_app()
+    app.route(template, "detect")
+    route, params = app.compile().match("GET", path)
+    assert route.convert(params) == typed
+
+
+@pytest.mark.parametrize(("template", "path"), [("/p/{id:int}", "/p/4x"), ("/p/{u:uuid}", "/p/not-a-uuid"),
+                                               ("/p/{x:float}", "/p/1.2.3"), ("/p/{id}", "/p/a/b")])
+def test_a_path_that_does_not_fit_the_parameter_type_is_not_found(template: str, path: str) -> None:
+    app = make_app()
+    app.route(template, "detect")
+    with pytest.raises(NotFound):
+        app.compile().match("GET", path)

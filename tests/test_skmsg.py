@@ -1,7 +1,8 @@
 """The S-SPRIGHT data plane on the real kernel path: sk_msg redirect between TCP sockets —
 delivery, wake-ups, attach/restart, teardown. Routes, domains and counters: test_skmsg_maps.py.
 
-Skipped (with the reason and the fix) only where the machine cannot run it.
+Skipped (with the reason and the fix) only where the machine cannot run it, and failed instead
+under SPRIGHT_REQUIRE_SKMSG=1 (conftest.py).
 """
 
 from __future__ import annotations
@@ -23,15 +24,15 @@ from spright.descriptor import SIZE, Descriptor, pack_many
 from spright.transport import bpf, skmsg
 from spright.transport.skmsg import MAX_ENDPOINTS, SkmsgTransport
 from tests.skmsg_kit import (
-    REASON,
     attach,
     bpftool_ids,
     desc,
     insert_raw,
     make_table,
+    pinned_objects,
 )
 
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"skmsg unavailable: {REASON}")
+pytestmark = pytest.mark.kernel  # skipped with the reason where unavailable (conftest.py)
 
 
 async def test_redirect_bypasses_tcp(node: SkmsgTransport) -> None:
@@ -85,13 +86,15 @@ def test_idle_loop_wakes_on_redirected_data(
                 sender.sendall(desc(2, 3, 1).pack())
 
             threading.Thread(target=send_later).start()
-            got = await asyncio.wait_for(arrived.get(), 5)
+            got = await asyncio.wait_for(arrived.get(), 10)
             latencies.append(got - sent_at[0])
 
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(main())
     sender.close()
-    assert max(latencies) < 0.5, latencies
+    # A delivered wake-up takes microseconds; a lost one leaves the loop asleep until its only
+    # timer, wait_for's 10 s (or for good). 3 s tells them apart on however loaded a machine.
+    assert max(latencies) < 3, latencies
 
 
 async def test_reattach_replaces_socket_of_restarted_worker(node: SkmsgTransport) -> None:
@@ -203,10 +206,9 @@ async def test_spawned_worker_attaches_through_the_pins(node: SkmsgTransport) ->
 
 
 def test_stop_leaves_nothing_behind(tmp_path: Path) -> None:
-    before = {kind: bpftool_ids(kind) for kind in ("prog", "map")}
     t = SkmsgTransport(tmp_path, make_table(1))
     t.start()
-    ours = {kind: bpftool_ids(kind) - before[kind] for kind in ("prog", "map")}
+    ours = pinned_objects(t.pin_dir)  # not "what appeared meanwhile": other nodes may start too
     assert len(ours["prog"]) == 1 and len(ours["map"]) == len(skmsg.MAPS)
     assert t.pin_dir.is_dir()
 

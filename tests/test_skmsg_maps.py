@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from spright.descriptor import SIZE, Descriptor, pack_many
+from spright.descriptor import REFUSED, SIZE, Descriptor, pack_many
 from spright.transport import bpf, skmsg
 from spright.transport.skmsg import ANONYMOUS, SkmsgTransport
 from tests.skmsg_kit import (
-    REASON,
     attach,
     chained,
     delta,
@@ -25,7 +24,7 @@ from tests.skmsg_kit import (
     raw_socket,
 )
 
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"skmsg unavailable: {REASON}")
+pytestmark = pytest.mark.kernel  # skipped with the reason where unavailable (conftest.py)
 
 
 def test_route_map_reads_back_the_compiled_table(tmp_path: Path) -> None:
@@ -85,7 +84,7 @@ def domains(tmp_path: Path) -> Iterator[SkmsgTransport]:
     t.stop()
 
 
-async def test_cross_domain_descriptors_are_dropped_and_counted(domains: SkmsgTransport) -> None:
+async def test_cross_domain_descriptors_bounce_to_their_sender_and_are_counted(domains: SkmsgTransport) -> None:
     t = domains
     assert [f.domain for f in t.table.functions] == [1, 1, 2, 2]
     endpoints = {e: await attach(t, e) for e in (0, 1, 2, 3, 4)}
@@ -93,20 +92,22 @@ async def test_cross_domain_descriptors_are_dropped_and_counted(domains: SkmsgTr
     sends = {1: [2, 3, 0, 4, 2], 3: [4, 1, 0, 2, 4], 0: [1, 2, 3, 4]}
     for sender, targets in sends.items():
         endpoints[sender][0].send(pack_many([desc(dest, sender, n) for n, dest in enumerate(targets)]))
-    expected: dict[int, list[tuple[int, int]]] = {e: [] for e in endpoints}
+    expected: dict[int, list[tuple[int, int, int]]] = {e: [] for e in endpoints}  # (sender, request, kind)
     for sender, targets in sends.items():
         for n, dest in enumerate(targets):
             if 0 in (sender, dest) or (sender < 3) == (dest < 3):  # same domain, or the gateway
-                expected[dest].append((sender, n))
+                expected[dest].append((sender, n, 0))
+            else:  # refused: back to the sender, marked REFUSED
+                expected[sender].append((sender, n, REFUSED))
     for dest, (_, inbox) in endpoints.items():
-        got = [(d.sender, d.request_id) for d in await inbox.take(len(expected[dest]))]
+        got = [(d.sender, d.request_id, d.kind) for d in await inbox.take(len(expected[dest]))]
         assert sorted(got) == sorted(expected[dest])
     await asyncio.sleep(0.05)
     assert all(not inbox.items for _, inbox in endpoints.values())  # nothing else arrived
     after = t.counters()
     assert delta(before, after, "domain_drops") == {0: 0, 1: 2, 2: 0, 3: 2, 4: 0}
     assert delta(before, after, "sent") == {0: 4, 1: 5, 2: 0, 3: 5, 4: 0}
-    assert delta(before, after, "received") == {0: 2, 1: 1, 2: 3, 3: 1, 4: 3}
+    assert delta(before, after, "received") == {0: 2, 1: 1, 2: 3, 3: 1, 4: 3}, "bounces are not receptions"
     assert t.tcp_bytes == 0
 
 

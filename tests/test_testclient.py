@@ -2,11 +2,11 @@ import asyncio
 
 import pytest
 
+from spright import Config
 from spright.descriptor import GATEWAY, RESPONSE, Descriptor
-from spright.gateway import Limits
 from spright.metrics import ERRORS, HANDLED
 from spright.pool import PoolConfig
-from spright.testing import TestClient
+from spright.testing import TEST_POOL, TestClient
 from tests.apps.demo import app
 
 
@@ -90,7 +90,7 @@ async def test_chain_timeout_is_504_and_the_late_reply_is_reclaimed(client: Test
 
 
 async def test_a_handler_outliving_its_request_never_writes_into_a_reused_slot() -> None:
-    async with TestClient(app, limits=Limits(grace=0.05)) as client:
+    async with TestClient(app, config=Config(grace=0.05)) as client:
         late = asyncio.create_task(client.post("/hold-briefly?s=1.2", body=b"late"))
         await asyncio.sleep(0.8)  # 504 at 0.5 s, its slot swept by ~0.65 s
         assert (await late).status == 504
@@ -123,14 +123,14 @@ async def test_an_answer_naming_a_stale_slot_fails_the_request_instead_of_hangin
 
 
 async def test_body_over_the_limit_is_413() -> None:
-    async with TestClient(app, limits=Limits(max_body=1000)) as client:
+    async with TestClient(app, config=Config(pool=TEST_POOL).replace(max_body=1000)) as client:
         assert (await client.post("/echo", body=b"x" * 1001)).status == 413
         assert (await client.post("/echo", body=b"x" * 1000)).status == 200
 
 
 async def test_pool_exhaustion_is_503_with_retry_after() -> None:
     tiny = PoolConfig(max_body=4096, classes=((1024, 3),), large_slots=1, meta_reserve=1024)
-    async with TestClient(app, pool=tiny) as client:
+    async with TestClient(app, config=Config(pool=tiny)) as client:
         responses = await asyncio.gather(*(client.get("/sleep?s=0.2") for _ in range(8)))
         statuses = sorted(r.status for r in responses)
         assert statuses.count(200) == 4 and statuses.count(503) == 4

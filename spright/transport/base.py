@@ -1,14 +1,24 @@
-"""The one small interface every data plane implements.
+"""The one small interface every data plane implements, and the contract it keeps.
 
 A transport moves packed descriptors between endpoints (the gateway is endpoint 0, each
-function worker has its own id). ``send`` takes one or more whole descriptors; each is
-delivered to the endpoint named by its first 4 bytes (``next_hop``), in order per
-destination. Receivers get whole descriptors, possibly several at once.
+function worker has its own id). The contract (tests/test_contract.py runs it on every
+data plane):
+
+- ``send`` takes one or more whole descriptors and never blocks; each is delivered whole
+  to the endpoint its first 4 bytes (``next_hop``) name, exactly once, in order per
+  sender and destination. Receivers get whole descriptors, possibly several at once.
+- Static chains: a sender names position ``hop`` of chain ``chain`` with the value
+  ``addresses()[chain][hop]`` (and those two fields set); the receiver sees the endpoint id.
+- Security domains: a descriptor from one function to a function of another domain is
+  never delivered; it comes back to its sender at once, its kind changed to REFUSED
+  (``Domains``). The gateway's domain reaches every domain.
+- A descriptor for an endpoint nobody is attached to is lost, and the sender is unharmed;
+  an endpoint id may be attached again (a restarted worker) and receives from then on.
 
 Life cycle: the supervisor builds the transport and calls ``start()`` before any worker
 exists; the started instance is pickled into every worker process, where ``attach()``
 connects that process; the supervisor calls ``stop()`` last and it must leave nothing
-behind (socket files, BPF programs and maps).
+behind (socket files, BPF programs and maps), even when called twice.
 """
 
 from __future__ import annotations
@@ -19,13 +29,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from spright.descriptor import SIZE
+from spright.descriptor import GATEWAY, KIND_MASK, OFFSETS, REFUSED, SIZE
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     from spright.routing import RouteTable
 
 Receiver = Callable[[bytes], None]
 EARLY_FLUSH = 24  # descriptors; see Outbox
+_FLAGS = OFFSETS["flags"]
 
 
 class Endpoint(ABC):
@@ -41,14 +54,20 @@ class Endpoint(ABC):
 
 class Transport(ABC):
     name: ClassVar[str]
-    # True: senders may put NEXT_IN_CHAIN in next_hop and the data plane finds the endpoint
-    # at position ``hop`` of ``chain`` (the eBPF program does, from its route map).
-    resolves_chains: ClassVar[bool] = False
+    # where ``live_routes`` reads a running node's chains from (``spright routes --live``)
+    routes_source: ClassVar[str] = "data-plane"
 
     def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
         self.runtime_dir = runtime_dir
         self.table = table
         self.endpoints = table.endpoints
+
+    def addresses(self) -> tuple[tuple[int, ...], ...]:
+        """Per chain and hop position, what a sender puts in ``next_hop`` to reach the
+        endpoint at that position (with the descriptor's ``chain`` and ``hop`` set): by
+        default the endpoint id itself; a data plane that routes chains itself may answer a
+        marker it resolves."""
+        return self.table.chains
 
     def node_info(self) -> dict[str, Any]:
         """Facts for the node file (``spright stats`` finds the data plane through them)."""
@@ -82,27 +101,59 @@ class Transport(ABC):
         """Connect the calling process as ``endpoint_id``; call ``on_receive`` per batch."""
 
 
-def by_destination(data: bytes) -> dict[int, bytes]:
-    """Split a batch into one batch per next hop, keeping each destination's order.
+class Domains:
+    """Who may send to whom: the gateway (domain 0) talks to every domain; functions only
+    to functions of their own domain. A data plane never delivers a descriptor across
+    domains: it bounces it to its sender as REFUSED (kind changed, next_hop = the sender,
+    all else kept), so the sender learns at once. skmsg's kernel program does this itself;
+    userspace data planes route their sends through ``split``."""
 
-    What the kernel does per record on sk_msg, userspace transports do here.
-    """
-    if len(data) == SIZE:
-        return {int.from_bytes(data[:4], "little"): data}
-    batches: dict[int, list[bytes]] = {}
-    for start in range(0, len(data), SIZE):
-        record = data[start : start + SIZE]
-        batches.setdefault(int.from_bytes(record[:4], "little"), []).append(record)
-    return {dest: b"".join(records) for dest, records in batches.items()}
+    def __init__(self, table: RouteTable) -> None:
+        domain = [0, *(f.domain for f in table.functions)]
+        self._reach = [frozenset(e for e, d in enumerate(domain) if 0 in (mine, d) or d == mine) for mine in domain]
+
+    def split(self, sender: int, data: bytes) -> dict[int, bytes]:
+        """One batch per destination, each destination's order kept; what ``sender`` may not
+        deliver comes back to ``sender``, marked REFUSED. What the kernel does per record on
+        sk_msg, userspace transports do here."""
+        reach = self._reach[sender] if sender < len(self._reach) else frozenset((GATEWAY,))
+        if len(data) == SIZE:
+            dest = int.from_bytes(data[:4], "little")
+            return {dest: data} if dest in reach else {sender: _refused(sender, data)}
+        batches: dict[int, list[bytes]] = {}
+        for start in range(0, len(data), SIZE):
+            record = data[start : start + SIZE]
+            dest = int.from_bytes(record[:4], "little")
+            if dest not in reach:
+                dest, record = sender, _refused(sender, record)
+            batches.setdefault(dest, []).append(record)
+        return {dest: b"".join(records) for dest, records in batches.items()}
+
+
+def _refused(sender: int, record: bytes) -> bytes:
+    flags = (record[_FLAGS] & ~KIND_MASK) | REFUSED
+    return b"".join((sender.to_bytes(4, "little"), record[4:_FLAGS], bytes((flags,)), record[_FLAGS + 1 :]))
 
 
 class RecordProtocol(asyncio.Protocol):
     """Read side of a stream endpoint: hands whole descriptors to the receiver, keeping the
     tail of a descriptor the stream split until the rest arrives."""
 
-    def __init__(self, on_receive: Receiver) -> None:
+    def __init__(self, on_receive: Receiver, connections: set[asyncio.BaseTransport] | None = None) -> None:
+        """``connections``: a set this connection joins while open (a listener's endpoint
+        closes them all when it closes)."""
         self._on_receive = on_receive
         self._tail = b""
+        self._connections = connections
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._connections is not None:
+            self._connections.add(transport)
+        self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._connections is not None:
+            self._connections.discard(self._transport)
 
     def data_received(self, data: bytes) -> None:
         if self._tail:
@@ -122,24 +173,42 @@ class Outbox:
     Many handlers finishing in the same iteration cost one syscall (and, on sk_msg, one
     sendmsg whose runs of same-destination records each get one verdict). A batch that
     reaches ``EARLY_FLUSH`` leaves at once, so the next hop starts on it while this process
-    is still busy: pipelining across cores beat bigger batches (noop +30%, a 10-hop chain
-    +35% under ``wrk -c64`` here; 16-32 measured best).
+    is still busy: pipelining across cores beats bigger batches (see the README's
+    performance section).
 
-    ``held``: the owner will flush itself before returning to the loop (a worker inside
+    ``with outbox.batch():`` the owner flushes itself when the block ends (a worker inside
     its receive callback), so no end-of-iteration flush is scheduled: that callback would
     cost a loop iteration and an epoll_wait(0) per hop at low load.
     """
 
-    __slots__ = ("_endpoint", "_loop", "_queued", "held")
+    __slots__ = ("_endpoint", "_held", "_loop", "_queued")
 
     def __init__(self, endpoint: Endpoint, loop: asyncio.AbstractEventLoop) -> None:
         self._endpoint = endpoint
         self._loop = loop
         self._queued: list[bytes] = []
-        self.held = False
+        self._held = False
+
+    def batch(self) -> Outbox:
+        """``with outbox.batch():`` what is put inside the block leaves in one send at its end."""
+        self._held = True
+        return self
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._held = False
+        self.flush()
+
+    @property
+    def batching(self) -> bool:
+        """Inside ``batch()``: a flush will come when the block ends."""
+        return self._held
 
     def put(self, record: bytes) -> None:
-        if not self._queued and not self.held:
+        if not self._queued and not self._held:
             self._loop.call_soon(self.flush)
         self._queued.append(record)
         if len(self._queued) >= EARLY_FLUSH:

@@ -78,7 +78,7 @@ class PinnedMap:
     def __exit__(self, *_: object) -> None:
         os.close(self.fd)
 
-    def _elem(self, key: ctypes.c_uint32, value: ctypes.Array | ctypes.c_uint32 | None = None) -> _ElemAttr:  # type: ignore[type-arg]
+    def _elem(self, key: ctypes.c_uint32, value: ctypes.Array | ctypes.c_uint32 | None = None) -> _ElemAttr:
         return _ElemAttr(
             map_fd=self.fd,
             key=ctypes.addressof(key),

@@ -10,7 +10,7 @@ import asyncio
 from pathlib import Path
 
 from spright.routing import RouteTable
-from spright.transport.base import Endpoint, Receiver, Transport, by_destination
+from spright.transport.base import Domains, Endpoint, Receiver, Transport
 
 
 class LocalTransport(Transport):
@@ -19,23 +19,31 @@ class LocalTransport(Transport):
     def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
         super().__init__(runtime_dir, table)
         self.receivers: dict[int, Receiver] = {}
+        self.domains = Domains(table)
 
     async def attach(self, endpoint_id: int, on_receive: Receiver) -> Endpoint:
         self.receivers[endpoint_id] = on_receive
-        return _LocalEndpoint(self, endpoint_id)
+        return _LocalEndpoint(self, endpoint_id, on_receive)
 
 
 class _LocalEndpoint(Endpoint):
-    def __init__(self, transport: LocalTransport, endpoint_id: int) -> None:
+    def __init__(self, transport: LocalTransport, endpoint_id: int, receiver: Receiver) -> None:
         self._transport = transport
         self._id = endpoint_id
+        self._receiver = receiver
         self._loop = asyncio.get_running_loop()
 
     def send(self, data: bytes) -> None:
-        for dest, batch in by_destination(data).items():
-            receiver = self._transport.receivers.get(dest)
-            if receiver is not None:  # like the kernel: no socket, the descriptor is dropped
-                self._loop.call_soon(receiver, batch)
+        for dest, batch in self._transport.domains.split(self._id, data).items():
+            self._loop.call_soon(self._deliver, dest, batch)
+
+    def _deliver(self, dest: int, batch: bytes) -> None:
+        """To whoever is attached as ``dest`` at delivery time; like the kernel with no
+        socket, nobody attached means the batch is lost."""
+        receiver = self._transport.receivers.get(dest)
+        if receiver is not None:
+            receiver(batch)
 
     def close(self) -> None:
-        self._transport.receivers.pop(self._id, None)
+        if self._transport.receivers.get(self._id) is self._receiver:  # not a successor's
+            del self._transport.receivers[self._id]

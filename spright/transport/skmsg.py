@@ -5,8 +5,9 @@ reads. ``ebpf/skmsg.c`` runs on every sendmsg() of those sockets and moves each 
 consecutive 32-byte descriptors bound for the same endpoint into the receive queue of
 that endpoint's socket: the TCP stack is bypassed, the receiver's epoll wakes as for any
 data, and one send() can carry a batch for many destinations. The program also resolves
-static chains from a route map (``resolves_chains``), enforces security domains on the
-kernel's idea of the sender (its local port), and keeps per-endpoint per-CPU counters.
+static chains from a route map (``addresses()`` names each position NEXT_IN_CHAIN),
+enforces security domains on the kernel's idea of the sender (its local port), bouncing a
+refused descriptor back to its sender, and keeps per-endpoint per-CPU counters.
 
 Life cycle: ``start()`` (supervisor) compiles and loads the program with bcc, fills the
 route and domain maps from the route table, and pins the maps under
@@ -30,8 +31,8 @@ and ``send`` groups a batch by target (stable: per-destination order is kept) so
 are long. A run only spans the first scatterlist element (the linear data); writes are
 cut at 32 KiB (one page-frag chunk) so an element holds up to a whole write.
 A write the kernel splits inside a descriptor is harmless once its first 10 bytes are
-in: the verdict covers the descriptor's remaining bytes whenever they are sent
-(``cork_bytes`` looked like the tool for the rest, but misrouted and duplicated here).
+in (through ``chain``): the verdict covers the descriptor's remaining bytes whenever they are sent
+(``cork_bytes`` looked like the tool for the rest, but misrouted and duplicated descriptors).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from spright.descriptor import NEXT_IN_CHAIN, SIZE
+from spright.descriptor import KIND_MASK, OFFSETS, REFUSED, SIZE
 from spright.routing import RouteTable
 from spright.transport import bpf
 from spright.transport.base import Endpoint, Receiver, RecordProtocol, Transport
@@ -59,6 +60,7 @@ MAX_CHAINS = 1024  # chain ids are 0..MAX_CHAINS-1
 MAX_HOPS = 32  # positions per chain, the final gateway included
 MAX_RUN = 256  # descriptors one verdict may cover (a bounded loop in the program)
 NO_ROUTE = 0xFFFFFFFF  # route map entry past a chain's end; domain of an unknown id
+NEXT_IN_CHAIN = 0xFFFFFFFF  # next_hop telling the program: the endpoint at (chain, hop) in the route map
 # One sendmsg() of more than ~68 KiB can outgrow the kernel's 17-element scatterlist and be
 # split at any byte; 32 KiB also fits one page-frag chunk, so runs stay long.
 MAX_WRITE = 1024 * SIZE
@@ -72,6 +74,11 @@ CFLAGS = [
         ("MAX_HOPS", MAX_HOPS),
         ("MAX_RUN", MAX_RUN),
         ("DESCRIPTOR_SIZE", SIZE),
+        ("NEXT_IN_CHAIN", f"{NEXT_IN_CHAIN:#x}U"),
+        ("NO_ROUTE", f"{NO_ROUTE:#x}U"),
+        ("KIND_MASK", KIND_MASK),
+        ("REFUSED", REFUSED),
+        *((f"OFF_{field.upper()}", offset) for field, offset in OFFSETS.items()),
     )
 ]
 # pin file name -> map name in skmsg.c
@@ -82,9 +89,12 @@ MAPS = {
     "ports": "spright_ports",
     "stats": "spright_stats",
 }
-_KEY = struct.Struct("<I3xBH22x")  # next_hop, hop, chain: what a descriptor's target depends on
+# next_hop, hop, chain: what a descriptor's target depends on (hop and chain follow flags)
+assert OFFSETS["hop"] == OFFSETS["flags"] + 1 and OFFSETS["chain"] == OFFSETS["hop"] + 1
+_KEY = struct.Struct(f"<I{OFFSETS['hop'] - 4}xBH{SIZE - OFFSETS['chain'] - 2}x")
+_KEY_BYTES = (*range(4), OFFSETS["hop"], OFFSETS["chain"], OFFSETS["chain"] + 1)
 # Group a batch of at least GROUP_MIN descriptors by destination when that saves at least
-# MIN_SAVED verdicts: measured a clear win at 256 mixed descriptors, a wash at 16.
+# MIN_SAVED verdicts: sorting costs more than the verdicts it saves on small batches.
 GROUP_MIN, MIN_SAVED = 32, 8
 
 
@@ -202,7 +212,7 @@ def _check_fits(table: RouteTable) -> None:
 
 class SkmsgTransport(Transport):
     name = "skmsg"
-    resolves_chains = True
+    routes_source = "bpf-map"
 
     def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
         super().__init__(runtime_dir, table)
@@ -216,6 +226,10 @@ class SkmsgTransport(Transport):
     def unavailable_reason(cls) -> str | None:
         """Checks privileges, bcc, headers, then compiles and loads once (cached)."""
         return _probe()
+
+    def addresses(self) -> tuple[tuple[int, ...], ...]:
+        """Static chains are resolved by the program from its route map."""
+        return tuple((NEXT_IN_CHAIN,) * len(hops) for hops in self.table.chains)
 
     def __getstate__(self) -> dict[str, Any]:
         """Workers need only paths, the table and the port; bcc objects and threads stay home."""
@@ -363,10 +377,10 @@ class _SkmsgEndpoint(Endpoint):
 
     def _grouped(self, data: bytes) -> bytes:
         """Stable grouping by destination: each destination's descriptors keep their order.
-        Done only when it saves at least MIN_SAVED verdicts (each ~0.5 us of kernel time);
+        Done only when it saves at least MIN_SAVED verdicts (each a redirect in the kernel);
         every step is a C loop but the cheap all-alike check."""
         n = len(data) // SIZE
-        if all(data[i::SIZE] == data[i : i + 1] * n for i in (0, 1, 2, 3, 7, 8, 9)):
+        if all(data[i::SIZE] == data[i : i + 1] * n for i in _KEY_BYTES):
             return data  # one key (next_hop, hop, chain): one destination
         targets = list(map(self._targets.__getitem__, _KEY.iter_unpack(data)))
         runs = 1 + sum(map(operator.ne, targets, targets[1:]))

@@ -14,7 +14,8 @@ import contextlib
 import socket
 from pathlib import Path
 
-from spright.transport.base import Endpoint, Receiver, RecordProtocol, Transport, by_destination
+from spright.routing import RouteTable
+from spright.transport.base import Domains, Endpoint, Receiver, RecordProtocol, Transport
 
 
 def socket_path(runtime_dir: Path, endpoint_id: int) -> Path:
@@ -24,6 +25,10 @@ def socket_path(runtime_dir: Path, endpoint_id: int) -> Path:
 class UnixTransport(Transport):
     name = "unix"
 
+    def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
+        super().__init__(runtime_dir, table)
+        self.domains = Domains(table)
+
     def stop(self) -> None:
         for endpoint_id in self.endpoints:
             socket_path(self.runtime_dir, endpoint_id).unlink(missing_ok=True)
@@ -32,9 +37,10 @@ class UnixTransport(Transport):
         path = socket_path(self.runtime_dir, endpoint_id)
         path.unlink(missing_ok=True)
         loop = asyncio.get_running_loop()
-        server = await loop.create_unix_server(lambda: RecordProtocol(on_receive), str(path))
+        accepted: set[asyncio.BaseTransport] = set()
+        server = await loop.create_unix_server(lambda: RecordProtocol(on_receive, accepted), str(path))
         path.chmod(0o600)
-        return _UnixEndpoint(self.runtime_dir, server, path)
+        return _UnixEndpoint(self, endpoint_id, server, path, accepted)
 
 
 class _Link:
@@ -86,15 +92,19 @@ class _Link:
 
 
 class _UnixEndpoint(Endpoint):
-    def __init__(self, runtime_dir: Path, server: asyncio.AbstractServer, path: Path) -> None:
-        self._runtime_dir = runtime_dir
+    def __init__(self, owner: UnixTransport, endpoint_id: int, server: asyncio.AbstractServer, path: Path,
+                 accepted: set[asyncio.BaseTransport]) -> None:
+        self._runtime_dir = owner.runtime_dir
+        self._domains = owner.domains
+        self._id = endpoint_id
         self._server = server
         self._path = path
+        self._accepted = accepted  # senders' connections: closed with the endpoint
         self._loop = asyncio.get_running_loop()
         self._links: dict[int, _Link] = {}
 
     def send(self, data: bytes) -> None:
-        for dest, batch in by_destination(data).items():
+        for dest, batch in self._domains.split(self._id, data).items():
             self._send_to(dest, batch)
 
     def _send_to(self, dest: int, data: bytes) -> None:
@@ -118,7 +128,11 @@ class _UnixEndpoint(Endpoint):
         return link
 
     def close(self) -> None:
+        """Nothing reaches the receiver after this: senders notice and reconnect to whoever
+        attaches next under this id."""
         self._server.close()
+        for connection in list(self._accepted):
+            connection.close()
         for link in self._links.values():
             link.close()
         self._links.clear()

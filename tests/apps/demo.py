@@ -1,6 +1,7 @@
 """A small app touching every user-facing contract; used by TestClient and node tests."""
 
 import asyncio
+import contextlib
 from contextvars import ContextVar
 
 from spright import App, Context, HTTPError
@@ -84,8 +85,13 @@ async def context_count(ctx: Context) -> str:
 @app.function()
 async def hold(ctx: Context) -> bytes:
     """Reads its body only after a pause (so it sees whatever reached the slot meanwhile)
-    and returns it reversed."""
-    await asyncio.sleep(float(ctx.query.get("s", "0.5")))
+    and returns it reversed. It ignores being cancelled, as a careless handler may: past
+    its chain's timeout it outlives its request (the worker must not let it write late)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + float(ctx.query.get("s", "0.5"))
+    while (left := until - loop.time()) > 0:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(left)
     return ctx.bytes()[::-1]
 
 
@@ -103,7 +109,9 @@ async def grow(ctx: Context) -> bytes:
 
 
 app.route("/echo", upper >> tag >> tag, methods=["POST"])
+app.route("/tag", tag, methods=["POST"])  # the body exactly as sent, plus "!"
 app.route("/info/{item}", info, methods=["GET", "POST"])
+app.route("/files/{rest:path}", info)  # the rest of the path, slashes and all
 app.route("/page", page)
 app.route("/add", adder, methods=["POST"])
 app.route("/total", total, methods=["POST"])

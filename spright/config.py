@@ -1,0 +1,67 @@
+"""Every setting of a node in one object.
+
+``App(...)`` sets the app's own (the pool, the default route timeout); ``spright run``'s
+options set where and how it serves (``App.config.replace(host=..., port=...)``); the
+supervisor, the gateway, the HTTP server, the workers and ``TestClient`` read this object
+and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Slot sizes and counts. The largest class must hold ``max_body`` plus metadata."""
+
+    max_body: int = 8 * MiB
+    classes: tuple[tuple[int, int], ...] = ((4096, 4096), (65536, 1024), (MiB + 65536, 64))
+    large_slots: int = 8
+    meta_reserve: int = 64 * 1024
+
+    def size_classes(self) -> list[tuple[int, int]]:
+        large = self.max_body + self.meta_reserve
+        small = [(size, count) for size, count in self.classes if size < large]
+        return [*small, (large, self.large_slots)]
+
+
+@dataclass(frozen=True)
+class Config:
+    # -- serving (spright run's options) ---------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8080
+    transport: str = "auto"  # auto, or a name from spright.transport.registry()
+    # -- the app's (App(...)) ----------------------------------------------------------------
+    default_timeout: float = 30.0  # seconds a route's chain may take, unless the route says
+    pool: PoolConfig = field(default_factory=PoolConfig)  # pool.max_body is the request body limit
+    # -- HTTP limits -----------------------------------------------------------------------
+    max_header_bytes: int = 16 * 1024
+    max_url: int = 8 * 1024
+    keepalive_timeout: float = 15.0
+    # -- the node's clocks -----------------------------------------------------------------
+    tick: float = 0.1  # the gateway's housekeeping period: timeouts, sweeps, counters for readers
+    grace: float = 10.0  # how long a failed request's slots stay reserved for late writers
+    ready_timeout: float = 60.0  # workers must announce themselves within this at startup
+    drain_timeout: float = 10.0  # in-flight requests get this long to finish on shutdown
+
+    def __post_init__(self) -> None:
+        for name in ("default_timeout", "keepalive_timeout", "tick", "ready_timeout", "drain_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Config.{name} must be > 0, got {getattr(self, name)!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"Config.port must be 0..65535, got {self.port}")
+
+    @property
+    def max_body(self) -> int:
+        return self.pool.max_body
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with ``changes``; ``max_body=N`` resizes the pool's body limit."""
+        if "max_body" in changes:
+            changes["pool"] = dataclasses.replace(changes.get("pool", self.pool), max_body=changes.pop("max_body"))
+        return dataclasses.replace(self, **changes)

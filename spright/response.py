@@ -1,0 +1,47 @@
+"""The gateway's answers: a response, the JSON error every refusal uses, and its texts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes = b""
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode()
+
+
+class Refused(Exception):
+    """A request answered before it reached a chain (its body is too large, the pool is
+    full...): ``response`` is the answer, already counted by the gateway."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(f"{response.status}: {response.body.decode(errors='replace')}")
+        self.response = response
+
+
+def error_response(status: int, message: str, **extra: Any) -> Response:
+    body = orjson.dumps({"error": message, "status": status, **extra})
+    headers = [(b"content-type", b"application/json")]
+    if status == 503:
+        headers.append((b"retry-after", b"1"))
+    return Response(status, body, headers)
+
+
+def body_too_large(limit: int) -> Response:
+    return error_response(413, f"request body over the limit of {limit} bytes")
+
+
+def no_payload_space() -> Response:
+    return error_response(503, "no free payload space, retry shortly")

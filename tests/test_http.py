@@ -1,0 +1,186 @@
+"""The HTTP front door's promises, on a real node over real sockets, byte by byte: 100-continue,
+the URL limit, chunked bodies that outgrow their slot or the body limit, ``{rest:path}``.
+
+Raw sockets (not an HTTP client) so that the test, not a library, decides what is sent when.
+The node serves tests/apps/demo.py: ``POST /echo`` answers the body upper-cased plus "!!",
+``POST /tag`` the body exactly as sent plus "!".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from spright.testing import run_node
+from tests.apps.demo import app as demo
+
+pytestmark = pytest.mark.node
+
+MAX_BODY = demo.config.max_body  # what `spright run` serves the demo with: its PoolConfig's
+MAX_URL = demo.config.max_url  # the HTTP limit (the default: the demo sets none)
+SLOT_CLASSES = [size for size, _ in demo.config.pool.classes]
+
+
+@pytest.fixture(scope="module")
+def port(transport: str) -> Iterator[int]:
+    with run_node("tests.apps.demo:app", transport=transport) as (port, _):
+        yield port
+
+
+class Connection:
+    """A blocking socket with a reader of whole HTTP/1.1 responses (timeouts fail the test)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buffer = b""
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> None:
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise ConnectionError(f"closed by the server after {self.buffer[:200]!r}")
+        self.buffer += data
+
+    def head(self) -> tuple[int, dict[str, str]]:
+        """The next status line and headers (an interim 100 Continue too)."""
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        version, status, _ = status_line.split(" ", 2)
+        assert version == "HTTP/1.1", status_line
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return int(status), headers
+
+    def response(self) -> tuple[int, dict[str, str], bytes]:
+        status, headers = self.head()
+        length = int(headers["content-length"])
+        while len(self.buffer) < length:
+            self._fill()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return status, headers, body
+
+
+def chunked(body: bytes, size: int) -> Iterator[bytes]:
+    """``body`` as Transfer-Encoding: chunked pieces of ``size`` bytes, then the last chunk."""
+    for start in range(0, len(body), size):
+        piece = body[start : start + size]
+        yield b"%x\r\n%s\r\n" % (len(piece), piece)
+    yield b"0\r\n\r\n"
+
+
+TAG_CHUNKED = b"POST /tag HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def test_expect_100_continue_invites_the_body_before_it_is_sent(port: int) -> None:
+    """Catches: no interim response (a client that waits for it stalls, then sends anyway, late),
+    a 100 sent after the final response, a body not read after the 100."""
+    body = b"sent only when invited"
+    with Connection(port) as http:
+        http.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert http.head() == (100, {}), "the server must invite the body (we have not sent it)"
+        assert http.buffer == b""
+        http.send(body)
+        assert http.response()[::2] == (200, b"SENT ONLY WHEN INVITED!!")
+        # the connection stays usable: a second request with the same expectation
+        http.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+        assert http.head()[0] == 100
+        http.send(b"ok")
+        assert http.response()[::2] == (200, b"OK!!")
+
+
+def test_expect_100_continue_over_the_body_limit_is_413_without_inviting_the_body(port: int) -> None:
+    """Catches: a 100 Continue sent before the limit is checked (the client would upload
+    megabytes only to have them refused)."""
+    with Connection(port) as http:
+        http.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n"
+                  % (MAX_BODY + 1))
+        status, headers, body = http.response()
+    assert status == 413 and headers.get("connection") == "close"
+    assert json.loads(body)["error"] == f"request body over the limit of {MAX_BODY} bytes"
+
+
+def test_url_over_the_limit_is_414_and_one_at_the_limit_is_served(port: int) -> None:
+    """Catches: no limit (the URL buffered without bound), an off-by-one at the limit, a 400
+    or a dropped connection instead of 414."""
+    at_limit = b"/info/" + b"a" * (MAX_URL - len(b"/info/"))
+    assert len(at_limit) == MAX_URL
+    with Connection(port) as http:
+        http.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % at_limit)
+        status, _, body = http.response()
+        assert status == 200 and json.loads(body)["params"] == {"item": "a" * (MAX_URL - 6)}
+        http.send(b"GET %sa HTTP/1.1\r\nHost: x\r\n\r\n" % at_limit)
+        status, headers, body = http.response()
+    assert status == 414 and headers.get("connection") == "close"
+    assert f"{MAX_URL} bytes" in json.loads(body)["error"]
+
+
+def test_chunked_body_that_outgrows_its_slot_classes_is_echoed_exactly(port: int) -> None:
+    """200 KiB in 8 KiB chunks: the body starts in a 4 KiB slot (no Content-Length to size it)
+    and must move to larger ones as it grows. Catches: bytes lost or duplicated at a move,
+    a body cut at a slot size, a refusal of a body well under the limit."""
+    body = os.urandom(200 * 1024)
+    assert SLOT_CLASSES[0] < SLOT_CLASSES[1] < len(body) < MAX_BODY, "it must outgrow two classes"
+    with Connection(port) as http:
+        http.send(TAG_CHUNKED)
+        for piece in chunked(body, 8 * 1024):
+            http.send(piece)
+        status, _, echoed = http.response()
+        assert status == 200 and len(echoed) == len(body) + 1
+        assert echoed == body + b"!"
+        http.send(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nafter")  # same connection
+        assert http.response()[::2] == (200, b"AFTER!!")
+
+
+def test_chunked_body_at_the_limit_is_served_and_one_byte_more_is_413(port: int) -> None:
+    """No Content-Length announces a chunked body's size: the limit must hold as it arrives.
+    Catches: a chunked body let through past max_body (or refused at it), a connection
+    dropped without the 413."""
+    body = os.urandom(MAX_BODY)
+    with Connection(port) as http:
+        http.send(TAG_CHUNKED)
+        for piece in chunked(body, 64 * 1024):
+            http.send(piece)
+        status, _, echoed = http.response()
+        assert status == 200 and echoed == body + b"!"
+
+    with Connection(port) as http:
+        http.send(TAG_CHUNKED)
+        try:
+            for piece in chunked(body + b"y", 64 * 1024):  # refused while it arrives: stop sending
+                http.send(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, headers, answer = http.response()
+    assert status == 413 and headers.get("connection") == "close"
+    assert json.loads(answer)["error"] == f"request body over the limit of {MAX_BODY} bytes"
+
+
+def test_a_rest_of_path_parameter_reaches_the_handler(port: int) -> None:
+    """``/files/{rest:path}``: the whole remainder, slashes included. Catches: the parameter
+    cut at the first slash (or a 404 for it), the prefix left in it, an empty remainder
+    matched."""
+    with Connection(port) as http:
+        for rest in ("report.txt", "docs/2024/q3/report.txt"):
+            http.send(b"GET /files/%s?v=2 HTTP/1.1\r\nHost: x\r\n\r\n" % rest.encode())
+            status, _, body = http.response()
+            assert status == 200, body
+            seen = json.loads(body)
+            assert (seen["params"], seen["path"], seen["query"]) == ({"rest": rest}, f"/files/{rest}", {"v": "2"})
+        http.send(b"GET /files/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert http.response()[0] == 404
