@@ -76,7 +76,7 @@ async def test_metrics_endpoint_in_process_has_counters_gauges_and_histograms() 
     assert sample(found["spright_descriptors_in"], "_total", function="upper", domain="demo") == 4
     assert sample(found["spright_handler_errors"], "_total", function="boom") == 1
     assert sample(found["spright_handled"], "_total", function="upper") == 4
-    assert 0 < sample(found["spright_handler_seconds"], "_total", function="upper") < 1
+    assert sample(found["spright_handler_seconds"], "_total", function="upper") > 0
     assert sample(found["spright_responses"], "_total", status="5xx") == 1
     assert sample(found["spright_requests_in_flight"]) == 0  # /metrics itself never goes down a chain
     latency = found["spright_request_duration_seconds"]
@@ -93,7 +93,7 @@ async def test_handler_time_includes_what_the_handler_awaits() -> None:
     async with TestClient(demo) as client:
         assert (await client.get("/sleep?s=0.1")).status == 200
         sleepy = client.counters_of("sleepy")
-    assert sleepy["handled"] == 1 and 0.1e9 <= sleepy["handler_ns"] < 0.5e9
+    assert sleepy["handled"] == 1 and 0.1e9 <= sleepy["handler_ns"] < 5e9
 
 
 async def test_an_app_that_routes_get_metrics_keeps_its_route() -> None:
@@ -122,7 +122,7 @@ async def test_metrics_on_a_real_node(transport: str, runtime_dir: Path) -> None
                 found = families(await r.text())
     latency = found["spright_request_duration_seconds"]
     assert sample(latency, "_count", method="POST", route="/echo", status="2xx") == n
-    assert 0 < sample(latency, "_sum", method="POST", route="/echo", status="2xx") < n * 1.0
+    assert 0 < sample(latency, "_sum", method="POST", route="/echo", status="2xx") < n * 5.0
     for function in ("parse", "enrich", "reply"):  # written by three other processes
         assert sample(found["spright_descriptors_in"], "_total", function=function, domain="echo") == n
         assert sample(found["spright_descriptors_out"], "_total", function=function) == n

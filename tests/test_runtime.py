@@ -9,8 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from spright import App, Context
-from spright import descriptor
+from spright import App, Context, descriptor
 from spright.descriptor import ERROR, GATEWAY, REQUEST, RESPONSE, SIZE, Descriptor, unpack_many
 from spright.metrics import HANDLED
 from spright.pool import Pool
@@ -105,7 +104,9 @@ async def test_what_one_batch_produced_leaves_in_one_send() -> None:
 
 async def test_drain_waits_for_handlers_in_flight() -> None:
     async with Harness(sleeps_a_little) as h:
-        await asyncio.wait_for(h.worker.drain(), 0.05)  # nothing in flight: at once
+        idle = asyncio.ensure_future(h.worker.drain())
+        await asyncio.sleep(0)
+        assert idle.done(), "nothing in flight: drain returns at once"
         h.send(3)
         await asyncio.gather(h.worker.drain(), h.worker.drain())  # two waiters, one event
         await asyncio.sleep(0)  # the in-process transport delivers on the next loop turn

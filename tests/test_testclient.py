@@ -83,20 +83,29 @@ async def test_not_found_and_method_not_allowed(client: TestClient) -> None:
     assert r.status == 405 and dict(r.headers)[b"allow"] == b"POST"
 
 
+async def until_no_slot_in_use(client: TestClient) -> None:
+    async with asyncio.timeout(5):
+        while client.pool.in_use():
+            await asyncio.sleep(0.01)
+
+
 async def test_chain_timeout_is_504_and_the_late_reply_is_reclaimed(client: TestClient) -> None:
     r = await client.get("/sleep?s=0.8")
     assert r.status == 504
-    await asyncio.sleep(0.5)  # the late reply arrives; its slot must be freed, not leaked
+    await until_no_slot_in_use(client)  # its slot must be freed, not leaked
 
 
 async def test_a_handler_outliving_its_request_never_writes_into_a_reused_slot() -> None:
     async with TestClient(app, config=Config(grace=0.05)) as client:
-        late = asyncio.create_task(client.post("/hold-briefly?s=1.2", body=b"late"))
-        await asyncio.sleep(0.8)  # 504 at 0.5 s, its slot swept by ~0.65 s
-        assert (await late).status == 504
+        hold = client.counters_of("hold")["handled"]
+        late = asyncio.create_task(client.post("/hold-briefly?s=3", body=b"late"))
+        assert (await late).status == 504  # at 0.5 s; the handler ignores its cancellation
+        await until_no_slot_in_use(client)  # its slot swept after the grace time
+        assert client.counters_of("hold")["handled"] == hold, "the late handler is still running"
         # the next request gets the freed slot back (free slots are a stack) and reads its
         # body only after the late handler has returned
-        r = await client.post("/hold?s=0.8", body=b"second body")
+        r = await client.post("/hold?s=3.5", body=b"second body")
+        assert client.counters_of("hold")["handled"] == hold + 2, "the late handler returned meanwhile"
         assert r.status == 200 and r.body == b"ydob dnoces"
         assert client.pool.in_use() == 0
 
@@ -117,9 +126,9 @@ async def test_an_answer_naming_a_stale_slot_fails_the_request_instead_of_hangin
     (request_id,) = client.gateway._pending
     forged = Descriptor(GATEWAY, 1, RESPONSE, 1, 0, 200, 0, 0, request_id, 0, 0xFFFF)  # no slot has it
     client.gateway.receive(forged.pack())
-    r = await asyncio.wait_for(waiting, 0.1)
+    r = await asyncio.wait_for(waiting, 5)  # a 502, not the real answer's 200 at 0.2 s
     assert r.status == 502 and r.json()["error"] == "the chain's answer was lost"
-    await asyncio.sleep(0.3)  # the real answer arrives late: its slot is reclaimed (fixture checks)
+    await until_no_slot_in_use(client)  # the real answer arrives late: its slot is reclaimed
 
 
 async def test_body_over_the_limit_is_413() -> None:

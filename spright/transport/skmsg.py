@@ -190,14 +190,19 @@ def _probe() -> str | None:
         return f"no kernel headers for {release}: run ebpf/setup-headers.sh"
     try:
         loaded = BPF(src_file=str(SOURCE).encode(), cflags=CFLAGS)
-        try:
-            loaded.load_func(b"spright_msg", BPF.SK_MSG)
-        finally:
-            loaded.cleanup()
-    except Exception as exc:  # bcc raises bare Exception for compile and load errors
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return f"the kernel rejected the sk_msg program (needs BPF sockmap support): {first}"
+    except Exception as exc:  # bcc raises bare Exception; clang's messages went to stderr
+        return f"{SOURCE.name} did not compile (clang's errors are on stderr above): {_first_line(exc)}"
+    try:
+        loaded.load_func(b"spright_msg", BPF.SK_MSG)
+    except Exception as exc:
+        return f"the kernel rejected the sk_msg program (needs BPF sockmap support): {_first_line(exc)}"
+    finally:
+        loaded.cleanup()
     return None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _check_fits(table: RouteTable) -> None:
