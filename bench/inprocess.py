@@ -17,8 +17,7 @@ from pathlib import Path
 
 import uvloop
 
-from spright import App, Context
-from spright import Config, descriptor
+from spright import App, Config, Context, descriptor
 from spright.descriptor import GATEWAY, REQUEST, RESPONSE, SIZE, unpack_many
 from spright.gateway import Gateway
 from spright.http import HttpProtocol

@@ -9,13 +9,15 @@ from typing import Any
 
 import orjson
 import typer
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from spright.loader import AppNotFound, load_app
-from spright.nodes import Node, NodeNotFound, choose_node, live_routes, snapshot
+from spright.nodefile import NodeFile
+from spright.nodes import NodeNotFound, choose_node, live_routes, snapshot
 from spright.routing import RoutingError
+from spright.statsview import rates, stats_table
 from spright.transport import registry
 from spright.tuning import latency_hints
 
@@ -41,8 +43,8 @@ def run(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        supervisor = Supervisor(app, host=host, port=port, transport=transport)
-    except (AppNotFound, RoutingError) as exc:
+        supervisor = Supervisor(app, host=host, port=port, transport=transport)  # fills the app's Config
+    except (AppNotFound, ValueError) as exc:  # RoutingError, and Config's own checks
         raise _fail(str(exc)) from None
     try:
         supervisor.run()
@@ -55,7 +57,7 @@ def _print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def _node(pid: int | None, port: int | None) -> Node:
+def _node(pid: int | None, port: int | None) -> NodeFile:
     """The running node to inspect; exits 1 (none running) or 2 (ambiguous) saying why."""
     try:
         return choose_node(pid, port)
@@ -129,95 +131,30 @@ def stats(
     if json and watch is None:
         return _print_json(_read(chosen))
     if watch is None:
-        console.print(_stats_table(_read(chosen), None, 0.0))
+        console.print(stats_table(_read(chosen), None, 0.0))
         return
     interval = max(watch, 0.1)
     previous, then = _read(chosen), time.monotonic()
     try:
-        with Live(_stats_table(previous, None, 0.0), console=console, auto_refresh=False) as live:
+        with Live(stats_table(previous, None, 0.0), console=console, auto_refresh=False) as live:
             while True:
                 time.sleep(interval)
                 current, now = _read(chosen), time.monotonic()
                 if json:
-                    _print_json({**current, "rates": _rates(current, previous, now - then)})
+                    _print_json({**current, "rates": rates(current, previous, now - then)})
                 else:
-                    live.update(_stats_table(current, previous, now - then), refresh=True)
+                    live.update(stats_table(current, previous, now - then), refresh=True)
                 previous, then = current, now
     except KeyboardInterrupt:
         pass
 
 
-def _read(node: Node) -> dict[str, Any]:
+def _read(node: NodeFile) -> dict[str, Any]:
     try:
         return snapshot(node)
     except FileNotFoundError:  # the node stopped (its counter segment is gone)
         console.print(f"the spright node {node.pid} has stopped", markup=False)
         raise typer.Exit(1) from None
-
-
-COUNTERS = (("in", "descriptors_in"), ("out", "descriptors_out"), ("bytes", "payload_bytes"),
-            ("errors", "handler_errors"), ("calls", "calls"))
-RATED = ("descriptors_in", "descriptors_out", "payload_bytes")
-
-
-def _rates(current: dict[str, Any], previous: dict[str, Any], seconds: float) -> dict[str, dict[str, float]]:
-    """Per-second rate of each counter per function name since ``previous``."""
-    before = {f["id"]: f for f in previous["functions"]}
-    out: dict[str, dict[str, float]] = {}
-    for function in current["functions"]:
-        old = before.get(function["id"], function)
-        out[function["name"]] = {key: (function[key] - old[key]) / seconds for _, key in COUNTERS}
-    return out
-
-
-def _stats_table(data: dict[str, Any], previous: dict[str, Any] | None, seconds: float) -> Group:
-    """Userspace counters, then (when the data plane keeps them) the kernel's, as two tables
-    narrow enough for an 80-column terminal."""
-    info = data["node"]
-    responses = "  ".join(f"{cls} {count}" for cls, count in data["responses"].items() if count)
-    title = f"{info['app']!r} — pid {info['pid']}, port {info['port']}, transport {info['transport']}"
-    caption = f"gateway: {data['requests']} requests; responses {responses or 'none yet'}"
-    counters = _named_table(title, data)
-    rates = _rates(data, previous, seconds) if previous is not None and seconds > 0 else None
-    for label, key in COUNTERS:
-        counters.add_column(label, justify="right")
-        if rates is not None and key in RATED:
-            counters.add_column(f"{label}/s", justify="right", style="cyan")
-    counters.add_column("mean µs", justify="right", style="green")
-    for function in data["functions"]:
-        cells = [str(function["id"]), function["name"], function["domain"]]
-        for _, key in COUNTERS:
-            cells.append(f"{function[key]:,}")
-            if rates is not None and key in RATED:
-                cells.append(f"{rates[function['name']][key]:,.0f}")
-        handled = function["handled"]
-        cells.append(f"{function['handler_ns'] / handled / 1000:,.1f}" if handled else "-")
-        counters.add_row(*cells)
-    kernel_keys = [k for k in dict.fromkeys(k for f in data["functions"] for k in f.get("kernel", {}))
-                   if not k.startswith("bytes")]  # byte counts: --json and /metrics (the table must fit)
-    if not kernel_keys:
-        counters.caption = f"{caption}; the {info['transport']} data plane keeps no kernel counters"
-        return Group(counters)
-    counters.caption = caption
-    kernel = _named_table(f"the {info['transport']} data plane's own counters (kernel)", data, with_domain=False)
-    for key in kernel_keys:
-        kernel.add_column(SHORT.get(key, key), justify="right", style="magenta")
-    for function in data["functions"]:
-        kernel.add_row(str(function["id"]), function["name"],
-                       *(f"{function.get('kernel', {}).get(key, 0):,}" for key in kernel_keys))
-    return Group(counters, kernel)
-
-
-SHORT = {"received": "recv", "redirect_failed": "redir fail", "domain_drops": "domain drop", "bad_route": "bad route"}
-
-
-def _named_table(title: str, data: dict[str, Any], with_domain: bool = True) -> Table:
-    grid = Table(title=title)
-    grid.add_column("id", justify="right")
-    names = (("function", "name"), ("domain", "domain")) if with_domain else (("function", "name"),)
-    for column, key in names:  # names stay whole; numbers may wrap
-        grid.add_column(column, no_wrap=True, min_width=max(len(f[key]) for f in data["functions"]))
-    return grid
 
 
 @cli.command()

@@ -10,14 +10,12 @@ so ``spright stats`` works even while the gateway is saturated.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from spright.metrics import FUNCTION_COLUMNS, REQUESTS, RESPONSES, read_segment, row_dict
-from spright.supervisor import runtime_base
+from spright.nodefile import BadNodeFile, NodeFile, runtime_base
 from spright.transport import registry
+from spright.transport.base import Transport
 
 
 class NodeNotFound(Exception):
@@ -26,18 +24,6 @@ class NodeNotFound(Exception):
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-@dataclass(frozen=True)
-class Node:
-    pid: int
-    port: int
-    app: str
-    transport: str
-    info: dict[str, Any]
-
-    def describe(self) -> str:
-        return f"pid {self.pid}: app {self.app!r} on port {self.port} (transport {self.transport})"
 
 
 def _alive(pid: int) -> bool:
@@ -50,23 +36,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def running_nodes() -> list[Node]:
+def running_nodes() -> list[NodeFile]:
     """Every live node under ``runtime_base()``, oldest pid first."""
     nodes = []
     base = runtime_base()
     for path in sorted(base.glob("*/node.json")) if base.is_dir() else ():
         try:
-            info = orjson.loads(path.read_bytes())
-            pid = int(info["pid"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # being written or removed right now, or not ours
-        if _alive(pid):
-            nodes.append(Node(pid, int(info.get("port", 0)), str(info.get("app", "?")),
-                              str(info.get("transport", "?")), info))
+            node = NodeFile.read(path)
+        except (OSError, BadNodeFile):
+            continue  # removed right now, or not ours
+        if _alive(node.pid):
+            nodes.append(node)
     return sorted(nodes, key=lambda node: node.pid)
 
 
-def choose_node(pid: int | None = None, port: int | None = None) -> Node:
+def choose_node(pid: int | None = None, port: int | None = None) -> NodeFile:
     """The node the user means: the only one running, or the one ``pid``/``port`` names."""
     nodes = running_nodes()
     if not nodes:
@@ -82,27 +66,26 @@ def choose_node(pid: int | None = None, port: int | None = None) -> Node:
                        f"{listing}", 2)
 
 
-def _endpoints(info: dict[str, Any]) -> list[dict[str, Any]]:
+def _endpoints(node: NodeFile) -> list[dict[str, Any]]:
     return [{"id": 0, "name": "gateway", "domain": "gateway"},
-            *({"id": f["id"], "name": f["name"], "domain": f.get("domain", "")} for f in info.get("functions", ()))]
+            *({"id": f["id"], "name": f["name"], "domain": f["domain"]} for f in node.functions)]
 
 
-def _transport_class(node: Node) -> Any:
+def _transport_class(node: NodeFile) -> type[Transport] | None:
     return registry().get(node.transport)
 
 
-def snapshot(node: Node) -> dict[str, Any]:
+def snapshot(node: NodeFile) -> dict[str, Any]:
     """Counters of every endpoint right now: userspace (all transports) and, when the data
-    plane keeps its own, the kernel's under ``kernel``. The gateway's row lags by <= 0.1 s."""
-    metrics = node.info["metrics"]
-    rows = read_segment(metrics["shm"], metrics["rows"])
+    plane keeps its own, the kernel's under ``kernel``. The gateway's row lags by one tick."""
+    rows = read_segment(node.metrics.shm, node.metrics.rows)
     transport = _transport_class(node)
     try:
-        kernel = transport.live_counters(node.info.get("transport_info", {})) if transport is not None else None
+        kernel = transport.live_counters(node.transport_info) if transport is not None else None
     except OSError:  # e.g. not allowed to read the BPF maps: the userspace counters still stand
         kernel = None
     functions = []
-    for endpoint in _endpoints(node.info):
+    for endpoint in _endpoints(node):
         entry: dict[str, Any] = {**endpoint, **row_dict(rows[endpoint["id"]][: len(FUNCTION_COLUMNS)], False)}
         if kernel is not None:
             entry["kernel"] = dict(kernel.get(endpoint["id"], {}))
@@ -117,16 +100,15 @@ def snapshot(node: Node) -> dict[str, Any]:
     }
 
 
-def live_routes(node: Node) -> dict[str, Any]:
+def live_routes(node: NodeFile) -> dict[str, Any]:
     """The running node's route table: read back from the data plane when it holds one (the
     BPF map, for skmsg), else the compiled table the supervisor wrote into node.json."""
-    info = node.info
-    rows = [dict(row) for row in info.get("routes", ())]
-    names = {endpoint["id"]: endpoint["name"] for endpoint in _endpoints(info)}
+    rows = [dict(row) for row in node.routes]
+    names = {endpoint["id"]: endpoint["name"] for endpoint in _endpoints(node)}
     transport = _transport_class(node)
-    chains = transport.live_routes(info.get("transport_info", {})) if transport is not None else None
-    if chains is not None:
-        source = "bpf-map" if node.transport == "skmsg" else "data-plane"
+    chains = transport.live_routes(node.transport_info) if transport is not None else None
+    if transport is not None and chains is not None:
+        source = transport.routes_source
         for row in rows:
             hops = chains.get(row["chain"])
             compiled = [hop["id"] for hop in row["hops"]]
@@ -138,7 +120,7 @@ def live_routes(node: Node) -> dict[str, Any]:
     return {
         "node": {"pid": node.pid, "app": node.app, "port": node.port, "transport": node.transport},
         "source": source,
-        "domains": info.get("domains", []),
-        "functions": info.get("functions", []),
+        "domains": node.domains,
+        "functions": node.functions,
         "routes": rows,
     }

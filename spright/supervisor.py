@@ -9,91 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import shutil
 import signal
-import tempfile
 import time
-from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
-from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import orjson
 import uvloop
 
 from spright import http
 from spright.gateway import Gateway
 from spright.loader import load_app
 from spright.metrics import COLUMNS, ROW_WORDS, CounterTable
-from spright.pool import Pool, PoolHandle
-from spright.runtime import Worker
+from spright.nodefile import CounterSegment, NodeFile, runtime_base
+from spright.pool import Pool
+from spright.process import WorkerSpec, worker_main
 from spright.transport import select_transport
-from spright.transport.base import Transport
 
 log = logging.getLogger("spright")
 NODE_DIR_ENV = "SPRIGHT_NODE_DIR"  # a worker's node runtime directory (removed when the node stops)
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    app_ref: str
-    process: str  # the worker process's name (RouteTable.processes())
-    pool: PoolHandle
-    transport: Transport
-    counters: str  # the counter table's shared-memory name
-
-
-def runtime_base() -> Path:
-    """Where nodes keep their runtime directory (``<base>/<pid>/node.json``); the CLI scans it.
-
-    ``SPRIGHT_RUNTIME_DIR`` overrides it: separate groups of nodes (tests, users) can each
-    keep their own.
-    """
-    if os.environ.get("SPRIGHT_RUNTIME_DIR"):
-        return Path(os.environ["SPRIGHT_RUNTIME_DIR"])
-    if os.geteuid() == 0:
-        return Path("/run/spright")
-    return Path(os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()) / f"spright-{os.getuid()}"
-
-
-def worker_main(spec: WorkerSpec) -> None:
-    """Entry point of a worker process (spawned, so it imports the app afresh)."""
-    _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
-    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [{spec.process}] %(message)s")
-    uvloop.run(_worker(spec))
-
-
-async def _worker(spec: WorkerSpec) -> None:
-    """One Worker per function this process hosts, all on one loop, each its own endpoint."""
-    app = load_app(spec.app_ref)
-    pool = Pool.attach(spec.pool)
-    table = app.compile()
-    counters = CounterTable.attach(spec.counters, len(table.endpoints))
-    workers = [
-        Worker(table, app.functions[table.name_of(i)], pool, counters.row(i)) for i in table.processes()[spec.process]
-    ]
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    for worker in workers:
-        await worker.start(spec.transport)
-    await stop.wait()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.gather(*(worker.drain() for worker in workers)), app.config.drain_timeout)
-    for worker in workers:
-        worker.close()
-    counters.close()
-    pool.close()
-
-
-def _die_with_parent() -> None:
-    """PR_SET_PDEATHSIG: a SIGKILLed supervisor must not leave orphan workers."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
 class Supervisor:
@@ -134,7 +71,7 @@ class Supervisor:
             self._write_node_file(server)
             log.warning(
                 "spright: serving %r on http://%s:%d (transport=%s, %d functions)",
-                self.app.name, self.config.host, server.sockets[0].getsockname()[1], transport.name,
+                self.app.name, self.config.host, _port_of(server), transport.name,
                 len(self.table.functions),
             )
             await stop.wait()
@@ -156,7 +93,8 @@ class Supervisor:
         await self.gateway.wait_ready(self.config.ready_timeout)
 
     def _spawn(self, name: str) -> None:
-        spec = WorkerSpec(self.app_ref, name, self.pool.handle, self.transport, self.counters.name or "")
+        spec = WorkerSpec(self.app_ref, name, self.pool.handle, self.transport, self.counters.name or "",
+                          self.config.drain_timeout)
         process = get_context("spawn").Process(target=worker_main, args=(spec,), name=f"spright-{name}", daemon=True)
         process.start()
         self.processes[name] = process
@@ -195,23 +133,25 @@ class Supervisor:
                 process.join(1)
 
     def _write_node_file(self, server: asyncio.AbstractServer) -> None:
-        port = server.sockets[0].getsockname()[1]
-        info = {
-            "pid": os.getpid(),
-            "app": self.app.name,
-            "app_ref": self.app_ref,
-            "host": self.config.host,
-            "port": port,
-            "transport": self.transport.name,
-            "transport_info": self.transport.node_info(),
-            "workers": {self.table.name_of(i): self.processes[name].pid
-                        for name, ids in self.table.processes().items() for i in ids},
-            "shm": [*self.pool.segment_names, self.counters.name],  # every segment of ours in /dev/shm
-            "metrics": {"shm": self.counters.name, "rows": self.counters.rows, "row_words": ROW_WORDS,
-                        "columns": list(COLUMNS)},
-            # the compiled table, for `spright routes --live` when the data plane cannot read it back
-            "domains": list(self.table.domains),
-            "functions": self.table.describe_functions(),
-            "routes": self.table.describe(),
-        }
-        (self.runtime_dir / "node.json").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
+        table = self.table
+        NodeFile(
+            pid=os.getpid(),
+            app=self.app.name,
+            app_ref=self.app_ref,
+            host=self.config.host,
+            port=_port_of(server),
+            transport=self.transport.name,
+            transport_info=self.transport.node_info(),
+            workers={table.name_of(i): self.processes[name].pid or 0 for name, ids in table.processes().items()
+                     for i in ids},
+            shm=[*self.pool.segment_names, self.counters.name or ""],  # every segment of ours in /dev/shm
+            metrics=CounterSegment(self.counters.name or "", self.counters.rows, ROW_WORDS, list(COLUMNS)),
+            domains=list(table.domains),
+            functions=table.describe_functions(),
+            routes=table.describe(),  # for `spright routes --live` when the data plane cannot read it back
+        ).write(self.runtime_dir)
+
+
+def _port_of(server: asyncio.AbstractServer) -> int:
+    sockets = cast(asyncio.Server, server).sockets
+    return int(sockets[0].getsockname()[1])

@@ -1,7 +1,7 @@
 """Machine facts that change spright's latency, reported by ``spright doctor``.
 
 Neither is spright's to change: both are settings of the machine (or of its VM host), so
-the doctor names them with what they cost, measured on the 2-core VMs this project runs on.
+the doctor names them and says why they cost (the README's performance section has figures).
 """
 
 from __future__ import annotations
@@ -34,16 +34,16 @@ def latency_hints() -> list[tuple[str, bool, str]]:
     """(check, fine, what it means) rows."""
     library = shared_libpython()
     interpreter = (
-        f"runs from {library}: a shared, non-PGO interpreter; the gateway cost 9.3 instead of "
-        "7.7 us per request here. Build the venv from Debian's /usr/bin/python3 (make does)"
+        f"runs from {library}: a shared, non-PGO interpreter, slower on every hot path. Build the venv "
+        "from Debian's /usr/bin/python3 (make does)"
         if library
         else "statically linked interpreter"
     )
     polling_off = halt_polling_off()
     idle = (
-        f"guest halt polling is off ({HALT_POLL} = 0): an idle CPU takes ~20 us to wake, paid "
-        "by most hops at low load. `echo 200000 >` it cut a 10-hop chain's p50 from 570 to "
-        "325 us here, at the price of idle CPUs spinning up to 200 us"
+        f"guest halt polling is off ({HALT_POLL} = 0): waking an idle CPU costs a VM exit, paid "
+        "by most hops at low load. `echo 200000 >` it to let idle CPUs spin up to 200 us "
+        "before they halt (lower latency, more CPU burnt while idle)"
         if polling_off
         else "idle CPUs wake without a VM round trip (or this is not such a VM)"
     )

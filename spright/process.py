@@ -1,0 +1,69 @@
+"""A worker process: the entry point the supervisor spawns, hosting one or more functions.
+
+Spawned (not forked), so it imports the app afresh; it attaches to the node's pool,
+counter table and data plane from a picklable ``WorkerSpec``, runs until SIGTERM, then
+lets handlers in flight finish and detaches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+from dataclasses import dataclass
+
+import uvloop
+
+from spright.loader import load_app
+from spright.metrics import CounterTable
+from spright.pool import Pool, PoolHandle
+from spright.runtime import Worker
+from spright.transport.base import Transport
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    app_ref: str
+    process: str  # the worker process's name (RouteTable.processes())
+    pool: PoolHandle
+    transport: Transport
+    counters: str  # the counter table's shared-memory name
+    drain_timeout: float  # how long handlers in flight may finish once told to stop
+
+
+def worker_main(spec: WorkerSpec) -> None:
+    """Entry point of a worker process (spawned, so it imports the app afresh)."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
+    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [{spec.process}] %(message)s")
+    uvloop.run(_worker(spec))
+
+
+async def _worker(spec: WorkerSpec) -> None:
+    """One Worker per function this process hosts, all on one loop, each its own endpoint."""
+    app = load_app(spec.app_ref)
+    pool = Pool.attach(spec.pool)
+    table = app.compile()
+    counters = CounterTable.attach(spec.counters, len(table.endpoints))
+    workers = [
+        Worker(table, app.functions[table.name_of(i)], pool, counters.row(i)) for i in table.processes()[spec.process]
+    ]
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    for worker in workers:
+        await worker.start(spec.transport)
+    await stop.wait()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(worker.drain() for worker in workers)), spec.drain_timeout)
+    for worker in workers:
+        worker.close()
+    counters.close()
+    pool.close()
+
+
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: a SIGKILLed supervisor must not leave orphan workers."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)

@@ -1,0 +1,92 @@
+"""What ``spright stats`` prints: counters per function, readable in an 80-column terminal.
+
+Large counts are abbreviated (``24.3M``, bytes as ``5.0G``), as ``docker stats`` and ``kn``
+do; ``--json`` keeps the exact integers. With ``--watch`` the descriptor and byte columns
+show rates per second instead of totals. The domain column appears only when the app has
+more than one domain, and the data plane's own counters get a table of their own.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Group
+from rich.table import Table
+
+# (header, key): the userspace counters every data plane keeps
+COUNTERS = (("in", "descriptors_in"), ("out", "descriptors_out"), ("bytes", "payload_bytes"),
+            ("err", "handler_errors"), ("calls", "calls"))
+RATED = ("descriptors_in", "descriptors_out", "payload_bytes")  # shown per second with --watch
+KERNEL_HEADERS = {"sent": "sent", "received": "recv", "dropped": "drop", "redirect_failed": "redir✗",
+                  "domain_drops": "domain✗", "bad_route": "route✗"}
+_UNITS = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def compact(value: float) -> str:
+    """Up to four significant characters: 999, 24.3k, 1.2M, 5.0G."""
+    size = abs(value)
+    if size < 10_000:
+        return f"{value:.0f}" if value == int(value) or size >= 100 else f"{value:.1f}"
+    for scale, unit in _UNITS:
+        if size >= scale:
+            scaled = value / scale
+            return f"{scaled:.0f}{unit}" if abs(scaled) >= 100 else f"{scaled:.1f}{unit}"
+    return f"{value:.0f}"  # unreachable: 10_000 >= 1e3
+
+
+def rates(current: dict[str, Any], previous: dict[str, Any], seconds: float) -> dict[str, dict[str, float]]:
+    """Per-second rate of each counter per function name since ``previous``."""
+    before = {f["id"]: f for f in previous["functions"]}
+    out: dict[str, dict[str, float]] = {}
+    for function in current["functions"]:
+        old = before.get(function["id"], function)
+        out[function["name"]] = {key: (function[key] - old[key]) / seconds for _, key in COUNTERS}
+    return out
+
+
+def stats_table(data: dict[str, Any], previous: dict[str, Any] | None, seconds: float) -> Group:
+    """Userspace counters, then (when the data plane keeps them) the kernel's."""
+    info = data["node"]
+    responses = "  ".join(f"{cls} {compact(count)}" for cls, count in data["responses"].items() if count)
+    title = f"{info['app']!r} — pid {info['pid']}, port {info['port']}, {info['transport']}"
+    caption = f"gateway: {compact(data['requests'])} requests; responses {responses or 'none yet'}"
+    domains = {f["domain"] for f in data["functions"] if f["id"]}
+    counters = _named_table(title, data, with_domain=len(domains) > 1)
+    per_second = rates(data, previous, seconds) if previous is not None and seconds > 0 else None
+    for label, key in COUNTERS:
+        if per_second is not None and key in RATED:
+            counters.add_column(f"{label}/s", justify="right", style="cyan")
+        else:
+            counters.add_column(label, justify="right")
+    counters.add_column("µs/run", justify="right", style="green")  # mean handler time
+    for function in data["functions"]:
+        cells = [str(function["id"]), function["name"], *([function["domain"]] if len(domains) > 1 else [])]
+        for _, key in COUNTERS:
+            rated = per_second is not None and key in RATED
+            cells.append(compact(per_second[function["name"]][key] if rated else function[key]))  # type: ignore[index]
+        handled = function["handled"]
+        cells.append(compact(function["handler_ns"] / handled / 1000) if handled else "-")
+        counters.add_row(*cells)
+    kernel_keys = [k for k in dict.fromkeys(k for f in data["functions"] for k in f.get("kernel", {}))
+                   if not k.startswith("bytes")]  # byte counts: --json and /metrics
+    if not kernel_keys:
+        counters.caption = f"{caption}; the {info['transport']} data plane keeps no kernel counters"
+        return Group(counters)
+    counters.caption = caption
+    kernel = _named_table(f"the {info['transport']} data plane's own counters (kernel)", data, with_domain=False)
+    for key in kernel_keys:
+        kernel.add_column(KERNEL_HEADERS.get(key, key), justify="right", style="magenta")
+    for function in data["functions"]:
+        kernel.add_row(str(function["id"]), function["name"],
+                       *(compact(function.get("kernel", {}).get(key, 0)) for key in kernel_keys))
+    return Group(counters, kernel)
+
+
+def _named_table(title: str, data: dict[str, Any], with_domain: bool) -> Table:
+    grid = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    grid.add_column("id", justify="right")
+    names = (("function", "name"), ("domain", "domain")) if with_domain else (("function", "name"),)
+    for column, key in names:  # names stay whole
+        grid.add_column(column, no_wrap=True, min_width=max(len(f[key]) for f in data["functions"]))
+    return grid
