@@ -16,7 +16,7 @@ freshly connected socket through the pins with the raw bpf(2) syscall (``bpf.py`
 bcc, no LLVM in workers). ``stop()`` unpins, and the kernel frees maps and program once
 the last file descriptor is gone. A crashed supervisor leaves its pin directory behind;
 the next ``start()`` on the machine removes pin directories whose owner pid is dead.
-``read_counters``/``read_routes`` read the pinned maps from any process (``spright stats``).
+``skmsg_maps`` reads and writes the pinned maps from any process (``spright stats``).
 
 Kernel behaviour designed around (kernel 6.18): a descriptor the program drops (SK_DROP)
 fails a lone send() with EACCES (uvloop then closes the endpoint) and, inside a batch,
@@ -47,24 +47,36 @@ import socket
 import struct
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from spright.descriptor import KIND_MASK, OFFSETS, REFUSED, SIZE
 from spright.routing import RouteTable
 from spright.transport import bpf
 from spright.transport.base import Endpoint, Receiver, RecordProtocol, Transport
+from spright.transport.skmsg_maps import (
+    ANONYMOUS,
+    MAPS,
+    MAX_CHAINS,
+    MAX_ENDPOINTS,
+    MAX_HOPS,
+    NO_ROUTE,
+    SINK,
+    Counters,
+    read_counters,
+    read_routes,
+    register_socket,
+    unregister_port,
+)
 from spright.transport.skmsg_peer import DummyPeer
 
-MAX_ENDPOINTS = 1024  # endpoint ids are 0..MAX_ENDPOINTS-1 (sizes the BPF maps)
-MAX_CHAINS = 1024  # chain ids are 0..MAX_CHAINS-1
-MAX_HOPS = 32  # positions per chain, the final gateway included
+__all__ = ["ANONYMOUS", "MAPS", "MAX_ENDPOINTS", "NEXT_IN_CHAIN", "NO_ROUTE", "Counters", "SkmsgTransport",
+           "read_counters", "read_routes", "register_socket"]
+
 MAX_RUN = 256  # descriptors one verdict may cover (a bounded loop in the program)
-NO_ROUTE = 0xFFFFFFFF  # route map entry past a chain's end; domain of an unknown id
 NEXT_IN_CHAIN = 0xFFFFFFFF  # next_hop telling the program: the endpoint at (chain, hop) in the route map
 # One sendmsg() of more than ~68 KiB can outgrow the kernel's 17-element scatterlist and be
 # split at any byte; 32 KiB also fits one page-frag chunk, so runs stay long.
 MAX_WRITE = 1024 * SIZE
-SINK = ANONYMOUS = MAX_ENDPOINTS  # sockhash key of the sink; counters of unknown senders
 SOURCE = Path(__file__).with_name("skmsg.c")  # a link to ebpf/skmsg.c; a copy of it in wheels
 CFLAGS = [
     f"-D{name}={value}"
@@ -81,14 +93,6 @@ CFLAGS = [
         *((f"OFF_{field.upper()}", offset) for field, offset in OFFSETS.items()),
     )
 ]
-# pin file name -> map name in skmsg.c
-MAPS = {
-    "socks": "spright_socks",
-    "routes": "spright_routes",
-    "domains": "spright_domains",
-    "ports": "spright_ports",
-    "stats": "spright_stats",
-}
 # next_hop, hop, chain: what a descriptor's target depends on (hop and chain follow flags)
 assert OFFSETS["hop"] == OFFSETS["flags"] + 1 and OFFSETS["chain"] == OFFSETS["hop"] + 1
 _KEY = struct.Struct(f"<I{OFFSETS['hop'] - 4}xBH{SIZE - OFFSETS['chain'] - 2}x")
@@ -102,68 +106,6 @@ GROUP_MIN, MIN_SAVED = 32, 8
 def _records(n: int) -> struct.Struct:
     """Splits n descriptors into n bytes objects in one C call."""
     return struct.Struct(f"{SIZE}s" * n)
-
-
-class Counters(NamedTuple):
-    """One endpoint's counters, summed over CPUs (struct counters in skmsg.c). Senders are
-    identified by the kernel (their socket), never by the descriptor's sender field."""
-
-    sent: int  # descriptors sent by this endpoint's socket
-    received: int  # descriptors redirected into this endpoint's socket
-    bytes_sent: int  # payload bytes referenced by them (sum of length fields)
-    bytes_received: int
-    dropped: int  # addressed to this endpoint while no socket was attached
-    redirect_failed: int  # sent by this endpoint and not even the sink took them
-    domain_drops: int  # sent by this endpoint to a function of another domain
-    bad_route: int  # sent by this endpoint naming no endpoint, or a chain hop with no route
-
-
-def read_counters(pin_dir: Path, endpoints: list[int]) -> dict[int, Counters]:
-    """Live counters from the pinned map, from any process; key ``ANONYMOUS`` (if asked
-    for) holds what came from unregistered sockets and too-short headers."""
-    with bpf.PinnedMap(pin_dir / "stats") as stats:
-        return {e: Counters(*stats.lookup_percpu(e, len(Counters._fields))) for e in endpoints}
-
-
-def read_routes(pin_dir: Path) -> dict[int, tuple[int, ...]]:
-    """Chain id -> hop list as the kernel holds it (chains are numbered from 0 with no gap)."""
-    routes: dict[int, tuple[int, ...]] = {}
-    with bpf.PinnedMap(pin_dir / "routes") as table:
-        for chain in range(MAX_CHAINS):
-            hops = []
-            for hop in range(MAX_HOPS):
-                target = table.lookup(chain * MAX_HOPS + hop)
-                if target is None or target == NO_ROUTE:
-                    break
-                hops.append(target)
-            if not hops:
-                break
-            routes[chain] = tuple(hops)
-    return routes
-
-
-def register_socket(pin_dir: Path, endpoint_id: int, sock: socket.socket) -> int:
-    """Make ``sock`` the socket of ``endpoint_id``; returns its local port.
-
-    The port goes in first (the program must know the sender before the socket can send
-    through it), replacing any port the endpoint had (a restarted or re-attached worker).
-    """
-    port: int = sock.getsockname()[1]
-    with bpf.PinnedMap(pin_dir / "ports") as ports:
-        for stale in ports.snapshot_keys():
-            if stale != port and ports.lookup(stale) == endpoint_id:
-                ports.delete(stale)
-        ports.update(port, endpoint_id)
-    with bpf.PinnedMap(pin_dir / "socks") as socks:
-        socks.update(endpoint_id, sock.fileno())  # BPF_ANY: replaces a restarted worker's socket
-    return port
-
-
-def unregister_port(pin_dir: Path, endpoint_id: int, port: int) -> None:
-    """Forget ``port`` unless another endpoint took it over since."""
-    with bpf.PinnedMap(pin_dir / "ports") as ports:
-        if ports.lookup(port) == endpoint_id:
-            ports.delete(port)
 
 
 def _pin_dir(runtime_dir: Path) -> Path:
