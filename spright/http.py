@@ -12,6 +12,7 @@ import contextlib
 import time
 from collections import deque
 from http import HTTPStatus
+from typing import cast
 
 import httptools
 
@@ -57,7 +58,7 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- connection ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = cast(asyncio.Transport, transport)
         self._connections.add(self)
         self._idle_timer = asyncio.get_running_loop().call_later(self._config.keepalive_timeout, self._check_idle)
 

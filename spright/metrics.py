@@ -9,7 +9,7 @@ Readers in other processes read the segment's bytes from /dev/shm (never through
 ``SharedMemory``, whose resource tracker would unlink a segment it merely attached to).
 
 The gateway is the one hot spot the node has, so its row is a plain list (a list item add
-costs half a memoryview one) published into the table on its 0.1 s tick and at close;
+costs half a memoryview one) published into the table on every tick (Config.tick) and at close;
 workers write the table directly. Latency histograms live only in the gateway process,
 which serves them at ``/metrics``.
 """

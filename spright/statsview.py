@@ -62,9 +62,8 @@ def stats_table(data: dict[str, Any], previous: dict[str, Any] | None, seconds: 
     counters.add_column("µs/run", justify="right", style="green")  # mean handler time
     for function in data["functions"]:
         cells = [str(function["id"]), function["name"], *([function["domain"]] if len(domains) > 1 else [])]
-        for _, key in COUNTERS:
-            rated = per_second is not None and key in RATED
-            cells.append(compact(per_second[function["name"]][key] if rated else function[key]))  # type: ignore[index]
+        shown = per_second[function["name"]] if per_second is not None else {}
+        cells += [compact(shown[key] if key in RATED and shown else function[key]) for _, key in COUNTERS]
         handled = function["handled"]
         cells.append(compact(function["handler_ns"] / handled / 1000) if handled else "-")
         counters.add_row(*cells)

@@ -14,6 +14,7 @@ import selectors
 import socket
 import threading
 from collections.abc import Callable
+from typing import cast
 
 
 class DummyPeer:
@@ -71,6 +72,6 @@ class DummyPeer:
             self._wake_w.send(b"\0")
             self._thread.join()
         for key in list(self._selector.get_map().values()):
-            key.fileobj.close()  # type: ignore[union-attr]
+            cast(socket.socket, key.fileobj).close()
         self._selector.close()
         self._wake_w.close()
