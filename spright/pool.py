@@ -201,14 +201,17 @@ class Pool:
     def set_meta(self, slot: Slot, used: int, meta: bytes, owner: int) -> Slot:
         """``meta`` at the tail of a slot whose first ``used`` bytes hold the payload, moving
         both to a larger slot when they do not fit together (see ``write``)."""
-        needed = used + len(meta) + META_LEN.size
-        if needed > self._capacities[slot.id >> CLASS_SHIFT]:
-            slot = self.grow(slot, used, needed, owner)
-        number = slot.id >> CLASS_SHIFT
-        tail = ((slot.id & INDEX_MASK) + 1) * self._capacities[number] - META_LEN.size
+        number = slot[0] >> CLASS_SHIFT
+        size = self._capacities[number]
+        length = len(meta)
+        if used + length + META_LEN.size > size:
+            slot = self.grow(slot, used, used + length + META_LEN.size, owner)
+            number = slot[0] >> CLASS_SHIFT
+            size = self._capacities[number]
+        tail = ((slot[0] & INDEX_MASK) + 1) * size - META_LEN.size
         buffer = self._views[number]
-        buffer[tail - len(meta) : tail] = meta
-        META_LEN.pack_into(buffer, tail, len(meta))
+        buffer[tail - length : tail] = meta
+        META_LEN.pack_into(buffer, tail, length)
         return slot
 
     def grow(self, slot: Slot, used: int, size: int, owner: int) -> Slot:
