@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -37,13 +38,17 @@ def run(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8080, help="HTTP port."),
     transport: str = typer.Option("auto", help="auto, " + ", ".join(registry())),
+    poll_idle_us: int | None = typer.Option(
+        None, envvar="SPRIGHT_POLL_IDLE_US",
+        help="poll: sleep after this many µs without a descriptor (default: spin for ever).",
+    ),
 ) -> None:
     """Serve APP: gateway plus one worker process per function."""
     from spright.supervisor import Supervisor
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        supervisor = Supervisor(app, host=host, port=port, transport=transport)  # fills the app's Config
+        supervisor = Supervisor(app, host=host, port=port, transport=transport, poll_idle_us=poll_idle_us)
     except (AppNotFound, ValueError) as exc:  # RoutingError, and Config's own checks
         raise _fail(str(exc)) from None
     try:
@@ -128,25 +133,32 @@ def stats(
     """Per-function counters of the running node: descriptors in/out, payload bytes, handler
     errors, calls, and the data plane's own (kernel) counters when it keeps them."""
     chosen = _node(node, port)
-    if json and watch is None:
-        return _print_json(_read(chosen))
     if watch is None:
+        if json:
+            return _print_json(_read(chosen))
         console.print(stats_table(_read(chosen), None, 0.0))
         return
     interval = max(watch, 0.1)
-    previous, then = _read(chosen), time.monotonic()
     try:
-        with Live(stats_table(previous, None, 0.0), console=console, auto_refresh=False) as live:
-            while True:
-                time.sleep(interval)
-                current, now = _read(chosen), time.monotonic()
-                if json:
-                    _print_json({**current, "rates": rates(current, previous, now - then)})
-                else:
-                    live.update(stats_table(current, previous, now - then), refresh=True)
-                previous, then = current, now
+        if json:  # one JSON document per refresh and nothing else, even on a terminal
+            for current, previous, seconds in _refreshes(chosen, interval):
+                _print_json({**current, "rates": rates(current, previous, seconds)})
+        else:
+            with Live(stats_table(_read(chosen), None, 0.0), console=console, auto_refresh=False) as live:
+                for current, previous, seconds in _refreshes(chosen, interval):
+                    live.update(stats_table(current, previous, seconds), refresh=True)
     except KeyboardInterrupt:
         pass
+
+
+def _refreshes(node: NodeFile, interval: float) -> Iterator[tuple[dict[str, Any], dict[str, Any], float]]:
+    """Every ``interval`` seconds: (counters now, counters at the previous refresh, seconds between)."""
+    previous, then = _read(node), time.monotonic()
+    while True:
+        time.sleep(interval)
+        current, now = _read(node), time.monotonic()
+        yield current, previous, now - then
+        previous, then = current, now
 
 
 def _read(node: NodeFile) -> dict[str, Any]:

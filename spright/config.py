@@ -36,6 +36,7 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     transport: str = "auto"  # auto, or a name from spright.transport.registry()
+    poll_idle_us: int | None = None  # poll data plane: None spins for ever; N sleeps after N µs idle
     # -- the app's (App(...)) ----------------------------------------------------------------
     default_timeout: float = 30.0  # seconds a route's chain may take, unless the route says
     pool: PoolConfig = field(default_factory=PoolConfig)  # pool.max_body is the request body limit
@@ -53,6 +54,8 @@ class Config:
         for name in ("default_timeout", "keepalive_timeout", "tick", "ready_timeout", "drain_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Config.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.poll_idle_us is not None and self.poll_idle_us < 0:
+            raise ValueError(f"Config.poll_idle_us must be >= 0, got {self.poll_idle_us}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"Config.port must be 0..65535, got {self.port}")
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast, get_origin, get_type_hints
 
 import orjson
 
 NAME = "node.json"
+T = TypeVar("T")
 
 
 def runtime_base() -> Path:
@@ -79,29 +80,25 @@ class NodeFile:
             data = orjson.loads(path.read_bytes())
         except orjson.JSONDecodeError as exc:
             raise BadNodeFile(f"{path}: not JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise BadNodeFile(f"{path}: not a JSON object")
-        values = _typed(cls, data, path)
-        values["metrics"] = CounterSegment(**_typed(CounterSegment, values["metrics"], path))
-        return cls(**values)
+        return _typed(cls, data, path)
 
 
-_TYPES: dict[str, type | tuple[type, ...]] = {"int": int, "str": str, "list[str]": list, "dict[str, Any]": dict,
-                                             "dict[str, int]": dict, "list[dict[str, Any]]": list,
-                                             "CounterSegment": dict}
-
-
-def _typed(cls: type, data: Any, path: Path) -> dict[str, Any]:
-    """``data``'s fields for ``cls``, each present and of its declared kind."""
+def _typed(cls: type[T], data: Any, path: Path, within: str = "") -> T:
+    """``cls`` built from ``data``: every field present and of its declared kind (a nested
+    dataclass from its own JSON object, its fields named ``within`` it); element types are
+    not checked."""
     if not isinstance(data, dict):
-        raise BadNodeFile(f"{path}: {cls.__name__} is not a JSON object")
+        raise BadNodeFile(f"{path}: {within.rstrip('.') or 'the file'} is not a JSON object")
+    hints = get_type_hints(cls)
     values = {}
-    for field in fields(cls):
+    for field in fields(cast(Any, cls)):
+        name = within + field.name
         if field.name not in data:
-            raise BadNodeFile(f"{path}: field {field.name!r} is missing")
-        value = data[field.name]
-        expected = _TYPES[str(field.type)]
-        if not isinstance(value, expected) or isinstance(value, bool):
-            raise BadNodeFile(f"{path}: field {field.name!r} should be {field.type}, not {type(value).__name__}")
+            raise BadNodeFile(f"{path}: field {name!r} is missing")
+        hint, value = hints[field.name], data[field.name]
+        if is_dataclass(hint):
+            value = _typed(cast(type, hint), value, path, f"{name}.")
+        elif not isinstance(value, get_origin(hint) or hint) or isinstance(value, bool):
+            raise BadNodeFile(f"{path}: field {name!r} should be {field.type}, not {type(value).__name__}")
         values[field.name] = value
-    return values
+    return cls(**values)

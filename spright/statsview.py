@@ -20,19 +20,17 @@ COUNTERS = (("in", "descriptors_in"), ("out", "descriptors_out"), ("bytes", "pay
 RATED = ("descriptors_in", "descriptors_out", "payload_bytes")  # shown per second with --watch
 KERNEL_HEADERS = {"sent": "sent", "received": "recv", "dropped": "drop", "redirect_failed": "redir✗",
                   "domain_drops": "domain✗", "bad_route": "route✗"}
-_UNITS = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+_UNITS = ("k", "M", "G", "T")
 
 
 def compact(value: float) -> str:
-    """Up to four significant characters: 999, 24.3k, 1.2M, 5.0G."""
-    size = abs(value)
-    if size < 10_000:
-        return f"{value:.0f}" if value == int(value) or size >= 100 else f"{value:.1f}"
-    for scale, unit in _UNITS:
-        if size >= scale:
-            scaled = value / scale
-            return f"{scaled:.0f}{unit}" if abs(scaled) >= 100 else f"{scaled:.1f}{unit}"
-    return f"{value:.0f}"  # unreachable: 10_000 >= 1e3
+    """At most four significant characters: 999, 24.3k, 123k, 1.2M, 5.0G."""
+    if abs(value) < 9999.5:
+        return f"{value:.0f}" if value == int(value) or abs(value) >= 99.95 else f"{value:.1f}"
+    scaled, step = value / 1000, 0
+    while abs(scaled) >= 999.5 and step < len(_UNITS) - 1:  # would round to 1000: the next unit up
+        scaled, step = scaled / 1000, step + 1
+    return f"{scaled:.1f}{_UNITS[step]}" if abs(scaled) < 99.95 else f"{scaled:.0f}{_UNITS[step]}"
 
 
 def rates(current: dict[str, Any], previous: dict[str, Any], seconds: float) -> dict[str, dict[str, float]]:

@@ -55,7 +55,7 @@ class Supervisor:
         self.runtime_dir = runtime_base() / str(os.getpid())
         self.runtime_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
         os.environ[NODE_DIR_ENV] = str(self.runtime_dir)  # workers inherit it: per-node scratch space
-        transport, reason = select_transport(self.config.transport, self.runtime_dir, self.table)
+        transport, reason = select_transport(self.runtime_dir, self.table, self.config)
         if reason:
             log.warning("spright: %s", reason)
         self.transport = transport

@@ -13,6 +13,10 @@ from tests.skmsg_kit import make_table
 # then each of them fails (an error at setup) with the reason, so a broken ebpf/skmsg.c cannot pass as "skipped".
 REQUIRE_SKMSG = os.environ.get("SPRIGHT_REQUIRE_SKMSG") == "1"
 SKMSG_UNAVAILABLE = SkmsgTransport.unavailable_reason()
+# Nodes on the poll (D-SPRIGHT) data plane run adaptive here: a node of four busy-polling
+# processes on a 2-core machine would measure the scheduler, not the behaviour under test.
+# Spinning for ever is covered in process by test_contract and measured by bench/.
+os.environ.setdefault("SPRIGHT_POLL_IDLE_US", "200")
 
 
 def pytest_report_header() -> str:

@@ -2,15 +2,21 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 from rich.console import Console
 
+from spright.metrics import COLUMNS, ROW_WORDS
+from spright.nodefile import BadNodeFile, CounterSegment, NodeFile
 from spright.statsview import compact, stats_table
 from spright.testing import run_node
 from tests.apps.demo import app as demo
@@ -85,7 +91,7 @@ def test_routes_live_reads_the_running_nodes_table(echo_node) -> None:
     assert [(r["method"], r["path"]) for r in data["routes"]] == [("POST", "/echo")]
     hops = [hop["name"] for hop in data["routes"][0]["hops"]]
     assert hops == ["parse", "enrich", "reply", "gateway"]
-    assert data["source"] == {"skmsg": "bpf-map", "unix": "node-file"}[transport]  # AF_UNIX keeps no table
+    assert data["source"] == {"skmsg": "bpf-map"}.get(transport, "node-file")  # the others keep no route table
     if transport == "skmsg":
         assert data["routes"][0]["matches_compiled"]
     text = spright("routes", "--live", "--port", str(port))
@@ -144,38 +150,59 @@ def test_halt_polling_check_reads_the_module_parameter(content, off, tmp_path: P
 
 
 def test_stats_watch_prints_rates_until_interrupted(echo_node) -> None:
+    """--watch --json: one JSON document per refresh, with rates, and nothing else (even when
+    stdout is a terminal: TTY_COMPATIBLE=1 makes rich believe it is one); SIGINT ends it with 0."""
     port, *_ = echo_node
     command = [sys.executable, "-m", "spright", "stats", "--port", str(port), "--watch", "0.2", "--json"]
-    watch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "TTY_COMPATIBLE": "1"})
+    stop_traffic = threading.Event()
+    traffic = threading.Thread(target=post_until, args=(port, stop_traffic))
+    hung = threading.Timer(30, watch.kill)  # a watch printing no documents fails instead of hanging
+    traffic.start()
+    hung.start()
     try:
         documents, text = [], ""
         for line in watch.stdout:  # type: ignore[union-attr]
             text += line
-            if line.rstrip() == "}":  # one indented JSON document per refresh
+            if line == "}\n":  # one indented JSON document per refresh
                 documents.append(json.loads(text))
                 text = ""
-                if len(documents) == 3:
+                if len(documents) == 4:
                     break
     finally:
+        stop_traffic.set()
+        traffic.join()
+        hung.cancel()
         watch.send_signal(signal.SIGINT)
-        _, stderr = watch.communicate(timeout=10)
+        rest, stderr = watch.communicate(timeout=10)
     assert watch.returncode == 0, stderr
+    assert len(documents) == 4
+    assert "\x1b" not in text + rest  # no live table drawn around the JSON
     for document in documents:
         assert document["node"]["port"] == port
         assert set(document["rates"]) == {"gateway", "parse", "enrich", "reply"}
         assert set(document["rates"]["parse"]) == {"descriptors_in", "descriptors_out", "payload_bytes",
                                                    "handler_errors", "calls"}
+    assert any(document["rates"]["parse"]["descriptors_in"] > 0 for document in documents)
+
+
+def post_until(port: int, stop: threading.Event) -> None:
+    while not stop.is_set():
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/echo", data=b"hello", timeout=10) as response:
+            response.read()
 
 
 def test_stats_table_stays_readable_in_80_columns() -> None:
     """Big counters abbreviated, nothing cut to an ellipsis, every name whole."""
     names = ["gateway", "frontend", "productcatalog", "currency", "recommendation"]
-    functions = [{"id": i, "name": name, "domain": "payments" if i == 4 else "shop", "descriptors_in": 24_300_000,
-                  "descriptors_out": 1_234_567, "payload_bytes": 5_000_000_000, "handler_errors": 12, "calls": 999,
-                  "handled": 24_300_000, "handler_ns": 24_300_000 * 35_000,
-                  "kernel": {"sent": 24_300_000, "received": 7, "bytes_sent": 1, "bytes_received": 1, "dropped": 0,
-                             "redirect_failed": 0, "domain_drops": 3, "bad_route": 0}}
-                 for i, name in enumerate(names)]
+    functions: list[dict[str, Any]] = [
+        {"id": i, "name": name, "domain": "payments" if i == 4 else "shop", "descriptors_in": 24_300_000,
+         "descriptors_out": 1_234_567, "payload_bytes": 5_000_000_000, "handler_errors": 12, "calls": 999,
+         "handled": 24_300_000, "handler_ns": 24_300_000 * 35_000,
+         "kernel": {"sent": 24_300_000, "received": 7, "bytes_sent": 1, "bytes_received": 1, "dropped": 0,
+                    "redirect_failed": 0, "domain_drops": 3, "bad_route": 0}}
+        for i, name in enumerate(names)]
     now = {"node": {"pid": 1234, "app": "online_boutique", "port": 8080, "transport": "skmsg"},
            "requests": 24_300_000, "responses": {"1xx": 0, "2xx": 24_299_000, "3xx": 0, "4xx": 1000, "5xx": 0},
            "kernel_counters": True, "functions": functions}
@@ -191,19 +218,63 @@ def test_stats_table_stays_readable_in_80_columns() -> None:
         assert ("45.0k" in text and "in/s" in text) if previous else ("5.0G" in text and "1.2M" in text)
 
 
+def test_node_file_reads_back_what_it_wrote_and_names_what_is_wrong(tmp_path: Path) -> None:
+    node = NodeFile(pid=1, app="echo", app_ref="examples.echo:app", host="127.0.0.1", port=8080, transport="unix",
+                    transport_info={}, workers={"parse": 2}, shm=["pool", "counters"],
+                    metrics=CounterSegment("counters", 4, ROW_WORDS, list(COLUMNS)), domains=["echo"],
+                    functions=[{"id": 1, "name": "parse", "domain": "echo"}], routes=[])
+    node.write(tmp_path)
+    path = tmp_path / "node.json"
+    assert NodeFile.read(path) == node and [p.name for p in tmp_path.iterdir()] == ["node.json"]
+    written = json.loads(path.read_text())
+    broken = [({k: v for k, v in written.items() if k != "port"}, "field 'port' is missing"),
+              ({**written, "port": "8080"}, "field 'port' should be int, not str"),
+              ({**written, "workers": True}, "field 'workers' should be dict[str, int], not bool"),
+              ({**written, "metrics": {**written["metrics"], "rows": None}}, "field 'metrics.rows' should be int"),
+              ({**written, "metrics": []}, "metrics is not a JSON object"),
+              ([written], "the file is not a JSON object")]
+    for data, message in broken:
+        path.write_text(json.dumps(data))
+        with pytest.raises(BadNodeFile, match=re.escape(message)) as error:
+            NodeFile.read(path)
+        assert str(error.value).startswith(f"{path}: ")
+    path.write_text("{")
+    with pytest.raises(BadNodeFile, match="not JSON"):
+        NodeFile.read(path)
+
+
 def test_compact_numbers() -> None:
     assert [compact(n) for n in (0, 7, 999, 9999, 10_000, 24_300, 123_456, 1_234_567, 5e9, 2.5)] == [
         "0", "7", "999", "9999", "10.0k", "24.3k", "123k", "1.2M", "5.0G", "2.5"]
+    # what would round up to the next width takes the next unit: never 100.0k nor 1000k
+    assert [compact(n) for n in (99.96, 9999.6, 99_960, 999_600, -24_300)] == ["100", "10.0k", "100k", "1.0M",
+                                                                                "-24.3k"]
 
 
-def test_the_read_only_commands_import_nothing_of_the_serving_side() -> None:
-    """spright stats and routes start fast: no uvloop, httptools, gateway, worker or supervisor."""
-    serving = ["uvloop", "httptools", "spright.gateway", "spright.runtime", "spright.http", "spright.supervisor",
-               "spright.process"]
-    script = ("import sys\nfrom typer.testing import CliRunner\nimport spright.cli\n"
-              "for args in (['stats', '--json'], ['routes', '--live'], ['routes', 'examples.echo'], ['doctor']):\n"
-              "    CliRunner().invoke(spright.cli.cli, args)\n"
-              f"print([m for m in {serving!r} if m in sys.modules])")
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+SERVING = ["uvloop", "httptools", "spright.gateway", "spright.runtime", "spright.http", "spright.supervisor",
+           "spright.process"]
+
+
+def serving_modules_after(script: str) -> list[str]:
+    """Run ``script`` in a fresh interpreter; the serving side's modules it left imported."""
+    result = subprocess.run([sys.executable, "-c", f"{script}\nimport sys\nprint([m for m in {SERVING!r} "
+                             "if m in sys.modules])"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    return json.loads(result.stdout.strip().splitlines()[-1].replace("'", '"'))
+
+
+def test_importing_the_cli_imports_nothing_of_the_serving_side() -> None:
+    assert serving_modules_after("import spright.cli") == []
+
+
+def test_the_read_only_commands_import_nothing_of_the_serving_side(echo_node) -> None:
+    """spright stats, routes and doctor start fast: no uvloop, httptools, gateway, worker or
+    supervisor, even while reading a live node's counters and data plane."""
+    port, *_ = echo_node
+    commands = [["stats", "--json", "--port", str(port)], ["stats", "--port", str(port)],
+                ["routes", "--live", "--port", str(port)], ["routes", "examples.echo"], ["doctor"]]
+    script = ("from typer.testing import CliRunner\nimport spright.cli\n"
+              f"for args in {commands!r}:\n"
+              "    result = CliRunner().invoke(spright.cli.cli, args)\n"
+              "    assert result.exit_code == 0, (args, result.output, result.exception)")
+    assert serving_modules_after(script) == []

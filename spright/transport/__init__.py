@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from spright.config import Config
 from spright.routing import RouteTable
 from spright.transport.base import Transport
+from spright.transport.poll import PollTransport
 from spright.transport.unix import UnixTransport
 
 
@@ -19,25 +21,27 @@ def registry() -> dict[str, type[Transport]]:
     except ImportError:
         pass
     found["unix"] = UnixTransport
+    found["poll"] = PollTransport  # D-SPRIGHT: burns a core per process, never chosen by auto over unix
     return found
 
 
-def select_transport(name: str, runtime_dir: Path, table: RouteTable) -> tuple[Transport, str | None]:
-    """The transport to use and, when ``auto`` had to fall back, one line saying why."""
+def select_transport(runtime_dir: Path, table: RouteTable, config: Config) -> tuple[Transport, str | None]:
+    """The transport ``config`` names and, when ``auto`` had to fall back, one line saying why."""
+    name = config.transport
     transports = registry()
     if name == "auto":
         for candidate, cls in transports.items():
             reason = cls.unavailable_reason()
             if reason is None:
                 note = None if candidate == next(iter(transports)) else _fallback_note(transports)
-                return cls(runtime_dir, table), note
+                return cls.from_config(runtime_dir, table, config), note
         raise RuntimeError("no transport is available on this machine")
     if name not in transports:
         raise ValueError(f"unknown transport {name!r}; choose from: auto, {', '.join(transports)}")
     reason = transports[name].unavailable_reason()
     if reason is not None:
         raise RuntimeError(f"transport {name!r} is not available here: {reason}")
-    return transports[name](runtime_dir, table), None
+    return transports[name].from_config(runtime_dir, table, config), None
 
 
 def _fallback_note(transports: dict[str, type[Transport]]) -> str:

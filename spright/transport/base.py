@@ -34,6 +34,7 @@ from spright.descriptor import GATEWAY, KIND_MASK, OFFSETS, REFUSED, SIZE
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from spright.config import Config
     from spright.routing import RouteTable
 
 Receiver = Callable[[bytes], None]
@@ -61,6 +62,11 @@ class Transport(ABC):
         self.runtime_dir = runtime_dir
         self.table = table
         self.endpoints = table.endpoints
+
+    @classmethod
+    def from_config(cls, runtime_dir: Path, table: RouteTable, config: Config) -> Transport:
+        """The transport as the node's settings ask for it (``spright run``'s options)."""
+        return cls(runtime_dir, table)
 
     def addresses(self) -> tuple[tuple[int, ...], ...]:
         """Per chain and hop position, what a sender puts in ``next_hop`` to reach the

@@ -1,0 +1,298 @@
+"""D-SPRIGHT data plane: descriptors on shared-memory rings, busy-polled.
+
+One single-producer single-consumer ring per (sender, receiver) pair lives in one shared
+memory segment: a sender appends records and advances the ring's ``tail``; the receiver's
+poller, a callback that the event loop runs on every turn, copies out what lies between
+``head`` and ``tail`` and advances ``head``. No syscall per descriptor and no wake-up:
+as in the paper, every process burns a core polling (that is what the comparison shows).
+
+With ``poll_idle_us`` (``spright run --poll-idle-us N``) a poller that found nothing for
+N µs goes to sleep on a datagram socket of its own, and the next sender rings it: usable on
+machines with fewer cores than processes, at the price of a wake-up after idle spells.
+
+Memory ordering: ring indices are plain aligned 64-bit loads and stores, which x86-64
+orders as the protocol needs (a store is never reordered with an earlier store, a load
+never with an earlier load): the records are written before the ``tail`` that publishes
+them and read after the ``tail`` that announced them. Going to sleep is the one place that
+needs a store followed by a load in order on both sides (the poller stores ``sleeping``
+then re-reads every ``tail``; a sender stores ``tail`` then reads ``sleeping``): both put a
+full fence between the two (``_fence``: an uncontended lock round trip, a locked
+instruction). ``unavailable_reason`` refuses other architectures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import platform
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+from typing import Any
+
+from spright.config import Config
+from spright.routing import RouteTable
+from spright.transport.base import Domains, Endpoint, Receiver, Transport
+
+CAPACITY = 1024  # descriptors per ring (a power of two)
+RECORD = 32  # bytes per descriptor (descriptor.SIZE)
+LINE = 64  # a cache line: producer and consumer words never share one
+# per receiver: a control line (sleeping, attached), then per sender a ring:
+# [tail line][head line][CAPACITY records]
+_RING_BYTES = 2 * LINE + CAPACITY * RECORD
+_LOCK = threading.Lock()
+
+
+def _fence() -> None:
+    """A full memory barrier: the lock's acquire is a locked instruction."""
+    _LOCK.acquire()
+    _LOCK.release()
+
+
+class PollTransport(Transport):
+    name = "poll"
+
+    def __init__(self, runtime_dir: Path, table: RouteTable, idle_us: int | None = None) -> None:
+        """``idle_us``: None polls forever; N sleeps after N µs without a descriptor."""
+        super().__init__(runtime_dir, table)
+        self.domains = Domains(table)
+        self.idle_us = idle_us
+        self.count = len(self.endpoints)
+        self.segment_name = f"spright-{secrets.token_hex(6)}-rings"
+        self._segment: SharedMemory | None = None
+
+    @classmethod
+    def from_config(cls, runtime_dir: Path, table: RouteTable, config: Config) -> PollTransport:
+        return cls(runtime_dir, table, config.poll_idle_us)
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        if platform.machine() not in ("x86_64", "AMD64"):
+            return f"the poll rings rely on x86-64 memory ordering; this is {platform.machine()}"
+        return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_segment": None}
+
+    def node_info(self) -> dict[str, Any]:
+        return {"rings": self.segment_name, "idle_us": self.idle_us}
+
+    def start(self) -> None:
+        size = self.count * (LINE + self.count * _RING_BYTES)
+        self._segment = SharedMemory(self.segment_name, create=True, size=size)
+
+    def stop(self) -> None:
+        """Idempotent; endpoints of this process should be closed first."""
+        if self._segment is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._segment.unlink()
+            try:
+                self._segment.close()
+            except BufferError:  # a view kept alive by a garbage cycle: collect, retry
+                gc.collect()
+                with contextlib.suppress(BufferError):
+                    self._segment.close()
+            self._segment = None
+        for endpoint_id in self.endpoints:
+            _wake_path(self.runtime_dir, endpoint_id).unlink(missing_ok=True)
+
+    async def attach(self, endpoint_id: int, on_receive: Receiver) -> Endpoint:
+        if endpoint_id not in self.endpoints:
+            raise ValueError(f"endpoint id {endpoint_id} is not one of this node's: {self.endpoints}")
+        segment = SharedMemory(self.segment_name) if self._segment is None else self._segment
+        endpoint = _PollEndpoint(self, segment, endpoint_id, on_receive, owns_segment=segment is not self._segment)
+        endpoint.open()
+        return endpoint
+
+
+def _wake_path(runtime_dir: Path, endpoint_id: int) -> Path:
+    return runtime_dir / f"wake-{endpoint_id}.sock"
+
+
+class _Rings:
+    """Offsets into the segment: receiver r's control line and its ring from sender s."""
+
+    def __init__(self, buffer: memoryview, count: int) -> None:
+        self.buffer = buffer
+        self.words = buffer.cast("Q")
+        self.count = count
+        self._block = LINE + count * _RING_BYTES
+
+    def control(self, receiver: int) -> int:
+        """Word index of receiver's ``sleeping``; ``attached`` is the next word."""
+        return receiver * self._block // 8
+
+    def ring(self, receiver: int, sender: int) -> tuple[int, int, int]:
+        """(tail word, head word, first record byte) of the ring sender -> receiver."""
+        start = receiver * self._block + LINE + sender * _RING_BYTES
+        return start // 8, (start + LINE) // 8, start + 2 * LINE
+
+
+class _PollEndpoint(Endpoint):
+    def __init__(self, owner: PollTransport, segment: SharedMemory, endpoint_id: int, on_receive: Receiver,
+                 owns_segment: bool) -> None:
+        assert segment.buf is not None
+        self._owner = owner
+        self._segment = segment
+        self._owns_segment = owns_segment
+        self._rings = _Rings(segment.buf, owner.count)
+        self._id = endpoint_id
+        self._on_receive = on_receive
+        self._loop = asyncio.get_running_loop()
+        self._domains = owner.domains
+        self._idle_ns = None if owner.idle_us is None else owner.idle_us * 1000
+        self._incoming = [self._rings.ring(endpoint_id, sender) for sender in range(owner.count)]
+        self._outgoing = [self._rings.ring(receiver, endpoint_id) for receiver in range(owner.count)]
+        self._waiting: dict[int, deque[bytes]] = {}  # receiver -> what did not fit its ring yet
+        self._retry: asyncio.Handle | None = None
+        self._poller: asyncio.Handle | None = None
+        self._last_seen = time.monotonic_ns()
+        self._wake: socket.socket | None = None  # adaptive mode: where senders ring us
+        self._bell = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # how we ring others
+        self._bell.setblocking(False)
+        self._closed = False
+
+    def open(self) -> None:
+        words, control = self._rings.words, self._rings.control(self._id)
+        for tail, head, _ in self._incoming:  # descriptors sent while nobody was attached are lost
+            words[head] = words[tail]
+        if self._idle_ns is not None:
+            path = _wake_path(self._owner.runtime_dir, self._id)
+            path.unlink(missing_ok=True)
+            self._wake = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._wake.bind(str(path))
+            self._wake.setblocking(False)
+        words[control] = 0  # not sleeping
+        words[control + 1] = 1  # attached
+        self._poller = self._loop.call_soon(self._poll)
+
+    # -- receiving -------------------------------------------------------------------------
+    def _drain(self) -> bool:
+        words, buffer = self._rings.words, self._rings.buffer
+        got = []
+        for tail_word, head_word, base in self._incoming:
+            head = words[head_word]
+            count = words[tail_word] - head
+            if not count:
+                continue
+            start = head % CAPACITY
+            if start + count <= CAPACITY:
+                got.append(bytes(buffer[base + start * RECORD : base + (start + count) * RECORD]))
+            else:  # wraps around
+                got.append(bytes(buffer[base + start * RECORD : base + CAPACITY * RECORD]))
+                got.append(bytes(buffer[base : base + (start + count - CAPACITY) * RECORD]))
+            words[head_word] = head + count  # frees the space: the records were copied out above
+        if got:
+            self._on_receive(got[0] if len(got) == 1 else b"".join(got))
+        return bool(got)
+
+    def _poll(self) -> None:
+        self._poller = None
+        if self._closed:
+            return
+        if self._drain():
+            self._last_seen = time.monotonic_ns()
+        elif self._idle_ns is not None and time.monotonic_ns() - self._last_seen > self._idle_ns:
+            self._sleep()
+            return
+        self._poller = self._loop.call_soon(self._poll)
+
+    def _sleep(self) -> None:
+        """Tell senders to ring, look once more, then wait for the bell."""
+        words, control = self._rings.words, self._rings.control(self._id)
+        words[control] = 1
+        _fence()
+        if self._drain():
+            words[control] = 0
+            self._last_seen = time.monotonic_ns()
+            self._poller = self._loop.call_soon(self._poll)
+            return
+        assert self._wake is not None
+        self._loop.add_reader(self._wake.fileno(), self._woken)
+
+    def _woken(self) -> None:
+        assert self._wake is not None
+        self._loop.remove_reader(self._wake.fileno())
+        with contextlib.suppress(BlockingIOError):
+            while self._wake.recv(64):
+                pass
+        self._rings.words[self._rings.control(self._id)] = 0
+        self._last_seen = time.monotonic_ns()
+        self._poll()
+
+    # -- sending ---------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        for dest, batch in self._domains.split(self._id, data).items():
+            queue = self._waiting.get(dest)
+            if queue:
+                queue.append(batch)  # behind what is already waiting: order kept
+            elif rest := self._push(dest, batch):
+                self._waiting[dest] = deque((rest,))
+                self._schedule_retry()
+
+    def _push(self, dest: int, batch: bytes) -> bytes:
+        """Append what fits of ``batch`` to the ring to ``dest``; returns the rest."""
+        words, buffer = self._rings.words, self._rings.buffer
+        control = self._rings.control(dest)
+        if not words[control + 1]:
+            return b""  # nobody attached: lost, as on the kernel's data plane
+        tail_word, head_word, base = self._outgoing[dest]
+        tail = words[tail_word]
+        count = min(len(batch) // RECORD, CAPACITY - (tail - words[head_word]))
+        if not count:
+            return batch
+        start = tail % CAPACITY
+        first = min(count, CAPACITY - start)
+        buffer[base + start * RECORD : base + (start + first) * RECORD] = batch[: first * RECORD]
+        if first < count:
+            buffer[base : base + (count - first) * RECORD] = batch[first * RECORD : count * RECORD]
+        words[tail_word] = tail + count  # publishes the records written above
+        if self._idle_ns is not None:  # the receiver may be going to sleep: see the module's doc
+            _fence()
+            if words[control]:
+                with contextlib.suppress(OSError):  # a full bell queue already rings
+                    self._bell.sendto(b"\0", str(_wake_path(self._owner.runtime_dir, dest)))
+        return batch[count * RECORD :]
+
+    def _schedule_retry(self) -> None:
+        if self._retry is None:
+            self._retry = self._loop.call_soon(self._flush_waiting)
+
+    def _flush_waiting(self) -> None:
+        """Whatever waits for room in a full ring, in order (a busy receiver frees it soon)."""
+        self._retry = None
+        for dest, queue in list(self._waiting.items()):
+            while queue:
+                rest = self._push(dest, queue[0])
+                if rest:
+                    queue[0] = rest
+                    break
+                queue.popleft()
+            if not queue:
+                del self._waiting[dest]
+        if self._waiting and not self._closed:
+            self._schedule_retry()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        words, control = self._rings.words, self._rings.control(self._id)
+        words[control + 1] = 0
+        if self._poller is not None:
+            self._poller.cancel()
+        if self._retry is not None:
+            self._retry.cancel()
+        if self._wake is not None:
+            self._loop.remove_reader(self._wake.fileno())
+            self._wake.close()
+            _wake_path(self._owner.runtime_dir, self._id).unlink(missing_ok=True)
+        self._bell.close()
+        self._rings.words.release()  # our view; the segment's own buffer is the owner's to close
+        if self._owns_segment:
+            self._segment.close()
