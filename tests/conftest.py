@@ -6,6 +6,7 @@ import pytest
 
 from spright.transport import registry
 from spright.transport.skmsg import SkmsgTransport
+from tests.contract_kit import make_node, transport_cls  # noqa: F401 (the contract suite's fixtures)
 from tests.skmsg_kit import make_table
 
 # Tests marked ``kernel`` need the eBPF data plane. Where this machine cannot run it they are
