@@ -44,3 +44,9 @@ _shared: list[Function] = [
 ]
 _shared.append(chain10_shared.add_function(_hello, name="hop10", process="chain"))
 chain10_shared.route("/", Chain(tuple(_shared)), methods=["GET", "POST"])
+
+# chains of 1..10 pass-through hops on one node (/chain/1 .. /chain/10), for the sweeps in bench.sweep
+chains = App("bench-chains")
+_links: list[Function] = [chains.add_function(_passthrough, name=f"link{i}") for i in range(1, 11)]
+for _length in range(1, 11):
+    chains.route(f"/chain/{_length}", Chain(tuple(_links[:_length])), methods=["POST"])
