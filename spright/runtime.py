@@ -40,7 +40,7 @@ from spright.descriptor import (
     Descriptor,
     unpack_many,
 )
-from spright.metrics import BYTES, CALLS, ERRORS, HANDLED, HANDLER_NS, IN, OUT, ROW_WORDS
+from spright.metrics import BYTES, CALLS, ERRORS, HANDLED, HANDLER_NS, IN, OUT, REFUSED_CALLS, ROW_WORDS
 from spright.pool import Payload, Pool, PoolExhausted
 from spright.routing import Function, RouteTable
 from spright.transport.base import Endpoint, Outbox, Transport
@@ -150,7 +150,7 @@ class Worker:
 
     def _refused(self, d: Descriptor) -> None:
         """The data plane bounced a descriptor of ours: its receiver is in another domain."""
-        self.counters[ERRORS] += 1
+        self.counters[REFUSED_CALLS] += 1
         if d.call_id:  # a CALL (the kind now says REFUSED; only calls carry a call id)
             self.pool.free(d.slot, d.generation)
             self._calls.refused(d, self.id)

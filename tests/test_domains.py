@@ -30,7 +30,8 @@ async def test_in_process_a_call_across_domains_is_refused_and_counted() -> None
         check_refused(r.status, r.json())
         r = await client.get("/shop")  # not caught: the caller fails with the same status
         assert r.status == 403 and r.json()["function"] == "charge"
-        assert client.counters_of("careful_shop")["handler_errors"] == 1, "the refusal is counted"
+        careful = client.counters_of("careful_shop")
+        assert careful["refused_calls"] == 1 and careful["handler_errors"] == 0, "the refusal is counted, once"
         assert client.counters_of("charge")["descriptors_in"] == 1, "only the gateway's request reached it"
         assert client.pool.in_use() == 0, "the refused call's slot was freed"
 
@@ -55,9 +56,9 @@ async def test_on_a_node_a_call_across_domains_fails_at_once_not_by_timeout(node
                 assert r.status == 403
         async with session.get("/metrics") as r:
             text = await r.text()
-    errors = [line for line in text.splitlines() if line.startswith('spright_handler_errors_total{domain="domains",'
-                                                                     'function="careful_shop"}')]
-    assert errors and float(errors[0].split()[-1]) == 1.0, errors
+    refused = [line for line in text.splitlines() if line.startswith('spright_refused_calls_total{domain="domains",'
+                                                                      'function="careful_shop"}')]
+    assert refused and float(refused[0].split()[-1]) == 1.0, refused
     if transport == "skmsg":  # the kernel refused it, and counted it on the sender
         drops = [line for line in text.splitlines()
                  if line.startswith("spright_kernel_domain_drops_total") and 'function="careful_shop"' in line]
