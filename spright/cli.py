@@ -181,7 +181,7 @@ def doctor() -> None:
         reason = cls.unavailable_reason()
         if reason is None:
             usable.append(name)
-        grid.add_row(name, "[green]ok[/]" if reason is None else "[red]unavailable[/]", reason or "")
+        grid.add_row(name, "[green]ok[/]" if reason is None else "[red]unavailable[/]", reason or cls.summary)
     console.print(grid)
     console.print(f"--transport auto would use: [bold]{usable[0] if usable else 'nothing'}[/]")
     hints = Table(title="latency on this machine")

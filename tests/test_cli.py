@@ -134,6 +134,7 @@ def test_doctor_lists_transports_and_latency_checks() -> None:
     result = spright("doctor")
     assert result.returncode == 0, result.stderr
     assert "--transport auto would use:" in result.stdout
+    assert "D-SPRIGHT" in result.stdout and "poll" in result.stdout  # each data plane says what it is
     assert "latency on this machine" in result.stdout and "interpreter" in result.stdout
 
 

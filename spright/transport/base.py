@@ -57,6 +57,7 @@ class Transport(ABC):
     name: ClassVar[str]
     # where ``live_routes`` reads a running node's chains from (``spright routes --live``)
     routes_source: ClassVar[str] = "data-plane"
+    summary: ClassVar[str] = ""  # one line for `spright doctor`: what this data plane is
 
     def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
         self.runtime_dir = runtime_dir

@@ -160,6 +160,7 @@ def _check_fits(table: RouteTable) -> None:
 class SkmsgTransport(Transport):
     name = "skmsg"
     routes_source = "bpf-map"
+    summary = "S-SPRIGHT: an eBPF sk_msg program redirects descriptors between sockets"
 
     def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
         super().__init__(runtime_dir, table)

@@ -24,6 +24,7 @@ def socket_path(runtime_dir: Path, endpoint_id: int) -> Path:
 
 class UnixTransport(Transport):
     name = "unix"
+    summary = "AF_UNIX streams: the same semantics, no root needed"
 
     def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
         super().__init__(runtime_dir, table)
