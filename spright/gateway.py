@@ -127,6 +127,7 @@ class Gateway:
         self._loop = asyncio.get_running_loop()
         self._transport = transport
         self._first_steps = tuple(steps[0] for steps in self.table.steps(transport.addresses()))
+        transport.carry(self.pool)
         self._endpoint = await transport.attach(GATEWAY, self.receive)
         self._outbox = Outbox(self._endpoint, self._loop)
         self._ticker = self._loop.call_later(self.config.tick, self._tick)

@@ -104,6 +104,7 @@ class Worker:
         self._steps = self.table.steps(transport.addresses())
         self._deadlines = Deadlines(loop)
         self._calls = Calls(self.table, self._deadlines, loop)
+        transport.carry(self.pool)
         self._endpoint = await transport.attach(self.id, self.receive)
         self._outbox = Outbox(self._endpoint, loop)
         self._outbox.put(descriptor.notice(GATEWAY, self.id, READY))

@@ -7,6 +7,7 @@ from pathlib import Path
 from spright.config import Config
 from spright.routing import RouteTable
 from spright.transport.base import Transport
+from spright.transport.http import HttpTransport
 from spright.transport.poll import PollTransport
 from spright.transport.unix import UnixTransport
 
@@ -22,6 +23,7 @@ def registry() -> dict[str, type[Transport]]:
         pass
     found["unix"] = UnixTransport
     found["poll"] = PollTransport  # D-SPRIGHT: burns a core per process, never chosen by auto over unix
+    found["http"] = HttpTransport  # Knative-like baseline
     return found
 
 

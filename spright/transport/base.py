@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from spright.config import Config
+    from spright.pool import Pool
     from spright.routing import RouteTable
 
 Receiver = Callable[[bytes], None]
@@ -63,6 +64,16 @@ class Transport(ABC):
         self.runtime_dir = runtime_dir
         self.table = table
         self.endpoints = table.endpoints
+        self.payloads: Pool | None = None  # see carry()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled into worker processes without this process's pool (each gives its own)."""
+        return {**self.__dict__, "payloads": None}
+
+    def carry(self, pool: Pool) -> None:
+        """The pool this process's payloads live in, given before ``attach``: a data plane that
+        moves the bytes themselves (http) reads and writes them there; the others ignore it."""
+        self.payloads = pool
 
     @classmethod
     def from_config(cls, runtime_dir: Path, table: RouteTable, config: Config) -> Transport:

@@ -78,7 +78,7 @@ class PollTransport(Transport):
         return None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_segment": None}
+        return {**super().__getstate__(), "_segment": None}
 
     def node_info(self) -> dict[str, Any]:
         return {"rings": self.segment_name, "idle_us": self.idle_us}

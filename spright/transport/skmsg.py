@@ -185,7 +185,7 @@ class SkmsgTransport(Transport):
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _bpf=None, _listener=None)
+        self.__dict__.update(state, _bpf=None, _listener=None, payloads=None)
 
     def node_info(self) -> dict[str, Any]:
         return {"pin_dir": str(self.pin_dir), "endpoints": self.endpoints, "maps": sorted(MAPS)}

@@ -1,0 +1,205 @@
+"""Knative-like data plane: every hop and every ``ctx.call`` is one HTTP/1.1 request.
+
+Each endpoint serves HTTP on a loopback port of its own (uvloop + httptools); a sender keeps
+one keep-alive connection per destination and POSTs each descriptor with the payload and the
+request's metadata as the body, so the bytes really travel every hop: copied out of the
+sender's slot, framed, sent over TCP, parsed, and written into the receiver's slot, as between
+Knative functions (minus the sidecars). Requests on a connection are pipelined; each is
+answered ``204`` once its descriptor is handed to the receiver. Descriptors without payload
+(READY, DOWN, REFUSED) travel as bare 32-byte bodies.
+
+The pool is where payloads are read and written (``Transport.carry``); without one (the
+contract suite) only the descriptors travel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from pathlib import Path
+from typing import Any, cast
+
+from spright.descriptor import OFFSETS, SIZE
+from spright.pool import Pool, read_meta
+from spright.routing import RouteTable
+from spright.transport.base import Domains, Endpoint, Receiver, Transport
+
+PATH = b"/spright/descriptor"
+ANSWER = b"HTTP/1.1 204 No Content\r\n\r\n"
+_META_LEN = struct.Struct("<I")
+_CARRIED = struct.Struct(f"<{OFFSETS['slot']}xII{SIZE - OFFSETS['length'] - 4}x")  # slot, length
+_GENERATION = OFFSETS["generation"]
+_OWNER = OFFSETS["request_id"]
+
+
+class HttpTransport(Transport):
+    name = "http"
+    summary = "Knative-like: every hop an HTTP/1.1 request over loopback TCP carrying the payload"
+
+    def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
+        super().__init__(runtime_dir, table)
+        self.domains = Domains(table)
+        self.ports: dict[int, int] = {}
+
+    def start(self) -> None:
+        """A loopback port per endpoint, chosen by the kernel (held together, so distinct)."""
+        sockets = [socket.socket() for _ in self.endpoints]
+        try:
+            for sock in sockets:
+                sock.bind(("127.0.0.1", 0))
+            self.ports = {e: sock.getsockname()[1] for e, sock in zip(self.endpoints, sockets, strict=True)}
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    def node_info(self) -> dict[str, Any]:
+        return {"ports": {str(endpoint): port for endpoint, port in self.ports.items()}}
+
+    async def attach(self, endpoint_id: int, on_receive: Receiver) -> Endpoint:
+        if endpoint_id not in self.ports:
+            raise ValueError(f"endpoint id {endpoint_id} is not one of this node's: {sorted(self.ports)}")
+        loop = asyncio.get_running_loop()
+        accepted: set[asyncio.BaseTransport] = set()
+        server = await loop.create_server(lambda: _Receiving(on_receive, self.payloads, accepted), "127.0.0.1",
+                                          self.ports[endpoint_id], reuse_address=True)
+        return _HttpEndpoint(self, endpoint_id, server, accepted)
+
+
+class _Receiving(asyncio.Protocol):
+    """An endpoint's server side: each request's body becomes a descriptor (and a payload)."""
+
+    def __init__(self, on_receive: Receiver, pool: Pool | None, connections: set[asyncio.BaseTransport]) -> None:
+        import httptools  # here, not at import: `spright stats` lists this data plane without loading it
+
+        self._parse_error = httptools.HttpParserError
+        self._on_receive = on_receive
+        self._pool = pool
+        self._connections = connections
+        self._parser = httptools.HttpRequestParser(self)
+        self._body: list[bytes] = []
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._connections.add(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.discard(cast(asyncio.BaseTransport, self._transport))
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except self._parse_error:
+            if self._transport is not None:
+                self._transport.close()
+
+    def on_body(self, chunk: bytes) -> None:
+        self._body.append(chunk)
+
+    def on_message_complete(self) -> None:
+        body = b"".join(self._body)
+        self._body = []
+        record = body[:SIZE]
+        if len(body) > SIZE and self._pool is not None:
+            _store(self._pool, record, body[SIZE:])
+        if self._transport is not None:
+            self._transport.write(ANSWER)
+        self._on_receive(record)
+
+
+def _store(pool: Pool, record: bytes, carried: bytes) -> None:
+    """The payload and metadata a hop carried, into the slot its descriptor names, if that
+    slot is still the request's (a late hop of a request that timed out writes nothing)."""
+    slot, _ = _CARRIED.unpack(record)
+    generation = int.from_bytes(record[_GENERATION : _GENERATION + 4], "little")
+    if pool.is_current(slot, generation):
+        (meta_length,) = _META_LEN.unpack_from(carried)
+        meta = carried[4 : 4 + meta_length]
+        owner = int.from_bytes(record[_OWNER : _OWNER + 4], "little")
+        pool.write(slot, generation, memoryview(carried)[4 + meta_length :], meta, owner)
+
+
+def _load(pool: Pool, record: bytes) -> bytes:
+    """What a descriptor's hop carries: meta length, meta, payload (nothing for a stale slot)."""
+    slot, length = _CARRIED.unpack(record)
+    generation = int.from_bytes(record[_GENERATION : _GENERATION + 4], "little")
+    if (not length and not slot) or not pool.is_current(slot, generation):
+        return b""
+    with pool.view(slot) as view, read_meta(view) as meta:
+        return b"".join((_META_LEN.pack(len(meta)), meta, view[:length]))
+
+
+class _Sending(asyncio.Protocol):
+    """A sender's keep-alive connection to one destination; the 204s are read and dropped."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+
+class _HttpEndpoint(Endpoint):
+    def __init__(self, owner: HttpTransport, endpoint_id: int, server: asyncio.AbstractServer,
+                 accepted: set[asyncio.BaseTransport]) -> None:
+        self._owner = owner
+        self._id = endpoint_id
+        self._server = server
+        self._accepted = accepted
+        self._loop = asyncio.get_running_loop()
+        self._links: dict[int, _Sending] = {}
+        self._connecting: dict[int, list[bytes]] = {}  # destination -> requests waiting for its connection
+
+    def send(self, data: bytes) -> None:
+        pool = self._owner.payloads
+        for dest, batch in self._owner.domains.split(self._id, data).items():
+            requests = []
+            for start in range(0, len(batch), SIZE):
+                record = batch[start : start + SIZE]
+                carried = _load(pool, record) if pool is not None else b""
+                requests.append(b"POST %s HTTP/1.1\r\nhost: spright\r\ncontent-length: %d\r\n\r\n%s%s"
+                                % (PATH, SIZE + len(carried), record, carried))
+            self._post(dest, b"".join(requests))
+
+    def _post(self, dest: int, data: bytes) -> None:
+        if dest in self._connecting:
+            self._connecting[dest].append(data)
+            return
+        link = self._links.get(dest)
+        if link is not None and link.transport is not None and not link.transport.is_closing():
+            link.transport.write(data)
+            return
+        port = self._owner.ports.get(dest)
+        if port is None:
+            return  # no such endpoint: lost
+        self._connecting[dest] = [data]
+        self._loop.create_task(self._connect(dest, port))
+
+    async def _connect(self, dest: int, port: int) -> None:
+        waiting = self._connecting[dest]
+        try:
+            _, link = await self._loop.create_connection(_Sending, "127.0.0.1", port)
+        except OSError:
+            del self._connecting[dest]  # nobody listens there: what waited is lost
+            return
+        del self._connecting[dest]
+        self._links[dest] = link
+        if link.transport is not None:
+            link.transport.write(b"".join(waiting))
+
+    def close(self) -> None:
+        self._server.close()
+        for connection in list(self._accepted):
+            connection.close()
+        for link in self._links.values():
+            if link.transport is not None:
+                link.transport.close()
+        self._links.clear()
