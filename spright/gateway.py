@@ -267,9 +267,9 @@ class Gateway:
         body = pool.take(d.slot, d.generation, d.length)
         if body is None:  # never expected: an answer naming a slot that is not its own
             log.error("gateway: request %d answered with a stale slot: %s", d.request_id, d)
-            return self._end(d.request_id, error_response(502, "the chain's answer was lost"), failed=True)
+            return self._end(request_id, error_response(502, "the chain's answer was lost"), failed=True)
         self._counts[BYTES] += d.length
-        self._end(d.request_id, Response(d.status or (500 if flags & KIND_MASK == ERROR else 200), body, headers))
+        self._end(request_id, Response(d.status or (500 if flags & KIND_MASK == ERROR else 200), body, headers))
 
     def _response_headers(self, d: Descriptor) -> list[tuple[bytes, bytes]]:
         """Content type and headers a handler set (``ctx.content_type``, ``ctx.set_header``)."""

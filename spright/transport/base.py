@@ -64,6 +64,7 @@ class Transport(ABC):
         self.runtime_dir = runtime_dir
         self.table = table
         self.endpoints = table.endpoints
+        self.domains = Domains(table)  # what userspace data planes enforce (skmsg's kernel does it)
         self.payloads: Pool | None = None  # see carry()
 
     def __getstate__(self) -> dict[str, Any]:

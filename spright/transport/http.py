@@ -23,14 +23,14 @@ from typing import Any, cast
 from spright.descriptor import OFFSETS, SIZE
 from spright.pool import Pool, read_meta
 from spright.routing import RouteTable
-from spright.transport.base import Domains, Endpoint, Receiver, Transport
+from spright.transport.base import Endpoint, Receiver, Transport
 
 PATH = b"/spright/descriptor"
 ANSWER = b"HTTP/1.1 204 No Content\r\n\r\n"
 _META_LEN = struct.Struct("<I")
-_CARRIED = struct.Struct(f"<{OFFSETS['slot']}xII{SIZE - OFFSETS['length'] - 4}x")  # slot, length
-_GENERATION = OFFSETS["generation"]
-_OWNER = OFFSETS["request_id"]
+# slot, length, request_id (the slot's owner), generation: what carrying a hop's payload needs
+assert OFFSETS["length"] == OFFSETS["slot"] + 4 and OFFSETS["request_id"] == OFFSETS["length"] + 4
+_CARRIED = struct.Struct(f"<{OFFSETS['slot']}xIII{OFFSETS['generation'] - OFFSETS['request_id'] - 4}xI")
 
 
 class HttpTransport(Transport):
@@ -39,7 +39,6 @@ class HttpTransport(Transport):
 
     def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
         super().__init__(runtime_dir, table)
-        self.domains = Domains(table)
         self.ports: dict[int, int] = {}
 
     def start(self) -> None:
@@ -112,19 +111,16 @@ class _Receiving(asyncio.Protocol):
 def _store(pool: Pool, record: bytes, carried: bytes) -> None:
     """The payload and metadata a hop carried, into the slot its descriptor names, if that
     slot is still the request's (a late hop of a request that timed out writes nothing)."""
-    slot, _ = _CARRIED.unpack(record)
-    generation = int.from_bytes(record[_GENERATION : _GENERATION + 4], "little")
+    slot, _, owner, generation = _CARRIED.unpack(record)
     if pool.is_current(slot, generation):
         (meta_length,) = _META_LEN.unpack_from(carried)
         meta = carried[4 : 4 + meta_length]
-        owner = int.from_bytes(record[_OWNER : _OWNER + 4], "little")
         pool.write(slot, generation, memoryview(carried)[4 + meta_length :], meta, owner)
 
 
 def _load(pool: Pool, record: bytes) -> bytes:
     """What a descriptor's hop carries: meta length, meta, payload (nothing for a stale slot)."""
-    slot, length = _CARRIED.unpack(record)
-    generation = int.from_bytes(record[_GENERATION : _GENERATION + 4], "little")
+    slot, length, _, generation = _CARRIED.unpack(record)
     if (not length and not slot) or not pool.is_current(slot, generation):
         return b""
     with pool.view(slot) as view, read_meta(view) as meta:

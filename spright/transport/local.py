@@ -10,7 +10,7 @@ import asyncio
 from pathlib import Path
 
 from spright.routing import RouteTable
-from spright.transport.base import Domains, Endpoint, Receiver, Transport
+from spright.transport.base import Endpoint, Receiver, Transport
 
 
 class LocalTransport(Transport):
@@ -19,7 +19,6 @@ class LocalTransport(Transport):
     def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
         super().__init__(runtime_dir, table)
         self.receivers: dict[int, Receiver] = {}
-        self.domains = Domains(table)
 
     async def attach(self, endpoint_id: int, on_receive: Receiver) -> Endpoint:
         self.receivers[endpoint_id] = on_receive

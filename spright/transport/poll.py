@@ -37,7 +37,7 @@ from typing import Any
 
 from spright.config import Config
 from spright.routing import RouteTable
-from spright.transport.base import Domains, Endpoint, Receiver, Transport
+from spright.transport.base import Endpoint, Receiver, Transport
 
 CAPACITY = 1024  # descriptors per ring (a power of two)
 RECORD = 32  # bytes per descriptor (descriptor.SIZE)
@@ -61,7 +61,6 @@ class PollTransport(Transport):
     def __init__(self, runtime_dir: Path, table: RouteTable, idle_us: int | None = None) -> None:
         """``idle_us``: None polls forever; N sleeps after N µs without a descriptor."""
         super().__init__(runtime_dir, table)
-        self.domains = Domains(table)
         self.idle_us = idle_us
         self.count = len(self.endpoints)
         self.segment_name = f"spright-{secrets.token_hex(6)}-rings"

@@ -181,7 +181,7 @@ class SkmsgTransport(Transport):
 
     def __getstate__(self) -> dict[str, Any]:
         """Workers need only paths, the table and the port; bcc objects and threads stay home."""
-        keep = ("runtime_dir", "table", "endpoints", "pin_dir", "port")
+        keep = ("runtime_dir", "table", "endpoints", "domains", "pin_dir", "port")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -14,8 +14,7 @@ import contextlib
 import socket
 from pathlib import Path
 
-from spright.routing import RouteTable
-from spright.transport.base import Domains, Endpoint, Receiver, RecordProtocol, Transport
+from spright.transport.base import Endpoint, Receiver, RecordProtocol, Transport
 
 
 def socket_path(runtime_dir: Path, endpoint_id: int) -> Path:
@@ -25,10 +24,6 @@ def socket_path(runtime_dir: Path, endpoint_id: int) -> Path:
 class UnixTransport(Transport):
     name = "unix"
     summary = "AF_UNIX streams: the same semantics, no root needed"
-
-    def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
-        super().__init__(runtime_dir, table)
-        self.domains = Domains(table)
 
     def stop(self) -> None:
         for endpoint_id in self.endpoints:
