@@ -42,13 +42,17 @@ def run(
         None, envvar="SPRIGHT_POLL_IDLE_US",
         help="poll: sleep after this many µs without a descriptor (default: spin for ever).",
     ),
+    sidecar: bool = typer.Option(False, help="http: a queue-proxy-like process in front of each function."),
+    sidecar_concurrency: int = typer.Option(
+        0, help="http --sidecar: requests a sidecar lets reach its function at once (0: no limit)."),
 ) -> None:
     """Serve APP: gateway plus one worker process per function."""
     from spright.supervisor import Supervisor
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        supervisor = Supervisor(app, host=host, port=port, transport=transport, poll_idle_us=poll_idle_us)
+        supervisor = Supervisor(app, host=host, port=port, transport=transport, poll_idle_us=poll_idle_us,
+                                sidecar=sidecar, sidecar_concurrency=sidecar_concurrency)
     except (AppNotFound, ValueError) as exc:  # RoutingError, and Config's own checks
         raise _fail(str(exc)) from None
     try:

@@ -37,6 +37,8 @@ class Config:
     port: int = 8080
     transport: str = "auto"  # auto, or a name from spright.transport.registry()
     poll_idle_us: int | None = None  # poll data plane: None spins for ever; N sleeps after N µs idle
+    sidecar: bool = False  # http data plane: a queue-proxy-like process in front of each function
+    sidecar_concurrency: int = 0  # requests a sidecar lets reach its function at once (0: no limit)
     # -- the app's (App(...)) ----------------------------------------------------------------
     default_timeout: float = 30.0  # seconds a route's chain may take, unless the route says
     pool: PoolConfig = field(default_factory=PoolConfig)  # pool.max_body is the request body limit
@@ -56,6 +58,11 @@ class Config:
                 raise ValueError(f"Config.{name} must be > 0, got {getattr(self, name)!r}")
         if self.poll_idle_us is not None and self.poll_idle_us < 0:
             raise ValueError(f"Config.poll_idle_us must be >= 0, got {self.poll_idle_us}")
+        if self.sidecar_concurrency < 0:
+            raise ValueError(f"Config.sidecar_concurrency must be >= 0, got {self.sidecar_concurrency}")
+        if (self.sidecar or self.sidecar_concurrency) and self.transport != "http":
+            raise ValueError(f"--sidecar puts a queue-proxy in front of each function of the http data plane: "
+                             f"use it with --transport http, not {self.transport!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"Config.port must be 0..65535, got {self.port}")
 

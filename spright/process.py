@@ -35,7 +35,7 @@ class WorkerSpec:
 
 def worker_main(spec: WorkerSpec) -> None:
     """Entry point of a worker process (spawned, so it imports the app afresh)."""
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [{spec.process}] %(message)s")
     uvloop.run(_worker(spec))
@@ -63,7 +63,7 @@ async def _worker(spec: WorkerSpec) -> None:
     pool.close()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """PR_SET_PDEATHSIG: a SIGKILLed supervisor must not leave orphan workers."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)

@@ -71,7 +71,7 @@ def stats_table(data: dict[str, Any], previous: dict[str, Any] | None, seconds: 
         counters.caption = f"{caption}; the {info['transport']} data plane keeps no kernel counters"
         return Group(counters)
     counters.caption = caption
-    kernel = _named_table(f"the {info['transport']} data plane's own counters (kernel)", data, with_domain=False)
+    kernel = _named_table(f"the {info['transport']} data plane's own counters", data, with_domain=False)
     for key in kernel_keys:
         kernel.add_column(KERNEL_HEADERS.get(key, key), justify="right", style="magenta")
     for function in data["functions"]:

@@ -129,9 +129,11 @@ def run_node(app_ref: str, *, transport: str = "unix", port: int | None = None, 
              env: Mapping[str, str] | None = None,
              startup_timeout: float = 60.0) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """Run ``spright run APP_REF`` in a subprocess; yields (port, process) once it serves.
+    ``transport``: the data plane, followed by its options if any (``"http --sidecar"``);
     ``env``: variables added to this process's environment for the node."""
     port = port or free_port()
-    command = [sys.executable, "-m", "spright", "run", app_ref, "--port", str(port), "--transport", transport, *args]
+    command = [sys.executable, "-m", "spright", "run", app_ref, "--port", str(port), "--transport",
+               *transport.split(), *args]
     log = tempfile.TemporaryFile()  # noqa: SIM115 - a file, not a pipe: a chatty node never blocks on it
     process = subprocess.Popen(command, stderr=log, env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
     try:

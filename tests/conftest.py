@@ -46,8 +46,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 def transports() -> list:
-    """Every transport users can pick. skmsg runs are ``kernel`` tests (skipped or failed by
-    the hook above); another transport this machine cannot run is skipped with its reason."""
+    """Every transport users can pick, and http with its sidecars. skmsg runs are ``kernel``
+    tests (skipped or failed by the hook above); another transport this machine cannot run
+    is skipped with its reason."""
     params = []
     for name, cls in registry().items():
         if name == "skmsg":
@@ -56,7 +57,7 @@ def transports() -> list:
             reason = cls.unavailable_reason()
             marks = [pytest.mark.skip(reason=f"{name}: {reason}")] if reason else []
         params.append(pytest.param(name, marks=marks, id=name))
-    return params
+    return [*params, pytest.param("http --sidecar", id="http+sidecar")]
 
 
 @pytest.fixture(params=transports(), scope="module")

@@ -28,6 +28,7 @@ from spright.descriptor import (
 from spright.routing import App, RouteTable
 from spright.transport import registry
 from spright.transport.base import Endpoint, Transport
+from spright.transport.http import HttpTransport
 from spright.transport.local import LocalTransport
 
 SETTLE = 0.2  # seconds given to stray deliveries before asserting that none came
@@ -36,9 +37,17 @@ BPF_FS = Path("/sys/fs/bpf")
 
 
 # -- the transports -------------------------------------------------------------------------
+class SidecarHttpTransport(HttpTransport):
+    """The http data plane as ``--sidecar --sidecar-concurrency 4`` makes it: a queue-proxy
+    process in front of each function, few enough places that bursts queue in it."""
+
+    def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
+        super().__init__(runtime_dir, table, sidecar=True, sidecar_concurrency=4)
+
+
 def every_transport() -> dict[str, type[Transport]]:
-    """The in-process broker plus every data plane users can choose."""
-    return {"local": LocalTransport, **registry()}
+    """The in-process broker plus every data plane users can choose (http also with sidecars)."""
+    return {"local": LocalTransport, **registry(), "http+sidecar": SidecarHttpTransport}
 
 
 def _transport_params() -> Iterator[object]:

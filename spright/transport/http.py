@@ -10,20 +10,32 @@ answered ``204`` once its descriptor is handed to the receiver. Descriptors with
 
 The pool is where payloads are read and written (``Transport.carry``); without one (the
 contract suite) only the descriptors travel.
+
+With ``sidecar`` (``spright run --transport http --sidecar``: the "knative" configuration of
+the comparison) every function's public port belongs to a queue-proxy-like process
+(spright/transport/sidecar.py) that counts and limits what reaches the function, which
+listens on a port of its own behind it; the gateway plays the ingress and has none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from spright.descriptor import OFFSETS, SIZE
 from spright.pool import Pool, read_meta
 from spright.routing import RouteTable
 from spright.transport.base import Endpoint, Receiver, Transport
+
+if TYPE_CHECKING:
+    from spright.config import Config
 
 PATH = b"/spright/descriptor"
 ANSWER = b"HTTP/1.1 204 No Content\r\n\r\n"
@@ -35,34 +47,108 @@ _CARRIED = struct.Struct(f"<{OFFSETS['slot']}xIII{OFFSETS['generation'] - OFFSET
 
 class HttpTransport(Transport):
     name = "http"
-    summary = "Knative-like: every hop an HTTP/1.1 request over loopback TCP carrying the payload"
+    summary = ("Knative-like: every hop an HTTP/1.1 request over loopback TCP carrying the payload"
+               " (--sidecar: a queue-proxy in front of each function)")
 
-    def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
+    def __init__(self, runtime_dir: Path, table: RouteTable, *, sidecar: bool = False,
+                 sidecar_concurrency: int = 0) -> None:
         super().__init__(runtime_dir, table)
-        self.ports: dict[int, int] = {}
+        self.sidecar = sidecar
+        self.sidecar_concurrency = sidecar_concurrency
+        self.ports: dict[int, int] = {}  # where senders connect: the sidecar's port, if any
+        self.own_ports: dict[int, int] = {}  # where each endpoint's server listens
+        self._sidecars: list[subprocess.Popen[bytes]] = []
+
+    @classmethod
+    def from_config(cls, runtime_dir: Path, table: RouteTable, config: Config) -> Transport:
+        return cls(runtime_dir, table, sidecar=config.sidecar, sidecar_concurrency=config.sidecar_concurrency)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "_sidecars": []}  # the supervisor's to stop, not the workers'
 
     def start(self) -> None:
-        """A loopback port per endpoint, chosen by the kernel (held together, so distinct)."""
-        sockets = [socket.socket() for _ in self.endpoints]
+        """A loopback port per endpoint and, with sidecars, one more per function, chosen by
+        the kernel; then the sidecars, each listening before this returns."""
+        functions = [e for e in self.endpoints if e] if self.sidecar else []
+        ports = _free_ports(len(self.endpoints) + len(functions))
+        self.ports = dict(zip(self.endpoints, ports, strict=False))
+        self.own_ports = {**self.ports, **dict(zip(functions, ports[len(self.endpoints):], strict=True))}
+        for endpoint in functions:
+            self._sidecars.append(subprocess.Popen([
+                sys.executable, "-m", "spright.transport.sidecar", "--port", str(self.ports[endpoint]),
+                "--upstream", str(self.own_ports[endpoint]), "--counters", str(self._counters_path(endpoint)),
+                "--concurrency", str(self.sidecar_concurrency)]))
         try:
-            for sock in sockets:
-                sock.bind(("127.0.0.1", 0))
-            self.ports = {e: sock.getsockname()[1] for e, sock in zip(self.endpoints, sockets, strict=True)}
-        finally:
-            for sock in sockets:
-                sock.close()
+            for endpoint in functions:
+                self._wait_listening(self.ports[endpoint])
+        except BaseException:
+            self.stop()
+            raise
+
+    def _counters_path(self, endpoint: int) -> Path:
+        return self.runtime_dir / f"sidecar-{endpoint}.counters"
+
+    def _wait_listening(self, port: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+            if any(p.poll() is not None for p in self._sidecars):
+                raise RuntimeError("a sidecar exited at startup (its error is above)")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"a sidecar did not listen on port {port} within {timeout:.0f}s")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Stops the sidecars (SIGTERM, then SIGKILL after 5 s); each removes its counters file."""
+        sidecars, self._sidecars = self._sidecars, []
+        for process in sidecars:
+            process.terminate()
+        for process in sidecars:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for endpoint in self.ports if self.sidecar else ():
+            self._counters_path(endpoint).unlink(missing_ok=True)
 
     def node_info(self) -> dict[str, Any]:
-        return {"ports": {str(endpoint): port for endpoint, port in self.ports.items()}}
+        info: dict[str, Any] = {"ports": {str(endpoint): port for endpoint, port in self.ports.items()}}
+        if self.sidecar:
+            info["sidecars"] = {str(e): str(self._counters_path(e)) for e in self.endpoints if e}
+            info["sidecar_concurrency"] = self.sidecar_concurrency
+        return info
+
+    @classmethod
+    def live_counters(cls, node_info: dict[str, Any]) -> dict[int, dict[str, int]] | None:
+        """The sidecars' counters (requests, in flight, queued, failed), when there are sidecars."""
+        if "sidecars" not in node_info:
+            return None
+        from spright.transport.sidecar import read_counters  # not at import: it runs as __main__ in a sidecar
+
+        return {int(e): read_counters(Path(path)) for e, path in node_info["sidecars"].items()}
 
     async def attach(self, endpoint_id: int, on_receive: Receiver) -> Endpoint:
-        if endpoint_id not in self.ports:
-            raise ValueError(f"endpoint id {endpoint_id} is not one of this node's: {sorted(self.ports)}")
+        if endpoint_id not in self.own_ports:
+            raise ValueError(f"endpoint id {endpoint_id} is not one of this node's: {sorted(self.own_ports)}")
         loop = asyncio.get_running_loop()
         accepted: set[asyncio.BaseTransport] = set()
         server = await loop.create_server(lambda: _Receiving(on_receive, self.payloads, accepted), "127.0.0.1",
-                                          self.ports[endpoint_id], reuse_address=True)
+                                          self.own_ports[endpoint_id], reuse_address=True)
         return _HttpEndpoint(self, endpoint_id, server, accepted)
+
+
+def _free_ports(count: int) -> list[int]:
+    """Loopback ports the kernel hands out, held open together so that they are distinct."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 class _Receiving(asyncio.Protocol):
