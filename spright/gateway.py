@@ -156,6 +156,11 @@ class Gateway:
         if self._endpoint is not None:
             self._endpoint.close()
 
+    async def closed(self) -> None:
+        """After ``close()``: the data plane has released the gateway's endpoint."""
+        if self._endpoint is not None:
+            await self._endpoint.closed()
+
     @property
     def in_flight(self) -> int:
         return len(self._pending)

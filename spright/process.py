@@ -59,6 +59,8 @@ async def _worker(spec: WorkerSpec) -> None:
         await asyncio.wait_for(asyncio.gather(*(worker.drain() for worker in workers)), spec.drain_timeout)
     for worker in workers:
         worker.close()
+    for worker in workers:
+        await worker.closed()
     counters.close()
     pool.close()
 

@@ -121,6 +121,11 @@ class Worker:
             self._deadlines.close()
             self._endpoint.close()
 
+    async def closed(self) -> None:
+        """After ``close()``: the data plane has released this worker's endpoint."""
+        if self._endpoint is not None:
+            await self._endpoint.closed()
+
     # -- receiving -------------------------------------------------------------------------
     def receive(self, data: bytes) -> None:
         counters = self.counters

@@ -81,6 +81,7 @@ class Supervisor:
             self._stopping = True
             self._stop_workers()
             self.gateway.close()
+            await self.gateway.closed()
             transport.stop()
             self.pool.close()
             self.counters.close()

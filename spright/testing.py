@@ -73,7 +73,9 @@ class TestClient:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(worker.drain(), 5)
             worker.close()
+            await worker.closed()
         self.gateway.close()
+        await self.gateway.closed()
         self.pool.close()
         self.counters.close()
         self._tmp.cleanup()

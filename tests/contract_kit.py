@@ -143,9 +143,10 @@ class Node:
         read = getattr(self.transport, "counters", None)
         return read() if callable(read) else None
 
-    def close(self) -> None:
+    async def close(self) -> None:
         for peer in self.peers:
             peer.close()
+            await peer.endpoint.closed()
         self.transport.stop()
 
 
@@ -165,7 +166,7 @@ async def make_node(transport_cls: type[Transport], tmp_path: Path) -> AsyncIter
 
     yield make
     for node in nodes:
-        node.close()
+        await node.close()
 
 
 # -- descriptors ------------------------------------------------------------------------------

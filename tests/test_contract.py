@@ -1,7 +1,7 @@
 """The data-plane contract, run on every transport at the Transport/Endpoint interface.
 
 ``transport.start()``; ``ep = await transport.attach(id, on_receive)``; ``ep.send(packed)``;
-``ep.close()``; ``transport.stop()`` — nothing else. The suite is parametrized over the
+``ep.close()``; ``await ep.closed()``; ``transport.stop()`` — nothing else. The suite is parametrized over the
 in-process ``LocalTransport`` plus every entry of ``spright.transport.registry()``, so a
 data plane added to the registry runs it without touching this file; one this machine
 cannot run is skipped with its ``unavailable_reason()``.

@@ -7,6 +7,7 @@ from pathlib import Path
 from spright.config import Config
 from spright.routing import RouteTable
 from spright.transport.base import Transport
+from spright.transport.grpc import GrpcTransport
 from spright.transport.http import HttpTransport
 from spright.transport.poll import PollTransport
 from spright.transport.unix import UnixTransport
@@ -24,6 +25,7 @@ def registry() -> dict[str, type[Transport]]:
     found["unix"] = UnixTransport
     found["poll"] = PollTransport  # D-SPRIGHT: burns a core per process, never chosen by auto over unix
     found["http"] = HttpTransport  # Knative-like baseline
+    found["grpc"] = GrpcTransport  # upstream Online Boutique's services: unary gRPC calls
     return found
 
 

@@ -17,8 +17,9 @@ data plane):
 
 Life cycle: the supervisor builds the transport and calls ``start()`` before any worker
 exists; the started instance is pickled into every worker process, where ``attach()``
-connects that process; the supervisor calls ``stop()`` last and it must leave nothing
-behind (socket files, BPF programs and maps), even when called twice.
+connects that process; an endpoint's owner calls ``close()`` and then awaits ``closed()``;
+the supervisor calls ``stop()`` last and it must leave nothing behind (socket files, BPF
+programs and maps, processes), even when called twice.
 """
 
 from __future__ import annotations
@@ -51,7 +52,13 @@ class Endpoint(ABC):
         """Queue whole packed descriptors for delivery; never blocks."""
 
     @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Stop sending and receiving; what the endpoint holds is released now or, where
+        the data plane tears down asynchronously (grpc), by ``closed()``."""
+
+    async def closed(self) -> None:
+        """After ``close()``: wait until everything is released. Owners that can wait
+        (workers, the gateway, tests) await it before their event loop ends."""
 
 
 class Transport(ABC):

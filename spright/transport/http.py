@@ -22,27 +22,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from spright.descriptor import OFFSETS, SIZE
-from spright.pool import Pool, read_meta
+from spright.descriptor import SIZE
+from spright.pool import Pool
 from spright.routing import RouteTable
 from spright.transport.base import Endpoint, Receiver, Transport
+from spright.transport.wire import load, loopback_ports, store
 
 if TYPE_CHECKING:
     from spright.config import Config
 
 PATH = b"/spright/descriptor"
 ANSWER = b"HTTP/1.1 204 No Content\r\n\r\n"
-_META_LEN = struct.Struct("<I")
-# slot, length, request_id (the slot's owner), generation: what carrying a hop's payload needs
-assert OFFSETS["length"] == OFFSETS["slot"] + 4 and OFFSETS["request_id"] == OFFSETS["length"] + 4
-_CARRIED = struct.Struct(f"<{OFFSETS['slot']}xIII{OFFSETS['generation'] - OFFSETS['request_id'] - 4}xI")
 
 
 class HttpTransport(Transport):
@@ -70,7 +66,7 @@ class HttpTransport(Transport):
         """A loopback port per endpoint and, with sidecars, one more per function, chosen by
         the kernel; then the sidecars, each listening before this returns."""
         functions = [e for e in self.endpoints if e] if self.sidecar else []
-        ports = _free_ports(len(self.endpoints) + len(functions))
+        ports = loopback_ports(len(self.endpoints) + len(functions))
         self.ports = dict(zip(self.endpoints, ports, strict=False))
         self.own_ports = {**self.ports, **dict(zip(functions, ports[len(self.endpoints):], strict=True))}
         for endpoint in functions:
@@ -139,18 +135,6 @@ class HttpTransport(Transport):
         return _HttpEndpoint(self, endpoint_id, server, accepted)
 
 
-def _free_ports(count: int) -> list[int]:
-    """Loopback ports the kernel hands out, held open together so that they are distinct."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 class _Receiving(asyncio.Protocol):
     """An endpoint's server side: each request's body becomes a descriptor (and a payload)."""
 
@@ -188,29 +172,10 @@ class _Receiving(asyncio.Protocol):
         self._body = []
         record = body[:SIZE]
         if len(body) > SIZE and self._pool is not None:
-            _store(self._pool, record, body[SIZE:])
+            store(self._pool, record, body[SIZE:])
         if self._transport is not None:
             self._transport.write(ANSWER)
         self._on_receive(record)
-
-
-def _store(pool: Pool, record: bytes, carried: bytes) -> None:
-    """The payload and metadata a hop carried, into the slot its descriptor names, if that
-    slot is still the request's (a late hop of a request that timed out writes nothing)."""
-    slot, _, owner, generation = _CARRIED.unpack(record)
-    if pool.is_current(slot, generation):
-        (meta_length,) = _META_LEN.unpack_from(carried)
-        meta = carried[4 : 4 + meta_length]
-        pool.write(slot, generation, memoryview(carried)[4 + meta_length :], meta, owner)
-
-
-def _load(pool: Pool, record: bytes) -> bytes:
-    """What a descriptor's hop carries: meta length, meta, payload (nothing for a stale slot)."""
-    slot, length, _, generation = _CARRIED.unpack(record)
-    if (not length and not slot) or not pool.is_current(slot, generation):
-        return b""
-    with pool.view(slot) as view, read_meta(view) as meta:
-        return b"".join((_META_LEN.pack(len(meta)), meta, view[:length]))
 
 
 class _Sending(asyncio.Protocol):
@@ -246,7 +211,7 @@ class _HttpEndpoint(Endpoint):
             requests = []
             for start in range(0, len(batch), SIZE):
                 record = batch[start : start + SIZE]
-                carried = _load(pool, record) if pool is not None else b""
+                carried = load(pool, record) if pool is not None else b""
                 requests.append(b"POST %s HTTP/1.1\r\nhost: spright\r\ncontent-length: %d\r\n\r\n%s%s"
                                 % (PATH, SIZE + len(carried), record, carried))
             self._post(dest, b"".join(requests))
