@@ -107,7 +107,7 @@ class _GrpcEndpoint(Endpoint):
         for dest, batch in self._owner.domains.split(self._id, data).items():
             if dest not in self._owner.ports:
                 continue  # no such endpoint: lost
-            frames = []
+            frames: list[bytes] = []
             for start in range(0, len(batch), SIZE):
                 record = batch[start : start + SIZE]
                 carried = load(self._pool, record) if self._pool is not None else b""
@@ -131,7 +131,8 @@ class _GrpcEndpoint(Endpoint):
                 channel = self._channels[dest] = grpc.aio.insecure_channel(f"127.0.0.1:{self._owner.ports[dest]}",
                                                                                  options=UNLIMITED)
             try:
-                await channel.unary_unary(METHOD)(b"".join(frames))
+                hop: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(METHOD)
+                await hop(b"".join(frames))
             except grpc.aio.AioRpcError:  # nobody serves it now: lost; a restarted one gets a new channel
                 if self._channels.get(dest) is channel:
                     del self._channels[dest]
