@@ -12,19 +12,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from spright.transport.wire import loopback_ports as free_ports  # noqa: F401 (bench.run, bench.sweep)
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel just handed out; held open together so the ``count`` are distinct."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def descendants(pid: int) -> list[int]:

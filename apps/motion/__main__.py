@@ -1,4 +1,4 @@
-"""``python -m apps.motion [--host 127.0.0.1] [--port 8080] [--transport auto|skmsg|unix] [--data-dir DIR]``."""
+"""``python -m apps.motion [--host 127.0.0.1] [--port 8080] [--transport auto|skmsg|...] [--data-dir DIR]``."""
 
 from __future__ import annotations
 

@@ -1,25 +1,14 @@
-"""``python -m apps.online_boutique [--host 127.0.0.1] [--port 8080] [--transport auto|skmsg|unix]``."""
+"""``python -m apps.online_boutique [--host 127.0.0.1] [--port 8080] [--transport auto|skmsg|...]``."""
 
 from __future__ import annotations
 
-import argparse
-import logging
-
-from spright.supervisor import Supervisor
-
-APP_REF = "apps.online_boutique:app"
+from apps.serve import serve
 
 
 def main(argv: list[str] | None = None) -> None:
     """Serve the shop: the gateway plus one worker process per service."""
-    parser = argparse.ArgumentParser(prog="python -m apps.online_boutique",
-                                     description="Serve Online Boutique: the gateway plus one worker per service.")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
-    parser.add_argument("--transport", default="auto", help="auto, skmsg or unix (default auto)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    Supervisor(APP_REF, host=args.host, port=args.port, transport=args.transport).run()
+    serve("apps.online_boutique:app", "python -m apps.online_boutique",
+          "Serve Online Boutique: the gateway plus one worker per service.", argv, data_dir=False)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -64,9 +65,11 @@ class User:
     def __init__(self, url: str, stats: Stats, rng: random.Random) -> None:
         self.url, self.stats, self.rng = url.rstrip("/"), stats, rng
         self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), timeout=REQUEST_TIMEOUT)
+        self.due: float | None = None  # open loop (bench.openloop): the next request's scheduled perf_counter()
 
     async def request(self, method: str, path: str, kind: str, data: dict[str, Any] | None = None) -> None:
-        started = time.perf_counter()
+        # an open-loop request's latency runs from its scheduled time, queueing included
+        started, self.due = self.due if self.due is not None else time.perf_counter(), None
         location = None
         try:
             async with self.session.request(method, self.url + path, data=data, allow_redirects=False) as r:
@@ -113,14 +116,17 @@ class User:
             "credit_card_cvv": str(self.rng.randint(100, 999)),
         })
 
-    async def run(self, deadline: float, wait: tuple[float, float]) -> None:
+    def pick_task(self) -> Callable[[], Awaitable[None]]:
+        """One task drawn with upstream's weights."""
         tasks = {"index": self.index, "setCurrency": self.set_currency, "browseProduct": self.browse_product,
                  "addToCart": self.add_to_cart, "viewCart": self.view_cart, "checkout": self.checkout}
-        names, weights = list(TASK_WEIGHTS), list(TASK_WEIGHTS.values())
+        return tasks[self.rng.choices(list(TASK_WEIGHTS), list(TASK_WEIGHTS.values()))[0]]
+
+    async def run(self, deadline: float, wait: tuple[float, float]) -> None:
         try:
             await self.index()  # upstream's on_start
             while time.monotonic() < deadline:
-                await tasks[self.rng.choices(names, weights)[0]]()
+                await self.pick_task()()
                 if wait[1] > 0:
                     await asyncio.sleep(min(self.rng.uniform(*wait), max(deadline - time.monotonic(), 0)))
         finally:
