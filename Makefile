@@ -11,7 +11,7 @@ APP ?= apps.online_boutique:app
 PORT ?= 8080
 TRANSPORT ?= auto
 
-.PHONY: setup system run test bench lint clean
+.PHONY: setup system run test bench bench-quick lint clean
 
 setup: system $(VENV)/.installed
 
@@ -45,7 +45,10 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(PY) -m bench.run
+	$(PY) -m bench.paper
+
+bench-quick: setup
+	$(PY) -m bench.paper --quick
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -89,3 +89,69 @@ def run_wrk(url: str, script: Path, connections: int, duration: float, timeout_s
         errors=data["errors"],
         client_cpu_s=round(usage.ru_utime + usage.ru_stime, 3),
     )
+
+
+# Online Boutique's request mix for wrk: upstream's task weights (index 1, setCurrency 2,
+# browseProduct 10, addToCart 2, viewCart 3, checkout 1) spread over the requests each task
+# makes, the redirects a browser follows included (setCurrency -> GET /, POST /cart -> GET /cart):
+# GET / 3, POST /setCurrency 2, GET /product/{id} 13, POST /cart 3, GET /cart 6, POST checkout 1.
+# Each request carries one of ``sessions`` shoppers' cookie, so carts fill and get checked out.
+_BOUTIQUE_LUA = """
+local products = {{{products}}}
+local currencies = {{{currencies}}}
+local mix = {{}}
+for kind, weight in pairs({{index = 3, currency = 2, product = 13, add = 3, cart = 6, checkout = 1}}) do
+  for _ = 1, weight do mix[#mix + 1] = kind end
+end
+local form = {{["Content-Type"] = "application/x-www-form-urlencoded"}}
+local order = "email=shopper%40example.com&street_address=1+Main+Street&zip_code=94043&city=Springfield"
+  .. "&state=CA&country=United+States&credit_card_number=4432801561520454"
+  .. "&credit_card_expiration_month=1&credit_card_expiration_year=2039&credit_card_cvv=672"
+local sessions = {{}}
+for i = 1, {sessions} do sessions[i] = string.format("shopper-%d-%d", math.random(1e9), i) end
+
+-- Shoppers whose cart holds something, oldest first: checkout takes one whose add has surely been
+-- answered (more requests sent since than connections), as upstream's checkout task adds first.
+local filled, marked, sent = {{}}, {{}}, 0
+
+request = function()
+  sent = sent + 1
+  local kind, shopper = mix[math.random(#mix)], sessions[math.random(#sessions)]
+  if kind == "checkout" then
+    if #filled == 0 or sent - filled[1][2] < 1024 then
+      kind = "add"
+    else
+      shopper = table.remove(filled, 1)[1]
+      marked[shopper] = nil
+    end
+  end
+  local headers = {{Cookie = "shop_session-id=" .. shopper}}
+  if kind == "index" then return wrk.format("GET", "/", headers) end
+  if kind == "product" then return wrk.format("GET", "/product/" .. products[math.random(#products)], headers) end
+  if kind == "cart" then return wrk.format("GET", "/cart", headers) end
+  for name, value in pairs(form) do headers[name] = value end
+  if kind == "currency" then
+    return wrk.format("POST", "/setCurrency", headers, "currency_code=" .. currencies[math.random(#currencies)])
+  end
+  if kind == "add" then
+    if not marked[shopper] then marked[shopper] = true; filled[#filled + 1] = {{shopper, sent}} end
+    local body = "product_id=" .. products[math.random(#products)] .. "&quantity=" .. math.random(1, 5)
+    return wrk.format("POST", "/cart", headers, body)
+  end
+  return wrk.format("POST", "/cart/checkout", headers, order)
+end
+"""
+
+
+def write_boutique_script(directory: Path, sessions: int = 256) -> Path:
+    """The Online Boutique mix as a wrk script, whose ``done()`` prints the JSON summary."""
+    from apps.online_boutique.data import FRONTEND_CURRENCIES, PRODUCTS
+
+    def lua_list(values: list[str]) -> str:
+        return ", ".join(f'"{value}"' for value in values)
+
+    script = directory / "boutique-mix.lua"
+    script.write_text(_BOUTIQUE_LUA.format(products=lua_list([p["id"] for p in PRODUCTS]),
+                                           currencies=lua_list(list(FRONTEND_CURRENCIES)), sessions=sessions)
+                      + _LUA.split("\n", 3)[3].format(marker=MARKER))
+    return script
