@@ -50,3 +50,17 @@ chains = App("bench-chains")
 _links: list[Function] = [chains.add_function(_passthrough, name=f"link{i}") for i in range(1, 11)]
 for _length in range(1, 11):
     chains.route(f"/chain/{_length}", Chain(tuple(_links[:_length])), methods=["POST"])
+
+# a caller making n ctx.calls to a no-op callee per request (GET /calls/{n}): the CPU of a call
+# round trip between two processes is (CPU at n=8 - CPU at n=0) / 8 (bench.callpath)
+calls = App("bench-calls")
+_callee = calls.add_function(_hello, name="callee")
+
+
+async def _caller(ctx: Context) -> bytes:
+    for _ in range(ctx.params["n"]):
+        await ctx.call("callee", HELLO)
+    return HELLO
+
+
+calls.route("/calls/{n:int}", calls.add_function(_caller, name="caller"), methods=["GET"])

@@ -1,10 +1,11 @@
 """spright: serverless function chains over shared memory and eBPF (SPRIGHT, in asyncio)."""
 
 from spright.config import Config, PoolConfig
-from spright.context import CallError, Context, HTTPError, Reply
+from spright.context import CallError, Context, HTTPError, JSONBytes, Reply
 from spright.routing import App, Chain, Function, RoutingError
 
 __all__ = [
-    "App", "CallError", "Chain", "Config", "Context", "Function", "HTTPError", "PoolConfig", "Reply", "RoutingError",
+    "App", "CallError", "Chain", "Config", "Context", "Function", "HTTPError", "JSONBytes", "PoolConfig", "Reply",
+    "RoutingError",
 ]
 __version__ = "0.1.0"

@@ -62,7 +62,10 @@ class Deadlines:
 
 class Calls:
     """A worker's ``ctx.call``s waiting for their reply, by call id; and the callees that
-    crashed and are not back yet (calls to them fail at once instead of timing out)."""
+    crashed and are not back yet (calls to them fail at once instead of timing out).
+
+    A call leaves the table when its future settles (reply, error, timeout, refusal, crash);
+    one whose caller stopped waiting (cancelled) leaves at its deadline."""
 
     def __init__(self, table: RouteTable, deadlines: Deadlines, loop: asyncio.AbstractEventLoop) -> None:
         self._table = table
@@ -84,12 +87,12 @@ class Calls:
         return call_id, future
 
     def close(self, call_id: int) -> None:
-        """The caller stopped waiting (answered, failed, timed out or cancelled)."""
+        """Call ``call_id`` is over: forget it."""
         self._waiting.pop(call_id, None)
         self._deadlines.forget(call_id)
 
     def _timed_out(self, call_id: Hashable) -> None:
-        future, callee = self._waiting.get(cast(int, call_id), (None, 0))
+        future, callee = self._waiting.pop(cast(int, call_id), (None, 0))
         if future is not None and not future.done():
             name = self._table.name_of(callee)
             future.set_exception(CallError(504, f"call to {name!r} timed out", name))
@@ -97,7 +100,10 @@ class Calls:
     def settle(self, d: Descriptor, body: bytes | None) -> None:
         """A REPLY or ERROR for call ``d.call_id``; ``body`` None: its slot was stale."""
         future = self._waiting.get(d.call_id, (None, 0))[0]
-        if body is None or future is None or future.done():  # late: the call or its slot is gone
+        if body is None or future is None:  # late: the call or its slot is gone
+            return
+        self.close(d.call_id)
+        if future.done():  # the caller stopped waiting (cancelled)
             return
         if d.flags & KIND_MASK == ERROR:
             error = orjson.loads(body) if body else {}
@@ -109,7 +115,10 @@ class Calls:
     def refused(self, d: Descriptor, caller: int) -> None:
         """The data plane bounced call ``d.call_id``: its callee is in another security domain."""
         future, callee = self._waiting.get(d.call_id, (None, 0))
-        if future is None or future.done():
+        if future is None:
+            return
+        self.close(d.call_id)
+        if future.done():
             return
         name, table = self._table.name_of(callee), self._table
         future.set_exception(CallError(
@@ -121,9 +130,11 @@ class Calls:
         calls to it fail with 503 until the gateway says it is back."""
         self._down.add(callee)
         name = self._table.name_of(callee)
-        for future, target in self._waiting.values():
-            if target == callee and not future.done():
-                future.set_exception(CallError(502, f"function {name!r} crashed", name))
+        for call_id, (future, target) in list(self._waiting.items()):
+            if target == callee:
+                self.close(call_id)
+                if not future.done():
+                    future.set_exception(CallError(502, f"function {name!r} crashed", name))
 
     def callee_back(self, callee: int) -> None:
         self._down.discard(callee)

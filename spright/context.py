@@ -7,6 +7,7 @@ when a handler first asks for it, so a hop that only touches the body pays nothi
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -43,10 +44,21 @@ class CallError(HTTPError):
         self.function = function
 
 
+class JSONBytes(bytes):
+    """Bytes that already hold JSON: a handler returns them as they are, marked as JSON (the
+    gateway answers ``application/json``, a caller's ``reply.json()`` decodes them). Encode
+    what never changes once, e.g. ``PRODUCT = JSONBytes(orjson.dumps(product))`` at import,
+    and no request pays for it again."""
+
+    __slots__ = ()
+
+
 def encode(value: Any) -> tuple[Payload, int]:
     """A handler's return value as (payload, body flag); orjson for anything structured."""
     if value is None:
         return b"", BODY_BYTES
+    if type(value) is JSONBytes:
+        return value, BODY_JSON
     if isinstance(value, (bytes, bytearray, memoryview)):
         return value, BODY_BYTES
     if isinstance(value, str):
@@ -75,6 +87,7 @@ class Context:
 
     __slots__ = (
         "_meta",
+        "_raw_meta",
         "_slot_view",
         "_worker",
         "body",
@@ -90,6 +103,7 @@ class Context:
         self._slot_view = slot_view
         self.body: memoryview = slot_view[: descriptor.length]
         self._meta: dict[str, Any] | None = None
+        self._raw_meta: builtins.bytes | None = None
         self.status: int | None = None
         self.content_type: str | None = None
         self.response_headers: list[tuple[str, str]] = []
@@ -115,7 +129,9 @@ class Context:
     # -- request metadata ------------------------------------------------------------------
     def raw_meta(self) -> builtins.bytes:
         """The request's metadata as the gateway encoded it (a ``ctx.call`` hands it on)."""
-        return bytes(read_meta(self._slot_view))
+        if self._raw_meta is None:
+            self._raw_meta = bytes(read_meta(self._slot_view))
+        return self._raw_meta
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -169,6 +185,8 @@ class Context:
 
 
     # -- internal calls --------------------------------------------------------------------
-    async def call(self, function: str, payload: Any = None) -> Reply:
-        """Run ``function`` over the data plane with ``payload``; resumes with its result."""
-        return await self._worker.call(self, function, payload)
+    def call(self, function: str, payload: Any = None) -> asyncio.Future[Reply]:
+        """Run ``function`` over the data plane with ``payload``: sent at once; await the
+        returned future for its result (a failure is raised there, as ``CallError``).
+        Being a future, not a coroutine, ``asyncio.gather`` of calls needs no Task each."""
+        return self._worker.call(self, function, payload)

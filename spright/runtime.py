@@ -297,23 +297,33 @@ class Worker:
         counters[ERRORS] += 1
 
     # -- internal calls ---------------------------------------------------------------------
-    async def call(self, ctx: Context, function: str, value: Any) -> Reply:
-        """``ctx.call``: ``value`` in a new slot to ``function``; resumes with its reply."""
+    def call(self, ctx: Context, function: str, value: Any) -> asyncio.Future[Reply]:
+        """``ctx.call``: ``value`` in a new slot to ``function``, sent now; the future settles
+        with its reply (or fails: an unknown function, a callee down, a full pool...)."""
         try:
             callee = self.table.function_id(function)
         except LookupError as exc:
-            raise HTTPError(500, str(exc)) from None
+            return self._failed(HTTPError(500, str(exc)))
         d = ctx.descriptor
-        calls = self._calls
-        call_id, future = calls.open(callee, self._timeouts[d.chain])
         try:
             payload, body_flag = encode(value)
+            call_id, future = self._calls.open(callee, self._timeouts[d.chain])
+        except Exception as exc:  # CallError (callee down), TypeError (payload orjson cannot encode)
+            return self._failed(exc)
+        try:
             slot = self.pool.put(payload, ctx.raw_meta(), d.request_id)
-            self._outbox.put(descriptor.call(callee, self.id, body_flag, d.chain, slot.id,
-                                             slot.generation, len(payload), d.request_id, call_id))
-            counters = self.counters
-            counters[OUT] += 1
-            counters[CALLS] += 1
-            return await future
-        finally:
-            calls.close(call_id)
+        except Exception as exc:  # PoolExhausted
+            self._calls.close(call_id)
+            future.set_exception(exc)
+            return future
+        self._outbox.put(descriptor.call(callee, self.id, body_flag, d.chain, slot.id,
+                                         slot.generation, len(payload), d.request_id, call_id))
+        counters = self.counters
+        counters[OUT] += 1
+        counters[CALLS] += 1
+        return future
+
+    def _failed(self, error: Exception) -> asyncio.Future[Reply]:
+        future: asyncio.Future[Reply] = self._loop.create_future()
+        future.set_exception(error)
+        return future
