@@ -285,7 +285,10 @@ class Harness:
             points = [("lengths", n, f"/chain/{n}", small, requests) for n in sweep.LENGTHS]
             points += [("sizes", size, f"/chain/{sweep.PAYLOAD_HOPS}", os.urandom(size), max(requests // 3, 10))
                        for size in sweep.SIZES]
-            out: dict[str, Any] = {"lengths": {}, "sizes": {}}
+            # the largest payload through one hop: what the client's transfer costs whatever the hops do
+            big = sweep.SIZES[-1]
+            points.append(("one_hop", big, "/chain/1", os.urandom(big), max(requests // 3, 10)))
+            out: dict[str, Any] = {"lengths": {}, "sizes": {}, "one_hop": {}}
             for key, x, path, payload, count in points:
                 if time.monotonic() > deadline:
                     return {**out, "error": f"timed out after {bound:.0f} s"}
