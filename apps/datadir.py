@@ -18,9 +18,11 @@ from pathlib import Path
 
 from spright.supervisor import NODE_DIR_ENV
 
+REDIS_ENV = "SPRIGHT_REDIS_URL"  # an app that can keep its state in Redis does so when this names one
+
 
 def database_path(app: str) -> Path:
-    """The SQLite file of ``app`` (``parking``, ``motion``), its directory created."""
+    """The SQLite file of ``app`` (``parking``, ``motion``, ``boutique``), its directory created."""
     forced = os.environ.get(f"SPRIGHT_{app.upper()}_DB")
     if forced:
         path = Path(forced)

@@ -7,14 +7,16 @@ import logging
 import os
 from pathlib import Path
 
+from apps.datadir import REDIS_ENV
 from spright.supervisor import Supervisor
 from spright.transport import registry
 
 
 def serve(app_ref: str, prog: str, description: str, argv: list[str] | None = None, *,
-          data_dir: bool = True) -> None:
-    """Parse ``--host --port --transport`` (and the data planes' options, and ``--data-dir``
-    for apps that keep a database) and run the node until Ctrl-C/SIGTERM."""
+          redis: bool = False) -> None:
+    """Parse ``--host --port --transport``, the data planes' options, ``--data-dir`` (where
+    the app's SQLite lives) and, for an app that can keep its state there, ``--redis URL``;
+    then run the node until Ctrl-C/SIGTERM."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
@@ -22,14 +24,19 @@ def serve(app_ref: str, prog: str, description: str, argv: list[str] | None = No
     parser.add_argument("--poll-idle-us", type=int, default=None,
                         help="poll: sleep after this many µs without a descriptor (default: spin)")
     parser.add_argument("--sidecar", action="store_true", help="http: a queue-proxy-like process per function")
-    if data_dir:
-        parser.add_argument("--data-dir", type=Path, default=None,
-                            help="keep the SQLite database here (default: the node's runtime directory, "
-                                 "removed when the node stops)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="keep the SQLite database here (default: the node's runtime directory, "
+                             "removed when the node stops)")
+    if redis:
+        parser.add_argument("--redis", default=os.environ.get(REDIS_ENV), metavar="URL",
+                            help=f"keep state in this Redis (e.g. redis://127.0.0.1:6379/0; env {REDIS_ENV})")
     args = parser.parse_args(argv)
-    if getattr(args, "data_dir", None) is not None:  # the workers are spawned: they inherit the environment
+    # the workers are spawned: they inherit the environment
+    if args.data_dir is not None:
         args.data_dir.mkdir(parents=True, exist_ok=True)
         os.environ["SPRIGHT_DATA_DIR"] = str(args.data_dir.resolve())
+    if getattr(args, "redis", None):
+        os.environ[REDIS_ENV] = args.redis
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         supervisor = Supervisor(app_ref, host=args.host, port=args.port, transport=args.transport,

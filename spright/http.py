@@ -121,6 +121,12 @@ class HttpProtocol(asyncio.Protocol):
         self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
 
     def on_headers_complete(self) -> None:
+        host = self._headers.get("host")
+        if (host is None and self._parser.get_http_version() != "1.0") or (host is not None and "," in host):
+            # RFC 9112 §3.2: exactly one Host header in HTTP/1.1 (a repeated one arrives joined by ", ")
+            problem = "missing Host header" if host is None else "more than one Host header (or a list in one)"
+            self._refuse(error_response(400, problem))
+            raise httptools.HttpParserError(problem)
         length = self._headers.get("content-length", "0")
         expected = int(length) if length.isdigit() else 0
         try:

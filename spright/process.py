@@ -44,6 +44,7 @@ def worker_main(spec: WorkerSpec) -> None:
 async def _worker(spec: WorkerSpec) -> None:
     """One Worker per function this process hosts, all on one loop, each its own endpoint."""
     app = load_app(spec.app_ref)
+    name_process(f"worker {spec.process} [{app.name}]")
     pool = Pool.attach(spec.pool)
     table = app.compile()
     counters = CounterTable.attach(spec.counters, len(table.endpoints))
@@ -63,6 +64,14 @@ async def _worker(spec: WorkerSpec) -> None:
         await worker.closed()
     counters.close()
     pool.close()
+
+
+def name_process(title: str) -> None:
+    """What ``ps`` and ``top`` show for this process: ``spright: <title>`` (setproctitle),
+    instead of every worker reading ``python -c from multiprocessing.spawn import ...``."""
+    import setproctitle
+
+    setproctitle.setproctitle(f"spright: {title}")
 
 
 def die_with_parent() -> None:

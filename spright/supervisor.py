@@ -26,7 +26,7 @@ from spright.loader import load_app
 from spright.metrics import COLUMNS, ROW_WORDS, CounterTable
 from spright.nodefile import CounterSegment, NodeFile, runtime_base
 from spright.pool import Pool
-from spright.process import WorkerSpec, worker_main
+from spright.process import WorkerSpec, name_process, worker_main
 from spright.transport import select_transport
 
 log = logging.getLogger("spright")
@@ -43,6 +43,7 @@ class Supervisor:
         self.processes: dict[str, BaseProcess] = {}  # by worker process name
         self._starts: dict[str, list[float]] = {}
         self._stopping = False
+        self._port: int | None = None  # the HTTP port, once serving (the node file is written from then on)
 
     def run(self) -> None:
         uvloop.run(self.serve())
@@ -68,7 +69,9 @@ class Supervisor:
             await self.gateway.start(transport)
             await self._start_workers()
             server, connections = await http.serve(self.gateway, self.config.host, self.config.port)
-            self._write_node_file(server)
+            self._port = _port_of(server)
+            self._write_node_file()
+            name_process(f"gateway [{self.app.name}] {self.config.host}:{self._port} ({transport.name})")
             log.warning(
                 "spright: serving %r on http://%s:%d (transport=%s, %d functions)",
                 self.app.name, self.config.host, _port_of(server), transport.name,
@@ -118,6 +121,8 @@ class Supervisor:
     def _respawn(self, name: str) -> None:
         if not self._stopping:
             self._spawn(name)
+            if self._port is not None:
+                self._write_node_file()  # readers (spright stats, tests) see the new pid
 
     def _stop_workers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -133,14 +138,15 @@ class Supervisor:
                 process.kill()
                 process.join(1)
 
-    def _write_node_file(self, server: asyncio.AbstractServer) -> None:
+    def _write_node_file(self) -> None:
         table = self.table
+        assert self._port is not None
         NodeFile(
             pid=os.getpid(),
             app=self.app.name,
             app_ref=self.app_ref,
             host=self.config.host,
-            port=_port_of(server),
+            port=self._port,
             transport=self.transport.name,
             transport_info=self.transport.node_info(),
             workers={table.name_of(i): self.processes[name].pid or 0 for name, ids in table.processes().items()

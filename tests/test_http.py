@@ -184,3 +184,19 @@ def test_a_rest_of_path_parameter_reaches_the_handler(port: int) -> None:
             assert (seen["params"], seen["path"], seen["query"]) == ({"rest": rest}, f"/files/{rest}", {"v": "2"})
         http.send(b"GET /files/ HTTP/1.1\r\nHost: x\r\n\r\n")
         assert http.response()[0] == 404
+
+
+def test_a_request_without_host_or_with_two_is_400_and_the_connection_closes(port: int) -> None:
+    """RFC 9112 §3.2; before it, the request with no Host and a declared body waited for that body."""
+    for request in (b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+                    b"POST /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Length: 5\r\n\r\nhello"):
+        with Connection(port) as http:
+            http.send(request)
+            status, headers, body = http.response()
+            assert status == 400 and headers.get("connection") == "close", (request, status, headers)
+            assert b"Host" in body
+            http.sock.settimeout(5)
+            assert http.sock.recv(1) == b"", "the connection is closed after the 400"
+    with Connection(port) as http:  # HTTP/1.0 needs no Host
+        http.send(b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\n\r\nok")
+        assert http.response()[::2] == (200, b"OK!!")

@@ -264,8 +264,8 @@ def proc_stat(pid: int) -> tuple[str, int, int] | None:
 
 def children_of(parent: int) -> dict[int, tuple[int, str]]:
     """The live (not zombie) child processes of ``parent``: pid -> (start time, command line).
-    A node's workers are multiprocessing *spawn* children of the supervisor; their command
-    lines say ``from multiprocessing.spawn import spawn_main``, not the app or the node."""
+    A node's workers are multiprocessing *spawn* children of the supervisor, each naming
+    itself ``spright: worker FUNCTION [APP]`` (what ps and top show)."""
     found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and (stat := proc_stat(int(entry.name))) and stat[1] == parent and stat[0] != "Z":
@@ -286,8 +286,14 @@ def test_sigterm_leaves_nothing_behind(transport: str) -> None:
         assert all(Path("/dev/shm", name).exists() for name in info["shm"])
         ours = bpf_objects_of(info) if transport == "skmsg" else {}
         children = children_of(process.pid)
-        workers = {pid for pid, (_, command) in children.items() if "multiprocessing.spawn" in command}
+        workers = {pid for pid, (_, command) in children.items() if command.startswith("spright: worker ")}
         assert len(workers) == 3 and workers == set(info["workers"].values()), (children, info["workers"])
+        assert {children[pid][1].strip() for pid in workers} == {f"spright: worker {name} [echo]"
+                                                                 for name in ("parse", "enrich", "reply")}
+        title = (Path("/proc") / str(process.pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        assert title.startswith("spright: gateway [echo] 127.0.0.1:"), title
+        sidecars = {pid for pid, (_, command) in children.items() if command.startswith("spright: sidecar ")}
+        assert len(sidecars) == (3 if "--sidecar" in transport else 0), children
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     assert not node_file.parent.exists()

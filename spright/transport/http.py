@@ -73,7 +73,7 @@ class HttpTransport(Transport):
             self._sidecars.append(subprocess.Popen([
                 sys.executable, "-m", "spright.transport.sidecar", "--port", str(self.ports[endpoint]),
                 "--upstream", str(self.own_ports[endpoint]), "--counters", str(self._counters_path(endpoint)),
-                "--concurrency", str(self.sidecar_concurrency)]))
+                "--concurrency", str(self.sidecar_concurrency), "--function", self.table.name_of(endpoint)]))
         try:
             for endpoint in functions:
                 self._wait_listening(self.ports[endpoint])

@@ -12,7 +12,7 @@ Hops on the http data plane are one-way: the function answers a hop once it has 
 descriptor (not when its handler ends), so the limit bounds hand-offs in flight; how many
 handlers run at once is the worker's own ``concurrency=``.
 
-``python -m spright.transport.sidecar --port P --upstream U --counters FILE [--concurrency N]``
+``python -m spright.transport.sidecar --port P --upstream U --counters FILE [--concurrency N] [--function NAME]``
 """
 
 from __future__ import annotations
@@ -224,12 +224,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--upstream", type=int, required=True, help="the function's own port")
     parser.add_argument("--counters", type=Path, required=True, help="file the counters live in")
     parser.add_argument("--concurrency", type=int, default=0, help="requests at the function at once (0: no limit)")
+    parser.add_argument("--function", default="", help="the function's name (for ps)")
     args = parser.parse_args(argv)
     import uvloop
 
-    from spright.process import die_with_parent
+    from spright.process import die_with_parent, name_process
 
     die_with_parent()
+    name_process(f"sidecar {args.function} :{args.port}")
     uvloop.run(serve(args.port, args.upstream, args.concurrency, args.counters))
 
 
