@@ -312,6 +312,7 @@ def markdown(doc: dict[str, Any]) -> str:
 
 def write(doc: dict[str, Any], out: Path) -> None:
     """results.json, the five PNGs and summary.md into ``out``."""
+    doc = json.loads(json.dumps(doc))  # render what a redraw from results.json would see (string keys)
     figs = doc["figures"]
     doc["goals"] = goals(figs, doc["machine"]["nproc"])
     (out / "results.json").write_text(json.dumps(doc, indent=1))
