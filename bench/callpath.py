@@ -6,8 +6,8 @@ Scenarios, each on a fresh node (skmsg unless ``--transport``):
   (CPU per request at 8 - at 0) / 8, every process of the node counted;
 - ``product``: Online Boutique's product page (``GET /product/{id}``, upstream's most frequent
   request) under ``wrk -c32``: RPS and CPU per request, per process;
-- ``mix``: upstream's whole load mix with the project's generator (``apps.online_boutique.load``,
-  32 closed-loop users): RPS and CPU per request.
+- ``mix``: upstream's whole request mix (``bench.load``'s wrk script, as ``make bench``'s fig 9)
+  under ``wrk -c32``: RPS and CPU per request.
 
 ``--against DIR`` runs every scenario on another checkout too (e.g. ``git worktree add
 /tmp/before <commit>``, with this ``bench/apps.py`` copied in), alternating the two so that the
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bench.load import run_wrk, write_script
+from bench.load import run_wrk, write_boutique_script, write_script
 from bench.procs import Server, free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,14 +83,13 @@ def product(checkout: Path, transport: str, duration: float, workdir: Path) -> d
 def mix(checkout: Path, transport: str, duration: float, workdir: Path) -> dict[str, Any]:
     server, url = node(checkout, "apps.online_boutique:app", transport, workdir)
     try:
+        script = write_boutique_script(workdir)
+        run_wrk(url + "/", script, 32, 2)  # warm-up
         before = server.cpu()
-        out = subprocess.run([sys.executable, "-m", "apps.online_boutique.load", "--url", url, "--users", "32",
-                              "--duration", str(duration), "--seed", "1"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout
-        summary = json.loads(out)
-        cpu, _ = cpu_per_request(server, summary["requests"], before)
-        return {"rps": summary["rps"], "cpu_us": round(cpu, 1), "errors": summary["errors"],
-                "p99_ms": {kind: k.get("p99_ms") for kind, k in summary["kinds"].items()}}
+        load = run_wrk(url + "/", script, 32, duration)
+        cpu, _ = cpu_per_request(server, load.requests, before)
+        return {"rps": load.rps, "cpu_us": round(cpu, 1), "errors": sum(load.errors.values()),
+                "p50_us": load.p50_us, "p99_us": load.p99_us}
     finally:
         server.stop()
 

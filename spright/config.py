@@ -46,6 +46,9 @@ class Config:
     max_header_bytes: int = 16 * 1024
     max_url: int = 8 * 1024
     keepalive_timeout: float = 15.0
+    # a request whose headers or body make no progress for this long is answered 408 and its
+    # connection closed (nginx's client_header_timeout and client_body_timeout)
+    request_timeout: float = 30.0
     # -- the node's clocks -----------------------------------------------------------------
     tick: float = 0.1  # the gateway's housekeeping period: timeouts, sweeps, counters for readers
     grace: float = 10.0  # how long a failed request's slots stay reserved for late writers
@@ -53,7 +56,8 @@ class Config:
     drain_timeout: float = 10.0  # in-flight requests get this long to finish on shutdown
 
     def __post_init__(self) -> None:
-        for name in ("default_timeout", "keepalive_timeout", "tick", "ready_timeout", "drain_timeout"):
+        for name in ("default_timeout", "keepalive_timeout", "request_timeout", "tick", "ready_timeout",
+                     "drain_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Config.{name} must be > 0, got {getattr(self, name)!r}")
         if self.poll_idle_us is not None and self.poll_idle_us < 0:

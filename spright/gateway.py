@@ -50,21 +50,26 @@ CONTENT_TYPE_HEADERS = {  # by the descriptor's body type, unless a handler chos
 }
 OCTET_STREAM_HEADER = (b"content-type", b"application/octet-stream")
 SLACK = 1024  # room a new body's slot keeps for the request's metadata
+# A body's slot is taken for what arrives, not for what Content-Length promises: at most this much
+# up front (a 64 KiB-class slot), the rest once the bytes come. Clients that promise large bodies
+# and trickle them cannot pin the pool's few large slots.
+UPFRONT = 64 * 1024 - SLACK
 
 
 class BodyWriter:
-    """Receives a request body straight into a pool slot, growing it for chunked bodies."""
+    """Receives a request body straight into a pool slot, growing it as the bytes arrive."""
 
-    __slots__ = ("_gateway", "length", "request_id", "slot", "view")
+    __slots__ = ("_gateway", "expected", "length", "request_id", "slot", "view")
 
     def __init__(self, gateway: Gateway, expected: int) -> None:
         """Raises Refused (413 over the body limit, 503 when the pool is full)."""
         if expected > gateway.max_body:
             raise gateway.refusal(body_too_large(gateway.max_body))
         self._gateway = gateway
+        self.expected = expected
         self.request_id = gateway.new_request_id()
         try:
-            self.slot: Slot = gateway.pool.alloc(expected + SLACK, self.request_id)
+            self.slot: Slot = gateway.pool.alloc(min(expected, UPFRONT) + SLACK, self.request_id)
         except PoolExhausted:
             raise gateway.refusal(no_payload_space()) from None
         self.view = gateway.pool.view(self.slot.id)
@@ -80,7 +85,8 @@ class BodyWriter:
         if end + SLACK > len(self.view):
             pool = self._gateway.pool
             try:
-                slot = pool.grow(self.slot, self.length, min(end * 2, limit) + SLACK, self.request_id)
+                slot = pool.grow(self.slot, self.length, min(max(end * 2, self.expected), limit) + SLACK,
+                                 self.request_id)
             except PoolExhausted:
                 self.release()
                 raise self._gateway.refusal(no_payload_space()) from None

@@ -23,6 +23,11 @@ _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in _REASONS.items()}
 _HEADER_LINE = b"%s: %s\r\n"
 _MAX_QUEUED = 64  # pipelined requests in flight per connection before we stop reading
+# Lingering close (nginx's lingering_close): after an early answer (413 at the headers, 400...)
+# the rest of what the client sends is read and discarded until it pauses this long or this
+# much time has passed; closing at once would make the kernel reset the connection and a
+# client still sending its body would never read the answer.
+LINGER_PAUSE, LINGER_MAX = 1.0, 10.0
 
 
 def render(response: Response, keep_alive: bool, head_only: bool = False) -> bytes:
@@ -52,6 +57,7 @@ class HttpProtocol(asyncio.Protocol):
         self._header_bytes = 0
         self._body: BodyWriter | None = None
         self._refused: Response | None = None  # answer this and close once the queue drains
+        self._lingering_since: float | None = None  # the refusal was sent; reading to discard
         self._paused = False
         self._last_active = time.monotonic()
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -60,7 +66,8 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         self._connections.add(self)
-        self._idle_timer = asyncio.get_running_loop().call_later(self._config.keepalive_timeout, self._check_idle)
+        first_check = min(self._config.keepalive_timeout, self._config.request_timeout)
+        self._idle_timer = asyncio.get_running_loop().call_later(first_check, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connections.discard(self)
@@ -91,7 +98,7 @@ class HttpProtocol(asyncio.Protocol):
             self._transport.close()
 
     def _refuse(self, response: Response) -> None:
-        """Count the HTTP layer's own refusal (400, 414, 431), then ``_close_with`` it."""
+        """Count the HTTP layer's own refusal (400, 408, 414, 431), then ``_close_with`` it."""
         self._gateway.metrics.answered(response.status)
         self._close_with(response)
 
@@ -177,19 +184,45 @@ class HttpProtocol(asyncio.Protocol):
         if self._paused and len(queue) < _MAX_QUEUED // 2:
             self._paused = False
             transport.resume_reading()
-        if not queue and self._refused is not None:
+        if not queue and self._refused is not None and self._lingering_since is None:
             transport.write(render(self._refused, keep_alive=False))
+            if transport.can_write_eof():
+                transport.write_eof()
+            self._lingering_since = time.monotonic()
+            asyncio.get_running_loop().call_later(LINGER_PAUSE, self._linger)
+
+    def _linger(self) -> None:
+        transport, now = self._transport, time.monotonic()
+        if transport is None or transport.is_closing():
+            return
+        assert self._lingering_since is not None
+        if now - self._last_active >= LINGER_PAUSE or now - self._lingering_since >= LINGER_MAX:
             transport.close()
+        else:
+            asyncio.get_running_loop().call_later(LINGER_PAUSE, self._linger)
+
+    def _reading(self) -> bool:
+        """A request's headers or body are arriving (not yet complete)."""
+        return self._body is not None or bool(self._url) or self._header_bytes > 0
 
     def _check_idle(self) -> None:
-        """Close a keep-alive connection idle for ``keepalive_timeout``; one timer per period,
-        not one per request (timers are costly on the hot path)."""
-        timeout = self._config.keepalive_timeout
+        """Close a keep-alive connection idle for ``keepalive_timeout``, and answer 408 to a
+        request whose headers or body stalled for ``request_timeout`` (its slot comes back);
+        one timer per period, not one per request (timers are costly on the hot path)."""
+        config = self._config
         idle_for = time.monotonic() - self._last_active
-        if self.is_idle() and idle_for >= timeout:
-            self.close()
-            return
-        delay = timeout - idle_for if self.is_idle() else timeout
+        if self._refused is None and self._reading():
+            if idle_for >= config.request_timeout:
+                self._refuse(error_response(408, f"the request made no progress for {config.request_timeout:g} s"))
+                return
+            delay = config.request_timeout - idle_for
+        elif self.is_idle():
+            if idle_for >= config.keepalive_timeout:
+                self.close()
+                return
+            delay = config.keepalive_timeout - idle_for
+        else:  # waiting for its chains: their own timeouts answer
+            delay = min(config.keepalive_timeout, config.request_timeout)
         self._idle_timer = asyncio.get_running_loop().call_later(delay, self._check_idle)
 
 

@@ -1,0 +1,84 @@
+"""Slow and stalled clients cannot pin the pool: a body's slot is taken as its bytes arrive (not
+on the promise of a Content-Length), and a request whose headers or body stall for the node's
+``request_timeout`` is answered 408, its connection closed and its slot given back."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from spright.testing import run_node
+
+pytestmark = pytest.mark.node
+STALLED = 12  # more than the node's large slots (tests/apps/slow.py: 8 of 1 MiB, 2 of 8 MiB)
+
+
+def slots_in_use(port: int) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    connection.close()
+    return int(float(re.search(r"^spright_pool_slots_in_use (\S+)$", text, re.M).group(1)))
+
+
+def answer_then_close(sock: socket.socket) -> bytes:
+    sock.settimeout(10)
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def test_stalled_bodies_hold_no_large_slot_and_get_408(runtime_dir: Path) -> None:
+    with run_node("tests.apps.slow:app") as (port, _):
+        stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(STALLED)]
+        began = time.monotonic()
+        for sock in stalled:  # a large promise, a few bytes, then nothing
+            sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n" + b"x" * 100)
+        time.sleep(0.3)
+        assert slots_in_use(port) == STALLED, "each stalled request holds one small slot"
+        body = os.urandom(200_000)  # meanwhile a real large request is served
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("POST", "/echo", body)
+        reply = connection.getresponse()
+        assert (reply.status, reply.read()) == (200, body)
+        connection.close()
+        for sock in stalled:
+            answer = answer_then_close(sock)
+            assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+            assert b"connection: close" in answer.lower()
+            sock.close()
+        assert time.monotonic() - began < 5, "the timeout is the node's request_timeout (1 s)"
+        assert slots_in_use(port) == 0
+
+
+def test_stalled_headers_get_408_and_an_idle_connection_is_left_alone(runtime_dir: Path) -> None:
+    with run_node("tests.apps.slow:app") as (port, _):
+        stalled = socket.create_connection(("127.0.0.1", port))
+        stalled.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Le")
+        idle = socket.create_connection(("127.0.0.1", port))  # no request started: keep-alive rules
+        assert answer_then_close(stalled).startswith(b"HTTP/1.1 408 ")
+        idle.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+        idle.settimeout(10)
+        assert idle.recv(4096).startswith(b"HTTP/1.1 200 ")
+        stalled.close()
+        idle.close()
+
+
+def test_an_early_413_reaches_a_client_still_sending_its_body(runtime_dir: Path) -> None:
+    """Python's http.client (as urllib and requests) sends the whole body before it reads: the
+    node answers 413 at the headers and reads on (lingering close) instead of resetting."""
+    too_big = os.urandom(9 << 20)  # over the 8 MiB limit, no Expect: 100-continue
+    with run_node("tests.apps.slow:app") as (port, _):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        connection.request("POST", "/echo", too_big)
+        reply = connection.getresponse()
+        assert reply.status == 413 and b"limit" in reply.read()
+        connection.close()
+        assert slots_in_use(port) == 0
