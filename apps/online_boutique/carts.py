@@ -16,6 +16,7 @@ from typing import Protocol
 from apps.datadir import REDIS_ENV, connection, transaction
 
 MAX_QUANTITY = 1_000_000  # per product line; beyond this a request is surely a mistake
+KNOWN_CARTS = 65_536  # carts a SQLite store keeps in memory too; past it, it starts over (memory stays bounded)
 
 
 class TooMany(ValueError):
@@ -31,15 +32,23 @@ class Carts(Protocol):
 
 
 class SqliteCarts:
-    """One row per (user, product), in insertion order; each operation one transaction."""
+    """One row per (user, product), in insertion order; each change one transaction. The cart
+    worker is the file's only writer, so what it read or wrote is kept in memory too (reads,
+    the common case, cost no query); a restarted worker reads the file afresh."""
 
     def __init__(self) -> None:
         self._db = connection("boutique", _setup)
+        self._known: dict[str, dict[str, int]] = {}
 
     async def get(self, user_id: str) -> dict[str, int]:
-        rows = self._db.execute("SELECT product_id, quantity FROM cart_items WHERE user_id = ? ORDER BY seq",
-                                (user_id,))
-        return {row["product_id"]: row["quantity"] for row in rows}
+        items = self._known.get(user_id)
+        if items is None:
+            rows = self._db.execute("SELECT product_id, quantity FROM cart_items WHERE user_id = ? ORDER BY seq",
+                                    (user_id,))
+            if len(self._known) >= KNOWN_CARTS:
+                self._known.clear()
+            items = self._known[user_id] = {row["product_id"]: row["quantity"] for row in rows}
+        return dict(items)
 
     async def add(self, user_id: str, product_id: str, quantity: int) -> dict[str, int]:
         with transaction(self._db) as db:
@@ -51,10 +60,12 @@ class SqliteCarts:
             db.execute("INSERT INTO cart_items (user_id, product_id, quantity) VALUES (?, ?, ?) "
                        "ON CONFLICT (user_id, product_id) DO UPDATE SET quantity = excluded.quantity",
                        (user_id, product_id, updated))
+        self._known.pop(user_id, None)  # read back once, in the file's order
         return await self.get(user_id)
 
     async def empty(self, user_id: str) -> None:
         self._db.execute("DELETE FROM cart_items WHERE user_id = ?", (user_id,))
+        self._known[user_id] = {}
 
 
 def _setup(db: sqlite3.Connection) -> None:
