@@ -11,7 +11,7 @@ APP ?= apps.online_boutique:app
 PORT ?= 8080
 TRANSPORT ?= auto
 
-.PHONY: setup system run test bench bench-quick lint clean
+.PHONY: setup system run test fuzz bench bench-quick lint clean
 
 setup: system $(VENV)/.installed
 
@@ -43,6 +43,10 @@ run: setup
 
 test: setup
 	$(PY) -m pytest
+
+# the HTTP front under many more hypothesis examples than `make test` runs
+fuzz: setup
+	SPRIGHT_FUZZ_EXAMPLES=20000 $(PY) -m pytest tests/test_fuzz_http.py
 
 bench: setup
 	$(PY) -m bench.paper

@@ -1,0 +1,98 @@
+"""The HTTP front under hypothesis: request lines, header names and values, chunked framing,
+pipelining, absurd Content-Length and smuggling attempts (Content-Length with
+Transfer-Encoding). Whatever arrives, the node answers with a well-formed HTTP response or
+closes the connection, never crashes, serves the next client, and ends with no slot held.
+
+A few hundred examples run in ``make test``; ``make fuzz`` runs many more
+(``SPRIGHT_FUZZ_EXAMPLES``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spright.testing import run_node
+
+pytestmark = pytest.mark.node
+EXAMPLES = int(os.environ.get("SPRIGHT_FUZZ_EXAMPLES", "150"))
+STATUS_LINE = re.compile(rb"^HTTP/1\.[01] [1-5][0-9][0-9] ")
+
+token = st.text(alphabet=st.sampled_from("abcdefghijklmnopqrstuvwxyz-_ABCXYZ0123456789"), min_size=1, max_size=12)
+anything = st.binary(max_size=64)
+header_value = st.one_of(st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogatepass")), anything)
+length = st.one_of(st.integers(-5, 1 << 40).map(lambda n: str(n).encode()), st.sampled_from(
+    [b"", b"abc", b"1,2", b" 5", b"0x10", b"99999999999999999999999", b"+3"]))
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> bytes:
+    method = draw(st.one_of(st.sampled_from([b"GET", b"POST", b"PUT", b"HEAD", b"DELETE", b"OPTIONS"]),
+                            token.map(str.encode), anything))
+    target = draw(st.one_of(st.sampled_from([b"/echo", b"/", b"/echo?x=1", b"*", b"http://x/echo"]),
+                            anything.map(lambda b: b"/" + b)))
+    version = draw(st.sampled_from([b"HTTP/1.1", b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.1x", b""]))
+    headers = [(b"Host", b"x")] if draw(st.booleans()) else []
+    headers += draw(st.lists(st.tuples(st.one_of(token.map(str.encode), anything), header_value), max_size=6))
+    if draw(st.booleans()):
+        headers.append((b"Content-Length", draw(length)))
+    if draw(st.booleans()):
+        headers.append((b"Transfer-Encoding", draw(st.sampled_from([b"chunked", b"gzip, chunked", b"identity",
+                                                                   b"chunked, chunked", b" chunked"]))))
+    body = draw(st.one_of(anything, st.builds(
+        lambda sizes, tail: b"".join(b"%x\r\n%s\r\n" % (n, b"y" * n) for n in sizes) + tail,
+        st.lists(st.integers(0, 40), max_size=4), st.sampled_from([b"0\r\n\r\n", b"", b"zz\r\n", b"0\r\n"]))))
+    head = b"%s %s %s\r\n" % (method, target, version) + b"".join(b"%s: %s\r\n" % h for h in headers)
+    return head + b"\r\n" + body
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    os.environ.setdefault("SPRIGHT_RUNTIME_DIR", str(tmp_path_factory.mktemp("fuzz")))
+    with run_node("tests.apps.slow:app") as (port, process):
+        yield port
+        assert process.poll() is None, "the node survived the fuzzing"
+
+
+def exchange(port: int, data: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)  # no more: the node must answer or close, not wait
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return received
+
+
+def normal_request_works(port: int) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("POST", "/echo", b"still here")
+    reply = connection.getresponse()
+    assert (reply.status, reply.read()) == (200, b"still here")
+    connection.close()
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(requests(), min_size=1, max_size=3))
+def test_any_request_gets_an_answer_or_a_close_and_the_node_stays_up(node: int, pipelined: list[bytes]) -> None:
+    answer = exchange(node, b"".join(pipelined))
+    assert answer == b"" or STATUS_LINE.match(answer), answer[:120]
+    normal_request_works(node)
+
+
+def test_after_the_fuzzing_no_slot_is_held(node: int, runtime_dir: Path) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", node, timeout=10)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    assert re.search(r"^spright_pool_slots_in_use 0(\.0)?$", text, re.M), "every slot came back"
