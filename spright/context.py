@@ -113,7 +113,11 @@ class Context:
         return bytes(self.body)
 
     def text(self) -> str:
-        return str(self.body, "utf-8")
+        try:
+            return str(self.body, "utf-8")
+        except UnicodeDecodeError as exc:
+            problem = str(exc)  # raised outside: the decode error references the slot's memory
+        raise HTTPError(400, f"body is not valid UTF-8: {problem}")
 
     def json(self) -> Any:
         try:

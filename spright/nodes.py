@@ -10,6 +10,8 @@ so ``spright stats`` works even while the gateway is saturated.
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
 from spright.metrics import FUNCTION_COLUMNS, REQUESTS, RESPONSES, read_segment, row_dict
@@ -48,6 +50,30 @@ def running_nodes() -> list[NodeFile]:
         if _alive(node.pid):
             nodes.append(node)
     return sorted(nodes, key=lambda node: node.pid)
+
+
+def sweep_dead_nodes() -> list[str]:
+    """Remove what nodes whose supervisor was SIGKILLed left behind: their shared-memory
+    segments (named in their node.json) and their runtime directory (socket files, data).
+    Returns what it removed. A pid that is alive again (reused) is left alone."""
+    removed = []
+    base = runtime_base()
+    for directory in sorted(base.iterdir()) if base.is_dir() else ():
+        if not directory.name.isdigit() or _alive(int(directory.name)):
+            continue
+        try:
+            segments = NodeFile.read(directory / "node.json").shm
+        except (OSError, BadNodeFile):
+            segments = []  # died before it served: nothing named
+        for name in segments:
+            if name.startswith("spright-") and "/" not in name:
+                segment = Path("/dev/shm") / name
+                if segment.exists():
+                    segment.unlink(missing_ok=True)
+                    removed.append(str(segment))
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(str(directory))
+    return removed
 
 
 def choose_node(pid: int | None = None, port: int | None = None) -> NodeFile:

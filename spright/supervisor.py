@@ -25,6 +25,7 @@ from spright.gateway import Gateway
 from spright.loader import load_app
 from spright.metrics import COLUMNS, ROW_WORDS, CounterTable
 from spright.nodefile import CounterSegment, NodeFile, runtime_base
+from spright.nodes import sweep_dead_nodes
 from spright.pool import Pool
 from spright.process import WorkerSpec, name_process, worker_main
 from spright.transport import select_transport
@@ -53,6 +54,8 @@ class Supervisor:
         stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        for leftover in sweep_dead_nodes():
+            log.warning("spright: removed %s, left by a node that was killed", leftover)
         self.runtime_dir = runtime_base() / str(os.getpid())
         self.runtime_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
         os.environ[NODE_DIR_ENV] = str(self.runtime_dir)  # workers inherit it: per-node scratch space

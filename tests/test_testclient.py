@@ -146,3 +146,19 @@ async def test_pool_exhaustion_is_503_with_retry_after() -> None:
         refused = next(r for r in responses if r.status == 503)
         assert dict(refused.headers)[b"retry-after"] == b"1"
         assert client.pool.in_use() == 0
+
+
+async def test_invalid_utf8_and_json_are_400s_that_say_what_is_wrong() -> None:
+    from spright import App
+
+    strict = App("strict")
+    strict.route("/text", strict.add_function(lambda ctx: ctx.text(), name="text"), methods=["POST"])
+    strict.route("/form", strict.add_function(lambda ctx: ctx.form(), name="form"), methods=["POST"])
+    strict.route("/json", strict.add_function(lambda ctx: ctx.json(), name="json"), methods=["POST"])
+    async with TestClient(strict) as client:
+        for path in ("/text", "/form"):
+            r = await client.post(path, body=b"caf\xe9")
+            assert r.status == 400 and "not valid UTF-8" in r.json()["error"], (path, r.body)
+        r = await client.post("/json", body=b'{"a": ')
+        assert r.status == 400 and "not valid JSON" in r.json()["error"]
+        assert (await client.post("/text", body="café".encode())).body == "café".encode()
