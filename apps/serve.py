@@ -13,10 +13,11 @@ from spright.transport import registry
 
 
 def serve(app_ref: str, prog: str, description: str, argv: list[str] | None = None, *,
-          redis: bool = False) -> None:
+          redis: bool = False, settings: dict[str, tuple[str, list[str], str]] | None = None) -> None:
     """Parse ``--host --port --transport``, the data planes' options, ``--data-dir`` (where
     the app's SQLite lives) and, for an app that can keep its state there, ``--redis URL``;
-    then run the node until Ctrl-C/SIGTERM."""
+    then run the node until Ctrl-C/SIGTERM. ``settings``: the app's own options, each
+    ``--name`` -> (the environment variable its workers read, its choices, help)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="HTTP port (default 8080)")
@@ -30,8 +31,13 @@ def serve(app_ref: str, prog: str, description: str, argv: list[str] | None = No
     if redis:
         parser.add_argument("--redis", default=os.environ.get(REDIS_ENV), metavar="URL",
                             help=f"keep state in this Redis (e.g. redis://127.0.0.1:6379/0; env {REDIS_ENV})")
+    for option, (variable, choices, text) in (settings or {}).items():
+        parser.add_argument(option, choices=choices, default=os.environ.get(variable, choices[0]),
+                            help=f"{text} (env {variable}; default {choices[0]})")
     args = parser.parse_args(argv)
     # the workers are spawned: they inherit the environment
+    for option, (variable, _, _) in (settings or {}).items():
+        os.environ[variable] = getattr(args, option.lstrip("-").replace("-", "_"))
     if args.data_dir is not None:
         args.data_dir.mkdir(parents=True, exist_ok=True)
         os.environ["SPRIGHT_DATA_DIR"] = str(args.data_dir.resolve())

@@ -25,7 +25,7 @@ import numpy as np
 import pytesseract
 
 from apps.media import NotAnImage, decode
-from apps.parking.plates import WHITELIST, repair
+from apps.parking.plates import WHITELIST, PlateFormat, current, repair
 
 CROP_H = 100  # the upright plate crop's height; its width keeps the plate's proportions
 GLYPH_H = 32  # character height in the line handed to tesseract
@@ -196,13 +196,13 @@ def _clean(read: str) -> str:
     return "".join(ch for ch in read.upper() if ch.isalnum())
 
 
-def vote(reads: list[str]) -> str | None:
+def vote(reads: list[str], fmt: PlateFormat | None = None) -> str | None:
     """The plate most reads agree on; on a tie, the one needing strictly fewer corrections.
 
     Valid but disagreeing reads with nothing to tell them apart are rejected: a wrong plate bills a stranger.
     """
     tally: dict[str, list[int]] = {}
-    for fit in (repair(r) for r in reads):
+    for fit in (repair(r, fmt) for r in reads):
         if fit is not None:
             votes = tally.setdefault(fit[0], [0, 0])
             votes[0] += 1
@@ -215,30 +215,33 @@ def vote(reads: list[str]) -> str | None:
     return None
 
 
-def read_plate(image: np.ndarray) -> Reading:
+def read_plate(image: np.ndarray, fmt: PlateFormat | None = None) -> Reading:
     """Locate and read the plate of one photo (CPU-bound and blocking: run it in a thread).
 
-    With exactly seven characters segmented, the digit pair (``AB 12 CDE``) is also read on its own:
-    tesseract's LSTM reads digits that follow letters as letters (``AL96`` as ``ALOG``), and
-    without the letters beside them reads them right (letters, conversely, read best in the
-    whole line). The whole-line letters with the lone digits vote first.
+    With as many characters segmented as the format has, its digit group (``AB 12 CDE``,
+    ``ABC 1234``) is also read on its own: tesseract's LSTM reads digits that follow letters as
+    letters (``AL96`` as ``ALOG``), and without the letters beside them reads them right (letters,
+    conversely, read best in the whole line). The whole-line letters with the lone digits vote first.
     """
+    fmt = fmt or current()
+    group = fmt.digits
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     rects = candidates(gray)
     first: tuple[list[str], list[list[int]]] | None = None
     for rect in rects:
         labels, glyphs = segment(straighten(gray, rect))
-        if not 5 <= len(glyphs) <= 9:
+        if not (len(fmt.layout) - 2 if fmt.layout else 2) <= len(glyphs) <= 9:
             continue  # not a line of plate characters
         lines = [relayout(labels, glyphs, h, gap) for h, gap in VARIANTS]
-        grouped = len(glyphs) == 7
-        if grouped:  # the digits alone, at every variant
-            lines += [relayout(labels, glyphs[2:4], h, gap) for h, gap in VARIANTS]
+        size = len(fmt.layout) if fmt.layout else 0
+        if group is not None and len(glyphs) == size:  # the digits alone, at every variant
+            lines += [relayout(labels, glyphs[group], h, gap) for h, gap in VARIANTS]
         reads = ocr_lines(lines)
         whole, digits = reads[:len(VARIANTS)], reads[len(VARIANTS):]
-        hybrid = [_clean(w)[:2] + _clean(d) + _clean(w)[4:] for w in whole for d in digits
-                  if len(_clean(w)) == 7 and len(_clean(d)) == 2]
-        plate = vote(hybrid) or vote(whole)
+        hybrid = [] if group is None else [
+            w[:group.start] + d + w[group.stop:] for w in map(_clean, whole) for d in map(_clean, digits)
+            if len(w) == size and len(d) == group.stop - group.start]
+        plate = vote(hybrid, fmt) or vote(whole, fmt)
         reads = whole + hybrid
         box = cv2.boxPoints(rect).round().astype(int).tolist()
         if plate is not None:

@@ -20,7 +20,7 @@ import orjson
 from apps.media import images
 from apps.parking import store
 from apps.parking.anpr import NotAnImage, decode, read_plate
-from apps.parking.plates import clean
+from apps.parking.plates import clean, current
 from apps.parking.tariff import charge
 from spright import Context, HTTPError
 
@@ -72,7 +72,7 @@ async def detection(ctx: Context) -> dict[str, Any]:
     if typed is not None:
         plate = clean(typed)
         if plate is None:
-            raise HTTPError(400, f"X-Plate {typed!r} is not a plate like AB12 CDE")
+            raise HTTPError(400, f"X-Plate {typed!r} is not a plate like {current().example}")
         return _timed({"plate": plate, "source": "header", "at": at, "gate": gate}, "detection", started)
     (photo,) = images(ctx, 1)
     async with ocr_slots():
@@ -81,9 +81,9 @@ async def detection(ctx: Context) -> dict[str, Any]:
         except NotAnImage as exc:
             raise HTTPError(415, str(exc)) from None
     if reading.plate is None:
-        seen = f" (OCR read {reading.raw!r})" if reading.raw else ""
+        seen = f" (OCR read {reading.raw!r}, which is not a {current().name} plate)" if reading.raw else ""
         raise HTTPError(422, f"no readable licence plate in the image{seen}: "
-                             "expected a plate like AB12 CDE, facing the camera")
+                             f"expected a plate like {current().example}, facing the camera")
     return _timed({"plate": reading.plate, "source": "ocr", "ocr": reading.raw, "box": reading.box,
                    "at": at, "gate": gate}, "detection", started)
 
@@ -150,7 +150,7 @@ def sessions(ctx: Context) -> dict[str, Any]:
     query = ctx.query
     plate = query.get("plate")
     if plate is not None and clean(plate) is None:
-        raise HTTPError(400, f"plate {plate!r} is not a plate like AB12 CDE")
+        raise HTTPError(400, f"plate {plate!r} is not a plate like {current().example}")
     try:
         limit = min(max(int(query.get("limit", "50")), 1), 1000)
     except ValueError:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from apps.parking.plates import fleet, random_plate, spaced
+from apps.parking.plates import PlateFormat, fleet, random_plate, spaced
 
 # Debian's fonts-dejavu-core: a clean, bold, narrow sans close enough to plate lettering for OCR.
 FONT_PATHS = ("/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf",
@@ -46,7 +46,7 @@ def font_path() -> str:
     raise FileNotFoundError("no DejaVu font found: install Debian's fonts-dejavu-core")
 
 
-def render_plate(plate: str, height: int, colour: tuple[int, int, int]) -> Image.Image:
+def render_plate(plate: str, height: int, colour: tuple[int, int, int], fmt: PlateFormat | None = None) -> Image.Image:
     """The plate alone, upright: UK proportions (about 4.7:1), a dark rim, the text centred."""
     width = int(height * 4.7)
     image = Image.new("RGB", (width, height), colour)
@@ -54,7 +54,7 @@ def render_plate(plate: str, height: int, colour: tuple[int, int, int]) -> Image
     rim = max(2, height // 25)
     draw.rounded_rectangle((rim, rim, width - rim - 1, height - rim - 1), radius=height // 8,
                            outline=(20, 20, 20), width=rim)
-    text = spaced(plate)
+    text = spaced(plate, fmt)
     size = int(height * 0.7)
     while True:  # characters stand apart, as on real plates, and keep clear of the rim
         font = ImageFont.truetype(font_path(), size)
@@ -107,10 +107,11 @@ def _car(rng: random.Random, image: Image.Image, plate_image: Image.Image) -> tu
     return cx, cy + car_h // 5
 
 
-def render_car(plate: str, rng: random.Random, size: tuple[int, int] = (640, 480)) -> Sample:
+def render_car(plate: str, rng: random.Random, size: tuple[int, int] = (640, 480),
+               fmt: PlateFormat | None = None) -> Sample:
     """A photo of a car showing ``plate``: varied position, scale, tilt, lighting, noise and blur."""
     image = _scene(rng, size)
-    plate_image = render_plate(plate, rng.randint(30, 52), rng.choice(PLATE_COLOURS))
+    plate_image = render_plate(plate, rng.randint(30, 52), rng.choice(PLATE_COLOURS), fmt)
     cx, cy = _car(rng, image, plate_image)
     tilted = plate_image.convert("RGBA").rotate(rng.uniform(-7, 7), resample=Image.BICUBIC, expand=True)
     x0, y0 = cx - tilted.width // 2, cy - tilted.height // 2
@@ -129,11 +130,13 @@ def render_car(plate: str, rng: random.Random, size: tuple[int, int] = (640, 480
     return Sample(plate, out.getvalue(), (x0, y0, x0 + tilted.width, y0 + tilted.height))
 
 
-def samples(count: int, seed: int = 1) -> list[Sample]:
-    """``count`` photos, reproducible from ``seed``: half registered vehicles, half visitors."""
+def samples(count: int, seed: int = 1, fmt: PlateFormat | None = None) -> list[Sample]:
+    """``count`` photos, reproducible from ``seed``: half registered vehicles, half visitors,
+    with plates of ``fmt`` (the configured format by default)."""
     rng = random.Random(seed)
-    known = fleet()
-    return [render_car(rng.choice(known) if rng.random() < 0.5 else random_plate(rng), rng) for _ in range(count)]
+    known = fleet(fmt=fmt)
+    return [render_car(rng.choice(known) if rng.random() < 0.5 else random_plate(rng, fmt), rng, fmt=fmt)
+            for _ in range(count)]
 
 
 def main(argv: list[str] | None = None) -> None:
