@@ -121,6 +121,9 @@ class Gateway:
         # request id -> (done, route, deadline, submitted at)
         self._pending: dict[int, tuple[Done, RouteEntry, float, float]] = {}
         self._failed: dict[int, float] = {}  # request id -> when its slots may be swept
+        # a sweep once a crashed worker's slots can no longer be written: the slots of ctx.calls it held
+        # belong to requests that may have ended normally since, which no failed request's expiry would sweep
+        self._sweep_at: float | None = None
         self._endpoint: Endpoint | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._transport: Transport | None = None
@@ -305,6 +308,7 @@ class Gateway:
     def function_died(self, function_id: int) -> None:
         """Fail at once the requests whose chain runs through a worker that just died."""
         name = self.table.name_of(function_id)
+        self._sweep_at = time.monotonic() + self.config.grace
         self.ready.discard(function_id)
         self.down.add(function_id)
         self._tell_workers(DOWN, function_id)
@@ -324,9 +328,12 @@ class Gateway:
         for request_id in late:
             self._end(request_id, error_response(504, "the chain did not answer in time"), failed=True)
         expired = [request_id for request_id, until in self._failed.items() if until <= now]
-        if expired:
-            for request_id in expired:
-                del self._failed[request_id]
+        for request_id in expired:
+            del self._failed[request_id]
+        crashed = self._sweep_at is not None and self._sweep_at <= now
+        if crashed:
+            self._sweep_at = None
+        if expired or crashed:
             self.pool.sweep(set(self._pending) | set(self._failed))
         self.metrics.publish()  # readers in other processes see the gateway's row one tick late at most
         self._ticker = self._loop.call_later(self.config.tick, self._tick)
