@@ -49,6 +49,7 @@ class Config:
     # a request whose headers or body make no progress for this long is answered 408 and its
     # connection closed (nginx's client_header_timeout and client_body_timeout)
     request_timeout: float = 30.0
+    max_connections: int = 10_000  # open client connections; past it a new one is answered 503 and closed
     # -- the node's clocks -----------------------------------------------------------------
     tick: float = 0.1  # the gateway's housekeeping period: timeouts, sweeps, counters for readers
     grace: float = 10.0  # how long a failed request's slots stay reserved for late writers
@@ -62,6 +63,8 @@ class Config:
                 raise ValueError(f"Config.{name} must be > 0, got {getattr(self, name)!r}")
         if self.poll_idle_us is not None and self.poll_idle_us < 0:
             raise ValueError(f"Config.poll_idle_us must be >= 0, got {self.poll_idle_us}")
+        if self.max_connections < 1:
+            raise ValueError(f"Config.max_connections must be >= 1, got {self.max_connections}")
         if self.sidecar_concurrency < 0:
             raise ValueError(f"Config.sidecar_concurrency must be >= 0, got {self.sidecar_concurrency}")
         if (self.sidecar or self.sidecar_concurrency) and self.transport != "http":

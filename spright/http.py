@@ -66,6 +66,10 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
         self._connections.add(self)
+        if len(self._connections) > self._config.max_connections:  # answered, not left to time out
+            self._refuse(error_response(503, f"the node has {self._config.max_connections} connections open: "
+                                             "try again later"))
+            return
         first_check = min(self._config.keepalive_timeout, self._config.request_timeout)
         self._idle_timer = asyncio.get_running_loop().call_later(first_check, self._check_idle)
 

@@ -82,3 +82,44 @@ def test_an_early_413_reaches_a_client_still_sending_its_body(runtime_dir: Path)
         assert reply.status == 413 and b"limit" in reply.read()
         connection.close()
         assert slots_in_use(port) == 0
+
+
+def median_latency(port: int, count: int = 30) -> float:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    took = []
+    for _ in range(count):
+        started = time.perf_counter()
+        connection.request("POST", "/echo", b"ping")
+        assert connection.getresponse().read() == b"ping"
+        took.append(time.perf_counter() - started)
+    connection.close()
+    return sorted(took)[count // 2]
+
+
+def test_500_slow_clients_do_not_slow_a_normal_request(runtime_dir: Path) -> None:
+    with run_node("tests.apps.slow:app") as (port, _):
+        alone = median_latency(port)
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(500)]
+        for sock in slow:
+            sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\n")
+        crowded = median_latency(port)
+        for sock in slow:  # still trickling: each made progress within the request timeout
+            sock.sendall(b"X: y\r\n")
+        assert crowded <= 2 * alone + 0.002, (alone, crowded)
+        for sock in slow:
+            sock.close()
+
+
+def test_connections_past_the_limit_are_answered_503(runtime_dir: Path) -> None:
+    with run_node("tests.apps.slow:app") as (port, _):  # max_connections=600
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(600)]
+        time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port)) as extra:
+            answer = answer_then_close(extra)
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in answer.lower(), answer[:200]
+        for sock in idle[:10]:
+            sock.close()
+        time.sleep(0.2)
+        assert median_latency(port, 3) < 1
+        for sock in idle[10:]:
+            sock.close()

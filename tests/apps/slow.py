@@ -6,7 +6,7 @@ import asyncio
 from spright import App, Config, Context
 from spright.config import PoolConfig
 
-app = App("slow", config=Config(request_timeout=1.0,
+app = App("slow", config=Config(request_timeout=1.0, max_connections=600,
                                 pool=PoolConfig(classes=((4096, 256), (65536, 64), (1 << 20, 8)), large_slots=2)))
 
 
