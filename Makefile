@@ -44,9 +44,10 @@ run: setup
 test: setup
 	$(PY) -m pytest
 
-# the HTTP front under many more hypothesis examples than `make test` runs
+# the HTTP front and the data plane's receive side under many more hypothesis examples than `make test` runs
 fuzz: setup
 	SPRIGHT_FUZZ_EXAMPLES=20000 $(PY) -m pytest tests/test_fuzz_http.py
+	SPRIGHT_FUZZ_EXAMPLES=3000 $(PY) -m pytest tests/test_fuzz_dataplane.py
 
 bench: setup
 	$(PY) -m bench.paper

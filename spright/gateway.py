@@ -255,6 +255,8 @@ class Gateway:
             kind = d.flags & KIND_MASK
             if kind in (RESPONSE, ERROR):
                 self._complete(d)
+            elif kind == READY and not 0 < d.sender < len(self.table.endpoints):
+                log.warning("gateway: dropped a READY from no function: %s", d)
             elif kind == READY:
                 if d.sender in self.down:  # back from a crash: callers may call it again
                     self.down.discard(d.sender)

@@ -130,23 +130,32 @@ class Pool:
                 number += 1
         raise PoolExhausted(f"no free slot of {size} bytes or more")
 
-    def free(self, slot: int, generation: int) -> bool:
-        """Return a slot; False (and nothing done) if it was already freed or reused."""
+    def _index(self, slot: int) -> int | None:
+        """Where ``slot``'s generation and owner are kept; None for an id that names no slot
+        (a descriptor from a buggy or hostile function must not reach a neighbour's)."""
         number, local = slot >> CLASS_SHIFT, slot & INDEX_MASK
-        index = self._base[number] + local
+        if number >= self._nclasses or local >= self.classes[number][1]:
+            return None
+        return self._base[number] + local
+
+    def free(self, slot: int, generation: int) -> bool:
+        """Return a slot; False (and nothing done) if it was already freed or reused, or is no slot."""
+        index = self._index(slot)
+        if index is None:
+            return False
         owners = self._owner
         with self._lock:
             if self._generation[index] != generation or not owners[index]:
                 return False
             owners[index] = 0
-            stack = self._stacks[number]
+            stack = self._stacks[slot >> CLASS_SHIFT]
             top = stack[0] = stack[0] + 1
-            stack[top] = local
+            stack[top] = slot & INDEX_MASK
             return True
 
     def is_current(self, slot: int, generation: int) -> bool:
-        index = self._base[slot >> CLASS_SHIFT] + (slot & INDEX_MASK)
-        return self._generation[index] == generation and self._owner[index] != 0
+        index = self._index(slot)
+        return index is not None and self._generation[index] == generation and self._owner[index] != 0
 
     def view(self, slot: int) -> memoryview:
         """The slot's whole capacity, writable, shared with every process of the node."""
@@ -162,7 +171,10 @@ class Pool:
 
     def take(self, slot: int, generation: int, length: int) -> bytes | None:
         """A copy of the first ``length`` bytes, and the slot back to the pool, in one step;
-        None (and nothing freed) if the slot is no longer that generation's."""
+        None (and nothing freed) if the slot is no longer that generation's, or ``length``
+        runs past it."""
+        if not self.is_current(slot, generation) or length > self._capacities[slot >> CLASS_SHIFT]:
+            return None
         data = self.read(slot, length)
         return data if self.free(slot, generation) else None
 

@@ -136,7 +136,9 @@ class Worker:
                 payload_bytes += d.length
                 kind = d.flags & KIND_MASK
                 if kind in (REQUEST, CALL):
-                    if self._active < self.function.concurrency:
+                    if d.chain >= len(self._steps) or (kind == REQUEST and d.hop + 1 >= len(self._steps[d.chain])):
+                        self._dropped(d, "its chain or hop names no step of the route table")
+                    elif self._active < self.function.concurrency:
                         self._begin(d)
                     else:
                         self._backlog.append((d, self._loop.time()))
@@ -144,15 +146,23 @@ class Worker:
                     self._calls.settle(d, self.pool.take(d.slot, d.generation, d.length))
                 elif kind == REFUSED:
                     self._refused(d)
+                elif kind in (DOWN, READY) and not 0 < d.call_id < len(self.table.endpoints):
+                    self._dropped(d, "it names no function")
                 elif kind == DOWN:
                     self._calls.callee_died(d.call_id)
                 elif kind == READY:
                     self._calls.callee_back(d.call_id)
                 else:
-                    log.warning("%s: unexpected descriptor %s", self.function.name, d)
+                    self._dropped(d, "its kind is not one a worker receives")
             counters[BYTES] += payload_bytes
             if not self._active and self._drained is not None:
                 self._now_idle()
+
+    def _dropped(self, d: Descriptor, why: str) -> None:
+        """A descriptor no correct peer sends (a buggy or hostile function's): logged, counted
+        as an error, and dropped without touching any slot."""
+        self.counters[ERRORS] += 1
+        log.warning("%s: dropped a descriptor: %s: %s", self.function.name, why, d)
 
     def _refused(self, d: Descriptor) -> None:
         """The data plane bounced a descriptor of ours: its receiver is in another domain."""

@@ -1,0 +1,52 @@
+"""The receive side of the data plane under hypothesis: a buggy or hostile function emitting
+descriptors with out-of-range slots, lengths or generations, unknown hops, chains, kinds and
+request ids, in floods. The gateway and the workers never raise (what no correct peer sends is
+logged, counted as an error and dropped), and nothing reads or writes outside the slot a
+descriptor names: another request's slot keeps its bytes and its owner. ``make fuzz`` runs more."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from spright.descriptor import FIELDS, Descriptor
+from spright.testing import TestClient
+from tests.apps.slow import app
+
+LIMITS = {"I": 0xFFFFFFFF, "H": 0xFFFF, "B": 0xFF}
+VICTIM_BYTES = b"another request's payload" * 10
+small_or_any = {code: st.one_of(st.integers(0, 40), st.integers(0, limit)) for code, limit in LIMITS.items()}
+descriptors = st.builds(Descriptor, **{name: small_or_any[code] for name, code in FIELDS})
+
+
+@settings(max_examples=int(os.environ.get("SPRIGHT_FUZZ_EXAMPLES", "100")), deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.lists(descriptors, min_size=1, max_size=40), min_size=1, max_size=4), st.data())
+def test_hostile_descriptors_never_crash_nor_touch_another_slot(batches: list[list[Descriptor]],
+                                                               data: st.DataObject) -> None:
+    async def scenario() -> None:
+        async with TestClient(app) as client:
+            pool = client.pool
+            for _ in range(random.Random(len(batches)).randint(1, 50)):  # an unguessable generation
+                pool.free(*pool.alloc(100, 7))
+            victim = pool.alloc(len(VICTIM_BYTES), 999_999)
+            with pool.view(victim.id) as view:
+                view[: len(VICTIM_BYTES)] = VICTIM_BYTES
+            for batch in batches:
+                for d in batch:
+                    assume((d.slot, d.generation) != (victim.id, victim.generation))
+                packed = b"".join(d.pack() for d in batch)
+                receiver = data.draw(st.sampled_from([client.gateway, *client.workers]))
+                receiver.receive(packed)  # must not raise
+                await asyncio.sleep(0)
+            await asyncio.sleep(0.05)
+            assert pool.is_current(victim.id, victim.generation), "the victim's slot was freed by another's descriptor"
+            assert pool.read(victim.id, len(VICTIM_BYTES)) == VICTIM_BYTES
+            pool.free(*victim)
+            reply = await client.post("/echo", body=b"still serving")  # and the node still works
+            assert reply.status == 200 and reply.body == b"still serving"
+
+    asyncio.run(scenario())
