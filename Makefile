@@ -11,7 +11,7 @@ APP ?= apps.online_boutique:app
 PORT ?= 8080
 TRANSPORT ?= auto
 
-.PHONY: setup system run test fuzz bench bench-quick lint clean
+.PHONY: setup system run test fuzz soak bench bench-quick lint clean
 
 setup: system $(VENV)/.installed
 
@@ -48,6 +48,10 @@ test: setup
 fuzz: setup
 	SPRIGHT_FUZZ_EXAMPLES=20000 $(PY) -m pytest tests/test_fuzz_http.py
 	SPRIGHT_FUZZ_EXAMPLES=3000 $(PY) -m pytest tests/test_fuzz_dataplane.py
+
+# ten minutes of the boutique mix near 80% of saturation, then checks for leaks (bench/soak.py)
+soak: setup
+	$(PY) -m bench.soak
 
 bench: setup
 	$(PY) -m bench.paper

@@ -23,7 +23,10 @@ small_or_any = {code: st.one_of(st.integers(0, 40), st.integers(0, limit)) for c
 descriptors = st.builds(Descriptor, **{name: small_or_any[code] for name, code in FIELDS})
 
 
-@settings(max_examples=int(os.environ.get("SPRIGHT_FUZZ_EXAMPLES", "100")), deadline=None, suppress_health_check=list(HealthCheck))
+EXAMPLES = int(os.environ.get("SPRIGHT_FUZZ_EXAMPLES", "100"))
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(st.lists(descriptors, min_size=1, max_size=40), min_size=1, max_size=4), st.data())
 def test_hostile_descriptors_never_crash_nor_touch_another_slot(batches: list[list[Descriptor]],
                                                                data: st.DataObject) -> None:
