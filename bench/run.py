@@ -28,7 +28,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bench.load import run_wrk, write_script
+from bench.load import run_wrk, write_boutique_script, write_script
 from bench.procs import Server, free_ports, machine_busy_seconds
 from bench.report import derive, markdown
 from spright.tuning import halt_polling_off, shared_libpython
@@ -42,12 +42,18 @@ console = Console(stderr=True)
 
 @dataclass(frozen=True)
 class Scenario:
-    name: str  # raw, noop, echo3, chain10, chain10_shared, aiohttp
+    name: str  # raw, noop, echo3, chain10, chain10_shared, aiohttp, product, mix
     transport: str  # the spright transport, or "-" for the baselines
     label: str
     method: str
     body: bytes | None
-    expect: bytes  # the response body a correct server gives
+    expect: bytes  # the response body a correct server gives (for the boutique: a part of it)
+    app: str = ""  # MODULE:APP, when not bench.apps:<name>
+    path: str = "/"
+
+
+BOUTIQUE = "apps.online_boutique:app"
+PRODUCT_PAGE = "/product/OLJCESPC7Z"
 
 
 RAW = Scenario("raw", "-", "raw uvloop+httptools", "GET", None, b"hello")
@@ -71,6 +77,9 @@ def scenarios(only: set[str] | None, transports: list[str]) -> list[Scenario]:
             Scenario("echo3", transport, "spright echo3 (3 fn, 64 B POST)", "POST", POST_BODY, POST_BODY),
             Scenario("chain10", transport, "spright chain10 (10 fn)", "GET", None, b"hello"),
             Scenario("chain10_shared", transport, "spright chain10, one process", "GET", None, b"hello"),
+            Scenario("product", transport, "boutique product page", "GET", None, b"Harbor Sunglasses",
+                     BOUTIQUE, PRODUCT_PAGE),
+            Scenario("mix", transport, "boutique, upstream's mix", "GET", None, b"Spright Boutique", BOUTIQUE),
         ]
     out.append(Scenario("aiohttp", "http", "aiohttp 3-process chain (64 B POST)", "POST", POST_BODY, POST_BODY))
     return [s for s in out if only is None or s.name in only]
@@ -84,21 +93,20 @@ def command(s: Scenario) -> tuple[list[str], list[int]]:
         ports = free_ports(3)
         return [PYTHON, "-m", "bench.aiohttp_chain", *map(str, ports)], ports
     (port,) = free_ports(1)
-    return [PYTHON, "-m", "spright", "run", f"bench.apps:{s.name}", "--port", str(port), "--transport", s.transport], [
-        port
-    ]
+    app = s.app or f"bench.apps:{s.name}"
+    return [PYTHON, "-m", "spright", "run", app, "--port", str(port), "--transport", s.transport], [port]
 
 
 def check_response(s: Scenario, port: int) -> None:
     """One request before any load: a server that answers wrongly must not get a throughput figure."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        conn.request(s.method, "/", body=s.body)
+        conn.request(s.method, s.path, body=s.body)
         reply = conn.getresponse()
         body = reply.read()
     finally:
         conn.close()
-    if reply.status != 200 or body != s.expect:
+    if reply.status != 200 or (body != s.expect if not s.app else s.expect not in body):
         raise RuntimeError(f"bad response: {reply.status} {body[:80]!r} (expected 200 {s.expect[:80]!r})")
 
 
@@ -127,8 +135,8 @@ def measure(s: Scenario, args: argparse.Namespace, workdir: Path, reference: Ref
     argv, ports = command(s)
     result: dict[str, Any] = {"scenario": s.name, "transport": s.transport, "label": s.label, "command": argv}
     server = Server(argv, ports, workdir / f"{s.name}-{s.transport}-{ports[0]}.log", ROOT)
-    url = f"http://127.0.0.1:{ports[0]}/"
-    script = write_script(s.method, s.body, workdir)
+    url = f"http://127.0.0.1:{ports[0]}{s.path}"
+    script = write_boutique_script(workdir) if s.name == "mix" else write_script(s.method, s.body, workdir)
     try:
         server.start()
         assert server.process is not None
