@@ -3,7 +3,8 @@
 What ``bench.run`` cannot separate: how much of a request is spright's own Python. The
 gateway is fed 64 keep-alive "GET /" requests at a time through its real ``HttpProtocol``,
 and a stand-in for the function answers every descriptor at once; a real ``Worker`` is fed
-batches of 64 REQUEST descriptors and its sends are only counted. Best of 7 rounds.
+batches of 64 REQUEST descriptors and its sends are only counted. Best of 7 rounds. A
+``ctx.call`` round trip is measured through TestClient (the in-memory data plane).
 Usage: ``python -m bench.inprocess``.
 """
 
@@ -143,9 +144,31 @@ async def worker_us() -> float:
         pool.close()
 
 
+async def call_us(calls: int = 8, requests: int = 300) -> float:
+    """A ``ctx.call`` round trip in one process (bench.apps:calls through TestClient: the call,
+    the callee's run, the reply), as the CPU of a request making ``calls`` calls less one making none."""
+    from bench.apps import calls as app
+    from spright.testing import TestClient
+
+    async with TestClient(app) as client:
+        async def cpu_per_request(path: str) -> float:
+            for _ in range(20):
+                await client.get(path)
+            best = float("inf")
+            for _ in range(5):
+                started = time.process_time()
+                for _ in range(requests):
+                    await client.get(path)
+                best = min(best, (time.process_time() - started) / requests)
+            return best
+
+        return (await cpu_per_request(f"/calls/{calls}") - await cpu_per_request("/calls/0")) / calls * 1e6
+
+
 async def main() -> None:
     print(f"gateway: {await gateway_us():.2f} us of CPU per request (HTTP in, descriptor out and back, response)")
     print(f"worker:  {await worker_us():.2f} us of CPU per descriptor (receive, handler, forward)")
+    print(f"call:    {await call_us():.2f} us of CPU per ctx.call round trip (call, callee, reply)")
 
 
 if __name__ == "__main__":
