@@ -18,7 +18,6 @@ import re
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,8 @@ from rich.console import Console
 
 from bench.load import run_wrk, write_boutique_script
 from bench.procs import Server, descendants, free_ports
+from spright.nodefile import runtime_base
+from spright.testing import node_metric
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -44,19 +45,11 @@ def sample(pids: list[int]) -> dict[str, int]:
     return {"rss_kib": rss, "fds": fds}
 
 
-def gauge(url: str, name: str) -> int:
-    """One value of the node's /metrics (e.g. ``spright_pool_slots_in_use``)."""
-    text = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
-    return int(float(re.search(rf"^{re.escape(name)} (\S+)$", text, re.M).group(1)))  # type: ignore[union-attr]
-
-
 SERVER_ERRORS = 'spright_responses_total{status="5xx"}'
 
 
 def segments(node_pid: int) -> set[str]:
     """The shared-memory segments of the node (those sharing a prefix with the ones its node.json names)."""
-    from spright.nodefile import runtime_base
-
     named = json.loads((runtime_base() / str(node_pid) / "node.json").read_text())["shm"]
     prefixes = {name.rsplit("-", 1)[0] + "-" for name in named}
     return {p.name for p in Path("/dev/shm").iterdir() if any(p.name.startswith(x) for x in prefixes)}
@@ -84,7 +77,7 @@ def soak(minutes: float, transport: str, workdir: Path) -> dict[str, Any]:
         time.sleep(1)
         pids = descendants(server.process.pid)
         before, shm_before = sample(pids), segments(server.process.pid)
-        failed_before = gauge(url, SERVER_ERRORS)
+        failed_before = node_metric(port, SERVER_ERRORS)
         report["after_warm_up"] = before
         console.log(f"soak: {minutes:g} min at -c{connections} (~{probe.rps:,.0f} of {saturated.rps:,.0f} req/s)")
         timeline, load, left = [], [], minutes * 60
@@ -99,12 +92,12 @@ def soak(minutes: float, transport: str, workdir: Path) -> dict[str, Any]:
         requests = sum(run["requests"] for run in load)
         # 4xx are the load's own (a checkout whose cart another connection has just emptied):
         # failures are the node's 5xx and requests that got no answer
-        server_errors = gauge(url, SERVER_ERRORS) - failed_before
+        server_errors = int(node_metric(port, SERVER_ERRORS) - failed_before)
         errors = server_errors + sum(run["errors"]["timeout"] for run in load)
         report["client_errors"] = sum(run["errors"]["status"] for run in load) - server_errors
         checks = {
             "no request failed (5xx, timeout)": errors == 0,
-            "every slot came back": gauge(url, "spright_pool_slots_in_use") == 0,
+            "every slot came back": node_metric(port, "spright_pool_slots_in_use") == 0,
             "file descriptors as after warm-up": after["fds"] <= before["fds"] + 2,
             "RSS grew under 10% after warm-up": after["rss_kib"] < 1.10 * before["rss_kib"],
             "segments as after warm-up": segments(server.process.pid) == shm_before,

@@ -126,6 +126,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def node_metric(port: int, name: str) -> float:
+    """One sample of a running node's ``GET /metrics``, by its full name (labels included, e.g.
+    ``spright_pool_slots_in_use`` or ``spright_responses_total{status="5xx"}``)."""
+    import http.client
+    import re
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    if found is None:
+        raise KeyError(f"{name} is not in the node's /metrics")
+    return float(found.group(1))
+
+
 @contextlib.contextmanager
 def run_node(app_ref: str, *, transport: str = "unix", port: int | None = None, args: tuple[str, ...] = (),
              env: Mapping[str, str] | None = None,

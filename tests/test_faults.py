@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 
 from bench.load import MARKER, write_boutique_script
 from spright.nodefile import runtime_base
-from spright.testing import run_node
+from spright.testing import node_metric, run_node
 from spright.transport.skmsg import SkmsgTransport
 
 pytestmark = [pytest.mark.node, pytest.mark.slow]
@@ -28,14 +27,6 @@ TRANSPORT = "unix" if SkmsgTransport.unavailable_reason() else "skmsg"
 
 def node_info(pid: int) -> dict:
     return json.loads((runtime_base() / str(pid) / "node.json").read_text())
-
-
-def metric(port: int, name: str) -> float:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    connection.request("GET", "/metrics")
-    text = connection.getresponse().read().decode()
-    connection.close()
-    return float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
 
 
 class Load(threading.Thread):
@@ -101,9 +92,9 @@ def test_a_worker_killed_under_load_costs_only_the_requests_of_its_restart(runti
         assert all_served(port)
         # the failed requests' slots stay reserved for late writers for Config.grace, then come back
         deadline = time.monotonic() + 10 + 3
-        while metric(port, "spright_pool_slots_in_use") and time.monotonic() < deadline:
+        while node_metric(port, "spright_pool_slots_in_use") and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert metric(port, "spright_pool_slots_in_use") == 0
+        assert node_metric(port, "spright_pool_slots_in_use") == 0
 
 
 def test_sigterm_to_the_workers_only_restarts_them(runtime_dir: Path, tmp_path: Path) -> None:
@@ -142,11 +133,11 @@ def test_clients_that_leave_mid_request_give_their_slots_back(runtime_dir: Path)
         for _ in range(20):
             with socket.create_connection(("127.0.0.1", port)) as sock:
                 sock.sendall(b"POST /dawdle HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
-        assert metric(port, "spright_pool_slots_in_use") > 0, "the chains were still running"
+        assert node_metric(port, "spright_pool_slots_in_use") > 0, "the chains were still running"
         deadline = time.monotonic() + 5
-        while metric(port, "spright_pool_slots_in_use") and time.monotonic() < deadline:
+        while node_metric(port, "spright_pool_slots_in_use") and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert metric(port, "spright_pool_slots_in_use") == 0
+        assert node_metric(port, "spright_pool_slots_in_use") == 0
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         connection.request("GET", "/dawdle")
         assert connection.getresponse().read() == b"done"

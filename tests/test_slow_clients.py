@@ -6,25 +6,20 @@ from __future__ import annotations
 
 import http.client
 import os
-import re
 import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from spright.testing import run_node
+from spright.testing import node_metric, run_node
 
 pytestmark = pytest.mark.node
 STALLED = 12  # more than the node's large slots (tests/apps/slow.py: 8 of 1 MiB, 2 of 8 MiB)
 
 
-def slots_in_use(port: int) -> int:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    connection.request("GET", "/metrics")
-    text = connection.getresponse().read().decode()
-    connection.close()
-    return int(float(re.search(r"^spright_pool_slots_in_use (\S+)$", text, re.M).group(1)))
+def slots_in_use(port: int) -> float:
+    return node_metric(port, "spright_pool_slots_in_use")
 
 
 def answer_then_close(sock: socket.socket) -> bytes:
