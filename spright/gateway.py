@@ -34,7 +34,7 @@ from spright.descriptor import (
     Descriptor,
     unpack_many,
 )
-from spright.metrics import BYTES, CONTENT_TYPE, IN, OUT, CounterTable, GatewayMetrics
+from spright.metrics import BYTES, CONTENT_TYPE, DROPPED, IN, OUT, CounterTable, GatewayMetrics
 from spright.pool import Pool, PoolExhausted, Slot, read_meta
 from spright.response import Refused, Response, body_too_large, error_response, no_payload_space
 from spright.routing import MethodNotAllowed, NotFound, RouteEntry, RouteTable
@@ -57,7 +57,8 @@ UPFRONT = 64 * 1024 - SLACK
 
 
 class BodyWriter:
-    """Receives a request body straight into a pool slot, growing it as the bytes arrive."""
+    """Receives a request body straight into a pool slot, growing it as the bytes arrive.
+    The gateway holds the slot meanwhile: no sweep frees it under a slow upload."""
 
     __slots__ = ("_gateway", "expected", "length", "request_id", "slot", "view")
 
@@ -69,7 +70,7 @@ class BodyWriter:
         self.expected = expected
         self.request_id = gateway.new_request_id()
         try:
-            self.slot: Slot = gateway.pool.alloc(min(expected, UPFRONT) + SLACK, self.request_id)
+            self.slot: Slot = gateway.pool.alloc(min(expected, UPFRONT) + SLACK, self.request_id, GATEWAY)
         except PoolExhausted:
             raise gateway.refusal(no_payload_space()) from None
         self.view = gateway.pool.view(self.slot.id)
@@ -224,6 +225,7 @@ class Gateway:
         request_id = body.request_id
         now = time.monotonic()
         self._pending[request_id] = (done, route, now + route.timeout, now)
+        self.pool.unhold(slot.id)  # the body is in, the request pending: its first function holds it next
         first, _ = self._first_steps[route.chain]
         out = descriptor.hop(first, GATEWAY, REQUEST, 0, route.chain, 0, slot.id, slot.generation, body.length,
                              request_id)
@@ -256,7 +258,7 @@ class Gateway:
             if kind in (RESPONSE, ERROR):
                 self._complete(d)
             elif kind == READY and not 0 < d.sender < len(self.table.endpoints):
-                log.warning("gateway: dropped a READY from no function: %s", d)
+                self._dropped(d, "a READY from no function")
             elif kind == READY:
                 if d.sender in self.down:  # back from a crash: callers may call it again
                     self.down.discard(d.sender)
@@ -265,7 +267,12 @@ class Gateway:
                 if self._became_ready is not None:
                     self._became_ready.set()
             else:
-                log.warning("gateway: unexpected descriptor %s", d)
+                self._dropped(d, "its kind is not one the gateway receives")
+
+    def _dropped(self, d: Descriptor, why: str) -> None:
+        """A descriptor no correct function sends: logged, counted, dropped."""
+        self._counts[DROPPED] += 1
+        log.warning("gateway: dropped a descriptor: %s: %s", why, d)
 
     def _complete(self, d: Descriptor) -> None:
         """The chain answered: the slot's payload becomes the response."""
@@ -313,6 +320,7 @@ class Gateway:
         self._sweep_at = time.monotonic() + self.config.grace
         self.ready.discard(function_id)
         self.down.add(function_id)
+        self.pool.release_holds(function_id)  # a dead worker writes nothing: its slots may be swept
         self._tell_workers(DOWN, function_id)
         for request_id, (_, route, _, _) in list(self._pending.items()):
             if function_id in self.table.chains[route.chain]:

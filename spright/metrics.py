@@ -44,6 +44,7 @@ COLUMNS = (
     "handled",  # handler runs finished (requests and calls), errors included
     "handler_ns",  # their total wall time, awaits (ctx.call) included: mean = handler_ns / handled
     "refused_calls",  # ctx.call()s the data plane refused: the callee is in another security domain
+    "dropped_descriptors",  # descriptors no correct peer sends (bad slot, hop, kind...): logged and dropped
     "requests",  # gateway only: HTTP requests sent down a chain or answered at once
     "responses_1xx",  # gateway only: responses by status class
     "responses_2xx",
@@ -51,11 +52,11 @@ COLUMNS = (
     "responses_4xx",
     "responses_5xx",
 )
-IN, OUT, BYTES, ERRORS, CALLS, HANDLED, HANDLER_NS, REFUSED_CALLS, REQUESTS = range(9)
+IN, OUT, BYTES, ERRORS, CALLS, HANDLED, HANDLER_NS, REFUSED_CALLS, DROPPED, REQUESTS = range(10)
 RESPONSES = REQUESTS  # RESPONSES + status // 100 is the column of that status class
 ROW_WORDS = 16  # 128 bytes: two cache lines, so writers of neighbouring rows never share one
 ROW_BYTES = ROW_WORDS * 8
-FUNCTION_COLUMNS = COLUMNS[:8]
+FUNCTION_COLUMNS = COLUMNS[:9]
 
 # -- latency histogram: fixed bounds in seconds (le), tuned for sub-millisecond chains ------
 BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -233,6 +234,7 @@ class _Collector(Collector):
             "handled": "Handler runs finished (requests and calls), errors included.",
             "handler_ns": "Wall time spent in handlers, awaits included.",
             "refused_calls": "ctx.call()s refused by the data plane: the callee is in another security domain.",
+            "dropped_descriptors": "Descriptors no correct peer sends (slot, hop or kind out of range), dropped.",
         }
         for column, name in enumerate(FUNCTION_COLUMNS):
             scale = 1e-9 if name == "handler_ns" else 1  # Prometheus wants seconds

@@ -2,10 +2,13 @@
 
 Slots come in size classes (one ``SharedMemory`` segment per class) so a 20-byte request
 does not pin 8 MiB. A control segment holds, per slot, a generation (bumped on every
-allocation, so a late reply for a reused slot is detected) and the owning request id
-(so slots of requests that ended badly can be swept), plus one free stack per class.
-Any process of the node may allocate and free; a cross-process lock guards the control
-segment for the few microseconds each operation takes.
+allocation, so a late reply for a reused slot is detected), the owning request id (so slots
+of requests that ended badly can be swept) and its holder: the endpoint writing it right now
+(a handler running on it, the gateway receiving a body into it). A sweep never frees a held
+slot, so a handler that outlives its request (it ignored its cancellation) cannot write into
+a slot already reused by another request; the holder lets go when it hands the slot on, or
+when its worker dies. Plus one free stack per class. Any process of the node may allocate
+and free; a cross-process lock guards the control segment for the microseconds each takes.
 
 A slot's bytes: ``[payload ... | meta | meta_len u32]`` — the payload starts at offset 0
 (so hops work on it in place and can grow it), request/response metadata sits at the tail.
@@ -63,18 +66,19 @@ class Pool:
         self.total = sum(count for _, count in self.classes)
         self._capacities = [size for size, _ in self.classes]
         self._nclasses = len(self.classes)
-        # control: generation[total], owner[total], then per class: top + stack[count]
-        ctl_words = 2 * self.total + sum(1 + count for _, count in self.classes)
+        # control: generation[total], owner[total], holder[total], then per class: top + stack[count]
+        ctl_words = 3 * self.total + sum(1 + count for _, count in self.classes)
         self._segments: list[SharedMemory] = []
         self._owner_segments = create
         ctl = self._segment("ctl", ctl_words * 4, create)
         words = self._words = ctl.cast("I")
         self._generation = words[: self.total]
         self._owner = words[self.total : 2 * self.total]
+        self._holder = words[2 * self.total : 3 * self.total]  # endpoint id + 1; 0: nobody
         self._base: list[int] = []  # global index of each class's slot 0
         self._stacks: list[memoryview] = []
         self._views: list[memoryview] = []
-        offset, base = 2 * self.total, 0
+        offset, base = 3 * self.total, 0
         for number, (size, count) in enumerate(self.classes):
             self._base.append(base)
             self._stacks.append(words[offset : offset + 1 + count])
@@ -109,8 +113,9 @@ class Pool:
     def segment_names(self) -> list[str]:
         return [segment.name for segment in self._segments]
 
-    def alloc(self, size: int, owner: int) -> Slot:
-        """A slot whose capacity holds ``size`` bytes; raises PoolExhausted or ValueError."""
+    def alloc(self, size: int, owner: int, holder: int | None = None) -> Slot:
+        """A slot whose capacity holds ``size`` bytes, held by endpoint ``holder`` if given;
+        raises PoolExhausted or ValueError."""
         number = bisect_left(self._capacities, size)
         classes = self._nclasses
         if number == classes:
@@ -126,6 +131,8 @@ class Pool:
                     index = self._base[number] + local
                     generation = generations[index] = (generations[index] + 1) & 0xFFFFFFFF
                     self._owner[index] = owner
+                    if holder is not None:
+                        self._holder[index] = holder + 1
                     return _slot(((number << CLASS_SHIFT) | local, generation))
                 number += 1
         raise PoolExhausted(f"no free slot of {size} bytes or more")
@@ -148,10 +155,39 @@ class Pool:
             if self._generation[index] != generation or not owners[index]:
                 return False
             owners[index] = 0
+            self._holder[index] = 0
             stack = self._stacks[slot >> CLASS_SHIFT]
             top = stack[0] = stack[0] + 1
             stack[top] = slot & INDEX_MASK
             return True
+
+    def hold(self, slot: int, generation: int, holder: int) -> bool:
+        """Mark a slot as being written by endpoint ``holder`` (no sweep frees it until
+        ``unhold``), if it still is that generation's; False (nothing done) if not."""
+        index = self._index(slot)
+        if index is None:
+            return False
+        with self._lock:
+            if self._generation[index] != generation or not self._owner[index]:
+                return False
+            self._holder[index] = holder + 1
+            return True
+
+    def unhold(self, slot: int) -> None:
+        """The holder is done writing the slot (and hands it on, or has freed it)."""
+        index = self._index(slot)
+        if index is not None:
+            self._holder[index] = 0
+
+    def release_holds(self, holder: int) -> int:
+        """Every hold of endpoint ``holder`` (its worker died: it writes nothing any more)."""
+        released = 0
+        with self._lock:
+            for index, value in enumerate(self._holder):
+                if value == holder + 1:
+                    self._holder[index] = 0
+                    released += 1
+        return released
 
     def is_current(self, slot: int, generation: int) -> bool:
         index = self._index(slot)
@@ -227,8 +263,10 @@ class Pool:
         return slot
 
     def grow(self, slot: Slot, used: int, size: int, owner: int) -> Slot:
-        """A slot of at least ``size`` bytes holding this one's first ``used`` bytes; this one freed."""
-        bigger = self.alloc(size, owner)
+        """A slot of at least ``size`` bytes holding this one's first ``used`` bytes (and its
+        holder); this one freed."""
+        holder = self._holder[self._base[slot.id >> CLASS_SHIFT] + (slot.id & INDEX_MASK)]
+        bigger = self.alloc(size, owner, holder - 1 if holder else None)
         with self.view(bigger.id) as target, self.view(slot.id) as source:
             target[:used] = source[:used]
         self.free(*slot)
@@ -238,13 +276,15 @@ class Pool:
         return sum(count - stack[0] for (_, count), stack in zip(self.classes, self._stacks, strict=True))
 
     def sweep(self, live_owners: set[int]) -> int:
-        """Free every slot held by a request that is no longer live; returns how many."""
+        """Free every slot owned by a request that is no longer live and held by no endpoint;
+        returns how many."""
         freed = 0
+        holders = self._holder
         for number, (_, count) in enumerate(self.classes):
             base = self._base[number]
             for local in range(count):
                 owner = self._owner[base + local]
-                if owner and owner not in live_owners:
+                if owner and owner not in live_owners and not holders[base + local]:
                     freed += self.free((number << CLASS_SHIFT) | local, self._generation[base + local])
         return freed
 
@@ -256,7 +296,7 @@ class Pool:
         for segment in self._segments:
             if self._owner_segments:
                 segment.unlink()
-        for view in (self._generation, self._owner, *self._stacks, self._words):
+        for view in (self._generation, self._owner, self._holder, *self._stacks, self._words):
             view.release()
         self._stacks.clear()
         self._views.clear()

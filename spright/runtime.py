@@ -40,7 +40,7 @@ from spright.descriptor import (
     Descriptor,
     unpack_many,
 )
-from spright.metrics import BYTES, CALLS, ERRORS, HANDLED, HANDLER_NS, IN, OUT, REFUSED_CALLS, ROW_WORDS
+from spright.metrics import BYTES, CALLS, DROPPED, ERRORS, HANDLED, HANDLER_NS, IN, OUT, REFUSED_CALLS, ROW_WORDS
 from spright.pool import Payload, Pool, PoolExhausted
 from spright.routing import Function, RouteTable
 from spright.transport.base import Endpoint, Outbox, Transport
@@ -160,8 +160,8 @@ class Worker:
 
     def _dropped(self, d: Descriptor, why: str) -> None:
         """A descriptor no correct peer sends (a buggy or hostile function's): logged, counted
-        as an error, and dropped without touching any slot."""
-        self.counters[ERRORS] += 1
+        (``dropped_descriptors``), and dropped without touching any slot."""
+        self.counters[DROPPED] += 1
         log.warning("%s: dropped a descriptor: %s: %s", self.function.name, why, d)
 
     def _refused(self, d: Descriptor) -> None:
@@ -221,7 +221,7 @@ class Worker:
     async def _run(self, d: Descriptor) -> None:
         pool = self.pool
         try:
-            if not pool.is_current(d.slot, d.generation):
+            if not pool.hold(d.slot, d.generation, self.id):
                 return  # the request ended (timeout) and its slot was reclaimed: drop
             ctx = Context(self, d, pool.view(d.slot))
             started = perf_counter_ns()
@@ -261,8 +261,9 @@ class Worker:
         return HTTPError(504, f"{self.function.name} did not finish within the chain's timeout of {timeout:g} s")
 
     def _outlived(self, d: Descriptor) -> None:
-        """The request ended (timed out) while the handler ran and the gateway reclaimed its
-        slot: the slot may hold another request by now, so nothing is written to it."""
+        """The request ended (timed out) while the handler ran and its slot was freed (a late
+        answer of its chain): the slot may hold another request by now, so nothing is written
+        to it (and its hold went with the free)."""
         log.warning("%s: request %d ended before its handler returned; result dropped", self.function.name,
                     d.request_id)
 
@@ -277,6 +278,8 @@ class Worker:
             slot, generation = self.pool.write(slot, generation, payload, meta, d.request_id)
         elif payload is not ctx.body:  # returning ctx.body itself costs nothing: it is already there
             slot, generation = self.pool.write(slot, generation, payload, None, d.request_id)
+        if slot == d.slot:  # else write() moved it and freed the old one
+            self.pool.unhold(slot)  # handed on: the next hop holds it
         status = ctx.status or d.status
         if d.flags & KIND_MASK == CALL:
             out = descriptor.reply(d, self.id, flags, status, slot, generation, len(payload))
@@ -301,6 +304,8 @@ class Worker:
             log.error("%s failed (error_id=%s)\n%s", self.function.name, error_id, trace)
         payload = orjson.dumps(body)
         slot = self.pool.write(d.slot, d.generation, payload, b"", d.request_id)
+        if slot.id == d.slot:
+            self.pool.unhold(slot.id)
         self._outbox.put(descriptor.failure(d, self.id, status, slot.id, slot.generation, len(payload)))
         counters = self.counters
         counters[OUT] += 1

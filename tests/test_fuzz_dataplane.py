@@ -1,7 +1,7 @@
 """The receive side of the data plane under hypothesis: a buggy or hostile function emitting
 descriptors with out-of-range slots, lengths or generations, unknown hops, chains, kinds and
 request ids, in floods. The gateway and the workers never raise (what no correct peer sends is
-logged, counted as an error and dropped), and nothing reads or writes outside the slot a
+logged, counted as dropped descriptors and dropped), and nothing reads or writes outside the slot a
 descriptor names: another request's slot keeps its bytes and its owner. ``make fuzz`` runs more."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import random
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from spright.descriptor import FIELDS, Descriptor
+from spright.descriptor import FIELDS, KIND_MASK, REQUEST, Descriptor
+from spright.metrics import DROPPED, ERRORS
 from spright.testing import TestClient
 from tests.apps.slow import app
 
@@ -53,3 +54,17 @@ def test_hostile_descriptors_never_crash_nor_touch_another_slot(batches: list[li
             assert reply.status == 200 and reply.body == b"still serving"
 
     asyncio.run(scenario())
+
+
+async def test_what_no_correct_peer_sends_is_counted_as_dropped_not_as_a_handler_error() -> None:
+    async with TestClient(app) as client:
+        worker = client.workers[0]
+        bogus_kind = Descriptor(**{**{name: 0 for name, _ in FIELDS}, "flags": KIND_MASK, "next_hop": worker.id})
+        no_such_chain = Descriptor(**{**{name: 0 for name, _ in FIELDS}, "flags": REQUEST, "chain": 200})
+        worker.receive(bogus_kind.pack() + no_such_chain.pack())
+        client.gateway.receive(bogus_kind.pack())
+        rows = client.gateway.metrics.rows()
+        assert rows[worker.id][DROPPED] == 2 and rows[worker.id][ERRORS] == 0
+        assert rows[0][DROPPED] == 1
+        metrics = (await client.get("/metrics")).body
+        assert b'spright_dropped_descriptors_total{domain="slow",function="echo"} 2.0' in metrics

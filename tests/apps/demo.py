@@ -1,7 +1,6 @@
 """A small app touching every user-facing contract; used by TestClient and node tests."""
 
 import asyncio
-import contextlib
 from contextvars import ContextVar
 
 from spright import App, Context, HTTPError
@@ -82,19 +81,6 @@ async def context_count(ctx: Context) -> str:
     return str(previous)
 
 
-@app.function()
-async def hold(ctx: Context) -> bytes:
-    """Reads its body only after a pause (so it sees whatever reached the slot meanwhile)
-    and returns it reversed. It ignores being cancelled, as a careless handler may: past
-    its chain's timeout it outlives its request (the worker must not let it write late)."""
-    loop = asyncio.get_running_loop()
-    until = loop.time() + float(ctx.query.get("s", "0.5"))
-    while (left := until - loop.time()) > 0:
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.sleep(left)
-    return ctx.bytes()[::-1]
-
-
 @app.function(concurrency=1)
 async def stuck(ctx: Context) -> str:
     """Hangs for good when asked (``?hang=1``): only the chain's timeout can end it."""
@@ -119,8 +105,6 @@ app.route("/boom", boom)
 app.route("/call-boom", ["total"], methods=["PUT"])
 app.route("/sleep", sleepy, timeout=0.5)
 app.route("/context-count", context_count)
-app.route("/hold", hold, methods=["POST"])
-app.route("/hold-briefly", hold, methods=["POST"], timeout=0.5)
 app.route("/stuck", stuck, timeout=0.3)
 app.route("/grow", grow >> upper, methods=["POST"])
 
