@@ -23,6 +23,7 @@ from spright.descriptor import GATEWAY, REQUEST, RESPONSE, SIZE, unpack_many
 from spright.gateway import Gateway
 from spright.http import HttpProtocol
 from spright.pool import Pool
+from spright.pools import NodePool
 from spright.runtime import Worker
 from spright.transport.base import Endpoint, Receiver, Transport
 
@@ -94,7 +95,8 @@ async def _best(round_: Callable[[], None], per_round: int) -> float:
 async def gateway_us() -> float:
     app = App("inprocess-gateway")
     app.route("/", app.add_function(_hello, name="hello"), methods=["GET"])
-    table, pool = app.compile(), Pool.create()
+    table = app.compile()
+    pool = NodePool.create(Config().pool, (f.domain for f in table.functions))
     gateway, transport = Gateway(table, pool, Config()), _InMemory(Path("/nonexistent"), table)
     try:
         await gateway.start(transport)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -35,12 +36,13 @@ from spright.descriptor import (
     unpack_many,
 )
 from spright.metrics import BYTES, CONTENT_TYPE, DROPPED, IN, OUT, CounterTable, GatewayMetrics
-from spright.pool import Pool, PoolExhausted, Slot, read_meta
+from spright.pool import PoolExhausted, Slot, read_meta
+from spright.pools import NodePool
 from spright.response import Refused, Response, body_too_large, error_response, no_payload_space
 from spright.routing import MethodNotAllowed, NotFound, RouteEntry, RouteTable
 from spright.transport.base import Endpoint, Outbox, Transport
 
-__all__ = ["BodyWriter", "Gateway", "Refused", "Response"]
+__all__ = ["Gateway", "Incoming", "Refused", "RequestHead", "Response"]
 
 log = logging.getLogger("spright.gateway")
 
@@ -56,25 +58,34 @@ SLACK = 1024  # room a new body's slot keeps for the request's metadata
 UPFRONT = 64 * 1024 - SLACK
 
 
-class BodyWriter:
-    """Receives a request body straight into a pool slot, growing it as the bytes arrive.
-    The gateway holds the slot meanwhile: no sweep frees it under a slow upload."""
+class Incoming:
+    """A request whose headers are in: routed at once, its body received straight into a pool
+    slot of its route's security domain, growing it as the bytes arrive. The gateway holds
+    the slot meanwhile: no sweep frees it under a slow upload. A request no chain will take
+    (no route, a built-in page) keeps no slot: its body is counted and dropped."""
 
-    __slots__ = ("_gateway", "expected", "length", "request_id", "slot", "view")
+    __slots__ = ("_gateway", "answer", "expected", "headers", "length", "method", "params", "path", "query",
+                 "request_id", "route", "slot", "view")
 
-    def __init__(self, gateway: Gateway, expected: int) -> None:
+    def __init__(self, gateway: Gateway, head: RequestHead, expected: int) -> None:
         """Raises Refused (413 over the body limit, 503 when the pool is full)."""
         if expected > gateway.max_body:
             raise gateway.refusal(body_too_large(gateway.max_body))
         self._gateway = gateway
+        self.method, self.path, self.query, self.headers = head
         self.expected = expected
-        self.request_id = gateway.new_request_id()
-        try:
-            self.slot: Slot = gateway.pool.alloc(min(expected, UPFRONT) + SLACK, self.request_id, GATEWAY)
-        except PoolExhausted:
-            raise gateway.refusal(no_payload_space()) from None
-        self.view = gateway.pool.view(self.slot.id)
         self.length = 0
+        self.route, self.params, self.answer = gateway.route(self.method, self.path)
+        self.request_id = gateway.new_request_id()
+        self.slot: Slot | None = None
+        self.view: memoryview | None = None
+        if self.route is not None and self.route.builtin is None:
+            try:
+                self.slot = gateway.pool.alloc(min(expected, UPFRONT) + SLACK, self.request_id,
+                                               gateway.domain_of(self.route), GATEWAY)
+            except PoolExhausted:
+                raise gateway.refusal(no_payload_space()) from None
+            self.view = gateway.pool.view(self.slot.id)
 
     def write(self, chunk: bytes) -> None:
         """Raises Refused once the body outgrows the limit or the pool."""
@@ -83,6 +94,9 @@ class BodyWriter:
         if end > limit:
             self.release()
             raise self._gateway.refusal(body_too_large(limit))
+        if self.slot is None or self.view is None:  # going nowhere: counted, not kept
+            self.length = end
+            return
         if end + SLACK > len(self.view):
             pool = self._gateway.pool
             try:
@@ -97,15 +111,26 @@ class BodyWriter:
         self.length = end
 
     def release(self) -> None:
-        self.view.release()
-        self._gateway.pool.free(*self.slot)
+        if self.view is not None:
+            self.view.release()
+            self.view = None
+        if self.slot is not None:
+            self._gateway.pool.free(*self.slot)
+            self.slot = None
+
+
+class RequestHead(NamedTuple):
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
 
 
 Done = Callable[[Response], None]
 
 
 class Gateway:
-    def __init__(self, table: RouteTable, pool: Pool, config: Config, counters: CounterTable | None = None) -> None:
+    def __init__(self, table: RouteTable, pool: NodePool, config: Config, counters: CounterTable | None = None) -> None:
         """``counters``: the node's table (row 0 is the gateway's); a private one when alone."""
         self.table = table
         self.pool = pool
@@ -116,6 +141,7 @@ class Gateway:
         self.ready: set[int] = set()
         self.down: set[int] = set()  # functions that died and have not announced READY again
         self._chain_members = [frozenset(chain[:-1]) for chain in table.chains]
+        self._chain_domains = [table.functions[chain[0] - 1].domain for chain in table.chains]
         self._pages: dict[str, Callable[[], Response]] = {"metrics": self.metrics_page}  # routing.BUILTINS
         self._became_ready: asyncio.Event | None = None
         self._next_id = 0
@@ -179,9 +205,25 @@ class Gateway:
         self._next_id = self._next_id % 0xFFFFFFFF + 1  # never 0: 0 marks a free slot
         return self._next_id
 
-    def new_body(self, expected: int) -> BodyWriter:
-        """Where a request's body goes; raises Refused (413, 503)."""
-        return BodyWriter(self, expected)
+    def open_request(self, head: RequestHead, expected: int) -> Incoming:
+        """A request whose headers are in, ``expected`` body bytes announced; raises Refused (413, 503)."""
+        return Incoming(self, head, expected)
+
+    def route(self, method: str, path: str) -> tuple[RouteEntry | None, dict[str, Any], Response | None]:
+        """(route, path parameters, None), or (None, {}, the answer) when no route takes it."""
+        try:
+            route, params = self.table.match(method, path)
+        except NotFound:
+            return None, {}, error_response(404, f"no route for {path}")
+        except MethodNotAllowed as exc:
+            response = error_response(405, f"{method} not allowed on {path}", allowed=exc.allowed)
+            response.headers.append((b"allow", ", ".join(exc.allowed).encode()))
+            return None, {}, response
+        return route, params, None
+
+    def domain_of(self, route: RouteEntry) -> int:
+        """The security domain whose pool holds a route's payloads: its chain's."""
+        return self._chain_domains[route.chain]
 
     def refusal(self, response: Response) -> Refused:
         """Count ``response`` as a request answered before any chain, to raise as Refused."""
@@ -194,41 +236,35 @@ class Gateway:
         done(response)
 
     # -- requests --------------------------------------------------------------------------
-    def submit(
-        self, method: str, path: str, query: str, headers: dict[str, str], body: BodyWriter, done: Done
-    ) -> None:
-        """Route the request down its chain; ``done`` gets the response exactly once."""
-        try:
-            route, params = self.table.match(method, path)
-        except NotFound:
-            body.release()
-            return self._answer_now(done, error_response(404, f"no route for {path}"))
-        except MethodNotAllowed as exc:
-            body.release()
-            response = error_response(405, f"{method} not allowed on {path}", allowed=exc.allowed)
-            response.headers.append((b"allow", ", ".join(exc.allowed).encode()))
-            return self._answer_now(done, response)
-        if route.builtin is not None:
-            body.release()
-            return self._answer_now(done, self._pages[route.builtin]())
+    def submit(self, request: Incoming, done: Done) -> None:
+        """Send the request down its route's chain; ``done`` gets the response exactly once."""
+        route, slot = request.route, request.slot
+        if route is None or slot is None:
+            request.release()
+            if route is not None and route.builtin is not None:
+                return self._answer_now(done, self._pages[route.builtin]())
+            assert request.answer is not None  # no route: its 404 or 405
+            return self._answer_now(done, request.answer)
         if self.down and not self.down.isdisjoint(self._chain_members[route.chain]):
-            body.release()
+            request.release()
             names = ", ".join(sorted(self.table.name_of(i) for i in self.down))
             return self._answer_now(done, error_response(503, f"restarting after a crash: {names}"))
-        meta = orjson.dumps({"method": method, "path": path, "query": query, "headers": headers, "params": params,
-                             "route": route.index})
+        meta = orjson.dumps({"method": request.method, "path": request.path, "query": request.query,
+                             "headers": request.headers, "params": request.params, "route": route.index})
         try:
-            slot = self.pool.set_meta(body.slot, body.length, meta, body.request_id)
+            slot = self.pool.set_meta(slot, request.length, meta, request.request_id)
         except (PoolExhausted, ValueError):
-            body.release()
+            request.release()
             return self._answer_now(done, no_payload_space())
-        request_id = body.request_id
+        if request.view is not None:
+            request.view.release()  # the body is in
+        request_id = request.request_id
         now = time.monotonic()
         self._pending[request_id] = (done, route, now + route.timeout, now)
         self.pool.unhold(slot.id)  # the body is in, the request pending: its first function holds it next
         first, _ = self._first_steps[route.chain]
-        out = descriptor.hop(first, GATEWAY, REQUEST, 0, route.chain, 0, slot.id, slot.generation, body.length,
-                             request_id)
+        out = descriptor.hop(first, GATEWAY, REQUEST, 0, route.chain, 0, slot.id, slot.generation,
+                             request.length, request_id)
         if len(self._pending) == 1:  # the only request in flight: no batch to wait for
             self._outbox.send_now(out)
         else:

@@ -16,7 +16,7 @@ from typing import cast
 
 import httptools
 
-from spright.gateway import BodyWriter, Gateway
+from spright.gateway import Gateway, Incoming, RequestHead
 from spright.response import Refused, Response, error_response
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
@@ -55,7 +55,7 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers: dict[str, str] = {}
         self._header_bytes = 0
-        self._body: BodyWriter | None = None
+        self._body: Incoming | None = None
         self._refused: Response | None = None  # answer this and close once the queue drains
         self._lingering_since: float | None = None  # the refusal was sent; reading to discard
         self._paused = False
@@ -140,8 +140,16 @@ class HttpProtocol(asyncio.Protocol):
             raise httptools.HttpParserError(problem)
         length = self._headers.get("content-length", "0")
         expected = int(length) if length.isdigit() else 0
+        url = self._url
+        if url[:1] == b"/":  # origin-form, nearly always: no need for the full URL parser
+            path, _, query = url.partition(b"?")
+        else:
+            parsed = httptools.parse_url(url)
+            path, query = parsed.path or b"/", parsed.query or b""
+        head = RequestHead(self._parser.get_method().decode(), path.decode("latin-1"), query.decode("latin-1"),
+                           self._headers)
         try:
-            self._body = self._gateway.new_body(expected)
+            self._body = self._gateway.open_request(head, expected)
         except Refused as refusal:
             self._close_with(refusal.response)
             raise httptools.HttpParserError("request refused") from None
@@ -157,21 +165,15 @@ class HttpProtocol(asyncio.Protocol):
             raise httptools.HttpParserError("request refused") from None
 
     def on_message_complete(self) -> None:
-        body, url, headers = self._body, self._url, self._headers
+        request = self._body
         self._body, self._url, self._headers, self._header_bytes = None, b"", {}, 0
-        method = self._parser.get_method().decode()
-        exchange = _Exchange(self, self._parser.should_keep_alive(), method == "HEAD")
+        assert request is not None  # opened when its headers completed
+        exchange = _Exchange(self, self._parser.should_keep_alive(), request.method == "HEAD")
         self._queue.append(exchange)
         if len(self._queue) >= _MAX_QUEUED and not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
-        if url[:1] == b"/":  # origin-form, nearly always: no need for the full URL parser
-            path, _, query = url.partition(b"?")
-        else:
-            parsed = httptools.parse_url(url)
-            path, query = parsed.path or b"/", parsed.query or b""
-        self._gateway.submit(method, path.decode("latin-1"), query.decode("latin-1"), headers, body,  # type: ignore[arg-type]
-                             exchange.done)
+        self._gateway.submit(request, exchange.done)
 
     # -- responses, in order -----------------------------------------------------------------
     def _flush(self) -> None:

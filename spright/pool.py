@@ -24,16 +24,20 @@ import struct
 from bisect import bisect_left
 from multiprocessing import get_context
 from multiprocessing.shared_memory import SharedMemory
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from spright.config import MiB, PoolConfig
 
-__all__ = ["MiB", "Payload", "Pool", "PoolConfig", "PoolExhausted", "Slot", "read_meta"]
+__all__ = ["MiB", "Payload", "Payloads", "Pool", "PoolConfig", "PoolExhausted", "Slot", "read_meta"]
 
 Payload = bytes | bytearray | memoryview  # what a slot's payload may be written from
 
+# a slot id: [domain: 4 bits][size class: 4 bits][index in its class: 24 bits]
+DOMAIN_SHIFT = 28
 CLASS_SHIFT = 24
+CLASS_MASK = 0xF
 INDEX_MASK = (1 << CLASS_SHIFT) - 1
+MAX_DOMAINS = 1 << (32 - DOMAIN_SHIFT)
 META_LEN = struct.Struct("<I")
 
 
@@ -51,6 +55,18 @@ class PoolHandle(NamedTuple):
     prefix: str
     config: PoolConfig
     lock: Any
+    domain: int  # the security domain whose payloads this pool holds (in every slot id it hands out)
+
+
+class Payloads(Protocol):
+    """Where a process's payloads are read and written by slot id: a worker's ``Pool``, or the
+    gateway's ``NodePool`` (every domain's); what a data plane that moves bytes needs."""
+
+    def is_current(self, slot: int, generation: int) -> bool: ...
+
+    def view(self, slot: int) -> memoryview: ...
+
+    def write(self, slot: int, generation: int, payload: Payload, meta: bytes | None, owner: int) -> Slot: ...
 
 
 class PoolExhausted(Exception):
@@ -61,6 +77,8 @@ class Pool:
     def __init__(self, handle: PoolHandle, create: bool) -> None:
         self.handle = handle
         self.config = handle.config
+        self.domain = handle.domain
+        self._id_base = handle.domain << DOMAIN_SHIFT
         self._lock = handle.lock._semlock  # the C lock itself: its with-statement skips a Python wrapper
         self.classes = handle.config.size_classes()
         self.total = sum(count for _, count in self.classes)
@@ -93,9 +111,12 @@ class Pool:
                     stack[1 + i] = count - 1 - i  # pop order: 0, 1, 2...
 
     @classmethod
-    def create(cls, config: PoolConfig | None = None) -> Pool:
-        prefix = f"spright-{secrets.token_hex(6)}"
-        return cls(PoolHandle(prefix, config or PoolConfig(), get_context("spawn").Lock()), True)
+    def create(cls, config: PoolConfig | None = None, domain: int = 1) -> Pool:
+        """A new pool for security domain ``domain`` (1..15), under an unguessable name."""
+        if not 0 < domain < MAX_DOMAINS:
+            raise ValueError(f"a pool's domain must be 1..{MAX_DOMAINS - 1}, got {domain}")
+        prefix = f"spright-{secrets.token_hex(16)}"
+        return cls(PoolHandle(prefix, config or PoolConfig(), get_context("spawn").Lock(), domain), True)
 
     @classmethod
     def attach(cls, handle: PoolHandle) -> Pool:
@@ -133,15 +154,16 @@ class Pool:
                     self._owner[index] = owner
                     if holder is not None:
                         self._holder[index] = holder + 1
-                    return _slot(((number << CLASS_SHIFT) | local, generation))
+                    return _slot((self._id_base | (number << CLASS_SHIFT) | local, generation))
                 number += 1
         raise PoolExhausted(f"no free slot of {size} bytes or more")
 
     def _index(self, slot: int) -> int | None:
         """Where ``slot``'s generation and owner are kept; None for an id that names no slot
-        (a descriptor from a buggy or hostile function must not reach a neighbour's)."""
-        number, local = slot >> CLASS_SHIFT, slot & INDEX_MASK
-        if number >= self._nclasses or local >= self.classes[number][1]:
+        (a descriptor from a buggy or hostile function must not reach a neighbour's), or one
+        of another domain's pool."""
+        number, local = (slot >> CLASS_SHIFT) & CLASS_MASK, slot & INDEX_MASK
+        if slot >> DOMAIN_SHIFT != self.domain or number >= self._nclasses or local >= self.classes[number][1]:
             return None
         return self._base[number] + local
 
@@ -156,7 +178,7 @@ class Pool:
                 return False
             owners[index] = 0
             self._holder[index] = 0
-            stack = self._stacks[slot >> CLASS_SHIFT]
+            stack = self._stacks[(slot >> CLASS_SHIFT) & CLASS_MASK]
             top = stack[0] = stack[0] + 1
             stack[top] = slot & INDEX_MASK
             return True
@@ -195,13 +217,13 @@ class Pool:
 
     def view(self, slot: int) -> memoryview:
         """The slot's whole capacity, writable, shared with every process of the node."""
-        number, local = slot >> CLASS_SHIFT, slot & INDEX_MASK
+        number, local = (slot >> CLASS_SHIFT) & CLASS_MASK, slot & INDEX_MASK
         size = self.classes[number][0]
         return self._views[number][local * size : (local + 1) * size]
 
     def read(self, slot: int, length: int) -> bytes:
         """A copy of the first ``length`` bytes of a slot."""
-        number = slot >> CLASS_SHIFT
+        number = (slot >> CLASS_SHIFT) & CLASS_MASK
         start = (slot & INDEX_MASK) * self._capacities[number]
         return bytes(self._views[number][start : start + length])
 
@@ -209,13 +231,13 @@ class Pool:
         """A copy of the first ``length`` bytes, and the slot back to the pool, in one step;
         None (and nothing freed) if the slot is no longer that generation's, or ``length``
         runs past it."""
-        if not self.is_current(slot, generation) or length > self._capacities[slot >> CLASS_SHIFT]:
+        if not self.is_current(slot, generation) or length > self._capacities[(slot >> CLASS_SHIFT) & CLASS_MASK]:
             return None
         data = self.read(slot, length)
         return data if self.free(slot, generation) else None
 
     def capacity(self, slot: int) -> int:
-        return self.classes[slot >> CLASS_SHIFT][0]
+        return self.classes[(slot >> CLASS_SHIFT) & CLASS_MASK][0]
 
     # -- the slot layout: [payload ... | meta | meta_len u32] ---------------------------------
     def write(self, slot: int, generation: int, payload: Payload, meta: bytes | None, owner: int) -> Slot:
@@ -223,7 +245,7 @@ class Pool:
         meta), in this slot when both fit, else in a larger one (this one freed, ``owner``
         owning the new one). Returns the slot that holds them. Raises PoolExhausted, or
         ValueError when no slot is large enough."""
-        number = slot >> CLASS_SHIFT
+        number = (slot >> CLASS_SHIFT) & CLASS_MASK
         size = self._capacities[number]
         start = (slot & INDEX_MASK) * size
         buffer = self._views[number]
@@ -249,12 +271,12 @@ class Pool:
     def set_meta(self, slot: Slot, used: int, meta: bytes, owner: int) -> Slot:
         """``meta`` at the tail of a slot whose first ``used`` bytes hold the payload, moving
         both to a larger slot when they do not fit together (see ``write``)."""
-        number = slot[0] >> CLASS_SHIFT
+        number = (slot[0] >> CLASS_SHIFT) & CLASS_MASK
         size = self._capacities[number]
         length = len(meta)
         if used + length + META_LEN.size > size:
             slot = self.grow(slot, used, used + length + META_LEN.size, owner)
-            number = slot[0] >> CLASS_SHIFT
+            number = (slot[0] >> CLASS_SHIFT) & CLASS_MASK
             size = self._capacities[number]
         tail = ((slot[0] & INDEX_MASK) + 1) * size - META_LEN.size
         buffer = self._views[number]
@@ -265,7 +287,7 @@ class Pool:
     def grow(self, slot: Slot, used: int, size: int, owner: int) -> Slot:
         """A slot of at least ``size`` bytes holding this one's first ``used`` bytes (and its
         holder); this one freed."""
-        holder = self._holder[self._base[slot.id >> CLASS_SHIFT] + (slot.id & INDEX_MASK)]
+        holder = self._holder[self._base[(slot.id >> CLASS_SHIFT) & CLASS_MASK] + (slot.id & INDEX_MASK)]
         bigger = self.alloc(size, owner, holder - 1 if holder else None)
         with self.view(bigger.id) as target, self.view(slot.id) as source:
             target[:used] = source[:used]
@@ -285,7 +307,7 @@ class Pool:
             for local in range(count):
                 owner = self._owner[base + local]
                 if owner and owner not in live_owners and not holders[base + local]:
-                    freed += self.free((number << CLASS_SHIFT) | local, self._generation[base + local])
+                    freed += self.free(self._id_base | (number << CLASS_SHIFT) | local, self._generation[base + local])
         return freed
 
     def close(self) -> None:

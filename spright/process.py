@@ -16,11 +16,14 @@ from dataclasses import dataclass
 
 import uvloop
 
+from spright import sandbox
 from spright.loader import load_app
 from spright.metrics import CounterTable
 from spright.pool import Pool, PoolHandle
 from spright.runtime import Worker
 from spright.transport.base import Transport
+
+log = logging.getLogger("spright.worker")
 
 
 @dataclass(frozen=True)
@@ -36,13 +39,15 @@ class WorkerSpec:
 def worker_main(spec: WorkerSpec) -> None:
     """Entry point of a worker process (spawned, so it imports the app afresh)."""
     die_with_parent()
+    sealable = sandbox.enter()  # first, while this process has a single thread
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [{spec.process}] %(message)s")
-    uvloop.run(_worker(spec))
+    uvloop.run(_worker(spec, sealable))
 
 
-async def _worker(spec: WorkerSpec) -> None:
-    """One Worker per function this process hosts, all on one loop, each its own endpoint."""
+async def _worker(spec: WorkerSpec, sealable: bool) -> None:
+    """One Worker per function this process hosts, all on one loop, each its own endpoint;
+    sealed off from other domains' memory (``sealable``) before it says READY."""
     app = load_app(spec.app_ref)
     name_process(f"worker {spec.process} [{app.name}]")
     pool = Pool.attach(spec.pool)
@@ -54,7 +59,14 @@ async def _worker(spec: WorkerSpec) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     for worker in workers:
-        await worker.start(spec.transport)
+        await worker.start(spec.transport, announce=False)
+    if sealable:
+        try:
+            sandbox.seal()
+        except OSError as exc:
+            log.warning("spright: worker %s is not sealed off from other domains' memory: %s", spec.process, exc)
+    for worker in workers:
+        worker.announce()
     await stop.wait()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(asyncio.gather(*(worker.drain() for worker in workers)), spec.drain_timeout)

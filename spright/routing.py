@@ -15,6 +15,7 @@ from typing import Any
 
 from spright.config import Config, PoolConfig
 from spright.descriptor import GATEWAY, REQUEST, RESPONSE
+from spright.pool import MAX_DOMAINS
 
 Handler = Callable[[Any], Any]
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -282,10 +283,20 @@ class App:
         for f in self.functions.values():
             if (f.domain or self.name) not in domains:
                 domains.append(f.domain or self.name)
+        if len(domains) > MAX_DOMAINS:  # the gateway's + each a pool of its own, named in every slot id
+            raise RoutingError(f"app {self.name!r} has {len(domains) - 1} security domains; at most "
+                               f"{MAX_DOMAINS - 1} are supported")
         functions = tuple(
             FunctionEntry(ids[f.name], f.name, f.concurrency, domains.index(f.domain or self.name), f.process or f.name)
             for f in self.functions.values()
         )
+        process_domains: dict[str, int] = {}
+        for entry in functions:
+            if process_domains.setdefault(entry.process, entry.domain) != entry.domain:
+                raise RoutingError(f"function {entry.name!r}: process {entry.process!r} hosts functions of security "
+                                   f"domains {domains[process_domains[entry.process]]!r} and "
+                                   f"{domains[entry.domain]!r}; a process maps one domain's memory, so functions "
+                                   f"of different domains need processes of their own")
         chains: list[tuple[tuple[int, ...], float]] = []
         routes: list[RouteEntry] = []
         seen: set[tuple[str, str]] = set()

@@ -99,7 +99,8 @@ class Worker:
         self._calls: Calls
         self._outbox: Outbox
 
-    async def start(self, transport: Transport) -> None:
+    async def start(self, transport: Transport, *, announce: bool = True) -> None:
+        """Attach to the data plane; ``announce``: say READY to the gateway now (else ``announce()``)."""
         self._loop = loop = asyncio.get_running_loop()
         self._steps = self.table.steps(transport.addresses())
         self._deadlines = Deadlines(loop)
@@ -107,6 +108,11 @@ class Worker:
         transport.carry(self.pool)
         self._endpoint = await transport.attach(self.id, self.receive)
         self._outbox = Outbox(self._endpoint, loop)
+        if announce:
+            self.announce()
+
+    def announce(self) -> None:
+        """READY to the gateway: requests may come."""
         self._outbox.put(descriptor.notice(GATEWAY, self.id, READY))
 
     async def drain(self) -> None:

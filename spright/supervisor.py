@@ -26,7 +26,7 @@ from spright.loader import load_app
 from spright.metrics import COLUMNS, ROW_WORDS, CounterTable
 from spright.nodefile import CounterSegment, NodeFile, runtime_base
 from spright.nodes import sweep_dead_nodes
-from spright.pool import Pool
+from spright.pools import NodePool
 from spright.process import WorkerSpec, name_process, worker_main
 from spright.transport import select_transport
 
@@ -63,7 +63,7 @@ class Supervisor:
         if reason:
             log.warning("spright: %s", reason)
         self.transport = transport
-        self.pool = Pool.create(self.config.pool)
+        self.pool = NodePool.create(self.config.pool, (f.domain for f in self.table.functions))
         self.counters = CounterTable.create(len(self.table.endpoints))
         self.gateway = Gateway(self.table, self.pool, self.config, self.counters)
         server = None
@@ -100,7 +100,8 @@ class Supervisor:
         await self.gateway.wait_ready(self.config.ready_timeout)
 
     def _spawn(self, name: str) -> None:
-        spec = WorkerSpec(self.app_ref, name, self.pool.handle, self.transport, self.counters.name or "",
+        domain = self.table.functions[self.table.processes()[name][0] - 1].domain
+        spec = WorkerSpec(self.app_ref, name, self.pool.handle(domain), self.transport, self.counters.name or "",
                           self.config.drain_timeout)
         process = get_context("spawn").Process(target=worker_main, args=(spec,), name=f"spright-{name}", daemon=True)
         process.start()

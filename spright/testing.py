@@ -25,9 +25,10 @@ from urllib.parse import urlencode
 import orjson
 
 from spright.config import Config, PoolConfig
-from spright.gateway import Gateway
+from spright.gateway import Gateway, RequestHead
 from spright.metrics import CounterTable, row_dict
-from spright.pool import MiB, Pool
+from spright.pool import MiB
+from spright.pools import NodePool
 from spright.response import Refused, Response
 from spright.routing import App
 from spright.runtime import Worker
@@ -55,12 +56,12 @@ class TestClient:
     async def __aenter__(self) -> TestClient:
         self._tmp = tempfile.TemporaryDirectory(prefix="spright-test-")
         transport = LocalTransport(Path(self._tmp.name), self.table)
-        self.pool = Pool.create(self.config.pool)
+        self.pool = NodePool.create(self.config.pool, (f.domain for f in self.table.functions))
         self.counters = CounterTable.create(len(self.table.endpoints), shared=False)
         self.gateway = Gateway(self.table, self.pool, self.config, self.counters)
         await self.gateway.start(transport)
         self.workers = [
-            Worker(self.table, self.app.functions[f.name], self.pool, self.counters.row(f.id))
+            Worker(self.table, self.app.functions[f.name], self.pool.domain(f.domain), self.counters.row(f.id))
             for f in self.table.functions
         ]
         for worker in self.workers:
@@ -105,12 +106,12 @@ class TestClient:
             all_headers.setdefault("content-type", "application/x-www-form-urlencoded")
         payload = body.encode() if isinstance(body, str) else body
         try:
-            writer = self.gateway.new_body(len(payload))
-            writer.write(payload)
+            request = self.gateway.open_request(RequestHead(method.upper(), path, query, all_headers), len(payload))
+            request.write(payload)
         except Refused as refusal:
             return refusal.response  # counted by the gateway as a refused request
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self.gateway.submit(method.upper(), path, query, all_headers, writer, future.set_result)
+        self.gateway.submit(request, future.set_result)
         return await future
 
     async def get(self, path: str, **kwargs: Any) -> Response:

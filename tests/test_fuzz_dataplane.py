@@ -33,7 +33,7 @@ def test_hostile_descriptors_never_crash_nor_touch_another_slot(batches: list[li
                                                                data: st.DataObject) -> None:
     async def scenario() -> None:
         async with TestClient(app) as client:
-            pool = client.pool
+            pool = client.pool.domain(client.table.functions[0].domain)
             for _ in range(random.Random(len(batches)).randint(1, 50)):  # an unguessable generation
                 pool.free(*pool.alloc(100, 7))
             victim = pool.alloc(len(VICTIM_BYTES), 999_999)

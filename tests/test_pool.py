@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from spright.pool import Pool, PoolConfig, PoolExhausted, read_meta
+from spright.pool import DOMAIN_SHIFT, Pool, PoolConfig, PoolExhausted, read_meta
 
 SMALL = PoolConfig(max_body=1 << 20, classes=((1024, 4), (65536, 2)), large_slots=1, meta_reserve=4096)
 
@@ -77,7 +77,7 @@ def test_sweep_frees_only_dead_owners(pool: Pool) -> None:
 
 def test_payload_and_meta_share_a_slot_and_move_together_when_they_outgrow_it(pool: Pool) -> None:
     slot = pool.put(b"body", b'{"a":1}', owner=1)
-    assert slot.id >> 24 == 0, "small enough for the smallest class"
+    assert pool.capacity(slot.id) == SMALL.size_classes()[0][0], "small enough for the smallest class"
     with pool.view(slot.id) as view:
         assert bytes(view[:4]) == b"body" and bytes(read_meta(view)) == b'{"a":1}'
     same = pool.write(*slot, b"BODY!", None, owner=1)  # fits: in place, meta kept
@@ -85,7 +85,7 @@ def test_payload_and_meta_share_a_slot_and_move_together_when_they_outgrow_it(po
     with pool.view(same.id) as view:
         assert bytes(view[:5]) == b"BODY!" and bytes(read_meta(view)) == b'{"a":1}'
     moved = pool.write(*same, b"x" * 1500, None, owner=1)  # 1024-byte class too small: moves, meta kept
-    assert moved.id >> 24 == 1 and not pool.is_current(*same)
+    assert pool.capacity(moved.id) == SMALL.size_classes()[1][0] and not pool.is_current(*same)
     with pool.view(moved.id) as view:
         assert bytes(view[:1500]) == b"x" * 1500 and bytes(read_meta(view)) == b'{"a":1}'
     replaced = pool.write(*moved, b"y", b"", owner=1)
@@ -117,3 +117,19 @@ def test_segments_are_private_and_unlinked() -> None:
     assert len({n.rsplit("-", 1)[0] for n in names}) == 1, "one random per-run prefix"
     p.close()
     assert not any(os.path.exists(f"/dev/shm/{name}") for name in names)
+
+
+def test_segments_are_private_and_unguessable(pool: Pool) -> None:
+    for name in pool.segment_names:
+        assert os.stat(f"/dev/shm/{name}").st_mode & 0o777 == 0o600, name
+        random_part = name.removeprefix("spright-").split("-")[0]
+        assert len(random_part) == 32 and int(random_part, 16) >= 0, "128 random bits"
+
+
+def test_a_pool_refuses_slot_ids_of_another_domain(pool: Pool) -> None:
+    slot = pool.alloc(10, owner=1)
+    foreign = slot.id ^ (3 << DOMAIN_SHIFT)  # the same class and index, in domain 2
+    assert not pool.is_current(foreign, slot.generation)
+    assert not pool.free(foreign, slot.generation) and not pool.hold(foreign, slot.generation, 1)
+    assert pool.take(foreign, slot.generation, 10) is None
+    assert pool.is_current(*slot)

@@ -86,6 +86,24 @@ def test_a_chain_that_crosses_security_domains_fails_at_compile_naming_the_route
         app.compile()
 
 
+def test_a_process_hosts_one_domain() -> None:
+    """A process maps one domain's memory: functions of two domains in one is a startup error."""
+    app = App("parking")
+    app.add_function(noop, name="detect", process="lookup")
+    app.add_function(noop, name="charge", domain="payments", process="lookup")
+    with pytest.raises(RoutingError, match=r"function 'charge': process 'lookup' hosts functions of security "
+                                           r"domains 'parking' and 'payments'"):
+        app.compile()
+
+
+def test_at_most_fifteen_domains() -> None:
+    app = App("many")
+    for number in range(16):
+        app.add_function(noop, name=f"f{number}", domain=f"d{number}")
+    with pytest.raises(RoutingError, match="16 security domains; at most 15"):
+        app.compile()
+
+
 def test_path_parameters_and_405() -> None:
     app = make_app()
     app.route("/product/{id}", "detect")

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from spright.config import Config
-    from spright.pool import Pool
+    from spright.pool import Payloads
     from spright.routing import RouteTable
 
 Receiver = Callable[[bytes], None]
@@ -72,13 +72,13 @@ class Transport(ABC):
         self.table = table
         self.endpoints = table.endpoints
         self.domains = Domains(table)  # what userspace data planes enforce (skmsg's kernel does it)
-        self.payloads: Pool | None = None  # see carry()
+        self.payloads: Payloads | None = None  # see carry()
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled into worker processes without this process's pool (each gives its own)."""
         return {**self.__dict__, "payloads": None}
 
-    def carry(self, pool: Pool) -> None:
+    def carry(self, pool: Payloads) -> None:
         """The pool this process's payloads live in, given before ``attach``: a data plane that
         moves the bytes themselves (http) reads and writes them there; the others ignore it."""
         self.payloads = pool

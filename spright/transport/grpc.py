@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spright.descriptor import SIZE
-from spright.pool import Pool
+from spright.pool import Payloads
 from spright.routing import RouteTable
 from spright.transport.base import Endpoint, Receiver, Transport
 from spright.transport.wire import load, loopback_ports, store
@@ -90,7 +90,7 @@ class GrpcTransport(Transport):
 
 
 class _GrpcEndpoint(Endpoint):
-    def __init__(self, owner: GrpcTransport, endpoint_id: int, server: grpc.aio.Server, pool: Pool | None) -> None:
+    def __init__(self, owner: GrpcTransport, endpoint_id: int, server: grpc.aio.Server, pool: Payloads | None) -> None:
         self._owner = owner
         self._id = endpoint_id
         self._server = server

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from spright.descriptor import SIZE
-from spright.pool import Pool
+from spright.pool import Payloads
 from spright.routing import RouteTable
 from spright.transport.base import Endpoint, Receiver, Transport
 from spright.transport.wire import load, loopback_ports, store
@@ -138,7 +138,7 @@ class HttpTransport(Transport):
 class _Receiving(asyncio.Protocol):
     """An endpoint's server side: each request's body becomes a descriptor (and a payload)."""
 
-    def __init__(self, on_receive: Receiver, pool: Pool | None, connections: set[asyncio.BaseTransport]) -> None:
+    def __init__(self, on_receive: Receiver, pool: Payloads | None, connections: set[asyncio.BaseTransport]) -> None:
         import httptools  # here, not at import: `spright stats` lists this data plane without loading it
 
         self._parse_error = httptools.HttpParserError

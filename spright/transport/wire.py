@@ -13,7 +13,7 @@ import socket
 import struct
 
 from spright.descriptor import OFFSETS
-from spright.pool import Pool, read_meta
+from spright.pool import Payloads, read_meta
 
 _META_LEN = struct.Struct("<I")
 # slot, length, request_id (the slot's owner), generation: what carrying a hop's payload needs
@@ -21,7 +21,7 @@ assert OFFSETS["length"] == OFFSETS["slot"] + 4 and OFFSETS["request_id"] == OFF
 _CARRIED = struct.Struct(f"<{OFFSETS['slot']}xIII{OFFSETS['generation'] - OFFSETS['request_id'] - 4}xI")
 
 
-def load(pool: Pool, record: bytes) -> bytes:
+def load(pool: Payloads, record: bytes) -> bytes:
     """What a descriptor's hop carries: meta length, meta, payload (nothing for a stale slot)."""
     slot, length, _, generation = _CARRIED.unpack(record)
     if (not length and not slot) or not pool.is_current(slot, generation):
@@ -30,7 +30,7 @@ def load(pool: Pool, record: bytes) -> bytes:
         return b"".join((_META_LEN.pack(len(meta)), meta, view[:length]))
 
 
-def store(pool: Pool, record: bytes, carried: bytes) -> None:
+def store(pool: Payloads, record: bytes, carried: bytes) -> None:
     """The payload and metadata a hop carried, into the slot its descriptor names, if that
     slot is still the request's (a late hop of a request that timed out writes nothing)."""
     slot, _, owner, generation = _CARRIED.unpack(record)

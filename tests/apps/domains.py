@@ -1,5 +1,9 @@
 """Two security domains: the shop may not call into payments; the gateway reaches both."""
 
+import ctypes
+import os
+from multiprocessing.shared_memory import SharedMemory
+
 from spright import App, CallError, Context
 
 app = App("domains")
@@ -35,3 +39,29 @@ app.route("/charge", charge, methods=["POST"], timeout=20)
 app.route("/shop", shop, timeout=20)
 app.route("/careful-shop", careful_shop, timeout=20)
 app.route("/item/{n:int}/{price:float}/{rest:path}", item)
+
+
+@app.function()
+async def spy(ctx: Context) -> dict:
+    """A hostile function of the shop's domain: tries every door into another domain's memory
+    it is told of (segment names, /proc paths) and says what each attempt met."""
+    met: dict[str, str] = {}
+    for name in ctx.json()["segments"]:
+        try:
+            SharedMemory(name).close()
+            met[name] = "opened"
+        except OSError as exc:
+            met[name] = type(exc).__name__
+    for path in ctx.json()["paths"]:
+        try:
+            with open(path, "rb") as opened:
+                opened.read(1)
+            met[path] = "opened"
+        except OSError as exc:
+            met[path] = type(exc).__name__
+    libc = ctypes.CDLL(None, use_errno=True)
+    met["umount /dev/shm"] = "done" if libc.umount2(b"/dev/shm", 2) == 0 else os.strerror(ctypes.get_errno())
+    return met
+
+
+app.route("/spy", spy, methods=["POST"])

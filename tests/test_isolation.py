@@ -1,0 +1,79 @@
+"""Each security domain has a memory pool of its own: a worker maps its own domain's segments
+and no other's, the gateway maps every domain's, and a hostile function cannot open another
+domain's segment by name nor read it through another process's /proc (spright/sandbox.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from spright.nodes import choose_node
+from spright.testing import run_node
+
+pytestmark = pytest.mark.node
+
+
+@pytest.fixture(scope="module")
+def node(transport: str, runtime_dir: Path) -> Iterator[int]:
+    with run_node("tests.apps.domains:app", transport=transport) as (port, _):
+        yield port
+
+
+def mapped(pid: int, segments: set[str]) -> set[str]:
+    """Which of ``segments`` (names in /dev/shm) process ``pid`` has mapped."""
+    paths = {line.split(maxsplit=5)[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()}
+    return {name for name in segments if f"/dev/shm/{name}" in paths}
+
+
+def post(port: int, path: str, body: object) -> tuple[int, object]:
+    import http.client
+
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("POST", path, orjson.dumps(body), {"content-type": "application/json"})
+        reply = connection.getresponse()
+        return reply.status, orjson.loads(reply.read())
+    finally:
+        connection.close()
+
+
+def test_a_worker_maps_its_own_domains_pool_and_no_other(node: int) -> None:
+    info = choose_node(port=node)
+    segments = {name for name in info.shm if name and not name.endswith("-metrics")}
+    payments, shop = mapped(info.workers["charge"], segments), mapped(info.workers["shop"], segments)
+    assert payments and shop, "each worker maps its own domain's pool"
+    assert not payments & shop, "the two domains share no segment"
+    assert mapped(info.workers["spy"], segments) == shop, "a function maps its own domain's pool only"
+    assert mapped(info.pid, segments) == payments | shop, "the gateway maps every domain's"
+    assert post(node, "/charge", {"amount": 3}) == (200, {"charged": 3}), "and requests are served"
+
+
+def test_a_function_cannot_open_another_domains_memory(node: int) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("workers are sealed only when the node runs as root")
+    info = choose_node(port=node)
+    segments = {name for name in info.shm if name and not name.endswith("-metrics")}
+    theirs = mapped(info.workers["charge"], segments)
+    charge, gateway = info.workers["charge"], info.pid
+    paths = [f"/proc/{gateway}/mem", f"/proc/{charge}/mem", f"/proc/{charge}/environ",
+             *(f"/proc/{pid}/map_files/{_first_mapping(pid, name)}" for pid in (gateway, charge) for name in theirs)]
+    status, met = post(node, "/spy", {"segments": sorted(theirs), "paths": paths})
+    assert status == 200, met
+    assert isinstance(met, dict)
+    for name in theirs:
+        assert met[name] == "FileNotFoundError", f"another domain's segment {name} by name: {met[name]}"
+    for path in paths:
+        assert met[path] == "PermissionError", f"{path}: {met[path]}"
+    assert met["umount /dev/shm"] == os.strerror(1), "a worker cannot unmount its empty /dev/shm (EPERM)"
+
+
+def _first_mapping(pid: int, name: str) -> str:
+    """The ``/proc/PID/map_files`` entry of the first mapping of segment ``name``."""
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        if line.endswith(f"/dev/shm/{name}"):
+            return line.split()[0]
+    raise LookupError(f"{name} is not mapped by {pid}")

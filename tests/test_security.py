@@ -1,0 +1,70 @@
+"""What a client or a function sends is data, never code; and a node is reachable from this
+machine only unless told otherwise."""
+
+from __future__ import annotations
+
+import ast
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from spright import Config
+from spright.testing import run_node
+
+ROOT = Path(__file__).resolve().parent.parent
+# what turns bytes into code or arbitrary objects
+FORBIDDEN_BUILTINS = {"eval", "exec", "compile", "__import__"}
+FORBIDDEN_MODULES = {"pickle", "marshal", "shelve", "dill", "cloudpickle", "yaml", "jsonpickle"}
+
+
+def _problems(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            found += [f"{path}:{node.lineno} imports {name}" for name in names
+                      if name.split(".")[0] in FORBIDDEN_MODULES]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FORBIDDEN_BUILTINS:
+            found.append(f"{path}:{node.lineno} calls {node.func.id}")
+    return found
+
+
+def test_nothing_received_is_unpickled_or_evaluated() -> None:
+    """The framework and the apps parse what they receive with orjson, httptools and the
+    descriptor struct only: no pickle, marshal or YAML loader, no eval or exec anywhere."""
+    problems = [problem for package in ("spright", "apps") for path in sorted((ROOT / package).rglob("*.py"))
+                for problem in _problems(path)]
+    assert problems == []
+
+
+def test_the_check_above_finds_what_it_looks_for(tmp_path: Path) -> None:
+    sample = tmp_path / "bad.py"
+    sample.write_text("import pickle\nfrom yaml import load\napp.compile()\neval('1')\norjson.loads(b'1')\n")
+    assert [p.split(" ", 1)[1] for p in _problems(sample)] == ["imports pickle", "imports yaml", "calls eval"]
+
+
+def _outside_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback, if it has one."""
+    out = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True, check=False).stdout
+    for line in out.splitlines():
+        address = line.split()[3].split("/")[0]
+        if not address.startswith("127."):
+            return address
+    return None
+
+
+@pytest.mark.node
+def test_a_node_listens_on_loopback_unless_told_otherwise(runtime_dir: Path) -> None:
+    assert Config().host == "127.0.0.1"
+    outside = _outside_address()
+    if outside is None:
+        pytest.skip("this machine has no address but loopback")
+    with run_node("tests.apps.slow:app") as (port, _):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((outside, port), timeout=5)
+    with run_node("tests.apps.slow:app", args=("--host", "0.0.0.0")) as (port, _):
+        socket.create_connection((outside, port), timeout=5).close()
