@@ -60,8 +60,8 @@ UPFRONT = 64 * 1024 - SLACK
 
 class Incoming:
     """A request whose headers are in: routed at once, its body received straight into a pool
-    slot of its route's security domain, growing it as the bytes arrive. The gateway holds
-    the slot meanwhile: no sweep frees it under a slow upload. A request no chain will take
+    slot of its route's security domain, growing it as the bytes arrive. Its request id counts
+    as live meanwhile: no sweep frees the slot under a slow upload. A request no chain will take
     (no route, a built-in page) keeps no slot: its body is counted and dropped."""
 
     __slots__ = ("_gateway", "answer", "expected", "headers", "length", "method", "params", "path", "query",
@@ -82,10 +82,11 @@ class Incoming:
         if self.route is not None and self.route.builtin is None:
             try:
                 self.slot = gateway.pool.alloc(min(expected, UPFRONT) + SLACK, self.request_id,
-                                               gateway.domain_of(self.route), GATEWAY)
+                                               gateway.domain_of(self.route))
             except PoolExhausted:
                 raise gateway.refusal(no_payload_space()) from None
             self.view = gateway.pool.view(self.slot.id)
+            gateway.receiving.add(self.request_id)
 
     def write(self, chunk: bytes) -> None:
         """Raises Refused once the body outgrows the limit or the pool."""
@@ -116,6 +117,7 @@ class Incoming:
             self.view = None
         if self.slot is not None:
             self._gateway.pool.free(*self.slot)
+            self._gateway.receiving.discard(self.request_id)
             self.slot = None
 
 
@@ -148,6 +150,7 @@ class Gateway:
         # request id -> (done, route, deadline, submitted at)
         self._pending: dict[int, tuple[Done, RouteEntry, float, float]] = {}
         self._failed: dict[int, float] = {}  # request id -> when its slots may be swept
+        self.receiving: set[int] = set()  # request ids whose bodies are arriving (Incoming)
         # a sweep once a crashed worker's slots can no longer be written: the slots of ctx.calls it held
         # belong to requests that may have ended normally since, which no failed request's expiry would sweep
         self._sweep_at: float | None = None
@@ -261,7 +264,7 @@ class Gateway:
         request_id = request.request_id
         now = time.monotonic()
         self._pending[request_id] = (done, route, now + route.timeout, now)
-        self.pool.unhold(slot.id)  # the body is in, the request pending: its first function holds it next
+        self.receiving.discard(request_id)
         first, _ = self._first_steps[route.chain]
         out = descriptor.hop(first, GATEWAY, REQUEST, 0, route.chain, 0, slot.id, slot.generation,
                              request.length, request_id)
@@ -380,6 +383,6 @@ class Gateway:
         if crashed:
             self._sweep_at = None
         if expired or crashed:
-            self.pool.sweep(set(self._pending) | set(self._failed))
+            self.pool.sweep(set(self._pending) | set(self._failed) | self.receiving)
         self.metrics.publish()  # readers in other processes see the gateway's row one tick late at most
         self._ticker = self._loop.call_later(self.config.tick, self._tick)

@@ -3,8 +3,8 @@
 Slots come in size classes (one ``SharedMemory`` segment per class) so a 20-byte request
 does not pin 8 MiB. A control segment holds, per slot, a generation (bumped on every
 allocation, so a late reply for a reused slot is detected), the owning request id (so slots
-of requests that ended badly can be swept) and its holder: the endpoint writing it right now
-(a handler running on it, the gateway receiving a body into it). A sweep never frees a held
+of requests that ended badly can be swept) and its holder: the endpoint whose handler runs
+on it right now. A sweep never frees a held
 slot, so a handler that outlives its request (it ignored its cancellation) cannot write into
 a slot already reused by another request; the holder lets go when it hands the slot on, or
 when its worker dies. Plus one free stack per class. Any process of the node may allocate
@@ -134,9 +134,8 @@ class Pool:
     def segment_names(self) -> list[str]:
         return [segment.name for segment in self._segments]
 
-    def alloc(self, size: int, owner: int, holder: int | None = None) -> Slot:
-        """A slot whose capacity holds ``size`` bytes, held by endpoint ``holder`` if given;
-        raises PoolExhausted or ValueError."""
+    def alloc(self, size: int, owner: int) -> Slot:
+        """A slot whose capacity holds ``size`` bytes; raises PoolExhausted or ValueError."""
         number = bisect_left(self._capacities, size)
         classes = self._nclasses
         if number == classes:
@@ -152,8 +151,6 @@ class Pool:
                     index = self._base[number] + local
                     generation = generations[index] = (generations[index] + 1) & 0xFFFFFFFF
                     self._owner[index] = owner
-                    if holder is not None:
-                        self._holder[index] = holder + 1
                     return _slot((self._id_base | (number << CLASS_SHIFT) | local, generation))
                 number += 1
         raise PoolExhausted(f"no free slot of {size} bytes or more")
@@ -285,10 +282,8 @@ class Pool:
         return slot
 
     def grow(self, slot: Slot, used: int, size: int, owner: int) -> Slot:
-        """A slot of at least ``size`` bytes holding this one's first ``used`` bytes (and its
-        holder); this one freed."""
-        holder = self._holder[self._base[(slot.id >> CLASS_SHIFT) & CLASS_MASK] + (slot.id & INDEX_MASK)]
-        bigger = self.alloc(size, owner, holder - 1 if holder else None)
+        """A slot of at least ``size`` bytes holding this one's first ``used`` bytes; this one freed."""
+        bigger = self.alloc(size, owner)
         with self.view(bigger.id) as target, self.view(slot.id) as source:
             target[:used] = source[:used]
         self.free(*slot)

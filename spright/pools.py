@@ -7,8 +7,9 @@ bits. The gateway, which receives every request, maps every domain's pool throug
 ``NodePool``; a worker attaches to its own domain's pool only (``handle(domain)``), and its
 pool refuses any slot id of another domain as it does an out-of-range one.
 
-A ``NodePool`` answers the slot operations the gateway uses by the slot's domain, and
-allocates in the domain it is told (a request's, from its route).
+A ``NodePool`` answers the slot operations the gateway uses by the slot's domain (with one
+domain, its pool's own methods answer them: no dispatch on the hot path), and allocates in
+the domain it is told (a request's, from its route).
 """
 
 from __future__ import annotations
@@ -20,12 +21,19 @@ from spright.pool import DOMAIN_SHIFT, Payload, Pool, PoolHandle, Slot
 
 __all__ = ["NodePool"]
 
+# the operations that find their pool by the slot id (a pool refuses another domain's ids itself)
+_BY_SLOT = ("free", "is_current", "take", "view", "write", "set_meta", "grow")
+
 
 class NodePool:
     def __init__(self, pools: Iterable[Pool]) -> None:
         self._by_domain: dict[int, Pool] = {pool.domain: pool for pool in pools}
         self.domains = tuple(sorted(self._by_domain))
         self.total = sum(pool.total for pool in self._by_domain.values())
+        if len(self._by_domain) == 1:  # one domain (most apps): its pool answers every slot operation itself
+            (pool,) = self._by_domain.values()
+            for name in _BY_SLOT:
+                setattr(self, name, getattr(pool, name))
 
     @classmethod
     def create(cls, config: PoolConfig, domains: Iterable[int]) -> NodePool:
@@ -51,8 +59,8 @@ class NodePool:
         return self._by_domain.get(slot >> DOMAIN_SHIFT)
 
     # -- the slot operations, each in the slot's own domain ----------------------------------
-    def alloc(self, size: int, owner: int, domain: int, holder: int | None = None) -> Slot:
-        return self._by_domain[domain].alloc(size, owner, holder)
+    def alloc(self, size: int, owner: int, domain: int) -> Slot:
+        return self._by_domain[domain].alloc(size, owner)
 
     def free(self, slot: int, generation: int) -> bool:
         pool = self._of(slot)
@@ -61,11 +69,6 @@ class NodePool:
     def is_current(self, slot: int, generation: int) -> bool:
         pool = self._of(slot)
         return pool is not None and pool.is_current(slot, generation)
-
-    def unhold(self, slot: int) -> None:
-        pool = self._of(slot)
-        if pool is not None:
-            pool.unhold(slot)
 
     def release_holds(self, holder: int) -> int:
         return sum(pool.release_holds(holder) for pool in self._by_domain.values())
