@@ -177,7 +177,7 @@ class Harness:
             with CpuSampler(server.process.pid) as cpu:
                 load = run_wrk(url + "/", script, s.users, s.saturate_s, timeout_s=30)
             errors = sum(load.errors.values())
-            return {**load.to_dict(), "errors": errors, "cpu": cpu.result(load.requests)}
+            return {**load.to_dict(), "errors": errors, "error_kinds": load.errors, "cpu": cpu.result(load.requests)}
 
         def offered(server: Server, url: str) -> dict[str, Any]:
             assert server.process is not None

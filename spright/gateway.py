@@ -88,7 +88,7 @@ class Incoming:
             self.view = gateway.pool.view(self.slot.id)
             gateway.receiving.add(self.request_id)
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | bytearray) -> None:
         """Raises Refused once the body outgrows the limit or the pool."""
         end = self.length + len(chunk)
         limit = self._gateway.max_body

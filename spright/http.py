@@ -1,7 +1,10 @@
 """HTTP/1.1 front door on uvloop + httptools: keep-alive, pipelining, chunked bodies.
 
 Each parsed request is handed to the ``Gateway`` as soon as it is complete; responses are
-written strictly in request order (pipelining), whatever order the chains finish in.
+written strictly in request order (pipelining), whatever order the chains finish in. At most
+``_MAX_QUEUED`` requests of one connection are in flight: past that the connection is no
+longer read, and requests already read (one read may carry hundreds) wait, parsed, holding
+no pool slot, until answers make room.
 Bad input is answered and the connection closed; the server keeps serving everyone else.
 """
 
@@ -17,12 +20,12 @@ from typing import cast
 import httptools
 
 from spright.gateway import Gateway, Incoming, RequestHead
-from spright.response import Refused, Response, error_response
+from spright.response import Refused, Response, body_too_large, error_response
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in _REASONS.items()}
 _HEADER_LINE = b"%s: %s\r\n"
-_MAX_QUEUED = 64  # pipelined requests in flight per connection before we stop reading
+_MAX_QUEUED = 64  # pipelined requests of one connection in flight at once
 # Lingering close (nginx's lingering_close): after an early answer (413 at the headers, 400...)
 # the rest of what the client sends is read and discarded until it pauses this long or this
 # much time has passed; closing at once would make the kernel reset the connection and a
@@ -55,7 +58,8 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers: dict[str, str] = {}
         self._header_bytes = 0
-        self._body: Incoming | None = None
+        self._body: Incoming | _Held | None = None
+        self._held: deque[tuple[_Held, _Exchange]] = deque()  # read while _MAX_QUEUED were in flight
         self._refused: Response | None = None  # answer this and close once the queue drains
         self._lingering_since: float | None = None  # the refusal was sent; reading to discard
         self._paused = False
@@ -148,6 +152,12 @@ class HttpProtocol(asyncio.Protocol):
             path, query = parsed.path or b"/", parsed.query or b""
         head = RequestHead(self._parser.get_method().decode(), path.decode("latin-1"), query.decode("latin-1"),
                            self._headers)
+        if len(self._queue) >= _MAX_QUEUED:  # room comes when answers drain (_flush)
+            if expected > self._gateway.max_body:
+                self._close_with(self._gateway.refusal(body_too_large(self._gateway.max_body)).response)
+                raise httptools.HttpParserError("request refused")
+            self._body = _Held(head, self._gateway)
+            return
         try:
             self._body = self._gateway.open_request(head, expected)
         except Refused as refusal:
@@ -173,7 +183,23 @@ class HttpProtocol(asyncio.Protocol):
         if len(self._queue) >= _MAX_QUEUED and not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
-        self._gateway.submit(request, exchange.done)
+        if isinstance(request, _Held):
+            self._held.append((request, exchange))
+        else:
+            self._gateway.submit(request, exchange.done)
+
+    def _submit_held(self) -> None:
+        """Requests read while the connection had its fill in flight, as room comes."""
+        held, gateway = self._held, self._gateway
+        while held and len(self._queue) - len(held) < _MAX_QUEUED:
+            waiting, exchange = held.popleft()
+            try:
+                request = gateway.open_request(waiting.head, len(waiting.body))
+                request.write(waiting.body)
+            except Refused as refusal:  # 503: the pool is full
+                exchange.done(refusal.response)
+                continue
+            gateway.submit(request, exchange.done)
 
     # -- responses, in order -----------------------------------------------------------------
     def _flush(self) -> None:
@@ -187,7 +213,8 @@ class HttpProtocol(asyncio.Protocol):
             if not exchange.keep_alive:
                 transport.close()
                 return
-        if self._paused and len(queue) < _MAX_QUEUED // 2:
+        self._submit_held()
+        if self._paused and not self._held and len(queue) < _MAX_QUEUED // 2:
             self._paused = False
             transport.resume_reading()
         if not queue and self._refused is not None and self._lingering_since is None:
@@ -271,3 +298,23 @@ async def drain(server: asyncio.AbstractServer, connections: set[HttpProtocol], 
         connection.close()
     with contextlib.suppress(Exception):
         await asyncio.wait_for(server.wait_closed(), 1)
+
+
+class _Held:
+    """A request read while its connection had ``_MAX_QUEUED`` in flight: its head and body
+    kept as bytes (no pool slot) until there is room to submit it."""
+
+    __slots__ = ("body", "gateway", "head", "method")
+
+    def __init__(self, head: RequestHead, gateway: Gateway) -> None:
+        self.head, self.method, self.gateway = head, head.method, gateway
+        self.body = bytearray()
+
+    def write(self, chunk: bytes) -> None:
+        """Raises Refused (413) once the body outgrows the limit."""
+        if len(self.body) + len(chunk) > self.gateway.max_body:
+            raise self.gateway.refusal(body_too_large(self.gateway.max_body))
+        self.body += chunk
+
+    def release(self) -> None:
+        self.body.clear()

@@ -79,13 +79,13 @@ def test_an_early_413_reaches_a_client_still_sending_its_body(runtime_dir: Path)
         assert slots_in_use(port) == 0
 
 
-def median_latency(port: int, count: int = 30) -> float:
+def median_latency(port: int, count: int = 30, body: bytes = b"ping") -> float:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     took = []
     for _ in range(count):
         started = time.perf_counter()
-        connection.request("POST", "/echo", b"ping")
-        assert connection.getresponse().read() == b"ping"
+        connection.request("POST", "/echo", body)
+        assert connection.getresponse().read() == body
         took.append(time.perf_counter() - started)
     connection.close()
     return sorted(took)[count // 2]
@@ -93,14 +93,17 @@ def median_latency(port: int, count: int = 30) -> float:
 
 def test_500_slow_clients_do_not_slow_a_normal_request(runtime_dir: Path) -> None:
     with run_node("tests.apps.slow:app") as (port, _):
-        alone = median_latency(port)
+        large = os.urandom(1 << 20)
+        alone, alone_large = median_latency(port), median_latency(port, 10, large)
         slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(500)]
         for sock in slow:
             sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\n")
         crowded = median_latency(port)
         for sock in slow:  # still trickling: each made progress within the request timeout
             sock.sendall(b"X: y\r\n")
+        crowded_large = median_latency(port, 10, large)
         assert crowded <= 2 * alone + 0.002, (alone, crowded)
+        assert crowded_large <= 2 * alone_large + 0.002, (alone_large, crowded_large)
         for sock in slow:
             sock.close()
 
@@ -118,3 +121,21 @@ def test_connections_past_the_limit_are_answered_503(runtime_dir: Path) -> None:
         assert median_latency(port, 3) < 1
         for sock in idle[10:]:
             sock.close()
+
+
+def test_pipelined_requests_in_flight_per_connection_are_bounded(runtime_dir: Path) -> None:
+    """200 slow requests pipelined on one connection: at most 64 reach the chains at once (the
+    node stops reading the connection until answers drain), and every one is answered, in order."""
+    with run_node("tests.apps.slow:app") as (port, _):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(b"".join(b"POST /dawdle HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n%03d" % i
+                              for i in range(200)))
+        peak = 0.0
+        received = b""
+        sock.settimeout(20)
+        while received.count(b"HTTP/1.1 ") < 200:
+            peak = max(peak, node_metric(port, "spright_requests_in_flight"))
+            received += sock.recv(65536)
+        sock.close()
+        assert 32 <= peak <= 64, f"requests of one connection in flight at once: {peak}"
+        assert received.count(b"HTTP/1.1 200 ") == 200
