@@ -151,22 +151,31 @@ def run_node(app_ref: str, *, transport: str = "unix", port: int | None = None, 
              startup_timeout: float = 60.0) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """Run ``spright run APP_REF`` in a subprocess; yields (port, process) once it serves.
     ``transport``: the data plane, followed by its options if any (``"http --sidecar"``);
-    ``env``: variables added to this process's environment for the node."""
-    port = port or free_port()
-    command = [sys.executable, "-m", "spright", "run", app_ref, "--port", str(port), "--transport",
+    ``env``: variables added to this process's environment for the node. Without ``port``
+    the node binds a port of the kernel's choosing, read back from its node.json (a port
+    picked here and bound there could meanwhile go to one of the node's own endpoints)."""
+    from spright.nodefile import BadNodeFile, NodeFile, runtime_base
+
+    command = [sys.executable, "-m", "spright", "run", app_ref, "--port", str(port or 0), "--transport",
                *transport.split(), *args]
+    environment = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    base = Path(environment["SPRIGHT_RUNTIME_DIR"]) if environment.get("SPRIGHT_RUNTIME_DIR") else runtime_base()
     log = tempfile.TemporaryFile()  # noqa: SIM115 - a file, not a pipe: a chatty node never blocks on it
-    process = subprocess.Popen(command, stderr=log, env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(command, stderr=log, env=environment)
     try:
         deadline = time.monotonic() + startup_timeout
-        while True:
+        while True:  # it writes node.json once it serves
             if process.poll() is not None:
                 log.seek(0)
                 raise RuntimeError(f"node exited early:\n{log.read().decode(errors='replace')}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
+            with contextlib.suppress(OSError, BadNodeFile):
+                nodes = [NodeFile.read(path) for path in base.glob("*/node.json")]
+                ours = [node for node in nodes if node.pid == process.pid]
+                if ours:
+                    port = ours[0].port
+                    break
             if time.monotonic() > deadline:
-                raise TimeoutError(f"node did not listen on port {port} within {startup_timeout}s")
+                raise TimeoutError(f"node {app_ref} did not serve within {startup_timeout}s")
             time.sleep(0.1)
         yield port, process
     finally:
