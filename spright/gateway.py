@@ -81,8 +81,7 @@ class Incoming:
         self.view: memoryview | None = None
         if self.route is not None and self.route.builtin is None:
             try:
-                self.slot = gateway.pool.alloc(min(expected, UPFRONT) + SLACK, self.request_id,
-                                               gateway.domain_of(self.route))
+                self.slot = gateway.allocators[self.route.chain](min(expected, UPFRONT) + SLACK, self.request_id)
             except PoolExhausted:
                 raise gateway.refusal(no_payload_space()) from None
             self.view = gateway.pool.view(self.slot.id)
@@ -143,7 +142,8 @@ class Gateway:
         self.ready: set[int] = set()
         self.down: set[int] = set()  # functions that died and have not announced READY again
         self._chain_members = [frozenset(chain[:-1]) for chain in table.chains]
-        self._chain_domains = [table.functions[chain[0] - 1].domain for chain in table.chains]
+        # per chain: alloc(size, owner) in the pool of the chain's security domain
+        self.allocators = [pool.allocator(table.functions[chain[0] - 1].domain) for chain in table.chains]
         self._pages: dict[str, Callable[[], Response]] = {"metrics": self.metrics_page}  # routing.BUILTINS
         self._became_ready: asyncio.Event | None = None
         self._next_id = 0
@@ -223,10 +223,6 @@ class Gateway:
             response.headers.append((b"allow", ", ".join(exc.allowed).encode()))
             return None, {}, response
         return route, params, None
-
-    def domain_of(self, route: RouteEntry) -> int:
-        """The security domain whose pool holds a route's payloads: its chain's."""
-        return self._chain_domains[route.chain]
 
     def refusal(self, response: Response) -> Refused:
         """Count ``response`` as a request answered before any chain, to raise as Refused."""

@@ -8,13 +8,13 @@ bits. The gateway, which receives every request, maps every domain's pool throug
 pool refuses any slot id of another domain as it does an out-of-range one.
 
 A ``NodePool`` answers the slot operations the gateway uses by the slot's domain (with one
-domain, its pool's own methods answer them: no dispatch on the hot path), and allocates in
-the domain it is told (a request's, from its route).
+domain, its pool's own methods answer them: no dispatch on the hot path), and hands out each
+domain's allocator (the gateway binds one per chain).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from spright.config import PoolConfig
 from spright.pool import DOMAIN_SHIFT, Payload, Pool, PoolHandle, Slot
@@ -59,8 +59,9 @@ class NodePool:
         return self._by_domain.get(slot >> DOMAIN_SHIFT)
 
     # -- the slot operations, each in the slot's own domain ----------------------------------
-    def alloc(self, size: int, owner: int, domain: int) -> Slot:
-        return self._by_domain[domain].alloc(size, owner)
+    def allocator(self, domain: int) -> Callable[[int, int], Slot]:
+        """``alloc(size, owner)`` in ``domain``'s pool (bound once, called per request)."""
+        return self._by_domain[domain].alloc
 
     def free(self, slot: int, generation: int) -> bool:
         pool = self._of(slot)
