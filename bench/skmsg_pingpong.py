@@ -24,7 +24,8 @@ from typing import Any
 import uvloop
 
 from spright.descriptor import SIZE, Descriptor, pack_many
-from spright.routing import App, RouteTable
+from spright.routing import App
+from spright.table import RouteTable
 from spright.transport import skmsg
 from spright.transport.base import Transport
 from spright.transport.skmsg import SkmsgTransport

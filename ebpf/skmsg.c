@@ -50,6 +50,15 @@ struct counters {
 };
 BPF_PERCPU_ARRAY(spright_stats, struct counters, MAX_ENDPOINTS + 1);
 
+// Map 6: live instances of the functions that may have several. Entry f (a function id):
+// how many are live, 0 for a function served by its own endpoint only; entry
+// MAX_ENDPOINTS + f * MAX_INSTANCES + i: the endpoint id of its i-th live instance. The
+// supervisor writes the ids first, then the count.
+BPF_ARRAY(spright_instances, u32, MAX_ENDPOINTS + MAX_ENDPOINTS * MAX_INSTANCES);
+
+// Map 7: per CPU and function, whose turn it is (round robin over the live instances).
+BPF_PERCPU_ARRAY(spright_turns, u32, MAX_ENDPOINTS);
+
 // The endpoint a descriptor goes to: next_hop itself, or its chain's entry at `hop`.
 static __always_inline u32 resolve(void *d) {
     u32 next_hop = FIELD(d, u32, NEXT_HOP);
@@ -61,6 +70,32 @@ static __always_inline u32 resolve(void *d) {
     u32 key = chain * MAX_HOPS + hop;
     u32 *target = spright_routes.lookup(&key);
     return target ? *target : NO_ROUTE;
+}
+
+// Requests and calls name a function; it is their receiver that the kernel picks among
+// the function's live instances. Replies, responses and notices name an exact endpoint.
+static __always_inline bool picks_instance(void *d) {
+    u8 kind = FIELD(d, u8, FLAGS) & KIND_MASK;
+    return kind == REQUEST || kind == CALL;
+}
+
+// One of `function`'s live instances, in turn (per CPU); the function's own endpoint when
+// it has no instance table entry.
+static __always_inline u32 instance_of(u32 function) {
+    if (function >= MAX_ENDPOINTS)
+        return function;
+    u32 *live = spright_instances.lookup(&function);
+    u32 count = live ? *live : 0;
+    u32 *turn = spright_turns.lookup(&function);
+    if (count == 0 || !turn)
+        return function;
+    u32 pick = *turn % count;
+    *turn += 1;
+    if (pick >= MAX_INSTANCES)
+        return function;
+    u32 key = MAX_ENDPOINTS + function * MAX_INSTANCES + pick;
+    u32 *endpoint = spright_instances.lookup(&key);
+    return endpoint ? *endpoint : function;
 }
 
 // Undeliverable descriptors go to the sink socket, whose reader discards them. Returning
@@ -141,8 +176,10 @@ int spright_msg(struct sk_msg_md *msg) {
     // never see NEXT_IN_CHAIN nor a forged sender; a run for another security domain is
     // rewritten into REFUSED descriptors addressed to the sender itself. The verifier walks
     // this loop iteration by iteration, within its 1M-instruction budget at MAX_RUN = 256.
-    u32 target = NO_ROUTE;
-    bool refused = false;
+    // A run also shares whether it picks an instance (requests and calls to one function
+    // do): the whole run goes to the instance picked for its first descriptor.
+    u32 address = NO_ROUTE, target = NO_ROUTE;
+    bool picking = false, refused = false;
     u32 run = 0;
     u64 bytes = 0;
     void *d = data;
@@ -151,10 +188,13 @@ int spright_msg(struct sk_msg_md *msg) {
         if (d + DESCRIPTOR_SIZE > data_end)
             break;
         u32 t = resolve(d);
+        bool picks = t != NO_ROUTE && picks_instance(d);
         if (i == 0) {
-            target = t;
-            refused = t != NO_ROUTE && !same_domain(sender, t);
-        } else if (t != target)
+            address = t;
+            picking = picks;
+            target = picks ? instance_of(t) : t;
+            refused = target != NO_ROUTE && !same_domain(sender, target);
+        } else if (t != address || picks != picking)
             break;
         if (refused) {
             FIELD(d, u32, NEXT_HOP) = sender;

@@ -17,7 +17,7 @@ import orjson
 
 from spright.context import CallError, Reply
 from spright.descriptor import BODY_JSON, BODY_MASK, ERROR, KIND_MASK, Descriptor
-from spright.routing import RouteTable
+from spright.table import RouteTable
 
 Expire = Callable[[Hashable], None]
 

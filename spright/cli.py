@@ -45,20 +45,34 @@ def run(
     sidecar: bool = typer.Option(False, help="http: a queue-proxy-like process in front of each function."),
     sidecar_concurrency: int = typer.Option(
         0, help="http --sidecar: requests a sidecar lets reach its function at once (0: no limit)."),
+    instances: list[str] = typer.Option(  # noqa: B008 (typer's way to declare a repeatable option)
+        [], "--instances", metavar="NAME=N", help="Run function NAME as N worker processes (repeatable)."),
 ) -> None:
-    """Serve APP: gateway plus one worker process per function."""
+    """Serve APP: gateway plus one worker process per function (or per instance)."""
     from spright.supervisor import Supervisor
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         supervisor = Supervisor(app, host=host, port=port, transport=transport, poll_idle_us=poll_idle_us,
-                                sidecar=sidecar, sidecar_concurrency=sidecar_concurrency)
+                                sidecar=sidecar, sidecar_concurrency=sidecar_concurrency,
+                                instances=_instance_counts(instances))
     except (AppNotFound, ValueError) as exc:  # RoutingError, and Config's own checks
         raise _fail(str(exc)) from None
     try:
         supervisor.run()
     except (RuntimeError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
+
+
+def _instance_counts(options: list[str]) -> tuple[tuple[str, int], ...]:
+    """``--instances NAME=N`` options as (name, N) pairs; a clear error for a malformed one."""
+    counts = []
+    for option in options:
+        name, _, count = option.partition("=")
+        if not name or not count.isdigit():
+            raise _fail(f"--instances takes NAME=N (a function name and a count), got {option!r}")
+        counts.append((name, int(count)))
+    return tuple(counts)
 
 
 def _print_json(data: Any) -> None:

@@ -39,7 +39,7 @@ from spright.metrics import BYTES, CONTENT_TYPE, DROPPED, IN, OUT, CounterTable,
 from spright.pool import PoolExhausted, Slot, read_meta
 from spright.pools import NodePool
 from spright.response import Refused, Response, body_too_large, error_response, no_payload_space
-from spright.routing import MethodNotAllowed, NotFound, RouteEntry, RouteTable
+from spright.table import MethodNotAllowed, NotFound, RouteEntry, RouteTable
 from spright.transport.base import Endpoint, Outbox, Transport
 
 __all__ = ["Gateway", "Incoming", "Refused", "RequestHead", "Response"]
@@ -139,10 +139,13 @@ class Gateway:
         self.max_body = config.max_body
         self.metrics = GatewayMetrics(table, counters or CounterTable.create(len(table.endpoints), shared=False))
         self._counts = self.metrics.counts
-        self.ready: set[int] = set()
-        self.down: set[int] = set()  # functions that died and have not announced READY again
+        self.ready: set[int] = set()  # endpoints (instances) that announced themselves and did not die since
+        self.metrics.ready = self.ready
+        self.down: set[int] = set()  # functions whose every instance died, none back yet
+        self.instance_ready: Callable[[int], None] | None = None  # told of each READY (the supervisor)
         self._chain_members = [frozenset(chain[:-1]) for chain in table.chains]
         # per chain: alloc(size, owner) in the pool of the chain's security domain
+        self._endpoints = frozenset(table.endpoints)
         self.allocators = [pool.allocator(table.functions[chain[0] - 1].domain) for chain in table.chains]
         self._pages: dict[str, Callable[[], Response]] = {"metrics": self.metrics_page}  # routing.BUILTINS
         self._became_ready: asyncio.Event | None = None
@@ -173,7 +176,8 @@ class Gateway:
 
     async def wait_ready(self, timeout: float) -> None:
         """Until every function announced itself; RuntimeError naming the missing ones."""
-        everyone = {f.id for f in self.table.functions}
+        table = self.table
+        everyone = {e for f in table.functions for e in table.instance_endpoints(f.id)[: f.instances]}
         self._became_ready = asyncio.Event()
         try:
             async with asyncio.timeout(timeout):
@@ -292,15 +296,10 @@ class Gateway:
             kind = d.flags & KIND_MASK
             if kind in (RESPONSE, ERROR):
                 self._complete(d)
-            elif kind == READY and not 0 < d.sender < len(self.table.endpoints):
+            elif kind == READY and (d.sender == GATEWAY or d.sender not in self._endpoints):
                 self._dropped(d, "a READY from no function")
             elif kind == READY:
-                if d.sender in self.down:  # back from a crash: callers may call it again
-                    self.down.discard(d.sender)
-                    self._tell_workers(READY, d.sender)
-                self.ready.add(d.sender)
-                if self._became_ready is not None:
-                    self._became_ready.set()
+                self._announced(d.sender)
             else:
                 self._dropped(d, "its kind is not one the gateway receives")
 
@@ -349,13 +348,30 @@ class Gateway:
         self.metrics.observe(pending[1], response.status, pending[3])
         pending[0](response)
 
-    def function_died(self, function_id: int) -> None:
-        """Fail at once the requests whose chain runs through a worker that just died."""
-        name = self.table.name_of(function_id)
+    def _announced(self, endpoint: int) -> None:
+        """READY from an instance: it serves (again)."""
+        function_id = self.table.function_of(endpoint)
+        if function_id in self.down:  # back from a crash: callers may call it again
+            self.down.discard(function_id)
+            self._tell_workers(READY, function_id)
+        self.ready.add(endpoint)
+        if self.instance_ready is not None:
+            self.instance_ready(endpoint)
+        if self._became_ready is not None:
+            self._became_ready.set()
+
+    def endpoint_died(self, endpoint: int) -> None:
+        """An instance's worker died. Once a function has no instance left, fail at once the
+        requests whose chain runs through it, and tell callers; while others serve, only the
+        requests the dead one held are lost (to their timeout: which they were is not known here)."""
+        function_id = self.table.function_of(endpoint)
         self._sweep_at = time.monotonic() + self.config.grace
-        self.ready.discard(function_id)
+        self.ready.discard(endpoint)
+        self.pool.release_holds(endpoint)  # a dead worker writes nothing: its slots may be swept
+        if not self.ready.isdisjoint(self.table.instance_endpoints(function_id)):
+            return
+        name = self.table.name_of(function_id)
         self.down.add(function_id)
-        self.pool.release_holds(function_id)  # a dead worker writes nothing: its slots may be swept
         self._tell_workers(DOWN, function_id)
         for request_id, (_, route, _, _) in list(self._pending.items()):
             if function_id in self.table.chains[route.chain]:

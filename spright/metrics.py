@@ -123,6 +123,15 @@ def read_segment(name: str, rows: int) -> list[list[int]]:
     return [list(words[i * ROW_WORDS : (i + 1) * ROW_WORDS]) for i in range(len(words) // ROW_WORDS)]
 
 
+def by_function(table: RouteTable, rows: list[list[int]]) -> list[list[int]]:
+    """Rows per function (the gateway's first): each function's instances added up."""
+    summed = [list(rows[0]), *([0] * len(rows[0]) for _ in table.functions)]
+    for f in table.functions:
+        for endpoint in table.instance_endpoints(f.id):
+            summed[f.id] = [a + b for a, b in zip(summed[f.id], rows[endpoint], strict=True)]
+    return summed
+
+
 def row_dict(row: list[int], gateway: bool) -> dict[str, int]:
     return dict(zip(COLUMNS if gateway else FUNCTION_COLUMNS, row, strict=False))
 
@@ -139,6 +148,7 @@ class GatewayMetrics:
     def __init__(self, table: RouteTable, counters: CounterTable) -> None:
         self.table = table
         self.counters = counters
+        self.ready: set[int] = set()  # the endpoints serving now (the gateway's own set)
         # the gateway's row (the owner bumps it in place), minus routed responses; see row()
         self.counts = [0] * ROW_WORDS
         self._route_key = {id(route): 5 * i for i, route in enumerate(table.routes)}
@@ -224,7 +234,7 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Any]:
         metrics = self.metrics
-        rows = metrics.rows()
+        rows = by_function(metrics.table, metrics.rows())
         helps = {
             "descriptors_in": "Descriptors received by the endpoint.",
             "descriptors_out": "Descriptors sent by the endpoint.",
@@ -250,6 +260,12 @@ class _Collector(Collector):
         yield responses
         if self.kernel:
             yield from self._kernel_families(self.kernel)
+        instances = GaugeMetricFamily("spright_instances", "Worker processes (instances) serving each function.",
+                                      labels=["function", "domain"])
+        for f in metrics.table.functions:
+            ready = sum(e in metrics.ready for e in metrics.table.instance_endpoints(f.id))
+            instances.add_metric(self._labels(f.id), ready)
+        yield instances
         for name, (text, value) in self.gauges.items():
             yield GaugeMetricFamily(f"spright_{name}", text, value=value)
         latency = HistogramMetricFamily(
@@ -264,12 +280,19 @@ class _Collector(Collector):
 
     def _kernel_families(self, kernel: dict[int, dict[str, int]]) -> Iterator[Any]:
         """One family per key the data plane reports (whatever it keeps, e.g. drops)."""
+        table = self.metrics.table
         keys = sorted({key for counters in kernel.values() for key in counters})
+        summed: dict[int, dict[str, int]] = {}  # per function, its instances' counters added up
+        for endpoint, counters in kernel.items():
+            if endpoint == 0 or endpoint in table.endpoints:
+                into = summed.setdefault(table.function_of(endpoint), {})
+                for key, value in counters.items():
+                    into[key] = into.get(key, 0) + value
         for key in keys:
             name = "spright_kernel_" + re.sub(r"[^A-Za-z0-9_]", "_", key)
             text = f"Data-plane counter {key!r}, kept by the transport itself."
             family = CounterMetricFamily(name, text, labels=["function", "domain"])
-            for endpoint in sorted(kernel):
-                if key in kernel[endpoint] and endpoint < len(self.metrics.table.functions) + 1:
-                    family.add_metric(self._labels(endpoint), kernel[endpoint][key])
+            for function_id in sorted(summed):
+                if key in summed[function_id]:
+                    family.add_metric(self._labels(function_id), summed[function_id][key])
             yield family

@@ -93,8 +93,14 @@ def choose_node(pid: int | None = None, port: int | None = None) -> NodeFile:
 
 
 def _endpoints(node: NodeFile) -> list[dict[str, Any]]:
-    return [{"id": 0, "name": "gateway", "domain": "gateway"},
-            *({"id": f["id"], "name": f["name"], "domain": f["domain"]} for f in node.functions)]
+    """The gateway and each function, with the endpoint ids of its instances."""
+    return [{"id": 0, "name": "gateway", "domain": "gateway", "endpoints": [0]},
+            *({"id": f["id"], "name": f["name"], "domain": f["domain"], "endpoints": f.get("endpoints", [f["id"]])}
+              for f in node.functions)]
+
+
+def _added(rows: list[list[int]], endpoints: list[int]) -> list[int]:
+    return [sum(column) for column in zip(*(rows[e] for e in endpoints), strict=True)]
 
 
 def _transport_class(node: NodeFile) -> type[Transport] | None:
@@ -112,9 +118,15 @@ def snapshot(node: NodeFile) -> dict[str, Any]:
         kernel = None
     functions = []
     for endpoint in _endpoints(node):
-        entry: dict[str, Any] = {**endpoint, **row_dict(rows[endpoint["id"]][: len(FUNCTION_COLUMNS)], False)}
+        ids = endpoint.pop("endpoints")
+        entry: dict[str, Any] = {**endpoint, **row_dict(_added(rows, ids)[: len(FUNCTION_COLUMNS)], False)}
+        if len(ids) > 1:  # each instance's own counters too
+            entry["instances"] = [{"endpoint": e, **row_dict(rows[e][: len(FUNCTION_COLUMNS)], False)} for e in ids]
         if kernel is not None:
-            entry["kernel"] = dict(kernel.get(endpoint["id"], {}))
+            entry["kernel"] = {}
+            for e in ids:
+                for key, value in kernel.get(e, {}).items():
+                    entry["kernel"][key] = entry["kernel"].get(key, 0) + value
         functions.append(entry)
     gateway = rows[0]
     return {

@@ -13,6 +13,7 @@ import ctypes
 import logging
 import signal
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import uvloop
 
@@ -21,15 +22,28 @@ from spright.loader import load_app
 from spright.metrics import CounterTable
 from spright.pool import Pool, PoolHandle
 from spright.runtime import Worker
+from spright.table import RouteTable
 from spright.transport.base import Transport
 
 log = logging.getLogger("spright.worker")
+
+
+class WorkerKey(NamedTuple):
+    """A worker process: which of the table's processes, and which instance of it."""
+
+    process: str  # RouteTable.processes()
+    instance: int  # 0: the first; each instance hosts the same functions, on endpoints of its own
+
+    def __str__(self) -> str:
+        return self.process if self.instance == 0 else f"{self.process}#{self.instance}"
 
 
 @dataclass(frozen=True)
 class WorkerSpec:
     app_ref: str
     process: str  # the worker process's name (RouteTable.processes())
+    instance: int  # which instance of it (WorkerKey)
+    table: RouteTable  # the node's, as the supervisor compiled it (instances included)
     pool: PoolHandle
     transport: Transport
     counters: str  # the counter table's shared-memory name
@@ -49,13 +63,13 @@ async def _worker(spec: WorkerSpec, sealable: bool) -> None:
     """One Worker per function this process hosts, all on one loop, each its own endpoint;
     sealed off from other domains' memory (``sealable``) before it says READY."""
     app = load_app(spec.app_ref)
-    name_process(f"worker {spec.process} [{app.name}]")
+    key = WorkerKey(spec.process, spec.instance)
+    name_process(f"worker {key} [{app.name}]")
     pool = Pool.attach(spec.pool)
-    table = app.compile()
+    table = spec.table
     counters = CounterTable.attach(spec.counters, len(table.endpoints))
-    workers = [
-        Worker(table, app.functions[table.name_of(i)], pool, counters.row(i)) for i in table.processes()[spec.process]
-    ]
+    endpoints = [table.instance_endpoints(f)[spec.instance] for f in table.processes()[spec.process]]
+    workers = [Worker(table, app.functions[table.name_of(e)], pool, counters.row(e), e) for e in endpoints]
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     for worker in workers:

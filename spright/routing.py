@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from spright.config import Config, PoolConfig
-from spright.descriptor import GATEWAY, REQUEST, RESPONSE
+from spright.descriptor import GATEWAY
 from spright.pool import MAX_DOMAINS
+from spright.table import BUILTIN_CHAIN, BUILTINS, FunctionEntry, RouteEntry, RouteTable
 
 Handler = Callable[[Any], Any]
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -29,8 +30,6 @@ CONVERTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "float": (r"[0-9]+(?:\.[0-9]+)?", float),
     "uuid": ("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", uuid.UUID),
 }
-BUILTIN_CHAIN = -1  # RouteEntry.chain of a route the gateway serves itself
-BUILTINS = {("GET", "/metrics"): "metrics"}  # served by the gateway unless the app routes them
 
 
 class RoutingError(ValueError):
@@ -46,6 +45,9 @@ class Function:
     concurrency: int = 64
     domain: str | None = None  # security domain; None: the app's own
     process: str | None = None  # worker process to share with other functions; None: its own
+    instances: int = 1  # worker processes serving it, each its own endpoint
+    max_instances: int = 1  # how many it may grow to while running (endpoints are set aside for them)
+    stateful: bool = False  # its state lives in its process: it runs as exactly one instance
 
     def __call__(self, ctx: Any) -> Any:
         return self.handler(ctx)
@@ -68,149 +70,6 @@ class Chain:
 ChainSpec = Function | Chain | str | Iterable[Function | str]
 
 
-@dataclass(frozen=True)
-class FunctionEntry:
-    id: int
-    name: str
-    concurrency: int
-    domain: int  # index into RouteTable.domains; descriptors never cross domains
-    process: str  # the worker process hosting it (by default, one per function)
-
-
-@dataclass(frozen=True)
-class RouteEntry:
-    method: str
-    path: str
-    chain: int  # BUILTIN_CHAIN for a page the gateway serves itself
-    timeout: float
-    pattern: re.Pattern[str] = field(compare=False, repr=False)
-    index: int = 0  # position in RouteTable.routes
-    converters: tuple[tuple[str, Callable[[str], Any]], ...] = field(default=(), compare=False, repr=False)
-    builtin: str | None = None  # which built-in page (BUILTINS), for BUILTIN_CHAIN
-
-    def convert(self, params: dict[str, str]) -> dict[str, Any]:
-        """The path parameters as the handler gets them (``{n:int}`` -> int)."""
-        if not self.converters:
-            return params
-        typed: dict[str, Any] = dict(params)
-        for name, convert in self.converters:
-            typed[name] = convert(typed[name])
-        return typed
-
-
-class NotFound(LookupError):
-    pass
-
-
-class MethodNotAllowed(LookupError):
-    def __init__(self, allowed: list[str]) -> None:
-        super().__init__(", ".join(allowed))
-        self.allowed = allowed
-
-
-@dataclass(frozen=True)
-class RouteTable:
-    """The compiled app: ids from 1 (0 is the gateway); every chain ends at the gateway.
-
-    A chain is a hop list with its timeout (routes with the same hops and timeout share
-    one). Domain 0 is the gateway's, which may exchange descriptors with every domain;
-    functions of different domains (1, 2, ...) may not: a chain stays inside one domain
-    (checked by ``App.compile``) and every data plane refuses a call across domains.
-    """
-
-    functions: tuple[FunctionEntry, ...]
-    chains: tuple[tuple[int, ...], ...]
-    routes: tuple[RouteEntry, ...]
-    domains: tuple[str, ...] = ("gateway",)
-    timeouts: tuple[float, ...] = ()  # per chain: how long anyone waits on one of its requests
-
-    _ids: dict[str, int] = field(init=False, repr=False, compare=False)
-    _exact: dict[tuple[str, str], RouteEntry] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_ids", {f.name: f.id for f in self.functions})
-        object.__setattr__(self, "_exact", {(r.method, r.path): r for r in self.routes if "{" not in r.path})
-
-    def function_id(self, name: str) -> int:
-        try:
-            return self._ids[name]
-        except KeyError:
-            raise LookupError(f"no function named {name!r}") from None
-
-    @property
-    def endpoints(self) -> list[int]:
-        """Every endpoint id of the node: the gateway, then the functions."""
-        return [GATEWAY, *(f.id for f in self.functions)]
-
-    def processes(self) -> dict[str, tuple[int, ...]]:
-        """Worker process name -> the ids of the functions it hosts, in registration order."""
-        hosted: dict[str, tuple[int, ...]] = {}
-        for f in self.functions:
-            hosted[f.process] = (*hosted.get(f.process, ()), f.id)
-        return hosted
-
-    def name_of(self, endpoint_id: int) -> str:
-        return "gateway" if endpoint_id == GATEWAY else self.functions[endpoint_id - 1].name
-
-    def domain_of(self, endpoint_id: int) -> str:
-        return self.domains[0 if endpoint_id == GATEWAY else self.functions[endpoint_id - 1].domain]
-
-    def steps(self, addresses: tuple[tuple[int, ...], ...]) -> tuple[tuple[tuple[int, int], ...], ...]:
-        """Per chain and position: the (next_hop, kind) of the descriptor that goes there.
-        The one place that decides a request's next hop: ``addresses`` is the data plane's
-        way of naming each position (``Transport.addresses``); the kind is RESPONSE where
-        the chain returns to the gateway."""
-        return tuple(
-            tuple((address, RESPONSE if hop == GATEWAY else REQUEST) for hop, address in zip(hops, named, strict=True))
-            for hops, named in zip(self.chains, addresses, strict=True)
-        )
-
-    def match(self, method: str, path: str) -> tuple[RouteEntry, dict[str, str]]:
-        """The route for ``method path``; HEAD falls back to GET, as HTTP expects."""
-        exact = self._exact
-        route = exact.get((method, path)) or (method == "HEAD" and exact.get(("GET", path)))
-        if route:
-            return route, {}
-        allowed: list[str] = []
-        fallback = None
-        for route in self.routes:
-            found = route.pattern.fullmatch(path)
-            if found is None:
-                continue
-            if route.method == method:
-                return route, found.groupdict()
-            if method == "HEAD" and route.method == "GET" and fallback is None:
-                fallback = route, found.groupdict()
-            allowed.extend(("GET", "HEAD") if route.method == "GET" else (route.method,))
-        if fallback is not None:
-            return fallback
-        if allowed:
-            raise MethodNotAllowed(sorted(set(allowed)))
-        raise NotFound(path)
-
-    def describe_functions(self) -> list[dict[str, Any]]:
-        """Plain rows per function: id, name, concurrency, domain name, hosting process."""
-        return [
-            {"id": f.id, "name": f.name, "concurrency": f.concurrency, "domain": self.domains[f.domain],
-             "process": f.process}
-            for f in self.functions
-        ]
-
-    def describe(self) -> list[dict[str, Any]]:
-        """Plain rows for ``spright routes``: route, chain of names and ids."""
-        return [
-            {
-                "method": route.method,
-                "path": route.path,
-                "chain": route.chain,
-                "hops": [{"id": i, "name": self.name_of(i)} for i in self.chains[route.chain]],
-                "timeout": route.timeout,
-            }
-            for route in self.routes
-            if route.builtin is None
-        ]
-
-
 class App:
     """Functions and routes of one application; ``compile()`` checks and freezes them."""
 
@@ -230,13 +89,9 @@ class App:
         self.functions: dict[str, Function] = {}
         self._routes: list[tuple[str, str, ChainSpec, float]] = []
 
-    def function(
-        self, name: str | None = None, *, concurrency: int = 64, domain: str | None = None, process: str | None = None
-    ) -> Callable[[Handler], Function]:
-        """Decorator form of ``add_function``."""
-        return lambda handler: self.add_function(
-            handler, name=name, concurrency=concurrency, domain=domain, process=process
-        )
+    def function(self, name: str | None = None, **options: Any) -> Callable[[Handler], Function]:
+        """Decorator form of ``add_function`` (same options)."""
+        return lambda handler: self.add_function(handler, name=name, **options)
 
     def add_function(
         self,
@@ -246,11 +101,18 @@ class App:
         concurrency: int = 64,
         domain: str | None = None,
         process: str | None = None,
+        instances: int = 1,
+        max_instances: int | None = None,
+        stateful: bool = False,
     ) -> Function:
         """Register ``handler``. ``domain`` isolates it from functions of other domains;
         functions naming the same ``process`` share one worker process: hops between them
         skip the cross-process wake-up (they still go through the data plane, and keep their
-        own endpoint, counters and domain), at the price of failing together."""
+        own endpoint, counters and domain), at the price of failing together.
+        ``instances``: worker processes serving it, the data plane spreading its requests
+        and calls over them; ``max_instances`` (default: ``instances``) how many it may grow
+        to while running. ``stateful``: its state lives in its process, so it runs as exactly
+        one instance (asking for more is a startup error)."""
         name = name or str(getattr(handler, "__name__", ""))
         if not callable(handler):
             raise RoutingError(f"function {name!r}: handler {handler!r} is not callable")
@@ -263,7 +125,14 @@ class App:
         for kind, value in (("domain", domain), ("process", process)):
             if value is not None and not _NAME.match(value):
                 raise RoutingError(f"function {name!r}: {kind} {value!r} must be an identifier-like name")
-        function = self.functions[name] = Function(name, handler, concurrency, domain, process)
+        most = instances if max_instances is None else max_instances
+        if not 1 <= instances <= most:
+            raise RoutingError(f"function {name!r}: instances must be 1..max_instances ({most}), got {instances}")
+        if stateful and most > 1:
+            raise RoutingError(f"function {name!r} is stateful (its state lives in its process): it runs as one "
+                               f"instance, not {most}")
+        function = self.functions[name] = Function(name, handler, concurrency, domain, process, instances, most,
+                                                   stateful)
         return function
 
     def route(
@@ -275,7 +144,9 @@ class App:
         for method in methods:
             self._routes.append((method.upper(), path, chain, timeout or self.config.default_timeout))
 
-    def compile(self) -> RouteTable:
+    def compile(self, instances: Mapping[str, int] | None = None) -> RouteTable:
+        """The route table; ``instances``: function name -> instances to start with, over what
+        the app declares (``spright run --instances NAME=N``)."""
         if not self.functions:
             raise RoutingError(f"app {self.name!r} registers no functions")
         ids = {name: number for number, name in enumerate(self.functions, start=1)}
@@ -286,10 +157,15 @@ class App:
         if len(domains) > MAX_DOMAINS:  # the gateway's + each a pool of its own, named in every slot id
             raise RoutingError(f"app {self.name!r} has {len(domains) - 1} security domains; at most "
                                f"{MAX_DOMAINS - 1} are supported")
-        functions = tuple(
-            FunctionEntry(ids[f.name], f.name, f.concurrency, domains.index(f.domain or self.name), f.process or f.name)
-            for f in self.functions.values()
-        )
+        counts = _instance_counts(self, instances or {})
+        extra = len(ids) + 1  # the endpoint ids of instances past the first come after the functions'
+        entries = []
+        for f in self.functions.values():
+            count, most = counts[f.name]
+            entries.append(FunctionEntry(ids[f.name], f.name, f.concurrency, domains.index(f.domain or self.name),
+                                         f.process or f.name, count, (ids[f.name], *range(extra, extra + most - 1))))
+            extra += most - 1
+        functions = tuple(entries)
         process_domains: dict[str, int] = {}
         for entry in functions:
             if process_domains.setdefault(entry.process, entry.domain) != entry.domain:
@@ -375,3 +251,28 @@ def _compile_path(path: str, where: str) -> tuple[re.Pattern[str], tuple[tuple[s
     if "{" in rest or "}" in rest:
         raise RoutingError(f"{where}: malformed path parameter in {path!r}")
     return re.compile(pattern + re.escape(rest)), tuple(converters)
+
+
+def _instance_counts(app: App, asked: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+    """Per function: (instances to start, most it may have), ``asked`` over the app's own."""
+    unknown = sorted(set(asked) - set(app.functions))
+    if unknown:
+        raise RoutingError(f"--instances names no function of app {app.name!r}: {', '.join(unknown)}")
+    sharing: dict[str, int] = {}
+    for f in app.functions.values():
+        sharing[f.process or f.name] = sharing.get(f.process or f.name, 0) + 1
+    counts = {}
+    for f in app.functions.values():
+        count = asked.get(f.name, f.instances)
+        most = max(f.max_instances, count)
+        where = f"function {f.name!r}"
+        if count < 1:
+            raise RoutingError(f"{where}: instances must be >= 1, got {count}")
+        if f.stateful and count > 1:
+            raise RoutingError(f"{where} is stateful (its state lives in its process): it runs as one instance, "
+                               f"not {count}")
+        if most > 1 and sharing[f.process or f.name] > 1:
+            raise RoutingError(f"{where} shares process {f.process!r} with other functions: only a function "
+                               f"alone in its process can run as several instances")
+        counts[f.name] = (count, most)
+    return counts

@@ -42,7 +42,8 @@ from spright.descriptor import (
 )
 from spright.metrics import BYTES, CALLS, DROPPED, ERRORS, HANDLED, HANDLER_NS, IN, OUT, REFUSED_CALLS, ROW_WORDS
 from spright.pool import Payload, Pool, PoolExhausted
-from spright.routing import Function, RouteTable
+from spright.routing import Function
+from spright.table import RouteTable
 from spright.transport.base import Endpoint, Outbox, Transport
 
 log = logging.getLogger("spright.worker")
@@ -77,11 +78,13 @@ class Worker:
     handlers at a time (the rest wait in a backlog), sends each result onward, settles the
     replies of its own ``ctx.call``s."""
 
-    def __init__(self, table: RouteTable, function: Function, pool: Pool, counters: memoryview | None = None) -> None:
-        """``counters``: this worker's row of the node's counter table (see spright.metrics)."""
+    def __init__(self, table: RouteTable, function: Function, pool: Pool, counters: memoryview | None = None,
+                 endpoint: int | None = None) -> None:
+        """``counters``: this worker's row of the node's counter table (see spright.metrics);
+        ``endpoint``: the instance's endpoint id (default: the function's own, its first)."""
         self.table = table
         self.function = function
-        self.id = table.function_id(function.name)
+        self.id = table.function_id(function.name) if endpoint is None else endpoint
         self.pool = pool
         self.counters = counters if counters is not None else memoryview(bytearray(8 * ROW_WORDS)).cast("Q")
         self._is_async = inspect.iscoroutinefunction(function.handler)
@@ -152,7 +155,7 @@ class Worker:
                     self._calls.settle(d, self.pool.take(d.slot, d.generation, d.length))
                 elif kind == REFUSED:
                     self._refused(d)
-                elif kind in (DOWN, READY) and not 0 < d.call_id < len(self.table.endpoints):
+                elif kind in (DOWN, READY) and not 0 < d.call_id <= len(self.table.functions):
                     self._dropped(d, "it names no function")
                 elif kind == DOWN:
                     self._calls.callee_died(d.call_id)

@@ -22,12 +22,13 @@ import uvloop
 
 from spright import http
 from spright.gateway import Gateway
+from spright.instances import LiveInstances
 from spright.loader import load_app
 from spright.metrics import COLUMNS, ROW_WORDS, CounterTable
 from spright.nodefile import CounterSegment, NodeFile, runtime_base
 from spright.nodes import sweep_dead_nodes
 from spright.pools import NodePool
-from spright.process import WorkerSpec, name_process, worker_main
+from spright.process import WorkerKey, WorkerSpec, name_process, worker_main
 from spright.transport import select_transport
 
 log = logging.getLogger("spright")
@@ -39,10 +40,10 @@ class Supervisor:
         """``options``: Config fields that override the app's (host, port, transport...)."""
         self.app_ref = app_ref
         self.app = load_app(app_ref)
-        self.table = self.app.compile()
         self.config = self.app.config.replace(**options)
-        self.processes: dict[str, BaseProcess] = {}  # by worker process name
-        self._starts: dict[str, list[float]] = {}
+        self.table = self.app.compile(dict(self.config.instances))
+        self.processes: dict[WorkerKey, BaseProcess] = {}
+        self._starts: dict[WorkerKey, list[float]] = {}
         self._stopping = False
         self._port: int | None = None  # the HTTP port, once serving (the node file is written from then on)
 
@@ -66,6 +67,8 @@ class Supervisor:
         self.pool = NodePool.create(self.config.pool, (f.domain for f in self.table.functions))
         self.counters = CounterTable.create(len(self.table.endpoints))
         self.gateway = Gateway(self.table, self.pool, self.config, self.counters)
+        self.live = LiveInstances(self.runtime_dir, self.table, create=True)
+        self.gateway.instance_ready = lambda endpoint: self._set_live(endpoint, True)
         server = None
         try:
             transport.start()
@@ -95,38 +98,56 @@ class Supervisor:
 
     # -- workers ---------------------------------------------------------------------------
     async def _start_workers(self) -> None:
-        for process in self.table.processes():
-            self._spawn(process)
+        table = self.table
+        for name, hosted in table.processes().items():
+            for instance in range(table.functions[hosted[0] - 1].instances):
+                self._spawn(WorkerKey(name, instance))
         await self.gateway.wait_ready(self.config.ready_timeout)
 
-    def _spawn(self, name: str) -> None:
-        domain = self.table.functions[self.table.processes()[name][0] - 1].domain
-        spec = WorkerSpec(self.app_ref, name, self.pool.handle(domain), self.transport, self.counters.name or "",
-                          self.config.drain_timeout)
-        process = get_context("spawn").Process(target=worker_main, args=(spec,), name=f"spright-{name}", daemon=True)
-        process.start()
-        self.processes[name] = process
-        self._starts.setdefault(name, []).append(time.monotonic())
-        asyncio.get_running_loop().add_reader(process.sentinel, self._exited, name, process)
+    def _endpoints_of(self, key: WorkerKey) -> list[int]:
+        """The endpoint of each function a worker process hosts."""
+        return [self.table.instance_endpoints(f)[key.instance] for f in self.table.processes()[key.process]]
 
-    def _exited(self, name: str, process: BaseProcess) -> None:
+    def _spawn(self, key: WorkerKey) -> None:
+        domain = self.table.functions[self.table.processes()[key.process][0] - 1].domain
+        spec = WorkerSpec(self.app_ref, key.process, key.instance, self.table, self.pool.handle(domain),
+                          self.transport, self.counters.name or "", self.config.drain_timeout)
+        process = get_context("spawn").Process(target=worker_main, args=(spec,), name=f"spright-{key}", daemon=True)
+        process.start()
+        self.processes[key] = process
+        self._starts.setdefault(key, []).append(time.monotonic())
+        asyncio.get_running_loop().add_reader(process.sentinel, self._exited, key, process)
+
+    def _exited(self, key: WorkerKey, process: BaseProcess) -> None:
         asyncio.get_running_loop().remove_reader(process.sentinel)
         process.join(0)
-        if self._stopping or self.processes.get(name) is not process:
+        if self._stopping or self.processes.get(key) is not process:
             return
-        log.error("spright: worker %r exited with code %s; restarting", name, process.exitcode)
-        for function_id in self.table.processes()[name]:
-            self.gateway.function_died(function_id)
-        recent = [t for t in self._starts[name] if t > time.monotonic() - 10]
-        self._starts[name] = recent
+        log.error("spright: worker %s exited with code %s; restarting", key, process.exitcode)
+        for endpoint in self._endpoints_of(key):
+            self._set_live(endpoint, False)  # no more work for it
+            self.gateway.endpoint_died(endpoint)
+        recent = [t for t in self._starts[key] if t > time.monotonic() - 10]
+        self._starts[key] = recent
         delay = min(0.1 * 2 ** max(len(recent) - 1, 0), 5.0)  # back off when crash-looping
-        asyncio.get_running_loop().call_later(delay, self._respawn, name)
+        asyncio.get_running_loop().call_later(delay, self._respawn, key)
 
-    def _respawn(self, name: str) -> None:
+    def _respawn(self, key: WorkerKey) -> None:
         if not self._stopping:
-            self._spawn(name)
+            self._spawn(key)
             if self._port is not None:
                 self._write_node_file()  # readers (spright stats, tests) see the new pid
+
+    def _set_live(self, endpoint: int, live: bool) -> None:
+        """``endpoint`` joins (it announced itself) or leaves its function's live instances."""
+        function_id = self.table.function_of(endpoint)
+        if function_id not in self.live.scalable:
+            return
+        current = self.live.get(function_id)
+        wanted = tuple(sorted({*current, endpoint})) if live else tuple(e for e in current if e != endpoint)
+        if wanted != current:
+            self.live.set(function_id, wanted)
+            self.transport.instances_changed(function_id, wanted)
 
     def _stop_workers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -153,8 +174,8 @@ class Supervisor:
             port=self._port,
             transport=self.transport.name,
             transport_info=self.transport.node_info(),
-            workers={table.name_of(i): self.processes[name].pid or 0 for name, ids in table.processes().items()
-                     for i in ids},
+            workers={(table.name_of(e) if key.instance == 0 else f"{table.name_of(e)}#{key.instance}"): process.pid or 0
+                     for key, process in self.processes.items() for e in self._endpoints_of(key)},
             shm=[*self.pool.segment_names, self.counters.name or ""],  # every segment of ours in /dev/shm
             metrics=CounterSegment(self.counters.name or "", self.counters.rows, ROW_WORDS, list(COLUMNS)),
             domains=list(table.domains),

@@ -26,7 +26,8 @@ import orjson
 
 from spright.config import Config, PoolConfig
 from spright.gateway import Gateway, RequestHead
-from spright.metrics import CounterTable, row_dict
+from spright.instances import LiveInstances
+from spright.metrics import CounterTable, by_function, row_dict
 from spright.pool import MiB
 from spright.pools import NodePool
 from spright.response import Refused, Response
@@ -48,21 +49,23 @@ class TestClient:
         """``config``: the node's settings (default: the app's); a default-sized pool is
         replaced by a small one (TEST_POOL) so that tests start fast."""
         self.app = app
-        self.table = app.compile()
         config = config or app.config
+        self.table = app.compile(dict(config.instances))
         self.config = config.replace(pool=TEST_POOL) if config.pool == PoolConfig() else config
         self.headers: dict[str, str] = {}  # sent with every request; a cookie jar of one
 
     async def __aenter__(self) -> TestClient:
         self._tmp = tempfile.TemporaryDirectory(prefix="spright-test-")
+        LiveInstances(Path(self._tmp.name), self.table, create=True)
         transport = LocalTransport(Path(self._tmp.name), self.table)
         self.pool = NodePool.create(self.config.pool, (f.domain for f in self.table.functions))
         self.counters = CounterTable.create(len(self.table.endpoints), shared=False)
         self.gateway = Gateway(self.table, self.pool, self.config, self.counters)
         await self.gateway.start(transport)
-        self.workers = [
-            Worker(self.table, self.app.functions[f.name], self.pool.domain(f.domain), self.counters.row(f.id))
-            for f in self.table.functions
+        self.workers = [  # one per instance the function starts with
+            Worker(self.table, self.app.functions[f.name], self.pool.domain(f.domain), self.counters.row(endpoint),
+                   endpoint)
+            for f in self.table.functions for endpoint in self.table.instance_endpoints(f.id)[: f.instances]
         ]
         for worker in self.workers:
             await worker.start(transport)
@@ -82,9 +85,10 @@ class TestClient:
         self._tmp.cleanup()
 
     def counters_of(self, name: str) -> dict[str, int]:
-        """The node's userspace counters for function ``name`` (or ``"gateway"``), right now."""
+        """The node's userspace counters for function ``name`` (its instances added up) or
+        ``"gateway"``, right now."""
         endpoint = 0 if name == "gateway" else self.table.function_id(name)
-        return row_dict(self.gateway.metrics.rows()[endpoint], gateway=endpoint == 0)
+        return row_dict(by_function(self.table, self.gateway.metrics.rows())[endpoint], gateway=endpoint == 0)
 
     async def request(
         self,

@@ -25,7 +25,8 @@ from spright.descriptor import (
     Descriptor,
     unpack_many,
 )
-from spright.routing import App, RouteTable
+from spright.routing import App
+from spright.table import RouteTable
 from spright.transport import registry
 from spright.transport.base import Endpoint, Transport
 from spright.transport.http import HttpTransport

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from spright.descriptor import SIZE, Descriptor
-from spright.routing import App, RouteTable
+from spright.routing import App
+from spright.table import RouteTable
 from spright.transport import skmsg
 from spright.transport.base import Endpoint
 from spright.transport.skmsg import NEXT_IN_CHAIN, SkmsgTransport

@@ -7,7 +7,7 @@ import itertools
 import random
 
 from spright.descriptor import BODY_JSON, CALL, HAS_RESPONSE_META, Descriptor
-from spright.routing import RouteTable
+from spright.table import RouteTable
 from tests.contract_kit import (
     Node,
     allowed,

@@ -4,7 +4,7 @@ import pytest
 
 from spright import App, RoutingError
 from spright.descriptor import GATEWAY
-from spright.routing import MethodNotAllowed, NotFound
+from spright.table import MethodNotAllowed, NotFound
 
 
 def noop(ctx):

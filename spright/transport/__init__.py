@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from spright.config import Config
-from spright.routing import RouteTable
+from spright.table import RouteTable
 from spright.transport.base import Transport
 from spright.transport.grpc import GrpcTransport
 from spright.transport.http import HttpTransport

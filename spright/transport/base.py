@@ -30,7 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from spright.descriptor import GATEWAY, KIND_MASK, OFFSETS, REFUSED, SIZE
+from spright.descriptor import CALL, GATEWAY, KIND_MASK, OFFSETS, REFUSED, REQUEST, SIZE
+from spright.instances import LiveInstances
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -71,12 +72,18 @@ class Transport(ABC):
         self.runtime_dir = runtime_dir
         self.table = table
         self.endpoints = table.endpoints
-        self.domains = Domains(table)  # what userspace data planes enforce (skmsg's kernel does it)
+        self.instances = LiveInstances(runtime_dir, table)  # the node's live instances of each function
+        self.domains = Domains(table, self.instances)  # what userspace data planes enforce (skmsg's kernel does)
         self.payloads: Payloads | None = None  # see carry()
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled into worker processes without this process's pool (each gives its own)."""
         return {**self.__dict__, "payloads": None}
+
+    def instances_changed(self, function_id: int, endpoints: tuple[int, ...]) -> None:
+        """The supervisor changed the live instances of ``function_id`` (``LiveInstances``
+        holds them for userspace data planes); a data plane that picks instances elsewhere
+        (skmsg: in the kernel) updates its own copy."""
 
     def carry(self, pool: Payloads) -> None:
         """The pool this process's payloads live in, given before ``attach``: a data plane that
@@ -128,32 +135,53 @@ class Transport(ABC):
 
 
 class Domains:
-    """Who may send to whom: the gateway (domain 0) talks to every domain; functions only
-    to functions of their own domain. A data plane never delivers a descriptor across
-    domains: it bounces it to its sender as REFUSED (kind changed, next_hop = the sender,
-    all else kept), so the sender learns at once. skmsg's kernel program does this itself;
-    userspace data planes route their sends through ``split``."""
+    """Who may send to whom, and which instance gets what: the gateway (domain 0) talks to
+    every domain; functions only to functions of their own domain. A data plane never
+    delivers a descriptor across domains: it bounces it to its sender as REFUSED (kind
+    changed, next_hop = the sender, all else kept), so the sender learns at once. A request
+    or call to a function with several instances goes to one of its live instances (round
+    robin). skmsg's kernel program does both itself; userspace data planes route their
+    sends through ``split``."""
 
-    def __init__(self, table: RouteTable) -> None:
-        domain = [0, *(f.domain for f in table.functions)]
-        self._reach = [frozenset(e for e, d in enumerate(domain) if 0 in (mine, d) or d == mine) for mine in domain]
+    def __init__(self, table: RouteTable, instances: LiveInstances) -> None:
+        endpoints = table.endpoints
+        domain = [0] * (max(endpoints) + 1)
+        for endpoint in endpoints[1:]:
+            domain[endpoint] = table.functions[table.function_of(endpoint) - 1].domain
+        self._reach = [frozenset(e for e in endpoints if 0 in (mine, domain[e]) or domain[e] == mine)
+                       for mine in domain]
+        self._instances = instances
+        self._scalable = instances.scalable
 
     def split(self, sender: int, data: bytes) -> dict[int, bytes]:
         """One batch per destination, each destination's order kept; what ``sender`` may not
         deliver comes back to ``sender``, marked REFUSED. What the kernel does per record on
         sk_msg, userspace transports do here."""
         reach = self._reach[sender] if sender < len(self._reach) else frozenset((GATEWAY,))
+        scalable = self._scalable
         if len(data) == SIZE:
             dest = int.from_bytes(data[:4], "little")
+            if scalable and dest in scalable:
+                dest, data = self._to_instance(dest, data)
             return {dest: data} if dest in reach else {sender: _refused(sender, data)}
         batches: dict[int, list[bytes]] = {}
         for start in range(0, len(data), SIZE):
             record = data[start : start + SIZE]
             dest = int.from_bytes(record[:4], "little")
+            if scalable and dest in scalable:
+                dest, record = self._to_instance(dest, record)
             if dest not in reach:
                 dest, record = sender, _refused(sender, record)
             batches.setdefault(dest, []).append(record)
         return {dest: b"".join(records) for dest, records in batches.items()}
+
+    def _to_instance(self, function_id: int, record: bytes) -> tuple[int, bytes]:
+        """A request or call for ``function_id``, addressed to one of its live instances;
+        anything else (a reply to instance 0, a notice) stays as addressed."""
+        if record[_FLAGS] & KIND_MASK not in (REQUEST, CALL):
+            return function_id, record
+        dest = self._instances.pick(function_id)
+        return dest, dest.to_bytes(4, "little") + record[4:]
 
 
 def _refused(sender: int, record: bytes) -> bytes:

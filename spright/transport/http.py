@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from spright.descriptor import SIZE
 from spright.pool import Payloads
-from spright.routing import RouteTable
+from spright.table import RouteTable
 from spright.transport.base import Endpoint, Receiver, Transport
 from spright.transport.wire import load, loopback_ports, store
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from spright.config import Config
-from spright.routing import RouteTable
+from spright.table import RouteTable
 from spright.transport.base import Endpoint, Receiver, Transport
 
 CAPACITY = 1024  # descriptors per ring (a power of two)

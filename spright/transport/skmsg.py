@@ -49,8 +49,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from spright.descriptor import KIND_MASK, OFFSETS, REFUSED, SIZE
-from spright.routing import RouteTable
+from spright.descriptor import CALL, KIND_MASK, OFFSETS, REFUSED, REQUEST, SIZE
+from spright.table import RouteTable
 from spright.transport import bpf
 from spright.transport.base import Endpoint, Receiver, RecordProtocol, Transport
 from spright.transport.skmsg_maps import (
@@ -59,6 +59,7 @@ from spright.transport.skmsg_maps import (
     MAX_CHAINS,
     MAX_ENDPOINTS,
     MAX_HOPS,
+    MAX_INSTANCES,
     NO_ROUTE,
     SINK,
     Counters,
@@ -66,6 +67,7 @@ from spright.transport.skmsg_maps import (
     read_routes,
     register_socket,
     unregister_port,
+    write_instances,
 )
 from spright.transport.skmsg_peer import DummyPeer
 
@@ -84,6 +86,9 @@ CFLAGS = [
         ("MAX_ENDPOINTS", MAX_ENDPOINTS),
         ("MAX_CHAINS", MAX_CHAINS),
         ("MAX_HOPS", MAX_HOPS),
+        ("MAX_INSTANCES", MAX_INSTANCES),
+        ("REQUEST", REQUEST),
+        ("CALL", CALL),
         ("MAX_RUN", MAX_RUN),
         ("DESCRIPTOR_SIZE", SIZE),
         ("NEXT_IN_CHAIN", f"{NEXT_IN_CHAIN:#x}U"),
@@ -152,6 +157,9 @@ def _check_fits(table: RouteTable) -> None:
         raise ValueError(f"skmsg handles endpoint ids 0..{MAX_ENDPOINTS - 1}: {len(table.endpoints)} endpoints")
     if len(table.chains) > MAX_CHAINS:
         raise ValueError(f"skmsg holds at most {MAX_CHAINS} chains in its route map; the app has {len(table.chains)}")
+    most = max(len(table.instance_endpoints(f.id)) for f in table.functions)
+    if most > MAX_INSTANCES:
+        raise ValueError(f"skmsg runs at most {MAX_INSTANCES} instances of a function; one may have {most}")
     longest = max((len(c) for c in table.chains), default=0)
     if longest > MAX_HOPS:
         raise ValueError(f"skmsg holds chains of at most {MAX_HOPS} hops (gateway included); one has {longest}")
@@ -237,11 +245,18 @@ class SkmsgTransport(Transport):
         domains = [NO_ROUTE] * MAX_ENDPOINTS
         domains[0] = 0  # the gateway's own domain
         for function in self.table.functions:
-            domains[function.id] = function.domain
+            for endpoint in self.table.instance_endpoints(function.id):
+                domains[endpoint] = function.domain
         with bpf.PinnedMap(self.pin_dir / "routes") as route_map:
             route_map.fill(routes)
         with bpf.PinnedMap(self.pin_dir / "domains") as domain_map:
             domain_map.fill(domains)
+        for function_id in self.instances.scalable:
+            self.instances_changed(function_id, self.instances.get(function_id))
+
+    def instances_changed(self, function_id: int, endpoints: tuple[int, ...]) -> None:
+        """The kernel program picks among the live instances in its own map."""
+        write_instances(self.pin_dir, function_id, endpoints)
 
     def stop(self) -> None:
         """Idempotent. The kernel frees maps and program once no fd or pin refers to them."""

@@ -13,6 +13,7 @@ from spright.transport import bpf
 MAX_ENDPOINTS = 1024  # endpoint ids are 0..MAX_ENDPOINTS-1 (sizes the BPF maps)
 MAX_CHAINS = 1024  # chain ids are 0..MAX_CHAINS-1
 MAX_HOPS = 32  # positions per chain, the final gateway included
+MAX_INSTANCES = 32  # instances one function may have
 NO_ROUTE = 0xFFFFFFFF  # route map entry past a chain's end; domain of an unknown id
 SINK = ANONYMOUS = MAX_ENDPOINTS  # sockhash key of the sink; counters of unknown senders
 # pin file name -> map name in skmsg.c
@@ -22,6 +23,7 @@ MAPS = {
     "domains": "spright_domains",
     "ports": "spright_ports",
     "stats": "spright_stats",
+    "instances": "spright_instances",
 }
 
 
@@ -85,3 +87,12 @@ def unregister_port(pin_dir: Path, endpoint_id: int, port: int) -> None:
     with bpf.PinnedMap(pin_dir / "ports") as ports:
         if ports.lookup(port) == endpoint_id:
             ports.delete(port)
+
+
+def write_instances(pin_dir: Path, function_id: int, endpoints: tuple[int, ...]) -> None:
+    """The live instances of ``function_id``: their ids first, then how many (the program
+    reads the count, then that many ids)."""
+    with bpf.PinnedMap(pin_dir / "instances") as instances:
+        for i, endpoint in enumerate(endpoints):
+            instances.update(MAX_ENDPOINTS + function_id * MAX_INSTANCES + i, endpoint)
+        instances.update(function_id, len(endpoints))

@@ -1,0 +1,91 @@
+"""Which endpoints serve each function right now: its live instances.
+
+A function may run as several instances, each a worker process with an endpoint of its own
+(``RouteTable.instance_endpoints``). Requests and calls name the function; the data plane
+picks the instance. The live set lives in a small file in the node's runtime directory,
+mapped by every process of the node: per function, how many instances are live and their
+endpoint ids. The supervisor writes it (the ids first, then the count, so a reader never
+sees a count of ids not yet written); userspace data planes read it for every descriptor
+bound to a function that may have more than one instance, and pick round robin. skmsg's
+kernel program keeps the same set in a BPF map (``Transport.instances_changed``).
+
+An instance leaves the set before it is stopped (it drains what it was given), and joins
+it once it has announced itself, so a request is never sent to an instance that is not
+serving.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+
+from spright.table import RouteTable
+
+FILE_NAME = "instances"
+_WORD = struct.Struct("<I")
+
+
+class LiveInstances:
+    """Per function id: ``[count, endpoint ids ...]`` in u32 words, for every function that
+    may have more than one instance (the others are always served by their own endpoint)."""
+
+    def __init__(self, runtime_dir: Path, table: RouteTable, *, create: bool = False) -> None:
+        self.path = runtime_dir / FILE_NAME
+        self._offsets: dict[int, int] = {}  # function id -> word offset of its count
+        self._next: dict[int, int] = {}  # function id -> where this process's round robin is
+        words = 0
+        for f in table.functions:
+            if len(table.instance_endpoints(f.id)) > 1:
+                self._offsets[f.id] = words
+                words += 1 + len(table.instance_endpoints(f.id))
+        self.scalable = frozenset(self._offsets)  # functions that may have several instances
+        self._map: mmap.mmap | None = None
+        if create:
+            self.path.write_bytes(bytes(4 * max(words, 1)))
+            self.path.chmod(0o600)
+            for f in table.functions:
+                if f.id in self._offsets:
+                    self.set(f.id, table.instance_endpoints(f.id)[: f.instances])
+
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_map": None}  # each process maps the file itself
+
+    def _words(self) -> mmap.mmap:
+        if self._map is None:
+            with self.path.open("r+b") as file:
+                self._map = mmap.mmap(file.fileno(), 0)
+        return self._map
+
+    def set(self, function_id: int, endpoints: Sequence[int]) -> None:
+        """The live instances of ``function_id`` are now ``endpoints``."""
+        words, base = self._words(), self._offsets[function_id]
+        for i, endpoint in enumerate(endpoints):
+            _WORD.pack_into(words, 4 * (base + 1 + i), endpoint)
+        _WORD.pack_into(words, 4 * base, len(endpoints))
+
+    def get(self, function_id: int) -> tuple[int, ...]:
+        """The live instances of ``function_id`` (its own endpoint when it cannot have more)."""
+        base = self._offsets.get(function_id)
+        if base is None:
+            return (function_id,)
+        words = self._words()
+        (count,) = _WORD.unpack_from(words, 4 * base)
+        return struct.unpack_from(f"<{count}I", words, 4 * (base + 1))
+
+    def pick(self, function_id: int) -> int:
+        """The instance of ``function_id`` that gets the next descriptor: round robin over the
+        live ones; the function's own endpoint when none is live (the descriptor is lost, as
+        for any endpoint nobody serves)."""
+        live = self.get(function_id)
+        if not live:
+            return function_id
+        turn = self._next.get(function_id, 0)
+        self._next[function_id] = turn + 1
+        return live[turn % len(live)]
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None

@@ -1,0 +1,80 @@
+"""Several instances of a function: the data plane spreads requests and calls over them, the
+answer of a call goes back to the instance that called, and a stateful function refuses more
+than one instance. The same checks run in process and on real nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from spright import App, RoutingError
+from spright.metrics import HANDLED
+from spright.testing import TestClient, run_node
+from tests.apps.instances import app
+
+
+def check_balance(pids: list[int], instances: int) -> None:
+    """Every instance served, none starved: at least half its fair share. (skmsg's kernel picks
+    per run of descriptors and keeps a turn per CPU, so a batch goes to one instance.)"""
+    counts = collections.Counter(pids)
+    assert len(counts) == instances, counts
+    assert min(counts.values()) >= len(pids) / instances / 2, f"an instance starved: {counts}"
+
+
+async def test_in_process_requests_and_calls_spread_over_instances() -> None:
+    async with TestClient(app) as client:
+        who = client.table.functions[client.table.function_id("who") - 1]
+        assert who.instances == 3 and len(client.table.instance_endpoints(who.id)) == 4, "one set aside"
+        answers = [await client.get("/who") for _ in range(60)]
+        assert client.counters_of("who")["handled"] == 60, "the function's row adds its instances up"
+        per_instance = [client.gateway.metrics.rows()[e][HANDLED] for e in client.table.instance_endpoints(who.id)]
+        assert per_instance == [20, 20, 20, 0], "round robin over the three live ones, none for the spare"
+        assert all(a.status == 200 for a in answers)
+        asked = [(await client.get("/ask")).json() for _ in range(40)]
+        assert len(asked) == 40 and all(a["asker"] == os.getpid() for a in asked)
+
+
+@pytest.mark.node
+async def test_on_a_node_each_instance_is_a_process_and_replies_reach_their_caller(transport: str,
+                                                                                 runtime_dir: Path) -> None:
+    with run_node("tests.apps.instances:app", transport=transport) as (port, _):
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+            async def get(path: str) -> dict:
+                async with session.get(path) as reply:
+                    assert reply.status == 200, await reply.text()
+                    return await reply.json()
+
+            who = await asyncio.gather(*(get("/who") for _ in range(300)))
+            check_balance([w["pid"] for w in who], 3)
+            asked = await asyncio.gather(*(get("/ask") for _ in range(300)))
+            check_balance([a["asker"] for a in asked], 2)
+            check_balance([a["who"] for a in asked], 3)
+            # every call's answer reached the asker that made it: none timed out, none went astray
+            async with session.get("/metrics") as reply:
+                text = await reply.text()
+            assert 'spright_instances{domain="instances",function="who"} 3.0' in text
+            assert 'spright_handled_total{domain="instances",function="who"} 600.0' in text
+
+
+def test_a_stateful_function_runs_as_one_instance() -> None:
+    with pytest.raises(RoutingError, match=r"function 'cart' is stateful .* one instance, not 2"):
+        app.compile({"cart": 2})
+    solo = App("solo")
+    with pytest.raises(RoutingError, match=r"stateful .* not 3"):
+        solo.add_function(lambda ctx: None, name="cart", stateful=True, instances=3)
+
+
+def test_instances_must_name_a_function_and_a_lone_process() -> None:
+    with pytest.raises(RoutingError, match="--instances names no function of app 'instances': nope"):
+        app.compile({"nope": 2})
+    shared = App("shared")
+    shared.add_function(lambda ctx: None, name="a", process="p")
+    shared.add_function(lambda ctx: None, name="b", process="p")
+    shared.route("/a", "a")
+    with pytest.raises(RoutingError, match="function 'a' shares process 'p' with other functions"):
+        shared.compile({"a": 2})
