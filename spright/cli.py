@@ -188,6 +188,28 @@ def _read(node: NodeFile) -> dict[str, Any]:
 
 
 @cli.command()
+def scale(
+    function: str = typer.Argument(..., help="The function to scale."),
+    instances: int = typer.Argument(..., help="How many instances it should run."),
+    node: int | None = typer.Option(None, "--node", help=NODE_HELP),
+    port: int | None = typer.Option(None, "--port", help=PORT_HELP),
+) -> None:
+    """Run FUNCTION of the running node as INSTANCES worker processes, live: new ones join once
+    they serve, leaving ones stop taking work, then drain."""
+    from spright import control
+    from spright.nodefile import runtime_base
+
+    chosen = _node(node, port)
+    try:
+        answer = control.request(runtime_base() / str(chosen.pid), {"scale": function, "instances": instances})
+    except OSError as exc:
+        raise _fail(f"cannot reach {chosen.describe()}: {exc}") from None
+    if "error" in answer:
+        raise _fail(answer["error"])
+    typer.echo(f"{function}: {answer['instances']} instances")
+
+
+@cli.command()
 def doctor() -> None:
     """Which data planes this machine supports, and how to fix the ones it does not."""
     grid = Table(title="spright transports")

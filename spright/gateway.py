@@ -360,6 +360,11 @@ class Gateway:
         if self._became_ready is not None:
             self._became_ready.set()
 
+    def endpoint_retired(self, endpoint: int) -> None:
+        """An instance was scaled away and drained: it serves no more."""
+        self.ready.discard(endpoint)
+        self.pool.release_holds(endpoint)
+
     def endpoint_died(self, endpoint: int) -> None:
         """An instance's worker died. Once a function has no instance left, fail at once the
         requests whose chain runs through it, and tell callers; while others serve, only the

@@ -55,6 +55,8 @@ COLUMNS = (
 IN, OUT, BYTES, ERRORS, CALLS, HANDLED, HANDLER_NS, REFUSED_CALLS, DROPPED, REQUESTS = range(10)
 RESPONSES = REQUESTS  # RESPONSES + status // 100 is the column of that status class
 ROW_WORDS = 16  # 128 bytes: two cache lines, so writers of neighbouring rows never share one
+IN_FLIGHT = ROW_WORDS - 1  # a gauge, not a counter: handlers running or waiting at the endpoint now
+assert len(COLUMNS) <= IN_FLIGHT
 ROW_BYTES = ROW_WORDS * 8
 FUNCTION_COLUMNS = COLUMNS[:9]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast, get_origin, get_type_hints
 
@@ -63,6 +63,7 @@ class NodeFile:
     domains: list[str]
     functions: list[dict[str, Any]]  # RouteTable.describe_functions()
     routes: list[dict[str, Any]]  # RouteTable.describe(): the compiled table
+    scaling: list[dict[str, Any]] = field(default_factory=list)  # the autoscaler's last decisions
 
     def describe(self) -> str:
         return f"pid {self.pid}: app {self.app!r} on port {self.port} (transport {self.transport})"
@@ -84,21 +85,23 @@ class NodeFile:
 
 
 def _typed(cls: type[T], data: Any, path: Path, within: str = "") -> T:
-    """``cls`` built from ``data``: every field present and of its declared kind (a nested
-    dataclass from its own JSON object, its fields named ``within`` it); element types are
-    not checked."""
+    """``cls`` built from ``data``: every field without a default present, each of its
+    declared kind (a nested dataclass from its own JSON object, its fields named ``within``
+    it); element types are not checked."""
     if not isinstance(data, dict):
         raise BadNodeFile(f"{path}: {within.rstrip('.') or 'the file'} is not a JSON object")
     hints = get_type_hints(cls)
     values = {}
-    for field in fields(cast(Any, cls)):
-        name = within + field.name
-        if field.name not in data:
-            raise BadNodeFile(f"{path}: field {name!r} is missing")
-        hint, value = hints[field.name], data[field.name]
+    for entry in fields(cast(Any, cls)):
+        name = within + entry.name
+        if entry.name not in data:
+            if entry.default is MISSING and entry.default_factory is MISSING:
+                raise BadNodeFile(f"{path}: field {name!r} is missing")
+            continue
+        hint, value = hints[entry.name], data[entry.name]
         if is_dataclass(hint):
             value = _typed(cast(type, hint), value, path, f"{name}.")
         elif not isinstance(value, get_origin(hint) or hint) or isinstance(value, bool):
-            raise BadNodeFile(f"{path}: field {name!r} should be {field.type}, not {type(value).__name__}")
-        values[field.name] = value
+            raise BadNodeFile(f"{path}: field {name!r} should be {entry.type}, not {type(value).__name__}")
+        values[entry.name] = value
     return cls(**values)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from spright.autoscale import ScalePolicy
 from spright.config import Config, PoolConfig
 from spright.descriptor import GATEWAY
 from spright.pool import MAX_DOMAINS
@@ -48,6 +49,7 @@ class Function:
     instances: int = 1  # worker processes serving it, each its own endpoint
     max_instances: int = 1  # how many it may grow to while running (endpoints are set aside for them)
     stateful: bool = False  # its state lives in its process: it runs as exactly one instance
+    autoscale: ScalePolicy | None = None  # the supervisor scales its instances on its requests in flight
 
     def __call__(self, ctx: Any) -> Any:
         return self.handler(ctx)
@@ -104,6 +106,7 @@ class App:
         instances: int = 1,
         max_instances: int | None = None,
         stateful: bool = False,
+        autoscale: ScalePolicy | None = None,
     ) -> Function:
         """Register ``handler``. ``domain`` isolates it from functions of other domains;
         functions naming the same ``process`` share one worker process: hops between them
@@ -112,7 +115,8 @@ class App:
         ``instances``: worker processes serving it, the data plane spreading its requests
         and calls over them; ``max_instances`` (default: ``instances``) how many it may grow
         to while running. ``stateful``: its state lives in its process, so it runs as exactly
-        one instance (asking for more is a startup error)."""
+        one instance (asking for more is a startup error). ``autoscale``: the supervisor
+        scales it between the policy's min and max instances (Knative's KPA, spright.autoscale)."""
         name = name or str(getattr(handler, "__name__", ""))
         if not callable(handler):
             raise RoutingError(f"function {name!r}: handler {handler!r} is not callable")
@@ -126,13 +130,18 @@ class App:
             if value is not None and not _NAME.match(value):
                 raise RoutingError(f"function {name!r}: {kind} {value!r} must be an identifier-like name")
         most = instances if max_instances is None else max_instances
+        if autoscale is not None:
+            if autoscale.min_instances < 1:
+                raise RoutingError(f"function {name!r}: scale to zero is not supported yet (min_instances=0)")
+            most = max(most, autoscale.max_instances)
+            instances = min(max(instances, autoscale.min_instances), autoscale.max_instances)
         if not 1 <= instances <= most:
             raise RoutingError(f"function {name!r}: instances must be 1..max_instances ({most}), got {instances}")
         if stateful and most > 1:
             raise RoutingError(f"function {name!r} is stateful (its state lives in its process): it runs as one "
                                f"instance, not {most}")
         function = self.functions[name] = Function(name, handler, concurrency, domain, process, instances, most,
-                                                   stateful)
+                                                   stateful, autoscale)
         return function
 
     def route(

@@ -40,7 +40,19 @@ from spright.descriptor import (
     Descriptor,
     unpack_many,
 )
-from spright.metrics import BYTES, CALLS, DROPPED, ERRORS, HANDLED, HANDLER_NS, IN, OUT, REFUSED_CALLS, ROW_WORDS
+from spright.metrics import (
+    BYTES,
+    CALLS,
+    DROPPED,
+    ERRORS,
+    HANDLED,
+    HANDLER_NS,
+    IN,
+    IN_FLIGHT,
+    OUT,
+    REFUSED_CALLS,
+    ROW_WORDS,
+)
 from spright.pool import Payload, Pool, PoolExhausted
 from spright.routing import Function
 from spright.table import RouteTable
@@ -164,6 +176,7 @@ class Worker:
                 else:
                     self._dropped(d, "its kind is not one a worker receives")
             counters[BYTES] += payload_bytes
+            counters[IN_FLIGHT] = self._active + len(self._backlog)  # what the autoscaler reads
             if not self._active and self._drained is not None:
                 self._now_idle()
 
@@ -204,6 +217,7 @@ class Worker:
 
     def _finished(self) -> None:
         self._active -= 1
+        self.counters[IN_FLIGHT] = self._active + len(self._backlog)
         while self._backlog:
             descriptor, arrived = self._backlog.popleft()
             timeout = self._timeouts[descriptor.chain]

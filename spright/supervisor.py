@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import uvloop
 
-from spright import http
+from spright import control, http
 from spright.gateway import Gateway
 from spright.instances import LiveInstances
 from spright.loader import load_app
@@ -29,9 +29,11 @@ from spright.nodefile import CounterSegment, NodeFile, runtime_base
 from spright.nodes import sweep_dead_nodes
 from spright.pools import NodePool
 from spright.process import WorkerKey, WorkerSpec, name_process, worker_main
+from spright.scaling import TICK, Autoscaling
 from spright.transport import select_transport
 
 log = logging.getLogger("spright")
+RETIRE_AFTER = 0.5  # seconds between an instance leaving the live set and its SIGTERM
 NODE_DIR_ENV = "SPRIGHT_NODE_DIR"  # a worker's node runtime directory (removed when the node stops)
 
 
@@ -44,6 +46,8 @@ class Supervisor:
         self.table = self.app.compile(dict(self.config.instances))
         self.processes: dict[WorkerKey, BaseProcess] = {}
         self._starts: dict[WorkerKey, list[float]] = {}
+        self._retiring: set[WorkerKey] = set()  # instances scaled away, draining
+        self.autoscaling = Autoscaling(self.app, self.table)
         self._stopping = False
         self._port: int | None = None  # the HTTP port, once serving (the node file is written from then on)
 
@@ -74,6 +78,9 @@ class Supervisor:
             transport.start()
             await self.gateway.start(transport)
             await self._start_workers()
+            controls = await control.serve(self.runtime_dir, self._control)
+            if self.autoscaling:
+                loop.call_later(TICK, self._autoscale)
             server, connections = await http.serve(self.gateway, self.config.host, self.config.port)
             self._port = _port_of(server)
             self._write_node_file()
@@ -86,6 +93,7 @@ class Supervisor:
             await stop.wait()
             log.warning("spright: draining")
             await http.drain(server, connections, self.config.drain_timeout)
+            controls.close()
         finally:
             self._stopping = True
             self._stop_workers()
@@ -123,6 +131,13 @@ class Supervisor:
         process.join(0)
         if self._stopping or self.processes.get(key) is not process:
             return
+        if key in self._retiring:  # scaled away: it drained and left
+            self._retiring.discard(key)
+            del self.processes[key]
+            for endpoint in self._endpoints_of(key):
+                self.gateway.endpoint_retired(endpoint)
+            self._write_node_file()
+            return
         log.error("spright: worker %s exited with code %s; restarting", key, process.exitcode)
         for endpoint in self._endpoints_of(key):
             self._set_live(endpoint, False)  # no more work for it
@@ -137,6 +152,59 @@ class Supervisor:
             self._spawn(key)
             if self._port is not None:
                 self._write_node_file()  # readers (spright stats, tests) see the new pid
+
+    # -- scaling ---------------------------------------------------------------------------
+    def scale(self, name: str, count: int) -> None:
+        """Run ``count`` instances of function ``name``, live: new ones join the function's live
+        instances once they announce themselves; leaving ones leave it first, then drain."""
+        function = self.table.functions[self.table.function_id(name) - 1]
+        most = len(self.table.instance_endpoints(function.id))
+        if not 1 <= count <= most:
+            raise ValueError(f"function {name!r} may run 1..{most} instances (max_instances), not {count}")
+        running = {key.instance for key in self.processes if key.process == function.process}
+        for instance in range(count):
+            key = WorkerKey(function.process, instance)
+            if key in self._retiring:
+                raise ValueError(f"instance {key} of {name!r} is still draining; try again in a moment")
+            if instance not in running:
+                self._spawn(key)
+        for instance in sorted(running):
+            key = WorkerKey(function.process, instance)
+            if instance >= count and key not in self._retiring:
+                self._retire(key)
+        self._write_node_file()
+
+    def _retire(self, key: WorkerKey) -> None:
+        """Out of the live instances now (no new work), stopped once what was already on its
+        way has surely arrived; SIGTERM makes it finish what it holds, then exit."""
+        self._retiring.add(key)
+        for endpoint in self._endpoints_of(key):
+            self._set_live(endpoint, False)
+        asyncio.get_running_loop().call_later(RETIRE_AFTER, self.processes[key].terminate)
+
+    async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A request on the control socket (spright.control)."""
+        if "scale" not in request:
+            raise ValueError(f"unknown request {request!r}; known: scale")
+        name, count = str(request["scale"]), int(request["instances"])
+        self.scale(name, count)
+        function_id = self.table.function_id(name)
+        async with asyncio.timeout(self.config.ready_timeout):  # the new ones serve
+            while len(self.live.get(function_id)) < count:
+                await asyncio.sleep(0.05)
+        return {"instances": count}
+
+    def _autoscale(self) -> None:
+        if self._stopping:
+            return
+        try:
+            self.autoscaling.tick(self.counters.read(), self.live.get, self._scale_unless_draining)
+        finally:
+            asyncio.get_running_loop().call_later(TICK, self._autoscale)
+
+    def _scale_unless_draining(self, name: str, count: int) -> None:
+        if not self._retiring:
+            self.scale(name, count)
 
     def _set_live(self, endpoint: int, live: bool) -> None:
         """``endpoint`` joins (it announced itself) or leaves its function's live instances."""
@@ -174,6 +242,7 @@ class Supervisor:
             port=self._port,
             transport=self.transport.name,
             transport_info=self.transport.node_info(),
+            scaling=list(self.autoscaling.decisions),
             workers={(table.name_of(e) if key.instance == 0 else f"{table.name_of(e)}#{key.instance}"): process.pid or 0
                      for key, process in self.processes.items() for e in self._endpoints_of(key)},
             shm=[*self.pool.segment_names, self.counters.name or ""],  # every segment of ours in /dev/shm

@@ -12,9 +12,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from spright import App, RoutingError
+from spright import App, RoutingError, control
 from spright.metrics import HANDLED
-from spright.testing import TestClient, run_node
+from spright.nodefile import runtime_base
+from spright.nodes import choose_node
+from spright.testing import TestClient, node_metric, run_node
 from tests.apps.instances import app
 
 
@@ -78,3 +80,71 @@ def test_instances_must_name_a_function_and_a_lone_process() -> None:
     shared.route("/a", "a")
     with pytest.raises(RoutingError, match="function 'a' shares process 'p' with other functions"):
         shared.compile({"a": 2})
+
+
+async def load(port: int, path: str, seconds: float, clients: int) -> collections.Counter[int]:
+    """``clients`` loops of GET ``path`` for ``seconds``: the count of each status."""
+    statuses: collections.Counter[int] = collections.Counter()
+    until = asyncio.get_running_loop().time() + seconds
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        while asyncio.get_running_loop().time() < until:
+            async with session.get(path) as reply:
+                await reply.read()
+                statuses[reply.status] += 1
+
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+    return statuses
+
+
+def instances_serving(port: int, name: str) -> float:
+    return node_metric(port, f'spright_instances{{domain="instances",function="{name}"}}')
+
+
+@pytest.mark.node
+@pytest.mark.parametrize("plane", [pytest.param("skmsg", marks=pytest.mark.kernel), "unix", "poll"])
+async def test_instances_come_and_go_under_load_without_a_failed_request(plane: str, runtime_dir: Path) -> None:
+    with run_node("tests.apps.instances:app", transport=plane) as (port, process):
+        directory = runtime_base() / str(process.pid)
+        running = asyncio.create_task(load(port, "/who", 6, 16))
+        for count in (1, 4, 2, 3):
+            await asyncio.sleep(1)
+            answer = await asyncio.to_thread(control.request, directory, {"scale": "who", "instances": count})
+            assert answer == {"instances": count}
+        statuses = await running
+        assert set(statuses) == {200} and sum(statuses.values()) > 500, statuses
+        await asyncio.sleep(1)  # the last one left has drained and exited
+        assert instances_serving(port, "who") == 3
+        assert len({pid for name, pid in choose_node(port=port).workers.items() if name.startswith("who")}) == 3
+        for bad, says in (({"scale": "who", "instances": 9}, "may run 1..4 instances"),
+                          ({"scale": "nobody", "instances": 2}, "no function named 'nobody'"),
+                          ({"grow": "who"}, "unknown request")):
+            assert says in control.request(directory, bad)["error"]
+
+
+@pytest.mark.node
+async def test_the_autoscaler_follows_a_step_in_load(runtime_dir: Path) -> None:
+    """KPA on short windows (panic 2 s, stable 4 s), target one request in flight per instance:
+    6 clients against a 50 ms handler panic it from 1 to its max of 3 within the panic window
+    (plus a tick); once the load is gone it comes back to 1."""
+    with run_node("tests.apps.instances:app") as (port, _):
+        assert instances_serving(port, "busy") == 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        running = asyncio.create_task(load(port, "/busy", 8, 6))
+        reached = None
+        while not running.done():
+            if reached is None and instances_serving(port, "busy") == 3:
+                reached = loop.time() - started
+            await asyncio.sleep(0.2)
+        assert set(await running) == {200}
+        assert reached is not None and reached < 2 + 1 + 1.5, f"3 instances after {reached} s"
+        for _ in range(50):
+            if instances_serving(port, "busy") == 1:
+                break
+            await asyncio.sleep(0.2)
+        assert instances_serving(port, "busy") == 1
+        decisions = choose_node(port=port).scaling
+        assert decisions[0]["to"] > 1 and decisions[0]["panicking"] and decisions[0]["reason"].startswith("panic")
+        assert decisions[-1]["to"] == 1 and decisions[-1]["reason"].startswith("stable")

@@ -1,9 +1,12 @@
 """Functions with several instances: ``who`` answers which process (and endpoint) served it;
-``asker`` (itself two instances) calls ``who`` and says who asked; ``cart`` is stateful."""
+``asker`` (itself two instances) calls ``who`` and says who asked; ``cart`` is stateful;
+``busy`` takes 50 ms and is autoscaled on short windows (one request in flight per instance)."""
 
+import asyncio
 import os
 
 from spright import App, Context
+from spright.autoscale import ScalePolicy
 
 app = App("instances")
 
@@ -27,3 +30,12 @@ async def cart(ctx: Context) -> dict:
 app.route("/who", who)
 app.route("/ask", asker)
 app.route("/cart", cart)
+
+
+@app.function(autoscale=ScalePolicy(target=1, min_instances=1, max_instances=3, stable_window=4, panic_window=2))
+async def busy(ctx: Context) -> dict:
+    await asyncio.sleep(0.05)
+    return {"pid": os.getpid()}
+
+
+app.route("/busy", busy)
