@@ -120,6 +120,8 @@ def snapshot(node: NodeFile) -> dict[str, Any]:
     for endpoint in _endpoints(node):
         ids = endpoint.pop("endpoints")
         entry: dict[str, Any] = {**endpoint, **row_dict(_added(rows, ids)[: len(FUNCTION_COLUMNS)], False)}
+        if endpoint["id"]:
+            entry["instances_running"] = sum(1 for name in node.workers if name.partition("#")[0] == endpoint["name"])
         if len(ids) > 1:  # each instance's own counters too
             entry["instances"] = [{"endpoint": e, **row_dict(rows[e][: len(FUNCTION_COLUMNS)], False)} for e in ids]
         if kernel is not None:
@@ -135,6 +137,7 @@ def snapshot(node: NodeFile) -> dict[str, Any]:
         "responses": {f"{cls}xx": gateway[RESPONSES + cls] for cls in range(1, 6)},
         "kernel_counters": kernel is not None,
         "functions": functions,
+        "scaling": node.scaling,  # the autoscaler's last decisions, newest last
     }
 
 

@@ -8,6 +8,7 @@ more than one domain, and the data plane's own counters get a table of their own
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich import box
@@ -58,18 +59,24 @@ def stats_table(data: dict[str, Any], previous: dict[str, Any] | None, seconds: 
         else:
             counters.add_column(label, justify="right")
     counters.add_column("µs/run", justify="right", style="green")  # mean handler time
+    scaled = any(f.get("instances_running", 1) > 1 for f in data["functions"]) or bool(data.get("scaling"))
+    if scaled:
+        counters.add_column("inst", justify="right", style="yellow")  # instances running now
     for function in data["functions"]:
         cells = [str(function["id"]), function["name"], *([function["domain"]] if len(domains) > 1 else [])]
         shown = per_second[function["name"]] if per_second is not None else {}
         cells += [compact(shown[key] if key in RATED and shown else function[key]) for _, key in COUNTERS]
         handled = function["handled"]
         cells.append(compact(function["handler_ns"] / handled / 1000) if handled else "-")
+        if scaled:
+            cells.append(str(function.get("instances_running", "")))
         counters.add_row(*cells)
+    decisions = _decisions(data.get("scaling", []))
     kernel_keys = [k for k in dict.fromkeys(k for f in data["functions"] for k in f.get("kernel", {}))
                    if not k.startswith("bytes")]  # byte counts: --json and /metrics
     if not kernel_keys:
         counters.caption = f"{caption}; the {info['transport']} data plane keeps no kernel counters"
-        return Group(counters)
+        return Group(counters, *decisions)
     counters.caption = caption
     kernel = _named_table(f"the {info['transport']} data plane's own counters", data, with_domain=False)
     for key in kernel_keys:
@@ -77,7 +84,20 @@ def stats_table(data: dict[str, Any], previous: dict[str, Any] | None, seconds: 
     for function in data["functions"]:
         kernel.add_row(str(function["id"]), function["name"],
                        *(compact(function.get("kernel", {}).get(key, 0)) for key in kernel_keys))
-    return Group(counters, kernel)
+    return Group(counters, kernel, *decisions)
+
+
+def _decisions(scaling: list[dict[str, Any]]) -> list[Table]:
+    """The autoscaler's last five decisions, newest first (none: no table)."""
+    if not scaling:
+        return []
+    grid = Table(title="autoscaler's last decisions", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("when", "function", "instances", "why"):
+        grid.add_column(column, no_wrap=column != "why")
+    for decision in reversed(scaling[-5:]):
+        when = time.strftime("%H:%M:%S", time.localtime(decision["at"]))
+        grid.add_row(when, decision["function"], f"{decision['from']} → {decision['to']}", decision["reason"])
+    return [grid]
 
 
 def _named_table(title: str, data: dict[str, Any], with_domain: bool) -> Table:

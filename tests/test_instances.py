@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -148,3 +150,6 @@ async def test_the_autoscaler_follows_a_step_in_load(runtime_dir: Path) -> None:
         decisions = choose_node(port=port).scaling
         assert decisions[0]["to"] > 1 and decisions[0]["panicking"] and decisions[0]["reason"].startswith("panic")
         assert decisions[-1]["to"] == 1 and decisions[-1]["reason"].startswith("stable")
+        shown = subprocess.run([sys.executable, "-m", "spright", "stats", "--port", str(port)], capture_output=True,
+                               text=True, check=True, env={**os.environ, "COLUMNS": "200"}).stdout
+        assert "autoscaler's last decisions" in shown and "3 → 1" in shown and "panic:" in shown, shown
