@@ -55,9 +55,11 @@ soak: setup
 
 bench: setup
 	$(PY) -m bench.paper
+	$(PY) -m bench.instances
 
 bench-quick: setup
 	$(PY) -m bench.paper --quick
+	$(PY) -m bench.instances --quick
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -64,3 +64,18 @@ async def _caller(ctx: Context) -> bytes:
 
 
 calls.route("/calls/{n:int}", calls.add_function(_caller, name="caller"), methods=["GET"])
+
+# one CPU-bound function (about 2 ms of pure Python per request), as many instances as asked
+# (``--instances burn=N``, up to 4): what a second core buys a function like parking's OCR
+BURN_ROUNDS = 40_000
+
+
+def _burn(ctx: Context) -> bytes:
+    total = 0
+    for i in range(BURN_ROUNDS):
+        total += i * i
+    return b"%d" % total
+
+
+burn = App("bench-burn")
+burn.route("/", burn.add_function(_burn, name="burn", max_instances=4), methods=["GET"])

@@ -1,0 +1,99 @@
+"""What more instances buy, measured: ``python -m bench.instances [--quick]``.
+
+- cpu: a CPU-bound function (``bench.apps:burn``, ~2 ms of Python per request) under
+  ``wrk -c16``: requests per second with 1, then 2 instances (``--instances burn=N``);
+- parking: one burst of 164 photos (upstream's burst) at the parking chain: wall time until
+  the last answer, with 1, then 2 detection instances (the OCR function).
+
+Each pair runs alternately ``--rounds`` times on the same data plane, ratios from the best of
+each. Writes bench/results/instances-<stamp>.json and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from apps.parking import load as parking_load
+from bench.load import run_wrk, write_script
+from bench.procs import Server
+from spright.testing import free_port
+
+RESULTS = Path(__file__).with_name("results")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def serve(app: str, transport: str, instances: str, port: int, log: Path) -> Server:
+    argv = [sys.executable, "-m", "spright", "run", app, "--port", str(port),
+            "--transport", transport, "--instances", instances]
+    server = Server(argv, [port], log, ROOT)
+    server.start()
+    return server
+
+
+def cpu(transport: str, count: int, seconds: float, workdir: Path) -> float:
+    port = free_port()
+    server = serve("bench.apps:burn", transport, f"burn={count}", port, workdir / f"burn{count}.log")
+    try:
+        script = write_script("GET", None, workdir)
+        run_wrk(f"http://127.0.0.1:{port}/", script, 16, 1)  # warm-up
+        return run_wrk(f"http://127.0.0.1:{port}/", script, 16, seconds).rps
+    finally:
+        server.stop()
+
+
+def parking(transport: str, count: int, burst: int, workdir: Path) -> dict[str, Any]:
+    port = free_port()
+    server = serve("apps.parking:app", transport, f"detection={count}", port, workdir / f"parking{count}.log")
+    try:
+        out = asyncio.run(parking_load.run(f"http://127.0.0.1:{port}", burst, 1.0, 1, photos=8))
+        return {"wall_s": out["burst_wall_s"][0], "statuses": out["statuses"]}
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.instances", description=__doc__.splitlines()[0])
+    parser.add_argument("--transport", default="skmsg")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=8.0, help="wrk seconds per cpu run")
+    parser.add_argument("--burst", type=int, default=164)
+    parser.add_argument("--quick", action="store_true", help="1 round, 3 s runs, a burst of 40")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.seconds, args.burst = 1, 3.0, 40
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    workdir = Path("/tmp") / f"spright-bench-instances-{stamp}"
+    workdir.mkdir(parents=True)
+    runs: dict[str, dict[int, list[Any]]] = {"cpu_rps": {1: [], 2: []}, "parking": {1: [], 2: []}}
+    for _ in range(args.rounds):
+        for count in (1, 2):
+            runs["cpu_rps"][count].append(round(cpu(args.transport, count, args.seconds, workdir)))
+        for count in (1, 2):
+            runs["parking"][count].append(parking(args.transport, count, args.burst, workdir))
+    best_rps = {n: max(v) for n, v in runs["cpu_rps"].items()}
+    best_wall = {n: min(r["wall_s"] for r in v) for n, v in runs["parking"].items()}
+    summary = {
+        "transport": args.transport, "rounds": args.rounds, "burst": args.burst,
+        "cpu_rps": best_rps, "cpu_ratio": round(best_rps[2] / best_rps[1], 2),
+        "parking_wall_s": best_wall, "parking_speedup": round(best_wall[1] / best_wall[2], 2),
+        "runs": runs,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    out = args.out / f"instances-{stamp}.json"
+    out.write_text(json.dumps(summary, indent=2))
+    print(f"cpu-bound function, wrk -c16: 1 instance {best_rps[1]:,} req/s, 2 instances {best_rps[2]:,} req/s "
+          f"({summary['cpu_ratio']}x)")
+    print(f"parking burst of {args.burst}: 1 detection instance {best_wall[1]:.2f} s, 2 instances "
+          f"{best_wall[2]:.2f} s ({summary['parking_speedup']}x sooner)")
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()

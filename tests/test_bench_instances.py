@@ -1,0 +1,23 @@
+"""bench.instances end to end at a tiny scale: both scenarios run with 1 and 2 instances and
+the summary is consistent; the speed-ups themselves are measured by `make bench`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import instances
+
+
+@pytest.mark.node
+@pytest.mark.slow
+def test_instances_bench_runs_both_scenarios(tmp_path: Path, runtime_dir: Path) -> None:
+    instances.main(["--transport", "unix", "--rounds", "1", "--seconds", "1", "--burst", "6", "--out", str(tmp_path)])
+    (result,) = tmp_path.glob("instances-*.json")
+    summary = json.loads(result.read_text())
+    assert summary["cpu_rps"]["1"] > 0 and summary["cpu_rps"]["2"] > 0
+    assert summary["cpu_ratio"] == round(summary["cpu_rps"]["2"] / summary["cpu_rps"]["1"], 2)
+    for run in summary["runs"]["parking"].values():
+        assert run[0]["wall_s"] > 0 and sum(run[0]["statuses"].values()) == 6
