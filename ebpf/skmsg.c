@@ -59,6 +59,10 @@ BPF_ARRAY(spright_instances, u32, MAX_ENDPOINTS + MAX_ENDPOINTS * MAX_INSTANCES)
 // Map 7: per CPU and function, whose turn it is (round robin over the live instances).
 BPF_PERCPU_ARRAY(spright_turns, u32, MAX_ENDPOINTS);
 
+// Map 8: gateway process index -> its endpoint id. A request id's top bits name the gateway
+// that owns it; the answer of its chain (RESPONSE, ERROR) goes there, not to gateway 0.
+BPF_ARRAY(spright_gateways, u32, MAX_GATEWAYS);
+
 // The endpoint a descriptor goes to: next_hop itself, or its chain's entry at `hop`.
 static __always_inline u32 resolve(void *d) {
     u32 next_hop = FIELD(d, u32, NEXT_HOP);
@@ -96,6 +100,16 @@ static __always_inline u32 instance_of(u32 function) {
     u32 key = MAX_ENDPOINTS + function * MAX_INSTANCES + pick;
     u32 *endpoint = spright_instances.lookup(&key);
     return endpoint ? *endpoint : function;
+}
+
+// The gateway process an answer for the gateway goes to: the owner of its request.
+static __always_inline u32 owner_of(void *d) {
+    u8 kind = FIELD(d, u8, FLAGS) & KIND_MASK;
+    u32 owner = FIELD(d, u32, REQUEST_ID) >> GATEWAY_SHIFT;
+    if ((kind != RESPONSE && kind != ERROR) || owner == 0 || owner >= MAX_GATEWAYS)
+        return 0;
+    u32 *endpoint = spright_gateways.lookup(&owner);
+    return endpoint && *endpoint ? *endpoint : 0;
 }
 
 // Undeliverable descriptors go to the sink socket, whose reader discards them. Returning
@@ -188,6 +202,8 @@ int spright_msg(struct sk_msg_md *msg) {
         if (d + DESCRIPTOR_SIZE > data_end)
             break;
         u32 t = resolve(d);
+        if (t == 0)
+            t = owner_of(d);
         bool picks = t != NO_ROUTE && picks_instance(d);
         if (i == 0) {
             address = t;

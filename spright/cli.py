@@ -47,6 +47,8 @@ def run(
         0, help="http --sidecar: requests a sidecar lets reach its function at once (0: no limit)."),
     instances: list[str] = typer.Option(  # noqa: B008 (typer's way to declare a repeatable option)
         [], "--instances", metavar="NAME=N", help="Run function NAME as N worker processes (repeatable)."),
+    gateways: int | None = typer.Option(
+        None, help="Gateway processes sharing the port (default: 1 on 2 cores or fewer, else half the cores)."),
 ) -> None:
     """Serve APP: gateway plus one worker process per function (or per instance)."""
     from spright.supervisor import Supervisor
@@ -55,7 +57,7 @@ def run(
     try:
         supervisor = Supervisor(app, host=host, port=port, transport=transport, poll_idle_us=poll_idle_us,
                                 sidecar=sidecar, sidecar_concurrency=sidecar_concurrency,
-                                instances=_instance_counts(instances))
+                                instances=_instance_counts(instances), gateways=gateways)
     except (AppNotFound, ValueError) as exc:  # RoutingError, and Config's own checks
         raise _fail(str(exc)) from None
     try:

@@ -40,6 +40,7 @@ class Config:
     sidecar: bool = False  # http data plane: a queue-proxy-like process in front of each function
     sidecar_concurrency: int = 0  # requests a sidecar lets reach its function at once (0: no limit)
     instances: tuple[tuple[str, int], ...] = ()  # (function, instances to start with) over the app's own
+    gateways: int | None = None  # gateway processes on the port (SO_REUSEPORT); None: by cores
     # -- the app's (App(...)) ----------------------------------------------------------------
     default_timeout: float = 30.0  # seconds a route's chain may take, unless the route says
     pool: PoolConfig = field(default_factory=PoolConfig)  # pool.max_body is the request body limit

@@ -35,7 +35,8 @@ _STRUCT = struct.Struct(FORMAT)
 SIZE = _STRUCT.size  # 32 bytes
 _pack = _STRUCT.pack
 
-GATEWAY = 0  # endpoint id of the gateway; functions are numbered from 1
+GATEWAY = 0  # endpoint id of the (first) gateway; functions are numbered from 1
+GATEWAY_SHIFT = 28  # a request id's top 4 bits name the gateway process that owns it (and gets its answer)
 
 # flags: low nibble is the kind of message
 REQUEST = 0x0  # a hop of an HTTP request's chain

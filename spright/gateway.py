@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
@@ -26,6 +26,7 @@ from spright.descriptor import (
     DOWN,
     ERROR,
     GATEWAY,
+    GATEWAY_SHIFT,
     HAS_RESPONSE_META,
     KIND_MASK,
     READY,
@@ -35,14 +36,15 @@ from spright.descriptor import (
     Descriptor,
     unpack_many,
 )
+from spright.incoming import Incoming, RequestHead
 from spright.metrics import BYTES, CONTENT_TYPE, DROPPED, IN, OUT, CounterTable, GatewayMetrics
-from spright.pool import PoolExhausted, Slot, read_meta
+from spright.pool import PoolExhausted, read_meta
 from spright.pools import NodePool
-from spright.response import Refused, Response, body_too_large, error_response, no_payload_space
+from spright.response import Refused, Response, error_response, no_payload_space
 from spright.table import MethodNotAllowed, NotFound, RouteEntry, RouteTable
 from spright.transport.base import Endpoint, Outbox, Transport
 
-__all__ = ["Gateway", "Incoming", "Refused", "RequestHead", "Response"]
+__all__ = ["Gateway", "Refused", "Response"]
 
 log = logging.getLogger("spright.gateway")
 
@@ -51,93 +53,25 @@ CONTENT_TYPE_HEADERS = {  # by the descriptor's body type, unless a handler chos
     BODY_TEXT: (b"content-type", b"text/plain; charset=utf-8"),
 }
 OCTET_STREAM_HEADER = (b"content-type", b"application/octet-stream")
-SLACK = 1024  # room a new body's slot keeps for the request's metadata
-# A body's slot is taken for what arrives, not for what Content-Length promises: at most this much
-# up front (a 64 KiB-class slot), the rest once the bytes come. Clients that promise large bodies
-# and trickle them cannot pin the pool's few large slots.
-UPFRONT = 64 * 1024 - SLACK
-
-
-class Incoming:
-    """A request whose headers are in: routed at once, its body received straight into a pool
-    slot of its route's security domain, growing it as the bytes arrive. Its request id counts
-    as live meanwhile: no sweep frees the slot under a slow upload. A request no chain will take
-    (no route, a built-in page) keeps no slot: its body is counted and dropped."""
-
-    __slots__ = ("_gateway", "answer", "expected", "headers", "length", "method", "params", "path", "query",
-                 "request_id", "route", "slot", "view")
-
-    def __init__(self, gateway: Gateway, head: RequestHead, expected: int) -> None:
-        """Raises Refused (413 over the body limit, 503 when the pool is full)."""
-        if expected > gateway.max_body:
-            raise gateway.refusal(body_too_large(gateway.max_body))
-        self._gateway = gateway
-        self.method, self.path, self.query, self.headers = head
-        self.expected = expected
-        self.length = 0
-        self.route, self.params, self.answer = gateway.route(self.method, self.path)
-        self.request_id = gateway.new_request_id()
-        self.slot: Slot | None = None
-        self.view: memoryview | None = None
-        if self.route is not None and self.route.builtin is None:
-            try:
-                self.slot = gateway.allocators[self.route.chain](min(expected, UPFRONT) + SLACK, self.request_id)
-            except PoolExhausted:
-                raise gateway.refusal(no_payload_space()) from None
-            self.view = gateway.pool.view(self.slot.id)
-            gateway.receiving.add(self.request_id)
-
-    def write(self, chunk: bytes | bytearray) -> None:
-        """Raises Refused once the body outgrows the limit or the pool."""
-        end = self.length + len(chunk)
-        limit = self._gateway.max_body
-        if end > limit:
-            self.release()
-            raise self._gateway.refusal(body_too_large(limit))
-        if self.slot is None or self.view is None:  # going nowhere: counted, not kept
-            self.length = end
-            return
-        if end + SLACK > len(self.view):
-            pool = self._gateway.pool
-            try:
-                slot = pool.grow(self.slot, self.length, min(max(end * 2, self.expected), limit) + SLACK,
-                                 self.request_id)
-            except PoolExhausted:
-                self.release()
-                raise self._gateway.refusal(no_payload_space()) from None
-            self.view.release()
-            self.slot, self.view = slot, pool.view(slot.id)
-        self.view[self.length : end] = chunk
-        self.length = end
-
-    def release(self) -> None:
-        if self.view is not None:
-            self.view.release()
-            self.view = None
-        if self.slot is not None:
-            self._gateway.pool.free(*self.slot)
-            self._gateway.receiving.discard(self.request_id)
-            self.slot = None
-
-
-class RequestHead(NamedTuple):
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]
-
-
 Done = Callable[[Response], None]
 
 
 class Gateway:
-    def __init__(self, table: RouteTable, pool: NodePool, config: Config, counters: CounterTable | None = None) -> None:
-        """``counters``: the node's table (row 0 is the gateway's); a private one when alone."""
+    def __init__(self, table: RouteTable, pool: NodePool, config: Config, counters: CounterTable | None = None,
+                 index: int = 0) -> None:
+        """``counters``: the node's table (row 0 is the first gateway's); a private one when alone.
+        ``index``: which of the node's gateway processes this is; the first (0) hears the
+        workers' READYs and tells the others (and the workers) when a function goes down or
+        comes back."""
         self.table = table
+        self.index = index
+        self.endpoint = table.gateways[index]
+        self._owned = index << GATEWAY_SHIFT  # in every request id it hands out
         self.pool = pool
         self.config = config
         self.max_body = config.max_body
-        self.metrics = GatewayMetrics(table, counters or CounterTable.create(len(table.endpoints), shared=False))
+        self.metrics = GatewayMetrics(table, counters or CounterTable.create(len(table.endpoints), shared=False),
+                                      self.endpoint)
         self._counts = self.metrics.counts
         self.ready: set[int] = set()  # endpoints (instances) that announced themselves and did not die since
         self.metrics.ready = self.ready
@@ -170,7 +104,7 @@ class Gateway:
         self._transport = transport
         self._first_steps = tuple(steps[0] for steps in self.table.steps(transport.addresses()))
         transport.carry(self.pool)
-        self._endpoint = await transport.attach(GATEWAY, self.receive)
+        self._endpoint = await transport.attach(self.endpoint, self.receive)
         self._outbox = Outbox(self._endpoint, self._loop)
         self._ticker = self._loop.call_later(self.config.tick, self._tick)
 
@@ -209,8 +143,8 @@ class Gateway:
         return len(self._pending)
 
     def new_request_id(self) -> int:
-        self._next_id = self._next_id % 0xFFFFFFFF + 1  # never 0: 0 marks a free slot
-        return self._next_id
+        self._next_id = self._next_id % 0x0FFFFFFF + 1  # never 0: 0 marks a free slot
+        return self._next_id | self._owned
 
     def open_request(self, head: RequestHead, expected: int) -> Incoming:
         """A request whose headers are in, ``expected`` body bytes announced; raises Refused (413, 503)."""
@@ -296,7 +230,9 @@ class Gateway:
             kind = d.flags & KIND_MASK
             if kind in (RESPONSE, ERROR):
                 self._complete(d)
-            elif kind == READY and (d.sender == GATEWAY or d.sender not in self._endpoints):
+            elif kind in (READY, DOWN) and d.sender == GATEWAY and self.index:  # from the first gateway
+                self._told(kind, d.call_id)
+            elif kind == READY and (d.sender in self.table.gateways or d.sender not in self._endpoints):
                 self._dropped(d, "a READY from no function")
             elif kind == READY:
                 self._announced(d.sender)
@@ -360,6 +296,15 @@ class Gateway:
         if self._became_ready is not None:
             self._became_ready.set()
 
+    def _told(self, kind: int, function_id: int) -> None:
+        """The first gateway says a function went down (fail what runs through it) or is back."""
+        if not 0 < function_id <= len(self.table.functions):
+            return
+        if kind == READY:
+            self.down.discard(function_id)
+        else:
+            self._function_down(function_id)
+
     def endpoint_retired(self, endpoint: int) -> None:
         """An instance was scaled away and drained: it serves no more."""
         self.ready.discard(endpoint)
@@ -375,9 +320,14 @@ class Gateway:
         self.pool.release_holds(endpoint)  # a dead worker writes nothing: its slots may be swept
         if not self.ready.isdisjoint(self.table.instance_endpoints(function_id)):
             return
-        name = self.table.name_of(function_id)
-        self.down.add(function_id)
         self._tell_workers(DOWN, function_id)
+        self._function_down(function_id)
+
+    def _function_down(self, function_id: int) -> None:
+        """No instance of ``function_id`` serves: fail at once what runs through it."""
+        name = self.table.name_of(function_id)
+        self._sweep_at = time.monotonic() + self.config.grace
+        self.down.add(function_id)
         for request_id, (_, route, _, _) in list(self._pending.items()):
             if function_id in self.table.chains[route.chain]:
                 self._end(request_id, error_response(502, f"function {name!r} crashed"), failed=True)
@@ -385,8 +335,8 @@ class Gateway:
     def _tell_workers(self, kind: int, function_id: int) -> None:
         """DOWN/READY about ``function_id`` to every live worker: their ctx.calls to it fail
         fast while it is down instead of waiting for a timeout."""
-        for worker in self.ready:
-            self._outbox.put(descriptor.notice(worker, GATEWAY, kind, function_id))
+        for endpoint in (*self.ready, *self.table.gateways[1:]):  # the other gateways too
+            self._outbox.put(descriptor.notice(endpoint, GATEWAY, kind, function_id))
 
     def _tick(self) -> None:
         now = time.monotonic()
@@ -400,6 +350,6 @@ class Gateway:
         if crashed:
             self._sweep_at = None
         if expired or crashed:
-            self.pool.sweep(set(self._pending) | set(self._failed) | self.receiving)
+            self.pool.sweep(set(self._pending) | set(self._failed) | self.receiving, self.index)
         self.metrics.publish()  # readers in other processes see the gateway's row one tick late at most
         self._ticker = self._loop.call_later(self.config.tick, self._tick)

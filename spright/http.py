@@ -19,7 +19,8 @@ from typing import cast
 
 import httptools
 
-from spright.gateway import Gateway, Incoming, RequestHead
+from spright.gateway import Gateway
+from spright.incoming import Incoming, RequestHead
 from spright.response import Refused, Response, body_too_large, error_response
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
@@ -275,12 +276,16 @@ class _Exchange:
         self.protocol._flush()
 
 
-async def serve(gateway: Gateway, host: str, port: int) -> tuple[asyncio.AbstractServer, set[HttpProtocol]]:
-    """Listen for HTTP; returns the server and its live connections (for draining)."""
+async def serve(gateway: Gateway, host: str, port: int,
+                reuse_port: bool = False) -> tuple[asyncio.AbstractServer, set[HttpProtocol]]:
+    """Listen for HTTP; returns the server and its live connections (for draining).
+    ``reuse_port``: several gateway processes listen on the port, the kernel spreading
+    new connections over them (SO_REUSEPORT)."""
     connections: set[HttpProtocol] = set()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
-        lambda: HttpProtocol(gateway, connections), host, port, reuse_address=True, backlog=4096
+        lambda: HttpProtocol(gateway, connections), host, port, reuse_address=True, reuse_port=reuse_port or None,
+        backlog=4096,
     )
     return server, connections
 

@@ -126,8 +126,10 @@ def read_segment(name: str, rows: int) -> list[list[int]]:
 
 
 def by_function(table: RouteTable, rows: list[list[int]]) -> list[list[int]]:
-    """Rows per function (the gateway's first): each function's instances added up."""
-    summed = [list(rows[0]), *([0] * len(rows[0]) for _ in table.functions)]
+    """Rows per function (the gateways' first): each function's instances, and the gateway
+    processes, added up."""
+    summed = [[sum(column) for column in zip(*(rows[g] for g in table.gateways), strict=True)],
+              *([0] * len(rows[0]) for _ in table.functions)]
     for f in table.functions:
         for endpoint in table.instance_endpoints(f.id):
             summed[f.id] = [a + b for a, b in zip(summed[f.id], rows[endpoint], strict=True)]
@@ -147,9 +149,11 @@ class GatewayMetrics:
     routed requests are the histograms' counts, summed when read, not counted twice.
     """
 
-    def __init__(self, table: RouteTable, counters: CounterTable) -> None:
+    def __init__(self, table: RouteTable, counters: CounterTable, endpoint: int = 0) -> None:
+        """``endpoint``: the gateway process's own, whose row it keeps."""
         self.table = table
         self.counters = counters
+        self.endpoint = endpoint
         self.ready: set[int] = set()  # the endpoints serving now (the gateway's own set)
         # the gateway's row (the owner bumps it in place), minus routed responses; see row()
         self.counts = [0] * ROW_WORDS
@@ -186,14 +190,14 @@ class GatewayMetrics:
 
     def publish(self) -> None:
         """Copy the gateway's counters into its table row, for readers in other processes."""
-        shared = self.counters.row(0)
+        shared = self.counters.row(self.endpoint)
         for i, value in enumerate(self.row()):
             shared[i] = value
 
     def rows(self) -> list[list[int]]:
         """Every endpoint's counters, the gateway's live."""
         rows = self.counters.read()
-        rows[0] = self.row()
+        rows[self.endpoint] = self.row()
         return rows
 
     def histograms(self) -> Iterator[tuple[RouteEntry, str, list[int], float]]:

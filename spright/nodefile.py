@@ -64,6 +64,7 @@ class NodeFile:
     functions: list[dict[str, Any]]  # RouteTable.describe_functions()
     routes: list[dict[str, Any]]  # RouteTable.describe(): the compiled table
     scaling: list[dict[str, Any]] = field(default_factory=list)  # the autoscaler's last decisions
+    gateways: list[int] = field(default_factory=lambda: [0])  # endpoint id of each gateway process
 
     def describe(self) -> str:
         return f"pid {self.pid}: app {self.app!r} on port {self.port} (transport {self.transport})"

@@ -94,7 +94,7 @@ def choose_node(pid: int | None = None, port: int | None = None) -> NodeFile:
 
 def _endpoints(node: NodeFile) -> list[dict[str, Any]]:
     """The gateway and each function, with the endpoint ids of its instances."""
-    return [{"id": 0, "name": "gateway", "domain": "gateway", "endpoints": [0]},
+    return [{"id": 0, "name": "gateway", "domain": "gateway", "endpoints": node.gateways},
             *({"id": f["id"], "name": f["name"], "domain": f["domain"], "endpoints": f.get("endpoints", [f["id"]])}
               for f in node.functions)]
 
@@ -130,7 +130,7 @@ def snapshot(node: NodeFile) -> dict[str, Any]:
                 for key, value in kernel.get(e, {}).items():
                     entry["kernel"][key] = entry["kernel"].get(key, 0) + value
         functions.append(entry)
-    gateway = rows[0]
+    gateway = _added(rows, node.gateways)
     return {
         "node": {"pid": node.pid, "app": node.app, "port": node.port, "transport": node.transport},
         "requests": gateway[REQUESTS],
@@ -138,6 +138,7 @@ def snapshot(node: NodeFile) -> dict[str, Any]:
         "kernel_counters": kernel is not None,
         "functions": functions,
         "scaling": node.scaling,  # the autoscaler's last decisions, newest last
+        "gateways": [{"endpoint": e, "requests": rows[e][REQUESTS]} for e in node.gateways],
     }
 
 

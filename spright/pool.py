@@ -27,6 +27,7 @@ from multiprocessing.shared_memory import SharedMemory
 from typing import Any, NamedTuple, Protocol
 
 from spright.config import MiB, PoolConfig
+from spright.descriptor import GATEWAY_SHIFT
 
 __all__ = ["MiB", "Payload", "Payloads", "Pool", "PoolConfig", "PoolExhausted", "Slot", "read_meta"]
 
@@ -292,16 +293,17 @@ class Pool:
     def in_use(self) -> int:
         return sum(count - stack[0] for (_, count), stack in zip(self.classes, self._stacks, strict=True))
 
-    def sweep(self, live_owners: set[int]) -> int:
-        """Free every slot owned by a request that is no longer live and held by no endpoint;
-        returns how many."""
+    def sweep(self, live_owners: set[int], gateway: int = 0) -> int:
+        """Free every slot owned by a request of ``gateway`` (its id's top bits) that is no
+        longer live and held by no endpoint; returns how many."""
         freed = 0
         holders = self._holder
         for number, (_, count) in enumerate(self.classes):
             base = self._base[number]
             for local in range(count):
                 owner = self._owner[base + local]
-                if owner and owner not in live_owners and not holders[base + local]:
+                if (owner and owner >> GATEWAY_SHIFT == gateway and owner not in live_owners
+                        and not holders[base + local]):
                     freed += self.free(self._id_base | (number << CLASS_SHIFT) | local, self._generation[base + local])
         return freed
 

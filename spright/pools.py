@@ -36,6 +36,15 @@ class NodePool:
                 setattr(self, name, getattr(pool, name))
 
     @classmethod
+    def attach(cls, handles: Iterable[PoolHandle]) -> NodePool:
+        """Every domain's pool, in another gateway process."""
+        return cls(Pool.attach(handle) for handle in handles)
+
+    @property
+    def handles(self) -> list[PoolHandle]:
+        return [pool.handle for pool in self._by_domain.values()]
+
+    @classmethod
     def create(cls, config: PoolConfig, domains: Iterable[int]) -> NodePool:
         """A pool of ``config``'s shape for each of ``domains`` (RouteTable domain indexes, 1..15)."""
         created: list[Pool] = []
@@ -95,8 +104,8 @@ class NodePool:
     def in_use(self) -> int:
         return sum(pool.in_use() for pool in self._by_domain.values())
 
-    def sweep(self, live_owners: set[int]) -> int:
-        return sum(pool.sweep(live_owners) for pool in self._by_domain.values())
+    def sweep(self, live_owners: set[int], gateway: int = 0) -> int:
+        return sum(pool.sweep(live_owners, gateway) for pool in self._by_domain.values())
 
     @property
     def segment_names(self) -> list[str]:

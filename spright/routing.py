@@ -17,7 +17,7 @@ from spright.autoscale import ScalePolicy
 from spright.config import Config, PoolConfig
 from spright.descriptor import GATEWAY
 from spright.pool import MAX_DOMAINS
-from spright.table import BUILTIN_CHAIN, BUILTINS, FunctionEntry, RouteEntry, RouteTable
+from spright.table import BUILTIN_CHAIN, BUILTINS, MAX_GATEWAYS, FunctionEntry, RouteEntry, RouteTable
 
 Handler = Callable[[Any], Any]
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -153,9 +153,11 @@ class App:
         for method in methods:
             self._routes.append((method.upper(), path, chain, timeout or self.config.default_timeout))
 
-    def compile(self, instances: Mapping[str, int] | None = None) -> RouteTable:
+    def compile(self, instances: Mapping[str, int] | None = None, gateways: int = 1) -> RouteTable:
         """The route table; ``instances``: function name -> instances to start with, over what
-        the app declares (``spright run --instances NAME=N``)."""
+        the app declares (``spright run --instances NAME=N``); ``gateways``: gateway processes."""
+        if not 1 <= gateways <= MAX_GATEWAYS:
+            raise RoutingError(f"gateways must be 1..{MAX_GATEWAYS}, got {gateways}")
         if not self.functions:
             raise RoutingError(f"app {self.name!r} registers no functions")
         ids = {name: number for number, name in enumerate(self.functions, start=1)}
@@ -206,7 +208,7 @@ class App:
                 pattern, _ = _compile_path(path, page)
                 routes.append(RouteEntry(method, path, BUILTIN_CHAIN, 0.0, pattern, len(routes), builtin=page))
         return RouteTable(functions, tuple(hops for hops, _ in chains), tuple(routes), tuple(domains),
-                          tuple(timeout for _, timeout in chains))
+                          tuple(timeout for _, timeout in chains), (GATEWAY, *range(extra, extra + gateways - 1)))
 
     def _hop_names(self, spec: ChainSpec, ids: dict[str, int], where: str) -> list[str]:
         if isinstance(spec, (Function, str)):

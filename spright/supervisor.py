@@ -22,6 +22,7 @@ import uvloop
 
 from spright import control, http
 from spright.gateway import Gateway
+from spright.gateways import GatewaySpec, default_count, gateway_main
 from spright.instances import LiveInstances
 from spright.loader import load_app
 from spright.metrics import COLUMNS, ROW_WORDS, CounterTable
@@ -43,7 +44,9 @@ class Supervisor:
         self.app_ref = app_ref
         self.app = load_app(app_ref)
         self.config = self.app.config.replace(**options)
-        self.table = self.app.compile(dict(self.config.instances))
+        self.gateway_count = self.config.gateways or default_count()
+        self.table = self.app.compile(dict(self.config.instances), self.gateway_count)
+        self.gateway_processes: dict[int, BaseProcess] = {}  # the further gateways, by index
         self.processes: dict[WorkerKey, BaseProcess] = {}
         self._starts: dict[WorkerKey, list[float]] = {}
         self._retiring: set[WorkerKey] = set()  # instances scaled away, draining
@@ -81,8 +84,11 @@ class Supervisor:
             controls = await control.serve(self.runtime_dir, self._control)
             if self.autoscaling:
                 loop.call_later(TICK, self._autoscale)
-            server, connections = await http.serve(self.gateway, self.config.host, self.config.port)
+            server, connections = await http.serve(self.gateway, self.config.host, self.config.port,
+                                                   reuse_port=self.gateway_count > 1)
             self._port = _port_of(server)
+            for index in range(1, self.gateway_count):
+                self._spawn_gateway(index)
             self._write_node_file()
             name_process(f"gateway [{self.app.name}] {self.config.host}:{self._port} ({transport.name})")
             log.warning(
@@ -92,7 +98,10 @@ class Supervisor:
             )
             await stop.wait()
             log.warning("spright: draining")
+            for process in self.gateway_processes.values():  # they drain too, meanwhile
+                process.terminate()
             await http.drain(server, connections, self.config.drain_timeout)
+            await asyncio.to_thread(_join_all, list(self.gateway_processes.values()), self.config.drain_timeout + 2)
             controls.close()
         finally:
             self._stopping = True
@@ -152,6 +161,34 @@ class Supervisor:
             self._spawn(key)
             if self._port is not None:
                 self._write_node_file()  # readers (spright stats, tests) see the new pid
+
+    # -- further gateways ------------------------------------------------------------------
+    def _spawn_gateway(self, index: int) -> None:
+        assert self._port is not None
+        spec = GatewaySpec(self.app.name, index, self.table, self.pool.handles, self.transport,
+                           self.counters.name or "", self.config, self._port)
+        process = get_context("spawn").Process(target=gateway_main, args=(spec,), name=f"spright-gateway-{index}",
+                                               daemon=True)
+        process.start()
+        self.gateway_processes[index] = process
+        asyncio.get_running_loop().add_reader(process.sentinel, self._gateway_exited, index, process)
+
+    def _gateway_exited(self, index: int, process: BaseProcess) -> None:
+        """A further gateway died: its clients lost their connections; once whatever its
+        requests' chains may still write is over, their slots are swept and it starts again."""
+        asyncio.get_running_loop().remove_reader(process.sentinel)
+        process.join(0)
+        if self._stopping:
+            return
+        log.error("spright: gateway #%d exited with code %s; restarting in %g s", index, process.exitcode,
+                  self.config.grace)
+        asyncio.get_running_loop().call_later(self.config.grace, self._restart_gateway, index)
+
+    def _restart_gateway(self, index: int) -> None:
+        if not self._stopping:
+            self.pool.sweep(set(), index)
+            self._spawn_gateway(index)
+            self._write_node_file()
 
     # -- scaling ---------------------------------------------------------------------------
     def scale(self, name: str, count: int) -> None:
@@ -243,14 +280,25 @@ class Supervisor:
             transport=self.transport.name,
             transport_info=self.transport.node_info(),
             scaling=list(self.autoscaling.decisions),
-            workers={(table.name_of(e) if key.instance == 0 else f"{table.name_of(e)}#{key.instance}"): process.pid or 0
-                     for key, process in self.processes.items() for e in self._endpoints_of(key)},
+            workers={**{(table.name_of(e) if key.instance == 0 else f"{table.name_of(e)}#{key.instance}"):
+                        process.pid or 0 for key, process in self.processes.items() for e in self._endpoints_of(key)},
+                     **{f"gateway#{index}": process.pid or 0 for index, process in self.gateway_processes.items()}},
+            gateways=list(table.gateways),
             shm=[*self.pool.segment_names, self.counters.name or ""],  # every segment of ours in /dev/shm
             metrics=CounterSegment(self.counters.name or "", self.counters.rows, ROW_WORDS, list(COLUMNS)),
             domains=list(table.domains),
             functions=table.describe_functions(),
             routes=table.describe(),  # for `spright routes --live` when the data plane cannot read it back
         ).write(self.runtime_dir)
+
+
+def _join_all(processes: list[BaseProcess], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.join(max(deadline - time.monotonic(), 0))
+        if process.is_alive():
+            process.kill()
+            process.join(1)
 
 
 def _port_of(server: asyncio.AbstractServer) -> int:

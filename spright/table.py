@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from spright.descriptor import GATEWAY, REQUEST, RESPONSE
+from spright.descriptor import GATEWAY, GATEWAY_SHIFT, REQUEST, RESPONSE
 
 BUILTIN_CHAIN = -1  # RouteEntry.chain of a route the gateway serves itself
 BUILTINS = {("GET", "/metrics"): "metrics"}  # served by the gateway unless the app routes them
+MAX_GATEWAYS = 1 << (32 - GATEWAY_SHIFT)
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class RouteTable:
     routes: tuple[RouteEntry, ...]
     domains: tuple[str, ...] = ("gateway",)
     timeouts: tuple[float, ...] = ()  # per chain: how long anyone waits on one of its requests
+    gateways: tuple[int, ...] = (GATEWAY,)  # endpoint id of each gateway process (the first is 0)
 
     _ids: dict[str, int] = field(init=False, repr=False, compare=False)
     _function_of: dict[int, int] = field(init=False, repr=False, compare=False)
@@ -96,11 +98,11 @@ class RouteTable:
     def endpoints(self) -> list[int]:
         """Every endpoint id of the node: the gateway, the functions (1..N), then the ids set
         aside for their further instances."""
-        return [GATEWAY, *sorted(self._function_of)]
+        return [GATEWAY, *sorted(self._function_of), *self.gateways[1:]]
 
     def function_of(self, endpoint_id: int) -> int:
-        """The function an endpoint serves (the gateway's is the gateway)."""
-        return GATEWAY if endpoint_id == GATEWAY else self._function_of[endpoint_id]
+        """The function an endpoint serves (a gateway's is the gateway, 0)."""
+        return GATEWAY if endpoint_id in self.gateways else self._function_of[endpoint_id]
 
     def instance_endpoints(self, function_id: int) -> tuple[int, ...]:
         """Endpoint id of each instance ``function_id`` may have (its own id first)."""

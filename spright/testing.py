@@ -25,7 +25,8 @@ from urllib.parse import urlencode
 import orjson
 
 from spright.config import Config, PoolConfig
-from spright.gateway import Gateway, RequestHead
+from spright.gateway import Gateway
+from spright.incoming import RequestHead
 from spright.instances import LiveInstances
 from spright.metrics import CounterTable, by_function, row_dict
 from spright.pool import MiB

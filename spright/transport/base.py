@@ -30,7 +30,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from spright.descriptor import CALL, GATEWAY, KIND_MASK, OFFSETS, REFUSED, REQUEST, SIZE
+from spright.descriptor import (
+    CALL,
+    ERROR,
+    GATEWAY,
+    GATEWAY_SHIFT,
+    KIND_MASK,
+    OFFSETS,
+    REFUSED,
+    REQUEST,
+    RESPONSE,
+    SIZE,
+)
 from spright.instances import LiveInstances
 
 if TYPE_CHECKING:
@@ -43,6 +54,7 @@ if TYPE_CHECKING:
 Receiver = Callable[[bytes], None]
 EARLY_FLUSH = 24  # descriptors; see Outbox
 _FLAGS = OFFSETS["flags"]
+_OWNER_BYTE = OFFSETS["request_id"] + 3  # the request id's top byte (little-endian): its gateway's bits
 
 
 class Endpoint(ABC):
@@ -147,11 +159,15 @@ class Domains:
         endpoints = table.endpoints
         domain = [0] * (max(endpoints) + 1)
         for endpoint in endpoints[1:]:
-            domain[endpoint] = table.functions[table.function_of(endpoint) - 1].domain
+            function_id = table.function_of(endpoint)
+            domain[endpoint] = table.functions[function_id - 1].domain if function_id else 0
         self._reach = [frozenset(e for e in endpoints if 0 in (mine, domain[e]) or domain[e] == mine)
                        for mine in domain]
         self._instances = instances
         self._scalable = instances.scalable
+        self._gateways = table.gateways  # answers go to the gateway that owns their request
+        if len(self._gateways) > 1:
+            self._scalable = self._scalable | {GATEWAY}
 
     def split(self, sender: int, data: bytes) -> dict[int, bytes]:
         """One batch per destination, each destination's order kept; what ``sender`` may not
@@ -176,11 +192,19 @@ class Domains:
         return {dest: b"".join(records) for dest, records in batches.items()}
 
     def _to_instance(self, function_id: int, record: bytes) -> tuple[int, bytes]:
-        """A request or call for ``function_id``, addressed to one of its live instances;
-        anything else (a reply to instance 0, a notice) stays as addressed."""
-        if record[_FLAGS] & KIND_MASK not in (REQUEST, CALL):
+        """A request or call for ``function_id``, addressed to one of its live instances; an
+        answer for the gateway, to the gateway process that owns its request; anything else
+        (a reply to instance 0, a notice) stays as addressed."""
+        kind = record[_FLAGS] & KIND_MASK
+        if function_id == GATEWAY:
+            owner = record[_OWNER_BYTE] >> (GATEWAY_SHIFT - 24)
+            if kind not in (RESPONSE, ERROR) or not 0 < owner < len(self._gateways):
+                return GATEWAY, record
+            dest = self._gateways[owner]
+        elif kind in (REQUEST, CALL):
+            dest = self._instances.pick(function_id)
+        else:
             return function_id, record
-        dest = self._instances.pick(function_id)
         return dest, dest.to_bytes(4, "little") + record[4:]
 
 

@@ -49,8 +49,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from spright.descriptor import CALL, KIND_MASK, OFFSETS, REFUSED, REQUEST, SIZE
-from spright.table import RouteTable
+from spright.descriptor import CALL, ERROR, GATEWAY_SHIFT, KIND_MASK, OFFSETS, REFUSED, REQUEST, RESPONSE, SIZE
+from spright.table import MAX_GATEWAYS, RouteTable
 from spright.transport import bpf
 from spright.transport.base import Endpoint, Receiver, RecordProtocol, Transport
 from spright.transport.skmsg_maps import (
@@ -89,6 +89,10 @@ CFLAGS = [
         ("MAX_INSTANCES", MAX_INSTANCES),
         ("REQUEST", REQUEST),
         ("CALL", CALL),
+        ("RESPONSE", RESPONSE),
+        ("ERROR", ERROR),
+        ("MAX_GATEWAYS", MAX_GATEWAYS),
+        ("GATEWAY_SHIFT", GATEWAY_SHIFT),
         ("MAX_RUN", MAX_RUN),
         ("DESCRIPTOR_SIZE", SIZE),
         ("NEXT_IN_CHAIN", f"{NEXT_IN_CHAIN:#x}U"),
@@ -247,12 +251,16 @@ class SkmsgTransport(Transport):
         for function in self.table.functions:
             for endpoint in self.table.instance_endpoints(function.id):
                 domains[endpoint] = function.domain
+        for endpoint in self.table.gateways:
+            domains[endpoint] = 0
         with bpf.PinnedMap(self.pin_dir / "routes") as route_map:
             route_map.fill(routes)
         with bpf.PinnedMap(self.pin_dir / "domains") as domain_map:
             domain_map.fill(domains)
         for function_id in self.instances.scalable:
             self.instances_changed(function_id, self.instances.get(function_id))
+        with bpf.PinnedMap(self.pin_dir / "gateways") as gateway_map:
+            gateway_map.fill(self.table.gateways)
 
     def instances_changed(self, function_id: int, endpoints: tuple[int, ...]) -> None:
         """The kernel program picks among the live instances in its own map."""

@@ -24,6 +24,7 @@ MAPS = {
     "ports": "spright_ports",
     "stats": "spright_stats",
     "instances": "spright_instances",
+    "gateways": "spright_gateways",
 }
 
 
