@@ -1,5 +1,6 @@
-"""What more instances buy, measured: ``python -m bench.instances [--quick]``.
+"""What more processes buy, measured: ``python -m bench.instances [--quick]``.
 
+- gateways: the noop chain under ``wrk -c64`` with 1, then 2 gateway processes (``--gateways``);
 - cpu: a CPU-bound function (``bench.apps:burn``, ~2 ms of Python per request) under
   ``wrk -c16``: requests per second with 1, then 2 instances (``--instances burn=N``);
 - parking: one burst of 164 photos (upstream's burst) at the parking chain: wall time until
@@ -28,28 +29,29 @@ RESULTS = Path(__file__).with_name("results")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def serve(app: str, transport: str, instances: str, port: int, log: Path) -> Server:
-    argv = [sys.executable, "-m", "spright", "run", app, "--port", str(port),
-            "--transport", transport, "--instances", instances]
+def serve(app: str, transport: str, options: list[str], port: int, log: Path) -> Server:
+    argv = [sys.executable, "-m", "spright", "run", app, "--port", str(port), "--transport", transport, *options]
     server = Server(argv, [port], log, ROOT)
     server.start()
     return server
 
 
-def cpu(transport: str, count: int, seconds: float, workdir: Path) -> float:
+def rps(app: str, transport: str, options: list[str], connections: int, seconds: float, workdir: Path) -> float:
+    """``wrk`` GET / against a fresh node of ``app`` started with ``options``."""
     port = free_port()
-    server = serve("bench.apps:burn", transport, f"burn={count}", port, workdir / f"burn{count}.log")
+    server = serve(app, transport, options, port, workdir / f"{app.rpartition(':')[2]}-{'-'.join(options)}.log")
     try:
         script = write_script("GET", None, workdir)
-        run_wrk(f"http://127.0.0.1:{port}/", script, 16, 1)  # warm-up
-        return run_wrk(f"http://127.0.0.1:{port}/", script, 16, seconds).rps
+        run_wrk(f"http://127.0.0.1:{port}/", script, connections, 1)  # warm-up
+        return run_wrk(f"http://127.0.0.1:{port}/", script, connections, seconds).rps
     finally:
         server.stop()
 
 
 def parking(transport: str, count: int, burst: int, workdir: Path) -> dict[str, Any]:
     port = free_port()
-    server = serve("apps.parking:app", transport, f"detection={count}", port, workdir / f"parking{count}.log")
+    server = serve("apps.parking:app", transport, ["--instances", f"detection={count}"], port,
+                   workdir / f"parking{count}.log")
     try:
         out = asyncio.run(parking_load.run(f"http://127.0.0.1:{port}", burst, 1.0, 1, photos=8))
         return {"wall_s": out["burst_wall_s"][0], "statuses": out["statuses"]}
@@ -71,16 +73,23 @@ def main(argv: list[str] | None = None) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = Path("/tmp") / f"spright-bench-instances-{stamp}"
     workdir.mkdir(parents=True)
-    runs: dict[str, dict[int, list[Any]]] = {"cpu_rps": {1: [], 2: []}, "parking": {1: [], 2: []}}
+    runs: dict[str, dict[int, list[Any]]] = {"gateways_rps": {1: [], 2: []}, "cpu_rps": {1: [], 2: []},
+                                             "parking": {1: [], 2: []}}
     for _ in range(args.rounds):
         for count in (1, 2):
-            runs["cpu_rps"][count].append(round(cpu(args.transport, count, args.seconds, workdir)))
+            runs["gateways_rps"][count].append(round(rps("bench.apps:noop", args.transport,
+                                                         ["--gateways", str(count)], 64, args.seconds, workdir)))
+        for count in (1, 2):
+            runs["cpu_rps"][count].append(round(rps("bench.apps:burn", args.transport,
+                                                    ["--instances", f"burn={count}"], 16, args.seconds, workdir)))
         for count in (1, 2):
             runs["parking"][count].append(parking(args.transport, count, args.burst, workdir))
+    best_gateways = {n: max(v) for n, v in runs["gateways_rps"].items()}
     best_rps = {n: max(v) for n, v in runs["cpu_rps"].items()}
     best_wall = {n: min(r["wall_s"] for r in v) for n, v in runs["parking"].items()}
     summary = {
         "transport": args.transport, "rounds": args.rounds, "burst": args.burst,
+        "gateways_rps": best_gateways, "gateways_ratio": round(best_gateways[2] / best_gateways[1], 2),
         "cpu_rps": best_rps, "cpu_ratio": round(best_rps[2] / best_rps[1], 2),
         "parking_wall_s": best_wall, "parking_speedup": round(best_wall[1] / best_wall[2], 2),
         "runs": runs,
@@ -88,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"instances-{stamp}.json"
     out.write_text(json.dumps(summary, indent=2))
+    print(f"noop chain, wrk -c64: 1 gateway {best_gateways[1]:,} req/s, 2 gateways {best_gateways[2]:,} req/s "
+          f"({summary['gateways_ratio']}x)")
     print(f"cpu-bound function, wrk -c16: 1 instance {best_rps[1]:,} req/s, 2 instances {best_rps[2]:,} req/s "
           f"({summary['cpu_ratio']}x)")
     print(f"parking burst of {args.burst}: 1 detection instance {best_wall[1]:.2f} s, 2 instances "

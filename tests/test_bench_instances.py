@@ -18,6 +18,7 @@ def test_instances_bench_runs_both_scenarios(tmp_path: Path, runtime_dir: Path) 
     (result,) = tmp_path.glob("instances-*.json")
     summary = json.loads(result.read_text())
     assert summary["cpu_rps"]["1"] > 0 and summary["cpu_rps"]["2"] > 0
+    assert summary["gateways_rps"]["1"] > 0 and summary["gateways_rps"]["2"] > 0
     assert summary["cpu_ratio"] == round(summary["cpu_rps"]["2"] / summary["cpu_rps"]["1"], 2)
     for run in summary["runs"]["parking"].values():
         assert run[0]["wall_s"] > 0 and sum(run[0]["statuses"].values()) == 6
