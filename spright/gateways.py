@@ -31,8 +31,6 @@ from spright.process import die_with_parent, name_process
 from spright.table import MAX_GATEWAYS, RouteTable
 from spright.transport.base import Transport
 
-log = logging.getLogger("spright.gateway")
-
 
 def default_count() -> int:
     """``--gateways`` left out: one on a machine of two cores or fewer (it would only take cores

@@ -84,8 +84,3 @@ class LiveInstances:
         turn = self._next.get(function_id, 0)
         self._next[function_id] = turn + 1
         return live[turn % len(live)]
-
-    def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None

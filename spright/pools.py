@@ -28,7 +28,6 @@ _BY_SLOT = ("free", "is_current", "take", "view", "write", "set_meta", "grow")
 class NodePool:
     def __init__(self, pools: Iterable[Pool]) -> None:
         self._by_domain: dict[int, Pool] = {pool.domain: pool for pool in pools}
-        self.domains = tuple(sorted(self._by_domain))
         self.total = sum(pool.total for pool in self._by_domain.values())
         if len(self._by_domain) == 1:  # one domain (most apps): its pool answers every slot operation itself
             (pool,) = self._by_domain.values()
