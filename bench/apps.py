@@ -7,6 +7,8 @@ workers it needs (``spright run bench.apps:noop`` etc.).
 
 from __future__ import annotations
 
+import random
+
 from spright import App, Context
 from spright.routing import Chain, Function
 
@@ -79,3 +81,20 @@ def _burn(ctx: Context) -> bytes:
 
 burn = App("bench-burn")
 burn.route("/", burn.add_function(_burn, name="burn", max_instances=4), methods=["GET"])
+
+# a function whose cost varies: most requests ~0.2 ms of Python, one in twenty ~5 ms, drawn
+# per request. With 2 instances, how the data plane picks one decides who waits behind a
+# long request (``--balance``).
+SHORT_ROUNDS, LONG_ROUNDS, LONG_SHARE = 4_000, 100_000, 0.05
+
+
+def _skewed(ctx: Context) -> bytes:
+    rounds = LONG_ROUNDS if random.random() < LONG_SHARE else SHORT_ROUNDS
+    total = 0
+    for i in range(rounds):
+        total += i * i
+    return b"%d" % total
+
+
+skewed = App("bench-skewed")
+skewed.route("/", skewed.add_function(_skewed, name="skewed", max_instances=4), methods=["GET"])

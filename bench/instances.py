@@ -3,6 +3,9 @@
 - gateways: the noop chain under ``wrk -c64`` with 1, then 2 gateway processes (``--gateways``);
 - cpu: a CPU-bound function (``bench.apps:burn``, ~2 ms of Python per request) under
   ``wrk -c16``: requests per second with 1, then 2 instances (``--instances burn=N``);
+- balance: a function whose cost varies (``bench.apps:skewed``: one request in twenty costs
+  25x) with 2 instances under ``wrk -c16``, picked round robin, then least in flight
+  (``--balance``): requests per second and p99 latency;
 - parking: one burst of 164 photos (upstream's burst) at the parking chain: wall time until
   the last answer, with 1, then 2 detection instances (the OCR function).
 
@@ -21,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from apps.parking import load as parking_load
-from bench.load import run_wrk, write_script
+from bench.load import WrkResult, run_wrk, write_script
 from bench.procs import Server
 from spright.testing import free_port
 
 RESULTS = Path(__file__).with_name("results")
+BALANCES = ("round_robin", "least_in_flight")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -36,14 +40,15 @@ def serve(app: str, transport: str, options: list[str], port: int, log: Path) ->
     return server
 
 
-def rps(app: str, transport: str, options: list[str], connections: int, seconds: float, workdir: Path) -> float:
+def load(app: str, transport: str, options: list[str], connections: int, seconds: float,
+         workdir: Path) -> WrkResult:
     """``wrk`` GET / against a fresh node of ``app`` started with ``options``."""
     port = free_port()
     server = serve(app, transport, options, port, workdir / f"{app.rpartition(':')[2]}-{'-'.join(options)}.log")
     try:
         script = write_script("GET", None, workdir)
         run_wrk(f"http://127.0.0.1:{port}/", script, connections, 1)  # warm-up
-        return run_wrk(f"http://127.0.0.1:{port}/", script, connections, seconds).rps
+        return run_wrk(f"http://127.0.0.1:{port}/", script, connections, seconds)
     finally:
         server.stop()
 
@@ -73,24 +78,33 @@ def main(argv: list[str] | None = None) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = Path("/tmp") / f"spright-bench-instances-{stamp}"
     workdir.mkdir(parents=True)
-    runs: dict[str, dict[int, list[Any]]] = {"gateways_rps": {1: [], 2: []}, "cpu_rps": {1: [], 2: []},
-                                             "parking": {1: [], 2: []}}
+    runs: dict[str, dict[Any, list[Any]]] = {"gateways_rps": {1: [], 2: []}, "cpu_rps": {1: [], 2: []},
+                                             "balance": {b: [] for b in BALANCES}, "parking": {1: [], 2: []}}
     for _ in range(args.rounds):
         for count in (1, 2):
-            runs["gateways_rps"][count].append(round(rps("bench.apps:noop", args.transport,
-                                                         ["--gateways", str(count)], 64, args.seconds, workdir)))
+            runs["gateways_rps"][count].append(round(load("bench.apps:noop", args.transport, ["--gateways", str(count)],
+                                                          64, args.seconds, workdir).rps))
         for count in (1, 2):
-            runs["cpu_rps"][count].append(round(rps("bench.apps:burn", args.transport,
-                                                    ["--instances", f"burn={count}"], 16, args.seconds, workdir)))
+            options = ["--instances", f"burn={count}"]
+            runs["cpu_rps"][count].append(round(load("bench.apps:burn", args.transport, options, 16, args.seconds,
+                                                     workdir).rps))
+        for balance in BALANCES:
+            result = load("bench.apps:skewed", args.transport, ["--instances", "skewed=2", "--balance", balance],
+                          16, args.seconds, workdir)
+            runs["balance"][balance].append({"rps": round(result.rps), "p50_us": result.p50_us,
+                                             "p99_us": result.p99_us, "errors": result.errors})
         for count in (1, 2):
             runs["parking"][count].append(parking(args.transport, count, args.burst, workdir))
     best_gateways = {n: max(v) for n, v in runs["gateways_rps"].items()}
     best_rps = {n: max(v) for n, v in runs["cpu_rps"].items()}
     best_wall = {n: min(r["wall_s"] for r in v) for n, v in runs["parking"].items()}
-    summary = {
+    balance = {b: {"rps": max(r["rps"] for r in v), "p99_us": min(r["p99_us"] for r in v)}
+               for b, v in runs["balance"].items()}
+    summary: dict[str, Any] = {
         "transport": args.transport, "rounds": args.rounds, "burst": args.burst,
         "gateways_rps": best_gateways, "gateways_ratio": round(best_gateways[2] / best_gateways[1], 2),
         "cpu_rps": best_rps, "cpu_ratio": round(best_rps[2] / best_rps[1], 2),
+        "balance": balance,
         "parking_wall_s": best_wall, "parking_speedup": round(best_wall[1] / best_wall[2], 2),
         "runs": runs,
     }
@@ -101,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
           f"({summary['gateways_ratio']}x)")
     print(f"cpu-bound function, wrk -c16: 1 instance {best_rps[1]:,} req/s, 2 instances {best_rps[2]:,} req/s "
           f"({summary['cpu_ratio']}x)")
+    for name, figures in balance.items():
+        print(f"varying cost, 2 instances, wrk -c16, {name}: {figures['rps']:,} req/s, p99 {figures['p99_us']:,} us")
     print(f"parking burst of {args.burst}: 1 detection instance {best_wall[1]:.2f} s, 2 instances "
           f"{best_wall[2]:.2f} s ({summary['parking_speedup']}x sooner)")
     print(f"-> {out}")

@@ -63,6 +63,13 @@ BPF_PERCPU_ARRAY(spright_turns, u32, MAX_ENDPOINTS);
 // that owns it; the answer of its chain (RESPONSE, ERROR) goes there, not to gateway 0.
 BPF_ARRAY(spright_gateways, u32, MAX_GATEWAYS);
 
+// Map 9: descriptors in flight at each endpoint, as the kernel sees them: plus what was
+// redirected into its socket (or bounced back to it), minus what its socket sent; notices
+// (READY, DOWN) do not count. A handler hands on, calls or answers one descriptor per
+// descriptor it was given. Shared by all CPUs (atomic adds); a worker zeroes its entry when it
+// registers its socket. Kept only under LEAST_IN_FLIGHT.
+BPF_ARRAY(spright_load, s64, MAX_ENDPOINTS);
+
 // The endpoint a descriptor goes to: next_hop itself, or its chain's entry at `hop`.
 static __always_inline u32 resolve(void *d) {
     u32 next_hop = FIELD(d, u32, NEXT_HOP);
@@ -83,23 +90,48 @@ static __always_inline bool picks_instance(void *d) {
     return kind == REQUEST || kind == CALL;
 }
 
-// One of `function`'s live instances, in turn (per CPU); the function's own endpoint when
-// it has no instance table entry.
-static __always_inline u32 instance_of(u32 function) {
+// One of `function`'s live instances (the function's own endpoint when it has no instance
+// table entry). Round robin per CPU; under LEAST_IN_FLIGHT, of the instance whose turn it
+// is and the next one, the one with fewer descriptors in flight (two choices, as Envoy's
+// least_request: exact for two instances, and no loop for the verifier to walk). `spread`
+// tells whether there was a choice: then each descriptor is picked for on its own.
+static __always_inline u32 instance_of(u32 function, bool *spread) {
+    *spread = false;
     if (function >= MAX_ENDPOINTS)
         return function;
     u32 *live = spright_instances.lookup(&function);
     u32 count = live ? *live : 0;
     u32 *turn = spright_turns.lookup(&function);
-    if (count == 0 || !turn)
+    if (count == 0 || count > MAX_INSTANCES || !turn)
         return function;
-    u32 pick = *turn % count;
+    *spread = count > 1;
+    u32 first = *turn % count;
     *turn += 1;
-    if (pick >= MAX_INSTANCES)
-        return function;
-    u32 key = MAX_ENDPOINTS + function * MAX_INSTANCES + pick;
+    u32 base = MAX_ENDPOINTS + function * MAX_INSTANCES;
+    u32 key = base + first;
     u32 *endpoint = spright_instances.lookup(&key);
-    return endpoint ? *endpoint : function;
+    u32 pick = endpoint ? *endpoint : function;
+#if LEAST_IN_FLIGHT
+    if (count > 1) {
+        key = base + (first + 1) % count;
+        u32 *next = spright_instances.lookup(&key);
+        u32 other = next ? *next : pick;
+        s64 *mine = spright_load.lookup(&pick);
+        s64 *theirs = spright_load.lookup(&other);
+        if (mine && theirs && *theirs < *mine)
+            pick = other;
+    }
+#endif
+    return pick;
+}
+
+// Descriptors in flight at `endpoint` change by `delta` (LEAST_IN_FLIGHT only).
+static __always_inline void add_load(u32 endpoint, s64 delta) {
+#if LEAST_IN_FLIGHT
+    s64 *load = spright_load.lookup(&endpoint);
+    if (load)
+        __sync_fetch_and_add(load, delta);
+#endif
 }
 
 // The gateway process an answer for the gateway goes to: the owner of its request.
@@ -135,12 +167,13 @@ static __always_inline bool same_domain(u32 sender, u32 target) {
 // The verdict for a run: redirect (to the target, or back to the sender when the run was
 // refused) and counters.
 static __always_inline int deliver(struct sk_msg_md *msg, u32 sender, u32 target, bool refused, u32 run,
-                                   u64 bytes) {
+                                   u32 notices, u64 bytes) {
     struct counters *c = spright_stats.lookup(&sender);
     if (c) {
         c->sent += run;
         c->bytes_sent += bytes;
     }
+    add_load(sender, -(s64)(run - notices));
     if (target == NO_ROUTE) {
         if (c)
             c->bad_route += run;
@@ -149,6 +182,7 @@ static __always_inline int deliver(struct sk_msg_md *msg, u32 sender, u32 target
     if (refused) {  // the run already says REFUSED and names its sender: back it goes
         if (c)
             c->domain_drops += run;
+        add_load(sender, run);
         int verdict = spright_socks.msg_redirect_hash(msg, &sender, BPF_F_INGRESS);
         return verdict == SK_PASS ? verdict : to_sink(msg, c, run);
     }
@@ -160,6 +194,7 @@ static __always_inline int deliver(struct sk_msg_md *msg, u32 sender, u32 target
         if (verdict == SK_PASS) {
             t->received += run;
             t->bytes_received += bytes;
+            add_load(target, run - notices);
         } else
             t->dropped += run;
     }
@@ -191,10 +226,11 @@ int spright_msg(struct sk_msg_md *msg) {
     // rewritten into REFUSED descriptors addressed to the sender itself. The verifier walks
     // this loop iteration by iteration, within its 1M-instruction budget at MAX_RUN = 256.
     // A run also shares whether it picks an instance (requests and calls to one function
-    // do): the whole run goes to the instance picked for its first descriptor.
+    // do); when the function has several live instances, the run ends after one descriptor,
+    // so that the next one is picked for anew.
     u32 address = NO_ROUTE, target = NO_ROUTE;
-    bool picking = false, refused = false;
-    u32 run = 0;
+    bool picking = false, spread = false, refused = false;
+    u32 run = 0, notices = 0;
     u64 bytes = 0;
     void *d = data;
 #pragma clang loop unroll(disable)
@@ -208,9 +244,9 @@ int spright_msg(struct sk_msg_md *msg) {
         if (i == 0) {
             address = t;
             picking = picks;
-            target = picks ? instance_of(t) : t;
+            target = picks ? instance_of(t, &spread) : t;
             refused = target != NO_ROUTE && !same_domain(sender, target);
-        } else if (t != address || picks != picking)
+        } else if (t != address || picks != picking || spread)
             break;
         if (refused) {
             FIELD(d, u32, NEXT_HOP) = sender;
@@ -218,6 +254,8 @@ int spright_msg(struct sk_msg_md *msg) {
         } else if (t != NO_ROUTE)
             FIELD(d, u32, NEXT_HOP) = t;
         FIELD(d, u16, SENDER) = sender;
+        u8 kind = FIELD(d, u8, FLAGS) & KIND_MASK;
+        notices += kind == READY || kind == DOWN;
         bytes += FIELD(d, u32, LENGTH);
         d += DESCRIPTOR_SIZE;
         run++;
@@ -250,5 +288,5 @@ int spright_msg(struct sk_msg_md *msg) {
         }
     }
     bpf_msg_apply_bytes(msg, run * DESCRIPTOR_SIZE);
-    return deliver(msg, sender, target, refused, run, bytes);
+    return deliver(msg, sender, target, refused, run, notices, bytes);
 }

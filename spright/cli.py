@@ -49,6 +49,8 @@ def run(
         [], "--instances", metavar="NAME=N", help="Run function NAME as N worker processes (repeatable)."),
     gateways: int | None = typer.Option(
         None, help="Gateway processes sharing the port (default: 1 on 2 cores or fewer, else half the cores)."),
+    balance: str = typer.Option(
+        "least_in_flight", help="How a function's instance is picked: least_in_flight or round_robin."),
 ) -> None:
     """Serve APP: gateway plus one worker process per function (or per instance)."""
     from spright.supervisor import Supervisor
@@ -57,7 +59,7 @@ def run(
     try:
         supervisor = Supervisor(app, host=host, port=port, transport=transport, poll_idle_us=poll_idle_us,
                                 sidecar=sidecar, sidecar_concurrency=sidecar_concurrency,
-                                instances=_instance_counts(instances), gateways=gateways)
+                                instances=_instance_counts(instances), gateways=gateways, balance=balance)
     except (AppNotFound, ValueError) as exc:  # RoutingError, and Config's own checks
         raise _fail(str(exc)) from None
     try:

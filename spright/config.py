@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from spright.instances import BALANCES
+
 MiB = 1 << 20
 
 
@@ -41,6 +43,7 @@ class Config:
     sidecar_concurrency: int = 0  # requests a sidecar lets reach its function at once (0: no limit)
     instances: tuple[tuple[str, int], ...] = ()  # (function, instances to start with) over the app's own
     gateways: int | None = None  # gateway processes on the port (SO_REUSEPORT); None: by cores
+    balance: str = "least_in_flight"  # how a function's instance is picked: or round_robin
     # -- the app's (App(...)) ----------------------------------------------------------------
     default_timeout: float = 30.0  # seconds a route's chain may take, unless the route says
     pool: PoolConfig = field(default_factory=PoolConfig)  # pool.max_body is the request body limit
@@ -72,6 +75,8 @@ class Config:
         if (self.sidecar or self.sidecar_concurrency) and self.transport != "http":
             raise ValueError(f"--sidecar puts a queue-proxy in front of each function of the http data plane: "
                              f"use it with --transport http, not {self.transport!r}")
+        if self.balance not in BALANCES:
+            raise ValueError(f"Config.balance must be one of {', '.join(BALANCES)}, got {self.balance!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"Config.port must be 0..65535, got {self.port}")
 

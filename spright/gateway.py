@@ -104,6 +104,7 @@ class Gateway:
         self._transport = transport
         self._first_steps = tuple(steps[0] for steps in self.table.steps(transport.addresses()))
         transport.carry(self.pool)
+        transport.instances.watch(self.metrics.counters.in_flight)
         self._endpoint = await transport.attach(self.endpoint, self.receive)
         self._outbox = Outbox(self._endpoint, self._loop)
         self._ticker = self._loop.call_later(self.config.tick, self._tick)

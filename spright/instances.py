@@ -6,8 +6,11 @@ picks the instance. The live set lives in a small file in the node's runtime dir
 mapped by every process of the node: per function, how many instances are live and their
 endpoint ids. The supervisor writes it (the ids first, then the count, so a reader never
 sees a count of ids not yet written); userspace data planes read it for every descriptor
-bound to a function that may have more than one instance, and pick round robin. skmsg's
-kernel program keeps the same set in a BPF map (``Transport.instances_changed``).
+bound to a function that may have more than one instance, and pick one (``balance``): round
+robin, or the live instance with the fewest handlers running or waiting, as each worker
+writes that figure in its row of the counter table (``watch``), plus what this process sent
+it since the worker last read its queue (its count of received descriptors moved). skmsg's kernel program keeps the same set in a BPF map
+(``Transport.instances_changed``) and counts what is in flight itself.
 
 An instance leaves the set before it is stopped (it drains what it was given), and joins
 it once it has announced itself, so a request is never sent to an instance that is not
@@ -18,12 +21,13 @@ from __future__ import annotations
 
 import mmap
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from spright.table import RouteTable
 
 FILE_NAME = "instances"
+BALANCES = ("least_in_flight", "round_robin")  # how an instance is picked (spright run --balance)
 _WORD = struct.Struct("<I")
 
 
@@ -41,6 +45,11 @@ class LiveInstances:
                 self._offsets[f.id] = words
                 words += 1 + len(table.instance_endpoints(f.id))
         self.scalable = frozenset(self._offsets)  # functions that may have several instances
+        self.balance = BALANCES[0]
+        # endpoint -> (descriptors it received so far, its handlers in flight)
+        self._in_flight: Callable[[int], tuple[int, int]] | None = None
+        self._seen: dict[int, int] = {}  # endpoint -> its received count when last read here
+        self._sent: dict[int, int] = {}  # endpoint -> picks since that count last moved
         self._map: mmap.mmap | None = None
         if create:
             self.path.write_bytes(bytes(4 * max(words, 1)))
@@ -50,7 +59,12 @@ class LiveInstances:
                     self.set(f.id, table.instance_endpoints(f.id)[: f.instances])
 
     def __getstate__(self) -> dict[str, object]:
-        return {**self.__dict__, "_map": None}  # each process maps the file itself
+        return {**self.__dict__, "_map": None, "_in_flight": None}  # each process maps the file itself
+
+    def watch(self, in_flight: Callable[[int], tuple[int, int]]) -> None:
+        """Where this process reads, per endpoint, how many descriptors it received so far
+        and its handlers in flight (for least_in_flight)."""
+        self._in_flight = in_flight
 
     def _words(self) -> mmap.mmap:
         if self._map is None:
@@ -75,12 +89,29 @@ class LiveInstances:
         return struct.unpack_from(f"<{count}I", words, 4 * (base + 1))
 
     def pick(self, function_id: int) -> int:
-        """The instance of ``function_id`` that gets the next descriptor: round robin over the
-        live ones; the function's own endpoint when none is live (the descriptor is lost, as
-        for any endpoint nobody serves)."""
+        """The instance of ``function_id`` that gets the next descriptor (see ``balance``);
+        the function's own endpoint when none is live (the descriptor is lost, as for any
+        endpoint nobody serves)."""
         live = self.get(function_id)
         if not live:
             return function_id
         turn = self._next.get(function_id, 0)
         self._next[function_id] = turn + 1
-        return live[turn % len(live)]
+        first = live[turn % len(live)]
+        if self._in_flight is None or self.balance != "least_in_flight" or len(live) == 1:
+            return first
+        pick, least = first, self._load(first)
+        for endpoint in live:
+            if least and endpoint != first and (load := self._load(endpoint)) < least:
+                pick, least = endpoint, load
+        self._sent[pick] += 1
+        return pick
+
+    def _load(self, endpoint: int) -> int:
+        """Handlers in flight at ``endpoint`` as its worker last wrote, plus what this process
+        picked it for since the worker last read its queue."""
+        assert self._in_flight is not None
+        received, in_flight = self._in_flight(endpoint)
+        if self._seen.get(endpoint) != received:
+            self._seen[endpoint], self._sent[endpoint] = received, 0
+        return in_flight + self._sent[endpoint]

@@ -101,6 +101,12 @@ class CounterTable:
         """The endpoint's counters, writable in place: ``row[IN] += 1``."""
         return self._rows[endpoint]
 
+    def in_flight(self, endpoint: int) -> tuple[int, int]:
+        """What ``endpoint``'s worker last wrote: descriptors it received so far, and its
+        handlers running or waiting."""
+        row = self._rows[endpoint]
+        return row[IN], row[IN_FLIGHT]
+
     def read(self) -> list[list[int]]:
         return [row.tolist() for row in self._rows]
 

@@ -68,6 +68,7 @@ async def _worker(spec: WorkerSpec, sealable: bool) -> None:
     pool = Pool.attach(spec.pool)
     table = spec.table
     counters = CounterTable.attach(spec.counters, len(table.endpoints))
+    spec.transport.instances.watch(counters.in_flight)
     endpoints = [table.instance_endpoints(f)[spec.instance] for f in table.processes()[spec.process]]
     workers = [Worker(table, app.functions[table.name_of(e)], pool, counters.row(e), e) for e in endpoints]
     stop = asyncio.Event()

@@ -65,6 +65,30 @@ async def test_on_a_node_each_instance_is_a_process_and_replies_reach_their_call
             assert 'spright_handled_total{domain="instances",function="who"} 600.0' in text
 
 
+@pytest.mark.node
+@pytest.mark.parametrize("plane", [pytest.param("skmsg", marks=pytest.mark.kernel), "unix"])
+@pytest.mark.parametrize("balance", ["least_in_flight", "round_robin"])
+async def test_least_in_flight_sends_nothing_to_a_busy_instance(plane: str, balance: str, runtime_dir: Path) -> None:
+    """One instance holds a request for 2 s; twenty requests, one after the other, follow.
+    Least in flight sends all of them to the idle instance; round robin splits them."""
+    with run_node("tests.apps.instances:app", transport=plane, args=("--balance", balance)) as (port, _):
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+            async def post(body: bytes) -> int:
+                async with session.post("/hold", data=body) as reply:
+                    assert reply.status == 200, await reply.text()
+                    return int((await reply.json())["pid"])
+
+            await asyncio.gather(*(post(b"warm") for _ in range(8)))  # both instances have served
+            held = asyncio.create_task(post(b"hold"))
+            await asyncio.sleep(0.2)
+            quick = collections.Counter([await post(b"quick") for _ in range(20)])
+            busy = await held
+    if balance == "least_in_flight":
+        assert busy not in quick and sum(quick.values()) == 20, quick
+    else:
+        assert quick[busy] >= 5 and len(quick) == 2, quick
+
+
 def test_a_stateful_function_runs_as_one_instance() -> None:
     with pytest.raises(RoutingError, match=r"function 'cart' is stateful .* one instance, not 2"):
         app.compile({"cart": 2})

@@ -31,6 +31,12 @@ def registry() -> dict[str, type[Transport]]:
 
 def select_transport(runtime_dir: Path, table: RouteTable, config: Config) -> tuple[Transport, str | None]:
     """The transport ``config`` names and, when ``auto`` had to fall back, one line saying why."""
+    transport, note = _select(runtime_dir, table, config)
+    transport.instances.balance = config.balance
+    return transport, note
+
+
+def _select(runtime_dir: Path, table: RouteTable, config: Config) -> tuple[Transport, str | None]:
     name = config.transport
     transports = registry()
     if name == "auto":

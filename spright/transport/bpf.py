@@ -78,7 +78,7 @@ class PinnedMap:
     def __exit__(self, *_: object) -> None:
         os.close(self.fd)
 
-    def _elem(self, key: ctypes.c_uint32, value: ctypes.Array | ctypes.c_uint32 | None = None) -> _ElemAttr:
+    def _elem(self, key: ctypes.c_uint32, value: ctypes.Array | ctypes._SimpleCData | None = None) -> _ElemAttr:
         return _ElemAttr(
             map_fd=self.fd,
             key=ctypes.addressof(key),
@@ -89,6 +89,19 @@ class PinnedMap:
         """Map ``key`` to ``value`` (BPF_ANY); for a sockhash the value is a socket fd."""
         k, v = ctypes.c_uint32(key), ctypes.c_uint32(value)
         _bpf(_UPDATE, self._elem(k, v))
+
+    def update_i64(self, key: int, value: int) -> None:
+        """Map ``key`` to ``value`` in a map of signed 64-bit values."""
+        k, v = ctypes.c_uint32(key), ctypes.c_int64(value)
+        _bpf(_UPDATE, self._elem(k, v))
+
+    def lookup_i64(self, key: int) -> int | None:
+        k, v = ctypes.c_uint32(key), ctypes.c_int64()
+        try:
+            _bpf(_LOOKUP, self._elem(k, v))
+        except FileNotFoundError:
+            return None
+        return v.value
 
     def lookup(self, key: int) -> int | None:
         k, v = ctypes.c_uint32(key), ctypes.c_uint32()

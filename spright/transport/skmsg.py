@@ -49,7 +49,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from spright.descriptor import CALL, ERROR, GATEWAY_SHIFT, KIND_MASK, OFFSETS, REFUSED, REQUEST, RESPONSE, SIZE
+from spright.descriptor import (
+    CALL,
+    DOWN,
+    ERROR,
+    GATEWAY_SHIFT,
+    KIND_MASK,
+    OFFSETS,
+    READY,
+    REFUSED,
+    REQUEST,
+    RESPONSE,
+    SIZE,
+)
 from spright.table import MAX_GATEWAYS, RouteTable
 from spright.transport import bpf
 from spright.transport.base import Endpoint, Receiver, RecordProtocol, Transport
@@ -91,6 +103,8 @@ CFLAGS = [
         ("CALL", CALL),
         ("RESPONSE", RESPONSE),
         ("ERROR", ERROR),
+        ("READY", READY),
+        ("DOWN", DOWN),
         ("MAX_GATEWAYS", MAX_GATEWAYS),
         ("GATEWAY_SHIFT", GATEWAY_SHIFT),
         ("MAX_RUN", MAX_RUN),
@@ -102,6 +116,11 @@ CFLAGS = [
         *((f"OFF_{field.upper()}", offset) for field, offset in OFFSETS.items()),
     )
 ]
+def _cflags(balance: str) -> list[str]:
+    """The program for ``balance`` (``LiveInstances.balance``): how it picks an instance."""
+    return [*CFLAGS, f"-DLEAST_IN_FLIGHT={int(balance == 'least_in_flight')}"]
+
+
 # next_hop, hop, chain: what a descriptor's target depends on (hop and chain follow flags)
 assert OFFSETS["hop"] == OFFSETS["flags"] + 1 and OFFSETS["chain"] == OFFSETS["hop"] + 1
 _KEY = struct.Struct(f"<I{OFFSETS['hop'] - 4}xBH{SIZE - OFFSETS['chain'] - 2}x")
@@ -140,7 +159,7 @@ def _probe() -> str | None:
     if not (Path(f"/lib/modules/{release}/build").exists() or Path("/sys/kernel/kheaders.tar.xz").exists()):
         return f"no kernel headers for {release}: run ebpf/setup-headers.sh"
     try:
-        loaded = BPF(src_file=str(SOURCE).encode(), cflags=CFLAGS)
+        loaded = BPF(src_file=str(SOURCE).encode(), cflags=_cflags("least_in_flight"))  # the larger program
     except Exception as exc:  # bcc raises bare Exception; clang's messages went to stderr
         return f"{SOURCE.name} did not compile (clang's errors are on stderr above): {_first_line(exc)}"
     try:
@@ -193,7 +212,7 @@ class SkmsgTransport(Transport):
 
     def __getstate__(self) -> dict[str, Any]:
         """Workers need only paths, the table and the port; bcc objects and threads stay home."""
-        keep = ("runtime_dir", "table", "endpoints", "domains", "pin_dir", "port")
+        keep = ("runtime_dir", "table", "endpoints", "instances", "domains", "pin_dir", "port")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -223,7 +242,7 @@ class SkmsgTransport(Transport):
         bpf.sweep_stale_pins()
         self.pin_dir = _pin_dir(self.runtime_dir)  # named after the pinning process
         try:
-            self._bpf = BPF(src_file=str(SOURCE).encode(), cflags=CFLAGS)
+            self._bpf = BPF(src_file=str(SOURCE).encode(), cflags=_cflags(self.instances.balance))
             fn = self._bpf.load_func(b"spright_msg", BPF.SK_MSG)
             socks_fd = lib.bpf_table_fd(self._bpf.module, b"spright_socks")
             BPF.attach_func(fn, socks_fd, BPFAttachType.SK_MSG_VERDICT)

@@ -25,6 +25,7 @@ MAPS = {
     "stats": "spright_stats",
     "instances": "spright_instances",
     "gateways": "spright_gateways",
+    "load": "spright_load",
 }
 
 
@@ -78,6 +79,8 @@ def register_socket(pin_dir: Path, endpoint_id: int, sock: socket.socket) -> int
             if stale != port and ports.lookup(stale) == endpoint_id:
                 ports.delete(stale)
         ports.update(port, endpoint_id)
+    with bpf.PinnedMap(pin_dir / "load") as load:
+        load.update_i64(endpoint_id, 0)  # nothing in flight at a new socket
     with bpf.PinnedMap(pin_dir / "socks") as socks:
         socks.update(endpoint_id, sock.fileno())  # BPF_ANY: replaces a restarted worker's socket
     return port

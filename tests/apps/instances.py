@@ -39,3 +39,14 @@ async def busy(ctx: Context) -> dict:
 
 
 app.route("/busy", busy)
+
+
+@app.function(instances=2)
+async def hold(ctx: Context) -> dict:
+    """Holds a request whose body is ``hold`` for two seconds; answers the others at once."""
+    if ctx.body == b"hold":
+        await asyncio.sleep(2.0)
+    return {"pid": os.getpid()}
+
+
+app.route("/hold", hold, methods=["POST"])
