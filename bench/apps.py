@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 
 from spright import App, Context
+from spright.autoscale import ScalePolicy
 from spright.routing import Chain, Function
 
 HELLO = b"hello"
@@ -98,3 +99,10 @@ def _skewed(ctx: Context) -> bytes:
 
 skewed = App("bench-skewed")
 skewed.route("/", skewed.add_function(_skewed, name="skewed", max_instances=4), methods=["GET"])
+
+# a function that scales to zero after a second without requests: its next request waits at
+# the activator while an instance starts (the cold start ``bench.instances`` measures)
+sleepy = App("bench-sleepy")
+sleepy.route("/", sleepy.add_function(
+    _hello, name="sleepy",
+    autoscale=ScalePolicy(min_instances=0, scale_to_zero_grace=1, stable_window=2, panic_window=1)), methods=["GET"])

@@ -6,6 +6,8 @@
 - balance: a function whose cost varies (``bench.apps:skewed``: one request in twenty costs
   25x) with 2 instances under ``wrk -c16``, picked round robin, then least in flight
   (``--balance``): requests per second and p99 latency;
+- cold start: a function scaled to zero (``bench.apps:sleepy``): latency of a request with an
+  instance serving, and of the first request after it scaled to zero (the activator starts one);
 - parking: one burst of 164 photos (upstream's burst) at the parking chain: wall time until
   the last answer, with 1, then 2 detection instances (the OCR function).
 
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +30,8 @@ from typing import Any
 from apps.parking import load as parking_load
 from bench.load import WrkResult, run_wrk, write_script
 from bench.procs import Server
-from spright.testing import free_port
+from spright.nodes import choose_node
+from spright.testing import free_port, node_metric
 
 RESULTS = Path(__file__).with_name("results")
 BALANCES = ("round_robin", "least_in_flight")
@@ -51,6 +56,47 @@ def load(app: str, transport: str, options: list[str], connections: int, seconds
         return run_wrk(f"http://127.0.0.1:{port}/", script, connections, seconds)
     finally:
         server.stop()
+
+
+def cold_start(transport: str, starts: int, workdir: Path) -> dict[str, Any]:
+    """``bench.apps:sleepy`` (min_instances=0): the latency of a request while the function has
+    an instance (median of 50) and of the first request after it scaled to zero (each of
+    ``starts``); the difference is what the activator's cold start adds."""
+    port = free_port()
+    server = serve("bench.apps:sleepy", transport, [], port, workdir / "sleepy.log")
+    gauge = 'spright_instances{domain="bench-sleepy",function="sleepy"}'
+    try:
+        warm = statistics.median(_timed_get(port) for _ in range(50))
+        cold = []
+        for _ in range(starts):
+            deadline = time.monotonic() + 30
+            while node_metric(port, gauge) > 0 or _instance_process_alive(port):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("sleepy did not scale to zero within 30 s")
+                time.sleep(0.1)
+            cold.append(_timed_get(port))
+        return {"warm_ms": round(warm * 1e3, 2), "cold_ms": [round(c * 1e3, 1) for c in cold]}
+    finally:
+        server.stop()
+
+
+def _timed_get(port: int) -> float:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        started = time.perf_counter()
+        connection.request("GET", "/")
+        reply = connection.getresponse()
+        reply.read()
+        took = time.perf_counter() - started
+    finally:
+        connection.close()
+    if reply.status != 200:
+        raise RuntimeError(f"GET / answered {reply.status}")
+    return took
+
+
+def _instance_process_alive(port: int) -> bool:
+    return any(name.startswith("sleepy") for name in choose_node(port=port).workers)
 
 
 def parking(transport: str, count: int, burst: int, workdir: Path) -> dict[str, Any]:
@@ -79,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path("/tmp") / f"spright-bench-instances-{stamp}"
     workdir.mkdir(parents=True)
     runs: dict[str, dict[Any, list[Any]]] = {"gateways_rps": {1: [], 2: []}, "cpu_rps": {1: [], 2: []},
-                                             "balance": {b: [] for b in BALANCES}, "parking": {1: [], 2: []}}
+                                             "balance": {b: [] for b in BALANCES}, "parking": {1: [], 2: []},
+                                             "cold_start": {"runs": []}}
     for _ in range(args.rounds):
         for count in (1, 2):
             runs["gateways_rps"][count].append(round(load("bench.apps:noop", args.transport, ["--gateways", str(count)],
@@ -95,16 +142,20 @@ def main(argv: list[str] | None = None) -> None:
                                              "p99_us": result.p99_us, "errors": result.errors})
         for count in (1, 2):
             runs["parking"][count].append(parking(args.transport, count, args.burst, workdir))
+        runs["cold_start"]["runs"].append(cold_start(args.transport, 3, workdir))
     best_gateways = {n: max(v) for n, v in runs["gateways_rps"].items()}
     best_rps = {n: max(v) for n, v in runs["cpu_rps"].items()}
     best_wall = {n: min(r["wall_s"] for r in v) for n, v in runs["parking"].items()}
-    balance = {b: {"rps": max(r["rps"] for r in v), "p99_us": min(r["p99_us"] for r in v)}
-               for b, v in runs["balance"].items()}
+    balance = {b: {"rps": max(r["rps"] for r in v), "p50_us": min(r["p50_us"] for r in v),
+                   "p99_us": min(r["p99_us"] for r in v)} for b, v in runs["balance"].items()}
+    warm = min(r["warm_ms"] for r in runs["cold_start"]["runs"])
+    cold = statistics.median(c for r in runs["cold_start"]["runs"] for c in r["cold_ms"])
     summary: dict[str, Any] = {
         "transport": args.transport, "rounds": args.rounds, "burst": args.burst,
         "gateways_rps": best_gateways, "gateways_ratio": round(best_gateways[2] / best_gateways[1], 2),
         "cpu_rps": best_rps, "cpu_ratio": round(best_rps[2] / best_rps[1], 2),
         "balance": balance,
+        "cold_start": {"warm_ms": warm, "cold_ms_median": cold},
         "parking_wall_s": best_wall, "parking_speedup": round(best_wall[1] / best_wall[2], 2),
         "runs": runs,
     }
@@ -116,7 +167,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"cpu-bound function, wrk -c16: 1 instance {best_rps[1]:,} req/s, 2 instances {best_rps[2]:,} req/s "
           f"({summary['cpu_ratio']}x)")
     for name, figures in balance.items():
-        print(f"varying cost, 2 instances, wrk -c16, {name}: {figures['rps']:,} req/s, p99 {figures['p99_us']:,} us")
+        print(f"varying cost, 2 instances, wrk -c16, {name}: {figures['rps']:,} req/s, p50 {figures['p50_us']:,} us, "
+              f"p99 {figures['p99_us']:,} us")
+    print(f"scale to zero: a request takes {warm} ms with an instance, {cold} ms (median) when it first "
+          f"needs one")
     print(f"parking burst of {args.burst}: 1 detection instance {best_wall[1]:.2f} s, 2 instances "
           f"{best_wall[2]:.2f} s ({summary['parking_speedup']}x sooner)")
     print(f"-> {out}")

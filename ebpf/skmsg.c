@@ -50,8 +50,9 @@ struct counters {
 };
 BPF_PERCPU_ARRAY(spright_stats, struct counters, MAX_ENDPOINTS + 1);
 
-// Map 6: live instances of the functions that may have several. Entry f (a function id):
-// how many are live, 0 for a function served by its own endpoint only; entry
+// Map 6: live instances of the functions that may have several (or none). Entry f (a
+// function id): how many are live, 0 for a function served by its own endpoint only,
+// NO_ROUTE when none is (the first gateway's activator holds its work meanwhile); entry
 // MAX_ENDPOINTS + f * MAX_INSTANCES + i: the endpoint id of its i-th live instance. The
 // supervisor writes the ids first, then the count.
 BPF_ARRAY(spright_instances, u32, MAX_ENDPOINTS + MAX_ENDPOINTS * MAX_INSTANCES);
@@ -91,7 +92,7 @@ static __always_inline bool picks_instance(void *d) {
 }
 
 // One of `function`'s live instances (the function's own endpoint when it has no instance
-// table entry). Round robin per CPU; under LEAST_IN_FLIGHT, of the instance whose turn it
+// table entry, the first gateway when none is live). Round robin per CPU; under LEAST_IN_FLIGHT, of the instance whose turn it
 // is and the next one, the one with fewer descriptors in flight (two choices, as Envoy's
 // least_request: exact for two instances, and no loop for the verifier to walk). `spread`
 // tells whether there was a choice: then each descriptor is picked for on its own.
@@ -102,6 +103,8 @@ static __always_inline u32 instance_of(u32 function, bool *spread) {
     u32 *live = spright_instances.lookup(&function);
     u32 count = live ? *live : 0;
     u32 *turn = spright_turns.lookup(&function);
+    if (count == NO_ROUTE)
+        return 0;  // the activator
     if (count == 0 || count > MAX_INSTANCES || !turn)
         return function;
     *spread = count > 1;

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from spright.deploy import deploy_app
 from spright.loader import AppNotFound, load_app
 from spright.nodefile import NodeFile
 from spright.nodes import NodeNotFound, choose_node, live_routes, snapshot
@@ -23,6 +24,7 @@ from spright.transport import registry
 from spright.tuning import latency_hints
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help="Serverless function chains over shared memory.")
+cli.add_typer(deploy_app, name="deploy")
 console = Console()
 errors = Console(stderr=True)
 

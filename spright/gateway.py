@@ -18,11 +18,13 @@ from typing import Any
 import orjson
 
 from spright import descriptor
+from spright.activator import Activator
 from spright.config import Config
 from spright.descriptor import (
     BODY_JSON,
     BODY_MASK,
     BODY_TEXT,
+    CALL,
     DOWN,
     ERROR,
     GATEWAY,
@@ -30,6 +32,7 @@ from spright.descriptor import (
     HAS_RESPONSE_META,
     KIND_MASK,
     READY,
+    REPLY,
     REQUEST,
     RESPONSE,
     SIZE,
@@ -77,6 +80,10 @@ class Gateway:
         self.metrics.ready = self.ready
         self.down: set[int] = set()  # functions whose every instance died, none back yet
         self.instance_ready: Callable[[int], None] | None = None  # told of each READY (the supervisor)
+        self.wake: Callable[[int], None] = lambda function_id: None  # asks for an instance (the supervisor)
+        # the first gateway parks what arrives for a function with no live instance
+        self.activator = Activator(self.endpoint, lambda data: self._outbox.put(data),
+                                   lambda function_id: self.wake(function_id))
         self._chain_members = [frozenset(chain[:-1]) for chain in table.chains]
         # per chain: alloc(size, owner) in the pool of the chain's security domain
         self._endpoints = frozenset(table.endpoints)
@@ -229,8 +236,13 @@ class Gateway:
         self._counts[IN] += len(data) // SIZE
         for d in unpack_many(data):
             kind = d.flags & KIND_MASK
-            if kind in (RESPONSE, ERROR):
+            if kind == RESPONSE or (kind == ERROR and not self.activator.relay(d)):
                 self._complete(d)
+            elif kind in (ERROR, REPLY):
+                if kind == REPLY and not self.activator.relay(d):
+                    self._dropped(d, "a reply to no call sent on by the activator")
+            elif kind in (REQUEST, CALL) and not self.index:
+                self._activate(d)
             elif kind in (READY, DOWN) and d.sender == GATEWAY and self.index:  # from the first gateway
                 self._told(kind, d.call_id)
             elif kind == READY and (d.sender in self.table.gateways or d.sender not in self._endpoints):
@@ -239,6 +251,13 @@ class Gateway:
                 self._announced(d.sender)
             else:
                 self._dropped(d, "its kind is not one the gateway receives")
+
+    def _activate(self, d: Descriptor) -> None:
+        """For a function with no live instance: parked until one serves (spright.activator);
+        dropped quietly if the function is down (its requests were answered 502)."""
+        function_id = self.table.function_of(d.next_hop) if d.next_hop in self._endpoints else 0
+        if function_id not in self.down and not (function_id and self.activator.park(function_id, d)):
+            self._dropped(d, "a request or call the activator cannot hold")
 
     def _dropped(self, d: Descriptor, why: str) -> None:
         """A descriptor no correct function sends: logged, counted, dropped."""

@@ -9,12 +9,14 @@ sees a count of ids not yet written); userspace data planes read it for every de
 bound to a function that may have more than one instance, and pick one (``balance``): round
 robin, or the live instance with the fewest handlers running or waiting, as each worker
 writes that figure in its row of the counter table (``watch``), plus what this process sent
-it since the worker last read its queue (its count of received descriptors moved). skmsg's kernel program keeps the same set in a BPF map
-(``Transport.instances_changed``) and counts what is in flight itself.
+it since the worker last read its queue (its count of received descriptors moved). skmsg's
+kernel program keeps the same set in a BPF map (``Transport.instances_changed``) and counts
+what is in flight itself.
 
 An instance leaves the set before it is stopped (it drains what it was given), and joins
 it once it has announced itself, so a request is never sent to an instance that is not
-serving.
+serving. While the set is empty (scaled to zero, or every instance crashed), the first
+gateway's activator gets what is addressed to the function.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from spright.descriptor import GATEWAY
 from spright.table import RouteTable
 
 FILE_NAME = "instances"
@@ -41,10 +44,10 @@ class LiveInstances:
         self._next: dict[int, int] = {}  # function id -> where this process's round robin is
         words = 0
         for f in table.functions:
-            if len(table.instance_endpoints(f.id)) > 1:
+            if len(table.instance_endpoints(f.id)) > 1 or f.scales_to_zero:
                 self._offsets[f.id] = words
                 words += 1 + len(table.instance_endpoints(f.id))
-        self.scalable = frozenset(self._offsets)  # functions that may have several instances
+        self.scalable = frozenset(self._offsets)  # functions that may have several instances, or none
         self.balance = BALANCES[0]
         # endpoint -> (descriptors it received so far, its handlers in flight)
         self._in_flight: Callable[[int], tuple[int, int]] | None = None
@@ -90,11 +93,10 @@ class LiveInstances:
 
     def pick(self, function_id: int) -> int:
         """The instance of ``function_id`` that gets the next descriptor (see ``balance``);
-        the function's own endpoint when none is live (the descriptor is lost, as for any
-        endpoint nobody serves)."""
+        the first gateway, the activator (spright.activator), when none is live."""
         live = self.get(function_id)
         if not live:
-            return function_id
+            return GATEWAY
         turn = self._next.get(function_id, 0)
         self._next[function_id] = turn + 1
         first = live[turn % len(live)]

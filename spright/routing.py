@@ -131,8 +131,9 @@ class App:
                 raise RoutingError(f"function {name!r}: {kind} {value!r} must be an identifier-like name")
         most = instances if max_instances is None else max_instances
         if autoscale is not None:
-            if autoscale.min_instances < 1:
-                raise RoutingError(f"function {name!r}: scale to zero is not supported yet (min_instances=0)")
+            if autoscale.min_instances == 0 and stateful:
+                raise RoutingError(f"function {name!r} is stateful (its state lives in its process): it cannot "
+                                   f"scale to zero (min_instances=0)")
             most = max(most, autoscale.max_instances)
             instances = min(max(instances, autoscale.min_instances), autoscale.max_instances)
         if not 1 <= instances <= most:
@@ -174,7 +175,8 @@ class App:
         for f in self.functions.values():
             count, most = counts[f.name]
             entries.append(FunctionEntry(ids[f.name], f.name, f.concurrency, domains.index(f.domain or self.name),
-                                         f.process or f.name, count, (ids[f.name], *range(extra, extra + most - 1))))
+                                         f.process or f.name, count, (ids[f.name], *range(extra, extra + most - 1)),
+                                         _scales_to_zero(f)))
             extra += most - 1
         functions = tuple(entries)
         process_domains: dict[str, int] = {}
@@ -282,8 +284,12 @@ def _instance_counts(app: App, asked: Mapping[str, int]) -> dict[str, tuple[int,
         if f.stateful and count > 1:
             raise RoutingError(f"{where} is stateful (its state lives in its process): it runs as one instance, "
                                f"not {count}")
-        if most > 1 and sharing[f.process or f.name] > 1:
+        if (most > 1 or _scales_to_zero(f)) and sharing[f.process or f.name] > 1:
             raise RoutingError(f"{where} shares process {f.process!r} with other functions: only a function "
-                               f"alone in its process can run as several instances")
+                               f"alone in its process can run as several instances, or none")
         counts[f.name] = (count, most)
     return counts
+
+
+def _scales_to_zero(function: Function) -> bool:
+    return function.autoscale is not None and function.autoscale.min_instances == 0

@@ -31,18 +31,26 @@ class Autoscaling:
     def __bool__(self) -> bool:
         return bool(self._scalers)
 
-    def tick(self, rows: list[list[int]], live: Callable[[int], tuple[int, ...]],
+    def tick(self, rows: list[list[int]], live: Callable[[int], tuple[int, ...]], waiting: Callable[[int], int],
              scale: Callable[[str, int], None]) -> None:
-        """Sample every autoscaled function and apply what its scaler decides."""
+        """Sample every autoscaled function (in flight at its instances, plus ``waiting`` at
+        the activator) and apply what its scaler decides."""
         now = time.monotonic()
         for function_id, scaler in self._scalers.items():
             serving = live(function_id)
-            scaler.record(now, float(sum(rows[endpoint][IN_FLIGHT] for endpoint in serving)))
+            demand = sum(rows[endpoint][IN_FLIGHT] for endpoint in serving) + waiting(function_id)
+            scaler.record(now, float(demand))
             decision = scaler.decide(now, len(serving))
             if decision.desired != len(serving):
                 name = self._table.name_of(function_id)
                 scale(name, decision.desired)
                 self.decisions.append(_record(name, len(serving), decision))
+
+
+    def activated(self, name: str, waiting: int) -> None:
+        """The activator started the first instance of ``name``, at zero."""
+        self.decisions.append({"at": time.time(), "function": name, "from": 0, "to": 1, "panicking": False,
+                               "reason": f"activator: {waiting} request(s) waiting at zero instances"})
 
 
 def _record(name: str, ready: int, decision: Decision) -> dict[str, Any]:

@@ -76,6 +76,7 @@ class Supervisor:
         self.gateway = Gateway(self.table, self.pool, self.config, self.counters)
         self.live = LiveInstances(self.runtime_dir, self.table, create=True)
         self.gateway.instance_ready = lambda endpoint: self._set_live(endpoint, True)
+        self.gateway.wake = self._wake
         server = None
         try:
             transport.start()
@@ -196,8 +197,9 @@ class Supervisor:
         instances once they announce themselves; leaving ones leave it first, then drain."""
         function = self.table.functions[self.table.function_id(name) - 1]
         most = len(self.table.instance_endpoints(function.id))
-        if not 1 <= count <= most:
-            raise ValueError(f"function {name!r} may run 1..{most} instances (max_instances), not {count}")
+        least = 0 if function.scales_to_zero else 1
+        if not least <= count <= most:
+            raise ValueError(f"function {name!r} may run {least}..{most} instances (max_instances), not {count}")
         running = {key.instance for key in self.processes if key.process == function.process}
         for instance in range(count):
             key = WorkerKey(function.process, instance)
@@ -235,13 +237,24 @@ class Supervisor:
         if self._stopping:
             return
         try:
-            self.autoscaling.tick(self.counters.read(), self.live.get, self._scale_unless_draining)
+            self.autoscaling.tick(self.counters.read(), self.live.get, self.gateway.activator.waiting,
+                                  self._scale_unless_draining)
         finally:
             asyncio.get_running_loop().call_later(TICK, self._autoscale)
 
     def _scale_unless_draining(self, name: str, count: int) -> None:
         if not self._retiring:
             self.scale(name, count)
+
+    def _wake(self, function_id: int) -> None:
+        """The activator holds work for a function with no live instance: start one, unless
+        one is starting already (or the last is still draining: the autoscaler's next tick
+        starts one then, as it counts the held work as demand)."""
+        function = self.table.functions[function_id - 1]
+        if self._stopping or not function.scales_to_zero or WorkerKey(function.process, 0) in self.processes:
+            return
+        self.scale(function.name, 1)
+        self.autoscaling.activated(function.name, self.gateway.activator.waiting(function_id))
 
     def _set_live(self, endpoint: int, live: bool) -> None:
         """``endpoint`` joins (it announced itself) or leaves its function's live instances."""
@@ -253,6 +266,8 @@ class Supervisor:
         if wanted != current:
             self.live.set(function_id, wanted)
             self.transport.instances_changed(function_id, wanted)
+            if not current:  # what waited at the activator goes to the new instance
+                self.gateway.activator.release(function_id)
 
     def _stop_workers(self) -> None:
         loop = asyncio.get_running_loop()

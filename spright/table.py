@@ -29,6 +29,7 @@ class FunctionEntry:
     process: str  # the worker process hosting it (by default, one per function)
     instances: int = 1  # instances started with the node
     endpoints: tuple[int, ...] = ()  # endpoint id of each instance it may have: its own id first
+    scales_to_zero: bool = False  # its autoscaler may stop its last instance (the activator holds its work)
 
 
 @dataclass(frozen=True)

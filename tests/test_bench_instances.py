@@ -1,5 +1,6 @@
-"""bench.instances end to end at a tiny scale: both scenarios run with 1 and 2 instances and
-the summary is consistent; the speed-ups themselves are measured by `make bench`."""
+"""bench.instances end to end at a tiny scale: every scenario runs (1 and 2 gateways or
+instances, both ways to balance, cold starts after scaling to zero) and the summary is
+consistent; the speed-ups themselves are measured by `make bench`."""
 
 from __future__ import annotations
 
@@ -22,3 +23,8 @@ def test_instances_bench_runs_both_scenarios(tmp_path: Path, runtime_dir: Path) 
     assert summary["cpu_ratio"] == round(summary["cpu_rps"]["2"] / summary["cpu_rps"]["1"], 2)
     for run in summary["runs"]["parking"].values():
         assert run[0]["wall_s"] > 0 and sum(run[0]["statuses"].values()) == 6
+    for balance in ("round_robin", "least_in_flight"):
+        (run,) = summary["runs"]["balance"][balance]
+        assert run["rps"] > 0 and not any(run["errors"].values())
+    (cold,) = summary["runs"]["cold_start"]["runs"]
+    assert len(cold["cold_ms"]) == 3 and summary["cold_start"]["warm_ms"] > 0

@@ -12,21 +12,18 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from spright import App, PoolConfig
 from spright.autoscale import ScalePolicy
 from spright.config import MiB
 from spright.deploy import command_line, deploy_app
-from spright.deploy.yamltext import Note, dump, plain
+from spright.deploy.k8s import GATEWAY_CAPS, WORKER_CAPS
 from spright.loader import load_app
 
 K8S_VERSION = "1.37.0"  # the newest schemas kubernetes-validate 1.37 ships
 APPS = ["apps.online_boutique:app", "apps.motion:app", "apps.parking:app", "examples.echo:app"]
 DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
-GATEWAY_CAPS = {"BPF", "NET_ADMIN", "PERFMON", "SYS_ADMIN"}
 KNATIVE_ONLY = ("containerConcurrency", "timeoutSeconds", "responseStartTimeoutSeconds", "idleTimeoutSeconds")
 
 
@@ -63,8 +60,22 @@ def generate(mode: str, app: str, out: Path, *options: str) -> dict[str, list[di
     for path in sorted(out.iterdir()):
         assert any(shown.endswith(path.name) for shown in written), f"{path.name} written but not reported"
         if path.suffix == ".yaml":
-            docs[path.name] = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+            text = path.read_text()
+            assert text.startswith("# Written by `spright deploy "), f"{path.name} starts with its header comment"
+            assert not any(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text)), \
+                f"{path.name}: an object written twice came out as a YAML alias"
+            docs[path.name] = [doc for doc in yaml.safe_load_all(text) if doc is not None]
     return docs
+
+
+def header(path: Path) -> str:
+    """The comment block a manifest starts with, without its '# '."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.removeprefix("#").strip())
+    return " ".join(lines)
 
 
 def k8s_validate(obj: dict[str, Any]) -> None:
@@ -81,31 +92,6 @@ def containers(deployment: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def caps(container: dict[str, Any]) -> set[str]:
     return set(container["securityContext"]["capabilities"].get("add", []))
-
-
-# -- the YAML writer -----------------------------------------------------------------------
-
-_scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.text()
-_keys = st.text(max_size=100)  # escaped, at most 1000 characters: within YAML's 1024 for a key
-_docs = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=4),
-                     max_leaves=20)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.dictionaries(_keys, _docs, min_size=1, max_size=5))
-def test_yaml_reads_back_what_was_written(doc: dict[str, Any]) -> None:
-    assert yaml.safe_load(dump(doc)) == doc
-
-
-def test_yaml_quotes_what_yaml_would_misread_and_keeps_notes_as_comments() -> None:
-    doc = {"a": "yes", "b": "0.0.0.0", "c": "a: b", "d": "#x", "e": "-x", "on": [Note("BPF", "why: #1")],
-           "f": Note({"g": "null"}, "a note"), "h": "$(POD_UID)", "i": "é\n\x7f"}
-    text = dump(doc)
-    assert yaml.safe_load(text) == plain(doc)
-    assert "- BPF  # why: #1" in text and "f:  # a note" in text and "h: $(POD_UID)" in text
-    assert text.isascii()
-    with pytest.raises(ValueError, match="at most 1024"):
-        dump({"k" * 1025: 1})
 
 
 # -- Kubernetes pod mode -------------------------------------------------------------------
@@ -158,7 +144,7 @@ def test_k8s_manifests_are_valid_and_hold_the_node(reference: str, transport: st
         for path in ("/lib/modules", "/usr/src"):
             assert gateway_mounts[path]["readOnly"] is True
             assert volumes[gateway_mounts[path]["name"]]["hostPath"]["path"] == path
-        assert caps(gateway) == GATEWAY_CAPS
+        assert caps(gateway) == set(GATEWAY_CAPS) == {"BPF", "NET_ADMIN", "PERFMON", "SYS_ADMIN"}
         assert all(caps(worker) == {"BPF"} for worker in groups.values())
         assert all("/lib/modules" not in str(worker["volumeMounts"]) for worker in groups.values())
     else:
@@ -188,6 +174,28 @@ def test_k8s_manifests_are_valid_and_hold_the_node(reference: str, transport: st
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)
     (metric,) = hpa["spec"]["metrics"]
     assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == "spright_requests_in_flight"
+
+
+def test_the_header_says_why_each_capability_and_volume_is_there(tmp_path: Path) -> None:
+    docs = generate("k8s", SMALL, tmp_path, "--transport", "skmsg")
+    said = header(tmp_path / "deployment.yaml")
+    pod = docs["deployment.yaml"][0]["spec"]["template"]["spec"]
+    for cap, why in GATEWAY_CAPS.items():
+        assert f"gateway {cap}: {why}" in said, cap
+    for cap, why in WORKER_CAPS.items():
+        assert f"each worker {cap}: {why}" in said, cap
+    added = set().union(*(caps(container) for container in pod["containers"]))
+    assert added == set(GATEWAY_CAPS) | set(WORKER_CAPS), "the header names every capability the pod adds"
+    for volume in pod["volumes"]:
+        assert f" {volume['name']}: " in said, volume["name"]
+    assert "SYS_ADMIN" in said and "allowPrivilegeEscalation" in said
+    assert "prometheus-adapter" in header(tmp_path / "hpa.yaml")
+
+    generate("k8s", SMALL, tmp_path / "unix", "--transport", "unix")
+    said = header(tmp_path / "unix" / "deployment.yaml")
+    assert "none added" in said and not any(f" {cap}: " in said for cap in GATEWAY_CAPS)
+    generate("knative", SMALL, tmp_path / "knative")
+    assert "kubernetes.podspec-volumes-emptydir" in header(tmp_path / "knative" / "knative.yaml")
 
 
 def test_k8s_sizes_come_from_the_pool_and_the_instances(tmp_path: Path) -> None:
@@ -238,7 +246,8 @@ def check_knative_service(doc: dict[str, Any]) -> dict[str, Any]:
         if value is not None:
             assert isinstance(value, str) and value.isdigit() and int(value) >= 1, (key, value)
     if "autoscaling.knative.dev/max-scale" in annotations:
-        assert int(annotations["autoscaling.knative.dev/min-scale"]) <= int(annotations["autoscaling.knative.dev/max-scale"])
+        low, high = (int(annotations[f"autoscaling.knative.dev/{key}"]) for key in ("min-scale", "max-scale"))
+        assert low <= high
     spec = {k: v for k, v in template["spec"].items() if k not in KNATIVE_ONLY}
     assert 0 <= template["spec"]["containerConcurrency"] <= 1000
     k8s_validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "shop"}, "spec": spec})
@@ -285,7 +294,7 @@ def test_knative_scaling_follows_the_app(tmp_path: Path) -> None:
         notes = by_function[function]["spec"]["template"]["metadata"]["annotations"]
         return tuple(notes[f"autoscaling.knative.dev/{key}"] for key in ("min-scale", "max-scale", "target"))
 
-    assert scale("ledger")[:2] == ("1", "1")  # stateful: exactly one instance
+    assert scale("ledger")[:2] == ("1", "1")  # stateful: exactly one instance (App refuses it more)
     assert scale("resize") == ("2", "7", "5")  # its ScalePolicy
     assert scale("gateway") == ("2", "3", "45")  # instances/max_instances; 70% of concurrency 64
     assert scale("front_door") == ("1", "1", "45")

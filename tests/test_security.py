@@ -16,7 +16,8 @@ from spright.testing import run_node
 ROOT = Path(__file__).resolve().parent.parent
 # what turns bytes into code or arbitrary objects
 FORBIDDEN_BUILTINS = {"eval", "exec", "compile", "__import__"}
-FORBIDDEN_MODULES = {"pickle", "marshal", "shelve", "dill", "cloudpickle", "yaml", "jsonpickle"}
+FORBIDDEN_MODULES = {"pickle", "marshal", "shelve", "dill", "cloudpickle", "jsonpickle"}
+YAML_WRITERS = {"safe_dump", "safe_dump_all"}  # `spright deploy` writes manifests; nothing reads YAML
 
 
 def _problems(path: Path) -> list[str]:
@@ -27,6 +28,12 @@ def _problems(path: Path) -> list[str]:
             names += [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
             found += [f"{path}:{node.lineno} imports {name}" for name in names
                       if name.split(".")[0] in FORBIDDEN_MODULES]
+            if isinstance(node, ast.ImportFrom) and node.module == "yaml":
+                found += [f"{path}:{node.lineno} imports yaml.{alias.name}" for alias in node.names
+                          if alias.name not in YAML_WRITERS]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "yaml":
+            if node.attr not in YAML_WRITERS:
+                found.append(f"{path}:{node.lineno} uses yaml.{node.attr}")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FORBIDDEN_BUILTINS:
             found.append(f"{path}:{node.lineno} calls {node.func.id}")
     return found
@@ -34,7 +41,8 @@ def _problems(path: Path) -> list[str]:
 
 def test_nothing_received_is_unpickled_or_evaluated() -> None:
     """The framework and the apps parse what they receive with orjson, httptools and the
-    descriptor struct only: no pickle, marshal or YAML loader, no eval or exec anywhere."""
+    descriptor struct only: no pickle, marshal or YAML loader (``spright deploy`` only writes
+    YAML), no eval or exec anywhere."""
     problems = [problem for package in ("spright", "apps") for path in sorted((ROOT / package).rglob("*.py"))
                 for problem in _problems(path)]
     assert problems == []
@@ -42,8 +50,10 @@ def test_nothing_received_is_unpickled_or_evaluated() -> None:
 
 def test_the_check_above_finds_what_it_looks_for(tmp_path: Path) -> None:
     sample = tmp_path / "bad.py"
-    sample.write_text("import pickle\nfrom yaml import load\napp.compile()\neval('1')\norjson.loads(b'1')\n")
-    assert [p.split(" ", 1)[1] for p in _problems(sample)] == ["imports pickle", "imports yaml", "calls eval"]
+    sample.write_text("import pickle\nfrom yaml import load\napp.compile()\neval('1')\norjson.loads(b'1')\n"
+                      "import yaml\nyaml.safe_dump({})\nyaml.load(text)\n")
+    assert [p.split(" ", 1)[1] for p in _problems(sample)] == ["imports pickle", "imports yaml.load", "calls eval",
+                                                               "uses yaml.load"]
 
 
 def _outside_address() -> str | None:

@@ -6,19 +6,21 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import typer
+import yaml
 
 import spright
 from spright.deploy import k8s, knative
 from spright.deploy.plan import TRANSPORTS_K8S, Target
-from spright.deploy.yamltext import dump, dump_all
 from spright.loader import AppNotFound, load_app
 from spright.routing import App, RoutingError
 
@@ -62,9 +64,10 @@ def k8s_command(
     target = _target(app, image, namespace)
     command = f"spright deploy k8s {target.reference} --transport {transport}"
     _write(Path(out), target, {
-        "deployment.yaml": lambda: dump(k8s.deployment(target, transport, replicas), _header(command)),
-        "service.yaml": lambda: dump(k8s.service(target), _header(command)),
-        "hpa.yaml": lambda: dump(k8s.hpa(target, replicas, most), _header(command)),
+        "deployment.yaml": lambda: _header(command, k8s.deployment_notes(target, transport))
+        + _yaml(k8s.deployment(target, transport, replicas)),
+        "service.yaml": lambda: _header(command) + _yaml(k8s.service(target)),
+        "hpa.yaml": lambda: _header(command, [k8s.HPA_METRIC_NOTE]) + _yaml(k8s.hpa(target, replicas, most)),
     })
 
 
@@ -79,11 +82,29 @@ def knative_command(
     and an <app>-ingress Service holding the routes, in knative.yaml; and the Dockerfile."""
     target = _target(app, image, namespace)
     command = f"spright deploy knative {target.reference}"
-    _write(Path(out), target, {"knative.yaml": lambda: dump_all(knative.services(target), _header(command))})
+    _write(Path(out), target, {
+        "knative.yaml": lambda: _header(command, knative.NOTES)
+        + yaml.safe_dump_all(knative.services(target), sort_keys=False, width=math.inf),
+    })
 
 
-def _header(command: str) -> list[str]:
-    return [f"Written by `{command}` (spright {spright.__version__}); see docs/deploy.md."]
+def _yaml(document: dict[str, Any]) -> str:
+    # width=inf: no folding of long strings (SPRIGHT_REMOTES, args) over several lines
+    return yaml.safe_dump(document, sort_keys=False, width=math.inf)
+
+
+def _header(command: str, notes: Iterable[str] = ()) -> str:
+    """The comment block a manifest starts with: who wrote it, then ``notes`` (why each privilege
+    and volume is there), each wrapped to 100 columns, its continuation lines indented."""
+    lines = [f"Written by `{command}` (spright {spright.__version__}); see docs/deploy.md.", *notes]
+    out = []
+    for line in lines:
+        if not line.isprintable():  # a comment is one line: a newline in a path must not end it
+            line = line.encode("unicode_escape").decode("ascii")
+        indent = " " * (len(line) - len(line.lstrip(" ")) + 2)
+        out += textwrap.wrap(line, width=98, subsequent_indent=indent, break_long_words=False,
+                             break_on_hyphens=False) or [""]
+    return "".join(f"# {text}".rstrip() + "\n" for text in out)
 
 
 def _target(reference: str, image: str | None, namespace: str) -> Target:

@@ -32,23 +32,28 @@ from spright.deploy.plan import (
     shm_mib,
     unique_labels,
 )
-from spright.deploy.yamltext import Note
 
 IN_FLIGHT_METRIC = "spright_requests_in_flight"  # the gateway's gauge (spright/gateway.py metrics_page)
 POD_UID_ENV = "POD_UID"  # names this pod's own directory in the host's bpffs
 BPF_SUBDIR = f"spright-pod-$({POD_UID_ENV})"
 
-GATEWAY_CAPS = (
-    Note("BPF", "bpf(2): load the sk_msg program, create and pin its maps"),
-    Note("NET_ADMIN", "socket maps (SOCKMAP/SOCKHASH) and attaching the sk_msg verdict to them"),
-    Note("PERFMON", "what the verifier and bcc gate on CAP_PERFMON (pointer reads, perf buffers)"),
-    Note("SYS_ADMIN", "bcc's kallsyms/perf use, and bpf(2) on kernels < 5.8 (no CAP_BPF); "
-                      "spright's skmsg probe requires it"),
-)
-WORKER_CAPS = (
-    Note("BPF", "bpf(2) to open the pinned sockhash and insert its own socket: RuntimeDefault seccomp "
-                "allows bpf(2) only with CAP_BPF, and kernels < 6.5 require it when unprivileged BPF is off"),
-)
+# Capability -> why it is added, on the skmsg data plane (the header of deployment.yaml and
+# docs/deploy.md say the same); every other capability is dropped.
+GATEWAY_CAPS = {
+    "BPF": "bpf(2): load the sk_msg program, create and pin its maps",
+    "NET_ADMIN": "socket maps (SOCKMAP/SOCKHASH) and attaching the sk_msg verdict to them",
+    "PERFMON": "what the verifier and bcc gate on CAP_PERFMON (pointer reads, perf buffers)",
+    "SYS_ADMIN": "bcc's kallsyms/perf use, and bpf(2) on kernels < 5.8 (no CAP_BPF); "
+                 "spright's skmsg probe requires it",
+}
+WORKER_CAPS = {
+    "BPF": "bpf(2) to open the pinned sockhash and insert its own socket: RuntimeDefault seccomp "
+           "allows bpf(2) only with CAP_BPF, and older kernels require it while unprivileged BPF is off",
+}
+GATEWAY_ESCALATION = ("the gateway does not set allowPrivilegeEscalation: false: privilege escalation stays "
+                      "possible with SYS_ADMIN, and the API server refuses that pair")
+HPA_METRIC_NOTE = (f"{IN_FLIGHT_METRIC} (a Pods metric) is a custom metric: it needs Prometheus scraping "
+                   "the pods and prometheus-adapter serving it through the custom metrics API")
 
 
 def dockerfile(target: Target, out_dir: str) -> str:
@@ -120,30 +125,15 @@ def deployment(target: Target, transport: str, replicas: int) -> dict[str, Any]:
     shm = shm_mib(config, pools(table))
     groups = table.processes()
     names = unique_labels(groups, prefix="worker-", taken={"gateway"})
-    volumes: list[Any] = [
-        Note({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": mebibytes(shm)}},
-             f"the pools: {pools(table)} x sum(size*count) of the pool's classes, x1.25"),
-        Note({"name": "node", "emptyDir": {"medium": "Memory"}}, "the node directory (node.json, sockets)"),
-    ]
-    shared = [{"name": "shm", "mountPath": SHM_DIR}, {"name": "node", "mountPath": NODE_DIR}]
-    env: list[dict[str, Any]] = []
-    if skmsg:
-        volumes += [
-            Note({"name": "bpffs", "hostPath": {"path": BPF_FS, "type": "Directory"}},
-                 "pinned maps; each pod pins under its own subdirectory (subPathExpr)"),
-            Note({"name": "modules", "hostPath": {"path": "/lib/modules", "type": "Directory"}},
-                 "bcc: the host kernel's headers"),
-            {"name": "src", "hostPath": {"path": "/usr/src", "type": "Directory"}},
-        ]
-        shared.append({"name": "bpffs", "mountPath": BPF_FS, "subPathExpr": BPF_SUBDIR})
-        env.append({"name": POD_UID_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}})
+    # Every container gets objects of its own (_shared_mounts(), _env()): an object written twice
+    # would come out of the YAML dumper as an anchor and aliases, which nobody reads easily.
     gateway: dict[str, Any] = {
         "name": "gateway",
         "image": target.image,
         "args": command_line("gateway", target.reference, transport=transport, node_dir=NODE_DIR)[1:],
         "ports": [{"name": "http", "containerPort": PORT}],
-        **({"env": env} if env else {}),
-        "volumeMounts": [*shared, *(
+        **_env(skmsg),
+        "volumeMounts": [*_shared_mounts(skmsg), *(
             [{"name": "modules", "mountPath": "/lib/modules", "readOnly": True},
              {"name": "src", "mountPath": "/usr/src", "readOnly": True}] if skmsg else [])],
         "resources": {"requests": {"cpu": GATEWAY_CPU, "memory": mebibytes(GATEWAY_BASE_MEMORY_MI + shm)}},
@@ -158,8 +148,8 @@ def deployment(target: Target, transport: str, replicas: int) -> dict[str, Any]:
             "image": target.image,
             "args": command_line("worker", target.reference, transport=transport, node_dir=NODE_DIR,
                                  group=group)[1:],
-            **({"env": env} if env else {}),
-            "volumeMounts": shared,
+            **_env(skmsg),
+            "volumeMounts": _shared_mounts(skmsg),
             "resources": {"requests": {"cpu": f"{WORKER_CPU_MILLI * instances}m",
                                        "memory": mebibytes(WORKER_MEMORY_MI * instances)}},
             "securityContext": {
@@ -188,30 +178,87 @@ def deployment(target: Target, transport: str, replicas: int) -> dict[str, Any]:
                     "terminationGracePeriodSeconds": math.ceil(config.drain_timeout) + 5,
                     "securityContext": pod_security,
                     "containers": [gateway, *workers],
-                    "volumes": volumes,
+                    "volumes": [volume for volume, _ in _volumes(target, skmsg)],
                 },
             },
         },
     }
 
 
+def _volumes(target: Target, skmsg: bool) -> list[tuple[dict[str, Any], str]]:
+    """The pod's volumes, each with what it is (for the header of deployment.yaml)."""
+    table, config = target.table, target.app.config
+    shm = shm_mib(config, pools(table))
+    volumes = [
+        ({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": mebibytes(shm)}},
+         f"{SHM_DIR} in every container, memory-backed: the pools ({pools(table)}, one per security domain) "
+         "x sum(size*count) of the pool's classes, x1.25"),
+        ({"name": "node", "emptyDir": {"medium": "Memory"}},
+         f"{NODE_DIR} in every container: the node directory (node.json, sockets)"),
+    ]
+    if skmsg:
+        volumes += [
+            ({"name": "bpffs", "hostPath": {"path": BPF_FS, "type": "Directory"}},
+             f"the host's {BPF_FS} in every container: pinned maps; each pod pins under its own "
+             f"subdirectory {BPF_SUBDIR} (subPathExpr)"),
+            ({"name": "modules", "hostPath": {"path": "/lib/modules", "type": "Directory"}},
+             "the host's /lib/modules, read-only in the gateway: bcc compiles against the host kernel's headers"),
+            ({"name": "src", "hostPath": {"path": "/usr/src", "type": "Directory"}},
+             "the host's /usr/src, read-only in the gateway: where those headers live"),
+        ]
+    return volumes
+
+
+def _shared_mounts(skmsg: bool) -> list[dict[str, Any]]:
+    """The volumes every container of the pod mounts (a new list each call)."""
+    mounts: list[dict[str, Any]] = [{"name": "shm", "mountPath": SHM_DIR}, {"name": "node", "mountPath": NODE_DIR}]
+    if skmsg:
+        mounts.append({"name": "bpffs", "mountPath": BPF_FS, "subPathExpr": BPF_SUBDIR})
+    return mounts
+
+
+def _env(skmsg: bool) -> dict[str, Any]:
+    """A container's ``env`` entry (a new one each call): the pod's UID names its bpffs subdirectory."""
+    if not skmsg:
+        return {}
+    return {"env": [{"name": POD_UID_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}]}
+
+
+def deployment_notes(target: Target, transport: str) -> list[str]:
+    """What deployment.yaml's header comment says: each added capability and each volume, and why."""
+    lines = []
+    if transport == "skmsg":
+        lines.append("Capabilities added on the skmsg data plane (every container drops ALL others):")
+        lines += [f"  gateway {cap}: {why}" for cap, why in GATEWAY_CAPS.items()]
+        lines += [f"  each worker {cap}: {why}" for cap, why in WORKER_CAPS.items()]
+        lines.append(f"  Note: {GATEWAY_ESCALATION}.")
+        lines.append("  The host paths and capabilities need a namespace whose Pod Security level is privileged.")
+    else:
+        lines.append(f"Capabilities: none added on the {transport} data plane (every container drops ALL, "
+                     "runs as uid 65532 without privilege escalation).")
+    lines.append("Volumes:")
+    lines += [f"  {volume['name']}: {why}" for volume, why in _volumes(target, transport == "skmsg")]
+    return lines
+
+
 def _gateway_security(skmsg: bool) -> dict[str, Any]:
     if not skmsg:
         return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
     # no allowPrivilegeEscalation: false here: a process holding CAP_SYS_ADMIN can escalate
-    # anyway, and the API server refuses that combination
-    return {"capabilities": Note({"drop": ["ALL"], "add": list(GATEWAY_CAPS)},
-                                 "privilege escalation stays possible with SYS_ADMIN")}
+    # anyway, and the API server refuses that combination (GATEWAY_ESCALATION)
+    return {"capabilities": {"drop": ["ALL"], "add": list(GATEWAY_CAPS)}}
 
 
 def _probes(target: Target, ready_timeout: float) -> dict[str, Any]:
     """The gateway serves no health page: TCP on the port for start-up and readiness; liveness
     asks for its built-in /metrics (a page the gateway process renders itself) when it has one."""
-    tcp = {"tcpSocket": {"port": PORT}}
-    live = {"httpGet": {"path": "/metrics", "port": PORT}} if metrics_builtin(target.table) else tcp
+    def tcp() -> dict[str, Any]:  # a new one per probe (no YAML aliases)
+        return {"tcpSocket": {"port": PORT}}
+
+    live = {"httpGet": {"path": "/metrics", "port": PORT}} if metrics_builtin(target.table) else tcp()
     return {
-        "startupProbe": {**tcp, "periodSeconds": 2, "failureThreshold": max(math.ceil(ready_timeout / 2), 1)},
-        "readinessProbe": {**tcp, "periodSeconds": 5},
+        "startupProbe": {**tcp(), "periodSeconds": 2, "failureThreshold": max(math.ceil(ready_timeout / 2), 1)},
+        "readinessProbe": {**tcp(), "periodSeconds": 5},
         "livenessProbe": {**live, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 3},
     }
 
@@ -248,10 +295,10 @@ def hpa(target: Target, replicas: int, max_replicas: int) -> dict[str, Any]:
             "maxReplicas": max_replicas,
             "metrics": [{
                 "type": "Pods",
-                "pods": Note({
+                "pods": {  # HPA_METRIC_NOTE
                     "metric": {"name": IN_FLIGHT_METRIC},
                     "target": {"type": "AverageValue", "averageValue": str(in_flight_target(target))},
-                }, "a custom metric: needs Prometheus scraping the pods and prometheus-adapter"),
+                },
             }],
         },
     }

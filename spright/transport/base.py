@@ -203,6 +203,8 @@ class Domains:
             dest = self._gateways[owner]
         elif kind in (REQUEST, CALL):
             dest = self._instances.pick(function_id)
+            if dest == GATEWAY:  # the activator: it reads the function from next_hop
+                return dest, record
         else:
             return function_id, record
         return dest, dest.to_bytes(4, "little") + record[4:]

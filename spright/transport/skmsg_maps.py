@@ -95,8 +95,8 @@ def unregister_port(pin_dir: Path, endpoint_id: int, port: int) -> None:
 
 def write_instances(pin_dir: Path, function_id: int, endpoints: tuple[int, ...]) -> None:
     """The live instances of ``function_id``: their ids first, then how many (the program
-    reads the count, then that many ids)."""
+    reads the count, then that many ids); none: ``NO_ROUTE``, the activator's."""
     with bpf.PinnedMap(pin_dir / "instances") as instances:
         for i, endpoint in enumerate(endpoints):
             instances.update(MAX_ENDPOINTS + function_id * MAX_INSTANCES + i, endpoint)
-        instances.update(function_id, len(endpoints))
+        instances.update(function_id, len(endpoints) or NO_ROUTE)

@@ -50,3 +50,20 @@ async def hold(ctx: Context) -> dict:
 
 
 app.route("/hold", hold, methods=["POST"])
+
+
+@app.function(autoscale=ScalePolicy(target=1, min_instances=0, max_instances=2, stable_window=2, panic_window=1,
+                                    scale_to_zero_grace=1))
+async def sleepy(ctx: Context) -> dict:
+    """Scales to zero after a second without requests."""
+    return {"pid": os.getpid()}
+
+
+@app.function()
+async def wakes(ctx: Context) -> dict:
+    """Calls ``sleepy``, which may have no instance: the call waits at the activator."""
+    return {"caller": os.getpid(), "callee": (await ctx.call("sleepy", {})).json()["pid"]}
+
+
+app.route("/sleepy", sleepy)
+app.route("/wakes", wakes)

@@ -1,0 +1,71 @@
+"""Scale to zero: an autoscaled function with ``min_instances=0`` loses its last instance once
+idle; what arrives for it then waits at the first gateway's activator, which starts an
+instance and sends it on: requests and ``ctx.call``s alike, none lost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from spright import App, RoutingError
+from spright.autoscale import ScalePolicy
+from spright.nodes import choose_node
+from spright.testing import node_metric, run_node
+
+ZERO = ScalePolicy(min_instances=0, scale_to_zero_grace=1)
+
+
+def serving(port: int, name: str) -> float:
+    return node_metric(port, f'spright_instances{{domain="instances",function="{name}"}}')
+
+
+async def until_scaled_to_zero(port: int, name: str) -> None:
+    for _ in range(100):
+        if serving(port, name) == 0 and not any(w.startswith(name) for w in choose_node(port=port).workers):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{name} still has an instance after 10 s idle")
+
+
+@pytest.mark.node
+@pytest.mark.parametrize("plane", [pytest.param("skmsg", marks=pytest.mark.kernel), "unix", "poll"])
+async def test_a_function_scales_to_zero_and_the_activator_wakes_it(plane: str, runtime_dir: Path) -> None:
+    with run_node("tests.apps.instances:app", transport=plane) as (port, _):
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+            async def get(path: str) -> dict:
+                async with session.get(path) as reply:
+                    assert reply.status == 200, await reply.text()
+                    return await reply.json()
+
+            first = (await get("/sleepy"))["pid"]
+            await until_scaled_to_zero(port, "sleepy")
+            started = time.monotonic()
+            cold = await asyncio.gather(*(get("/sleepy") for _ in range(10)))  # all wait at the activator
+            cold_start = time.monotonic() - started
+            assert {c["pid"] for c in cold} != {first} and len({c["pid"] for c in cold}) >= 1
+            assert serving(port, "sleepy") >= 1
+
+            await until_scaled_to_zero(port, "sleepy")
+            called = await asyncio.gather(*(get("/wakes") for _ in range(10)))  # calls wait there too
+            callees = {c["callee"] for c in called}
+            assert first not in callees and not callees & {c["pid"] for c in cold}, "a new instance answered"
+
+        reasons = [d["reason"] for d in choose_node(port=port).scaling if d["function"] == "sleepy"]
+        assert any(r.startswith("activator: ") for r in reasons), reasons
+        assert any("no request for" in r for r in reasons), reasons
+        print(f"{plane}: 10 requests at zero instances answered after {cold_start * 1000:.0f} ms")
+
+
+def test_scale_to_zero_needs_a_lone_stateless_function() -> None:
+    app = App("zero")
+    with pytest.raises(RoutingError, match=r"stateful .* cannot scale to zero"):
+        app.add_function(lambda ctx: None, name="cart", stateful=True, autoscale=ZERO)
+    app.add_function(lambda ctx: None, name="a", process="p", autoscale=ZERO)
+    app.add_function(lambda ctx: None, name="b", process="p")
+    app.route("/a", "a")
+    with pytest.raises(RoutingError, match="function 'a' shares process 'p' with other functions"):
+        app.compile()
