@@ -79,6 +79,7 @@ class Gateway:
         self.ready: set[int] = set()  # endpoints (instances) that announced themselves and did not die since
         self.metrics.ready = self.ready
         self.down: set[int] = set()  # functions whose every instance died, none back yet
+        self.gateways_ready: set[int] = set()  # the further gateways serving (the first gateway's view)
         self.instance_ready: Callable[[int], None] | None = None  # told of each READY (the supervisor)
         self.wake: Callable[[int], None] = lambda function_id: None  # asks for an instance (the supervisor)
         # the first gateway parks what arrives for a function with no live instance
@@ -115,6 +116,10 @@ class Gateway:
         self._endpoint = await transport.attach(self.endpoint, self.receive)
         self._outbox = Outbox(self._endpoint, self._loop)
         self._ticker = self._loop.call_later(self.config.tick, self._tick)
+
+    def announce(self) -> None:
+        """A further gateway tells the first one that it serves."""
+        self._outbox.put(descriptor.notice(GATEWAY, self.endpoint, READY))
 
     async def wait_ready(self, timeout: float) -> None:
         """Until every function announced itself; RuntimeError naming the missing ones."""
@@ -245,6 +250,8 @@ class Gateway:
                 self._activate(d)
             elif kind in (READY, DOWN) and d.sender == GATEWAY and self.index:  # from the first gateway
                 self._told(kind, d.call_id)
+            elif kind == READY and d.sender in self.table.gateways[1:] and not self.index:
+                self.gateways_ready.add(d.sender)
             elif kind == READY and (d.sender in self.table.gateways or d.sender not in self._endpoints):
                 self._dropped(d, "a READY from no function")
             elif kind == READY:

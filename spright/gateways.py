@@ -70,6 +70,7 @@ async def _serve(spec: GatewaySpec) -> None:
     try:
         await gateway.start(spec.transport)
         server, connections = await http.serve(gateway, config.host, spec.port, reuse_port=True)
+        gateway.announce()
         await stop.wait()
         await http.drain(server, connections, config.drain_timeout)
     finally:

@@ -20,6 +20,7 @@ import contextlib
 import re
 import secrets
 import struct
+from array import array
 from bisect import bisect_left
 from collections.abc import Iterator
 from multiprocessing.shared_memory import SharedMemory
@@ -68,24 +69,27 @@ CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 class CounterTable:
-    """Rows of u64 counters, one per endpoint; in shared memory for a node, private for tests."""
+    """Rows of u64 counters, one per endpoint, then ``extra`` words (the gateways' latency
+    histograms, see ``histogram_words``); in shared memory for a node, private for tests."""
 
-    def __init__(self, rows: int, segment: SharedMemory | None, owner: bool) -> None:
+    def __init__(self, rows: int, segment: SharedMemory | None, owner: bool, extra_words: int = 0) -> None:
         self.rows = rows
         self._segment = segment
         self._owner = owner
-        buffer = segment.buf if segment is not None else memoryview(bytearray(rows * ROW_BYTES))
+        buffer = segment.buf if segment is not None else memoryview(bytearray(rows * ROW_BYTES + 8 * extra_words))
         assert buffer is not None  # a SharedMemory's buf is None only once closed
         self._words = buffer[: rows * ROW_BYTES].cast("Q")
         self._rows = [self._words[i * ROW_WORDS : (i + 1) * ROW_WORDS] for i in range(rows)]
+        self.extra = buffer[rows * ROW_BYTES :].cast("Q")
 
     @classmethod
-    def create(cls, rows: int, *, shared: bool = True) -> CounterTable:
+    def create(cls, rows: int, *, shared: bool = True, extra_words: int = 0) -> CounterTable:
         """``shared``: a /dev/shm segment (POSIX shm is created with mode 0600) under a fresh
         random name, for a node; otherwise plain memory, for the in-process TestClient."""
         if not shared:
-            return cls(rows, None, True)
-        segment = SharedMemory(f"spright-{secrets.token_hex(6)}-metrics", create=True, size=rows * ROW_BYTES)
+            return cls(rows, None, True, extra_words)
+        segment = SharedMemory(f"spright-{secrets.token_hex(6)}-metrics", create=True,
+                               size=rows * ROW_BYTES + 8 * extra_words)
         return cls(rows, segment, True)
 
     @classmethod
@@ -119,6 +123,7 @@ class CounterTable:
             row.release()
         self._rows.clear()
         self._words.release()
+        self.extra.release()
         if self._segment is not None:
             self._segment.close()
             self._segment = None
@@ -146,13 +151,20 @@ def row_dict(row: list[int], gateway: bool) -> dict[str, int]:
     return dict(zip(COLUMNS if gateway else FUNCTION_COLUMNS, row, strict=False))
 
 
+def histogram_words(table: RouteTable) -> int:
+    """Room for every gateway's latency histograms in the counter table (``CounterTable.extra``)."""
+    return len(table.gateways) * 5 * len(table.routes) * (_SLOTS + 1)
+
+
 class GatewayMetrics:
     """The gateway's counters and latency histograms; ``render`` is the ``/metrics`` body.
 
     Histograms are keyed by (route, status class): a route entry has one method and one
     path template, so the key is ``route index * 5 + class - 1``; ``observe`` is a bisect and
     two list adds, never a prometheus_client call. The response-class counters of
-    routed requests are the histograms' counts, summed when read, not counted twice.
+    routed requests are the histograms' counts, summed when read, not counted twice. Each
+    gateway process publishes its histograms in the counter table's extra words (bucket
+    counts, then sums in ns) once a tick; ``/metrics`` adds the other gateways' up.
     """
 
     def __init__(self, table: RouteTable, counters: CounterTable, endpoint: int = 0) -> None:
@@ -167,6 +179,9 @@ class GatewayMetrics:
         keys = 5 * len(table.routes)
         self.buckets = [0] * (keys * _SLOTS)  # per key: non-cumulative counts, +Inf last
         self.sums = [0.0] * keys
+        self._block = keys * (_SLOTS + 1)  # one gateway's histograms in the shared extra words
+        self._index = table.gateways.index(endpoint) if endpoint in table.gateways else 0
+        self._shared = len(counters.extra) >= len(table.gateways) * self._block
         self._registry = CollectorRegistry(auto_describe=False)
         self._collector = _Collector(self)
         self._registry.register(self._collector)
@@ -199,6 +214,10 @@ class GatewayMetrics:
         shared = self.counters.row(self.endpoint)
         for i, value in enumerate(self.row()):
             shared[i] = value
+        if self._shared:
+            start = self._index * self._block
+            self.counters.extra[start : start + self._block] = array("Q", [*self.buckets,
+                                                                           *(round(s * 1e9) for s in self.sums)])
 
     def rows(self) -> list[list[int]]:
         """Every endpoint's counters, the gateway's live."""
@@ -207,17 +226,26 @@ class GatewayMetrics:
         return rows
 
     def histograms(self) -> Iterator[tuple[RouteEntry, str, list[int], float]]:
-        """(route, status class, cumulative bucket counts incl. +Inf, sum) per observed key."""
+        """(route, status class, cumulative bucket counts incl. +Inf, sum) per observed key,
+        over every gateway process (this one's live, the others' as last published)."""
+        buckets, sums = list(self.buckets), list(self.sums)
+        if self._shared:
+            extra, size = self.counters.extra, len(self.buckets)
+            for index in range(len(self.table.gateways)):
+                if index != self._index:
+                    start = index * self._block
+                    buckets = [a + b for a, b in zip(buckets, extra[start : start + size], strict=True)]
+                    sums = [a + b / 1e9 for a, b in zip(sums, extra[start + size : start + self._block], strict=True)]
         for i, route in enumerate(self.table.routes):
             for cls in range(1, 6):
                 key = 5 * i + cls - 1
-                counts = self.buckets[key * _SLOTS : (key + 1) * _SLOTS]
+                counts = buckets[key * _SLOTS : (key + 1) * _SLOTS]
                 if any(counts):
                     running, cumulative = 0, []
                     for count in counts:
                         running += count
                         cumulative.append(running)
-                    yield route, f"{cls}xx", cumulative, self.sums[key]
+                    yield route, f"{cls}xx", cumulative, sums[key]
 
     def render(self, gauges: dict[str, tuple[str, float]], kernel: dict[int, dict[str, int]] | None) -> bytes:
         """Prometheus text; ``gauges``: name -> (help, value); ``kernel``: the data plane's

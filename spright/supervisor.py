@@ -25,7 +25,7 @@ from spright.gateway import Gateway
 from spright.gateways import GatewaySpec, default_count, gateway_main
 from spright.instances import LiveInstances
 from spright.loader import load_app
-from spright.metrics import COLUMNS, ROW_WORDS, CounterTable
+from spright.metrics import COLUMNS, ROW_WORDS, CounterTable, histogram_words
 from spright.nodefile import CounterSegment, NodeFile, runtime_base
 from spright.nodes import sweep_dead_nodes
 from spright.pools import NodePool
@@ -72,7 +72,7 @@ class Supervisor:
             log.warning("spright: %s", reason)
         self.transport = transport
         self.pool = NodePool.create(self.config.pool, (f.domain for f in self.table.functions))
-        self.counters = CounterTable.create(len(self.table.endpoints))
+        self.counters = CounterTable.create(len(self.table.endpoints), extra_words=histogram_words(self.table))
         self.gateway = Gateway(self.table, self.pool, self.config, self.counters)
         self.live = LiveInstances(self.runtime_dir, self.table, create=True)
         self.gateway.instance_ready = lambda endpoint: self._set_live(endpoint, True)
@@ -90,6 +90,7 @@ class Supervisor:
             self._port = _port_of(server)
             for index in range(1, self.gateway_count):
                 self._spawn_gateway(index)
+            await self._further_gateways_serve()
             self._write_node_file()
             name_process(f"gateway [{self.app.name}] {self.config.host}:{self._port} ({transport.name})")
             log.warning(
@@ -174,11 +175,18 @@ class Supervisor:
         self.gateway_processes[index] = process
         asyncio.get_running_loop().add_reader(process.sentinel, self._gateway_exited, index, process)
 
+    async def _further_gateways_serve(self) -> None:
+        """Until every further gateway said it serves: only then does the node serve (node.json)."""
+        async with asyncio.timeout(self.config.ready_timeout):
+            while not self.gateway.gateways_ready.issuperset(self.table.gateways[1:]):
+                await asyncio.sleep(0.02)
+
     def _gateway_exited(self, index: int, process: BaseProcess) -> None:
         """A further gateway died: its clients lost their connections; once whatever its
         requests' chains may still write is over, their slots are swept and it starts again."""
         asyncio.get_running_loop().remove_reader(process.sentinel)
         process.join(0)
+        self.gateway.gateways_ready.discard(self.table.gateways[index])
         if self._stopping:
             return
         log.error("spright: gateway #%d exited with code %s; restarting in %g s", index, process.exitcode,

@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 import pytest
 
-from spright.testing import run_node
+from spright.testing import node_metric, run_node
 
 pytestmark = pytest.mark.node
 
@@ -39,6 +39,9 @@ async def test_two_gateways_share_the_port_and_each_gets_its_own_answers(plane: 
         per_gateway = [g["requests"] for g in shown["gateways"]]
         assert len(per_gateway) == 2 and all(count > 20 for count in per_gateway), per_gateway
         assert shown["requests"] == sum(per_gateway) >= 400
+        # whichever gateway serves /metrics, the latency histogram counts both gateways' requests
+        latency = 'spright_request_duration_seconds_count{method="POST",route="/echo",status="2xx"}'
+        assert [node_metric(port, latency) for _ in range(4)] == [400] * 4
 
 
 async def test_a_crashed_worker_costs_prompt_502s_at_every_gateway(runtime_dir: Path) -> None:
