@@ -339,16 +339,30 @@ class Gateway:
 
     def endpoint_died(self, endpoint: int) -> None:
         """An instance's worker died. Once a function has no instance left, fail at once the
-        requests whose chain runs through it, and tell callers; while others serve, only the
-        requests the dead one held are lost (to their timeout: which they were is not known here)."""
+        requests whose chain runs through it, and tell callers; while others serve, fail the
+        requests whose handler it was running (the slots it held). What waited unread in its
+        queue is lost to the requests' timeout."""
         function_id = self.table.function_of(endpoint)
         self._sweep_at = time.monotonic() + self.config.grace
         self.ready.discard(endpoint)
-        self.pool.release_holds(endpoint)  # a dead worker writes nothing: its slots may be swept
+        held = self.pool.release_holds(endpoint)  # a dead worker writes nothing: its slots may be swept
         if not self.ready.isdisjoint(self.table.instance_endpoints(function_id)):
+            self._fail_held(self.table.name_of(function_id), held)
             return
         self._tell_workers(DOWN, function_id)
         self._function_down(function_id)
+
+    def _fail_held(self, name: str, held: list[tuple[int, int, int]]) -> None:
+        """A 502 for the request of each slot a crashed instance held, sent as an ERROR to the
+        gateway that owns the request (the data plane routes it by request id)."""
+        payload = orjson.dumps({"error": f"function {name!r} crashed", "function": name})
+        for slot, generation, request_id in held:
+            try:
+                written = self.pool.write(slot, generation, payload, b"", request_id)
+            except (PoolExhausted, ValueError):
+                continue  # left to the request's timeout
+            self._outbox.put(descriptor.hop(GATEWAY, self.endpoint, ERROR | BODY_JSON, 0, 0, 502, written.id,
+                                            written.generation, len(payload), request_id))
 
     def _function_down(self, function_id: int) -> None:
         """No instance of ``function_id`` serves: fail at once what runs through it."""

@@ -21,7 +21,7 @@ import functools
 import gc
 import secrets
 import struct
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from multiprocessing import get_context
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any, NamedTuple, Protocol
@@ -199,15 +199,20 @@ class Pool:
         if index is not None:
             self._holder[index] = 0
 
-    def release_holds(self, holder: int) -> int:
-        """Every hold of endpoint ``holder`` (its worker died: it writes nothing any more)."""
-        released = 0
+    def release_holds(self, holder: int) -> list[tuple[int, int, int]]:
+        """Every hold of endpoint ``holder`` (its worker died: it writes nothing any more);
+        returns (slot, generation, owner) of each slot it held: the work it was doing."""
+        released = []
         with self._lock:
             for index, value in enumerate(self._holder):
                 if value == holder + 1:
                     self._holder[index] = 0
-                    released += 1
+                    released.append((self._slot_id(index), self._generation[index], self._owner[index]))
         return released
+
+    def _slot_id(self, index: int) -> int:
+        number = bisect_right(self._base, index) - 1
+        return self._id_base | (number << CLASS_SHIFT) | (index - self._base[number])
 
     def is_current(self, slot: int, generation: int) -> bool:
         index = self._index(slot)

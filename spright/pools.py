@@ -79,8 +79,8 @@ class NodePool:
         pool = self._of(slot)
         return pool is not None and pool.is_current(slot, generation)
 
-    def release_holds(self, holder: int) -> int:
-        return sum(pool.release_holds(holder) for pool in self._by_domain.values())
+    def release_holds(self, holder: int) -> list[tuple[int, int, int]]:
+        return [held for pool in self._by_domain.values() for held in pool.release_holds(holder)]
 
     def take(self, slot: int, generation: int, length: int) -> bytes | None:
         pool = self._of(slot)

@@ -89,6 +89,27 @@ async def test_least_in_flight_sends_nothing_to_a_busy_instance(plane: str, bala
         assert quick[busy] >= 5 and len(quick) == 2, quick
 
 
+@pytest.mark.node
+@pytest.mark.parametrize("plane", [pytest.param("skmsg", marks=pytest.mark.kernel), "unix"])
+async def test_a_crashed_instance_costs_its_own_requests_a_prompt_502(plane: str, runtime_dir: Path) -> None:
+    """An instance dies mid-handler while the other serves: the request it was running is
+    answered 502 at once (not at the route's 10 s timeout); the others are served."""
+    with run_node("tests.apps.instances:app", transport=plane) as (port, _):
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+            async def post(body: bytes) -> tuple[int, dict]:
+                async with session.post("/fragile", data=body) as reply:
+                    return reply.status, await reply.json()
+
+            started = asyncio.get_running_loop().time()
+            dying = asyncio.create_task(post(b"die"))
+            others = await asyncio.gather(*(post(b"live") for _ in range(20)))
+            status, body = await dying
+            took = asyncio.get_running_loop().time() - started
+    assert status == 502 and body["error"] == "function 'fragile' crashed", (status, body)
+    assert took < 5, f"answered after {took:.1f} s"
+    assert all(s == 200 for s, _ in others), others
+
+
 def test_a_stateful_function_runs_as_one_instance() -> None:
     with pytest.raises(RoutingError, match=r"function 'cart' is stateful .* one instance, not 2"):
         app.compile({"cart": 2})

@@ -67,3 +67,15 @@ async def wakes(ctx: Context) -> dict:
 
 app.route("/sleepy", sleepy)
 app.route("/wakes", wakes)
+
+
+@app.function(instances=2)
+async def fragile(ctx: Context) -> dict:
+    """``die``: the instance exits half a second into the request, mid-handler."""
+    if ctx.body == b"die":
+        await asyncio.sleep(0.5)
+        os._exit(1)
+    return {"pid": os.getpid()}
+
+
+app.route("/fragile", fragile, methods=["POST"], timeout=10)
