@@ -6,6 +6,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -55,13 +56,50 @@ def run(
         "least_in_flight", help="How a function's instance is picked: least_in_flight or round_robin."),
 ) -> None:
     """Serve APP: gateway plus one worker process per function (or per instance)."""
+    _serve(app, None, host=host, port=port, transport=transport, poll_idle_us=poll_idle_us, sidecar=sidecar,
+           sidecar_concurrency=sidecar_concurrency, instances=_instance_counts(instances), gateways=gateways,
+           balance=balance)
+
+
+@cli.command()
+def gateway(
+    app: str = typer.Argument(..., help="MODULE or MODULE:APP, e.g. examples.echo:app"),
+    node_dir: Path = typer.Option(..., help="The node directory its workers join (shared with them)."),  # noqa: B008
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8080, help="HTTP port."),
+    transport: str = typer.Option("auto", help="auto, skmsg or unix"),
+    gateways: int | None = typer.Option(None, help="Gateway processes sharing the port (default: by cores)."),
+    balance: str = typer.Option("least_in_flight", help="least_in_flight or round_robin."),
+) -> None:
+    """Serve APP's gateway and data plane only: its workers start on their own (`spright worker`,
+    one per container of a pod) and join through NODE_DIR; it serves once all have."""
+    _serve(app, node_dir, host=host, port=port, transport=transport, gateways=gateways, balance=balance)
+
+
+@cli.command()
+def worker(
+    app: str = typer.Argument(..., help="MODULE or MODULE:APP: the gateway's."),
+    process: str = typer.Argument(..., help="The worker process to run: a function's name, or a process= group."),
+    node_dir: Path = typer.Option(..., help="The node directory of the gateway to join."),  # noqa: B008
+    instance: int = typer.Option(0, help="Which instance of the process this is."),
+    wait: float = typer.Option(120.0, help="Seconds to wait for the gateway to start."),
+) -> None:
+    """Run one worker process of APP and join the node whose gateway serves in NODE_DIR; it
+    waits for the gateway, and exits when the gateway does (a container restarts it)."""
+    from spright.process import join_main
+
+    try:
+        join_main(node_dir, app, process, instance, wait)
+    except (AppNotFound, ValueError, RuntimeError, TimeoutError, OSError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _serve(app: str, node_dir: Path | None, **options: Any) -> None:
     from spright.supervisor import Supervisor
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        supervisor = Supervisor(app, host=host, port=port, transport=transport, poll_idle_us=poll_idle_us,
-                                sidecar=sidecar, sidecar_concurrency=sidecar_concurrency,
-                                instances=_instance_counts(instances), gateways=gateways, balance=balance)
+        supervisor = Supervisor(app, node_dir, **options)
     except (AppNotFound, ValueError) as exc:  # RoutingError, and Config's own checks
         raise _fail(str(exc)) from None
     try:

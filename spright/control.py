@@ -3,7 +3,9 @@ root or the node's user only), one JSON object per line each way.
 
 Requests: ``{"scale": NAME, "instances": N}`` runs N instances of function NAME (answer:
 ``{"instances": N}``, once the new ones serve; leaving ones drain in the background);
-anything else, or a failure, is answered ``{"error": "..."}``. ``spright scale`` is the client.
+``{"join": PROCESS, "instance": I, "pid": P}``: a worker started on its own (``spright worker``,
+spright.join) joined, and the connection stays open for as long as it lives; anything else, or
+a failure, is answered ``{"error": "..."}``. ``spright scale`` is the client.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ SOCKET_NAME = "control.sock"
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-async def serve(runtime_dir: Path, handle: Handler) -> asyncio.AbstractServer:
+async def serve(runtime_dir: Path, handle: Handler, left: Callable[[dict[str, Any]], None]) -> asyncio.AbstractServer:
+    """``left``: told of an answered ``join`` request once its connection ends."""
     path = runtime_dir / SOCKET_NAME
     path.unlink(missing_ok=True)
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        joined = None
         with contextlib.suppress(ConnectionError):
             while line := await reader.readline():
                 try:
@@ -33,11 +37,15 @@ async def serve(runtime_dir: Path, handle: Handler) -> asyncio.AbstractServer:
                     if not isinstance(request, dict):
                         raise ValueError("a request is a JSON object")
                     answer = await handle(request)
-                except (ValueError, LookupError) as exc:  # orjson.JSONDecodeError is a ValueError
+                    if "join" in request:
+                        joined = request
+                except (ValueError, LookupError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
                     answer = {"error": str(exc)}
                 writer.write(orjson.dumps(answer) + b"\n")
                 await writer.drain()
         writer.close()
+        if joined is not None:
+            left(joined)
 
     server = await asyncio.start_unix_server(connection, str(path))
     path.chmod(0o600)

@@ -11,13 +11,16 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
+import orjson
 import uvloop
 
-from spright import sandbox
+from spright import control, sandbox
 from spright.loader import load_app
 from spright.metrics import CounterTable
 from spright.pool import Pool, PoolHandle
@@ -59,9 +62,34 @@ def worker_main(spec: WorkerSpec) -> None:
     uvloop.run(_worker(spec, sealable))
 
 
-async def _worker(spec: WorkerSpec, sealable: bool) -> None:
+def join_main(node_dir: Path, app_ref: str, process: str, instance: int, wait: float) -> None:
+    """``spright worker``: a worker process started on its own joins the node whose gateway
+    serves in ``node_dir`` (spright.join), waiting up to ``wait`` seconds for it, and serves
+    until SIGTERM or until the gateway goes."""
+    from spright import join  # join imports this module
+
+    sealable = sandbox.enter()  # first, while this process has a single thread
+    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [{process}#{instance}] %(message)s")
+
+    async def joined() -> None:
+        info = await join.wait(node_dir, wait)
+        spec = join.worker_spec(info, node_dir, app_ref, process, instance)
+        reader, writer = await asyncio.open_unix_connection(str(node_dir / control.SOCKET_NAME))
+        writer.write(orjson.dumps({"join": process, "instance": instance, "pid": os.getpid()}) + b"\n")
+        answer = orjson.loads(await reader.readline() or b"{}")
+        if "joined" not in answer:
+            raise RuntimeError(f"the gateway refused the worker: {answer.get('error', 'no answer')}")
+        gateway_gone = asyncio.ensure_future(reader.read())  # ends when the gateway does
+        await _worker(spec, sealable, gateway_gone)
+        writer.close()
+
+    uvloop.run(joined())
+
+
+async def _worker(spec: WorkerSpec, sealable: bool, gateway_gone: asyncio.Future[bytes] | None = None) -> None:
     """One Worker per function this process hosts, all on one loop, each its own endpoint;
-    sealed off from other domains' memory (``sealable``) before it says READY."""
+    sealed off from other domains' memory (``sealable``) before it says READY. Serves until
+    SIGTERM (or until ``gateway_gone``)."""
     app = load_app(spec.app_ref)
     key = WorkerKey(spec.process, spec.instance)
     name_process(f"worker {key} [{app.name}]")
@@ -73,6 +101,8 @@ async def _worker(spec: WorkerSpec, sealable: bool) -> None:
     workers = [Worker(table, app.functions[table.name_of(e)], pool, counters.row(e), e) for e in endpoints]
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    if gateway_gone is not None:
+        gateway_gone.add_done_callback(lambda _: stop.set())
     for worker in workers:
         await worker.start(spec.transport, announce=False)
     if sealable:

@@ -16,16 +16,19 @@ import signal
 import time
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any, cast
 
 import uvloop
 
-from spright import control, http
+from spright import control, http, join
 from spright.gateway import Gateway
 from spright.gateways import GatewaySpec, default_count, gateway_main
+from spright.instances import FILE_NAME as INSTANCES_FILE
 from spright.instances import LiveInstances
 from spright.loader import load_app
 from spright.metrics import COLUMNS, ROW_WORDS, CounterTable, histogram_words
+from spright.nodefile import NAME as NODE_FILE
 from spright.nodefile import CounterSegment, NodeFile, runtime_base
 from spright.nodes import sweep_dead_nodes
 from spright.pools import NodePool
@@ -39,9 +42,12 @@ NODE_DIR_ENV = "SPRIGHT_NODE_DIR"  # a worker's node runtime directory (removed 
 
 
 class Supervisor:
-    def __init__(self, app_ref: str, **options: Any) -> None:
-        """``options``: Config fields that override the app's (host, port, transport...)."""
+    def __init__(self, app_ref: str, node_dir: Path | None = None, **options: Any) -> None:
+        """``options``: Config fields that override the app's (host, port, transport...);
+        ``node_dir``: serve as the gateway of a node whose workers start on their own
+        (``spright gateway``, spright.join) in this directory, instead of starting them."""
         self.app_ref = app_ref
+        self.node_dir = node_dir
         self.app = load_app(app_ref)
         self.config = self.app.config.replace(**options)
         self.gateway_count = self.config.gateways or default_count()
@@ -64,12 +70,15 @@ class Supervisor:
             loop.add_signal_handler(signum, stop.set)
         for leftover in sweep_dead_nodes():
             log.warning("spright: removed %s, left by a node that was killed", leftover)
-        self.runtime_dir = runtime_base() / str(os.getpid())
+        self.runtime_dir = self.node_dir or runtime_base() / str(os.getpid())
         self.runtime_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
         os.environ[NODE_DIR_ENV] = str(self.runtime_dir)  # workers inherit it: per-node scratch space
         transport, reason = select_transport(self.runtime_dir, self.table, self.config)
         if reason:
             log.warning("spright: %s", reason)
+        if self.node_dir and not transport.joinable:
+            raise RuntimeError(f"the {transport.name} data plane cannot hand its state to workers started on their "
+                               "own: use skmsg or unix with --node-dir")
         self.transport = transport
         self.pool = NodePool.create(self.config.pool, (f.domain for f in self.table.functions))
         self.counters = CounterTable.create(len(self.table.endpoints), extra_words=histogram_words(self.table))
@@ -81,9 +90,9 @@ class Supervisor:
         try:
             transport.start()
             await self.gateway.start(transport)
+            controls = await control.serve(self.runtime_dir, self._control, self._left)
             await self._start_workers()
-            controls = await control.serve(self.runtime_dir, self._control)
-            if self.autoscaling:
+            if self.autoscaling and self.node_dir is None:  # else workers are started by others
                 loop.call_later(TICK, self._autoscale)
             server, connections = await http.serve(self.gateway, self.config.host, self.config.port,
                                                    reuse_port=self.gateway_count > 1)
@@ -113,14 +122,24 @@ class Supervisor:
             transport.stop()
             self.pool.close()
             self.counters.close()
-            shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            if self.node_dir is None:
+                shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            else:  # the directory is the pod's: only what would mislead a worker goes
+                for name in (join.FILE_NAME, NODE_FILE, control.SOCKET_NAME, INSTANCES_FILE):
+                    (self.runtime_dir / name).unlink(missing_ok=True)
 
     # -- workers ---------------------------------------------------------------------------
     async def _start_workers(self) -> None:
         table = self.table
-        for name, hosted in table.processes().items():
-            for instance in range(table.functions[hosted[0] - 1].instances):
-                self._spawn(WorkerKey(name, instance))
+        if self.node_dir is not None:  # they start on their own and join (spright worker)
+            join.write(self.node_dir, join.JoinInfo(
+                self.app_ref, list(self.config.instances), self.gateway_count, join.digest(table, self.config.pool),
+                self.transport.name, self.transport.join_state(), join.handles(self.pool.handles),
+                self.counters.name or "", self.config.drain_timeout))
+        else:
+            for name, hosted in table.processes().items():
+                for instance in range(table.functions[hosted[0] - 1].instances):
+                    self._spawn(WorkerKey(name, instance))
         await self.gateway.wait_ready(self.config.ready_timeout)
 
     def _endpoints_of(self, key: WorkerKey) -> list[int]:
@@ -203,6 +222,8 @@ class Supervisor:
     def scale(self, name: str, count: int) -> None:
         """Run ``count`` instances of function ``name``, live: new ones join the function's live
         instances once they announce themselves; leaving ones leave it first, then drain."""
+        if self.node_dir is not None:
+            raise ValueError("this node's workers start on their own: run more or fewer `spright worker` instead")
         function = self.table.functions[self.table.function_id(name) - 1]
         most = len(self.table.instance_endpoints(function.id))
         least = 0 if function.scales_to_zero else 1
@@ -231,8 +252,12 @@ class Supervisor:
 
     async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
         """A request on the control socket (spright.control)."""
+        if "join" in request:  # a worker started on its own; its connection's end says it is gone
+            key = WorkerKey(str(request["join"]), int(request["instance"]))
+            log.info("spright: worker %s joined (pid %s)", key, request.get("pid"))
+            return {"joined": str(key)}
         if "scale" not in request:
-            raise ValueError(f"unknown request {request!r}; known: scale")
+            raise ValueError(f"unknown request {request!r}; known: scale, join")
         name, count = str(request["scale"]), int(request["instances"])
         self.scale(name, count)
         function_id = self.table.function_id(name)
@@ -240,6 +265,16 @@ class Supervisor:
             while len(self.live.get(function_id)) < count:
                 await asyncio.sleep(0.05)
         return {"instances": count}
+
+    def _left(self, request: dict[str, Any]) -> None:
+        """A joined worker's control connection ended: it died (its container restarts it)."""
+        key = WorkerKey(str(request["join"]), int(request["instance"]))
+        if self._stopping:
+            return
+        log.error("spright: worker %s left the node", key)
+        for endpoint in self._endpoints_of(key):
+            self._set_live(endpoint, False)
+            self.gateway.endpoint_died(endpoint)
 
     def _autoscale(self) -> None:
         if self._stopping:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -105,6 +105,19 @@ class Transport(ABC):
     @classmethod
     def from_config(cls, runtime_dir: Path, table: RouteTable, config: Config) -> Transport:
         """The transport as the node's settings ask for it (``spright run``'s options)."""
+        return cls(runtime_dir, table)
+
+    # A worker started on its own (``spright worker``, spright.join) gets the transport from the
+    # node directory: ``join_state`` (JSON) in the gateway's process, ``rejoin`` in the worker's.
+    joinable = True  # False: the data plane's state cannot be handed over as JSON (yet)
+
+    def join_state(self) -> dict[str, Any]:
+        """What a worker started on its own needs beyond the node directory and the table."""
+        return {}
+
+    @classmethod
+    def rejoin(cls, runtime_dir: Path, table: RouteTable, state: Mapping[str, Any]) -> Transport:
+        """The worker side of the gateway's transport, from its ``join_state``."""
         return cls(runtime_dir, table)
 
     def addresses(self) -> tuple[tuple[int, ...], ...]:

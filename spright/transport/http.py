@@ -43,6 +43,7 @@ ANSWER = b"HTTP/1.1 204 No Content\r\n\r\n"
 
 class HttpTransport(Transport):
     name = "http"
+    joinable = False  # its endpoints' state is not handed over to `spright worker` (yet)
     summary = ("Knative-like: every hop an HTTP/1.1 request over loopback TCP carrying the payload"
                " (--sidecar: a queue-proxy in front of each function)")
 

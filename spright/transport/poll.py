@@ -56,6 +56,7 @@ def _fence() -> None:
 
 class PollTransport(Transport):
     name = "poll"
+    joinable = False  # its endpoints' state is not handed over to `spright worker` (yet)
     summary = "D-SPRIGHT: busy-polled shared-memory rings, a core per process (--poll-idle-us to sleep)"
 
     def __init__(self, runtime_dir: Path, table: RouteTable, idle_us: int | None = None) -> None:

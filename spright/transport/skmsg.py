@@ -137,8 +137,12 @@ def _records(n: int) -> struct.Struct:
 
 
 def _pin_dir(runtime_dir: Path) -> Path:
-    """Unique per node, and names the owner pid so that a later start() can sweep it."""
+    """Unique per node. A node of ``spright run`` (its runtime directory named after its pid)
+    names the owner pid, so that a later start() can sweep it; a node directory given to
+    ``spright gateway`` (whose pid may be another PID namespace's) names the directory."""
     safe = re.sub(r"[^A-Za-z0-9_]", "_", runtime_dir.name)  # bpffs rejects dots
+    if runtime_dir.name != str(os.getpid()):
+        return bpf.BPF_FS / f"spright-node-{safe}"
     return bpf.BPF_FS / f"spright-{safe}-{os.getpid()}"
 
 
@@ -218,6 +222,15 @@ class SkmsgTransport(Transport):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _bpf=None, _listener=None, payloads=None)
 
+    def join_state(self) -> dict[str, Any]:
+        return {"pin_dir": str(self.pin_dir), "port": self.port}
+
+    @classmethod
+    def rejoin(cls, runtime_dir: Path, table: RouteTable, state: Mapping[str, Any]) -> Transport:
+        transport = cls(runtime_dir, table)
+        transport.pin_dir, transport.port = Path(state["pin_dir"]), int(state["port"])
+        return transport
+
     def node_info(self) -> dict[str, Any]:
         return {"pin_dir": str(self.pin_dir), "endpoints": self.endpoints, "maps": sorted(MAPS)}
 
@@ -239,8 +252,11 @@ class SkmsgTransport(Transport):
         from bcc import BPF, BPFAttachType, lib
 
         bpf.mount_bpffs()
-        bpf.sweep_stale_pins()
-        self.pin_dir = _pin_dir(self.runtime_dir)  # named after the pinning process
+        self.pin_dir = _pin_dir(self.runtime_dir)
+        if self.pin_dir.name.startswith("spright-node-"):
+            bpf.unpin(self.pin_dir)  # left by this node directory's previous gateway
+        else:  # pids of other PID namespaces look dead from ours: sweep only as a plain node
+            bpf.sweep_stale_pins()
         try:
             self._bpf = BPF(src_file=str(SOURCE).encode(), cflags=_cflags(self.instances.balance))
             fn = self._bpf.load_func(b"spright_msg", BPF.SK_MSG)

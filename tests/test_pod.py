@@ -1,0 +1,166 @@
+"""Kubernetes pod mode without a cluster: the gateway (``spright gateway``) and each worker
+process (``spright worker``) started on their own, each in its own mount and PID namespaces
+(``unshare``), sharing only the node directory, /dev/shm and the bpffs, as the containers of
+the pod ``spright deploy k8s`` writes do. A worker started before the gateway waits for it;
+one that dies leaves the node and joins again when restarted; when the gateway stops, the
+workers exit, and nothing is left in /dev/shm or the bpffs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+
+from spright.loader import load_app
+from spright.transport.bpf import BPF_FS
+from tests.boutique_clients import HttpShopper
+from tests.test_online_boutique import concurrent_carts, on_node, scenario_browse, scenario_cart_and_checkout
+
+pytestmark = [pytest.mark.node, pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0,
+                                                   reason="needs root and unshare(1) for namespaces")]
+
+
+class Pod:
+    """The processes of one pod-mode node, each in namespaces of its own."""
+
+    def __init__(self, app_ref: str, transport: str, node_dir: Path) -> None:
+        self.app_ref, self.transport, self.node_dir = app_ref, transport, node_dir
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - a file, not a pipe: never blocks them
+        self.gateway: subprocess.Popen[bytes] | None = None
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _start(self, *args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(["unshare", "--mount", "--pid", "--kill-child=SIGTERM", sys.executable, "-m",
+                                 "spright", *args], stderr=self.log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def start_worker(self, process: str) -> None:
+        self.workers[process] = self._start("worker", self.app_ref, process, "--node-dir", str(self.node_dir))
+
+    def start_gateway(self) -> None:
+        self.gateway = self._start("gateway", self.app_ref, "--node-dir", str(self.node_dir), "--port", "0",
+                                   "--transport", self.transport)
+
+    def port(self, timeout: float = 60.0) -> int:
+        deadline = time.monotonic() + timeout
+        while not (self.node_dir / "node.json").exists():
+            assert self.gateway is not None and self.gateway.poll() is None, self.output()
+            assert time.monotonic() < deadline, f"the pod did not serve within {timeout:g} s:\n{self.output()}"
+            time.sleep(0.1)
+        return int(orjson.loads((self.node_dir / "node.json").read_bytes())["port"])
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    def signal(self, process: subprocess.Popen[bytes], signum: int) -> None:
+        """To the spright process under ``unshare``, which ignores SIGTERM while it waits."""
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+        with contextlib.suppress(OSError, ValueError):
+            for child in children.read_text().split():
+                os.kill(int(child), signum)
+
+    def stop(self) -> None:
+        for process in (self.gateway, *self.workers.values()):
+            if process is not None and process.poll() is None:
+                self.signal(process, signal.SIGTERM)
+        for process in (self.gateway, *self.workers.values()):
+            if process is not None:
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    raise
+
+
+@contextlib.contextmanager
+def pod(app_ref: str, transport: str, tmp_path: Path) -> Iterator[tuple[Pod, int]]:
+    groups = list(load_app(app_ref).compile().processes())
+    node = Pod(app_ref, transport, tmp_path / "node")
+    node.node_dir.mkdir(mode=0o700)
+    try:
+        node.start_worker(groups[0])  # before its gateway: it waits
+        time.sleep(0.5)
+        node.start_gateway()
+        for group in groups[1:]:
+            node.start_worker(group)
+        yield node, node.port()
+    finally:
+        node.stop()
+
+
+def shm_names() -> set[str]:
+    return {p.name for p in Path("/dev/shm").iterdir()}
+
+
+@pytest.mark.parametrize("plane", [pytest.param("skmsg", marks=pytest.mark.kernel), "unix"])
+async def test_echo_in_pod_mode_survives_a_worker_restart(plane: str, tmp_path: Path) -> None:
+    shm_before = shm_names()
+    with pod("examples.echo:app", plane, tmp_path) as (node, port):
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
+            async def echo(body: bytes) -> tuple[int, bytes]:
+                async with session.post("/echo", data=body) as reply:
+                    return reply.status, await reply.read()
+
+            bodies = [os.urandom(256) + b"%d" % i for i in range(200)]
+            assert await asyncio.gather(*(echo(b) for b in bodies)) == [(200, b) for b in bodies]
+            node.signal(node.workers["enrich"], signal.SIGKILL)  # the container dies ...
+            node.workers["enrich"].wait(10)
+            await asyncio.sleep(0.5)
+            status, _ = await echo(b"meanwhile")
+            assert status in (502, 503), status  # at once, not at the route's timeout
+            node.start_worker("enrich")  # ... and its restart joins the node again
+            for _ in range(100):
+                if (await echo(b"back"))[0] == 200:
+                    break
+                await asyncio.sleep(0.1)
+            assert await echo(b"back again") == (200, b"back again")
+        pin_dir = BPF_FS / "spright-node-node"
+        assert plane != "skmsg" or pin_dir.exists()
+    for process in node.workers.values():
+        assert process.returncode is not None, "a worker outlived its gateway"
+    assert not (BPF_FS / "spright-node-node").exists(), "the gateway left its pins"
+    assert shm_names() <= shm_before, "a pod left segments in /dev/shm"
+    assert "left the node" in node.output()
+
+
+@pytest.mark.kernel
+async def test_online_boutique_in_pod_mode_on_skmsg(tmp_path: Path) -> None:
+    with pod("apps.online_boutique:app", "skmsg", tmp_path) as (_, port):
+        url = f"http://127.0.0.1:{port}"
+        await on_node(url, scenario_browse)
+        await on_node(url, scenario_cart_and_checkout)
+        shoppers: list[HttpShopper] = []
+
+        def make() -> HttpShopper:
+            shoppers.append(HttpShopper(url))
+            return shoppers[-1]
+
+        try:
+            await concurrent_carts(make, users=20)
+        finally:
+            await asyncio.gather(*(s.close() for s in shoppers))
+
+
+def test_a_worker_without_a_gateway_gives_up_clearly(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "spright", "worker", "examples.echo:app", "parse", "--node-dir",
+                           str(tmp_path), "--wait", "0.5"], capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and "no gateway wrote" in done.stderr, done.stderr
+
+
+def test_a_worker_naming_no_process_is_refused(tmp_path: Path) -> None:
+    with pod("examples.echo:app", "unix", tmp_path) as (_, _port):
+        done = subprocess.run([sys.executable, "-m", "spright", "worker", "examples.echo:app", "nope", "--node-dir",
+                               str(tmp_path / "node")], capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and "has no worker process 'nope'" in done.stderr, done.stderr
