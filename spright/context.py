@@ -164,6 +164,12 @@ class Context:
         return self._worker.table.routes[meta["route"]].convert(params) if params else params
 
     @property
+    def timeout(self) -> float | None:
+        """Seconds the route gives its whole chain (None outside a route)."""
+        route = self.meta.get("route")
+        return self._worker.table.routes[route].timeout if route is not None else None
+
+    @property
     def query(self) -> dict[str, str]:
         return dict(parse_qsl(self.meta.get("query", ""), keep_blank_values=True))
 

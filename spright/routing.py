@@ -20,6 +20,7 @@ from spright.pool import MAX_DOMAINS
 from spright.table import BUILTIN_CHAIN, BUILTINS, MAX_GATEWAYS, FunctionEntry, RouteEntry, RouteTable
 
 Handler = Callable[[Any], Any]
+REMOTE_PROCESS = "remote"  # the worker process of every App.remote function
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
 _PARAM = re.compile(r"{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?}")
@@ -153,6 +154,28 @@ class App:
             methods = (methods,)
         for method in methods:
             self._routes.append((method.upper(), path, chain, timeout or self.config.default_timeout))
+
+    def remote(self, name: str, url: str, *, domain: str | None = None) -> Function:
+        """Function ``name`` served by the node at ``url`` (``http://HOST:PORT``, which
+        ``expose``s it): chains and calls name it as any other; its hop travels over HTTP
+        (spright.remote). All remote functions share one worker process, ``remote``."""
+        from spright.remote import RemoteFunction, parse_url
+
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            raise RoutingError(f"remote function {name!r}: {exc}") from None
+        return self.add_function(RemoteFunction(name, url), name=name, domain=domain, process=REMOTE_PROCESS,
+                                 concurrency=1024)
+
+    def expose(self, *functions: Function | str) -> None:
+        """Let other nodes call these functions (``App.remote`` there): ``POST
+        /.spright/call/NAME`` runs the function on the body and answers its result."""
+        from spright.remote import CALL_PATH
+
+        for function in functions:
+            name = function.name if isinstance(function, Function) else function
+            self.route(CALL_PATH + name, name, methods=["POST"])
 
     def compile(self, instances: Mapping[str, int] | None = None, gateways: int = 1) -> RouteTable:
         """The route table; ``instances``: function name -> instances to start with, over what

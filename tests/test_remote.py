@@ -1,0 +1,105 @@
+"""Cross-node hops: two nodes, the bank's in a network namespace of its own (made here, joined
+to this one by a veth pair, torn down after), the shop's here. A chain and a ``ctx.call`` cross
+to the bank and back over HTTP: answers are right, the request's cookies travel, the remote
+function's error status comes back as it was, a slow remote costs the route's 504, and a
+killed remote node a prompt 502."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from spright import App, RoutingError
+from spright.testing import run_node
+
+pytestmark = [pytest.mark.node, pytest.mark.skipif(shutil.which("ip") is None or os.geteuid() != 0,
+                                                   reason="needs root and ip(8) for network namespaces")]
+NAMESPACE = f"spright-test-{os.getpid()}"
+HOST, BANK = "10.213.0.1", "10.213.0.2"
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    """A network namespace with a veth to this one: this side HOST, that side BANK."""
+    outside, inside = f"sp{os.getpid() % 100000}a", f"sp{os.getpid() % 100000}b"
+    ip("netns", "add", NAMESPACE)
+    try:
+        ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+        ip("link", "set", inside, "netns", NAMESPACE)
+        ip("addr", "add", f"{HOST}/30", "dev", outside)
+        ip("link", "set", outside, "up")
+        for command in (("addr", "add", f"{BANK}/30", "dev", inside), ("link", "set", inside, "up"),
+                        ("link", "set", "lo", "up")):
+            ip("-n", NAMESPACE, *command)
+        yield NAMESPACE
+    finally:
+        subprocess.run(["ip", "link", "del", outside], capture_output=True, check=False)
+        ip("netns", "del", NAMESPACE)
+
+
+def start_bank(namespace: str, plane: str) -> subprocess.Popen[bytes]:
+    bank = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-m", "spright", "run",
+                             "tests.apps.remote:bank", "--host", BANK, "--port", "8080", "--transport", plane],
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection((BANK, 8080), timeout=1).close()
+            return bank
+        except OSError:
+            assert bank.poll() is None and time.monotonic() < deadline, "the bank's node did not serve"
+            time.sleep(0.2)
+
+
+@pytest.mark.parametrize("plane", [pytest.param("skmsg", marks=pytest.mark.kernel), "unix"])
+async def test_a_chain_and_a_call_cross_to_another_node(plane: str, namespace: str, runtime_dir: Path) -> None:
+    bank = start_bank(namespace, plane)
+    try:
+        with run_node("tests.apps.remote:shop", transport=plane, env={"BANK_URL": f"http://{BANK}:8080"}) as (port, _):
+            async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", cookies={"session": "s1"}) as session:
+                async def post(path: str, order: dict) -> tuple[int, dict, float]:
+                    started = time.monotonic()
+                    async with session.post(path, json=order) as reply:
+                        return reply.status, await reply.json(), time.monotonic() - started
+
+                for amount in range(20):
+                    status, body, _ = await post("/checkout", {"amount": amount})
+                    assert (status, body) == (200, {"amount": amount, "prepared": True, "charged": amount,
+                                                    "session": "s1", "finished": True})
+                status, body, _ = await post("/ask", {"amount": 3})
+                assert status == 200 and body["asked"]["charged"] == 3
+                status, body, _ = await post("/checkout", {"amount": 1, "decline": True})
+                assert (status, body) == (402, {"error": "card declined", "function": "payment"})
+
+                status, body, took = await post("/checkout", {"amount": 1, "sleep": 5})
+                assert status == 504 and 1.9 < took < 3.5, (status, took)
+
+                bank.terminate()
+                bank.wait(20)
+                status, body, took = await post("/checkout", {"amount": 1})
+                assert status == 502 and "unreachable" in body["error"] and took < 1.5, (status, body, took)
+                status, body, took = await post("/ask", {"amount": 1})
+                assert status == 502 and took < 1.5, (status, body, took)
+    finally:
+        if bank.poll() is None:
+            bank.kill()
+            bank.wait()
+
+
+def test_a_remote_function_needs_an_http_url() -> None:
+    app = App("bad")
+    with pytest.raises(RoutingError, match=r"remote function 'pay': a remote node is http://HOST\[:PORT\]"):
+        app.remote("pay", "https://10.0.0.2/pay")
