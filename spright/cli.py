@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from rich.live import Live
 from rich.table import Table
 
 from spright.deploy import deploy_app
-from spright.loader import AppNotFound, load_app
+from spright.loader import REMOTES_ENV, AppNotFound, load_app
 from spright.nodefile import NodeFile
 from spright.nodes import NodeNotFound, choose_node, live_routes, snapshot
 from spright.routing import RoutingError
@@ -54,8 +55,13 @@ def run(
         None, help="Gateway processes sharing the port (default: 1 on 2 cores or fewer, else half the cores)."),
     balance: str = typer.Option(
         "least_in_flight", help="How a function's instance is picked: least_in_flight or round_robin."),
+    remotes: str | None = typer.Option(
+        None, envvar=REMOTES_ENV, metavar="JSON",
+        help='Functions other nodes serve, e.g. {"pay": "http://10.0.0.2:8080"}; the rest run here, exposed.'),
 ) -> None:
     """Serve APP: gateway plus one worker process per function (or per instance)."""
+    if remotes:
+        os.environ[REMOTES_ENV] = remotes  # every process of the node loads the app so
     _serve(app, None, host=host, port=port, transport=transport, poll_idle_us=poll_idle_us, sidecar=sidecar,
            sidecar_concurrency=sidecar_concurrency, instances=_instance_counts(instances), gateways=gateways,
            balance=balance)

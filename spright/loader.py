@@ -1,13 +1,24 @@
-"""Finds the ``App`` a user points at: ``module``, ``module:attr`` or ``path/to/file.py``."""
+"""Finds the ``App`` a user points at: ``module``, ``module:attr`` or ``path/to/file.py``.
+
+With ``SPRIGHT_REMOTES`` set (a JSON object: function name -> URL of the node serving it, as
+``spright run --remotes`` and the Knative manifests of ``spright deploy knative`` set it), the
+app is the one this node runs: those functions on the other nodes, the rest here, exposed to
+them (``App.with_remotes``). Every process of the node reads the same variable.
+"""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
-from spright.routing import App
+import orjson
+
+from spright.routing import App, RoutingError
+
+REMOTES_ENV = "SPRIGHT_REMOTES"
 
 
 class AppNotFound(Exception):
@@ -15,6 +26,20 @@ class AppNotFound(Exception):
 
 
 def load_app(reference: str) -> App:
+    app = _find_app(reference)
+    remotes = os.environ.get(REMOTES_ENV)
+    if not remotes:
+        return app
+    try:
+        where = orjson.loads(remotes)
+    except orjson.JSONDecodeError as exc:
+        raise RoutingError(f"{REMOTES_ENV} is not JSON: {exc}") from None
+    if not isinstance(where, dict) or not all(isinstance(url, str) for url in where.values()):
+        raise RoutingError(f'{REMOTES_ENV} must be a JSON object of function name -> URL, e.g. {{"pay": "http://h:80"}}')
+    return app.with_remotes(where)
+
+
+def _find_app(reference: str) -> App:
     module_name, _, attribute = reference.partition(":")
     if not module_name:
         raise AppNotFound(f"{reference!r}: expected MODULE or MODULE:APP, e.g. examples.echo:app")

@@ -158,24 +158,44 @@ class App:
     def remote(self, name: str, url: str, *, domain: str | None = None) -> Function:
         """Function ``name`` served by the node at ``url`` (``http://HOST:PORT``, which
         ``expose``s it): chains and calls name it as any other; its hop travels over HTTP
-        (spright.remote). All remote functions share one worker process, ``remote``."""
+        (spright.remote). The remote functions of a domain share one worker process, ``remote``."""
         from spright.remote import RemoteFunction, parse_url
 
         try:
             parse_url(url)
         except ValueError as exc:
             raise RoutingError(f"remote function {name!r}: {exc}") from None
-        return self.add_function(RemoteFunction(name, url), name=name, domain=domain, process=REMOTE_PROCESS,
+        process = REMOTE_PROCESS if domain is None else f"{REMOTE_PROCESS}-{domain}"  # a process hosts one domain
+        return self.add_function(RemoteFunction(name, url), name=name, domain=domain, process=process,
                                  concurrency=1024)
+
+    def with_remotes(self, remotes: Mapping[str, str]) -> App:
+        """This app as one node of several runs it: the functions ``remotes`` names are served
+        by the node at their URL (``remote``), the others here, exposed to the other nodes;
+        routes as they are (their remote hops leave the node)."""
+        unknown = sorted(set(remotes) - set(self.functions))
+        if unknown:
+            raise RoutingError(f"remotes name no function of app {self.name!r}: {', '.join(unknown)}")
+        node = App(self.name, config=self.config)
+        for name, function in self.functions.items():
+            if name in remotes:
+                node.remote(name, remotes[name], domain=function.domain)
+            else:
+                node.functions[name] = function
+        node._routes = list(self._routes)
+        node.expose(*(name for name in self.functions if name not in remotes))
+        return node
 
     def expose(self, *functions: Function | str) -> None:
         """Let other nodes call these functions (``App.remote`` there): ``POST
         /.spright/call/NAME`` runs the function on the body and answers its result."""
         from spright.remote import CALL_PATH
 
+        routed = {(method, path) for method, path, _, _ in self._routes}
         for function in functions:
             name = function.name if isinstance(function, Function) else function
-            self.route(CALL_PATH + name, name, methods=["POST"])
+            if ("POST", CALL_PATH + name) not in routed:
+                self.route(CALL_PATH + name, name, methods=["POST"])
 
     def compile(self, instances: Mapping[str, int] | None = None, gateways: int = 1) -> RouteTable:
         """The route table; ``instances``: function name -> instances to start with, over what

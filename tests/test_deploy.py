@@ -126,7 +126,7 @@ def test_k8s_manifests_are_valid_and_hold_the_node(reference: str, transport: st
     groups = {}
     for worker in by_name.values():
         assert worker["args"][:2] == ["worker", reference]
-        assert worker["args"][3:] == ["--node-dir", "/run/spright", "--transport", transport]
+        assert worker["args"][3:5] == ["--node-dir", "/run/spright"] and worker["args"][5:] in ([], ["--instance", "1"])
         groups[worker["args"][2]] = worker
     assert set(groups) == set(table.processes()), "one worker container per process group"
 
@@ -203,11 +203,13 @@ def test_k8s_sizes_come_from_the_pool_and_the_instances(tmp_path: Path) -> None:
     pod = deployment["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["shm"]["emptyDir"]["sizeLimit"] == SMALL_SHM
-    by_group = {c["args"][2]: c for c in pod["containers"] if c["args"][0] == "worker"}
+    workers = [c for c in pod["containers"] if c["args"][0] == "worker"]
+    by_group = {c["args"][2]: c for c in workers}
     assert set(by_group) == SMALL_GROUPS
     assert by_group["gateway"]["name"] != "gateway"  # a function named gateway does not take the gateway's name
-    assert by_group["gateway"]["resources"]["requests"] == {"cpu": "200m", "memory": "256Mi"}  # 2 instances
-    assert by_group["shared"]["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+    instances = sorted(c["args"][5:] for c in workers if c["args"][2] == "gateway")
+    assert instances == [[], ["--instance", "1"]], "a container per instance it starts with (2)"
+    assert all(c["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"} for c in workers)
     gateway = containers(deployment)["gateway"]
     assert gateway["resources"]["requests"]["memory"] == f"{128 + 11}Mi"
     assert deployment["metadata"]["name"] == "small-app-v2"
@@ -268,10 +270,8 @@ def test_knative_services_are_valid_and_reach_each_other(reference: str, tmp_pat
     served = {}
     for doc in per_function:
         container = check_knative_service(doc)
-        args = container["args"]
-        assert args[:2] == ["gateway", reference] and args[2] == "--only"
-        assert args[4:] == ["--host", "0.0.0.0", "--port", "8080", "--transport", "http"]
-        served[args[3]] = doc
+        assert container["args"] == ["run", reference, "--host", "0.0.0.0", "--port", "8080", "--transport", "http"]
+        served[doc["metadata"]["annotations"]["spright/function"]] = doc
         assert doc["metadata"]["labels"]["networking.knative.dev/visibility"] == "cluster-local"
     assert list(served) == functions, "one service per function (not per process group), in order"
     urls = {fn: f"http://{doc['metadata']['name']}.shop.svc.cluster.local" for fn, doc in served.items()}
@@ -281,7 +281,7 @@ def test_knative_services_are_valid_and_reach_each_other(reference: str, tmp_pat
         assert json.loads(env["value"]) == {fn: url for fn, url in urls.items() if fn != function}
 
     container = check_knative_service(ingress)
-    assert container["args"] == ["gateway", reference, "--host", "0.0.0.0", "--port", "8080", "--transport", "http"]
+    assert container["args"] == ["run", reference, "--host", "0.0.0.0", "--port", "8080", "--transport", "http"]
     assert json.loads(container["env"][0]["value"]) == urls
     assert "networking.knative.dev/visibility" not in ingress["metadata"]["labels"]
 
@@ -309,9 +309,11 @@ def test_command_lines_come_from_one_function() -> None:
         "spright", "gateway", "m:app", "--node-dir", "/run/spright", "--host", "0.0.0.0", "--port", "8080",
         "--transport", "skmsg"]
     assert command_line("worker", "m:app", transport="unix", node_dir="/run/spright", group="g") == [
-        "spright", "worker", "m:app", "g", "--node-dir", "/run/spright", "--transport", "unix"]
-    assert command_line("gateway", "m:app", transport="http", only="fn") == [
-        "spright", "gateway", "m:app", "--only", "fn", "--host", "0.0.0.0", "--port", "8080", "--transport", "http"]
+        "spright", "worker", "m:app", "g", "--node-dir", "/run/spright"]
+    assert command_line("worker", "m:app", transport="unix", node_dir="/run/spright", group="g", instance=2) == [
+        "spright", "worker", "m:app", "g", "--node-dir", "/run/spright", "--instance", "2"]
+    assert command_line("node", "m:app", transport="http") == [
+        "spright", "run", "m:app", "--host", "0.0.0.0", "--port", "8080", "--transport", "http"]
     with pytest.raises(ValueError):
         command_line("worker", "m:app", transport="unix")
 

@@ -6,20 +6,23 @@ killed remote node a prompt 502."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
 from spright import App, RoutingError
-from spright.testing import run_node
+from spright.testing import free_port, run_node
 
 pytestmark = [pytest.mark.node, pytest.mark.skipif(shutil.which("ip") is None or os.geteuid() != 0,
                                                    reason="needs root and ip(8) for network namespaces")]
@@ -103,3 +106,29 @@ def test_a_remote_function_needs_an_http_url() -> None:
     app = App("bad")
     with pytest.raises(RoutingError, match=r"remote function 'pay': a remote node is http://HOST\[:PORT\]"):
         app.remote("pay", "https://10.0.0.2/pay")
+
+
+def test_knative_mode_runs_each_function_as_a_node_of_its_own(runtime_dir: Path) -> None:
+    """What ``spright deploy knative`` writes, on one machine: a node per function and an
+    ingress node, all on the http data plane, told by SPRIGHT_REMOTES where the others are;
+    the same handlers answer the same chain."""
+    functions = ["parse", "enrich", "reply"]
+    ports = {name: free_port() for name in [*functions, "ingress"]}
+    urls = {name: f"http://127.0.0.1:{ports[name]}" for name in functions}
+    with contextlib.ExitStack() as nodes:
+        for name in functions:
+            others = {other: url for other, url in urls.items() if other != name}
+            nodes.enter_context(run_node("examples.echo:app", transport="http", port=ports[name],
+                                         env={"SPRIGHT_REMOTES": orjson.dumps(others).decode()}))
+        port, _ = nodes.enter_context(run_node("examples.echo:app", transport="http", port=ports["ingress"],
+                                               env={"SPRIGHT_REMOTES": orjson.dumps(urls).decode()}))
+        for body in (b"hello", os.urandom(4096)):
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/echo", data=body, method="POST")
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                assert answer.status == 200 and answer.read() == body
+
+
+def test_remotes_must_name_functions_of_the_app(runtime_dir: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "spright", "run", "examples.echo:app", "--port", "0", "--remotes",
+                           '{"nope": "http://127.0.0.1:9"}'], capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0 and "remotes name no function of app 'echo': nope" in done.stderr, done.stderr

@@ -141,22 +141,22 @@ def deployment(target: Target, transport: str, replicas: int) -> dict[str, Any]:
         **_probes(target, config.ready_timeout),
     }
     workers = []
-    for group, ids in groups.items():
+    for group, ids in groups.items():  # a container per worker process: each instance its own
         instances = table.functions[ids[0] - 1].instances if len(ids) == 1 else 1
-        workers.append({
-            "name": names[group],
-            "image": target.image,
-            "args": command_line("worker", target.reference, transport=transport, node_dir=NODE_DIR,
-                                 group=group)[1:],
-            **_env(skmsg),
-            "volumeMounts": _shared_mounts(skmsg),
-            "resources": {"requests": {"cpu": f"{WORKER_CPU_MILLI * instances}m",
-                                       "memory": mebibytes(WORKER_MEMORY_MI * instances)}},
-            "securityContext": {
-                "allowPrivilegeEscalation": False,
-                "capabilities": {"drop": ["ALL"], **({"add": list(WORKER_CAPS)} if skmsg else {})},
-            },
-        })
+        for instance in range(instances):
+            workers.append({
+                "name": names[group] + (f"-{instance}" if instances > 1 else ""),
+                "image": target.image,
+                "args": command_line("worker", target.reference, transport=transport, node_dir=NODE_DIR,
+                                     group=group, instance=instance)[1:],
+                **_env(skmsg),
+                "volumeMounts": _shared_mounts(skmsg),
+                "resources": {"requests": {"cpu": f"{WORKER_CPU_MILLI}m", "memory": mebibytes(WORKER_MEMORY_MI)}},
+                "securityContext": {
+                    "allowPrivilegeEscalation": False,
+                    "capabilities": {"drop": ["ALL"], **({"add": list(WORKER_CAPS)} if skmsg else {})},
+                },
+            })
     pod_security: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
     if not skmsg:  # nothing needs root: the pod meets the "restricted" Pod Security Standard
         pod_security.update(runAsNonRoot=True, runAsUser=65532, runAsGroup=65532)

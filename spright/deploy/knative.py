@@ -84,7 +84,7 @@ def services(target: Target) -> list[dict[str, Any]]:
     timeout = min(math.ceil(max_timeout(target.table, config)), MAX_TIMEOUT_SECONDS)
     ingress = _service(
         target, ingress_name, "ingress",
-        args=command_line("gateway", target.reference, transport="http")[1:],
+        args=command_line("node", target.reference, transport="http")[1:],
         remotes_json=remotes(urls),
         annotations={"autoscaling.knative.dev/target": str(INGRESS_TARGET),
                      "autoscaling.knative.dev/min-scale": "1"},
@@ -95,7 +95,7 @@ def services(target: Target) -> list[dict[str, Any]]:
         sizes = scale(target, function)
         out.append(_service(
             target, names[function], "function",
-            args=command_line("gateway", target.reference, transport="http", only=function)[1:],
+            args=command_line("node", target.reference, transport="http")[1:],
             remotes_json=remotes(urls, exclude=function),
             annotations={"autoscaling.knative.dev/target": str(sizes["target"]),
                          "autoscaling.knative.dev/min-scale": str(sizes["min"]),

@@ -37,25 +37,27 @@ DNS_LABEL_MAX = 63
 TRANSPORTS_K8S = ("skmsg", "unix")
 _DNS_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
-Role = Literal["gateway", "worker"]
+Role = Literal["gateway", "worker", "node"]
 
 
 def command_line(role: Role, reference: str, *, transport: str, node_dir: str | None = None,
-                 group: str | None = None, only: str | None = None) -> list[str]:
+                 group: str | None = None, instance: int = 0) -> list[str]:
     """The command a container runs, ``spright`` first (the image's entrypoint: the manifests'
-    ``args`` are the rest). ``gateway``: serves HTTP on PORT; with ``node_dir`` it is a pod's
-    gateway whose workers are other containers; with ``only`` it serves that one function
-    (Knative). ``worker``: the process group ``group`` of the node in ``node_dir``."""
+    ``args`` are the rest). ``gateway``: a pod's gateway, serving HTTP on PORT, whose workers
+    are other containers joining through ``node_dir``; ``worker``: instance ``instance`` of the
+    process group ``group`` of that node; ``node``: a whole node in one container (Knative: its
+    SPRIGHT_REMOTES says which functions the other services serve)."""
+    if role == "node":
+        return ["spright", "run", reference, "--host", "0.0.0.0", "--port", str(PORT), "--transport", transport]
+    if node_dir is None:
+        raise ValueError("a pod's gateway and workers need the node directory")
     if role == "gateway":
-        line = ["spright", "gateway", reference]
-        if only is not None:
-            line += ["--only", only]
-        if node_dir is not None:
-            line += ["--node-dir", node_dir]
-        return [*line, "--host", "0.0.0.0", "--port", str(PORT), "--transport", transport]
-    if group is None or node_dir is None:
-        raise ValueError("a worker needs its process group and the node directory")
-    return ["spright", "worker", reference, group, "--node-dir", node_dir, "--transport", transport]
+        return ["spright", "gateway", reference, "--node-dir", node_dir, "--host", "0.0.0.0", "--port", str(PORT),
+                "--transport", transport]
+    if group is None:
+        raise ValueError("a worker needs its process group")
+    line = ["spright", "worker", reference, group, "--node-dir", node_dir]
+    return [*line, "--instance", str(instance)] if instance else line
 
 
 def remotes(urls: Mapping[str, str], exclude: str | None = None) -> str:
