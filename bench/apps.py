@@ -73,11 +73,16 @@ calls.route("/calls/{n:int}", calls.add_function(_caller, name="caller"), method
 BURN_ROUNDS = 40_000
 
 
-def _burn(ctx: Context) -> bytes:
+def _spin(rounds: int) -> bytes:
+    """Pure Python work that holds the GIL, ``rounds`` loop turns of it."""
     total = 0
-    for i in range(BURN_ROUNDS):
+    for i in range(rounds):
         total += i * i
     return b"%d" % total
+
+
+def _burn(ctx: Context) -> bytes:
+    return _spin(BURN_ROUNDS)
 
 
 burn = App("bench-burn")
@@ -90,11 +95,7 @@ SHORT_ROUNDS, LONG_ROUNDS, LONG_SHARE = 4_000, 100_000, 0.05
 
 
 def _skewed(ctx: Context) -> bytes:
-    rounds = LONG_ROUNDS if random.random() < LONG_SHARE else SHORT_ROUNDS
-    total = 0
-    for i in range(rounds):
-        total += i * i
-    return b"%d" % total
+    return _spin(LONG_ROUNDS if random.random() < LONG_SHARE else SHORT_ROUNDS)
 
 
 skewed = App("bench-skewed")
