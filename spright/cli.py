@@ -62,7 +62,7 @@ def run(
     """Serve APP: gateway plus one worker process per function (or per instance)."""
     if remotes:
         os.environ[REMOTES_ENV] = remotes  # every process of the node loads the app so
-    _serve(app, None, host=host, port=port, transport=transport, poll_idle_us=poll_idle_us, sidecar=sidecar,
+    _serve(app, host=host, port=port, transport=transport, poll_idle_us=poll_idle_us, sidecar=sidecar,
            sidecar_concurrency=sidecar_concurrency, instances=_instance_counts(instances), gateways=gateways,
            balance=balance)
 
@@ -79,7 +79,7 @@ def gateway(
 ) -> None:
     """Serve APP's gateway and data plane only: its workers start on their own (`spright worker`,
     one per container of a pod) and join through NODE_DIR; it serves once all have."""
-    _serve(app, node_dir, host=host, port=port, transport=transport, gateways=gateways, balance=balance)
+    _serve(app, node_dir=str(node_dir), host=host, port=port, transport=transport, gateways=gateways, balance=balance)
 
 
 @cli.command()
@@ -100,12 +100,12 @@ def worker(
         raise _fail(str(exc)) from None
 
 
-def _serve(app: str, node_dir: Path | None, **options: Any) -> None:
+def _serve(app: str, **options: Any) -> None:
     from spright.supervisor import Supervisor
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        supervisor = Supervisor(app, node_dir, **options)
+        supervisor = Supervisor(app, **options)
     except (AppNotFound, ValueError) as exc:  # RoutingError, and Config's own checks
         raise _fail(str(exc)) from None
     try:

@@ -44,6 +44,7 @@ class Config:
     instances: tuple[tuple[str, int], ...] = ()  # (function, instances to start with) over the app's own
     gateways: int | None = None  # gateway processes on the port (SO_REUSEPORT); None: by cores
     balance: str = "least_in_flight"  # how a function's instance is picked: or round_robin
+    node_dir: str | None = None  # spright gateway (pod mode): where its workers, started on their own, join
     # -- the app's (App(...)) ----------------------------------------------------------------
     default_timeout: float = 30.0  # seconds a route's chain may take, unless the route says
     pool: PoolConfig = field(default_factory=PoolConfig)  # pool.max_body is the request body limit

@@ -104,4 +104,5 @@ def worker_spec(info: JoinInfo, node_dir: Path, app_ref: str, process: str, inst
     prefix, lock = info.pools[str(function.domain)]
     pool = PoolHandle(prefix, app.config.pool, _NamedLock(lock), function.domain)
     transport = registry()[info.transport].rejoin(node_dir, table, info.transport_state)
-    return WorkerSpec(app_ref, process, instance, table, pool, transport, info.counters, info.drain_timeout)
+    return WorkerSpec(app_ref, process, instance, table, pool, transport, info.counters, info.drain_timeout,
+                      tracked=False)

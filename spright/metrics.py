@@ -32,6 +32,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from spright.pool import attach_segment
+
 if TYPE_CHECKING:
     from spright.routing import RouteEntry, RouteTable
 
@@ -93,9 +95,9 @@ class CounterTable:
         return cls(rows, segment, True)
 
     @classmethod
-    def attach(cls, name: str, rows: int) -> CounterTable:
-        """A worker's attachment (the worker shares the supervisor's resource tracker)."""
-        return cls(rows, SharedMemory(name), False)
+    def attach(cls, name: str, rows: int, *, tracked: bool = True) -> CounterTable:
+        """Another process's attachment (``tracked``: see ``spright.pool.attach_segment``)."""
+        return cls(rows, attach_segment(name, tracked), False)
 
     @property
     def name(self) -> str | None:

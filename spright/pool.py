@@ -22,7 +22,7 @@ import gc
 import secrets
 import struct
 from bisect import bisect_left, bisect_right
-from multiprocessing import get_context
+from multiprocessing import get_context, resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any, NamedTuple, Protocol
 
@@ -70,13 +70,26 @@ class Payloads(Protocol):
     def write(self, slot: int, generation: int, payload: Payload, meta: bytes | None, owner: int) -> Slot: ...
 
 
+def attach_segment(name: str, tracked: bool = True) -> SharedMemory:
+    """An existing shared-memory segment. Python registers it with this process's resource
+    tracker, which unlinks it once the process ends. A worker spawned by ``spright run`` shares
+    its supervisor's tracker, the owner's safety net; a worker started on its own (``spright
+    worker``) has a tracker of its own, which would unlink the node's pool when that worker
+    dies: it attaches ``tracked=False``."""
+    segment = SharedMemory(name)
+    if not tracked:
+        resource_tracker.unregister(f"/{segment.name}", "shared_memory")
+    return segment
+
+
 class PoolExhausted(Exception):
     """No free slot of a fitting size: the gateway answers 503."""
 
 
 class Pool:
-    def __init__(self, handle: PoolHandle, create: bool) -> None:
+    def __init__(self, handle: PoolHandle, create: bool, tracked: bool = True) -> None:
         self.handle = handle
+        self._tracked = tracked
         self.config = handle.config
         self.domain = handle.domain
         self._id_base = handle.domain << DOMAIN_SHIFT
@@ -120,13 +133,14 @@ class Pool:
         return cls(PoolHandle(prefix, config or PoolConfig(), get_context("spawn").Lock(), domain), True)
 
     @classmethod
-    def attach(cls, handle: PoolHandle) -> Pool:
-        return cls(handle, False)
+    def attach(cls, handle: PoolHandle, *, tracked: bool = True) -> Pool:
+        """``tracked``: see ``attach_segment``."""
+        return cls(handle, False, tracked)
 
     def _segment(self, suffix: str, size: int, create: bool) -> memoryview:
         """The bytes of segment ``<prefix>-<suffix>`` (created, or attached)."""
         name = f"{self.handle.prefix}-{suffix}"
-        segment = SharedMemory(name, create=create, size=size if create else 0)
+        segment = SharedMemory(name, create=True, size=size) if create else attach_segment(name, self._tracked)
         self._segments.append(segment)
         assert segment.buf is not None  # None only once closed
         return segment.buf

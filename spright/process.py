@@ -51,6 +51,7 @@ class WorkerSpec:
     transport: Transport
     counters: str  # the counter table's shared-memory name
     drain_timeout: float  # how long handlers in flight may finish once told to stop
+    tracked: bool = True  # False: started on its own, its resource tracker must not unlink the node's memory
 
 
 def worker_main(spec: WorkerSpec) -> None:
@@ -93,9 +94,9 @@ async def _worker(spec: WorkerSpec, sealable: bool, gateway_gone: asyncio.Future
     app = load_app(spec.app_ref)
     key = WorkerKey(spec.process, spec.instance)
     name_process(f"worker {key} [{app.name}]")
-    pool = Pool.attach(spec.pool)
+    pool = Pool.attach(spec.pool, tracked=spec.tracked)
     table = spec.table
-    counters = CounterTable.attach(spec.counters, len(table.endpoints))
+    counters = CounterTable.attach(spec.counters, len(table.endpoints), tracked=spec.tracked)
     spec.transport.instances.watch(counters.in_flight)
     endpoints = [table.instance_endpoints(f)[spec.instance] for f in table.processes()[spec.process]]
     workers = [Worker(table, app.functions[table.name_of(e)], pool, counters.row(e), e) for e in endpoints]

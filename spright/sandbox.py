@@ -66,7 +66,7 @@ def enter() -> bool:
         _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
     except OSError as exc:
         log.warning("spright: this worker is not sealed off from other domains' memory (%s); "
-                    "run the node as root for per-domain isolation", exc)
+                    "per-domain isolation needs CAP_SYS_ADMIN (root, or a container that adds it)", exc)
         return False
     return True
 

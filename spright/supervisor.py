@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Coroutine
 from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -42,14 +43,14 @@ NODE_DIR_ENV = "SPRIGHT_NODE_DIR"  # a worker's node runtime directory (removed 
 
 
 class Supervisor:
-    def __init__(self, app_ref: str, node_dir: Path | None = None, **options: Any) -> None:
-        """``options``: Config fields that override the app's (host, port, transport...);
-        ``node_dir``: serve as the gateway of a node whose workers start on their own
-        (``spright gateway``, spright.join) in this directory, instead of starting them."""
+    def __init__(self, app_ref: str, **options: Any) -> None:
+        """``options``: Config fields that override the app's (host, port, transport...).
+        With ``node_dir`` it serves as the gateway of a node whose workers start on their own
+        (``spright gateway``, spright.join) and join through that directory."""
         self.app_ref = app_ref
-        self.node_dir = node_dir
         self.app = load_app(app_ref)
         self.config = self.app.config.replace(**options)
+        self.node_dir = Path(self.config.node_dir) if self.config.node_dir else None
         self.gateway_count = self.config.gateways or default_count()
         self.table = self.app.compile(dict(self.config.instances), self.gateway_count)
         self.gateway_processes: dict[int, BaseProcess] = {}  # the further gateways, by index
@@ -86,12 +87,13 @@ class Supervisor:
         self.live = LiveInstances(self.runtime_dir, self.table, create=True)
         self.gateway.instance_ready = lambda endpoint: self._set_live(endpoint, True)
         self.gateway.wake = self._wake
-        server = None
+        controls = None
         try:
             transport.start()
             await self.gateway.start(transport)
             controls = await control.serve(self.runtime_dir, self._control, self._left)
-            await self._start_workers()
+            if not await _unless_stopped(stop, self._start_workers()):
+                return  # SIGTERM while waiting for the workers: the cleanup below, at once
             if self.autoscaling and self.node_dir is None:  # else workers are started by others
                 loop.call_later(TICK, self._autoscale)
             server, connections = await http.serve(self.gateway, self.config.host, self.config.port,
@@ -113,8 +115,9 @@ class Supervisor:
                 process.terminate()
             await http.drain(server, connections, self.config.drain_timeout)
             await asyncio.to_thread(_join_all, list(self.gateway_processes.values()), self.config.drain_timeout + 2)
-            controls.close()
         finally:
+            if controls is not None:
+                controls.close()
             self._stopping = True
             self._stop_workers()
             self.gateway.close()
@@ -348,6 +351,20 @@ class Supervisor:
             functions=table.describe_functions(),
             routes=table.describe(),  # for `spright routes --live` when the data plane cannot read it back
         ).write(self.runtime_dir)
+
+
+async def _unless_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> bool:
+    """``work``, unless ``stop`` is set first (then cancelled): whether it ran to its end."""
+    running, stopping = asyncio.ensure_future(work), asyncio.ensure_future(stop.wait())
+    await asyncio.wait((running, stopping), return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not running.done():
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        return False
+    running.result()  # its exception, if it failed
+    return True
 
 
 def _join_all(processes: list[BaseProcess], timeout: float) -> None:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,12 +42,14 @@ class Pod:
         self.gateway: subprocess.Popen[bytes] | None = None
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
 
-    def _start(self, *args: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(["unshare", "--mount", "--pid", "--kill-child=SIGTERM", sys.executable, "-m",
-                                 "spright", *args], stderr=self.log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    def _start(self, *args: str, namespaces: bool = True) -> subprocess.Popen[bytes]:
+        wrapper = ["unshare", "--mount", "--pid", "--kill-child=SIGTERM"] if namespaces else []
+        return subprocess.Popen([*wrapper, sys.executable, "-m", "spright", *args], stderr=self.log,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
-    def start_worker(self, process: str) -> None:
-        self.workers[process] = self._start("worker", self.app_ref, process, "--node-dir", str(self.node_dir))
+    def start_worker(self, process: str, *, namespaces: bool = True) -> None:
+        self.workers[process] = self._start("worker", self.app_ref, process, "--node-dir", str(self.node_dir),
+                                            namespaces=namespaces)
 
     def start_gateway(self) -> None:
         self.gateway = self._start("gateway", self.app_ref, "--node-dir", str(self.node_dir), "--port", "0",
@@ -66,6 +69,9 @@ class Pod:
 
     def signal(self, process: subprocess.Popen[bytes], signum: int) -> None:
         """To the spright process under ``unshare``, which ignores SIGTERM while it waits."""
+        if Path(f"/proc/{process.pid}/exe").resolve().name != "unshare":
+            process.send_signal(signum)
+            return
         children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
         with contextlib.suppress(OSError, ValueError):
             for child in children.read_text().split():
@@ -164,3 +170,51 @@ def test_a_worker_naming_no_process_is_refused(tmp_path: Path) -> None:
         done = subprocess.run([sys.executable, "-m", "spright", "worker", "examples.echo:app", "nope", "--node-dir",
                                str(tmp_path / "node")], capture_output=True, text=True, timeout=30)
     assert done.returncode != 0 and "has no worker process 'nope'" in done.stderr, done.stderr
+
+
+def test_a_worker_killed_outside_a_pid_namespace_leaves_the_pool_alone(tmp_path: Path) -> None:
+    """Without a PID namespace of its own, a killed worker's resource tracker outlives it: it
+    must not unlink the node's pool and counters, which the worker only attached to."""
+    with pod("examples.echo:app", "unix", tmp_path) as (node, port):
+        node.signal(node.workers["enrich"], signal.SIGTERM)
+        node.workers["enrich"].wait(10)
+        for _ in range(2):  # killed twice, plainly started
+            node.start_worker("enrich", namespaces=False)
+            assert _echo_eventually(port, b"plain"), node.output()
+            node.workers["enrich"].kill()
+            node.workers["enrich"].wait(10)
+            time.sleep(0.5)  # its tracker notices it is gone
+        node.start_worker("enrich")
+        assert _echo_eventually(port, b"after"), node.output()
+    assert "leaked shared_memory" not in node.output()
+
+
+def _echo_eventually(port: int, body: bytes, seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/echo", data=body, method="POST")
+        with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=5) as answer:
+            if answer.status == 200 and answer.read() == body:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.kernel
+def test_a_gateway_waiting_for_its_workers_stops_at_once(tmp_path: Path) -> None:
+    """SIGTERM before every worker joined (a pod deleted while starting): it stops at once, as
+    Kubernetes expects within its grace period, and takes its pins and segments along."""
+    shm_before = shm_names()
+    node = Pod("examples.echo:app", "skmsg", tmp_path / "node")
+    node.node_dir.mkdir(mode=0o700)
+    node.start_gateway()
+    deadline = time.monotonic() + 30
+    while not (node.node_dir / "join.json").exists():  # it waits for its workers now
+        assert time.monotonic() < deadline and node.gateway is not None and node.gateway.poll() is None, node.output()
+        time.sleep(0.1)
+    assert node.gateway is not None
+    started = time.monotonic()
+    node.signal(node.gateway, signal.SIGTERM)
+    node.gateway.wait(10)
+    assert time.monotonic() - started < 3, "it waited for its workers before stopping"
+    assert not (BPF_FS / "spright-node-node").exists() and shm_names() <= shm_before

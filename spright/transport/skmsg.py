@@ -47,7 +47,7 @@ import socket
 import struct
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spright.descriptor import (
     CALL,
@@ -82,6 +82,9 @@ from spright.transport.skmsg_maps import (
     write_instances,
 )
 from spright.transport.skmsg_peer import DummyPeer
+
+if TYPE_CHECKING:
+    from spright.config import Config
 
 __all__ = ["ANONYMOUS", "MAPS", "MAX_ENDPOINTS", "NEXT_IN_CHAIN", "NO_ROUTE", "Counters", "SkmsgTransport",
            "read_counters", "read_routes", "register_socket"]
@@ -136,14 +139,12 @@ def _records(n: int) -> struct.Struct:
     return struct.Struct(f"{SIZE}s" * n)
 
 
-def _pin_dir(runtime_dir: Path) -> Path:
-    """Unique per node. A node of ``spright run`` (its runtime directory named after its pid)
-    names the owner pid, so that a later start() can sweep it; a node directory given to
-    ``spright gateway`` (whose pid may be another PID namespace's) names the directory."""
+def _pin_dir(runtime_dir: Path, by_dir: bool) -> Path:
+    """Unique per node: named after the owner pid, so that a later start() can sweep it; or,
+    ``by_dir``, after the node directory of ``spright gateway``, whose pid may be another PID
+    namespace's."""
     safe = re.sub(r"[^A-Za-z0-9_]", "_", runtime_dir.name)  # bpffs rejects dots
-    if runtime_dir.name != str(os.getpid()):
-        return bpf.BPF_FS / f"spright-node-{safe}"
-    return bpf.BPF_FS / f"spright-{safe}-{os.getpid()}"
+    return bpf.BPF_FS / (f"spright-node-{safe}" if by_dir else f"spright-{safe}-{os.getpid()}")
 
 
 @functools.cache
@@ -197,10 +198,12 @@ class SkmsgTransport(Transport):
     routes_source = "bpf-map"
     summary = "S-SPRIGHT: an eBPF sk_msg program redirects descriptors between sockets"
 
-    def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
+    def __init__(self, runtime_dir: Path, table: RouteTable, *, pinned_by_dir: bool = False) -> None:
+        """``pinned_by_dir``: pins named after the node directory (``spright gateway``)."""
         super().__init__(runtime_dir, table)
         _check_fits(table)
-        self.pin_dir = _pin_dir(runtime_dir)
+        self.pinned_by_dir = pinned_by_dir
+        self.pin_dir = _pin_dir(runtime_dir, pinned_by_dir)
         self.port = 0  # the dummy listener's, set by start()
         self._bpf: Any = None  # bcc.BPF, supervisor only
         self._listener: DummyPeer | None = None
@@ -221,6 +224,10 @@ class SkmsgTransport(Transport):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state, _bpf=None, _listener=None, payloads=None)
+
+    @classmethod
+    def from_config(cls, runtime_dir: Path, table: RouteTable, config: Config) -> Transport:
+        return cls(runtime_dir, table, pinned_by_dir=config.node_dir is not None)
 
     def join_state(self) -> dict[str, Any]:
         return {"pin_dir": str(self.pin_dir), "port": self.port}
@@ -252,8 +259,8 @@ class SkmsgTransport(Transport):
         from bcc import BPF, BPFAttachType, lib
 
         bpf.mount_bpffs()
-        self.pin_dir = _pin_dir(self.runtime_dir)
-        if self.pin_dir.name.startswith("spright-node-"):
+        self.pin_dir = _pin_dir(self.runtime_dir, self.pinned_by_dir)
+        if self.pinned_by_dir:
             bpf.unpin(self.pin_dir)  # left by this node directory's previous gateway
         else:  # pids of other PID namespaces look dead from ours: sweep only as a plain node
             bpf.sweep_stale_pins()
