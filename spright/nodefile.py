@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast, get_origin, get_type_hints
 import orjson
 
 NAME = "node.json"
+NODE_DIR_ENV = "SPRIGHT_NODE_DIR"  # a node's runtime directory, for its processes (and a pod's containers)
 T = TypeVar("T")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from spright.metrics import FUNCTION_COLUMNS, REQUESTS, RESPONSES, read_segment, row_dict
-from spright.nodefile import BadNodeFile, NodeFile, runtime_base
+from spright.nodefile import NAME, NODE_DIR_ENV, BadNodeFile, NodeFile, runtime_base
 from spright.transport import registry
 from spright.transport.base import Transport
 
@@ -39,10 +39,14 @@ def _alive(pid: int) -> bool:
 
 
 def running_nodes() -> list[NodeFile]:
-    """Every live node under ``runtime_base()``, oldest pid first."""
+    """Every live node under ``runtime_base()``, and the one of ``$SPRIGHT_NODE_DIR`` (a pod's
+    node directory, as its containers' environment names it), oldest pid first."""
     nodes = []
     base = runtime_base()
-    for path in sorted(base.glob("*/node.json")) if base.is_dir() else ():
+    paths = sorted(base.glob("*/node.json")) if base.is_dir() else []
+    if os.environ.get(NODE_DIR_ENV):
+        paths.append(Path(os.environ[NODE_DIR_ENV]) / NAME)
+    for path in dict.fromkeys(p.resolve() for p in paths):  # a node's own processes see it twice
         try:
             node = NodeFile.read(path)
         except (OSError, BadNodeFile):

@@ -30,7 +30,7 @@ from spright.instances import LiveInstances
 from spright.loader import load_app
 from spright.metrics import COLUMNS, ROW_WORDS, CounterTable, histogram_words
 from spright.nodefile import NAME as NODE_FILE
-from spright.nodefile import CounterSegment, NodeFile, runtime_base
+from spright.nodefile import NODE_DIR_ENV, CounterSegment, NodeFile, runtime_base
 from spright.nodes import sweep_dead_nodes
 from spright.pools import NodePool
 from spright.process import WorkerKey, WorkerSpec, name_process, worker_main
@@ -39,7 +39,6 @@ from spright.transport import select_transport
 
 log = logging.getLogger("spright")
 RETIRE_AFTER = 0.5  # seconds between an instance leaving the live set and its SIGTERM
-NODE_DIR_ENV = "SPRIGHT_NODE_DIR"  # a worker's node runtime directory (removed when the node stops)
 
 
 class Supervisor:

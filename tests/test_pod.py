@@ -121,6 +121,10 @@ async def test_echo_in_pod_mode_survives_a_worker_restart(plane: str, tmp_path: 
 
             bodies = [os.urandom(256) + b"%d" % i for i in range(200)]
             assert await asyncio.gather(*(echo(b) for b in bodies)) == [(200, b) for b in bodies]
+            await asyncio.sleep(0.3)  # the gateway publishes its counters every tick
+            shown = subprocess.run([sys.executable, "-m", "spright", "stats", "--json"], capture_output=True,
+                                   env={**os.environ, "SPRIGHT_NODE_DIR": str(node.node_dir)}, check=True)
+            assert orjson.loads(shown.stdout)["requests"] == 200, "stats finds the pod's node by its directory"
             node.signal(node.workers["enrich"], signal.SIGKILL)  # the container dies ...
             node.workers["enrich"].wait(10)
             await asyncio.sleep(0.5)

@@ -32,6 +32,7 @@ from spright.deploy.plan import (
     shm_mib,
     unique_labels,
 )
+from spright.nodefile import NODE_DIR_ENV
 
 IN_FLIGHT_METRIC = "spright_requests_in_flight"  # the gateway's gauge (spright/gateway.py metrics_page)
 POD_UID_ENV = "POD_UID"  # names this pod's own directory in the host's bpffs
@@ -218,10 +219,13 @@ def _shared_mounts(skmsg: bool) -> list[dict[str, Any]]:
 
 
 def _env(skmsg: bool) -> dict[str, Any]:
-    """A container's ``env`` entry (a new one each call): the pod's UID names its bpffs subdirectory."""
-    if not skmsg:
-        return {}
-    return {"env": [{"name": POD_UID_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}]}
+    """A container's ``env`` entry (a new one each call): where the node directory is (``spright
+    stats`` in any container finds the node there) and, on skmsg, the pod's UID, which names its
+    bpffs subdirectory."""
+    env: list[dict[str, Any]] = [{"name": NODE_DIR_ENV, "value": NODE_DIR}]
+    if skmsg:
+        env.append({"name": POD_UID_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}})
+    return {"env": env}
 
 
 def deployment_notes(target: Target, transport: str) -> list[str]:
