@@ -26,7 +26,7 @@ import uvloop
 from spright.descriptor import SIZE, Descriptor, pack_many
 from spright.routing import App
 from spright.table import RouteTable
-from spright.transport import skmsg
+from spright.transport import skmsg_program
 from spright.transport.base import Transport
 from spright.transport.skmsg import SkmsgTransport
 from spright.transport.unix import UnixTransport
@@ -125,7 +125,8 @@ def main() -> None:
     parser.add_argument("--max-run", type=int, help="override skmsg's MAX_RUN (1: a verdict per descriptor)")
     args = parser.parse_args()
     if args.max_run:
-        skmsg.CFLAGS[:] = [f for f in skmsg.CFLAGS if not f.startswith("-DMAX_RUN=")] + [f"-DMAX_RUN={args.max_run}"]
+        skmsg_program.CFLAGS[:] = [f for f in skmsg_program.CFLAGS if not f.startswith("-DMAX_RUN=")] + [
+            f"-DMAX_RUN={args.max_run}"]
     transports: list[type[Transport]] = [UnixTransport]
     reason = SkmsgTransport.unavailable_reason()
     if reason is None:

@@ -50,19 +50,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spright.descriptor import (
-    CALL,
-    DOWN,
-    ERROR,
-    GATEWAY_SHIFT,
-    KIND_MASK,
     OFFSETS,
-    READY,
-    REFUSED,
-    REQUEST,
-    RESPONSE,
     SIZE,
 )
-from spright.table import MAX_GATEWAYS, RouteTable
+from spright.table import RouteTable
 from spright.transport import bpf
 from spright.transport.base import Endpoint, Receiver, RecordProtocol, Transport
 from spright.transport.skmsg_maps import (
@@ -82,6 +73,7 @@ from spright.transport.skmsg_maps import (
     write_instances,
 )
 from spright.transport.skmsg_peer import DummyPeer
+from spright.transport.skmsg_program import NEXT_IN_CHAIN, SOURCE, cflags, probe
 
 if TYPE_CHECKING:
     from spright.config import Config
@@ -89,41 +81,9 @@ if TYPE_CHECKING:
 __all__ = ["ANONYMOUS", "MAPS", "MAX_ENDPOINTS", "NEXT_IN_CHAIN", "NO_ROUTE", "Counters", "SkmsgTransport",
            "read_counters", "read_routes", "register_socket"]
 
-MAX_RUN = 256  # descriptors one verdict may cover (a bounded loop in the program)
-NEXT_IN_CHAIN = 0xFFFFFFFF  # next_hop telling the program: the endpoint at (chain, hop) in the route map
 # One sendmsg() of more than ~68 KiB can outgrow the kernel's 17-element scatterlist and be
 # split at any byte; 32 KiB also fits one page-frag chunk, so runs stay long.
 MAX_WRITE = 1024 * SIZE
-SOURCE = Path(__file__).with_name("skmsg.c")  # a link to ebpf/skmsg.c; a copy of it in wheels
-CFLAGS = [
-    f"-D{name}={value}"
-    for name, value in (
-        ("MAX_ENDPOINTS", MAX_ENDPOINTS),
-        ("MAX_CHAINS", MAX_CHAINS),
-        ("MAX_HOPS", MAX_HOPS),
-        ("MAX_INSTANCES", MAX_INSTANCES),
-        ("REQUEST", REQUEST),
-        ("CALL", CALL),
-        ("RESPONSE", RESPONSE),
-        ("ERROR", ERROR),
-        ("READY", READY),
-        ("DOWN", DOWN),
-        ("MAX_GATEWAYS", MAX_GATEWAYS),
-        ("GATEWAY_SHIFT", GATEWAY_SHIFT),
-        ("MAX_RUN", MAX_RUN),
-        ("DESCRIPTOR_SIZE", SIZE),
-        ("NEXT_IN_CHAIN", f"{NEXT_IN_CHAIN:#x}U"),
-        ("NO_ROUTE", f"{NO_ROUTE:#x}U"),
-        ("KIND_MASK", KIND_MASK),
-        ("REFUSED", REFUSED),
-        *((f"OFF_{field.upper()}", offset) for field, offset in OFFSETS.items()),
-    )
-]
-def _cflags(balance: str) -> list[str]:
-    """The program for ``balance`` (``LiveInstances.balance``): how it picks an instance."""
-    return [*CFLAGS, f"-DLEAST_IN_FLIGHT={int(balance == 'least_in_flight')}"]
-
-
 # next_hop, hop, chain: what a descriptor's target depends on (hop and chain follow flags)
 assert OFFSETS["hop"] == OFFSETS["flags"] + 1 and OFFSETS["chain"] == OFFSETS["hop"] + 1
 _KEY = struct.Struct(f"<I{OFFSETS['hop'] - 4}xBH{SIZE - OFFSETS['chain'] - 2}x")
@@ -145,39 +105,6 @@ def _pin_dir(runtime_dir: Path, by_dir: bool) -> Path:
     namespace's."""
     safe = re.sub(r"[^A-Za-z0-9_]", "_", runtime_dir.name)  # bpffs rejects dots
     return bpf.BPF_FS / (f"spright-node-{safe}" if by_dir else f"spright-{safe}-{os.getpid()}")
-
-
-@functools.cache
-def _probe() -> str | None:
-    if bpf.SYS_BPF is None:
-        return f"no bpf(2) syscall number known for {os.uname().machine}: use --transport unix"
-    if not bpf.has_capabilities():
-        return "needs root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): run as root or use --transport unix"
-    try:
-        from bcc import BPF
-    except ImportError:
-        return (
-            "bcc is not importable: apt-get install python3-bpfcc and put "
-            "/usr/lib/python3/dist-packages on the venv's path (a .pth file)"
-        )
-    release = os.uname().release
-    if not (Path(f"/lib/modules/{release}/build").exists() or Path("/sys/kernel/kheaders.tar.xz").exists()):
-        return f"no kernel headers for {release}: run ebpf/setup-headers.sh"
-    try:
-        loaded = BPF(src_file=str(SOURCE).encode(), cflags=_cflags("least_in_flight"))  # the larger program
-    except Exception as exc:  # bcc raises bare Exception; clang's messages went to stderr
-        return f"{SOURCE.name} did not compile (clang's errors are on stderr above): {_first_line(exc)}"
-    try:
-        loaded.load_func(b"spright_msg", BPF.SK_MSG)
-    except Exception as exc:
-        return f"the kernel rejected the sk_msg program (needs BPF sockmap support): {_first_line(exc)}"
-    finally:
-        loaded.cleanup()
-    return None
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _check_fits(table: RouteTable) -> None:
@@ -211,7 +138,7 @@ class SkmsgTransport(Transport):
     @classmethod
     def unavailable_reason(cls) -> str | None:
         """Checks privileges, bcc, headers, then compiles and loads once (cached)."""
-        return _probe()
+        return probe()
 
     def addresses(self) -> tuple[tuple[int, ...], ...]:
         """Static chains are resolved by the program from its route map."""
@@ -265,7 +192,7 @@ class SkmsgTransport(Transport):
         else:  # pids of other PID namespaces look dead from ours: sweep only as a plain node
             bpf.sweep_stale_pins()
         try:
-            self._bpf = BPF(src_file=str(SOURCE).encode(), cflags=_cflags(self.instances.balance))
+            self._bpf = BPF(src_file=str(SOURCE).encode(), cflags=cflags(self.instances.balance))
             fn = self._bpf.load_func(b"spright_msg", BPF.SK_MSG)
             socks_fd = lib.bpf_table_fd(self._bpf.module, b"spright_socks")
             BPF.attach_func(fn, socks_fd, BPFAttachType.SK_MSG_VERDICT)
