@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 from spright.pool import PoolExhausted, Slot
+from spright.remote import peer_refusal
 from spright.response import body_too_large, no_payload_space
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ class Incoming:
         self.expected = expected
         self.length = 0
         self.route, self.params, self.answer = gateway.route(self.method, self.path)
+        if self.route is not None and (refused := peer_refusal(self.path, self.headers)) is not None:
+            raise gateway.refusal(refused)
         self.request_id = gateway.new_request_id()
         self.slot: Slot | None = None
         self.view: memoryview | None = None

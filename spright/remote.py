@@ -8,6 +8,9 @@ a pooled HTTP/1.1 keep-alive connection and hands on what comes back (status and
 kept). The rest of the chain stays in shared memory. The request's headers travel with it (the
 hop-by-hop ones excepted), so cookies still reach the remote function.
 
+With ``$SPRIGHT_PEER_TOKEN`` set on the nodes, a call to an exposed function must carry it
+(``authorization: Bearer``); without, exposed functions are open to whoever reaches the port.
+
 Failures keep the route's semantics: a node that cannot be reached or breaks the connection is
 a 502 at once, one that does not answer within the route's timeout a 504 (the gateway's own
 deadline answers the client by then), and the remote function's own error status and message
@@ -18,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
+import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,8 +30,10 @@ import httptools
 import orjson
 
 from spright.context import CallError, Context, HTTPError
+from spright.response import Response, error_response
 
 CALL_PATH = "/.spright/call/"  # + the function's name: where a node serves its exposed functions
+PEER_TOKEN_ENV = "SPRIGHT_PEER_TOKEN"  # set on every node: calls between them must carry it
 MAX_IDLE = 64  # keep-alive connections kept per peer node
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "host", "te", "upgrade",
                          "proxy-connection", "trailer", "expect"})
@@ -38,6 +45,18 @@ def parse_url(url: str) -> tuple[str, int]:
     if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/") or parts.query:
         raise ValueError(f"a remote node is http://HOST[:PORT], not {url!r}")
     return parts.hostname, parts.port or 80
+
+
+def peer_refusal(path: str, headers: dict[str, str]) -> Response | None:
+    """A 401 for a call to an exposed function (``CALL_PATH``) that lacks the nodes' shared
+    token, when ``$SPRIGHT_PEER_TOKEN`` is set; None when the request may go on."""
+    if not path.startswith(CALL_PATH) or not (token := os.environ.get(PEER_TOKEN_ENV)):
+        return None
+    if hmac.compare_digest(headers.get("authorization", "").encode(), f"Bearer {token}".encode()):
+        return None
+    response = error_response(401, f"calls to exposed functions need the nodes' token (${PEER_TOKEN_ENV})")
+    response.headers.append((b"www-authenticate", b"Bearer"))
+    return response
 
 
 class _Response:
@@ -112,6 +131,8 @@ class RemoteFunction:
 
     async def __call__(self, ctx: Context) -> bytes:
         headers: dict[str, Any] = dict(ctx.headers)
+        if os.environ.get(PEER_TOKEN_ENV):  # the other node's gateway checks it (peer_refusal)
+            headers["authorization"] = f"Bearer {os.environ[PEER_TOKEN_ENV]}"
         try:
             async with asyncio.timeout(ctx.timeout):
                 status, answer_headers, body = await self.peer.post(CALL_PATH + self.name, ctx.bytes(), headers)

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,3 +133,24 @@ def test_remotes_must_name_functions_of_the_app(runtime_dir: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "spright", "run", "examples.echo:app", "--port", "0", "--remotes",
                            '{"nope": "http://127.0.0.1:9"}'], capture_output=True, text=True, timeout=30)
     assert done.returncode != 0 and "remotes name no function of app 'echo': nope" in done.stderr, done.stderr
+
+
+def test_with_a_peer_token_only_nodes_that_carry_it_call_exposed_functions(runtime_dir: Path) -> None:
+    token = {"SPRIGHT_PEER_TOKEN": "s3cret-token"}
+    with run_node("tests.apps.remote:bank", env=token) as (bank, _), \
+            run_node("tests.apps.remote:shop", env={**token, "BANK_URL": f"http://127.0.0.1:{bank}"}) as (shop, _):
+        def post(port: int, path: str, headers: dict[str, str]) -> tuple[int, dict]:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b'{"amount": 4}', method="POST",
+                                             headers={"content-type": "application/json", **headers})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return answer.status, orjson.loads(answer.read())
+            except urllib.error.HTTPError as refused:
+                return refused.code, orjson.loads(refused.read())
+
+        assert post(shop, "/checkout", {}) == (200, {"amount": 4, "prepared": True, "charged": 4, "session": None,
+                                                     "finished": True})
+        status, body = post(bank, "/.spright/call/payment", {})
+        assert status == 401 and "SPRIGHT_PEER_TOKEN" in body["error"], body
+        assert post(bank, "/.spright/call/payment", {"authorization": "Bearer wrong"})[0] == 401
+        assert post(bank, "/.spright/call/payment", {"authorization": "Bearer s3cret-token"})[0] == 200
