@@ -1,7 +1,8 @@
 """Kubernetes pod mode without a cluster: the gateway (``spright gateway``) and each worker
 process (``spright worker``) started on their own, each in its own mount and PID namespaces
-(``unshare``), sharing only the node directory, /dev/shm and the bpffs, as the containers of
-the pod ``spright deploy k8s`` writes do. A worker started before the gateway waits for it;
+(``unshare``), sharing only the node directory and /dev/shm, as the containers of the pod
+``spright deploy k8s`` writes do. Workers run without any capability and see an empty bpffs:
+on skmsg the gateway registers their sockets. A worker started before the gateway waits for it;
 one that dies leaves the node and joins again when restarted; when the gateway stops, the
 workers exit, and nothing is left in /dev/shm or the bpffs."""
 
@@ -42,14 +43,17 @@ class Pod:
         self.gateway: subprocess.Popen[bytes] | None = None
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
 
-    def _start(self, *args: str, namespaces: bool = True) -> subprocess.Popen[bytes]:
+    def _start(self, *args: str, namespaces: bool = True, unprivileged: bool = False) -> subprocess.Popen[bytes]:
         wrapper = ["unshare", "--mount", "--pid", "--kill-child=SIGTERM"] if namespaces else []
+        if unprivileged:  # as a worker container: no capability at all, and no bpffs
+            wrapper += ["sh", "-c", 'mount -t tmpfs none /sys/fs/bpf && exec setpriv --bounding-set=-all '
+                        '--inh-caps=-all "$@"', "sh"]
         return subprocess.Popen([*wrapper, sys.executable, "-m", "spright", *args], stderr=self.log,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
     def start_worker(self, process: str, *, namespaces: bool = True) -> None:
         self.workers[process] = self._start("worker", self.app_ref, process, "--node-dir", str(self.node_dir),
-                                            namespaces=namespaces)
+                                            namespaces=namespaces, unprivileged=namespaces)
 
     def start_gateway(self) -> None:
         self.gateway = self._start("gateway", self.app_ref, "--node-dir", str(self.node_dir), "--port", "0",

@@ -74,6 +74,8 @@ from spright.transport.skmsg_maps import (
 )
 from spright.transport.skmsg_peer import DummyPeer
 from spright.transport.skmsg_program import NEXT_IN_CHAIN, SOURCE, cflags, probe
+from spright.transport.skmsg_register import SOCKET_NAME as REGISTER_SOCKET
+from spright.transport.skmsg_register import Registrar, register_through
 
 if TYPE_CHECKING:
     from spright.config import Config
@@ -134,6 +136,8 @@ class SkmsgTransport(Transport):
         self.port = 0  # the dummy listener's, set by start()
         self._bpf: Any = None  # bcc.BPF, supervisor only
         self._listener: DummyPeer | None = None
+        self._registrar: Registrar | None = None  # pinned_by_dir: registers the sockets of workers without privileges
+        self._register_at: Path | None = None  # a worker started on its own: where the gateway registers its socket
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
@@ -150,19 +154,23 @@ class SkmsgTransport(Transport):
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _bpf=None, _listener=None, payloads=None)
+        self.__dict__.update(state, _bpf=None, _listener=None, payloads=None, _registrar=None, _register_at=None)
 
     @classmethod
     def from_config(cls, runtime_dir: Path, table: RouteTable, config: Config) -> Transport:
         return cls(runtime_dir, table, pinned_by_dir=config.node_dir is not None)
 
     def join_state(self) -> dict[str, Any]:
-        return {"pin_dir": str(self.pin_dir), "port": self.port}
+        registrar = self._registrar.path if self._registrar else None
+        return {"pin_dir": str(self.pin_dir), "port": self.port, "register": str(registrar) if registrar else None}
 
     @classmethod
     def rejoin(cls, runtime_dir: Path, table: RouteTable, state: Mapping[str, Any]) -> Transport:
+        """A worker started on its own: the gateway registers its socket (skmsg_register), so
+        it needs no privilege and no bpffs."""
         transport = cls(runtime_dir, table)
         transport.pin_dir, transport.port = Path(state["pin_dir"]), int(state["port"])
+        transport._register_at = Path(state["register"]) if state.get("register") else None
         return transport
 
     def node_info(self) -> dict[str, Any]:
@@ -206,6 +214,9 @@ class SkmsgTransport(Transport):
             self._listener.start(sink)
             with bpf.PinnedMap(self.pin_dir / "socks") as socks:
                 socks.update(SINK, sink.fileno())
+            if self.pinned_by_dir:  # workers started on their own hand their sockets in
+                functions = [e for e in self.endpoints if e not in self.table.gateways]
+                self._registrar = Registrar(self.runtime_dir / REGISTER_SOCKET, self.pin_dir, functions)
         except BaseException:
             self.stop()
             raise
@@ -237,6 +248,9 @@ class SkmsgTransport(Transport):
 
     def stop(self) -> None:
         """Idempotent. The kernel frees maps and program once no fd or pin refers to them."""
+        if self._registrar:
+            self._registrar.close()
+            self._registrar = None
         if self._listener:
             self._listener.close()
             self._listener = None
@@ -256,7 +270,10 @@ class SkmsgTransport(Transport):
             sock.setblocking(False)
             await loop.sock_connect(sock, ("127.0.0.1", self.port))
             # Registered before it carries any byte, else the first send goes out over TCP.
-            port = register_socket(self.pin_dir, endpoint_id, sock)
+            if self._register_at is not None:
+                port = register_through(self._register_at, endpoint_id, sock)
+            else:
+                port = register_socket(self.pin_dir, endpoint_id, sock)
             transport, _ = await loop.create_connection(lambda: RecordProtocol(on_receive), sock=sock)
         except BaseException:
             sock.close()
