@@ -47,10 +47,8 @@ GATEWAY_CAPS = {
     "SYS_ADMIN": "bcc's kallsyms/perf use, and bpf(2) on kernels < 5.8 (no CAP_BPF); "
                  "spright's skmsg probe requires it",
 }
-WORKER_CAPS = {
-    "BPF": "bpf(2) to open the pinned sockhash and insert its own socket: RuntimeDefault seccomp "
-           "allows bpf(2) only with CAP_BPF, and older kernels require it while unprivileged BPF is off",
-}
+WORKERS_UNPRIVILEGED = ("each worker: none, and no bpffs: it hands its socket to the gateway, which puts it "
+                        "into the sockhash (spright/transport/skmsg_register.py)")
 GATEWAY_ESCALATION = ("the gateway does not set allowPrivilegeEscalation: false: privilege escalation stays "
                       "possible with SYS_ADMIN, and the API server refuses that pair")
 HPA_METRIC_NOTE = (f"{IN_FLIGHT_METRIC} (a Pods metric) is a custom metric: it needs Prometheus scraping "
@@ -150,13 +148,10 @@ def deployment(target: Target, transport: str, replicas: int) -> dict[str, Any]:
                 "image": target.image,
                 "args": command_line("worker", target.reference, transport=transport, node_dir=NODE_DIR,
                                      group=group, instance=instance)[1:],
-                **_env(skmsg),
-                "volumeMounts": _shared_mounts(skmsg),
+                **_env(skmsg=False),
+                "volumeMounts": _shared_mounts(skmsg=False),
                 "resources": {"requests": {"cpu": f"{WORKER_CPU_MILLI}m", "memory": mebibytes(WORKER_MEMORY_MI)}},
-                "securityContext": {
-                    "allowPrivilegeEscalation": False,
-                    "capabilities": {"drop": ["ALL"], **({"add": list(WORKER_CAPS)} if skmsg else {})},
-                },
+                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
             })
     pod_security: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
     if not skmsg:  # nothing needs root: the pod meets the "restricted" Pod Security Standard
@@ -200,7 +195,7 @@ def _volumes(target: Target, skmsg: bool) -> list[tuple[dict[str, Any], str]]:
     if skmsg:
         volumes += [
             ({"name": "bpffs", "hostPath": {"path": BPF_FS, "type": "Directory"}},
-             f"the host's {BPF_FS} in every container: pinned maps; each pod pins under its own "
+             f"the host's {BPF_FS} in the gateway: pinned maps; each pod pins under its own "
              f"subdirectory {BPF_SUBDIR} (subPathExpr)"),
             ({"name": "modules", "hostPath": {"path": "/lib/modules", "type": "Directory"}},
              "the host's /lib/modules, read-only in the gateway: bcc compiles against the host kernel's headers"),
@@ -211,7 +206,8 @@ def _volumes(target: Target, skmsg: bool) -> list[tuple[dict[str, Any], str]]:
 
 
 def _shared_mounts(skmsg: bool) -> list[dict[str, Any]]:
-    """The volumes every container of the pod mounts (a new list each call)."""
+    """The volumes a container of the pod mounts (a new list each call): the bpffs is the
+    gateway's only (``skmsg``)."""
     mounts: list[dict[str, Any]] = [{"name": "shm", "mountPath": SHM_DIR}, {"name": "node", "mountPath": NODE_DIR}]
     if skmsg:
         mounts.append({"name": "bpffs", "mountPath": BPF_FS, "subPathExpr": BPF_SUBDIR})
@@ -234,7 +230,7 @@ def deployment_notes(target: Target, transport: str) -> list[str]:
     if transport == "skmsg":
         lines.append("Capabilities added on the skmsg data plane (every container drops ALL others):")
         lines += [f"  gateway {cap}: {why}" for cap, why in GATEWAY_CAPS.items()]
-        lines += [f"  each worker {cap}: {why}" for cap, why in WORKER_CAPS.items()]
+        lines.append(f"  {WORKERS_UNPRIVILEGED}")
         lines.append(f"  Note: {GATEWAY_ESCALATION}.")
         lines.append("  The host paths and capabilities need a namespace whose Pod Security level is privileged.")
     else:
