@@ -18,14 +18,11 @@ of the function joins the live set; ``relay`` for every REPLY, and ERROR, the ga
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 from spright.descriptor import CALL, KIND_MASK, Descriptor
 
-log = logging.getLogger("spright")
-
-MAX_PARKED = 10_000  # per function: past this, what arrives for it is dropped (and logged)
+MAX_PARKED = 10_000  # per function: past this, what arrives for it is dropped (the gateway logs it)
 MAX_CALLS = 100_000  # calls sent on whose answer is awaited; past this the oldest is forgotten
 
 

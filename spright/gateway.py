@@ -241,10 +241,14 @@ class Gateway:
         self._counts[IN] += len(data) // SIZE
         for d in unpack_many(data):
             kind = d.flags & KIND_MASK
-            if kind == RESPONSE or (kind == ERROR and not self.activator.relay(d)):
+            if kind == RESPONSE:
                 self._complete(d)
             elif kind in (ERROR, REPLY):
-                if kind == REPLY and not self.activator.relay(d):
+                if self.activator.relay(d):  # the answer to a call the activator held and sent on
+                    continue
+                if kind == ERROR:
+                    self._complete(d)
+                else:
                     self._dropped(d, "a reply to no call sent on by the activator")
             elif kind in (REQUEST, CALL) and not self.index:
                 self._activate(d)

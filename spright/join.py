@@ -91,7 +91,7 @@ def worker_spec(info: JoinInfo, node_dir: Path, app_ref: str, process: str, inst
     when this app or these names are not what the gateway runs."""
     app = load_app(app_ref)
     table = app.compile(dict(info.instances), info.gateways)
-    if app.name != load_app(info.app_ref).name or digest(table, app.config.pool) != info.digest:
+    if digest(table, app.config.pool) != info.digest:
         raise ValueError(f"{app_ref} compiles to another node than the gateway's ({info.app_ref}): "
                          "start the worker with the gateway's app, version and options")
     groups = table.processes()
