@@ -14,7 +14,8 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from spright.descriptor import BODY_BYTES, BODY_JSON, BODY_TEXT, Descriptor
+from spright.descriptor import BODY_BYTES, BODY_JSON, BODY_TEXT, HAS_RESPONSE_META, Descriptor
+from spright.headers import check_header, merge_headers
 from spright.pool import Payload, read_meta
 
 if TYPE_CHECKING:
@@ -185,14 +186,33 @@ class Context:
 
     # -- response --------------------------------------------------------------------------
     def set_header(self, name: str, value: str) -> None:
-        if "\r" in name + value or "\n" in name + value:
-            raise ValueError("header names and values must not contain CR or LF")
-        self.response_headers.append((name, value))
+        """A response header (spright.headers): it replaces an earlier one of the same name,
+        set here or by an earlier hop, except Set-Cookie, which adds a line each time;
+        ``Content-Type`` sets ``content_type``. Framing headers (Content-Length,
+        Transfer-Encoding, Connection...) are the server's: ValueError, as for a name that is
+        not a token or a value with CR, LF or another control character."""
+        key, value = check_header(name, value)
+        if key == "content-type":
+            self.content_type = value
+        else:
+            self.response_headers = merge_headers(self.response_headers, ((name, value),))
 
-    def response_meta(self) -> dict[str, Any]:
-        """What the gateway needs to render the handler's choices (content type, headers)."""
-        return {"content_type": self.content_type, "headers": self.response_headers}
-
+    def response_meta(self) -> dict[str, Any] | None:
+        """What the gateway renders of the HTTP response (spright.headers): the headers of this
+        hop over those of the hops before it, and this hop's content type (None: the one of its
+        return type; an earlier hop's labelled that hop's body, not this one). None when
+        what the slot's metadata already says stays true."""
+        if self.content_type is not None:  # an attribute: checked here, before it reaches a header line
+            self.content_type = check_header("content-type", self.content_type)[1]
+        earlier = self.meta.get("response") if self.descriptor.flags & HAS_RESPONSE_META else None
+        if earlier is None:
+            if self.content_type is None and not self.response_headers:
+                return None
+            return {"content_type": self.content_type, "headers": self.response_headers}
+        if self.content_type is None and not self.response_headers and earlier.get("content_type") is None:
+            return None
+        return {"content_type": self.content_type,
+                "headers": merge_headers(earlier.get("headers", ()), self.response_headers)}
 
     # -- internal calls --------------------------------------------------------------------
     def call(self, function: str, payload: Any = None) -> asyncio.Future[Reply]:

@@ -21,7 +21,7 @@ import httptools
 
 from spright.gateway import Gateway
 from spright.incoming import Incoming, RequestHead
-from spright.response import Refused, Response, body_too_large, error_response
+from spright.response import Refused, Response, bodiless, body_too_large, error_response
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in _REASONS.items()}
@@ -35,15 +35,21 @@ LINGER_PAUSE, LINGER_MAX = 1.0, 10.0
 
 
 def render(response: Response, keep_alive: bool, head_only: bool = False) -> bytes:
-    """Status line, headers, body; a HEAD request gets the GET's headers and no body."""
+    """Status line, headers, body. RFC 9110 framing: a HEAD answer gets the GET's headers and
+    no body; a 1xx, 204 or 304 answer has no body and no Content-Length (what a handler
+    returned with one is dropped), so the next response on the connection still parses."""
     status = response.status
     line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
     body = response.body
-    tail = b"content-length: %d\r\n\r\n" if keep_alive else b"content-length: %d\r\nconnection: close\r\n\r\n"
+    if bodiless(status):
+        tail, body = (b"\r\n" if keep_alive else b"connection: close\r\n\r\n"), b""
+    else:
+        tail = (b"content-length: %d\r\n\r\n" if keep_alive else
+                b"content-length: %d\r\nconnection: close\r\n\r\n") % len(body)
     return b"".join((
         line,
         *map(_HEADER_LINE.__mod__, response.headers),
-        tail % len(body),
+        tail,
         b"" if head_only else body,
     ))
 

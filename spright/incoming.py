@@ -4,10 +4,11 @@ a slot of its route's security domain, taken as the bytes arrive."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
+from urllib.parse import unquote
 
 from spright.pool import PoolExhausted, Slot
 from spright.remote import peer_refusal
-from spright.response import body_too_large, no_payload_space
+from spright.response import body_too_large, error_response, no_payload_space
 
 if TYPE_CHECKING:
     from spright.gateway import Gateway
@@ -33,7 +34,8 @@ class Incoming:
         if expected > gateway.max_body:
             raise gateway.refusal(body_too_large(gateway.max_body))
         self._gateway = gateway
-        self.method, self.path, self.query, self.headers = head
+        self.method, target, self.query, self.headers = head
+        self.path = target if "%" not in target else decoded_path(target, gateway)
         self.expected = expected
         self.length = 0
         self.route, self.params, self.answer = gateway.route(self.method, self.path)
@@ -83,8 +85,17 @@ class Incoming:
             self.slot = None
 
 
+def decoded_path(target: str, gateway: Gateway) -> str:
+    """The request target's path percent-decoded (UTF-8), as Starlette routes on it: routes
+    match, and handlers get, ``/p/héllo`` for ``/p/h%C3%A9llo``. Raises Refused (400)."""
+    try:
+        return unquote(target, errors="strict")
+    except UnicodeDecodeError:
+        raise gateway.refusal(error_response(400, f"the path {target!r} is not UTF-8 once percent-decoded")) from None
+
+
 class RequestHead(NamedTuple):
     method: str
-    path: str
+    path: str  # as the request target spells it (percent-encoded); Incoming decodes it
     query: str
     headers: dict[str, str]

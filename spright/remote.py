@@ -30,13 +30,13 @@ import httptools
 import orjson
 
 from spright.context import CallError, Context, HTTPError
+from spright.headers import FRAMING
 from spright.response import Response, error_response
 
 CALL_PATH = "/.spright/call/"  # + the function's name: where a node serves its exposed functions
 PEER_TOKEN_ENV = "SPRIGHT_PEER_TOKEN"  # set on every node: calls between them must carry it
 MAX_IDLE = 64  # keep-alive connections kept per peer node
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "host", "te", "upgrade",
-                         "proxy-connection", "trailer", "expect"})
+_HOP_BY_HOP = FRAMING | {"host", "expect"}  # request headers not handed on to the other node
 
 
 def parse_url(url: str) -> tuple[str, int]:
@@ -63,12 +63,12 @@ class _Response:
     """httptools callbacks: one response."""
 
     def __init__(self) -> None:
-        self.headers: dict[str, str] = {}
+        self.headers: list[tuple[str, str]] = []  # in order; Set-Cookie may repeat
         self.body = bytearray()
         self.complete = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
 
     def on_body(self, body: bytes) -> None:
         self.body += body
@@ -85,7 +85,7 @@ class Peer:
         self.host, self.port = parse_url(url)
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
         """(status, headers, body); OSError when the node cannot be reached or breaks off."""
         head = "".join(f"{name}: {value}\r\n" for name, value in headers.items() if name not in _HOP_BY_HOP)
         request = (f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-length: {len(body)}\r\n"
@@ -98,7 +98,7 @@ class Peer:
         return await self._exchange(reader, writer, request)
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                        request: bytes) -> tuple[int, dict[str, str], bytes]:
+                        request: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         try:
             writer.write(request)
             response = _Response()
@@ -143,7 +143,11 @@ class RemoteFunction:
         if status >= 400:
             raise CallError(status, _detail(body), self.name)
         ctx.status = status
-        ctx.content_type = answer_headers.get("content-type")
+        for name, value in answer_headers:  # what the functions over there set, as if set here
+            if name == "content-type":
+                ctx.content_type = value
+            elif name not in FRAMING:
+                ctx.set_header(name, value)
         return body
 
 

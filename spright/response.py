@@ -22,6 +22,11 @@ class Response:
         return self.body.decode()
 
 
+def bodiless(status: int) -> bool:
+    """RFC 9110 §6.4.1: a 1xx, 204 or 304 answer carries no content (nor Content-Length)."""
+    return status < 200 or status == 204 or status == 304
+
+
 class Refused(Exception):
     """A request answered before it reached a chain (its body is too large, the pool is
     full...): ``response`` is the answer, already counted by the gateway."""

@@ -7,6 +7,7 @@ is written into the kernel's maps.
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -17,7 +18,16 @@ from spright.autoscale import ScalePolicy
 from spright.config import Config, PoolConfig
 from spright.descriptor import GATEWAY
 from spright.pool import MAX_DOMAINS
-from spright.table import BUILTIN_CHAIN, BUILTINS, MAX_GATEWAYS, FunctionEntry, RouteEntry, RouteTable
+from spright.table import (
+    BUILTIN_CHAIN,
+    BUILTINS,
+    MAX_CHAINS,
+    MAX_GATEWAYS,
+    MAX_HOPS,
+    FunctionEntry,
+    RouteEntry,
+    RouteTable,
+)
 
 Handler = Callable[[Any], Any]
 REMOTE_PROCESS = "remote"  # the worker process of every App.remote function
@@ -90,7 +100,7 @@ class App:
             config = config.replace(pool=pool)
         self.config = config
         self.functions: dict[str, Function] = {}
-        self._routes: list[tuple[str, str, ChainSpec, float]] = []
+        self._routes: list[tuple[str, str, ChainSpec, float | None]] = []  # timeout None: the node's default
 
     def function(self, name: str | None = None, **options: Any) -> Callable[[Handler], Function]:
         """Decorator form of ``add_function`` (same options)."""
@@ -152,8 +162,10 @@ class App:
         """Map ``path`` (``/product/{id}``, ``{n:int}``, ``{rest:path}``) to a chain."""
         if isinstance(methods, str):
             methods = (methods,)
+        if timeout is not None and not (isinstance(timeout, (int, float)) and 0 < timeout < math.inf):
+            raise RoutingError(f"route {path}: timeout must be a positive number of seconds, got {timeout!r}")
         for method in methods:
-            self._routes.append((method.upper(), path, chain, timeout or self.config.default_timeout))
+            self._routes.append((method.upper(), path, chain, timeout))
 
     def remote(self, name: str, url: str, *, domain: str | None = None) -> Function:
         """Function ``name`` served by the node at ``url`` (``http://HOST:PORT``, which
@@ -197,9 +209,12 @@ class App:
             if ("POST", CALL_PATH + name) not in routed:
                 self.route(CALL_PATH + name, name, methods=["POST"])
 
-    def compile(self, instances: Mapping[str, int] | None = None, gateways: int = 1) -> RouteTable:
+    def compile(self, instances: Mapping[str, int] | None = None, gateways: int = 1, *,
+                default_timeout: float | None = None) -> RouteTable:
         """The route table; ``instances``: function name -> instances to start with, over what
-        the app declares (``spright run --instances NAME=N``); ``gateways``: gateway processes."""
+        the app declares (``spright run --instances NAME=N``); ``gateways``: gateway processes;
+        ``default_timeout``: of the routes that name none (default: the app's config)."""
+        default_timeout = default_timeout or self.config.default_timeout
         if not 1 <= gateways <= MAX_GATEWAYS:
             raise RoutingError(f"gateways must be 1..{MAX_GATEWAYS}, got {gateways}")
         if not self.functions:
@@ -242,9 +257,16 @@ class App:
                 raise RoutingError(f"{where} is declared twice")
             seen.add((method, path))
             names = self._hop_names(spec, ids, where)
+            if len(names) >= MAX_HOPS:
+                raise RoutingError(f"{where}: the chain has {len(names)} hops; a chain holds at most {MAX_HOPS - 1} "
+                                   f"on every data plane (with the gateway's, {MAX_HOPS} positions)")
             _check_one_domain(names, functions, ids, domains, where)
+            timeout = timeout or default_timeout
             chain = ((*(ids[name] for name in names), GATEWAY), timeout)
             if chain not in chains:
+                if len(chains) == MAX_CHAINS:
+                    raise RoutingError(f"{where}: the app's routes make more than {MAX_CHAINS} distinct chains "
+                                       "(hops and timeout), the most every data plane holds")
                 chains.append(chain)
             pattern, converters = _compile_path(path, where)
             routes.append(RouteEntry(method, path, chains.index(chain), timeout, pattern, len(routes), converters))

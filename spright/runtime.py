@@ -295,8 +295,10 @@ class Worker:
         the caller of a call, else the chain's next hop (the gateway after its last)."""
         flags = (d.flags & HAS_RESPONSE_META) | body_flag
         slot, generation = d.slot, d.generation
-        if ctx.content_type is not None or ctx.response_headers:  # the handler shaped the HTTP response
-            meta = orjson.dumps({**ctx.meta, "response": ctx.response_meta()})
+        # this hop or an earlier one shaped the HTTP response: headers accumulate along the chain
+        if (ctx.content_type is not None or ctx.response_headers or flags & HAS_RESPONSE_META) and (
+                response := ctx.response_meta()):
+            meta = orjson.dumps({**ctx.meta, "response": response})
             flags |= HAS_RESPONSE_META
             slot, generation = self.pool.write(slot, generation, payload, meta, d.request_id)
         elif payload is not ctx.body:  # returning ctx.body itself costs nothing: it is already there

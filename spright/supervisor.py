@@ -51,7 +51,8 @@ class Supervisor:
         self.config = self.app.config.replace(**options)
         self.node_dir = Path(self.config.node_dir) if self.config.node_dir else None
         self.gateway_count = self.config.gateways or default_count()
-        self.table = self.app.compile(dict(self.config.instances), self.gateway_count)
+        self.table = self.app.compile(dict(self.config.instances), self.gateway_count,
+                                      default_timeout=self.config.default_timeout)
         self.gateway_processes: dict[int, BaseProcess] = {}  # the further gateways, by index
         self.processes: dict[WorkerKey, BaseProcess] = {}
         self._starts: dict[WorkerKey, list[float]] = {}

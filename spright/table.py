@@ -18,6 +18,10 @@ from spright.descriptor import GATEWAY, GATEWAY_SHIFT, REQUEST, RESPONSE
 BUILTIN_CHAIN = -1  # RouteEntry.chain of a route the gateway serves itself
 BUILTINS = {("GET", "/metrics"): "metrics"}  # served by the gateway unless the app routes them
 MAX_GATEWAYS = 1 << (32 - GATEWAY_SHIFT)
+# One limit for every data plane (App.compile checks it, naming the route), sized for the
+# eBPF plane's route map: MAX_CHAINS * MAX_HOPS entries.
+MAX_CHAINS = 1024  # distinct chains (hops and timeout) of an app
+MAX_HOPS = 32  # positions per chain, the final gateway included
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import orjson
 
@@ -31,13 +31,14 @@ from spright.instances import LiveInstances
 from spright.metrics import CounterTable, by_function, row_dict
 from spright.pool import MiB
 from spright.pools import NodePool
-from spright.response import Refused, Response
+from spright.response import Refused, Response, bodiless
 from spright.routing import App
 from spright.runtime import Worker
 from spright.transport.local import LocalTransport
 
 __all__ = ["Response", "TestClient", "free_port", "run_node"]
 
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # RFC 3986 pchar and "/": kept as they are, the rest percent-encoded
 TEST_POOL = PoolConfig(max_body=8 * MiB, classes=((4096, 256), (65536, 64), (MiB, 8)), large_slots=2)
 
 
@@ -51,7 +52,7 @@ class TestClient:
         replaced by a small one (TEST_POOL) so that tests start fast."""
         self.app = app
         config = config or app.config
-        self.table = app.compile(dict(config.instances))
+        self.table = app.compile(dict(config.instances), default_timeout=config.default_timeout)
         self.config = config.replace(pool=TEST_POOL) if config.pool == PoolConfig() else config
         self.headers: dict[str, str] = {}  # sent with every request; a cookie jar of one
 
@@ -102,6 +103,7 @@ class TestClient:
         headers: dict[str, str] | None = None,
     ) -> Response:
         path, _, query = path.partition("?")
+        path = quote(path, safe=_PATH_SAFE)  # as an HTTP client sends it: the gateway decodes it
         all_headers = {**self.headers, **{k.lower(): v for k, v in (headers or {}).items()}}
         if json is not None:
             body = orjson.dumps(json)
@@ -110,20 +112,40 @@ class TestClient:
             body = urlencode(data)
             all_headers.setdefault("content-type", "application/x-www-form-urlencoded")
         payload = body.encode() if isinstance(body, str) else body
+        method = method.upper()
         try:
-            request = self.gateway.open_request(RequestHead(method.upper(), path, query, all_headers), len(payload))
+            request = self.gateway.open_request(RequestHead(method, path, query, all_headers), len(payload))
             request.write(payload)
         except Refused as refusal:
-            return refusal.response  # counted by the gateway as a refused request
-        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self.gateway.submit(request, future.set_result)
-        return await future
+            response = refusal.response  # counted by the gateway as a refused request
+        else:
+            future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+            self.gateway.submit(request, future.set_result)
+            response = await future
+        if method == "HEAD" or bodiless(response.status):  # what the server sends (spright.http.render)
+            return Response(response.status, b"", response.headers)
+        return response
 
     async def get(self, path: str, **kwargs: Any) -> Response:
         return await self.request("GET", path, **kwargs)
 
     async def post(self, path: str, **kwargs: Any) -> Response:
         return await self.request("POST", path, **kwargs)
+
+    async def head(self, path: str, **kwargs: Any) -> Response:
+        return await self.request("HEAD", path, **kwargs)
+
+    async def put(self, path: str, **kwargs: Any) -> Response:
+        return await self.request("PUT", path, **kwargs)
+
+    async def patch(self, path: str, **kwargs: Any) -> Response:
+        return await self.request("PATCH", path, **kwargs)
+
+    async def delete(self, path: str, **kwargs: Any) -> Response:
+        return await self.request("DELETE", path, **kwargs)
+
+    async def options(self, path: str, **kwargs: Any) -> Response:
+        return await self.request("OPTIONS", path, **kwargs)
 
 
 def free_port() -> int:

@@ -55,20 +55,24 @@ class Connection:
 
     def head(self) -> tuple[int, dict[str, str]]:
         """The next status line and headers (an interim 100 Continue too)."""
+        status, lines = self.head_lines()
+        return status, {name.lower(): value for name, value in lines}
+
+    def head_lines(self) -> tuple[int, list[tuple[str, str]]]:
+        """The next status line and header lines, in order and repeated as sent."""
         while b"\r\n\r\n" not in self.buffer:
             self._fill()
         head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
         status_line, *lines = head.decode("latin-1").split("\r\n")
         version, status, _ = status_line.split(" ", 2)
         assert version == "HTTP/1.1", status_line
-        headers = {}
-        for line in lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        return int(status), headers
+        return int(status), [(name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in lines)]
 
-    def response(self) -> tuple[int, dict[str, str], bytes]:
+    def response(self, bodiless: bool = False) -> tuple[int, dict[str, str], bytes]:
+        """``bodiless``: the answer to a HEAD, or one that must have no body (1xx, 204, 304)."""
         status, headers = self.head()
+        if bodiless:
+            return status, headers, b""
         length = int(headers["content-length"])
         while len(self.buffer) < length:
             self._fill()
@@ -200,3 +204,66 @@ def test_a_request_without_host_or_with_two_is_400_and_the_connection_closes(por
     with Connection(port) as http:  # HTTP/1.0 needs no Host
         http.send(b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\n\r\nok")
         assert http.response()[::2] == (200, b"OK!!")
+
+
+def test_204_304_and_head_answers_carry_no_body_and_the_next_request_on_the_connection_parses(port: int) -> None:
+    """RFC 9110 §6.4.1 and §9.3.2: the handler returned a body with its 204/304 and the GET of
+    a HEAD has one; none of them may reach the wire, or the next answer is read from the middle
+    of it (before: ``content-length: 11`` and the JSON after a 204). A 204 or 304 also carries
+    no Content-Length; a HEAD answer carries the GET's."""
+    with Connection(port) as http:
+        for code in (204, 304):
+            http.send(b"GET /status/%d HTTP/1.1\r\nHost: x\r\n\r\n" % code)
+            status, headers, _ = http.response(bodiless=True)
+            assert status == code and "content-length" not in headers, headers
+        http.send(b"HEAD /page HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, _ = http.response(bodiless=True)
+        assert status == 201 and headers["content-length"] == "50007" and headers["x-page"] == "yes"
+        http.send(b"POST /tag HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nnext")
+        assert http.response()[::2] == (200, b"next!"), "the answer after them parses from its first byte"
+
+
+def test_paths_are_percent_decoded_before_routing_and_for_the_handler(port: int) -> None:
+    with Connection(port) as http:
+        for target, item in ((b"/info/h%C3%A9llo", "h\u00e9llo"), (b"/info/a%20b", "a b"), (b"/%69nfo/x", "x")):
+            http.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target)
+            status, _, body = http.response()
+            assert status == 200, (target, body)
+            assert (json.loads(body)["params"], json.loads(body)["path"]) == ({"item": item}, f"/info/{item}")
+        http.send(b"GET /files/a%2Fb HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert json.loads(http.response()[2])["params"] == {"rest": "a/b"}
+
+
+def test_response_headers_accumulate_along_the_chain_on_the_wire(port: int) -> None:
+    """``first >> second`` (tests/apps/demo.py): the first hop's headers survive the second's,
+    a name the second sets again replaces the first's, Set-Cookie lines add up, and the body
+    is labelled by the hop that produced it (JSON), not by the first hop's text/html."""
+    with Connection(port) as http:
+        http.send(b"GET /headers?headers=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, lines = http.head_lines()
+        named = [(name.lower(), value) for name, value in lines]
+        assert status == 200
+        assert [v for n, v in named if n == "content-type"] == ["application/json"]
+        assert [v for n, v in named if n == "x-first"] == ["1"]
+        assert [v for n, v in named if n == "x-shared"] == ["second"]
+        assert [v for n, v in named if n == "set-cookie"] == ["a=1", "b=2"]
+        assert [v for n, v in named if n == "content-length"] == [str(len(b'{"second":true}'))]
+
+
+def test_a_handler_cannot_frame_the_response_and_the_next_request_still_parses(port: int) -> None:
+    """``set_header("Content-Type")`` gives one Content-Type line, not two; ``set_header(
+    "Content-Length", "999")`` fails the handler (500) instead of sending two lengths that
+    disagree, and the connection goes on."""
+    with Connection(port) as http:
+        for target, status, content_type in ((b"/typed", 200, "text/csv"), (b"/smuggle", 500, "application/json")):
+            http.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target)
+            answered, lines = http.head_lines()
+            named = [(name.lower(), value) for name, value in lines]
+            assert answered == status and [v for n, v in named if n == "content-type"] == [content_type], lines
+            lengths = [int(v) for n, v in named if n == "content-length"]
+            assert len(lengths) == 1, lines
+            while len(http.buffer) < lengths[0]:
+                http._fill()
+            http.buffer = http.buffer[lengths[0]:]
+        http.send(b"POST /tag HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nnext")
+        assert http.response()[::2] == (200, b"next!")

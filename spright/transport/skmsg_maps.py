@@ -8,11 +8,10 @@ import socket
 from pathlib import Path
 from typing import NamedTuple
 
+from spright.table import MAX_CHAINS, MAX_HOPS
 from spright.transport import bpf
 
 MAX_ENDPOINTS = 1024  # endpoint ids are 0..MAX_ENDPOINTS-1 (sizes the BPF maps)
-MAX_CHAINS = 1024  # chain ids are 0..MAX_CHAINS-1
-MAX_HOPS = 32  # positions per chain, the final gateway included
 MAX_INSTANCES = 32  # instances one function may have
 NO_ROUTE = 0xFFFFFFFF  # route map entry past a chain's end; domain of an unknown id
 SINK = ANONYMOUS = MAX_ENDPOINTS  # sockhash key of the sink; counters of unknown senders

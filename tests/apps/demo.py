@@ -124,3 +124,46 @@ async def crash_caller(ctx: Context) -> str:
 
 app.route("/crash", crash)
 app.route("/call-crash", crash_caller)
+
+
+@app.function()
+async def status_of(ctx: Context) -> dict:
+    """Answers with the status the path names, and a body (which 1xx/204/304 must not carry)."""
+    ctx.status = ctx.params["code"]
+    return {"ok": True}
+
+
+@app.function()
+async def first(ctx: Context) -> str:
+    """Labels its own body HTML; sets headers the chain's later hop keeps, replaces or adds to."""
+    ctx.content_type = "text/html"
+    ctx.set_header("X-First", "1")
+    ctx.set_header("X-Shared", "first")
+    ctx.set_header("Set-Cookie", "a=1")
+    return "<p>first</p>"
+
+
+@app.function()
+async def second(ctx: Context) -> dict:
+    if ctx.query.get("headers"):
+        ctx.set_header("x-shared", "second")
+        ctx.set_header("Set-Cookie", "b=2")
+    return {"second": True}
+
+
+@app.function()
+async def typed(ctx: Context) -> str:
+    ctx.set_header("Content-Type", "text/csv")  # the one content type, not a second header
+    return "a,b\n"
+
+
+@app.function()
+async def smuggle(ctx: Context) -> str:
+    ctx.set_header("Content-Length", "999")  # the server's to write: a ValueError, so a 500
+    return "x" * 10
+
+
+app.route("/status/{code:int}", status_of)
+app.route("/smuggle", smuggle)
+app.route("/headers", first >> second)
+app.route("/typed", typed)
