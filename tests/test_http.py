@@ -66,7 +66,8 @@ class Connection:
         status_line, *lines = head.decode("latin-1").split("\r\n")
         version, status, _ = status_line.split(" ", 2)
         assert version == "HTTP/1.1", status_line
-        return int(status), [(name.strip(), value.strip()) for name, _, value in (line.partition(":") for line in lines)]
+        split = (line.partition(":") for line in lines)
+        return int(status), [(name.strip(), value.strip()) for name, _, value in split]
 
     def response(self, bodiless: bool = False) -> tuple[int, dict[str, str], bytes]:
         """``bodiless``: the answer to a HEAD, or one that must have no body (1xx, 204, 304)."""
