@@ -74,15 +74,19 @@ async def test_a_chain_and_a_call_cross_to_another_node(plane: str, namespace: s
     try:
         with run_node("tests.apps.remote:shop", transport=plane, env={"BANK_URL": f"http://{BANK}:8080"}) as (port, _):
             async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", cookies={"session": "s1"}) as session:
+                receipts = []
+
                 async def post(path: str, order: dict) -> tuple[int, dict, float]:
                     started = time.monotonic()
                     async with session.post(path, json=order) as reply:
+                        receipts.append(reply.headers.get("x-receipt"))
                         return reply.status, await reply.json(), time.monotonic() - started
 
                 for amount in range(20):
                     status, body, _ = await post("/checkout", {"amount": amount})
                     assert (status, body) == (200, {"amount": amount, "prepared": True, "charged": amount,
                                                     "session": "s1", "finished": True})
+                    assert receipts[-1] == f"r{amount}", "a header the remote hop set reaches the client"
                 status, body, _ = await post("/ask", {"amount": 3})
                 assert status == 200 and body["asked"]["charged"] == 3
                 status, body, _ = await post("/checkout", {"amount": 1, "decline": True})

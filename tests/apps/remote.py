@@ -16,6 +16,7 @@ async def payment(ctx: Context) -> dict:
         await asyncio.sleep(order["sleep"])
     if order.get("decline"):
         raise HTTPError(402, "card declined")
+    ctx.set_header("x-receipt", f"r{order['amount']}")  # reaches the client of the other node's chain
     return {**order, "charged": order["amount"], "session": ctx.cookies.get("session")}
 
 
