@@ -27,7 +27,8 @@ class HTTPError(Exception):
 
     def __init__(self, status: int, detail: str = "") -> None:
         if not 400 <= status <= 599:
-            raise ValueError(f"HTTPError status must be 4xx or 5xx, got {status}")
+            hint = ": answer a redirect with `return ctx.redirect(url, status)`" if 300 <= status <= 399 else ""
+            raise ValueError(f"HTTPError status must be 4xx or 5xx, got {status}{hint}")
         super().__init__(f"{status}: {detail}")
         self.status = status
         self.detail = detail
@@ -196,6 +197,15 @@ class Context:
             self.content_type = value
         else:
             self.response_headers = merge_headers(self.response_headers, ((name, value),))
+
+    def redirect(self, location: str, status: int = 307) -> None:
+        """Answer a redirect (``return ctx.redirect("/cart")``): ``status`` (3xx; 307 keeps
+        the method and body, 303 makes a GET of it) and ``Location``, as Starlette's
+        RedirectResponse; an empty body unless the handler returns one."""
+        if type(status) is not int or not 300 <= status <= 399:
+            raise ValueError(f"a redirect's status is 300..399, got {status!r}")
+        self.set_header("Location", location)
+        self.status = status
 
     def response_meta(self) -> dict[str, Any] | None:
         """What the gateway renders of the HTTP response (spright.headers): the headers of this

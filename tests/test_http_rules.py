@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from spright import App, Config, Context, RoutingError
+from spright import App, Config, Context, HTTPError, RoutingError
 from spright.table import MAX_HOPS
 from spright.testing import TestClient
 from tests.apps.demo import app as demo
@@ -180,3 +180,24 @@ def test_config_default_timeout_applies_to_routes_without_one() -> None:
     app.route("/b", "f", timeout=2.0)
     assert [r.timeout for r in app.compile().routes[:2]] == [7.0, 2.0]
     assert [r.timeout for r in app.compile(default_timeout=3.0).routes[:2]] == [3.0, 2.0]
+
+
+# -- 8. redirects -----------------------------------------------------------------------------------
+async def test_ctx_redirect_answers_its_status_and_location_and_httperror_3xx_says_how() -> None:
+    app = App("redirects")
+    refused: list[str] = []
+
+    @app.function()
+    async def login(ctx: Context) -> None:
+        for wrong in (lambda: HTTPError(302, "moved"), lambda: ctx.redirect("/x", 200)):
+            try:
+                wrong()
+            except ValueError as exc:
+                refused.append(str(exc))
+        return ctx.redirect("/login?next=%2Fcart", 303)
+
+    app.route("/cart", login)
+    async with TestClient(app) as client:
+        response = await client.get("/cart")
+    assert (response.status, header_lines(response.headers, b"location")) == (303, [b"/login?next=%2Fcart"])
+    assert "ctx.redirect" in refused[0] and "300..399" in refused[1], refused

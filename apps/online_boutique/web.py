@@ -51,8 +51,7 @@ class Visit:
 
     def redirect(self, location: str, status: int = 302) -> dict[str, Any] | str:
         """Upstream answers its POSTs with 302 Found; browsers then GET ``location``."""
-        self.ctx.status = status
-        self.ctx.set_header("location", location)
+        self.ctx.redirect(location, status)
         if self.wants_json:
             return {"redirect": location}
         self.ctx.content_type = HTML
