@@ -204,7 +204,7 @@ class Context:
         RedirectResponse; an empty body unless the handler returns one."""
         if type(status) is not int or not 300 <= status <= 399:
             raise ValueError(f"a redirect's status is 300..399, got {status!r}")
-        self.set_header("Location", location)
+        self.set_header("location", location)
         self.status = status
 
     def response_meta(self) -> dict[str, Any] | None:
