@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import builtins
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
-
 import orjson
 
 from spright.descriptor import BODY_BYTES, BODY_JSON, BODY_TEXT, Descriptor
+from spright.multidict import MultiDict
 from spright.pool import Payload, read_meta
 
 if TYPE_CHECKING:
@@ -126,9 +125,10 @@ class Context:
             problem = str(exc)  # raised outside: the decode error references the slot's memory
         raise HTTPError(400, f"body is not valid JSON: {problem}")
 
-    def form(self) -> dict[str, str]:
-        """A form-encoded body (application/x-www-form-urlencoded), last value wins."""
-        return dict(parse_qsl(self.text(), keep_blank_values=True))
+    def form(self) -> MultiDict:
+        """A form-encoded body (application/x-www-form-urlencoded): ``form()["k"]`` is the
+        last value of ``k``, ``form().getlist("k")`` all of them."""
+        return MultiDict.parse(self.text())
 
     # -- request metadata ------------------------------------------------------------------
     def raw_meta(self) -> builtins.bytes:
@@ -170,8 +170,9 @@ class Context:
         return self._worker.table.routes[route].timeout if route is not None else None
 
     @property
-    def query(self) -> dict[str, str]:
-        return dict(parse_qsl(self.meta.get("query", ""), keep_blank_values=True))
+    def query(self) -> MultiDict:
+        """``query["k"]`` is the last value of ``k``, ``query.getlist("k")`` all of them."""
+        return MultiDict.parse(self.meta.get("query", ""))
 
     @property
     def headers(self) -> dict[str, str]:
