@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+from http.cookies import _unquote  # private, but the stdlib's own rules (Starlette uses it too)
 from typing import TYPE_CHECKING, Any
+
 import orjson
 
 from spright.descriptor import BODY_BYTES, BODY_JSON, BODY_TEXT, Descriptor
@@ -176,13 +178,15 @@ class Context:
 
     @property
     def headers(self) -> dict[str, str]:
-        """Lower-cased names; repeated headers are joined with ', '."""
+        """Lower-cased names; repeated headers are joined with ', ' (Cookie lines with '; ')."""
         return self.meta.get("headers", {})
 
     @property
     def cookies(self) -> dict[str, str]:
-        pairs = (part.strip().partition("=") for part in self.headers.get("cookie", "").split(";"))
-        return {name: value for name, _, value in pairs if name}
+        """``name=value`` pairs of the Cookie header; a quoted value is unquoted as
+        ``http.cookies`` does (Starlette's ``cookie_parser`` too): ``a="x y"`` gives ``x y``."""
+        pairs = (part.partition("=") for part in self.headers.get("cookie", "").split(";"))
+        return {name.strip(): _unquote(value.strip()) for name, _, value in pairs if name.strip()}
 
     # -- response --------------------------------------------------------------------------
     def set_header(self, name: str, value: str) -> None:

@@ -80,3 +80,8 @@ def test_multidict_is_the_dict_of_last_values() -> None:
     assert list(params) == ["a", "b"] and params.getlist("a") == ["1", "3"]
     assert params.multi_items() == [("a", "1"), ("b", "2"), ("a", "3")]
 
+
+async def test_quoted_cookie_values_are_unquoted(client: TestClient) -> None:
+    r = await client.get("/cookies", headers={"cookie": 'plain=p; spaced="x y"; escaped="a\\"b\\073c"; empty='})
+    assert r.status == 200, r.body
+    assert r.json() == {"plain": "p", "spaced": "x y", "escaped": 'a"b;c', "empty": ""}

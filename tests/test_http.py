@@ -200,3 +200,13 @@ def test_a_request_without_host_or_with_two_is_400_and_the_connection_closes(por
     with Connection(port) as http:  # HTTP/1.0 needs no Host
         http.send(b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\n\r\nok")
         assert http.response()[::2] == (200, b"OK!!")
+
+
+def test_two_cookie_headers_are_one_cookie_list(port: int) -> None:
+    """RFC 9113 §8.2.3 / RFC 6265 §5.4: repeated Cookie lines join with "; " (not ", ", which
+    would fold the second cookie into the first one's value); a quoted value is unquoted."""
+    with Connection(port) as http:
+        http.send(b'GET /info/x HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\nCookie: session="s 1"\r\n\r\n')
+        status, _, body = http.response()
+        assert status == 200, body
+        assert json.loads(body)["session"] == "s 1"
