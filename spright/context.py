@@ -90,12 +90,12 @@ class Context:
         "_meta",
         "_raw_meta",
         "_slot_view",
+        "_status",
         "_worker",
         "body",
         "content_type",
         "descriptor",
         "response_headers",
-        "status",
     )
 
     def __init__(self, worker: Worker, descriptor: Descriptor, slot_view: memoryview) -> None:
@@ -105,7 +105,7 @@ class Context:
         self.body: memoryview = slot_view[: descriptor.length]
         self._meta: dict[str, Any] | None = None
         self._raw_meta: builtins.bytes | None = None
-        self.status: int | None = None
+        self._status: int | None = None
         self.content_type: str | None = None
         self.response_headers: list[tuple[str, str]] = []
 
@@ -189,6 +189,23 @@ class Context:
         return {name.strip(): _unquote(value.strip()) for name, _, value in pairs if name.strip()}
 
     # -- response --------------------------------------------------------------------------
+    @property
+    def status(self) -> int | None:
+        """The response's status; None: the one the chain carries (200 unless a hop set one)."""
+        return self._status
+
+    @status.setter
+    def status(self, value: int | None) -> None:
+        # checked here, where the handler's traceback points: a bad one used to fail later,
+        # in the worker (a str: struct.error) or reach the client as it was (99, 600)
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"ctx.status must be an int, got {value!r} ({type(value).__name__})")
+            if not 200 <= value <= 599:  # 1xx are interim answers, never a request's final one
+                raise ValueError(f"ctx.status must be a final HTTP status, 200..599, got {value}")
+            value = int(value)  # an IntEnum (http.HTTPStatus) as the plain number
+        self._status = value
+
     def set_header(self, name: str, value: str) -> None:
         if "\r" in name + value or "\n" in name + value:
             raise ValueError("header names and values must not contain CR or LF")

@@ -85,3 +85,22 @@ async def test_quoted_cookie_values_are_unquoted(client: TestClient) -> None:
     r = await client.get("/cookies", headers={"cookie": 'plain=p; spaced="x y"; escaped="a\\"b\\073c"; empty='})
     assert r.status == 200, r.body
     assert r.json() == {"plain": "p", "spaced": "x y", "escaped": 'a"b;c', "empty": ""}
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    ("201", "ctx.status must be an int, got '201' (str)"),
+    (True, "ctx.status must be an int, got True (bool)"),
+    (201.0, "ctx.status must be an int, got 201.0 (float)"),
+    (99, "ctx.status must be a final HTTP status, 200..599, got 99"),
+    (101, "ctx.status must be a final HTTP status, 200..599, got 101"),
+    (600, "ctx.status must be a final HTTP status, 200..599, got 600"),
+])
+async def test_a_bad_status_is_refused_where_the_handler_sets_it(client: TestClient, value: Any, error: str) -> None:
+    r = await client.post("/status", json=value)
+    assert r.status == 200 and r.json() == {"refused": error}
+
+
+@pytest.mark.parametrize("value", [200, 201, 404, 599])
+async def test_a_final_status_is_sent(client: TestClient, value: int) -> None:
+    r = await client.post("/status", json=value)
+    assert r.status == value and r.json() == {"status": value}
