@@ -6,6 +6,7 @@ Through ``TestClient``: the real gateway, pool and workers in process.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -104,3 +105,41 @@ async def test_a_bad_status_is_refused_where_the_handler_sets_it(client: TestCli
 async def test_a_final_status_is_sent(client: TestClient, value: int) -> None:
     r = await client.post("/status", json=value)
     assert r.status == value and r.json() == {"status": value}
+
+
+def over_the_limit(size: int, limit: int | str) -> str:
+    return (f"sized returned {size} bytes, over the response limit of {limit} bytes: raise PoolConfig.max_response "
+            f"(e.g. App(pool=PoolConfig(max_response=...)))")
+
+
+async def test_a_result_no_slot_holds_is_a_500_that_says_what_to_raise() -> None:
+    """By default the limit is what the largest slot (max_body + meta_reserve: 8192 bytes
+    here) holds beside the metadata: a little more than max_body fits, as it always did."""
+    pool = PoolConfig(max_body=4096, classes=((1024, 16),), large_slots=2, meta_reserve=4096)
+    async with TestClient(make_app(pool)) as client:
+        assert (await client.get("/sized?n=6000")).status == 200
+        r = await client.get("/sized?n=9000")
+        assert r.status == 500 and r.json()["function"] == "sized"
+        limit = re.fullmatch(re.escape(over_the_limit(9000, "@")).replace("@", "([0-9]+)"), r.json()["error"])
+        assert limit is not None, r.json()
+        assert 8000 < int(limit[1]) < 8192  # the slot, less the request's metadata
+        r = await client.get("/caller")  # a callee's result: the caller's CallError names the callee
+        assert r.status == 500 and r.json()["function"] == "sized"
+        assert client.pool.in_use() == 0
+
+
+async def test_max_response_is_set_apart_from_the_request_limit() -> None:
+    pool = PoolConfig(max_body=4096, max_response=100_000, classes=((1024, 16),), large_slots=2, meta_reserve=4096)
+    async with TestClient(make_app(pool)) as client:
+        r = await client.get("/sized?n=100000")
+        assert r.status == 200 and len(r.body) == 100_000
+        assert (await client.post("/sized?n=1", body=b"x" * 4097)).status == 413  # requests: still max_body
+        r = await client.get("/sized?n=100001")  # the largest slot would hold it: the limit is exact
+        assert r.status == 500 and r.json() == {"function": "sized", "error": over_the_limit(100_001, 100_000)}
+
+
+def test_the_largest_slot_holds_the_larger_limit() -> None:
+    reserve = PoolConfig().meta_reserve
+    assert PoolConfig().size_classes()[-1][0] == PoolConfig().max_body + reserve  # as before
+    assert PoolConfig(max_body=1000, max_response=5000).size_classes()[-1][0] == 5000 + reserve
+    assert PoolConfig(max_body=5000, max_response=1000).size_classes()[-1][0] == 5000 + reserve
