@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,38 @@ from tests.test_cli import spright
 def said(text: str) -> str:
     """The output as one line: rich wraps long messages at the terminal's width."""
     return " ".join(text.split())
+
+
+@pytest.fixture
+def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where this test's nodes keep their runtime directory (each starts empty)."""
+    directory = tmp_path / "runtime"
+    directory.mkdir()
+    monkeypatch.setenv("SPRIGHT_RUNTIME_DIR", str(directory))
+    return directory
+
+
+@pytest.fixture
+def without_grpc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spright subprocesses see no grpcio, as after a plain ``pip install spright``: a
+    package of that name first on their path fails to import."""
+    hidden = tmp_path / "hide" / "grpc"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('grpcio is hidden by the test')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(hidden.parent), os.environ.get("PYTHONPATH")])))
+
+
+def test_doctor_names_the_extra_that_installs_grpc(without_grpc: None) -> None:
+    """The hint keeps its ``[grpc]``: rich markup used to eat it (``pip install 'spright'``)."""
+    result = spright("doctor")
+    assert result.returncode == 0, result.stderr
+    assert "grpcio is not installed (pip install 'spright[grpc]')" in said(result.stdout)
+
+
+def test_run_on_a_missing_transport_names_the_extra(without_grpc: None, runtime_dir: Path) -> None:
+    result = spright("run", "examples.echo:app", "--transport", "grpc", "--port", "0")
+    assert result.returncode == 2
+    assert "grpcio is not installed (pip install 'spright[grpc]')" in said(result.stderr)
 
 
 @pytest.mark.parametrize(("source", "message"), [
