@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,23 @@ def test_run_on_a_missing_transport_names_the_extra(without_grpc: None, runtime_
     result = spright("run", "examples.echo:app", "--transport", "grpc", "--port", "0")
     assert result.returncode == 2
     assert "grpcio is not installed (pip install 'spright[grpc]')" in said(result.stderr)
+
+
+@pytest.mark.parametrize("problem", ["an unknown transport", "a port in use"])
+def test_a_failed_start_leaves_no_runtime_directory(problem: str, runtime_dir: Path) -> None:
+    """Else the next start removes it as one "left by a node that was killed"."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        options = ["--transport", "nosuch", "--port", "0"] if problem == "an unknown transport" else ["--port", port]
+        for start in ("first", "second"):
+            result = spright("run", "examples.echo:app", *options)
+            assert result.returncode == 2, (start, result.stderr)
+            expected = "unknown transport 'nosuch'" if problem == "an unknown transport" else "address already in use"
+            assert expected in said(result.stderr), (start, result.stderr)
+            assert "killed" not in result.stderr, (start, result.stderr)
+            assert list(runtime_dir.iterdir()) == [], start
 
 
 @pytest.mark.parametrize(("source", "message"), [
