@@ -2,10 +2,11 @@
 
 from spright.config import Config, PoolConfig
 from spright.context import CallError, Context, HTTPError, JSONBytes, Reply
+from spright.multidict import MultiDict
 from spright.routing import App, Chain, Function, RoutingError
 
 __all__ = [
-    "App", "CallError", "Chain", "Config", "Context", "Function", "HTTPError", "JSONBytes", "PoolConfig", "Reply",
-    "RoutingError",
+    "App", "CallError", "Chain", "Config", "Context", "Function", "HTTPError", "JSONBytes", "MultiDict", "PoolConfig",
+    "Reply", "RoutingError",
 ]
 __version__ = "0.1.0"

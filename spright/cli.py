@@ -14,6 +14,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from spright.deploy import deploy_app
@@ -32,7 +33,8 @@ errors = Console(stderr=True)
 
 
 def _fail(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}")
+    # escaped: rich would take "[grpc]" in "pip install 'spright[grpc]'" for markup and drop it
+    errors.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(2)
 
 
@@ -271,14 +273,14 @@ def doctor() -> None:
         reason = cls.unavailable_reason()
         if reason is None:
             usable.append(name)
-        grid.add_row(name, "[green]ok[/]" if reason is None else "[red]unavailable[/]", reason or cls.summary)
+        grid.add_row(name, "[green]ok[/]" if reason is None else "[red]unavailable[/]", escape(reason or cls.summary))
     console.print(grid)
     console.print(f"--transport auto would use: [bold]{usable[0] if usable else 'nothing'}[/]")
     hints = Table(title="latency on this machine")
     for column in ("check", "status", "details"):
         hints.add_column(column)
     for check, fine, details in latency_hints():
-        hints.add_row(check, "[green]ok[/]" if fine else "[yellow]slower[/]", details)
+        hints.add_row(check, "[green]ok[/]" if fine else "[yellow]slower[/]", escape(details))
     console.print(hints)
 
 

@@ -19,15 +19,20 @@ MiB = 1 << 20
 
 @dataclass(frozen=True)
 class PoolConfig:
-    """Slot sizes and counts. The largest class must hold ``max_body`` plus metadata."""
+    """Slot sizes and counts. The largest class holds the larger limit plus ``meta_reserve`` of metadata."""
 
-    max_body: int = 8 * MiB
+    max_body: int = 8 * MiB  # the largest request body: past it the gateway answers 413
+    # the largest result a handler may return (a hop's output, a call's answer, the response),
+    # past which it is answered 500 saying so. None: whatever the largest slot holds beside the
+    # request's metadata (max_body and a little more, as ever). Set it to answer more than a
+    # request may send without raising max_body, or to cap answers exactly.
+    max_response: int | None = None
     classes: tuple[tuple[int, int], ...] = ((4096, 4096), (65536, 1024), (MiB + 65536, 64))
     large_slots: int = 8
     meta_reserve: int = 64 * 1024
 
     def size_classes(self) -> list[tuple[int, int]]:
-        large = self.max_body + self.meta_reserve
+        large = max(self.max_body, self.max_response or 0) + self.meta_reserve
         small = [(size, count) for size, count in self.classes if size < large]
         return [*small, (large, self.large_slots)]
 
@@ -47,7 +52,7 @@ class Config:
     node_dir: str | None = None  # spright gateway (pod mode): where its workers, started on their own, join
     # -- the app's (App(...)) ----------------------------------------------------------------
     default_timeout: float = 30.0  # seconds a route's chain may take, unless the route says
-    pool: PoolConfig = field(default_factory=PoolConfig)  # pool.max_body is the request body limit
+    pool: PoolConfig = field(default_factory=PoolConfig)  # pool.max_body, .max_response: the size limits
     # -- HTTP limits -----------------------------------------------------------------------
     max_header_bytes: int = 16 * 1024
     max_url: int = 8 * 1024

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+from http.cookies import _unquote  # private, but the stdlib's own rules (Starlette uses it too)
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
 
 import orjson
 
 from spright.descriptor import BODY_BYTES, BODY_JSON, BODY_TEXT, HAS_RESPONSE_META, Descriptor
 from spright.headers import check_header, merge_headers
+from spright.multidict import MultiDict
 from spright.pool import Payload, read_meta
 
 if TYPE_CHECKING:
@@ -91,12 +92,12 @@ class Context:
         "_meta",
         "_raw_meta",
         "_slot_view",
+        "_status",
         "_worker",
         "body",
         "content_type",
         "descriptor",
         "response_headers",
-        "status",
     )
 
     def __init__(self, worker: Worker, descriptor: Descriptor, slot_view: memoryview) -> None:
@@ -106,7 +107,7 @@ class Context:
         self.body: memoryview = slot_view[: descriptor.length]
         self._meta: dict[str, Any] | None = None
         self._raw_meta: builtins.bytes | None = None
-        self.status: int | None = None
+        self._status: int | None = None
         self.content_type: str | None = None
         self.response_headers: list[tuple[str, str]] = []
 
@@ -128,9 +129,10 @@ class Context:
             problem = str(exc)  # raised outside: the decode error references the slot's memory
         raise HTTPError(400, f"body is not valid JSON: {problem}")
 
-    def form(self) -> dict[str, str]:
-        """A form-encoded body (application/x-www-form-urlencoded), last value wins."""
-        return dict(parse_qsl(self.text(), keep_blank_values=True))
+    def form(self) -> MultiDict:
+        """A form-encoded body (application/x-www-form-urlencoded): ``form()["k"]`` is the
+        last value of ``k``, ``form().getlist("k")`` all of them."""
+        return MultiDict.parse(self.text())
 
     # -- request metadata ------------------------------------------------------------------
     def raw_meta(self) -> builtins.bytes:
@@ -172,20 +174,40 @@ class Context:
         return self._worker.table.routes[route].timeout if route is not None else None
 
     @property
-    def query(self) -> dict[str, str]:
-        return dict(parse_qsl(self.meta.get("query", ""), keep_blank_values=True))
+    def query(self) -> MultiDict:
+        """``query["k"]`` is the last value of ``k``, ``query.getlist("k")`` all of them."""
+        return MultiDict.parse(self.meta.get("query", ""))
 
     @property
     def headers(self) -> dict[str, str]:
-        """Lower-cased names; repeated headers are joined with ', '."""
+        """Lower-cased names; repeated headers are joined with ', ' (Cookie lines with '; ')."""
         return self.meta.get("headers", {})
 
     @property
     def cookies(self) -> dict[str, str]:
-        pairs = (part.strip().partition("=") for part in self.headers.get("cookie", "").split(";"))
-        return {name: value for name, _, value in pairs if name}
+        """``name=value`` pairs of the Cookie header; a quoted value is unquoted as
+        ``http.cookies`` does (Starlette's ``cookie_parser`` too): ``a="x y"`` gives ``x y``."""
+        pairs = (part.partition("=") for part in self.headers.get("cookie", "").split(";"))
+        return {name.strip(): _unquote(value.strip()) for name, _, value in pairs if name.strip()}
 
     # -- response --------------------------------------------------------------------------
+    @property
+    def status(self) -> int | None:
+        """The response's status; None: the one the chain carries (200 unless a hop set one)."""
+        return self._status
+
+    @status.setter
+    def status(self, value: int | None) -> None:
+        # checked here, where the handler's traceback points: a bad one used to fail later,
+        # in the worker (a str: struct.error) or reach the client as it was (99, 600)
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"ctx.status must be an int, got {value!r} ({type(value).__name__})")
+            if not 200 <= value <= 599:  # 1xx are interim answers, never a request's final one
+                raise ValueError(f"ctx.status must be a final HTTP status, 200..599, got {value}")
+            value = int(value)  # an IntEnum (http.HTTPStatus) as the plain number
+        self._status = value
+
     def set_header(self, name: str, value: str) -> None:
         """A response header (spright.headers): it replaces an earlier one of the same name,
         set here or by an earlier hop, except Set-Cookie, which adds a line each time;

@@ -140,7 +140,8 @@ class HttpProtocol(asyncio.Protocol):
             raise httptools.HttpParserError("headers too large")
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
-        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
+        joint = "; " if key == "cookie" else ", "  # RFC 9113 §8.2.3: Cookie lines are one list, joined by "; "
+        self._headers[key] = f"{self._headers[key]}{joint}{text}" if key in self._headers else text
 
     def on_headers_complete(self) -> None:
         host = self._headers.get("host")

@@ -53,16 +53,25 @@ def _find_app(reference: str) -> App:
         if exc.name and module_name.startswith(exc.name):
             raise AppNotFound(f"cannot import module {module_name!r}: no such module (is it on sys.path?)") from None
         raise
+    apps: dict[str, App] = {}  # the module's App objects by their first name (an alias is the same app)
+    for name, value in vars(module).items():
+        if isinstance(value, App) and all(value is not app for app in apps.values()):
+            apps[name] = value
     if attribute:
         app = getattr(module, attribute, None)
         if not isinstance(app, App):
-            raise AppNotFound(f"{module_name!r} has no App named {attribute!r}")
+            found = f"{attribute!r} is a {type(app).__name__}" if hasattr(module, attribute) else f"no {attribute!r}"
+            there = ", ".join(f"{module_name}:{name}" for name in apps)
+            there = f"its App{'s' if len(apps) > 1 else ''}: {there}" if apps else "it defines no App"
+            raise AppNotFound(f"{module_name!r} has no App named {attribute!r} ({found}); {there}")
         return app
-    apps = [value for value in vars(module).values() if isinstance(value, App)]
-    if len(apps) != 1:
-        found = "none" if not apps else f"{len(apps)}"
-        raise AppNotFound(f"{module_name!r} defines {found} App objects; name one as {module_name}:NAME")
-    return apps[0]
+    if not apps:
+        raise AppNotFound(f"{module_name!r} defines no App: looked for a module-level spright.App "
+                          f'(e.g. app = App("name")) and found none')
+    if len(apps) > 1:
+        raise AppNotFound(f"{module_name!r} defines {len(apps)} App objects ({', '.join(apps)}): name the one to "
+                          f"run, e.g. {module_name}:{next(iter(apps))}")
+    return next(iter(apps.values()))
 
 
 def _path_to_module(path: str) -> str:

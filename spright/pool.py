@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, Protocol
 from spright.config import MiB, PoolConfig
 from spright.descriptor import GATEWAY_SHIFT
 
-__all__ = ["MiB", "Payload", "Payloads", "Pool", "PoolConfig", "PoolExhausted", "Slot", "read_meta"]
+__all__ = ["MiB", "Payload", "Payloads", "Pool", "PoolConfig", "PoolExhausted", "Slot", "TooLarge", "read_meta"]
 
 Payload = bytes | bytearray | memoryview  # what a slot's payload may be written from
 
@@ -84,6 +84,16 @@ def attach_segment(name: str, tracked: bool = True) -> SharedMemory:
 
 class PoolExhausted(Exception):
     """No free slot of a fitting size: the gateway answers 503."""
+
+
+class TooLarge(ValueError):
+    """No slot of the pool is that large (``size``: payload and metadata; ``largest``: the
+    largest slot's bytes): the caller says which limit to raise."""
+
+    def __init__(self, size: int, largest: int) -> None:
+        super().__init__(f"{size} bytes exceed the pool's largest slot ({largest} bytes)")
+        self.size = size
+        self.largest = largest
 
 
 class Pool:
@@ -150,11 +160,11 @@ class Pool:
         return [segment.name for segment in self._segments]
 
     def alloc(self, size: int, owner: int) -> Slot:
-        """A slot whose capacity holds ``size`` bytes; raises PoolExhausted or ValueError."""
+        """A slot whose capacity holds ``size`` bytes; raises PoolExhausted or TooLarge."""
         number = bisect_left(self._capacities, size)
         classes = self._nclasses
         if number == classes:
-            raise ValueError(f"{size} bytes exceed the pool's largest slot ({self._capacities[-1]} bytes)")
+            raise TooLarge(size, self._capacities[-1])
         stacks, generations = self._stacks, self._generation
         with self._lock:
             while number < classes:  # fall back to a larger class when one is full
@@ -261,7 +271,7 @@ class Pool:
         """``payload`` at the slot's start and ``meta`` at its tail (None: keep the slot's
         meta), in this slot when both fit, else in a larger one (this one freed, ``owner``
         owning the new one). Returns the slot that holds them. Raises PoolExhausted, or
-        ValueError when no slot is large enough."""
+        TooLarge when no slot is large enough."""
         number = (slot >> CLASS_SHIFT) & CLASS_MASK
         size = self._capacities[number]
         start = (slot & INDEX_MASK) * size

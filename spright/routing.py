@@ -7,6 +7,7 @@ is written into the kernel's maps.
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import uuid
@@ -131,6 +132,11 @@ class App:
         name = name or str(getattr(handler, "__name__", ""))
         if not callable(handler):
             raise RoutingError(f"function {name!r}: handler {handler!r} is not callable")
+        if inspect.isgeneratorfunction(handler) or inspect.isasyncgenfunction(handler):
+            # its call returns a generator, no response: every request would be a bare 500
+            kind = "an async generator function" if inspect.isasyncgenfunction(handler) else "a generator function"
+            raise RoutingError(f"function {name!r}: its handler is {kind} (it yields), and streaming responses are "
+                               f"not supported yet: return the whole result (bytes, str, dict...) instead")
         if not _NAME.match(name):
             raise RoutingError(f"function name {name!r} must be an identifier-like name (letters, digits, _ . -)")
         if name in self.functions:

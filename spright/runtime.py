@@ -53,7 +53,7 @@ from spright.metrics import (
     REFUSED_CALLS,
     ROW_WORDS,
 )
-from spright.pool import Payload, Pool, PoolExhausted
+from spright.pool import Payload, Pool, PoolExhausted, TooLarge
 from spright.routing import Function
 from spright.table import RouteTable
 from spright.transport.base import Endpoint, Outbox, Transport
@@ -98,6 +98,7 @@ class Worker:
         self.function = function
         self.id = table.function_id(function.name) if endpoint is None else endpoint
         self.pool = pool
+        self._max_response = pool.config.max_response  # None: what the largest slot holds
         self.counters = counters if counters is not None else memoryview(bytearray(8 * ROW_WORDS)).cast("Q")
         self._is_async = inspect.iscoroutinefunction(function.handler)
         self._inline = never_suspends(function.handler)
@@ -290,19 +291,33 @@ class Worker:
         log.warning("%s: request %d ended before its handler returned; result dropped", self.function.name,
                     d.request_id)
 
+    def _too_large(self, size: int, limit: int) -> HTTPError:
+        """A result over the response limit: a 500 (the app broke its own node's setting;
+        nothing upstream failed, so not a 502) that says what to raise, not an anonymous one."""
+        detail = (f"{self.function.name} returned {size} bytes, over the response limit of {limit} bytes: raise "
+                  f"PoolConfig.max_response (e.g. App(pool=PoolConfig(max_response=...)))")
+        log.error("%s", detail)
+        return HTTPError(500, detail)
+
     def _forward(self, d: Descriptor, ctx: Context, payload: Payload, body_flag: int) -> None:
         """The handler's result, in the request's slot (or a larger one), to whoever is next:
         the caller of a call, else the chain's next hop (the gateway after its last)."""
+        # a result too large fails before anything is written: _fail answers in the request's slot
+        if self._max_response is not None and len(payload) > self._max_response:
+            raise self._too_large(len(payload), self._max_response)
         flags = (d.flags & HAS_RESPONSE_META) | body_flag
         slot, generation = d.slot, d.generation
-        # this hop or an earlier one shaped the HTTP response: headers accumulate along the chain
-        if (ctx.content_type is not None or ctx.response_headers or flags & HAS_RESPONSE_META) and (
-                response := ctx.response_meta()):
-            meta = orjson.dumps({**ctx.meta, "response": response})
-            flags |= HAS_RESPONSE_META
-            slot, generation = self.pool.write(slot, generation, payload, meta, d.request_id)
-        elif payload is not ctx.body:  # returning ctx.body itself costs nothing: it is already there
-            slot, generation = self.pool.write(slot, generation, payload, None, d.request_id)
+        try:
+            # this hop or an earlier one shaped the HTTP response: headers accumulate along the chain
+            if (ctx.content_type is not None or ctx.response_headers or flags & HAS_RESPONSE_META) and (
+                    response := ctx.response_meta()):
+                meta = orjson.dumps({**ctx.meta, "response": response})
+                flags |= HAS_RESPONSE_META
+                slot, generation = self.pool.write(slot, generation, payload, meta, d.request_id)
+            elif payload is not ctx.body:  # returning ctx.body itself costs nothing: it is already there
+                slot, generation = self.pool.write(slot, generation, payload, None, d.request_id)
+        except TooLarge as exc:  # the largest slot, less this result's metadata, is the limit
+            raise self._too_large(len(payload), exc.largest - (exc.size - len(payload))) from None
         if slot == d.slot:  # else write() moved it and freed the old one
             self.pool.unhold(slot)  # handed on: the next hop holds it
         status = ctx.status or d.status

@@ -73,6 +73,20 @@ class Supervisor:
             log.warning("spright: removed %s, left by a node that was killed", leftover)
         self.runtime_dir = self.node_dir or runtime_base() / str(os.getpid())
         self.runtime_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+        # however the node ends, a failed start too (an unknown transport, a port in use), its
+        # directory goes: the next node to start would take one left behind for a killed node's
+        try:
+            await self._serve(stop)
+        finally:
+            if self.node_dir is None:
+                shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            else:  # the directory is the pod's: only what would mislead a worker goes
+                for name in (join.FILE_NAME, NODE_FILE, control.SOCKET_NAME, INSTANCES_FILE):
+                    (self.runtime_dir / name).unlink(missing_ok=True)
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        """Start the node in its runtime directory, serve until ``stop``, drain, stop it."""
+        loop = asyncio.get_running_loop()
         os.environ[NODE_DIR_ENV] = str(self.runtime_dir)  # workers inherit it: per-node scratch space
         transport, reason = select_transport(self.runtime_dir, self.table, self.config)
         if reason:
@@ -125,11 +139,6 @@ class Supervisor:
             transport.stop()
             self.pool.close()
             self.counters.close()
-            if self.node_dir is None:
-                shutil.rmtree(self.runtime_dir, ignore_errors=True)
-            else:  # the directory is the pod's: only what would mislead a worker goes
-                for name in (join.FILE_NAME, NODE_FILE, control.SOCKET_NAME, INSTANCES_FILE):
-                    (self.runtime_dir / name).unlink(missing_ok=True)
 
     # -- workers ---------------------------------------------------------------------------
     async def _start_workers(self) -> None:

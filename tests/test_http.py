@@ -268,3 +268,13 @@ def test_a_handler_cannot_frame_the_response_and_the_next_request_still_parses(p
             http.buffer = http.buffer[lengths[0]:]
         http.send(b"POST /tag HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nnext")
         assert http.response()[::2] == (200, b"next!")
+
+
+def test_two_cookie_headers_are_one_cookie_list(port: int) -> None:
+    """RFC 9113 §8.2.3 / RFC 6265 §5.4: repeated Cookie lines join with "; " (not ", ", which
+    would fold the second cookie into the first one's value); a quoted value is unquoted."""
+    with Connection(port) as http:
+        http.send(b'GET /info/x HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\nCookie: session="s 1"\r\n\r\n')
+        status, _, body = http.response()
+        assert status == 200, body
+        assert json.loads(body)["session"] == "s 1"

@@ -158,6 +158,25 @@ def test_registration_mistakes() -> None:
         app.compile()
 
 
+def test_generator_handlers_are_refused_at_registration() -> None:
+    """They would fail every request with a bare 500 (a generator is no response): refused
+    where the user registers them, naming the function."""
+
+    def pages(ctx):
+        yield b"one"
+
+    async def events(ctx):
+        yield b"one"
+
+    app = App("t")
+    for handler, kind in ((pages, "a generator function"), (events, "an async generator function")):
+        with pytest.raises(RoutingError, match=f"function '{handler.__name__}': .*{kind}.*streaming"):
+            app.add_function(handler)
+        with pytest.raises(RoutingError, match="streaming"):
+            app.function(name="decorated")(handler)
+    assert app.functions == {}
+
+
 def test_domains_default_to_the_app_and_can_be_split() -> None:
     app = App("shop")
     app.add_function(noop, name="front")
