@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from spright.descriptor import REFUSED, SIZE, Descriptor, pack_many
+from spright.table import MAX_HOPS
 from spright.transport import bpf, skmsg
 from spright.transport.skmsg import ANONYMOUS, SkmsgTransport
 from tests.skmsg_kit import (
@@ -41,9 +42,11 @@ def test_route_map_reads_back_the_compiled_table(tmp_path: Path) -> None:
         t.stop()
 
 
-def test_table_that_does_not_fit_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="at most 32 hops"):
-        SkmsgTransport(tmp_path, make_table(1, chains=[[1] * 32]))  # + the gateway: 33
+def test_a_chain_the_route_map_cannot_hold_never_reaches_it() -> None:
+    """The map's row per chain is MAX_HOPS long: compile refuses a longer chain for every plane."""
+    make_table(1, chains=[[1] * (MAX_HOPS - 1)])  # + the gateway: MAX_HOPS positions, the most
+    with pytest.raises(ValueError, match=f"a chain holds at most {MAX_HOPS - 1}"):
+        make_table(1, chains=[[1] * MAX_HOPS])
 
 
 async def test_next_in_chain_is_resolved_and_rewritten_in_the_kernel(node: SkmsgTransport) -> None:
