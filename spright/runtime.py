@@ -75,6 +75,15 @@ else:
 PAST_DEADLINE = "the chain's timeout passed"  # the cancel message of a handler the worker ended
 
 
+def _cancel_message(task: asyncio.Task[None]) -> tuple[Any, ...]:
+    """What a cancelled ``task`` was cancelled with (its result() raises it; read it once)."""
+    try:
+        task.result()
+    except asyncio.CancelledError as exc:
+        return exc.args
+    return ()
+
+
 def never_suspends(handler: Any) -> bool:
     """True for a coroutine function with no await point in its body (no YIELD_VALUE in its
     bytecode): its coroutine finishes on the first step, so it needs neither a Task nor a
@@ -104,7 +113,7 @@ class Worker:
         self._active = 0
         self._backlog: deque[tuple[Descriptor, float]] = deque()  # waiting for a place, since (loop time)
         self._drained: asyncio.Future[None] | None = None  # set while drain() waits
-        self._running: set[asyncio.Task[None]] = set()  # handlers running as Tasks, each watched for its deadline
+        self._running: dict[asyncio.Task[None], Descriptor] = {}  # handlers run as Tasks, watched for their deadline
         self._timeouts = table.timeouts
         self._endpoint: Endpoint | None = None
         # set by start(): the worker runs only once it is attached
@@ -199,21 +208,36 @@ class Worker:
         """Run the handler; ``arrived``: when a descriptor that waited for a place came in."""
         self._active += 1
         if self._inline:  # what an eager Task would do, minus the Task; in a context of its own
-            try:  # noqa: SIM105 (contextlib.suppress adds two Python calls per descriptor)
+            try:
                 contextvars.copy_context().run(self._run(descriptor).send, None)
             except StopIteration:
                 pass
-        else:
-            task = start_task(self._loop, self._run(descriptor))
-            if not task.done():
-                # a hung handler must not hold a place, nor its slot, for good: cancelled at
-                # its chain's timeout after the request reached this worker
-                since = self._loop.time() if arrived is None else arrived
-                self._running.add(task)
-                self._deadlines.watch(task, since + self._timeouts[descriptor.chain], self._expire)
+            finally:
+                self._finished()
+            return
+        task = start_task(self._loop, self._run(descriptor))
+        if task.done():  # an eager start ran it to the end: no callback, no loop trip
+            self._finished()
+            return
+        # a hung handler must not hold a place, nor its slot, for good: cancelled at its
+        # chain's timeout after the request reached this worker
+        since = self._loop.time() if arrived is None else arrived
+        self._running[task] = descriptor
+        self._deadlines.watch(task, since + self._timeouts[descriptor.chain], self._expire)
+        # the place comes back in a callback, not in _run's finally: a Task cancelled before
+        # its first step (uvloop runs a due timer before it) never enters its coroutine
+        task.add_done_callback(self._task_done)
 
     def _expire(self, task: Hashable) -> None:
         cast("asyncio.Task[None]", task).cancel(PAST_DEADLINE)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        d = self._running.pop(task)
+        self._deadlines.forget(task)
+        if task.cancelled() and _cancel_message(task) == (PAST_DEADLINE,):
+            # _run turns this cancellation into a 504 once it runs: this one never ran
+            self._shed(d, self._timeouts[d.chain])
+        self._finished()
 
     def _finished(self) -> None:
         self._active -= 1
@@ -230,8 +254,9 @@ class Worker:
             self._outbox.flush()  # nothing else running: waiting for the loop's turn only adds latency
 
     def _shed(self, d: Descriptor, timeout: float) -> None:
-        """A request that waited past its chain's timeout for a place: the gateway (or the
-        caller) has given up on it, so it is answered 504 without running its handler."""
+        """A request that waited past its chain's timeout for a place (or was cancelled at
+        it before its handler's first step): the gateway (or the caller) has given up on it,
+        so it is answered 504 without running its handler."""
         if self.pool.is_current(d.slot, d.generation):
             self._fail(d, HTTPError(504, f"{self.function.name} was busy: the request waited past the chain's "
                                          f"timeout of {timeout:g} s for a place"))
@@ -242,40 +267,35 @@ class Worker:
 
     # -- running a handler -----------------------------------------------------------------
     async def _run(self, d: Descriptor) -> None:
+        """The handler over ``d``, its answer sent on; the caller gives the place back."""
         pool = self.pool
+        if not pool.hold(d.slot, d.generation, self.id):
+            return  # the request ended (timeout) and its slot was reclaimed: drop
+        ctx = Context(self, d, pool.view(d.slot))
+        started = perf_counter_ns()
         try:
-            if not pool.hold(d.slot, d.generation, self.id):
-                return  # the request ended (timeout) and its slot was reclaimed: drop
-            ctx = Context(self, d, pool.view(d.slot))
-            started = perf_counter_ns()
-            try:
-                result = self.function.handler(ctx)
-                if self._is_async or inspect.isawaitable(result):
-                    result = await result
-                payload, body_flag = encode(result)
-                if pool.is_current(d.slot, d.generation):
-                    self._forward(d, ctx, payload, body_flag)
-                else:
-                    self._outlived(d)
-            except (Exception, asyncio.CancelledError) as exc:
-                if isinstance(exc, asyncio.CancelledError):
-                    if exc.args != (PAST_DEADLINE,):
-                        raise
-                    exc = self._past_deadline(d)
-                if pool.is_current(d.slot, d.generation):
-                    self._fail(d, exc)
-                else:
-                    self._outlived(d)
-            counters = self.counters
-            counters[HANDLED] += 1
-            counters[HANDLER_NS] += perf_counter_ns() - started
-        finally:
-            if not self._inline:
-                task = asyncio.current_task()
-                if task in self._running:
-                    self._running.discard(task)
-                    self._deadlines.forget(task)
-            self._finished()
+            result = self.function.handler(ctx)
+            if self._is_async or inspect.isawaitable(result):
+                result = await result
+            payload, body_flag = encode(result)
+            if pool.is_current(d.slot, d.generation):
+                self._forward(d, ctx, payload, body_flag)
+            else:
+                self._outlived(d)
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                if exc.args != (PAST_DEADLINE,):
+                    raise
+                exc = self._past_deadline(d)
+            if pool.is_current(d.slot, d.generation):
+                self._fail(d, exc)
+            else:
+                self._outlived(d)
+        counters = self.counters
+        counters[HANDLED] += 1
+        counters[HANDLER_NS] += perf_counter_ns() - started
+        if self._active == 1 and not self._outbox.batching:
+            self._outbox.flush()  # the only handler running: its answer need not wait for the loop's turn
 
     def _past_deadline(self, d: Descriptor) -> HTTPError:
         timeout = self._timeouts[d.chain]
