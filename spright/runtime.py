@@ -23,7 +23,7 @@ from typing import Any, cast
 import orjson
 
 from spright import descriptor
-from spright.calls import Calls, Deadlines
+from spright.calls import Calls, Deadlines, depth_of, too_deep
 from spright.context import CallError, Context, HTTPError, Reply, encode
 from spright.descriptor import (
     CALL,
@@ -32,6 +32,7 @@ from spright.descriptor import (
     GATEWAY,
     HAS_RESPONSE_META,
     KIND_MASK,
+    MAX_DEPTH,
     READY,
     REFUSED,
     REPLY,
@@ -105,7 +106,8 @@ class Worker:
         ``endpoint``: the instance's endpoint id (default: the function's own, its first)."""
         self.table = table
         self.function = function
-        self.id = table.function_id(function.name) if endpoint is None else endpoint
+        self._function_id = table.function_id(function.name)
+        self.id = self._function_id if endpoint is None else endpoint
         self.pool = pool
         self.counters = counters if counters is not None else memoryview(bytearray(8 * ROW_WORDS)).cast("Q")
         self._is_async = inspect.iscoroutinefunction(function.handler)
@@ -334,15 +336,22 @@ class Worker:
         self.counters[OUT] += 1
 
     def _fail(self, d: Descriptor, exc: Exception) -> None:
-        if isinstance(exc, HTTPError):
-            origin = exc.function if isinstance(exc, CallError) else self.function.name
-            status, body = exc.status, {"error": exc.detail or "error", "function": origin}
-            if isinstance(exc, CallError) or status < 500:
+        body: dict[str, Any]
+        if isinstance(exc, CallError):  # the callee's failure, as the callee said it
+            status, body = exc.status, {"error": exc.detail or "error", "status": exc.status, "function": exc.function}
+            if exc.error_id:
+                body["error_id"] = exc.error_id  # the id in the callee's log
+            log.info("%s: %s", self.function.name, str(exc))
+        elif isinstance(exc, HTTPError):
+            status = exc.status
+            body = {"error": exc.detail or "error", "status": status, "function": self.function.name}
+            if status < 500:
                 log.info("%s: %s", self.function.name, str(exc))
         else:
             error_id = secrets.token_hex(6)
             status = 503 if isinstance(exc, PoolExhausted) else 500
-            body = {"error": "internal server error", "error_id": error_id, "function": self.function.name}
+            body = {"error": "internal server error", "status": status, "function": self.function.name,
+                    "error_id": error_id}
             trace = "".join(traceback.format_exception(exc))  # text: a kept record must not pin the slot
             log.error("%s failed (error_id=%s)\n%s", self.function.name, error_id, trace)
         payload = orjson.dumps(body)
@@ -361,8 +370,13 @@ class Worker:
         try:
             callee = self.table.function_id(function)
         except LookupError as exc:
-            return self._failed(HTTPError(500, str(exc)))
+            return self._failed(CallError(404, str(exc), function))
         d = ctx.descriptor
+        depth = 0
+        if callee == self._function_id:
+            depth = depth_of(d) + 1
+            if depth >= self.function.concurrency:
+                return self._failed(too_deep(self.function.name, self.function.concurrency, depth))
         try:
             payload, body_flag = encode(value)
             call_id, future = self._calls.open(callee, self._timeouts[d.chain])
@@ -374,8 +388,8 @@ class Worker:
             self._calls.close(call_id)
             future.set_exception(exc)
             return future
-        self._outbox.put(descriptor.call(callee, self.id, body_flag, d.chain, slot.id,
-                                         slot.generation, len(payload), d.request_id, call_id))
+        self._outbox.put(descriptor.call(callee, self.id, body_flag, d.chain, slot.id, slot.generation,
+                                         len(payload), d.request_id, call_id, min(depth, MAX_DEPTH)))
         counters = self.counters
         counters[OUT] += 1
         counters[CALLS] += 1
