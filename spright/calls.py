@@ -32,7 +32,8 @@ def too_deep(name: str, concurrency: int, depth: int) -> CallError:
     """A call of ``name`` to itself that could never run: the ``depth`` handlers waiting on
     it, its caller included, hold ``depth`` of the function's places, so with ``depth`` >=
     ``concurrency`` it would wait in the backlog until the route's timeout for a place none
-    of them gives back. Refused at once: 508 Loop Detected."""
+    of them gives back (with several instances too: the call may land on the caller's own).
+    Refused at once: 508 Loop Detected."""
     return CallError(508, f"{name!r} called itself {depth + 1} deep but has only {concurrency} places "
                           f"(concurrency={concurrency}), each level holding one: the innermost call could never "
                           f"run. Raise {name!r}'s concurrency or recurse less deep", name)

@@ -366,7 +366,7 @@ class Worker:
     # -- internal calls ---------------------------------------------------------------------
     def call(self, ctx: Context, function: str, value: Any) -> asyncio.Future[Reply]:
         """``ctx.call``: ``value`` in a new slot to ``function``, sent now; the future settles
-        with its reply (or fails: an unknown function, a callee down, a full pool...)."""
+        with its reply (or fails: an unknown function, a self-call too deep, a callee down...)."""
         try:
             callee = self.table.function_id(function)
         except LookupError as exc:

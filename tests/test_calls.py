@@ -91,7 +91,7 @@ async def test_a_self_call_deeper_than_the_concurrency_is_refused_at_once_with_5
     for levels in (2, 1):  # within the bound; and no place was lost to the refused call
         r = await client.post("/recurse", json=levels)
         assert (r.status, r.json()) == (200, levels)
-    assert client.workers[client.table.function_id("recurse") - 1]._active == 0
+    assert next(w for w in client.workers if w.function.name == "recurse")._active == 0
 
 
 async def test_a_callees_unexpected_exception_reaches_the_client_with_its_error_id(
