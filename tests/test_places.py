@@ -11,7 +11,7 @@ from typing import Any
 import uvloop
 
 from spright import App, Context, runtime
-from spright.descriptor import ERROR, RESPONSE, unpack_many
+from spright.descriptor import ERROR, RESPONSE, SIZE, unpack_many
 from spright.metrics import IN_FLIGHT
 from spright.runtime import PAST_DEADLINE
 from spright.testing import TestClient
@@ -41,8 +41,10 @@ async def test_a_handler_cancelled_before_its_first_step_gives_its_place_back_an
     monkeypatch.setattr(runtime, "start_task", start_then_cancel)
     async with Harness(waits, concurrency=1) as h:
         h.send(2)  # the second waits in the backlog for the only place
-        await turns_until(lambda: sum(map(len, h.received)) >= 2 * 32)
-        first, second = (d for batch in h.received for d in unpack_many(batch))
+        await turns_until(lambda: sum(map(len, h.received)) >= 2 * SIZE)
+        answered = [d for batch in h.received for d in unpack_many(batch)]
+        assert len(answered) == 2, f"{len(answered)} of 2 answered: the cancelled handler kept the only place"
+        first, second = answered
         assert first.kind == ERROR and first.status == 504, "the cancelled request is answered, not left to time out"
         assert second.kind == RESPONSE and h.pool.read(second.slot, second.length) == b"ok", "the place came back"
         assert h.worker._active == 0 and h.worker.counters[IN_FLIGHT] == 0 and not h.worker._running
