@@ -16,10 +16,27 @@ from typing import cast
 import orjson
 
 from spright.context import CallError, Reply
-from spright.descriptor import BODY_JSON, BODY_MASK, ERROR, KIND_MASK, Descriptor
+from spright.descriptor import BODY_JSON, BODY_MASK, CALL, ERROR, KIND_MASK, Descriptor
 from spright.table import RouteTable
 
 Expire = Callable[[Hashable], None]
+
+
+def depth_of(d: Descriptor) -> int:
+    """How many handlers of its function wait on the one running ``d``, each holding one of
+    the function's places: a call's depth (``descriptor.call``), none for a chain's hop."""
+    return d.hop if d.flags & KIND_MASK == CALL else 0
+
+
+def too_deep(name: str, concurrency: int, depth: int) -> CallError:
+    """A call of ``name`` to itself that could never run: the ``depth`` handlers waiting on
+    it, its caller included, hold ``depth`` of the function's places, so with ``depth`` >=
+    ``concurrency`` it would wait in the backlog until the route's timeout for a place none
+    of them gives back (with several instances too: the call may land on the caller's own).
+    Refused at once: 508 Loop Detected."""
+    return CallError(508, f"{name!r} called itself {depth + 1} deep but has only {concurrency} places "
+                          f"(concurrency={concurrency}), each level holding one: the innermost call could never "
+                          f"run. Raise {name!r}'s concurrency or recurse less deep", name)
 
 
 class Deadlines:
@@ -108,7 +125,7 @@ class Calls:
         if d.flags & KIND_MASK == ERROR:
             error = orjson.loads(body) if body else {}
             origin = error.get("function") or self._table.name_of(d.sender)
-            future.set_exception(CallError(d.status or 500, error.get("error", ""), origin))
+            future.set_exception(CallError(d.status or 500, error.get("error", ""), origin, error.get("error_id")))
         else:
             future.set_result(Reply(body, d.flags & BODY_MASK == BODY_JSON))
 

@@ -39,12 +39,14 @@ class CallError(HTTPError):
     """A ``ctx.call`` target failed; unhandled, it fails the caller with the same status.
 
     ``function`` names where the failure began, even through nested calls, so the detail
-    reaches the client as the failing function said it, without a prefix per hop.
+    reaches the client as the failing function said it, without a prefix per hop;
+    ``error_id``, when that was an unexpected exception, the id its worker logged it under.
     """
 
-    def __init__(self, status: int, detail: str = "", function: str = "") -> None:
+    def __init__(self, status: int, detail: str = "", function: str = "", error_id: str | None = None) -> None:
         super().__init__(status, detail)
         self.function = function
+        self.error_id = error_id
 
 
 class JSONBytes(bytes):

@@ -20,7 +20,7 @@ FIELDS = (
     ("next_hop", "I"),  # endpoint id the data plane delivers to
     ("sender", "H"),  # endpoint id of the sender (the kernel overwrites it with the truth on skmsg)
     ("flags", "B"),  # kind (low nibble), body type, HAS_RESPONSE_META
-    ("hop", "B"),  # position in the chain of the endpoint this descriptor goes to
+    ("hop", "B"),  # position in the chain of the endpoint this descriptor goes to; a CALL's: its depth
     ("chain", "H"),  # chain id (RouteTable.chains)
     ("status", "H"),  # HTTP status chosen by a handler, 0 for "not set"
     ("slot", "I"),  # pool slot holding the payload
@@ -55,6 +55,8 @@ BODY_TEXT = 0x10
 BODY_JSON = 0x20
 BODY_MASK = 0x30
 HAS_RESPONSE_META = 0x40  # the slot's metadata carries status/headers set by a handler
+
+MAX_DEPTH = 0xFF  # a CALL's depth, in its hop byte, counts up to this
 
 
 class Descriptor(NamedTuple):
@@ -94,9 +96,12 @@ def hop(to: int, sender: int, flags: int, position: int, chain: int, status: int
 
 
 def call(to: int, sender: int, flags: int, chain: int, slot: int, generation: int, length: int, request_id: int,
-         call_id: int) -> bytes:
-    """``ctx.call``: the payload in ``slot`` goes to function ``to``; the reply names ``call_id``."""
-    return _pack(to, sender, CALL | flags, 0, chain, 0, slot, length, request_id, call_id, generation)
+         call_id: int, depth: int) -> bytes:
+    """``ctx.call``: the payload in ``slot`` goes to function ``to``; the reply names ``call_id``.
+    ``depth`` (in the ``hop`` byte, which no data plane reads for a call: it names its
+    receiver): how many handlers of ``to`` wait on this call, each holding one of its places
+    (its caller and that one's own callers, while each calls its own function)."""
+    return _pack(to, sender, CALL | flags, depth, chain, 0, slot, length, request_id, call_id, generation)
 
 
 def reply(to: Descriptor, sender: int, flags: int, status: int, slot: int, generation: int, length: int) -> bytes:

@@ -359,7 +359,7 @@ class Gateway:
     def _fail_held(self, name: str, held: list[tuple[int, int, int]]) -> None:
         """A 502 for the request of each slot a crashed instance held, sent as an ERROR to the
         gateway that owns the request (the data plane routes it by request id)."""
-        payload = orjson.dumps({"error": f"function {name!r} crashed", "function": name})
+        payload = orjson.dumps({"error": f"function {name!r} crashed", "status": 502, "function": name})
         for slot, generation, request_id in held:
             try:
                 written = self.pool.write(slot, generation, payload, b"", request_id)
@@ -375,7 +375,7 @@ class Gateway:
         self.down.add(function_id)
         for request_id, (_, route, _, _) in list(self._pending.items()):
             if function_id in self.table.chains[route.chain]:
-                self._end(request_id, error_response(502, f"function {name!r} crashed"), failed=True)
+                self._end(request_id, error_response(502, f"function {name!r} crashed", function=name), failed=True)
 
     def _tell_workers(self, kind: int, function_id: int) -> None:
         """DOWN/READY about ``function_id`` to every live worker: their ctx.calls to it fail

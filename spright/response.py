@@ -37,6 +37,8 @@ class Refused(Exception):
 
 
 def error_response(status: int, message: str, **extra: Any) -> Response:
+    """The one shape of every error body: ``error`` and ``status``; ``function`` where a
+    function failed, ``error_id`` for an unexpected exception (``extra`` adds them)."""
     body = orjson.dumps({"error": message, "status": status, **extra})
     headers = [(b"content-type", b"application/json")]
     if status == 503:

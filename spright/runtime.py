@@ -23,7 +23,7 @@ from typing import Any, cast
 import orjson
 
 from spright import descriptor
-from spright.calls import Calls, Deadlines
+from spright.calls import Calls, Deadlines, depth_of, too_deep
 from spright.context import CallError, Context, HTTPError, Reply, encode
 from spright.descriptor import (
     CALL,
@@ -32,6 +32,7 @@ from spright.descriptor import (
     GATEWAY,
     HAS_RESPONSE_META,
     KIND_MASK,
+    MAX_DEPTH,
     READY,
     REFUSED,
     REPLY,
@@ -75,6 +76,15 @@ else:
 PAST_DEADLINE = "the chain's timeout passed"  # the cancel message of a handler the worker ended
 
 
+def _cancel_message(task: asyncio.Task[None]) -> tuple[Any, ...]:
+    """What a cancelled ``task`` was cancelled with (its result() raises it; read it once)."""
+    try:
+        task.result()
+    except asyncio.CancelledError as exc:
+        return exc.args
+    return ()
+
+
 def never_suspends(handler: Any) -> bool:
     """True for a coroutine function with no await point in its body (no YIELD_VALUE in its
     bytecode): its coroutine finishes on the first step, so it needs neither a Task nor a
@@ -96,7 +106,8 @@ class Worker:
         ``endpoint``: the instance's endpoint id (default: the function's own, its first)."""
         self.table = table
         self.function = function
-        self.id = table.function_id(function.name) if endpoint is None else endpoint
+        self._function_id = table.function_id(function.name)
+        self.id = self._function_id if endpoint is None else endpoint
         self.pool = pool
         self._max_response = pool.config.max_response  # None: what the largest slot holds
         self.counters = counters if counters is not None else memoryview(bytearray(8 * ROW_WORDS)).cast("Q")
@@ -105,7 +116,7 @@ class Worker:
         self._active = 0
         self._backlog: deque[tuple[Descriptor, float]] = deque()  # waiting for a place, since (loop time)
         self._drained: asyncio.Future[None] | None = None  # set while drain() waits
-        self._running: set[asyncio.Task[None]] = set()  # handlers running as Tasks, each watched for its deadline
+        self._running: dict[asyncio.Task[None], Descriptor] = {}  # handlers run as Tasks, watched for their deadline
         self._timeouts = table.timeouts
         self._endpoint: Endpoint | None = None
         # set by start(): the worker runs only once it is attached
@@ -200,21 +211,36 @@ class Worker:
         """Run the handler; ``arrived``: when a descriptor that waited for a place came in."""
         self._active += 1
         if self._inline:  # what an eager Task would do, minus the Task; in a context of its own
-            try:  # noqa: SIM105 (contextlib.suppress adds two Python calls per descriptor)
+            try:
                 contextvars.copy_context().run(self._run(descriptor).send, None)
             except StopIteration:
                 pass
-        else:
-            task = start_task(self._loop, self._run(descriptor))
-            if not task.done():
-                # a hung handler must not hold a place, nor its slot, for good: cancelled at
-                # its chain's timeout after the request reached this worker
-                since = self._loop.time() if arrived is None else arrived
-                self._running.add(task)
-                self._deadlines.watch(task, since + self._timeouts[descriptor.chain], self._expire)
+            finally:
+                self._finished()
+            return
+        task = start_task(self._loop, self._run(descriptor))
+        if task.done():  # an eager start ran it to the end: no callback, no loop trip
+            self._finished()
+            return
+        # a hung handler must not hold a place, nor its slot, for good: cancelled at its
+        # chain's timeout after the request reached this worker
+        since = self._loop.time() if arrived is None else arrived
+        self._running[task] = descriptor
+        self._deadlines.watch(task, since + self._timeouts[descriptor.chain], self._expire)
+        # the place comes back in a callback, not in _run's finally: a Task cancelled before
+        # its first step (uvloop runs a due timer before it) never enters its coroutine
+        task.add_done_callback(self._task_done)
 
     def _expire(self, task: Hashable) -> None:
         cast("asyncio.Task[None]", task).cancel(PAST_DEADLINE)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        d = self._running.pop(task)
+        self._deadlines.forget(task)
+        if task.cancelled() and _cancel_message(task) == (PAST_DEADLINE,):
+            # _run turns this cancellation into a 504 once it runs: this one never ran
+            self._shed(d, self._timeouts[d.chain])
+        self._finished()
 
     def _finished(self) -> None:
         self._active -= 1
@@ -231,8 +257,9 @@ class Worker:
             self._outbox.flush()  # nothing else running: waiting for the loop's turn only adds latency
 
     def _shed(self, d: Descriptor, timeout: float) -> None:
-        """A request that waited past its chain's timeout for a place: the gateway (or the
-        caller) has given up on it, so it is answered 504 without running its handler."""
+        """A request that waited past its chain's timeout for a place (or was cancelled at
+        it before its handler's first step): the gateway (or the caller) has given up on it,
+        so it is answered 504 without running its handler."""
         if self.pool.is_current(d.slot, d.generation):
             self._fail(d, HTTPError(504, f"{self.function.name} was busy: the request waited past the chain's "
                                          f"timeout of {timeout:g} s for a place"))
@@ -243,40 +270,35 @@ class Worker:
 
     # -- running a handler -----------------------------------------------------------------
     async def _run(self, d: Descriptor) -> None:
+        """The handler over ``d``, its answer sent on; the caller gives the place back."""
         pool = self.pool
+        if not pool.hold(d.slot, d.generation, self.id):
+            return  # the request ended (timeout) and its slot was reclaimed: drop
+        ctx = Context(self, d, pool.view(d.slot))
+        started = perf_counter_ns()
         try:
-            if not pool.hold(d.slot, d.generation, self.id):
-                return  # the request ended (timeout) and its slot was reclaimed: drop
-            ctx = Context(self, d, pool.view(d.slot))
-            started = perf_counter_ns()
-            try:
-                result = self.function.handler(ctx)
-                if self._is_async or inspect.isawaitable(result):
-                    result = await result
-                payload, body_flag = encode(result)
-                if pool.is_current(d.slot, d.generation):
-                    self._forward(d, ctx, payload, body_flag)
-                else:
-                    self._outlived(d)
-            except (Exception, asyncio.CancelledError) as exc:
-                if isinstance(exc, asyncio.CancelledError):
-                    if exc.args != (PAST_DEADLINE,):
-                        raise
-                    exc = self._past_deadline(d)
-                if pool.is_current(d.slot, d.generation):
-                    self._fail(d, exc)
-                else:
-                    self._outlived(d)
-            counters = self.counters
-            counters[HANDLED] += 1
-            counters[HANDLER_NS] += perf_counter_ns() - started
-        finally:
-            if not self._inline:
-                task = asyncio.current_task()
-                if task in self._running:
-                    self._running.discard(task)
-                    self._deadlines.forget(task)
-            self._finished()
+            result = self.function.handler(ctx)
+            if self._is_async or inspect.isawaitable(result):
+                result = await result
+            payload, body_flag = encode(result)
+            if pool.is_current(d.slot, d.generation):
+                self._forward(d, ctx, payload, body_flag)
+            else:
+                self._outlived(d)
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                if exc.args != (PAST_DEADLINE,):
+                    raise
+                exc = self._past_deadline(d)
+            if pool.is_current(d.slot, d.generation):
+                self._fail(d, exc)
+            else:
+                self._outlived(d)
+        counters = self.counters
+        counters[HANDLED] += 1
+        counters[HANDLER_NS] += perf_counter_ns() - started
+        if self._active == 1 and not self._outbox.batching:
+            self._outbox.flush()  # the only handler running: its answer need not wait for the loop's turn
 
     def _past_deadline(self, d: Descriptor) -> HTTPError:
         timeout = self._timeouts[d.chain]
@@ -331,15 +353,22 @@ class Worker:
         self.counters[OUT] += 1
 
     def _fail(self, d: Descriptor, exc: Exception) -> None:
-        if isinstance(exc, HTTPError):
-            origin = exc.function if isinstance(exc, CallError) else self.function.name
-            status, body = exc.status, {"error": exc.detail or "error", "function": origin}
-            if isinstance(exc, CallError) or status < 500:
+        body: dict[str, Any]
+        if isinstance(exc, CallError):  # the callee's failure, as the callee said it
+            status, body = exc.status, {"error": exc.detail or "error", "status": exc.status, "function": exc.function}
+            if exc.error_id:
+                body["error_id"] = exc.error_id  # the id in the callee's log
+            log.info("%s: %s", self.function.name, str(exc))
+        elif isinstance(exc, HTTPError):
+            status = exc.status
+            body = {"error": exc.detail or "error", "status": status, "function": self.function.name}
+            if status < 500:
                 log.info("%s: %s", self.function.name, str(exc))
         else:
             error_id = secrets.token_hex(6)
             status = 503 if isinstance(exc, PoolExhausted) else 500
-            body = {"error": "internal server error", "error_id": error_id, "function": self.function.name}
+            body = {"error": "internal server error", "status": status, "function": self.function.name,
+                    "error_id": error_id}
             trace = "".join(traceback.format_exception(exc))  # text: a kept record must not pin the slot
             log.error("%s failed (error_id=%s)\n%s", self.function.name, error_id, trace)
         payload = orjson.dumps(body)
@@ -354,12 +383,17 @@ class Worker:
     # -- internal calls ---------------------------------------------------------------------
     def call(self, ctx: Context, function: str, value: Any) -> asyncio.Future[Reply]:
         """``ctx.call``: ``value`` in a new slot to ``function``, sent now; the future settles
-        with its reply (or fails: an unknown function, a callee down, a full pool...)."""
+        with its reply (or fails: an unknown function, a self-call too deep, a callee down...)."""
         try:
             callee = self.table.function_id(function)
         except LookupError as exc:
-            return self._failed(HTTPError(500, str(exc)))
+            return self._failed(CallError(404, str(exc), function))
         d = ctx.descriptor
+        depth = 0
+        if callee == self._function_id:
+            depth = depth_of(d) + 1
+            if depth >= self.function.concurrency:
+                return self._failed(too_deep(self.function.name, self.function.concurrency, depth))
         try:
             payload, body_flag = encode(value)
             call_id, future = self._calls.open(callee, self._timeouts[d.chain])
@@ -371,8 +405,8 @@ class Worker:
             self._calls.close(call_id)
             future.set_exception(exc)
             return future
-        self._outbox.put(descriptor.call(callee, self.id, body_flag, d.chain, slot.id,
-                                         slot.generation, len(payload), d.request_id, call_id))
+        self._outbox.put(descriptor.call(callee, self.id, body_flag, d.chain, slot.id, slot.generation,
+                                         len(payload), d.request_id, call_id, min(depth, MAX_DEPTH)))
         counters = self.counters
         counters[OUT] += 1
         counters[CALLS] += 1

@@ -90,7 +90,7 @@ async def test_a_chain_and_a_call_cross_to_another_node(plane: str, namespace: s
                 status, body, _ = await post("/ask", {"amount": 3})
                 assert status == 200 and body["asked"]["charged"] == 3
                 status, body, _ = await post("/checkout", {"amount": 1, "decline": True})
-                assert (status, body) == (402, {"error": "card declined", "function": "payment"})
+                assert (status, body) == (402, {"error": "card declined", "status": 402, "function": "payment"})
 
                 status, body, took = await post("/checkout", {"amount": 1, "sleep": 5})
                 assert status == 504 and 1.9 < took < 3.5, (status, took)

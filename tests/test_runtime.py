@@ -120,7 +120,7 @@ async def test_handlers_that_finish_in_time_leave_nothing_to_cancel() -> None:
         for _ in range(4):
             await asyncio.sleep(0)
         assert len(h.answers()) == 5
-        assert h.worker._running == set(), "a finished handler is no longer watched"
+        assert not h.worker._running, "a finished handler is no longer watched"
 
 
 async def test_a_request_that_waited_past_its_timeout_for_a_place_is_answered_504_unrun() -> None:

@@ -58,7 +58,8 @@ async def test_many_concurrent_requests(client: TestClient) -> None:
 
 async def test_http_error_from_a_handler(client: TestClient) -> None:
     r = await client.post("/add", json={"not": "a list"})
-    assert r.status == 400 and r.json() == {"error": "expected a JSON list of numbers", "function": "adder"}
+    assert r.status == 400
+    assert r.json() == {"error": "expected a JSON list of numbers", "status": 400, "function": "adder"}
     r = await client.post("/add", body=b"{nope")
     assert r.status == 400 and "not valid JSON" in r.json()["error"]
 
