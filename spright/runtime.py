@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import dis
 import inspect
 import logging
 import secrets
-import sys
 import traceback
 from collections import deque
-from collections.abc import Coroutine, Hashable
+from collections.abc import Hashable
 from time import perf_counter_ns
 from typing import Any, cast
 
@@ -57,43 +55,10 @@ from spright.metrics import (
 from spright.pool import Payload, Pool, PoolExhausted, TooLarge
 from spright.routing import Function
 from spright.table import RouteTable
+from spright.tasks import PAST_DEADLINE, cancel_message, never_suspends, start_task
 from spright.transport.base import Endpoint, Outbox, Transport
 
 log = logging.getLogger("spright.worker")
-
-if sys.version_info >= (3, 12):
-
-    def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run the handler's first step now: a handler that never awaits costs no loop trip."""
-        return asyncio.Task(coro, loop=loop, eager_start=True)
-
-else:
-
-    def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        return loop.create_task(coro)
-
-
-PAST_DEADLINE = "the chain's timeout passed"  # the cancel message of a handler the worker ended
-
-
-def _cancel_message(task: asyncio.Task[None]) -> tuple[Any, ...]:
-    """What a cancelled ``task`` was cancelled with (its result() raises it; read it once)."""
-    try:
-        task.result()
-    except asyncio.CancelledError as exc:
-        return exc.args
-    return ()
-
-
-def never_suspends(handler: Any) -> bool:
-    """True for a coroutine function with no await point in its body (no YIELD_VALUE in its
-    bytecode): its coroutine finishes on the first step, so it needs neither a Task nor a
-    loop iteration. Everything else (sync functions, wrappers, callables) gets a Task."""
-    code = getattr(handler, "__code__", None)
-    if code is None or not inspect.iscoroutinefunction(handler):
-        return False
-    return not any(instruction.opname == "YIELD_VALUE" for instruction in dis.get_instructions(code))
-
 
 class Worker:
     """Dispatches the descriptors of one function's endpoint: runs up to ``concurrency``
@@ -237,7 +202,7 @@ class Worker:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         d = self._running.pop(task)
         self._deadlines.forget(task)
-        if task.cancelled() and _cancel_message(task) == (PAST_DEADLINE,):
+        if task.cancelled() and cancel_message(task) == (PAST_DEADLINE,):
             # _run turns this cancellation into a 504 once it runs: this one never ran
             self._shed(d, self._timeouts[d.chain])
         self._finished()

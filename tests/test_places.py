@@ -13,7 +13,7 @@ import uvloop
 from spright import App, Context, runtime
 from spright.descriptor import ERROR, RESPONSE, SIZE, unpack_many
 from spright.metrics import IN_FLIGHT
-from spright.runtime import PAST_DEADLINE
+from spright.tasks import PAST_DEADLINE
 from spright.testing import TestClient
 from tests.test_runtime import Harness, waits
 

@@ -13,7 +13,8 @@ from spright import App, Context, descriptor
 from spright.descriptor import ERROR, GATEWAY, REQUEST, RESPONSE, SIZE, Descriptor, unpack_many
 from spright.metrics import HANDLED
 from spright.pool import Pool
-from spright.runtime import Worker, never_suspends
+from spright.runtime import Worker
+from spright.tasks import never_suspends
 from spright.transport.local import LocalTransport
 
 
