@@ -9,6 +9,7 @@ import re
 import pytest
 
 from spright import App, CallError, Context, HTTPError
+from spright.metrics import IN_FLIGHT
 from spright.testing import TestClient
 
 app = App("calls")
@@ -91,7 +92,7 @@ async def test_a_self_call_deeper_than_the_concurrency_is_refused_at_once_with_5
     for levels in (2, 1):  # within the bound; and no place was lost to the refused call
         r = await client.post("/recurse", json=levels)
         assert (r.status, r.json()) == (200, levels)
-    assert next(w for w in client.workers if w.function.name == "recurse")._active == 0
+    assert next(w for w in client.workers if w.function.name == "recurse").counters[IN_FLIGHT] == 0
 
 
 async def test_a_callees_unexpected_exception_reaches_the_client_with_its_error_id(
@@ -126,7 +127,7 @@ async def test_a_crashed_instance_answers_its_requests_in_the_one_shape(client: 
             entered.clear()
             waiting = asyncio.ensure_future(client.get("/fragile"))
             await entered.wait()
-            (busy,) = (w.id for w in client.workers if w.id in instances and w._active)
+            (busy,) = (w.id for w in client.workers if w.id in instances and w.counters[IN_FLIGHT])
             client.gateway.endpoint_died(busy)
             instances.discard(busy)
             r = await waiting
