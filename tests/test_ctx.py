@@ -135,7 +135,8 @@ async def test_max_response_is_set_apart_from_the_request_limit() -> None:
         assert r.status == 200 and len(r.body) == 100_000
         assert (await client.post("/sized?n=1", body=b"x" * 4097)).status == 413  # requests: still max_body
         r = await client.get("/sized?n=100001")  # the largest slot would hold it: the limit is exact
-        assert r.status == 500 and r.json() == {"function": "sized", "error": over_the_limit(100_001, 100_000)}
+        assert r.status == 500 and r.json() == {"function": "sized", "status": 500,
+                                                "error": over_the_limit(100_001, 100_000)}
 
 
 def test_the_largest_slot_holds_the_larger_limit() -> None:
