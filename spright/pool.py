@@ -26,10 +26,10 @@ from multiprocessing import get_context, resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any, NamedTuple, Protocol
 
-from spright.config import MiB, PoolConfig
+from spright.config import PoolConfig
 from spright.descriptor import GATEWAY_SHIFT
 
-__all__ = ["MiB", "Payload", "Payloads", "Pool", "PoolConfig", "PoolExhausted", "Slot", "TooLarge", "read_meta"]
+__all__ = ["Payload", "Payloads", "Pool", "PoolExhausted", "Slot", "TooLarge", "read_meta"]
 
 Payload = bytes | bytearray | memoryview  # what a slot's payload may be written from
 

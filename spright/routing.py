@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from spright.autoscale import ScalePolicy
 from spright.config import Config, PoolConfig
@@ -103,8 +103,19 @@ class App:
         self.functions: dict[str, Function] = {}
         self._routes: list[tuple[str, str, ChainSpec, float | None]] = []  # timeout None: the node's default
 
-    def function(self, name: str | None = None, **options: Any) -> Callable[[Handler], Function]:
-        """Decorator form of ``add_function`` (same options)."""
+    @overload
+    def function(self, name: Handler, /) -> Function: ...
+
+    @overload
+    def function(self, name: str | None = None, **options: Any) -> Callable[[Handler], Function]: ...
+
+    def function(self, name: str | Handler | None = None, **options: Any) -> Function | Callable[[Handler], Function]:
+        """Decorator form of ``add_function`` (same options): ``@app.function()``, with options,
+        or bare ``@app.function`` (as ``@dataclass`` may be), which registers the handler."""
+        if callable(name):
+            return self.add_function(name, **options)
+        if name is not None and not isinstance(name, str):
+            raise RoutingError(f"@app.function takes a function name (str) or decorates a handler, not {name!r}")
         return lambda handler: self.add_function(handler, name=name, **options)
 
     def add_function(

@@ -24,12 +24,11 @@ from urllib.parse import quote, urlencode
 
 import orjson
 
-from spright.config import Config, PoolConfig
+from spright.config import Config, MiB, PoolConfig
 from spright.gateway import Gateway
 from spright.incoming import RequestHead
 from spright.instances import LiveInstances
 from spright.metrics import CounterTable, by_function, row_dict
-from spright.pool import MiB
 from spright.pools import NodePool
 from spright.response import Refused, Response, bodiless
 from spright.routing import App

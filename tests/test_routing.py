@@ -2,7 +2,7 @@ import uuid
 
 import pytest
 
-from spright import App, RoutingError
+from spright import App, Function, RoutingError
 from spright.descriptor import GATEWAY
 from spright.table import MethodNotAllowed, NotFound
 
@@ -225,3 +225,29 @@ def test_a_path_that_does_not_fit_the_parameter_type_is_not_found(template: str,
     app.route(template, "detect")
     with pytest.raises(NotFound):
         app.compile().match("GET", path)
+
+
+async def test_a_bare_function_decorator_registers_the_handler_as_the_called_form_does() -> None:
+    """``@app.function`` without parentheses used to register nothing and rebind the name to a
+    lambda; now it registers, as ``@app.function()`` does."""
+    from spright.testing import TestClient
+
+    app = App("bare")
+
+    @app.function
+    async def hello(ctx) -> str:
+        return "hello"
+
+    assert isinstance(hello, Function) and app.functions == {"hello": hello}
+    app.route("/", hello)
+    async with TestClient(app) as client:
+        assert (await client.get("/")).body == b"hello"
+    with pytest.raises(RoutingError, match="takes a function name"):
+        app.function(42)  # type: ignore[call-overload]
+
+
+def test_the_public_api_names_what_apps_configure_with() -> None:
+    import spright
+    from spright.autoscale import ScalePolicy
+
+    assert spright.ScalePolicy is ScalePolicy and "ScalePolicy" in spright.__all__

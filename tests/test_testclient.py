@@ -2,10 +2,9 @@ import asyncio
 
 import pytest
 
-from spright import Config
+from spright import Config, PoolConfig
 from spright.descriptor import GATEWAY, RESPONSE, Descriptor
 from spright.metrics import ERRORS, HANDLED
-from spright.pool import PoolConfig
 from spright.testing import TEST_POOL, TestClient
 from tests.apps.demo import app
 

@@ -9,8 +9,8 @@ the actuator's records; ``POST /motion/frames`` diffs two camera frames. Run it 
 from __future__ import annotations
 
 from apps.motion.functions import actuator, frames, sensor
-from spright import App
-from spright.pool import MiB, PoolConfig
+from spright import App, PoolConfig
+from spright.config import MiB
 
 POOL = PoolConfig(max_body=8 * MiB, classes=((4096, 1024), (65536, 256), (MiB + 65536, 16)), large_slots=4)
 

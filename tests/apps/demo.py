@@ -3,8 +3,7 @@
 import asyncio
 from contextvars import ContextVar
 
-from spright import App, Context, HTTPError
-from spright.pool import PoolConfig
+from spright import App, Context, HTTPError, PoolConfig
 
 app = App("demo", pool=PoolConfig(classes=((4096, 64), (65536, 16), (1 << 20, 8)), large_slots=2))
 
