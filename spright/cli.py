@@ -17,6 +17,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from spright.config import Config
 from spright.deploy import deploy_app
 from spright.loader import REMOTES_ENV, AppNotFound, load_app
 from spright.nodefile import NodeFile
@@ -38,25 +39,35 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+# What `spright run` and `spright gateway` do not say is the app's Config's (App(config=...)),
+# else Config's own default: an option only overrides what it is given.
+DEFAULTS = Config()
+
+
+def _default(name: str) -> str:
+    return f" (default: {getattr(DEFAULTS, name)}, or the app's Config.{name})"
+
+
 @cli.command()
 def run(
     app: str = typer.Argument(..., help="MODULE or MODULE:APP, e.g. examples.echo:app"),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8080, help="HTTP port."),
-    transport: str = typer.Option("auto", help="auto, " + ", ".join(registry())),
+    host: str | None = typer.Option(None, help="Address to listen on" + _default("host")),
+    port: int | None = typer.Option(None, help="HTTP port" + _default("port")),
+    transport: str | None = typer.Option(None, help="auto, " + ", ".join(registry()) + _default("transport")),
     poll_idle_us: int | None = typer.Option(
         None, envvar="SPRIGHT_POLL_IDLE_US",
         help="poll: sleep after this many µs without a descriptor (default: spin for ever).",
     ),
-    sidecar: bool = typer.Option(False, help="http: a queue-proxy-like process in front of each function."),
-    sidecar_concurrency: int = typer.Option(
-        0, help="http --sidecar: requests a sidecar lets reach its function at once (0: no limit)."),
+    sidecar: bool | None = typer.Option(None, "--sidecar/--no-sidecar",
+                                        help="http: a queue-proxy-like process in front of each function."),
+    sidecar_concurrency: int | None = typer.Option(
+        None, help="http --sidecar: requests a sidecar lets reach its function at once (0: no limit)."),
     instances: list[str] = typer.Option(  # noqa: B008 (typer's way to declare a repeatable option)
         [], "--instances", metavar="NAME=N", help="Run function NAME as N worker processes (repeatable)."),
     gateways: int | None = typer.Option(
         None, help="Gateway processes sharing the port (default: 1 on 2 cores or fewer, else half the cores)."),
-    balance: str = typer.Option(
-        "least_in_flight", help="How a function's instance is picked: least_in_flight or round_robin."),
+    balance: str | None = typer.Option(
+        None, help="How a function's instance is picked: least_in_flight or round_robin" + _default("balance")),
     remotes: str | None = typer.Option(
         None, envvar=REMOTES_ENV, metavar="JSON",
         help='Functions other nodes serve, e.g. {"pay": "http://10.0.0.2:8080"}; the rest run here, exposed.'),
@@ -65,19 +76,19 @@ def run(
     if remotes:
         os.environ[REMOTES_ENV] = remotes  # every process of the node loads the app so
     _serve(app, host=host, port=port, transport=transport, poll_idle_us=poll_idle_us, sidecar=sidecar,
-           sidecar_concurrency=sidecar_concurrency, instances=_instance_counts(instances), gateways=gateways,
-           balance=balance)
+           sidecar_concurrency=sidecar_concurrency, instances=_instance_counts(instances) or None,
+           gateways=gateways, balance=balance)
 
 
 @cli.command()
 def gateway(
     app: str = typer.Argument(..., help="MODULE or MODULE:APP, e.g. examples.echo:app"),
     node_dir: Path = typer.Option(..., help="The node directory its workers join (shared with them)."),  # noqa: B008
-    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8080, help="HTTP port."),
-    transport: str = typer.Option("auto", help="auto, skmsg or unix"),
+    host: str | None = typer.Option(None, help="Address to listen on" + _default("host")),
+    port: int | None = typer.Option(None, help="HTTP port" + _default("port")),
+    transport: str | None = typer.Option(None, help="auto, skmsg or unix" + _default("transport")),
     gateways: int | None = typer.Option(None, help="Gateway processes sharing the port (default: by cores)."),
-    balance: str = typer.Option("least_in_flight", help="least_in_flight or round_robin."),
+    balance: str | None = typer.Option(None, help="least_in_flight or round_robin" + _default("balance")),
 ) -> None:
     """Serve APP's gateway and data plane only: its workers start on their own (`spright worker`,
     one per container of a pod) and join through NODE_DIR; it serves once all have."""
@@ -103,7 +114,10 @@ def worker(
 
 
 def _serve(app: str, **options: Any) -> None:
+    """Run the node with the options given on the command line over the app's Config."""
     from spright.supervisor import Supervisor
+
+    options = {name: value for name, value in options.items() if value is not None}
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:

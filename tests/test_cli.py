@@ -18,7 +18,7 @@ from rich.console import Console
 from spright.metrics import COLUMNS, ROW_WORDS
 from spright.nodefile import BadNodeFile, CounterSegment, NodeFile
 from spright.statsview import compact, stats_table
-from spright.testing import run_node
+from spright.testing import free_port, run_node
 from tests.apps.demo import app as demo
 
 
@@ -283,3 +283,19 @@ def test_the_read_only_commands_import_nothing_of_the_serving_side(echo_node) ->
               "    result = CliRunner().invoke(spright.cli.cli, args)\n"
               "    assert result.exit_code == 0, (args, result.output, result.exception)")
     assert serving_modules_after(script) == []
+
+
+@pytest.mark.node
+def test_run_keeps_the_apps_config_for_what_its_options_do_not_say(runtime_dir: Path) -> None:
+    """`spright run` used to pass its own defaults (port 8080, transport auto...) over the app's
+    Config; an option now overrides only when given."""
+    wanted = free_port()
+    with run_node("tests.apps.configured:app", transport=None, port=None,
+                  env={"CONFIGURED_PORT": str(wanted)}) as (port, process):
+        node = next(NodeFile.read(path) for path in runtime_dir.glob("*/node.json")
+                    if NodeFile.read(path).pid == process.pid)
+        assert (port, node.transport) == (wanted, "unix")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as answer:
+            assert answer.read() == b"hello"
+    with run_node("tests.apps.configured:app", env={"CONFIGURED_PORT": str(wanted)}) as (port, _):
+        assert port != wanted, "a given --port (0 here: the kernel's choice) wins over the app's"
