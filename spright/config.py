@@ -61,6 +61,13 @@ class Config:
     # connection closed (nginx's client_header_timeout and client_body_timeout)
     request_timeout: float = 30.0
     max_connections: int = 10_000  # open client connections; past it a new one is answered 503 and closed
+    max_pipelined: int = 64  # requests of one connection in flight; past it the connection is not read
+    # lingering close (nginx's lingering_close): after an early answer (413 at the headers, 400...)
+    # what the client still sends is read and discarded until it pauses this long or this much
+    # time has passed; closing at once would make the kernel reset the connection, and a client
+    # still sending its body would never read the answer
+    linger_pause: float = 1.0
+    linger_max: float = 10.0
     # -- the node's clocks -----------------------------------------------------------------
     tick: float = 0.1  # the gateway's housekeeping period: timeouts, sweeps, counters for readers
     grace: float = 10.0  # how long a failed request's slots stay reserved for late writers
@@ -69,13 +76,14 @@ class Config:
 
     def __post_init__(self) -> None:
         for name in ("default_timeout", "keepalive_timeout", "request_timeout", "tick", "ready_timeout",
-                     "drain_timeout"):
+                     "drain_timeout", "linger_pause", "linger_max"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Config.{name} must be > 0, got {getattr(self, name)!r}")
         if self.poll_idle_us is not None and self.poll_idle_us < 0:
             raise ValueError(f"Config.poll_idle_us must be >= 0, got {self.poll_idle_us}")
-        if self.max_connections < 1:
-            raise ValueError(f"Config.max_connections must be >= 1, got {self.max_connections}")
+        for name in ("max_connections", "max_pipelined"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Config.{name} must be >= 1, got {getattr(self, name)}")
         if self.sidecar_concurrency < 0:
             raise ValueError(f"Config.sidecar_concurrency must be >= 0, got {self.sidecar_concurrency}")
         if (self.sidecar or self.sidecar_concurrency) and self.transport != "http":

@@ -2,7 +2,7 @@
 
 Each parsed request is handed to the ``Gateway`` as soon as it is complete; responses are
 written strictly in request order (pipelining), whatever order the chains finish in. At most
-``_MAX_QUEUED`` requests of one connection are in flight: past that the connection is no
+``Config.max_pipelined`` requests of one connection are in flight: past that the connection is no
 longer read, and requests already read (one read may carry hundreds) wait, parsed, holding
 no pool slot, until answers make room.
 Bad input is answered and the connection closed; the server keeps serving everyone else.
@@ -26,12 +26,6 @@ from spright.response import Refused, Response, bodiless, body_too_large, error_
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in _REASONS.items()}
 _HEADER_LINE = b"%s: %s\r\n"
-_MAX_QUEUED = 64  # pipelined requests of one connection in flight at once
-# Lingering close (nginx's lingering_close): after an early answer (413 at the headers, 400...)
-# the rest of what the client sends is read and discarded until it pauses this long or this
-# much time has passed; closing at once would make the kernel reset the connection and a
-# client still sending its body would never read the answer.
-LINGER_PAUSE, LINGER_MAX = 1.0, 10.0
 
 
 def render(response: Response, keep_alive: bool, head_only: bool = False) -> bytes:
@@ -66,7 +60,8 @@ class HttpProtocol(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._header_bytes = 0
         self._body: Incoming | _Held | None = None
-        self._held: deque[tuple[_Held, _Exchange]] = deque()  # read while _MAX_QUEUED were in flight
+        self._held: deque[tuple[_Held, _Exchange]] = deque()  # read while max_pipelined were in flight
+        self._max_queued = self._config.max_pipelined
         self._refused: Response | None = None  # answer this and close once the queue drains
         self._lingering_since: float | None = None  # the refusal was sent; reading to discard
         self._paused = False
@@ -160,7 +155,7 @@ class HttpProtocol(asyncio.Protocol):
             path, query = parsed.path or b"/", parsed.query or b""
         head = RequestHead(self._parser.get_method().decode(), path.decode("latin-1"), query.decode("latin-1"),
                            self._headers)
-        if len(self._queue) >= _MAX_QUEUED:  # room comes when answers drain (_flush)
+        if len(self._queue) >= self._max_queued:  # room comes when answers drain (_flush)
             if expected > self._gateway.max_body:
                 self._close_with(self._gateway.refusal(body_too_large(self._gateway.max_body)).response)
                 raise httptools.HttpParserError("request refused")
@@ -188,7 +183,7 @@ class HttpProtocol(asyncio.Protocol):
         assert request is not None  # opened when its headers completed
         exchange = _Exchange(self, self._parser.should_keep_alive(), request.method == "HEAD")
         self._queue.append(exchange)
-        if len(self._queue) >= _MAX_QUEUED and not self._paused and self._transport is not None:
+        if len(self._queue) >= self._max_queued and not self._paused and self._transport is not None:
             self._paused = True
             self._transport.pause_reading()
         if isinstance(request, _Held):
@@ -199,7 +194,7 @@ class HttpProtocol(asyncio.Protocol):
     def _submit_held(self) -> None:
         """Requests read while the connection had its fill in flight, as room comes."""
         held, gateway = self._held, self._gateway
-        while held and len(self._queue) - len(held) < _MAX_QUEUED:
+        while held and len(self._queue) - len(held) < self._max_queued:
             waiting, exchange = held.popleft()
             try:
                 request = gateway.open_request(waiting.head, len(waiting.body))
@@ -222,7 +217,7 @@ class HttpProtocol(asyncio.Protocol):
                 transport.close()
                 return
         self._submit_held()
-        if self._paused and not self._held and len(queue) < _MAX_QUEUED // 2:
+        if self._paused and not self._held and len(queue) < self._max_queued // 2:
             self._paused = False
             transport.resume_reading()
         if not queue and self._refused is not None and self._lingering_since is None:
@@ -230,17 +225,17 @@ class HttpProtocol(asyncio.Protocol):
             if transport.can_write_eof():
                 transport.write_eof()
             self._lingering_since = time.monotonic()
-            asyncio.get_running_loop().call_later(LINGER_PAUSE, self._linger)
+            asyncio.get_running_loop().call_later(self._config.linger_pause, self._linger)
 
     def _linger(self) -> None:
-        transport, now = self._transport, time.monotonic()
+        transport, now, config = self._transport, time.monotonic(), self._config
         if transport is None or transport.is_closing():
             return
         assert self._lingering_since is not None
-        if now - self._last_active >= LINGER_PAUSE or now - self._lingering_since >= LINGER_MAX:
+        if now - self._last_active >= config.linger_pause or now - self._lingering_since >= config.linger_max:
             transport.close()
         else:
-            asyncio.get_running_loop().call_later(LINGER_PAUSE, self._linger)
+            asyncio.get_running_loop().call_later(config.linger_pause, self._linger)
 
     def _reading(self) -> bool:
         """A request's headers or body are arriving (not yet complete)."""
@@ -313,7 +308,7 @@ async def drain(server: asyncio.AbstractServer, connections: set[HttpProtocol], 
 
 
 class _Held:
-    """A request read while its connection had ``_MAX_QUEUED`` in flight: its head and body
+    """A request read while its connection had ``max_pipelined`` in flight: its head and body
     kept as bytes (no pool slot) until there is room to submit it."""
 
     __slots__ = ("body", "gateway", "head", "method")

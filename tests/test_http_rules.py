@@ -201,3 +201,10 @@ async def test_ctx_redirect_answers_its_status_and_location_and_httperror_3xx_sa
         response = await client.get("/cart")
     assert (response.status, header_lines(response.headers, b"location")) == (303, [b"/login?next=%2Fcart"])
     assert "ctx.redirect" in refused[0] and "300..399" in refused[1], refused
+
+
+@pytest.mark.parametrize("field", ["max_pipelined", "max_connections"])
+def test_the_http_limits_are_config_fields_checked_where_set(field: str) -> None:
+    with pytest.raises(ValueError, match=f"Config.{field} must be >= 1"):
+        Config(**{field: 0})
+    assert getattr(Config(**{field: 3}), field) == 3
