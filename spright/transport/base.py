@@ -269,8 +269,7 @@ class Outbox:
     Many handlers finishing in the same iteration cost one syscall (and, on sk_msg, one
     sendmsg whose runs of same-destination records each get one verdict). A batch that
     reaches ``EARLY_FLUSH`` leaves at once, so the next hop starts on it while this process
-    is still busy: pipelining across cores beats bigger batches (see the README's
-    performance section).
+    is still busy: pipelining across cores beats bigger batches (see docs/performance.md).
 
     ``with outbox.batch():`` the owner flushes itself when the block ends (a worker inside
     its receive callback), so no end-of-iteration flush is scheduled: that callback would
