@@ -2,7 +2,7 @@
 # everything first, idempotently: Debian packages (as root), kernel headers, the venv.
 
 # Debian's interpreter: bcc is built for it, and its PGO+LTO build runs spright's hot paths
-# faster than a pyenv-style --enable-shared build (see the README's performance section).
+# faster than a pyenv-style --enable-shared build (see docs/performance.md).
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV := .venv
 PY := $(VENV)/bin/python

@@ -1,10 +1,21 @@
-"""Derived figures and the README table. Kept apart from the runner so a stored results JSON can
-be re-rendered (``python -m bench.report bench/results/latest.json``) without re-measuring."""
+"""Derived figures and the tables of docs/performance.md. Kept apart from the runner so a stored
+results JSON can be re-rendered (``python -m bench.report bench/results/latest.json``) without
+re-measuring, and so the doc's tables are generated from stored runs, never copied by hand:
+``python -m bench.report --doc`` re-renders every block of docs/performance.md from the file its
+marker names::
+
+    <!-- bench.report bench/results/all-20261125-115548.json -->
+    ...generated...
+    <!-- /bench.report -->
+
+A ``.json`` is a ``bench.run`` result (rendered by ``markdown``); a ``.md`` is a ``bench.paper``
+summary (``bench/results/latest/summary.md``), included as written under the doc's headings."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -116,9 +127,43 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+DOC = Path("docs/performance.md")
+_BLOCK = re.compile(r"(<!-- bench\.report (\S+) -->\n)(.*?)(<!-- /bench\.report -->)", re.S)
+
+
+def render(path: Path) -> str:
+    """The markdown for one stored run: a bench.run JSON re-derived and rendered, or a
+    bench.paper summary.md with its title dropped and its headings one level down."""
+    if path.suffix == ".md":
+        lines = path.read_text().splitlines()
+        if lines and lines[0].startswith("# "):
+            lines = lines[1:]
+        return "\n".join("#" + line if line.startswith("#") else line for line in lines).strip() + "\n"
+    doc = json.loads(path.read_text())
+    doc["derived"] = derive(doc["results"])
+    return markdown(doc)
+
+
+def fill(doc_path: Path = DOC) -> int:
+    """Re-render every marked block of ``doc_path`` from the file its marker names (relative to
+    the working directory, the project root); returns how many blocks it rendered."""
+    text = doc_path.read_text()
+    blocks = _BLOCK.findall(text)
+    new = _BLOCK.sub(lambda m: m.group(1) + render(Path(m.group(2))) + m.group(4), text)
+    if new != text:
+        doc_path.write_text(new)
+    return len(blocks)
+
+
 if __name__ == "__main__":
     # python -m bench.report [RESULTS.json] [--write]: re-derive and re-render a stored run
     # (--write also updates that file and writes latest.md beside it)
+    # python -m bench.report --doc [DOC.md]: re-render the marked blocks of docs/performance.md
+    if "--doc" in sys.argv:
+        rest = [a for a in sys.argv[1:] if a != "--doc"]
+        target = Path(rest[0]) if rest else DOC
+        print(f"{target}: {fill(target)} blocks rendered")
+        sys.exit(0)
     paths = [a for a in sys.argv[1:] if a != "--write"]
     path = Path(paths[0] if paths else "bench/results/latest.json")
     doc = json.loads(path.read_text())

@@ -1,7 +1,7 @@
 """Machine facts that change spright's latency, reported by ``spright doctor``.
 
 Neither is spright's to change: both are settings of the machine (or of its VM host), so
-the doctor names them and says why they cost (the README's performance section has figures).
+the doctor names them and says why they cost (docs/performance.md has figures).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """bench.modes end to end at a tiny scale: the three ways to run the echo chain serve it and
-each gets its figures; the figures themselves are in the README."""
+each gets its figures; the figures themselves are in docs/deploy.md."""
 
 from __future__ import annotations
 

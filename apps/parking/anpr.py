@@ -11,7 +11,7 @@ tesseract (LSTM, Debian's ``eng``) reads that line with a plate-character whitel
 ``--psm 13`` (raw line): on these crops ``--psm 7`` read markedly worse (it doubled glyphs and
 applied word heuristics). Several renderings of the line, and of its digit pair alone, go through
 ONE tesseract run; the reads are repaired by position (plates.py) and vote; the first candidate
-that yields an agreed, valid plate wins. Measured: 99% exact on 200 rendered cars (README)."""
+that yields an agreed, valid plate wins. Measured: 99% exact on 200 rendered cars (apps/parking/README.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The one small interface every data plane implements, and the contract it keeps.
+"""The interface every data plane implements, and the contract it keeps. ``Transport`` has
+about 18 members (most with defaults; ``attach`` is the one a data plane must write) and
+``Endpoint`` three (``send``, ``close``, ``closed``).
 
 A transport moves packed descriptors between endpoints (the gateway is endpoint 0, each
 function worker has its own id). The contract (tests/test_contract.py runs it on every
@@ -164,8 +166,9 @@ class Domains:
     every domain; functions only to functions of their own domain. A data plane never
     delivers a descriptor across domains: it bounces it to its sender as REFUSED (kind
     changed, next_hop = the sender, all else kept), so the sender learns at once. A request
-    or call to a function with several instances goes to one of its live instances (round
-    robin). skmsg's kernel program does both itself; userspace data planes route their
+    or call to a function with several instances goes to one of its live instances, as
+    ``LiveInstances.pick`` chooses it (``Config.balance``: least in flight by default, or
+    round robin). skmsg's kernel program does both itself; userspace data planes route their
     sends through ``split``."""
 
     def __init__(self, table: RouteTable, instances: LiveInstances) -> None:
@@ -266,8 +269,7 @@ class Outbox:
     Many handlers finishing in the same iteration cost one syscall (and, on sk_msg, one
     sendmsg whose runs of same-destination records each get one verdict). A batch that
     reaches ``EARLY_FLUSH`` leaves at once, so the next hop starts on it while this process
-    is still busy: pipelining across cores beats bigger batches (see the README's
-    performance section).
+    is still busy: pipelining across cores beats bigger batches (see docs/performance.md).
 
     ``with outbox.batch():`` the owner flushes itself when the block ends (a worker inside
     its receive callback), so no end-of-iteration flush is scheduled: that callback would
