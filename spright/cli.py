@@ -27,7 +27,8 @@ from spright.statsview import rates, stats_table
 from spright.transport import registry
 from spright.tuning import latency_hints
 
-cli = typer.Typer(add_completion=False, no_args_is_help=True, help="Serverless function chains over shared memory.")
+cli = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
+                  help="Serverless function chains over shared memory.")
 cli.add_typer(deploy_app, name="deploy")
 console = Console()
 errors = Console(stderr=True)

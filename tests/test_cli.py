@@ -299,3 +299,16 @@ def test_run_keeps_the_apps_config_for_what_its_options_do_not_say(runtime_dir: 
             assert answer.read() == b"hello"
     with run_node("tests.apps.configured:app", env={"CONFIGURED_PORT": str(wanted)}) as (port, _):
         assert port != wanted, "a given --port (0 here: the kernel's choice) wins over the app's"
+
+
+@pytest.mark.parametrize("command", [(), ("routes",), ("stats",), ("deploy",), ("deploy", "k8s")])
+def test_help_texts_are_whole_paragraphs_not_the_docstrings_line_breaks(command: tuple[str, ...]) -> None:
+    """A docstring's hard line breaks used to show as breaks mid-sentence in `--help`: on a
+    terminal wide enough for any paragraph, no line of it may end inside a sentence."""
+    result = subprocess.run([sys.executable, "-m", "spright", *command, "--help"], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "400", "TERM": "dumb"}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = [line.strip(" │╭╮╰╯─") for line in result.stdout.splitlines()]
+    texts = [line for line in lines if line and not line.startswith(("-", "*", "Usage:"))]
+    broken = [line for line in texts if len(line) > 30 and (line[-1].isalpha() or line[-1] == ",")]
+    assert not broken, broken

@@ -25,7 +25,7 @@ from spright.loader import AppNotFound, load_app
 from spright.routing import App, RoutingError
 
 deploy_app = typer.Typer(
-    add_completion=False, no_args_is_help=True,
+    add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
     help="Write the Dockerfile and manifests that run an app on Kubernetes (pods) or Knative (docs/deploy.md).",
 )
 
