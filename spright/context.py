@@ -83,7 +83,9 @@ class Reply:
     def json(self) -> Any:
         return orjson.loads(self.body)
 
+    @property
     def text(self) -> str:
+        """The body decoded as UTF-8: a property, as ``Response.text`` (and httpx's) is."""
         return self.body.decode()
 
 

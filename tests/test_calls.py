@@ -134,3 +134,23 @@ async def test_a_crashed_instance_answers_its_requests_in_the_one_shape(client: 
             assert (r.status, r.json()) == (502, crashed)
     finally:
         hung.set()
+
+
+async def test_a_reply_reads_as_a_response_does() -> None:
+    """One convention for bodies (Starlette's and httpx's): ``.text`` a property, ``.json()`` a
+    method, on a call's Reply as on TestClient's Response."""
+    app = App("replies")
+
+    @app.function()
+    async def callee(ctx: Context) -> str:
+        return "héllo"
+
+    @app.function()
+    async def caller(ctx: Context) -> dict:
+        reply = await ctx.call("callee")
+        return {"text": reply.text, "body": reply.body.decode()}
+
+    app.route("/", caller)
+    async with TestClient(app) as client:
+        response = await client.get("/")
+    assert response.json() == {"text": "héllo", "body": "héllo"} and response.text == response.body.decode()
