@@ -64,6 +64,7 @@ bench-quick: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports  # the layers contract in pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from apps.datadir import REDIS_ENV
-from spright.supervisor import Supervisor
+from spright.node.supervisor import Supervisor
 from spright.transport import registry
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import random
 
-from spright import App, Context
-from spright.autoscale import ScalePolicy
-from spright.routing import Chain, Function
+from spright import App, Chain, Context, Function
+from spright.data.autoscale import ScalePolicy
 
 HELLO = b"hello"
 

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import uvloop
 
-from spright import App, Config, Context, descriptor
-from spright.descriptor import GATEWAY, REQUEST, RESPONSE, SIZE, unpack_many
-from spright.gateway import Gateway
-from spright.http import HttpProtocol
-from spright.pool import Pool
-from spright.pools import NodePool
-from spright.runtime import Worker
+from spright import App, Config, Context
+from spright.data import descriptor
+from spright.data.descriptor import GATEWAY, REQUEST, RESPONSE, SIZE, unpack_many
+from spright.front.gateway import Gateway
+from spright.front.http import HttpProtocol
+from spright.host.pool import Pool
+from spright.host.pools import NodePool
 from spright.transport.base import Endpoint, Receiver, Transport
+from spright.worker.runtime import Worker
 
 REQUEST_BYTES = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 CONNECTIONS = 64

@@ -30,7 +30,7 @@ from typing import Any
 from apps.parking import load as parking_load
 from bench.load import WrkResult, run_wrk, write_script
 from bench.procs import Server
-from spright.nodes import choose_node
+from spright.ops.nodes import choose_node
 from spright.testing import free_port, node_metric
 
 RESULTS = Path(__file__).with_name("results")

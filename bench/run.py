@@ -31,7 +31,7 @@ from rich.console import Console
 from bench.load import run_wrk, write_boutique_script, write_script
 from bench.procs import Server, free_ports, machine_busy_seconds
 from bench.report import derive, markdown
-from spright.tuning import halt_polling_off, shared_libpython
+from spright.ops.tuning import halt_polling_off, shared_libpython
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

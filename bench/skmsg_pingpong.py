@@ -23,9 +23,9 @@ from typing import Any
 
 import uvloop
 
-from spright.descriptor import SIZE, Descriptor, pack_many
+from spright.data.descriptor import SIZE, Descriptor, pack_many
+from spright.data.table import RouteTable
 from spright.routing import App
-from spright.table import RouteTable
 from spright.transport import skmsg_program
 from spright.transport.base import Transport
 from spright.transport.skmsg import SkmsgTransport

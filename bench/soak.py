@@ -25,7 +25,7 @@ from rich.console import Console
 
 from bench.load import run_wrk, write_boutique_script
 from bench.procs import Server, descendants, free_ports
-from spright.nodefile import runtime_base
+from spright.host.nodefile import runtime_base
 from spright.testing import node_metric
 
 ROOT = Path(__file__).resolve().parent.parent

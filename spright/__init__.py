@@ -1,10 +1,11 @@
 """spright: serverless function chains over shared memory and eBPF (SPRIGHT, in asyncio)."""
 
-from spright.autoscale import ScalePolicy
-from spright.config import Config, PoolConfig
-from spright.context import CallError, Context, HTTPError, JSONBytes, Reply
-from spright.multidict import MultiDict
-from spright.routing import App, Chain, Function, RoutingError
+from spright.data.autoscale import ScalePolicy
+from spright.data.config import Config, PoolConfig
+from spright.data.function import Chain, Function
+from spright.data.multidict import MultiDict
+from spright.routing import App, RoutingError
+from spright.worker.context import CallError, Context, HTTPError, JSONBytes, Reply
 
 __all__ = [
     "App", "CallError", "Chain", "Config", "Context", "Function", "HTTPError", "JSONBytes", "MultiDict", "PoolConfig",

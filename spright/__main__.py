@@ -1,3 +1,3 @@
-from spright.cli import main
+from spright.ops.cli import main
 
 main()

@@ -3,6 +3,9 @@
 Routing is plain data: the compiled ``RouteTable`` (function ids, hop lists, routes) is what
 every transport consumes, what ``spright routes`` prints and, on the eBPF data plane, what
 is written into the kernel's maps.
+
+A layer of its own (import-linter's contract in pyproject.toml): it may import spright.worker
+(the handler of ``App.remote``) and the layers below it; the front door and the node read it.
 """
 
 from __future__ import annotations
@@ -12,14 +15,13 @@ import math
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, overload
 
-from spright.autoscale import ScalePolicy
-from spright.config import Config, PoolConfig
-from spright.descriptor import GATEWAY
-from spright.pool import MAX_DOMAINS
-from spright.table import (
+from spright.data.autoscale import ScalePolicy
+from spright.data.config import Config, PoolConfig
+from spright.data.descriptor import GATEWAY
+from spright.data.function import Chain, Function, Handler
+from spright.data.table import (
     BUILTIN_CHAIN,
     BUILTINS,
     MAX_CHAINS,
@@ -29,8 +31,8 @@ from spright.table import (
     RouteEntry,
     RouteTable,
 )
+from spright.host.pool import MAX_DOMAINS
 
-Handler = Callable[[Any], Any]
 REMOTE_PROCESS = "remote"  # the worker process of every App.remote function
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,62}$")
@@ -47,38 +49,6 @@ CONVERTERS: dict[str, tuple[str, Callable[[str], Any]]] = {
 
 class RoutingError(ValueError):
     """A mistake in the app's declaration, reported at startup."""
-
-
-@dataclass(frozen=True, eq=False)
-class Function:
-    """A registered handler. Calling it calls the handler (handy in unit tests)."""
-
-    name: str
-    handler: Handler
-    concurrency: int = 64
-    domain: str | None = None  # security domain; None: the app's own
-    process: str | None = None  # worker process to share with other functions; None: its own
-    instances: int = 1  # worker processes serving it, each its own endpoint
-    max_instances: int = 1  # how many it may grow to while running (endpoints are set aside for them)
-    stateful: bool = False  # its state lives in its process: it runs as exactly one instance
-    autoscale: ScalePolicy | None = None  # the supervisor scales its instances on its requests in flight
-
-    def __call__(self, ctx: Any) -> Any:
-        return self.handler(ctx)
-
-    def __rshift__(self, other: Function | Chain) -> Chain:
-        return Chain((self,)) >> other
-
-
-@dataclass(frozen=True)
-class Chain:
-    """Hops in order; ``a >> b >> a`` is fine: a function may appear more than once."""
-
-    hops: tuple[Function | str, ...]
-
-    def __rshift__(self, other: Function | Chain | str) -> Chain:
-        tail = other.hops if isinstance(other, Chain) else (other,)
-        return Chain(self.hops + tail)
 
 
 ChainSpec = Function | Chain | str | Iterable[Function | str]
@@ -139,7 +109,7 @@ class App:
         and calls over them; ``max_instances`` (default: ``instances``) how many it may grow
         to while running. ``stateful``: its state lives in its process, so it runs as exactly
         one instance (asking for more is a startup error). ``autoscale``: the supervisor
-        scales it between the policy's min and max instances (Knative's KPA, spright.autoscale)."""
+        scales it between the policy's min and max instances (Knative's KPA, spright.data.autoscale)."""
         name = name or str(getattr(handler, "__name__", ""))
         if not callable(handler):
             raise RoutingError(f"function {name!r}: handler {handler!r} is not callable")
@@ -187,8 +157,8 @@ class App:
     def remote(self, name: str, url: str, *, domain: str | None = None) -> Function:
         """Function ``name`` served by the node at ``url`` (``http://HOST:PORT``, which
         ``expose``s it): chains and calls name it as any other; its hop travels over HTTP
-        (spright.remote). The remote functions of a domain share one worker process, ``remote``."""
-        from spright.remote import RemoteFunction, parse_url
+        (spright.worker.remote). The remote functions of a domain share one worker process, ``remote``."""
+        from spright.worker.remote import RemoteFunction, parse_url
 
         try:
             parse_url(url)
@@ -218,7 +188,7 @@ class App:
     def expose(self, *functions: Function | str) -> None:
         """Let other nodes call these functions (``App.remote`` there): ``POST
         /.spright/call/NAME`` runs the function on the body and answers its result."""
-        from spright.remote import CALL_PATH
+        from spright.worker.remote import CALL_PATH
 
         routed = {(method, path) for method, path, _, _ in self._routes}
         for function in functions:

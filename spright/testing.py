@@ -24,16 +24,16 @@ from urllib.parse import quote, urlencode
 
 import orjson
 
-from spright.config import Config, MiB, PoolConfig
-from spright.gateway import Gateway
-from spright.incoming import RequestHead
-from spright.instances import LiveInstances
-from spright.metrics import CounterTable, by_function, row_dict
-from spright.pools import NodePool
-from spright.response import Refused, Response, bodiless
+from spright.data.config import Config, MiB, PoolConfig
+from spright.data.response import Refused, Response, bodiless
+from spright.front.gateway import Gateway
+from spright.front.incoming import RequestHead
+from spright.host.counters import CounterTable, by_function, row_dict
+from spright.host.instances import LiveInstances
+from spright.host.pools import NodePool
 from spright.routing import App
-from spright.runtime import Worker
 from spright.transport.local import LocalTransport
+from spright.worker.runtime import Worker
 
 __all__ = ["Response", "TestClient", "free_port", "run_node"]
 
@@ -121,7 +121,7 @@ class TestClient:
             future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
             self.gateway.submit(request, future.set_result)
             response = await future
-        if method == "HEAD" or bodiless(response.status):  # what the server sends (spright.http.render)
+        if method == "HEAD" or bodiless(response.status):  # what the server sends (spright.front.http.render)
             return Response(response.status, b"", response.headers)
         return response
 
@@ -181,7 +181,7 @@ def run_node(app_ref: str, *, transport: str | None = "unix", port: int | None =
     the node binds a port of the kernel's choosing, read back from its node.json (a port
     picked here and bound there could meanwhile go to one of the node's own endpoints).
     ``transport`` or ``port`` None: not given, so the app's Config decides."""
-    from spright.nodefile import BadNodeFile, NodeFile, runtime_base
+    from spright.host.nodefile import BadNodeFile, NodeFile, runtime_base
 
     command = [sys.executable, "-m", "spright", "run", app_ref, *(("--port", str(port)) if port is not None else ()),
                *(("--transport", *transport.split()) if transport is not None else ()), *args]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from spright.descriptor import (
+from spright.data.descriptor import (
     BODY_JSON,
     BODY_TEXT,
     CALL,
@@ -25,8 +25,8 @@ from spright.descriptor import (
     Descriptor,
     unpack_many,
 )
+from spright.data.table import RouteTable
 from spright.routing import App
-from spright.table import RouteTable
 from spright.transport import registry
 from spright.transport.base import Endpoint, Transport
 from spright.transport.http import HttpTransport

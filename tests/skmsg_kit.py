@@ -10,9 +10,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from spright.descriptor import SIZE, Descriptor
+from spright.data.descriptor import SIZE, Descriptor
+from spright.data.table import RouteTable
 from spright.routing import App
-from spright.table import RouteTable
 from spright.transport import skmsg
 from spright.transport.base import Endpoint
 from spright.transport.skmsg import NEXT_IN_CHAIN, SkmsgTransport

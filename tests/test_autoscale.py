@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from spright.autoscale import Autoscaler, Decision, ScalePolicy, WindowAverage, instances_for
+from spright.data.autoscale import Autoscaler, Decision, ScalePolicy, WindowAverage, instances_for
 
 
 class Function:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from spright.nodefile import runtime_base
+from spright.host.nodefile import runtime_base
 from spright.testing import free_port, run_node
 from tests.boutique_clients import HttpShopper
 

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from spright import App, CallError, Context, HTTPError
-from spright.metrics import IN_FLIGHT
+from spright.host.counters import IN_FLIGHT
 from spright.testing import TestClient
 
 app = App("calls")

@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 from rich.console import Console
 
-from spright.metrics import COLUMNS, ROW_WORDS
-from spright.nodefile import BadNodeFile, CounterSegment, NodeFile
-from spright.statsview import compact, stats_table
+from spright.host.counters import COLUMNS, ROW_WORDS
+from spright.host.nodefile import BadNodeFile, CounterSegment, NodeFile
+from spright.ops.statsview import compact, stats_table
 from spright.testing import free_port, run_node
 from tests.apps.demo import app as demo
 
@@ -144,7 +144,7 @@ def test_doctor_lists_transports_and_latency_checks() -> None:
 
 @pytest.mark.parametrize(("content", "off"), [("0\n", True), ("200000\n", False), (None, False)])
 def test_halt_polling_check_reads_the_module_parameter(content, off, tmp_path: Path, monkeypatch) -> None:
-    from spright import tuning
+    from spright.ops import tuning
 
     parameter = tmp_path / "guest_halt_poll_ns"
     if content is not None:
@@ -256,8 +256,8 @@ def test_compact_numbers() -> None:
                                                                                 "-24.3k"]
 
 
-SERVING = ["uvloop", "httptools", "spright.gateway", "spright.runtime", "spright.http", "spright.supervisor",
-           "spright.process"]
+SERVING = ["uvloop", "httptools", "spright.front.gateway", "spright.worker.runtime", "spright.front.http",
+           "spright.node.supervisor", "spright.node.process"]
 
 
 def serving_modules_after(script: str) -> list[str]:
@@ -269,7 +269,7 @@ def serving_modules_after(script: str) -> list[str]:
 
 
 def test_importing_the_cli_imports_nothing_of_the_serving_side() -> None:
-    assert serving_modules_after("import spright.cli") == []
+    assert serving_modules_after("import spright.ops.cli") == []
 
 
 def test_the_read_only_commands_import_nothing_of_the_serving_side(echo_node) -> None:
@@ -278,9 +278,9 @@ def test_the_read_only_commands_import_nothing_of_the_serving_side(echo_node) ->
     port, *_ = echo_node
     commands = [["stats", "--json", "--port", str(port)], ["stats", "--port", str(port)],
                 ["routes", "--live", "--port", str(port)], ["routes", "examples.echo"], ["doctor"]]
-    script = ("from typer.testing import CliRunner\nimport spright.cli\n"
+    script = ("from typer.testing import CliRunner\nimport spright.ops.cli\n"
               f"for args in {commands!r}:\n"
-              "    result = CliRunner().invoke(spright.cli.cli, args)\n"
+              "    result = CliRunner().invoke(spright.ops.cli.cli, args)\n"
               "    assert result.exit_code == 0, (args, result.output, result.exception)")
     assert serving_modules_after(script) == []
 

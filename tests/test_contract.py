@@ -43,7 +43,7 @@ import collections
 import itertools
 import random
 
-from spright.descriptor import GATEWAY, Descriptor
+from spright.data.descriptor import GATEWAY, Descriptor
 from tests.contract_kit import (
     SETTLE,
     WAIT,

@@ -6,8 +6,8 @@ import collections
 import itertools
 import random
 
-from spright.descriptor import BODY_JSON, CALL, HAS_RESPONSE_META, Descriptor
-from spright.table import RouteTable
+from spright.data.descriptor import BODY_JSON, CALL, HAS_RESPONSE_META, Descriptor
+from spright.data.table import RouteTable
 from tests.contract_kit import (
     Node,
     allowed,

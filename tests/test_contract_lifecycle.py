@@ -14,7 +14,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from spright.descriptor import Descriptor
+from spright.data.descriptor import Descriptor
 from spright.transport.base import Transport
 from tests.contract_kit import BPF_FS, SETTLE, Node, arrival, assert_streams, desc, make_table, received
 

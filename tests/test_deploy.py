@@ -15,11 +15,11 @@ import yaml
 from typer.testing import CliRunner
 
 from spright import App, PoolConfig
-from spright.autoscale import ScalePolicy
-from spright.config import MiB
-from spright.deploy import command_line, deploy_app
-from spright.deploy.k8s import GATEWAY_CAPS, WORKERS_UNPRIVILEGED
-from spright.loader import load_app
+from spright.data.autoscale import ScalePolicy
+from spright.data.config import MiB
+from spright.node.loader import load_app
+from spright.ops.deploy import command_line, deploy_app
+from spright.ops.deploy.k8s import GATEWAY_CAPS, WORKERS_UNPRIVILEGED
 
 K8S_VERSION = "1.37.0"  # the newest schemas kubernetes-validate 1.37 ships
 APPS = ["apps.online_boutique:app", "apps.motion:app", "apps.parking:app", "examples.echo:app"]

@@ -2,7 +2,7 @@ import struct
 
 import pytest
 
-from spright.descriptor import CALL, HAS_RESPONSE_META, KIND_MASK, SIZE, Descriptor, pack_many, unpack_many
+from spright.data.descriptor import CALL, HAS_RESPONSE_META, KIND_MASK, SIZE, Descriptor, pack_many, unpack_many
 
 
 def make(i: int) -> Descriptor:

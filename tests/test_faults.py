@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.load import MARKER, write_boutique_script
-from spright.nodefile import runtime_base
+from spright.host.nodefile import runtime_base
 from spright.testing import node_metric, run_node
 from spright.transport.skmsg import SkmsgTransport
 

@@ -1,6 +1,6 @@
 """Late writers are fenced off: a slot being written (by a handler that outlived its request,
 or by the gateway receiving a slow body) is held, and no sweep frees it for another request
-until its writer lets go (spright/pool.py: ``hold``)."""
+until its writer lets go (spright/host/pool.py: ``hold``)."""
 
 from __future__ import annotations
 

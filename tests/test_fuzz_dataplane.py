@@ -13,8 +13,8 @@ import random
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from spright.descriptor import FIELDS, KIND_MASK, REQUEST, Descriptor
-from spright.metrics import DROPPED, ERRORS
+from spright.data.descriptor import FIELDS, KIND_MASK, REQUEST, Descriptor
+from spright.host.counters import DROPPED, ERRORS
 from spright.testing import TestClient
 from tests.apps.slow import app
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from spright import App, Config, Context, HTTPError, RoutingError
-from spright.table import MAX_HOPS
+from spright.data.table import MAX_HOPS
 from spright.testing import TestClient
 from tests.apps.demo import app as demo
 

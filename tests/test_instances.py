@@ -14,10 +14,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from spright import App, RoutingError, control
-from spright.metrics import HANDLED
-from spright.nodefile import runtime_base
-from spright.nodes import choose_node
+from spright import App, RoutingError
+from spright.host.counters import HANDLED
+from spright.host.nodefile import runtime_base
+from spright.node import control
+from spright.ops.nodes import choose_node
 from spright.testing import TestClient, node_metric, run_node
 from tests.apps.instances import app
 

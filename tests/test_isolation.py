@@ -1,6 +1,6 @@
 """Each security domain has a memory pool of its own: a worker maps its own domain's segments
 and no other's, the gateway maps every domain's, and a hostile function cannot open another
-domain's segment by name nor read it through another process's /proc (spright/sandbox.py)."""
+domain's segment by name nor read it through another process's /proc (spright/host/sandbox.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from spright.nodes import choose_node
+from spright.ops.nodes import choose_node
 from spright.testing import run_node
 
 pytestmark = pytest.mark.node

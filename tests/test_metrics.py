@@ -8,8 +8,8 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from spright import App, Context
-from spright.metrics import BUCKETS, ROW_WORDS, CounterTable, read_segment
-from spright.nodefile import runtime_base
+from spright.host.counters import BUCKETS, ROW_WORDS, CounterTable, read_segment
+from spright.host.nodefile import runtime_base
 from spright.testing import TestClient, run_node
 from tests.apps.demo import app as demo
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from spright.nodefile import runtime_base
+from spright.host.nodefile import runtime_base
 from spright.testing import run_node
 from spright.transport.skmsg import NO_ROUTE
 

@@ -10,11 +10,12 @@ from typing import Any
 
 import uvloop
 
-from spright import App, Context, runtime
-from spright.descriptor import ERROR, RESPONSE, SIZE, unpack_many
-from spright.metrics import IN_FLIGHT
-from spright.tasks import PAST_DEADLINE
+from spright import App, Context
+from spright.data.descriptor import ERROR, RESPONSE, SIZE, unpack_many
+from spright.host.counters import IN_FLIGHT
 from spright.testing import TestClient
+from spright.worker import runtime
+from spright.worker.tasks import PAST_DEADLINE
 from tests.test_runtime import Harness, waits
 
 

@@ -25,7 +25,7 @@ import aiohttp
 import orjson
 import pytest
 
-from spright.loader import load_app
+from spright.node.loader import load_app
 from spright.transport.bpf import BPF_FS
 from tests.boutique_clients import HttpShopper
 from tests.test_online_boutique import concurrent_carts, on_node, scenario_browse, scenario_cart_and_checkout

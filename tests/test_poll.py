@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from spright import descriptor
+from spright.data import descriptor
 from spright.routing import App
 from spright.transport.poll import CAPACITY, PollTransport
 

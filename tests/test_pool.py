@@ -2,8 +2,8 @@ import os
 
 import pytest
 
-from spright.config import PoolConfig
-from spright.pool import DOMAIN_SHIFT, Pool, PoolExhausted, read_meta
+from spright.data.config import PoolConfig
+from spright.host.pool import DOMAIN_SHIFT, Pool, PoolExhausted, read_meta
 
 SMALL = PoolConfig(max_body=1 << 20, classes=((1024, 4), (65536, 2)), large_slots=1, meta_reserve=4096)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from spright.nodefile import runtime_base
+from spright.host.nodefile import runtime_base
 from spright.testing import free_port, run_node
 from tests.test_node import proc_stat
 

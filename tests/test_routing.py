@@ -3,8 +3,8 @@ import uuid
 import pytest
 
 from spright import App, Function, RoutingError
-from spright.descriptor import GATEWAY
-from spright.table import MethodNotAllowed, NotFound
+from spright.data.descriptor import GATEWAY
+from spright.data.table import MethodNotAllowed, NotFound
 
 
 def noop(ctx):
@@ -248,6 +248,6 @@ async def test_a_bare_function_decorator_registers_the_handler_as_the_called_for
 
 def test_the_public_api_names_what_apps_configure_with() -> None:
     import spright
-    from spright.autoscale import ScalePolicy
+    from spright.data.autoscale import ScalePolicy
 
     assert spright.ScalePolicy is ScalePolicy and "ScalePolicy" in spright.__all__

@@ -9,13 +9,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from spright import App, Context, descriptor
-from spright.descriptor import ERROR, GATEWAY, REQUEST, RESPONSE, SIZE, Descriptor, unpack_many
-from spright.metrics import HANDLED
-from spright.pool import Pool
-from spright.runtime import Worker
-from spright.tasks import never_suspends
+from spright import App, Context
+from spright.data import descriptor
+from spright.data.descriptor import ERROR, GATEWAY, REQUEST, RESPONSE, SIZE, Descriptor, unpack_many
+from spright.host.counters import HANDLED
+from spright.host.pool import Pool
 from spright.transport.local import LocalTransport
+from spright.worker.runtime import Worker
+from spright.worker.tasks import never_suspends
 
 
 async def answers(ctx: Context) -> bytes:

@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from spright import App, RoutingError
-from spright.autoscale import ScalePolicy
-from spright.nodes import choose_node
+from spright.data.autoscale import ScalePolicy
+from spright.ops.nodes import choose_node
 from spright.testing import node_metric, run_node
 
 ZERO = ScalePolicy(min_instances=0, scale_to_zero_grace=1)

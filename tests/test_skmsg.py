@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from spright.descriptor import SIZE, Descriptor, pack_many
+from spright.data.descriptor import SIZE, Descriptor, pack_many
 from spright.transport import bpf, skmsg
 from spright.transport.skmsg import MAX_ENDPOINTS, SkmsgTransport
 from tests.skmsg_kit import (

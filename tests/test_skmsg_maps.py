@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from spright.descriptor import REFUSED, SIZE, Descriptor, pack_many
-from spright.table import MAX_HOPS
+from spright.data.descriptor import REFUSED, SIZE, Descriptor, pack_many
+from spright.data.table import MAX_HOPS
 from spright.transport import bpf, skmsg
 from spright.transport.skmsg import ANONYMOUS, SkmsgTransport
 from tests.skmsg_kit import (

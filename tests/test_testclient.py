@@ -3,8 +3,8 @@ import asyncio
 import pytest
 
 from spright import Config, PoolConfig
-from spright.descriptor import GATEWAY, RESPONSE, Descriptor
-from spright.metrics import ERRORS, HANDLED
+from spright.data.descriptor import GATEWAY, RESPONSE, Descriptor
+from spright.host.counters import ERRORS, HANDLED
 from spright.testing import TEST_POOL, TestClient
 from tests.apps.demo import app
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from apps.motion.functions import actuator, frames, sensor
 from spright import App, PoolConfig
-from spright.config import MiB
+from spright.data.config import MiB
 
 POOL = PoolConfig(max_body=8 * MiB, classes=((4096, 1024), (65536, 256), (MiB + 65536, 16)), large_slots=4)
 

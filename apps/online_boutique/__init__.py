@@ -19,7 +19,7 @@ from apps.online_boutique.payment import payment
 from apps.online_boutique.recommendation import recommendation
 from apps.online_boutique.shipping import shipping
 from spright import App, PoolConfig
-from spright.config import MiB
+from spright.data.config import MiB
 
 # Pages are a few KiB to tens of KiB and service calls are small: no 8 MiB slots needed.
 POOL = PoolConfig(max_body=1 * MiB, classes=((4096, 4096), (65536, 512)), large_slots=16)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from apps.parking.functions import charging, detection, index, persist, search, sessions
 from spright import App, PoolConfig
-from spright.config import MiB
+from spright.data.config import MiB
 
 # Photos are 30-150 KB: a burst of 164 fits the 256 KiB class; the rest is small JSON.
 POOL = PoolConfig(max_body=8 * MiB, classes=((4096, 2048), (65536, 512), (262144, 256), (MiB + 65536, 32)),

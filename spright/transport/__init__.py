@@ -1,11 +1,12 @@
-"""Data planes behind one interface; ``select_transport`` picks one by name or ``auto``."""
+"""transport: the data planes behind one interface (base.py), one module per plane;
+``select_transport`` picks one by name or ``auto``. May import spright.host and spright.data."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from spright.config import Config
-from spright.table import RouteTable
+from spright.data.config import Config
+from spright.data.table import RouteTable
 from spright.transport.base import Transport
 from spright.transport.grpc import GrpcTransport
 from spright.transport.http import HttpTransport

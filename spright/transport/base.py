@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from spright.descriptor import (
+from spright.data.descriptor import (
     CALL,
     ERROR,
     GATEWAY,
@@ -44,14 +44,14 @@ from spright.descriptor import (
     RESPONSE,
     SIZE,
 )
-from spright.instances import LiveInstances
+from spright.host.instances import LiveInstances
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from spright.config import Config
-    from spright.pool import Payloads
-    from spright.routing import RouteTable
+    from spright.data.config import Config
+    from spright.data.table import RouteTable
+    from spright.host.pool import Payloads
 
 Receiver = Callable[[bytes], None]
 EARLY_FLUSH = 24  # descriptors; see Outbox
@@ -109,7 +109,7 @@ class Transport(ABC):
         """The transport as the node's settings ask for it (``spright run``'s options)."""
         return cls(runtime_dir, table)
 
-    # A worker started on its own (``spright worker``, spright.join) gets the transport from the
+    # A worker started on its own (``spright worker``, spright.node.join) gets the transport from the
     # node directory: ``join_state`` (JSON) in the gateway's process, ``rejoin`` in the worker's.
     joinable = True  # False: the data plane's state cannot be handed over as JSON (yet)
 

@@ -22,9 +22,9 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spright.descriptor import SIZE
-from spright.pool import Payloads
-from spright.table import RouteTable
+from spright.data.descriptor import SIZE
+from spright.data.table import RouteTable
+from spright.host.pool import Payloads
 from spright.transport.base import Endpoint, Receiver, Transport
 from spright.transport.wire import load, loopback_ports, store
 

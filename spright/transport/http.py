@@ -28,14 +28,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from spright.descriptor import SIZE
-from spright.pool import Payloads
-from spright.table import RouteTable
+from spright.data.descriptor import SIZE
+from spright.data.table import RouteTable
+from spright.host.pool import Payloads
 from spright.transport.base import Endpoint, Receiver, Transport
 from spright.transport.wire import load, loopback_ports, store
 
 if TYPE_CHECKING:
-    from spright.config import Config
+    from spright.data.config import Config
 
 PATH = b"/spright/descriptor"
 ANSWER = b"HTTP/1.1 204 No Content\r\n\r\n"

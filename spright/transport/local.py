@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from spright.table import RouteTable
+from spright.data.table import RouteTable
 from spright.transport.base import Endpoint, Receiver, Transport
 
 

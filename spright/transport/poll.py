@@ -35,8 +35,8 @@ from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 from typing import Any
 
-from spright.config import Config
-from spright.table import RouteTable
+from spright.data.config import Config
+from spright.data.table import RouteTable
 from spright.transport.base import Endpoint, Receiver, Transport
 
 CAPACITY = 1024  # descriptors per ring (a power of two)

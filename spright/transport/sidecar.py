@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import uvloop
 
-    from spright.process import die_with_parent, name_process
+    from spright.host.procs import die_with_parent, name_process
 
     die_with_parent()
     name_process(f"sidecar {args.function} :{args.port}")

@@ -49,11 +49,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from spright.descriptor import (
+from spright.data.descriptor import (
     OFFSETS,
     SIZE,
 )
-from spright.table import RouteTable
+from spright.data.table import RouteTable
 from spright.transport import bpf
 from spright.transport.base import Endpoint, Receiver, RecordProtocol, Transport
 from spright.transport.skmsg_maps import (
@@ -78,7 +78,7 @@ from spright.transport.skmsg_register import SOCKET_NAME as REGISTER_SOCKET
 from spright.transport.skmsg_register import Registrar, register_through
 
 if TYPE_CHECKING:
-    from spright.config import Config
+    from spright.data.config import Config
 
 __all__ = ["ANONYMOUS", "MAPS", "MAX_ENDPOINTS", "NEXT_IN_CHAIN", "NO_ROUTE", "Counters", "SkmsgTransport",
            "read_counters", "read_routes", "register_socket"]

@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 from typing import NamedTuple
 
-from spright.table import MAX_CHAINS, MAX_HOPS
+from spright.data.table import MAX_CHAINS, MAX_HOPS
 from spright.transport import bpf
 
 MAX_ENDPOINTS = 1024  # endpoint ids are 0..MAX_ENDPOINTS-1 (sizes the BPF maps)

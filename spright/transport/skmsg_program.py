@@ -9,7 +9,7 @@ import functools
 import os
 from pathlib import Path
 
-from spright.descriptor import (
+from spright.data.descriptor import (
     CALL,
     DOWN,
     ERROR,
@@ -22,7 +22,7 @@ from spright.descriptor import (
     RESPONSE,
     SIZE,
 )
-from spright.table import MAX_GATEWAYS
+from spright.data.table import MAX_GATEWAYS
 from spright.transport import bpf
 from spright.transport.skmsg_maps import MAX_CHAINS, MAX_ENDPOINTS, MAX_HOPS, MAX_INSTANCES, NO_ROUTE
 

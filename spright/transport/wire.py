@@ -12,8 +12,8 @@ from __future__ import annotations
 import socket
 import struct
 
-from spright.descriptor import OFFSETS
-from spright.pool import Payloads, read_meta
+from spright.data.descriptor import OFFSETS
+from spright.host.pool import Payloads, read_meta
 
 _META_LEN = struct.Struct("<I")
 # slot, length, request_id (the slot's owner), generation: what carrying a hop's payload needs

@@ -6,7 +6,7 @@ import asyncio
 import os
 
 from spright import App, Context
-from spright.autoscale import ScalePolicy
+from spright.data.autoscale import ScalePolicy
 
 app = App("instances")
 

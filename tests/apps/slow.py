@@ -4,7 +4,7 @@ pool's shape in miniature (few large slots), for the slow-client, fault and fenc
 import asyncio
 
 from spright import App, Config, Context
-from spright.config import PoolConfig
+from spright.data.config import PoolConfig
 
 app = App("slow", config=Config(request_timeout=1.0, max_connections=600, grace=0.5,
                                 pool=PoolConfig(classes=((4096, 256), (65536, 64), (1 << 20, 8)), large_slots=2)))

@@ -1,0 +1,104 @@
+"""Every setting of a node in one object.
+
+``App(...)`` sets the app's own (the pool, the default route timeout); ``spright run``'s
+options set where and how it serves (``App.config.replace(host=..., port=...)``); the
+supervisor, the gateway, the HTTP server, the workers and ``TestClient`` read this object
+and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+MiB = 1 << 20
+BALANCES = ("least_in_flight", "round_robin")  # how an instance is picked (spright run --balance)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Slot sizes and counts. The largest class holds the larger limit plus ``meta_reserve`` of metadata."""
+
+    max_body: int = 8 * MiB  # the largest request body: past it the gateway answers 413
+    # the largest result a handler may return (a hop's output, a call's answer, the response),
+    # past which it is answered 500 saying so. None: whatever the largest slot holds beside the
+    # request's metadata (max_body and a little more, as ever). Set it to answer more than a
+    # request may send without raising max_body, or to cap answers exactly.
+    max_response: int | None = None
+    classes: tuple[tuple[int, int], ...] = ((4096, 4096), (65536, 1024), (MiB + 65536, 64))
+    large_slots: int = 8
+    meta_reserve: int = 64 * 1024
+
+    def size_classes(self) -> list[tuple[int, int]]:
+        large = max(self.max_body, self.max_response or 0) + self.meta_reserve
+        small = [(size, count) for size, count in self.classes if size < large]
+        return [*small, (large, self.large_slots)]
+
+
+@dataclass(frozen=True)
+class Config:
+    # -- serving (spright run's options) ---------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8080
+    transport: str = "auto"  # auto, or a name from spright.transport.registry()
+    poll_idle_us: int | None = None  # poll data plane: None spins for ever; N sleeps after N µs idle
+    sidecar: bool = False  # http data plane: a queue-proxy-like process in front of each function
+    sidecar_concurrency: int = 0  # requests a sidecar lets reach its function at once (0: no limit)
+    instances: tuple[tuple[str, int], ...] = ()  # (function, instances to start with) over the app's own
+    gateways: int | None = None  # gateway processes on the port (SO_REUSEPORT); None: by cores
+    balance: str = "least_in_flight"  # how a function's instance is picked: or round_robin
+    node_dir: str | None = None  # spright gateway (pod mode): where its workers, started on their own, join
+    # -- the app's (App(...)) ----------------------------------------------------------------
+    default_timeout: float = 30.0  # seconds a route's chain may take, unless the route says
+    pool: PoolConfig = field(default_factory=PoolConfig)  # pool.max_body, .max_response: the size limits
+    # -- HTTP limits -----------------------------------------------------------------------
+    max_header_bytes: int = 16 * 1024
+    max_url: int = 8 * 1024
+    keepalive_timeout: float = 15.0
+    # a request whose headers or body make no progress for this long is answered 408 and its
+    # connection closed (nginx's client_header_timeout and client_body_timeout)
+    request_timeout: float = 30.0
+    max_connections: int = 10_000  # open client connections; past it a new one is answered 503 and closed
+    max_pipelined: int = 64  # requests of one connection in flight; past it the connection is not read
+    # lingering close (nginx's lingering_close): after an early answer (413 at the headers, 400...)
+    # what the client still sends is read and discarded until it pauses this long or this much
+    # time has passed; closing at once would make the kernel reset the connection, and a client
+    # still sending its body would never read the answer
+    linger_pause: float = 1.0
+    linger_max: float = 10.0
+    # -- the node's clocks -----------------------------------------------------------------
+    tick: float = 0.1  # the gateway's housekeeping period: timeouts, sweeps, counters for readers
+    grace: float = 10.0  # how long a failed request's slots stay reserved for late writers
+    ready_timeout: float = 60.0  # workers must announce themselves within this at startup
+    drain_timeout: float = 10.0  # in-flight requests get this long to finish on shutdown
+
+    def __post_init__(self) -> None:
+        for name in ("default_timeout", "keepalive_timeout", "request_timeout", "tick", "ready_timeout",
+                     "drain_timeout", "linger_pause", "linger_max"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Config.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.poll_idle_us is not None and self.poll_idle_us < 0:
+            raise ValueError(f"Config.poll_idle_us must be >= 0, got {self.poll_idle_us}")
+        for name in ("max_connections", "max_pipelined"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Config.{name} must be >= 1, got {getattr(self, name)}")
+        if self.sidecar_concurrency < 0:
+            raise ValueError(f"Config.sidecar_concurrency must be >= 0, got {self.sidecar_concurrency}")
+        if (self.sidecar or self.sidecar_concurrency) and self.transport != "http":
+            raise ValueError(f"--sidecar puts a queue-proxy in front of each function of the http data plane: "
+                             f"use it with --transport http, not {self.transport!r}")
+        if self.balance not in BALANCES:
+            raise ValueError(f"Config.balance must be one of {', '.join(BALANCES)}, got {self.balance!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"Config.port must be 0..65535, got {self.port}")
+
+    @property
+    def max_body(self) -> int:
+        return self.pool.max_body
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with ``changes``; ``max_body=N`` resizes the pool's body limit."""
+        if "max_body" in changes:
+            changes["pool"] = dataclasses.replace(changes.get("pool", self.pool), max_body=changes.pop("max_body"))
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,3 @@
+"""front: the node's front door: HTTP/1.1 (httptools), requests on their way into the pool, the
+gateway that sends them down their chains and answers, the activator, ``/metrics``. May import
+spright.routing and the layers below it."""

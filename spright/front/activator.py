@@ -1,0 +1,71 @@
+"""The activator: where requests and calls for a function with no live instance wait.
+
+A function whose autoscaler may take it to zero instances (``ScalePolicy(min_instances=0)``)
+has, once idle, no worker at all. The data plane then delivers what is addressed to it to the
+first gateway instead (the kernel program on skmsg, ``Domains`` on the userspace planes), with
+``next_hop`` still naming the function, as Knative puts its activator in the path of a revision
+scaled to zero. The first gateway's ``Activator`` parks those descriptors, asks the supervisor for
+an instance (``wake``), and sends them on once the instance joins the live set (``release``). What
+arrives for a function that is down (crashed, no instance left) is not parked: its requests were
+answered 502 already.
+
+A parked call is sent on under the gateway's own name, so its answer comes back here: the
+activator relays that REPLY (or ERROR) to the instance that made the call.
+
+Life cycle: ``park`` every REQUEST or CALL the gateway receives (for a function not down); ``release`` when an instance
+of the function joins the live set; ``relay`` for every REPLY, and ERROR, the gateway receives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from spright.data.descriptor import CALL, KIND_MASK, Descriptor
+
+MAX_PARKED = 10_000  # per function: past this, what arrives for it is dropped (the gateway logs it)
+MAX_CALLS = 100_000  # calls sent on whose answer is awaited; past this the oldest is forgotten
+
+
+class Activator:
+    def __init__(self, endpoint: int, send: Callable[[bytes], None], wake: Callable[[int], None]) -> None:
+        """``endpoint``: the gateway's own (parked calls are sent on under it); ``send``: the
+        gateway's outbox; ``wake``: asks for an instance of a function id."""
+        self._endpoint = endpoint
+        self._send = send
+        self._wake = wake
+        self._parked: dict[int, list[Descriptor]] = {}  # function id -> descriptors, in arrival order
+        self._callers: dict[tuple[int, int], int] = {}  # (request id, call id) -> the endpoint that called
+
+    def waiting(self, function_id: int) -> int:
+        """Descriptors parked for ``function_id``: demand the autoscaler must see."""
+        return len(self._parked.get(function_id, ()))
+
+    def park(self, function_id: int, d: Descriptor) -> bool:
+        """Hold ``d`` until ``function_id`` has an instance; False (dropped) when too many wait
+        for it already."""
+        parked = self._parked.setdefault(function_id, [])
+        if len(parked) >= MAX_PARKED:
+            return False
+        parked.append(d)
+        if len(parked) == 1:
+            self._wake(function_id)
+        return True
+
+    def release(self, function_id: int) -> None:
+        """An instance of ``function_id`` serves: send on what waited for it."""
+        for d in self._parked.pop(function_id, ()):
+            if d.flags & KIND_MASK == CALL:
+                self._callers[d.request_id, d.call_id] = d.sender
+                if len(self._callers) > MAX_CALLS:  # answers that never came (their request timed out)
+                    del self._callers[next(iter(self._callers))]
+                d = d._replace(sender=self._endpoint)
+            self._send(d._replace(next_hop=function_id).pack())
+
+    def relay(self, d: Descriptor) -> bool:
+        """The answer to a call sent on from here goes to its caller; False when ``d`` answers
+        no such call."""
+        caller = self._callers.pop((d.request_id, d.call_id), None)
+        if caller is None:
+            return False
+        self._send(d._replace(next_hop=caller).pack())
+        return True

@@ -1,0 +1,401 @@
+"""The gateway's core: a request's body goes into a pool slot once, a descriptor goes to
+the chain's first function, and the descriptor that comes back becomes the response.
+
+Transport- and HTTP-agnostic: ``spright.front.http`` feeds it from sockets, ``TestClient`` from
+memory. Completion is a callback, not a Task per request: the hot path stays short.
+A request ends exactly once, in ``_end`` (answered by its chain, failed, timed out); one
+answered before it reaches a chain (no route, a built-in page, a refusal) never enters it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from spright.data import descriptor
+from spright.data.config import Config
+from spright.data.descriptor import (
+    BODY_JSON,
+    BODY_MASK,
+    BODY_TEXT,
+    CALL,
+    DOWN,
+    ERROR,
+    GATEWAY,
+    GATEWAY_SHIFT,
+    HAS_RESPONSE_META,
+    KIND_MASK,
+    READY,
+    REPLY,
+    REQUEST,
+    RESPONSE,
+    SIZE,
+    Descriptor,
+    unpack_many,
+)
+from spright.data.response import Refused, Response, error_response, no_payload_space
+from spright.data.table import MethodNotAllowed, NotFound, RouteEntry, RouteTable
+from spright.front.activator import Activator
+from spright.front.incoming import Incoming, RequestHead
+from spright.front.metrics import CONTENT_TYPE, GatewayMetrics
+from spright.host.counters import BYTES, DROPPED, IN, OUT, CounterTable
+from spright.host.pool import PoolExhausted, read_meta
+from spright.host.pools import NodePool
+from spright.transport.base import Endpoint, Outbox, Transport
+
+__all__ = ["Gateway", "Refused", "Response"]
+
+log = logging.getLogger("spright.front.gateway")
+
+CONTENT_TYPE_HEADERS = {  # by the descriptor's body type, unless a handler chose one
+    BODY_JSON: (b"content-type", b"application/json"),
+    BODY_TEXT: (b"content-type", b"text/plain; charset=utf-8"),
+}
+OCTET_STREAM_HEADER = (b"content-type", b"application/octet-stream")
+Done = Callable[[Response], None]
+
+
+class Gateway:
+    def __init__(self, table: RouteTable, pool: NodePool, config: Config, counters: CounterTable | None = None,
+                 index: int = 0) -> None:
+        """``counters``: the node's table (row 0 is the first gateway's); a private one when alone.
+        ``index``: which of the node's gateway processes this is; the first (0) hears the
+        workers' READYs and tells the others (and the workers) when a function goes down or
+        comes back."""
+        self.table = table
+        self.index = index
+        self.endpoint = table.gateways[index]
+        self._owned = index << GATEWAY_SHIFT  # in every request id it hands out
+        self.pool = pool
+        self.config = config
+        self.max_body = config.max_body
+        self.metrics = GatewayMetrics(table, counters or CounterTable.create(len(table.endpoints), shared=False),
+                                      self.endpoint)
+        self._counts = self.metrics.counts
+        self.ready: set[int] = set()  # endpoints (instances) that announced themselves and did not die since
+        self.metrics.ready = self.ready
+        self.down: set[int] = set()  # functions whose every instance died, none back yet
+        self.gateways_ready: set[int] = set()  # the further gateways serving (the first gateway's view)
+        self.instance_ready: Callable[[int], None] | None = None  # told of each READY (the supervisor)
+        self.wake: Callable[[int], None] = lambda function_id: None  # asks for an instance (the supervisor)
+        # the first gateway parks what arrives for a function with no live instance
+        self.activator = Activator(self.endpoint, lambda data: self._outbox.put(data),
+                                   lambda function_id: self.wake(function_id))
+        self._chain_members = [frozenset(chain[:-1]) for chain in table.chains]
+        # per chain: alloc(size, owner) in the pool of the chain's security domain
+        self._endpoints = frozenset(table.endpoints)
+        self.allocators = [pool.allocator(table.functions[chain[0] - 1].domain) for chain in table.chains]
+        self._pages: dict[str, Callable[[], Response]] = {"metrics": self.metrics_page}  # routing.BUILTINS
+        self._became_ready: asyncio.Event | None = None
+        self._next_id = 0
+        # request id -> (done, route, deadline, submitted at)
+        self._pending: dict[int, tuple[Done, RouteEntry, float, float]] = {}
+        self._failed: dict[int, float] = {}  # request id -> when its slots may be swept
+        self.receiving: set[int] = set()  # request ids whose bodies are arriving (Incoming)
+        # a sweep once a crashed worker's slots can no longer be written: the slots of ctx.calls it held
+        # belong to requests that may have ended normally since, which no failed request's expiry would sweep
+        self._sweep_at: float | None = None
+        self._endpoint: Endpoint | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        self._transport: Transport | None = None
+        # set by start(): requests are submitted only once it is attached
+        self._loop: asyncio.AbstractEventLoop
+        self._first_steps: tuple[tuple[int, int], ...]
+        self._outbox: Outbox
+
+    async def start(self, transport: Transport) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._transport = transport
+        self._first_steps = tuple(steps[0] for steps in self.table.steps(transport.addresses()))
+        transport.carry(self.pool)
+        transport.instances.watch(self.metrics.counters.in_flight)
+        self._endpoint = await transport.attach(self.endpoint, self.receive)
+        self._outbox = Outbox(self._endpoint, self._loop)
+        self._ticker = self._loop.call_later(self.config.tick, self._tick)
+
+    def announce(self) -> None:
+        """A further gateway tells the first one that it serves."""
+        self._outbox.put(descriptor.notice(GATEWAY, self.endpoint, READY))
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Until every function announced itself; RuntimeError naming the missing ones."""
+        table = self.table
+        everyone = {e for f in table.functions for e in table.instance_endpoints(f.id)[: f.instances]}
+        self._became_ready = asyncio.Event()
+        try:
+            async with asyncio.timeout(timeout):
+                while not everyone <= self.ready:
+                    await self._became_ready.wait()
+                    self._became_ready.clear()
+        except TimeoutError:
+            missing = ", ".join(self.table.name_of(i) for i in sorted(everyone - self.ready))
+            raise RuntimeError(f"workers did not become ready within {timeout:g}s: {missing}") from None
+        finally:
+            self._became_ready = None
+
+    def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for request_id in list(self._pending):
+            self._end(request_id, error_response(503, "the node is shutting down"), failed=True)
+        self.metrics.publish()
+        if self._endpoint is not None:
+            self._endpoint.close()
+
+    async def closed(self) -> None:
+        """After ``close()``: the data plane has released the gateway's endpoint."""
+        if self._endpoint is not None:
+            await self._endpoint.closed()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def new_request_id(self) -> int:
+        self._next_id = self._next_id % 0x0FFFFFFF + 1  # never 0: 0 marks a free slot
+        return self._next_id | self._owned
+
+    def open_request(self, head: RequestHead, expected: int) -> Incoming:
+        """A request whose headers are in, ``expected`` body bytes announced; raises Refused (413, 503)."""
+        return Incoming(self, head, expected)
+
+    def route(self, method: str, path: str) -> tuple[RouteEntry | None, dict[str, Any], Response | None]:
+        """(route, path parameters, None), or (None, {}, the answer) when no route takes it."""
+        try:
+            route, params = self.table.match(method, path)
+        except NotFound:
+            return None, {}, error_response(404, f"no route for {path}")
+        except MethodNotAllowed as exc:
+            response = error_response(405, f"{method} not allowed on {path}", allowed=exc.allowed)
+            response.headers.append((b"allow", ", ".join(exc.allowed).encode()))
+            return None, {}, response
+        return route, params, None
+
+    def refusal(self, response: Response) -> Refused:
+        """Count ``response`` as a request answered before any chain, to raise as Refused."""
+        self.metrics.answered(response.status)
+        return Refused(response)
+
+    def _answer_now(self, done: Done, response: Response) -> None:
+        """Answer a request that goes down no chain (no route, a built-in page)."""
+        self.metrics.answered(response.status)
+        done(response)
+
+    # -- requests --------------------------------------------------------------------------
+    def submit(self, request: Incoming, done: Done) -> None:
+        """Send the request down its route's chain; ``done`` gets the response exactly once."""
+        route, slot = request.route, request.slot
+        if route is None or slot is None:
+            request.release()
+            if route is not None and route.builtin is not None:
+                return self._answer_now(done, self._pages[route.builtin]())
+            assert request.answer is not None  # no route: its 404 or 405
+            return self._answer_now(done, request.answer)
+        if self.down and not self.down.isdisjoint(self._chain_members[route.chain]):
+            request.release()
+            names = ", ".join(sorted(self.table.name_of(i) for i in self.down))
+            return self._answer_now(done, error_response(503, f"restarting after a crash: {names}"))
+        meta = orjson.dumps({"method": request.method, "path": request.path, "query": request.query,
+                             "headers": request.headers, "params": request.params, "route": route.index})
+        try:
+            slot = self.pool.set_meta(slot, request.length, meta, request.request_id)
+        except (PoolExhausted, ValueError):
+            request.release()
+            return self._answer_now(done, no_payload_space())
+        if request.view is not None:
+            request.view.release()  # the body is in
+        request_id = request.request_id
+        now = time.monotonic()
+        self._pending[request_id] = (done, route, now + route.timeout, now)
+        self.receiving.discard(request_id)
+        first, _ = self._first_steps[route.chain]
+        out = descriptor.hop(first, GATEWAY, REQUEST, 0, route.chain, 0, slot.id, slot.generation,
+                             request.length, request_id)
+        if len(self._pending) == 1:  # the only request in flight: no batch to wait for
+            self._outbox.send_now(out)
+        else:
+            self._outbox.put(out)
+        self._counts[OUT] += 1  # one per request sent down a chain; requests = this + answered at once
+
+    def metrics_page(self) -> Response:
+        """The built-in ``GET /metrics``: Prometheus text of every endpoint's counters, the
+        data plane's own counters (when it keeps any), pool and in-flight gauges, latency."""
+        kernel = None
+        if self._transport is not None:
+            try:  # a data plane that cannot be read right now must not cost the rest of the scrape
+                kernel = type(self._transport).live_counters(self._transport.node_info())
+            except Exception:
+                log.exception("gateway: reading the data plane's counters failed")
+        gauges = {
+            "requests_in_flight": ("Requests submitted to a chain and not answered yet.", float(self.in_flight)),
+            "pool_slots_in_use": ("Payload slots allocated in the shared-memory pool.", float(self.pool.in_use())),
+            "pool_slots": ("Payload slots in the pool, all size classes.", float(self.pool.total)),
+        }
+        return Response(200, self.metrics.render(gauges, kernel), [(b"content-type", CONTENT_TYPE)])
+
+    def receive(self, data: bytes) -> None:
+        self._counts[IN] += len(data) // SIZE
+        for d in unpack_many(data):
+            kind = d.flags & KIND_MASK
+            if kind == RESPONSE:
+                self._complete(d)
+            elif kind in (ERROR, REPLY):
+                if self.activator.relay(d):  # the answer to a call the activator held and sent on
+                    continue
+                if kind == ERROR:
+                    self._complete(d)
+                else:
+                    self._dropped(d, "a reply to no call sent on by the activator")
+            elif kind in (REQUEST, CALL) and not self.index:
+                self._activate(d)
+            elif kind in (READY, DOWN) and d.sender == GATEWAY and self.index:  # from the first gateway
+                self._told(kind, d.call_id)
+            elif kind == READY and d.sender in self.table.gateways[1:] and not self.index:
+                self.gateways_ready.add(d.sender)
+            elif kind == READY and (d.sender in self.table.gateways or d.sender not in self._endpoints):
+                self._dropped(d, "a READY from no function")
+            elif kind == READY:
+                self._announced(d.sender)
+            else:
+                self._dropped(d, "its kind is not one the gateway receives")
+
+    def _activate(self, d: Descriptor) -> None:
+        """For a function with no live instance: parked until one serves (spright.front.activator);
+        dropped quietly if the function is down (its requests were answered 502)."""
+        function_id = self.table.function_of(d.next_hop) if d.next_hop in self._endpoints else 0
+        if function_id not in self.down and not (function_id and self.activator.park(function_id, d)):
+            self._dropped(d, "a request or call the activator cannot hold")
+
+    def _dropped(self, d: Descriptor, why: str) -> None:
+        """A descriptor no correct function sends: logged, counted, dropped."""
+        self._counts[DROPPED] += 1
+        log.warning("gateway: dropped a descriptor: %s: %s", why, d)
+
+    def _complete(self, d: Descriptor) -> None:
+        """The chain answered: the slot's payload becomes the response."""
+        pool = self.pool
+        request_id = d.request_id
+        if request_id not in self._pending:
+            self._failed.pop(request_id, None)
+            pool.free(d.slot, d.generation)  # a late answer: reclaim its slot now
+            return
+        flags = d.flags
+        if flags & HAS_RESPONSE_META and pool.is_current(d.slot, d.generation):
+            headers = self._response_headers(d)
+        else:
+            headers = [CONTENT_TYPE_HEADERS.get(flags & BODY_MASK, OCTET_STREAM_HEADER)]
+        body = pool.take(d.slot, d.generation, d.length)
+        if body is None:  # never expected: an answer naming a slot that is not its own
+            log.error("gateway: request %d answered with a stale slot: %s", d.request_id, d)
+            return self._end(request_id, error_response(502, "the chain's answer was lost"), failed=True)
+        self._counts[BYTES] += d.length
+        self._end(request_id, Response(d.status or (500 if flags & KIND_MASK == ERROR else 200), body, headers))
+
+    def _response_headers(self, d: Descriptor) -> list[tuple[bytes, bytes]]:
+        """Content type and headers a handler set (``ctx.content_type``, ``ctx.set_header``)."""
+        with self.pool.view(d.slot) as view:
+            response = orjson.loads(read_meta(view)).get("response", {})
+        content_type = CONTENT_TYPE_HEADERS.get(d.flags & BODY_MASK, OCTET_STREAM_HEADER)
+        if response.get("content_type"):
+            content_type = (b"content-type", response["content_type"].encode())
+        return [content_type, *((k.encode(), v.encode()) for k, v in response.get("headers", ()))]
+
+    def _end(self, request_id: int, response: Response, failed: bool = False) -> None:
+        """The one way a submitted request ends. ``failed``: no answer of its chain freed its
+        slots (they may still be written by a late hop), so they are swept after a grace time."""
+        pending = self._pending.pop(request_id, None)
+        if pending is None:
+            return
+        if failed:
+            self._failed[request_id] = time.monotonic() + self.config.grace
+        self.metrics.observe(pending[1], response.status, pending[3])
+        pending[0](response)
+
+    def _announced(self, endpoint: int) -> None:
+        """READY from an instance: it serves (again)."""
+        function_id = self.table.function_of(endpoint)
+        if function_id in self.down:  # back from a crash: callers may call it again
+            self.down.discard(function_id)
+            self._tell_workers(READY, function_id)
+        self.ready.add(endpoint)
+        if self.instance_ready is not None:
+            self.instance_ready(endpoint)
+        if self._became_ready is not None:
+            self._became_ready.set()
+
+    def _told(self, kind: int, function_id: int) -> None:
+        """The first gateway says a function went down (fail what runs through it) or is back."""
+        if not 0 < function_id <= len(self.table.functions):
+            return
+        if kind == READY:
+            self.down.discard(function_id)
+        else:
+            self._function_down(function_id)
+
+    def endpoint_retired(self, endpoint: int) -> None:
+        """An instance was scaled away and drained: it serves no more."""
+        self.ready.discard(endpoint)
+        self.pool.release_holds(endpoint)
+
+    def endpoint_died(self, endpoint: int) -> None:
+        """An instance's worker died. Once a function has no instance left, fail at once the
+        requests whose chain runs through it, and tell callers; while others serve, fail the
+        requests whose handler it was running (the slots it held). What waited unread in its
+        queue is lost to the requests' timeout."""
+        function_id = self.table.function_of(endpoint)
+        self._sweep_at = time.monotonic() + self.config.grace
+        self.ready.discard(endpoint)
+        held = self.pool.release_holds(endpoint)  # a dead worker writes nothing: its slots may be swept
+        if not self.ready.isdisjoint(self.table.instance_endpoints(function_id)):
+            self._fail_held(self.table.name_of(function_id), held)
+            return
+        self._tell_workers(DOWN, function_id)
+        self._function_down(function_id)
+
+    def _fail_held(self, name: str, held: list[tuple[int, int, int]]) -> None:
+        """A 502 for the request of each slot a crashed instance held, sent as an ERROR to the
+        gateway that owns the request (the data plane routes it by request id)."""
+        payload = orjson.dumps({"error": f"function {name!r} crashed", "status": 502, "function": name})
+        for slot, generation, request_id in held:
+            try:
+                written = self.pool.write(slot, generation, payload, b"", request_id)
+            except (PoolExhausted, ValueError):
+                continue  # left to the request's timeout
+            self._outbox.put(descriptor.hop(GATEWAY, self.endpoint, ERROR | BODY_JSON, 0, 0, 502, written.id,
+                                            written.generation, len(payload), request_id))
+
+    def _function_down(self, function_id: int) -> None:
+        """No instance of ``function_id`` serves: fail at once what runs through it."""
+        name = self.table.name_of(function_id)
+        self._sweep_at = time.monotonic() + self.config.grace
+        self.down.add(function_id)
+        for request_id, (_, route, _, _) in list(self._pending.items()):
+            if function_id in self.table.chains[route.chain]:
+                self._end(request_id, error_response(502, f"function {name!r} crashed", function=name), failed=True)
+
+    def _tell_workers(self, kind: int, function_id: int) -> None:
+        """DOWN/READY about ``function_id`` to every live worker: their ctx.calls to it fail
+        fast while it is down instead of waiting for a timeout."""
+        for endpoint in (*self.ready, *self.table.gateways[1:]):  # the other gateways too
+            self._outbox.put(descriptor.notice(endpoint, GATEWAY, kind, function_id))
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        late = [request_id for request_id, (_, _, deadline, _) in self._pending.items() if deadline <= now]
+        for request_id in late:
+            self._end(request_id, error_response(504, "the chain did not answer in time"), failed=True)
+        expired = [request_id for request_id, until in self._failed.items() if until <= now]
+        for request_id in expired:
+            del self._failed[request_id]
+        crashed = self._sweep_at is not None and self._sweep_at <= now
+        if crashed:
+            self._sweep_at = None
+        if expired or crashed:
+            self.pool.sweep(set(self._pending) | set(self._failed) | self.receiving, self.index)
+        self.metrics.publish()  # readers in other processes see the gateway's row one tick late at most
+        self._ticker = self._loop.call_later(self.config.tick, self._tick)

@@ -1,0 +1,327 @@
+"""HTTP/1.1 front door on uvloop + httptools: keep-alive, pipelining, chunked bodies.
+
+Each parsed request is handed to the ``Gateway`` as soon as it is complete; responses are
+written strictly in request order (pipelining), whatever order the chains finish in. At most
+``Config.max_pipelined`` requests of one connection are in flight: past that the connection is no
+longer read, and requests already read (one read may carry hundreds) wait, parsed, holding
+no pool slot, until answers make room.
+Bad input is answered and the connection closed; the server keeps serving everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from http import HTTPStatus
+from typing import cast
+
+import httptools
+
+from spright.data.response import Refused, Response, bodiless, body_too_large, error_response
+from spright.front.gateway import Gateway
+from spright.front.incoming import Incoming, RequestHead
+
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+_STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in _REASONS.items()}
+_HEADER_LINE = b"%s: %s\r\n"
+
+
+def render(response: Response, keep_alive: bool, head_only: bool = False) -> bytes:
+    """Status line, headers, body. RFC 9110 framing: a HEAD answer gets the GET's headers and
+    no body; a 1xx, 204 or 304 answer has no body and no Content-Length (what a handler
+    returned with one is dropped), so the next response on the connection still parses."""
+    status = response.status
+    line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
+    body = response.body
+    if bodiless(status):
+        tail, body = (b"\r\n" if keep_alive else b"connection: close\r\n\r\n"), b""
+    else:
+        tail = (b"content-length: %d\r\n\r\n" if keep_alive else
+                b"content-length: %d\r\nconnection: close\r\n\r\n") % len(body)
+    return b"".join((
+        line,
+        *map(_HEADER_LINE.__mod__, response.headers),
+        tail,
+        b"" if head_only else body,
+    ))
+
+
+class HttpProtocol(asyncio.Protocol):
+    def __init__(self, gateway: Gateway, connections: set[HttpProtocol]) -> None:
+        self._gateway = gateway
+        self._config = gateway.config
+        self._connections = connections
+        self._parser = httptools.HttpRequestParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._queue: deque[_Exchange] = deque()
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._header_bytes = 0
+        self._body: Incoming | _Held | None = None
+        self._held: deque[tuple[_Held, _Exchange]] = deque()  # read while max_pipelined were in flight
+        self._max_queued = self._config.max_pipelined
+        self._refused: Response | None = None  # answer this and close once the queue drains
+        self._lingering_since: float | None = None  # the refusal was sent; reading to discard
+        self._paused = False
+        self._last_active = time.monotonic()
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    # -- connection ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        self._connections.add(self)
+        if len(self._connections) > self._config.max_connections:  # answered, not left to time out
+            self._refuse(error_response(503, f"the node has {self._config.max_connections} connections open: "
+                                             "try again later"))
+            return
+        first_check = min(self._config.keepalive_timeout, self._config.request_timeout)
+        self._idle_timer = asyncio.get_running_loop().call_later(first_check, self._check_idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connections.discard(self)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        if self._body is not None:
+            self._body.release()
+        self._body = None
+        self._transport = None  # responses still in flight are dropped when they arrive
+
+    def data_received(self, data: bytes) -> None:
+        self._last_active = time.monotonic()
+        if self._refused is not None:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(error_response(400, "protocol upgrades are not supported"))
+        except httptools.HttpParserError as exc:
+            if self._refused is None:
+                self._refuse(error_response(400, f"malformed HTTP request: {exc}"))
+
+    def is_idle(self) -> bool:
+        return not self._queue and self._body is None
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+    def _refuse(self, response: Response) -> None:
+        """Count the HTTP layer's own refusal (400, 408, 414, 431), then ``_close_with`` it."""
+        self._gateway.metrics.answered(response.status)
+        self._close_with(response)
+
+    def _close_with(self, response: Response) -> None:
+        """Answer with ``response`` after the responses already queued, then close."""
+        if self._body is not None:
+            self._body.release()
+        self._body = None
+        self._refused = response
+        self._flush()
+
+    # -- parser callbacks (state is reset when a message completes, saving a callback) ------
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._config.max_url:
+            self._refuse(error_response(414, f"URL over the limit of {self._config.max_url} bytes"))
+            raise httptools.HttpParserError("URL too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self._config.max_header_bytes:
+            message = f"request headers over the limit of {self._config.max_header_bytes} bytes"
+            self._refuse(error_response(431, message))
+            raise httptools.HttpParserError("headers too large")
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        joint = "; " if key == "cookie" else ", "  # RFC 9113 §8.2.3: Cookie lines are one list, joined by "; "
+        self._headers[key] = f"{self._headers[key]}{joint}{text}" if key in self._headers else text
+
+    def on_headers_complete(self) -> None:
+        host = self._headers.get("host")
+        if (host is None and self._parser.get_http_version() != "1.0") or (host is not None and "," in host):
+            # RFC 9112 §3.2: exactly one Host header in HTTP/1.1 (a repeated one arrives joined by ", ")
+            problem = "missing Host header" if host is None else "more than one Host header (or a list in one)"
+            self._refuse(error_response(400, problem))
+            raise httptools.HttpParserError(problem)
+        length = self._headers.get("content-length", "0")
+        expected = int(length) if length.isdigit() else 0
+        url = self._url
+        if url[:1] == b"/":  # origin-form, nearly always: no need for the full URL parser
+            path, _, query = url.partition(b"?")
+        else:
+            parsed = httptools.parse_url(url)
+            path, query = parsed.path or b"/", parsed.query or b""
+        head = RequestHead(self._parser.get_method().decode(), path.decode("latin-1"), query.decode("latin-1"),
+                           self._headers)
+        if len(self._queue) >= self._max_queued:  # room comes when answers drain (_flush)
+            if expected > self._gateway.max_body:
+                self._close_with(self._gateway.refusal(body_too_large(self._gateway.max_body)).response)
+                raise httptools.HttpParserError("request refused")
+            self._body = _Held(head, self._gateway)
+            return
+        try:
+            self._body = self._gateway.open_request(head, expected)
+        except Refused as refusal:
+            self._close_with(refusal.response)
+            raise httptools.HttpParserError("request refused") from None
+        if self._headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
+            self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, chunk: bytes) -> None:
+        try:
+            self._body.write(chunk)  # type: ignore[union-attr]
+        except Refused as refusal:
+            self._body = None  # the writer let go of its slot
+            self._close_with(refusal.response)
+            raise httptools.HttpParserError("request refused") from None
+
+    def on_message_complete(self) -> None:
+        request = self._body
+        self._body, self._url, self._headers, self._header_bytes = None, b"", {}, 0
+        assert request is not None  # opened when its headers completed
+        exchange = _Exchange(self, self._parser.should_keep_alive(), request.method == "HEAD")
+        self._queue.append(exchange)
+        if len(self._queue) >= self._max_queued and not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+        if isinstance(request, _Held):
+            self._held.append((request, exchange))
+        else:
+            self._gateway.submit(request, exchange.done)
+
+    def _submit_held(self) -> None:
+        """Requests read while the connection had its fill in flight, as room comes."""
+        held, gateway = self._held, self._gateway
+        while held and len(self._queue) - len(held) < self._max_queued:
+            waiting, exchange = held.popleft()
+            try:
+                request = gateway.open_request(waiting.head, len(waiting.body))
+                request.write(waiting.body)
+            except Refused as refusal:  # 503: the pool is full
+                exchange.done(refusal.response)
+                continue
+            gateway.submit(request, exchange.done)
+
+    # -- responses, in order -----------------------------------------------------------------
+    def _flush(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        queue = self._queue
+        while queue and queue[0].response is not None:
+            exchange = queue.popleft()
+            transport.write(render(exchange.response, exchange.keep_alive, exchange.head_only))  # type: ignore[arg-type]
+            if not exchange.keep_alive:
+                transport.close()
+                return
+        self._submit_held()
+        if self._paused and not self._held and len(queue) < self._max_queued // 2:
+            self._paused = False
+            transport.resume_reading()
+        if not queue and self._refused is not None and self._lingering_since is None:
+            transport.write(render(self._refused, keep_alive=False))
+            if transport.can_write_eof():
+                transport.write_eof()
+            self._lingering_since = time.monotonic()
+            asyncio.get_running_loop().call_later(self._config.linger_pause, self._linger)
+
+    def _linger(self) -> None:
+        transport, now, config = self._transport, time.monotonic(), self._config
+        if transport is None or transport.is_closing():
+            return
+        assert self._lingering_since is not None
+        if now - self._last_active >= config.linger_pause or now - self._lingering_since >= config.linger_max:
+            transport.close()
+        else:
+            asyncio.get_running_loop().call_later(config.linger_pause, self._linger)
+
+    def _reading(self) -> bool:
+        """A request's headers or body are arriving (not yet complete)."""
+        return self._body is not None or bool(self._url) or self._header_bytes > 0
+
+    def _check_idle(self) -> None:
+        """Close a keep-alive connection idle for ``keepalive_timeout``, and answer 408 to a
+        request whose headers or body stalled for ``request_timeout`` (its slot comes back);
+        one timer per period, not one per request (timers are costly on the hot path)."""
+        config = self._config
+        idle_for = time.monotonic() - self._last_active
+        if self._refused is None and self._reading():
+            if idle_for >= config.request_timeout:
+                self._refuse(error_response(408, f"the request made no progress for {config.request_timeout:g} s"))
+                return
+            delay = config.request_timeout - idle_for
+        elif self.is_idle():
+            if idle_for >= config.keepalive_timeout:
+                self.close()
+                return
+            delay = config.keepalive_timeout - idle_for
+        else:  # waiting for its chains: their own timeouts answer
+            delay = min(config.keepalive_timeout, config.request_timeout)
+        self._idle_timer = asyncio.get_running_loop().call_later(delay, self._check_idle)
+
+
+class _Exchange:
+    """One request's place in its connection's response order."""
+
+    __slots__ = ("head_only", "keep_alive", "protocol", "response")
+
+    def __init__(self, protocol: HttpProtocol, keep_alive: bool, head_only: bool) -> None:
+        self.protocol = protocol
+        self.keep_alive = keep_alive
+        self.head_only = head_only
+        self.response: Response | None = None
+
+    def done(self, response: Response) -> None:
+        self.response = response
+        self.protocol._flush()
+
+
+async def serve(gateway: Gateway, host: str, port: int,
+                reuse_port: bool = False) -> tuple[asyncio.AbstractServer, set[HttpProtocol]]:
+    """Listen for HTTP; returns the server and its live connections (for draining).
+    ``reuse_port``: several gateway processes listen on the port, the kernel spreading
+    new connections over them (SO_REUSEPORT)."""
+    connections: set[HttpProtocol] = set()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: HttpProtocol(gateway, connections), host, port, reuse_address=True, reuse_port=reuse_port or None,
+        backlog=4096,
+    )
+    return server, connections
+
+
+async def drain(server: asyncio.AbstractServer, connections: set[HttpProtocol], timeout: float) -> None:
+    """Stop accepting, let in-flight requests finish (up to ``timeout``), close idle keep-alives."""
+    server.close()
+    deadline = asyncio.get_running_loop().time() + timeout
+    while connections and asyncio.get_running_loop().time() < deadline:
+        for connection in list(connections):
+            if connection.is_idle():
+                connection.close()
+        await asyncio.sleep(0.05)
+    for connection in list(connections):
+        connection.close()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(server.wait_closed(), 1)
+
+
+class _Held:
+    """A request read while its connection had ``max_pipelined`` in flight: its head and body
+    kept as bytes (no pool slot) until there is room to submit it."""
+
+    __slots__ = ("body", "gateway", "head", "method")
+
+    def __init__(self, head: RequestHead, gateway: Gateway) -> None:
+        self.head, self.method, self.gateway = head, head.method, gateway
+        self.body = bytearray()
+
+    def write(self, chunk: bytes) -> None:
+        """Raises Refused (413) once the body outgrows the limit."""
+        if len(self.body) + len(chunk) > self.gateway.max_body:
+            raise self.gateway.refusal(body_too_large(self.gateway.max_body))
+        self.body += chunk
+
+    def release(self) -> None:
+        self.body.clear()

@@ -1,0 +1,116 @@
+"""A request whose headers are in, on its way into the pool: its body is received straight into
+a slot of its route's security domain, taken as the bytes arrive."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+from urllib.parse import unquote
+
+from spright.data.response import Refused, Response, body_too_large, error_response, no_payload_space
+from spright.data.table import RouteEntry
+from spright.host.pool import PoolExhausted, Slot
+from spright.host.pools import NodePool
+from spright.worker.remote import peer_refusal
+
+
+class Admission(Protocol):
+    """What a request on its way in needs of its gateway (spright.front.gateway.Gateway)."""
+
+    max_body: int
+    pool: NodePool
+    allocators: list[Callable[[int, int], Slot]]
+    receiving: set[int]
+
+    def route(self, method: str, path: str) -> tuple[RouteEntry | None, dict[str, Any], Response | None]: ...
+
+    def refusal(self, response: Response) -> Refused: ...
+
+    def new_request_id(self) -> int: ...
+
+SLACK = 1024  # room a new body's slot keeps for the request's metadata
+# A body's slot is taken for what arrives, not for what Content-Length promises: at most this much
+# up front (a 64 KiB-class slot), the rest once the bytes come. Clients that promise large bodies
+# and trickle them cannot pin the pool's few large slots.
+UPFRONT = 64 * 1024 - SLACK
+
+
+class Incoming:
+    """A request whose headers are in: routed at once, its body received straight into a pool
+    slot of its route's security domain, growing it as the bytes arrive. Its request id counts
+    as live meanwhile: no sweep frees the slot under a slow upload. A request no chain will take
+    (no route, a built-in page) keeps no slot: its body is counted and dropped."""
+
+    __slots__ = ("_gateway", "answer", "expected", "headers", "length", "method", "params", "path", "query",
+                 "request_id", "route", "slot", "view")
+
+    def __init__(self, gateway: Admission, head: RequestHead, expected: int) -> None:
+        """Raises Refused (413 over the body limit, 503 when the pool is full)."""
+        if expected > gateway.max_body:
+            raise gateway.refusal(body_too_large(gateway.max_body))
+        self._gateway = gateway
+        self.method, target, self.query, self.headers = head
+        self.path = target if "%" not in target else decoded_path(target, gateway)
+        self.expected = expected
+        self.length = 0
+        self.route, self.params, self.answer = gateway.route(self.method, self.path)
+        if self.route is not None and (refused := peer_refusal(self.path, self.headers)) is not None:
+            raise gateway.refusal(refused)
+        self.request_id = gateway.new_request_id()
+        self.slot: Slot | None = None
+        self.view: memoryview | None = None
+        if self.route is not None and self.route.builtin is None:
+            try:
+                self.slot = gateway.allocators[self.route.chain](min(expected, UPFRONT) + SLACK, self.request_id)
+            except PoolExhausted:
+                raise gateway.refusal(no_payload_space()) from None
+            self.view = gateway.pool.view(self.slot.id)
+            gateway.receiving.add(self.request_id)
+
+    def write(self, chunk: bytes | bytearray) -> None:
+        """Raises Refused once the body outgrows the limit or the pool."""
+        end = self.length + len(chunk)
+        limit = self._gateway.max_body
+        if end > limit:
+            self.release()
+            raise self._gateway.refusal(body_too_large(limit))
+        if self.slot is None or self.view is None:  # going nowhere: counted, not kept
+            self.length = end
+            return
+        if end + SLACK > len(self.view):
+            pool = self._gateway.pool
+            try:
+                slot = pool.grow(self.slot, self.length, min(max(end * 2, self.expected), limit) + SLACK,
+                                 self.request_id)
+            except PoolExhausted:
+                self.release()
+                raise self._gateway.refusal(no_payload_space()) from None
+            self.view.release()
+            self.slot, self.view = slot, pool.view(slot.id)
+        self.view[self.length : end] = chunk
+        self.length = end
+
+    def release(self) -> None:
+        if self.view is not None:
+            self.view.release()
+            self.view = None
+        if self.slot is not None:
+            self._gateway.pool.free(*self.slot)
+            self._gateway.receiving.discard(self.request_id)
+            self.slot = None
+
+
+def decoded_path(target: str, gateway: Admission) -> str:
+    """The request target's path percent-decoded (UTF-8), as Starlette routes on it: routes
+    match, and handlers get, ``/p/héllo`` for ``/p/h%C3%A9llo``. Raises Refused (400)."""
+    try:
+        return unquote(target, errors="strict")
+    except UnicodeDecodeError:
+        raise gateway.refusal(error_response(400, f"the path {target!r} is not UTF-8 once percent-decoded")) from None
+
+
+class RequestHead(NamedTuple):
+    method: str
+    path: str  # as the request target spells it (percent-encoded); Incoming decodes it
+    query: str
+    headers: dict[str, str]

@@ -1,0 +1,90 @@
+"""What a worker process can reach once it serves: its own domain's memory, and no more.
+
+Each security domain has a pool of its own (spright/host/pools.py), and a worker is handed only
+its domain's. But every process of a node runs as the same user, so a hostile function could
+still open another domain's segment by name in /dev/shm, or read it out of the gateway's
+memory through /proc. A worker therefore closes those doors before its first handler runs:
+
+1. ``enter()``, first thing in the process (unshare needs a single thread): a mount namespace
+   of its own, so what it mounts is seen by nobody else;
+2. ``seal()``, once it has attached to its pool, counters and data plane: an empty tmpfs over
+   /dev/shm (segments already mapped stay mapped; no other can be opened by name), then it
+   drops the capabilities that would undo that or reach around it (mount, ptrace, BPF, raw
+   devices, file handles), forbids regaining them (no_new_privs, bounding set) and makes
+   itself non-dumpable (no other worker reads its memory through /proc).
+
+Where this cannot be done (not root, no mount namespaces) the worker serves unsealed, and
+says so once. Threads started before ``seal()`` (grpc's) keep their capabilities: Linux sets
+them per thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+
+log = logging.getLogger("spright.host.sandbox")
+
+CLONE_NEWNS = 0x00020000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
+PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 4, 24, 38
+CAPABILITY_VERSION_3 = 0x20080522
+DROPPED_CAPABILITIES = {  # number: why a worker must not keep it
+    2: "CAP_DAC_READ_SEARCH (open_by_handle_at reaches files by handle, around mounts)",
+    12: "CAP_NET_ADMIN (attach or detach BPF programs, change the data plane)",
+    16: "CAP_SYS_MODULE (load kernel code)",
+    17: "CAP_SYS_RAWIO (/dev/mem and raw I/O)",
+    19: "CAP_SYS_PTRACE (read another process's memory)",
+    21: "CAP_SYS_ADMIN (unmount the empty /dev/shm, enter other namespaces, /proc/PID/map_files)",
+    27: "CAP_MKNOD (device nodes)",
+    38: "CAP_PERFMON (read kernel and process memory through perf and BPF)",
+    39: "CAP_BPF (read or rewrite the routes and domains in the BPF maps)",
+}
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def enter() -> bool:
+    """A private mount namespace for this process; False (logged) where it cannot have one."""
+    try:
+        _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+        _check(_libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+    except OSError as exc:
+        log.warning("spright: this worker is not sealed off from other domains' memory (%s); "
+                    "per-domain isolation needs CAP_SYS_ADMIN (root, or a container that adds it)", exc)
+        return False
+    return True
+
+
+def seal() -> None:
+    """After ``enter()`` and every attachment: hide /dev/shm and drop what could undo it."""
+    _check(_libc.mount(b"tmpfs", b"/dev/shm", b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, b"mode=1777,size=16m"),
+           "mount an empty tmpfs on /dev/shm")
+    _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
+    for capability in DROPPED_CAPABILITIES:
+        _check(_libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0), f"drop capability {capability} from the bounding set")
+    header, data = _CapHeader(CAPABILITY_VERSION_3, 0), (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data), "capget")
+    for capability in DROPPED_CAPABILITIES:
+        word, bit = divmod(capability, 32)
+        mask = ~(1 << bit) & 0xFFFFFFFF
+        data[word].effective &= mask
+        data[word].permitted &= mask
+        data[word].inheritable &= mask
+    _check(_libc.capset(ctypes.byref(header), data), "capset")

@@ -1,0 +1,97 @@
+"""A worker process: the entry point the supervisor spawns, hosting one or more functions.
+
+Spawned (not forked), so it imports the app afresh; it attaches to the node's pool,
+counter table and data plane from a picklable ``WorkerSpec``, runs until SIGTERM, then
+lets handlers in flight finish and detaches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import uvloop
+
+from spright.data.table import RouteTable
+from spright.host import sandbox
+from spright.host.counters import CounterTable
+from spright.host.pool import Pool, PoolHandle
+from spright.host.procs import die_with_parent, name_process
+from spright.node.loader import load_app
+from spright.transport.base import Transport
+from spright.worker.runtime import Worker
+
+log = logging.getLogger("spright.worker")
+
+
+class WorkerKey(NamedTuple):
+    """A worker process: which of the table's processes, and which instance of it."""
+
+    process: str  # RouteTable.processes()
+    instance: int  # 0: the first; each instance hosts the same functions, on endpoints of its own
+
+    def __str__(self) -> str:
+        return self.process if self.instance == 0 else f"{self.process}#{self.instance}"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    app_ref: str
+    process: str  # the worker process's name (RouteTable.processes())
+    instance: int  # which instance of it (WorkerKey)
+    table: RouteTable  # the node's, as the supervisor compiled it (instances included)
+    pool: PoolHandle
+    transport: Transport
+    counters: str  # the counter table's shared-memory name
+    drain_timeout: float  # how long handlers in flight may finish once told to stop
+    tracked: bool = True  # False: started on its own, its resource tracker must not unlink the node's memory
+
+
+def worker_main(spec: WorkerSpec) -> None:
+    """Entry point of a worker process (spawned, so it imports the app afresh)."""
+    die_with_parent()
+    sealable = sandbox.enter()  # first, while this process has a single thread
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
+    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [{spec.process}] %(message)s")
+    uvloop.run(serve_worker(spec, sealable))
+
+
+async def serve_worker(spec: WorkerSpec, sealable: bool, gateway_gone: asyncio.Future[bytes] | None = None) -> None:
+    """One Worker per function this process hosts, all on one loop, each its own endpoint;
+    sealed off from other domains' memory (``sealable``) before it says READY. Serves until
+    SIGTERM (or until ``gateway_gone``)."""
+    app = load_app(spec.app_ref)
+    key = WorkerKey(spec.process, spec.instance)
+    name_process(f"worker {key} [{app.name}]")
+    pool = Pool.attach(spec.pool, tracked=spec.tracked)
+    table = spec.table
+    counters = CounterTable.attach(spec.counters, len(table.endpoints), tracked=spec.tracked)
+    spec.transport.instances.watch(counters.in_flight)
+    endpoints = [table.instance_endpoints(f)[spec.instance] for f in table.processes()[spec.process]]
+    workers = [Worker(table, app.functions[table.name_of(e)], pool, counters.row(e), e) for e in endpoints]
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    if gateway_gone is not None:
+        gateway_gone.add_done_callback(lambda _: stop.set())
+    for worker in workers:
+        await worker.start(spec.transport, announce=False)
+    if sealable:
+        try:
+            sandbox.seal()
+        except OSError as exc:
+            log.warning("spright: worker %s is not sealed off from other domains' memory: %s", spec.process, exc)
+    for worker in workers:
+        worker.announce()
+    await stop.wait()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(worker.drain() for worker in workers)), spec.drain_timeout)
+    for worker in workers:
+        worker.close()
+    for worker in workers:
+        await worker.closed()
+    counters.close()
+    pool.close()

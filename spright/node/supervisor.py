@@ -1,0 +1,391 @@
+"""Runs a node: pool, transport, gateway and one worker process per function.
+
+Traffic is accepted only once every worker has announced itself; a worker that dies is
+restarted (its in-flight requests fail fast with 502); SIGINT/SIGTERM drain the node and
+it exits leaving no process, socket file, /dev/shm segment or BPF object behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import time
+from collections.abc import Coroutine
+from multiprocessing import get_context
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any, cast
+
+import uvloop
+
+from spright.front import http
+from spright.front.gateway import Gateway
+from spright.host.counters import COLUMNS, ROW_WORDS, CounterTable, histogram_words
+from spright.host.instances import FILE_NAME as INSTANCES_FILE
+from spright.host.instances import LiveInstances
+from spright.host.nodefile import NAME as NODE_FILE
+from spright.host.nodefile import NODE_DIR_ENV, CounterSegment, NodeFile, runtime_base, sweep_dead_nodes
+from spright.host.pools import NodePool
+from spright.host.procs import name_process
+from spright.node import control, join
+from spright.node.gateways import GatewaySpec, default_count, gateway_main
+from spright.node.loader import load_app
+from spright.node.process import WorkerKey, WorkerSpec, worker_main
+from spright.node.scaling import TICK, Autoscaling
+from spright.transport import select_transport
+
+log = logging.getLogger("spright")
+RETIRE_AFTER = 0.5  # seconds between an instance leaving the live set and its SIGTERM
+
+
+class Supervisor:
+    def __init__(self, app_ref: str, **options: Any) -> None:
+        """``options``: Config fields that override the app's (host, port, transport...).
+        With ``node_dir`` it serves as the gateway of a node whose workers start on their own
+        (``spright gateway``, spright.node.join) and join through that directory."""
+        self.app_ref = app_ref
+        self.app = load_app(app_ref)
+        self.config = self.app.config.replace(**options)
+        self.node_dir = Path(self.config.node_dir) if self.config.node_dir else None
+        self.gateway_count = self.config.gateways or default_count()
+        self.table = self.app.compile(dict(self.config.instances), self.gateway_count,
+                                      default_timeout=self.config.default_timeout)
+        self.gateway_processes: dict[int, BaseProcess] = {}  # the further gateways, by index
+        self.processes: dict[WorkerKey, BaseProcess] = {}
+        self._starts: dict[WorkerKey, list[float]] = {}
+        self._retiring: set[WorkerKey] = set()  # instances scaled away, draining
+        self.autoscaling = Autoscaling(self.app, self.table)
+        self._stopping = False
+        self._port: int | None = None  # the HTTP port, once serving (the node file is written from then on)
+
+    def run(self) -> None:
+        uvloop.run(self.serve())
+
+    async def serve(self) -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        for leftover in sweep_dead_nodes():
+            log.warning("spright: removed %s, left by a node that was killed", leftover)
+        self.runtime_dir = self.node_dir or runtime_base() / str(os.getpid())
+        self.runtime_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+        # however the node ends, a failed start too (an unknown transport, a port in use), its
+        # directory goes: the next node to start would take one left behind for a killed node's
+        try:
+            await self._serve(stop)
+        finally:
+            if self.node_dir is None:
+                shutil.rmtree(self.runtime_dir, ignore_errors=True)
+            else:  # the directory is the pod's: only what would mislead a worker goes
+                for name in (join.FILE_NAME, NODE_FILE, control.SOCKET_NAME, INSTANCES_FILE):
+                    (self.runtime_dir / name).unlink(missing_ok=True)
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        """Start the node in its runtime directory, serve until ``stop``, drain, stop it."""
+        loop = asyncio.get_running_loop()
+        os.environ[NODE_DIR_ENV] = str(self.runtime_dir)  # workers inherit it: per-node scratch space
+        transport, reason = select_transport(self.runtime_dir, self.table, self.config)
+        if reason:
+            log.warning("spright: %s", reason)
+        if self.node_dir and not transport.joinable:
+            raise RuntimeError(f"the {transport.name} data plane cannot hand its state to workers started on their "
+                               "own: use skmsg or unix with --node-dir")
+        self.transport = transport
+        self.pool = NodePool.create(self.config.pool, (f.domain for f in self.table.functions))
+        self.counters = CounterTable.create(len(self.table.endpoints), extra_words=histogram_words(self.table))
+        self.gateway = Gateway(self.table, self.pool, self.config, self.counters)
+        self.live = LiveInstances(self.runtime_dir, self.table, create=True)
+        self.gateway.instance_ready = lambda endpoint: self._set_live(endpoint, True)
+        self.gateway.wake = self._wake
+        controls = None
+        try:
+            transport.start()
+            await self.gateway.start(transport)
+            controls = await control.serve(self.runtime_dir, self._control, self._left)
+            if not await _unless_stopped(stop, self._start_workers()):
+                return  # SIGTERM while waiting for the workers: the cleanup below, at once
+            if self.autoscaling and self.node_dir is None:  # else workers are started by others
+                loop.call_later(TICK, self._autoscale)
+            server, connections = await http.serve(self.gateway, self.config.host, self.config.port,
+                                                   reuse_port=self.gateway_count > 1)
+            self._port = _port_of(server)
+            for index in range(1, self.gateway_count):
+                self._spawn_gateway(index)
+            await self._further_gateways_serve()
+            self._write_node_file()
+            name_process(f"gateway [{self.app.name}] {self.config.host}:{self._port} ({transport.name})")
+            log.warning(
+                "spright: serving %r on http://%s:%d (transport=%s, %d functions)",
+                self.app.name, self.config.host, _port_of(server), transport.name,
+                len(self.table.functions),
+            )
+            await stop.wait()
+            log.warning("spright: draining")
+            for process in self.gateway_processes.values():  # they drain too, meanwhile
+                process.terminate()
+            await http.drain(server, connections, self.config.drain_timeout)
+            await asyncio.to_thread(_join_all, list(self.gateway_processes.values()), self.config.drain_timeout + 2)
+        finally:
+            if controls is not None:
+                controls.close()
+            self._stopping = True
+            self._stop_workers()
+            self.gateway.close()
+            await self.gateway.closed()
+            transport.stop()
+            self.pool.close()
+            self.counters.close()
+
+    # -- workers ---------------------------------------------------------------------------
+    async def _start_workers(self) -> None:
+        table = self.table
+        if self.node_dir is not None:  # they start on their own and join (spright worker)
+            join.write(self.node_dir, join.JoinInfo(
+                self.app_ref, list(self.config.instances), self.gateway_count, join.digest(table, self.config.pool),
+                self.transport.name, self.transport.join_state(), join.handles(self.pool.handles),
+                self.counters.name or "", self.config.drain_timeout))
+        else:
+            for name, hosted in table.processes().items():
+                for instance in range(table.functions[hosted[0] - 1].instances):
+                    self._spawn(WorkerKey(name, instance))
+        await self.gateway.wait_ready(self.config.ready_timeout)
+
+    def _endpoints_of(self, key: WorkerKey) -> list[int]:
+        """The endpoint of each function a worker process hosts."""
+        return [self.table.instance_endpoints(f)[key.instance] for f in self.table.processes()[key.process]]
+
+    def _spawn(self, key: WorkerKey) -> None:
+        domain = self.table.functions[self.table.processes()[key.process][0] - 1].domain
+        spec = WorkerSpec(self.app_ref, key.process, key.instance, self.table, self.pool.handle(domain),
+                          self.transport, self.counters.name or "", self.config.drain_timeout)
+        process = get_context("spawn").Process(target=worker_main, args=(spec,), name=f"spright-{key}", daemon=True)
+        process.start()
+        self.processes[key] = process
+        self._starts.setdefault(key, []).append(time.monotonic())
+        asyncio.get_running_loop().add_reader(process.sentinel, self._exited, key, process)
+
+    def _exited(self, key: WorkerKey, process: BaseProcess) -> None:
+        asyncio.get_running_loop().remove_reader(process.sentinel)
+        process.join(0)
+        if self._stopping or self.processes.get(key) is not process:
+            return
+        if key in self._retiring:  # scaled away: it drained and left
+            self._retiring.discard(key)
+            del self.processes[key]
+            for endpoint in self._endpoints_of(key):
+                self.gateway.endpoint_retired(endpoint)
+            self._write_node_file()
+            return
+        log.error("spright: worker %s exited with code %s; restarting", key, process.exitcode)
+        for endpoint in self._endpoints_of(key):
+            self._set_live(endpoint, False)  # no more work for it
+            self.gateway.endpoint_died(endpoint)
+        recent = [t for t in self._starts[key] if t > time.monotonic() - 10]
+        self._starts[key] = recent
+        delay = min(0.1 * 2 ** max(len(recent) - 1, 0), 5.0)  # back off when crash-looping
+        asyncio.get_running_loop().call_later(delay, self._respawn, key)
+
+    def _respawn(self, key: WorkerKey) -> None:
+        if not self._stopping:
+            self._spawn(key)
+            if self._port is not None:
+                self._write_node_file()  # readers (spright stats, tests) see the new pid
+
+    # -- further gateways ------------------------------------------------------------------
+    def _spawn_gateway(self, index: int) -> None:
+        assert self._port is not None
+        spec = GatewaySpec(self.app.name, index, self.table, self.pool.handles, self.transport,
+                           self.counters.name or "", self.config, self._port)
+        process = get_context("spawn").Process(target=gateway_main, args=(spec,), name=f"spright-gateway-{index}",
+                                               daemon=True)
+        process.start()
+        self.gateway_processes[index] = process
+        asyncio.get_running_loop().add_reader(process.sentinel, self._gateway_exited, index, process)
+
+    async def _further_gateways_serve(self) -> None:
+        """Until every further gateway said it serves: only then does the node serve (node.json)."""
+        async with asyncio.timeout(self.config.ready_timeout):
+            while not self.gateway.gateways_ready.issuperset(self.table.gateways[1:]):
+                await asyncio.sleep(0.02)
+
+    def _gateway_exited(self, index: int, process: BaseProcess) -> None:
+        """A further gateway died: its clients lost their connections; once whatever its
+        requests' chains may still write is over, their slots are swept and it starts again."""
+        asyncio.get_running_loop().remove_reader(process.sentinel)
+        process.join(0)
+        self.gateway.gateways_ready.discard(self.table.gateways[index])
+        if self._stopping:
+            return
+        log.error("spright: gateway #%d exited with code %s; restarting in %g s", index, process.exitcode,
+                  self.config.grace)
+        asyncio.get_running_loop().call_later(self.config.grace, self._restart_gateway, index)
+
+    def _restart_gateway(self, index: int) -> None:
+        if not self._stopping:
+            self.pool.sweep(set(), index)
+            self._spawn_gateway(index)
+            self._write_node_file()
+
+    # -- scaling ---------------------------------------------------------------------------
+    def scale(self, name: str, count: int) -> None:
+        """Run ``count`` instances of function ``name``, live: new ones join the function's live
+        instances once they announce themselves; leaving ones leave it first, then drain."""
+        if self.node_dir is not None:
+            raise ValueError("this node's workers start on their own: run more or fewer `spright worker` instead")
+        function = self.table.functions[self.table.function_id(name) - 1]
+        most = len(self.table.instance_endpoints(function.id))
+        least = 0 if function.scales_to_zero else 1
+        if not least <= count <= most:
+            raise ValueError(f"function {name!r} may run {least}..{most} instances (max_instances), not {count}")
+        running = {key.instance for key in self.processes if key.process == function.process}
+        for instance in range(count):
+            key = WorkerKey(function.process, instance)
+            if key in self._retiring:
+                raise ValueError(f"instance {key} of {name!r} is still draining; try again in a moment")
+            if instance not in running:
+                self._spawn(key)
+        for instance in sorted(running):
+            key = WorkerKey(function.process, instance)
+            if instance >= count and key not in self._retiring:
+                self._retire(key)
+        self._write_node_file()
+
+    def _retire(self, key: WorkerKey) -> None:
+        """Out of the live instances now (no new work), stopped once what was already on its
+        way has surely arrived; SIGTERM makes it finish what it holds, then exit."""
+        self._retiring.add(key)
+        for endpoint in self._endpoints_of(key):
+            self._set_live(endpoint, False)
+        asyncio.get_running_loop().call_later(RETIRE_AFTER, self.processes[key].terminate)
+
+    async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A request on the control socket (spright.node.control)."""
+        if "join" in request:  # a worker started on its own; its connection's end says it is gone
+            key = WorkerKey(str(request["join"]), int(request["instance"]))
+            log.info("spright: worker %s joined (pid %s)", key, request.get("pid"))
+            return {"joined": str(key)}
+        if "scale" not in request:
+            raise ValueError(f"unknown request {request!r}; known: scale, join")
+        name, count = str(request["scale"]), int(request["instances"])
+        self.scale(name, count)
+        function_id = self.table.function_id(name)
+        async with asyncio.timeout(self.config.ready_timeout):  # the new ones serve
+            while len(self.live.get(function_id)) < count:
+                await asyncio.sleep(0.05)
+        return {"instances": count}
+
+    def _left(self, request: dict[str, Any]) -> None:
+        """A joined worker's control connection ended: it died (its container restarts it)."""
+        key = WorkerKey(str(request["join"]), int(request["instance"]))
+        if self._stopping:
+            return
+        log.error("spright: worker %s left the node", key)
+        for endpoint in self._endpoints_of(key):
+            self._set_live(endpoint, False)
+            self.gateway.endpoint_died(endpoint)
+
+    def _autoscale(self) -> None:
+        if self._stopping:
+            return
+        try:
+            self.autoscaling.tick(self.counters.read(), self.live.get, self.gateway.activator.waiting,
+                                  self._scale_unless_draining)
+        finally:
+            asyncio.get_running_loop().call_later(TICK, self._autoscale)
+
+    def _scale_unless_draining(self, name: str, count: int) -> None:
+        if not self._retiring:
+            self.scale(name, count)
+
+    def _wake(self, function_id: int) -> None:
+        """The activator holds work for a function with no live instance: start one, unless
+        one is starting already (or the last is still draining: the autoscaler's next tick
+        starts one then, as it counts the held work as demand)."""
+        function = self.table.functions[function_id - 1]
+        if self._stopping or not function.scales_to_zero or WorkerKey(function.process, 0) in self.processes:
+            return
+        self.scale(function.name, 1)
+        self.autoscaling.activated(function.name, self.gateway.activator.waiting(function_id))
+
+    def _set_live(self, endpoint: int, live: bool) -> None:
+        """``endpoint`` joins (it announced itself) or leaves its function's live instances."""
+        function_id = self.table.function_of(endpoint)
+        if function_id not in self.live.scalable:
+            return
+        current = self.live.get(function_id)
+        wanted = tuple(sorted({*current, endpoint})) if live else tuple(e for e in current if e != endpoint)
+        if wanted != current:
+            self.live.set(function_id, wanted)
+            self.transport.instances_changed(function_id, wanted)
+            if not current:  # what waited at the activator goes to the new instance
+                self.gateway.activator.release(function_id)
+
+    def _stop_workers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for process in self.processes.values():
+            with contextlib.suppress(Exception):
+                loop.remove_reader(process.sentinel)
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + self.config.drain_timeout + 2
+        for process in self.processes.values():
+            process.join(max(deadline - time.monotonic(), 0))
+            if process.is_alive():
+                process.kill()
+                process.join(1)
+
+    def _write_node_file(self) -> None:
+        table = self.table
+        assert self._port is not None
+        NodeFile(
+            pid=os.getpid(),
+            app=self.app.name,
+            app_ref=self.app_ref,
+            host=self.config.host,
+            port=self._port,
+            transport=self.transport.name,
+            transport_info=self.transport.node_info(),
+            scaling=list(self.autoscaling.decisions),
+            workers={**{(table.name_of(e) if key.instance == 0 else f"{table.name_of(e)}#{key.instance}"):
+                        process.pid or 0 for key, process in self.processes.items() for e in self._endpoints_of(key)},
+                     **{f"gateway#{index}": process.pid or 0 for index, process in self.gateway_processes.items()}},
+            gateways=list(table.gateways),
+            shm=[*self.pool.segment_names, self.counters.name or ""],  # every segment of ours in /dev/shm
+            metrics=CounterSegment(self.counters.name or "", self.counters.rows, ROW_WORDS, list(COLUMNS)),
+            domains=list(table.domains),
+            functions=table.describe_functions(),
+            routes=table.describe(),  # for `spright routes --live` when the data plane cannot read it back
+        ).write(self.runtime_dir)
+
+
+async def _unless_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> bool:
+    """``work``, unless ``stop`` is set first (then cancelled): whether it ran to its end."""
+    running, stopping = asyncio.ensure_future(work), asyncio.ensure_future(stop.wait())
+    await asyncio.wait((running, stopping), return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not running.done():
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        return False
+    running.result()  # its exception, if it failed
+    return True
+
+
+def _join_all(processes: list[BaseProcess], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.join(max(deadline - time.monotonic(), 0))
+        if process.is_alive():
+            process.kill()
+            process.join(1)
+
+
+def _port_of(server: asyncio.AbstractServer) -> int:
+    sockets = cast(asyncio.Server, server).sockets
+    return int(sockets[0].getsockname()[1])

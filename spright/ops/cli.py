@@ -1,0 +1,317 @@
+"""The ``spright`` command: run a node, show its routes and counters, diagnose the machine."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from spright.data.config import Config
+from spright.host.nodefile import NodeFile
+from spright.node.loader import REMOTES_ENV, AppNotFound, load_app
+from spright.ops.deploy import deploy_app
+from spright.ops.nodes import NodeNotFound, choose_node, live_routes, snapshot
+from spright.ops.statsview import rates, stats_table
+from spright.ops.tuning import latency_hints
+from spright.routing import RoutingError
+from spright.transport import registry
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
+                  help="Serverless function chains over shared memory.")
+cli.add_typer(deploy_app, name="deploy")
+console = Console()
+errors = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    # escaped: rich would take "[grpc]" in "pip install 'spright[grpc]'" for markup and drop it
+    errors.print(f"[bold red]error:[/] {escape(message)}")
+    return typer.Exit(2)
+
+
+# What `spright run` and `spright gateway` do not say is the app's Config's (App(config=...)),
+# else Config's own default: an option only overrides what it is given.
+DEFAULTS = Config()
+
+
+def _default(name: str) -> str:
+    return f" (default: {getattr(DEFAULTS, name)}, or the app's Config.{name})"
+
+
+@cli.command()
+def run(
+    app: str = typer.Argument(..., help="MODULE or MODULE:APP, e.g. examples.echo:app"),
+    host: str | None = typer.Option(None, help="Address to listen on" + _default("host")),
+    port: int | None = typer.Option(None, help="HTTP port" + _default("port")),
+    transport: str | None = typer.Option(None, help="auto, " + ", ".join(registry()) + _default("transport")),
+    poll_idle_us: int | None = typer.Option(
+        None, envvar="SPRIGHT_POLL_IDLE_US",
+        help="poll: sleep after this many µs without a descriptor (default: spin for ever).",
+    ),
+    sidecar: bool | None = typer.Option(None, "--sidecar/--no-sidecar",
+                                        help="http: a queue-proxy-like process in front of each function."),
+    sidecar_concurrency: int | None = typer.Option(
+        None, help="http --sidecar: requests a sidecar lets reach its function at once (0: no limit)."),
+    instances: list[str] = typer.Option(  # noqa: B008 (typer's way to declare a repeatable option)
+        [], "--instances", metavar="NAME=N", help="Run function NAME as N worker processes (repeatable)."),
+    gateways: int | None = typer.Option(
+        None, help="Gateway processes sharing the port (default: 1 on 2 cores or fewer, else half the cores)."),
+    balance: str | None = typer.Option(
+        None, help="How a function's instance is picked: least_in_flight or round_robin" + _default("balance")),
+    remotes: str | None = typer.Option(
+        None, envvar=REMOTES_ENV, metavar="JSON",
+        help='Functions other nodes serve, e.g. {"pay": "http://10.0.0.2:8080"}; the rest run here, exposed.'),
+) -> None:
+    """Serve APP: gateway plus one worker process per function (or per instance)."""
+    if remotes:
+        os.environ[REMOTES_ENV] = remotes  # every process of the node loads the app so
+    _serve(app, host=host, port=port, transport=transport, poll_idle_us=poll_idle_us, sidecar=sidecar,
+           sidecar_concurrency=sidecar_concurrency, instances=_instance_counts(instances) or None,
+           gateways=gateways, balance=balance)
+
+
+@cli.command()
+def gateway(
+    app: str = typer.Argument(..., help="MODULE or MODULE:APP, e.g. examples.echo:app"),
+    node_dir: Path = typer.Option(..., help="The node directory its workers join (shared with them)."),  # noqa: B008
+    host: str | None = typer.Option(None, help="Address to listen on" + _default("host")),
+    port: int | None = typer.Option(None, help="HTTP port" + _default("port")),
+    transport: str | None = typer.Option(None, help="auto, skmsg or unix" + _default("transport")),
+    gateways: int | None = typer.Option(None, help="Gateway processes sharing the port (default: by cores)."),
+    balance: str | None = typer.Option(None, help="least_in_flight or round_robin" + _default("balance")),
+) -> None:
+    """Serve APP's gateway and data plane only: its workers start on their own (`spright worker`,
+    one per container of a pod) and join through NODE_DIR; it serves once all have."""
+    _serve(app, node_dir=str(node_dir), host=host, port=port, transport=transport, gateways=gateways, balance=balance)
+
+
+@cli.command()
+def worker(
+    app: str = typer.Argument(..., help="MODULE or MODULE:APP: the gateway's."),
+    process: str = typer.Argument(..., help="The worker process to run: a function's name, or a process= group."),
+    node_dir: Path = typer.Option(..., help="The node directory of the gateway to join."),  # noqa: B008
+    instance: int = typer.Option(0, help="Which instance of the process this is."),
+    wait: float = typer.Option(120.0, help="Seconds to wait for the gateway to start."),
+) -> None:
+    """Run one worker process of APP and join the node whose gateway serves in NODE_DIR; it
+    waits for the gateway, and exits when the gateway does (a container restarts it)."""
+    from spright.node.join import join_main
+
+    try:
+        join_main(node_dir, app, process, instance, wait)
+    except (AppNotFound, ValueError, RuntimeError, TimeoutError, OSError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _serve(app: str, **options: Any) -> None:
+    """Run the node with the options given on the command line over the app's Config."""
+    from spright.node.supervisor import Supervisor
+
+    options = {name: value for name, value in options.items() if value is not None}
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        supervisor = Supervisor(app, **options)
+    except (AppNotFound, ValueError) as exc:  # RoutingError, and Config's own checks
+        raise _fail(str(exc)) from None
+    try:
+        supervisor.run()
+    except (RuntimeError, ValueError, OSError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _instance_counts(options: list[str]) -> tuple[tuple[str, int], ...]:
+    """``--instances NAME=N`` options as (name, N) pairs; a clear error for a malformed one."""
+    counts = []
+    for option in options:
+        name, _, count = option.partition("=")
+        if not name or not count.isdigit():
+            raise _fail(f"--instances takes NAME=N (a function name and a count), got {option!r}")
+        counts.append((name, int(count)))
+    return tuple(counts)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    sys.stdout.write("\n")
+
+
+def _node(pid: int | None, port: int | None) -> NodeFile:
+    """The running node to inspect; exits 1 (none running) or 2 (ambiguous) saying why."""
+    try:
+        return choose_node(pid, port)
+    except NodeNotFound as exc:
+        (console if exc.exit_code == 1 else errors).print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(exc.exit_code) from None
+
+
+NODE_HELP = "Inspect the node with this supervisor pid (when several run)."
+PORT_HELP = "Inspect the node serving this HTTP port (when several run)."
+
+
+@cli.command()
+def routes(
+    app: str | None = typer.Argument(None, help="MODULE or MODULE:APP (optional with --live)"),
+    live: bool = typer.Option(False, "--live", help="The route table of the running node."),
+    node: int | None = typer.Option(None, "--node", help=NODE_HELP),
+    port: int | None = typer.Option(None, "--port", help=PORT_HELP),
+    json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Print the route table: route, method, path, chain of function names and ids.
+
+    From MODULE: the table the DSL compiles. With --live: the running node's, read back from
+    the data plane (the BPF map, on skmsg) or else from the table its supervisor recorded.
+    """
+    if live:
+        data = live_routes(_node(node, port))
+        if json:
+            return _print_json(data)
+        where = {"bpf-map": "read back from the BPF map", "data-plane": "read back from the data plane",
+                 "node-file": "the compiled table the supervisor recorded in node.json (this transport "
+                              "keeps no route table of its own)"}[data["source"]]
+        info = data["node"]
+        _print_routes(data["routes"], f"routes of {info['app']!r} (pid {info['pid']}, port {info['port']}, "
+                      f"{info['transport']})", f"source: {where}")
+        return
+    if app is None:
+        raise _fail("give MODULE[:APP], or --live for the running node")
+    try:
+        table = load_app(app).compile()
+    except (AppNotFound, RoutingError) as exc:
+        raise _fail(str(exc)) from None
+    rows = table.describe()
+    if json:
+        return _print_json({"functions": table.describe_functions(), "routes": rows})
+    _print_routes(rows, f"routes of {app}", None)
+
+
+def _print_routes(rows: list[dict[str, Any]], title: str, caption: str | None) -> None:
+    grid = Table(title=title, caption=caption)
+    for column in ("method", "path", "chain id", "hops (id:name)", "timeout"):
+        grid.add_column(column)
+    for row in rows:
+        hops = " → ".join(f"{hop['id']}:{hop['name']}" for hop in row["hops"])
+        grid.add_row(row["method"], row["path"], str(row["chain"]), hops, f"{row['timeout']:g}s")
+    console.print(grid)
+
+
+@cli.command()
+def stats(
+    node: int | None = typer.Option(None, "--node", help=NODE_HELP),
+    port: int | None = typer.Option(None, "--port", help=PORT_HELP),
+    json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    watch: float | None = typer.Option(
+        None, "--watch", metavar="[SECONDS]", help="Refresh every SECONDS (1 if omitted) with per-second rates."
+    ),
+) -> None:
+    """Per-function counters of the running node: descriptors in/out, payload bytes, handler
+    errors, calls, and the data plane's own (kernel) counters when it keeps them."""
+    chosen = _node(node, port)
+    if watch is None:
+        if json:
+            return _print_json(_read(chosen))
+        console.print(stats_table(_read(chosen), None, 0.0))
+        return
+    interval = max(watch, 0.1)
+    try:
+        if json:  # one JSON document per refresh and nothing else, even on a terminal
+            for current, previous, seconds in _refreshes(chosen, interval):
+                _print_json({**current, "rates": rates(current, previous, seconds)})
+        else:
+            with Live(stats_table(_read(chosen), None, 0.0), console=console, auto_refresh=False) as live:
+                for current, previous, seconds in _refreshes(chosen, interval):
+                    live.update(stats_table(current, previous, seconds), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+def _refreshes(node: NodeFile, interval: float) -> Iterator[tuple[dict[str, Any], dict[str, Any], float]]:
+    """Every ``interval`` seconds: (counters now, counters at the previous refresh, seconds between)."""
+    previous, then = _read(node), time.monotonic()
+    while True:
+        time.sleep(interval)
+        current, now = _read(node), time.monotonic()
+        yield current, previous, now - then
+        previous, then = current, now
+
+
+def _read(node: NodeFile) -> dict[str, Any]:
+    try:
+        return snapshot(node)
+    except FileNotFoundError:  # the node stopped (its counter segment is gone)
+        console.print(f"the spright node {node.pid} has stopped", markup=False)
+        raise typer.Exit(1) from None
+
+
+@cli.command()
+def scale(
+    function: str = typer.Argument(..., help="The function to scale."),
+    instances: int = typer.Argument(..., help="How many instances it should run."),
+    node: int | None = typer.Option(None, "--node", help=NODE_HELP),
+    port: int | None = typer.Option(None, "--port", help=PORT_HELP),
+) -> None:
+    """Run FUNCTION of the running node as INSTANCES worker processes, live: new ones join once
+    they serve, leaving ones stop taking work, then drain."""
+    from spright.host.nodefile import runtime_base
+    from spright.node import control
+
+    chosen = _node(node, port)
+    try:
+        answer = control.request(runtime_base() / str(chosen.pid), {"scale": function, "instances": instances})
+    except OSError as exc:
+        raise _fail(f"cannot reach {chosen.describe()}: {exc}") from None
+    if "error" in answer:
+        raise _fail(answer["error"])
+    typer.echo(f"{function}: {answer['instances']} instances")
+
+
+@cli.command()
+def doctor() -> None:
+    """Which data planes this machine supports, and how to fix the ones it does not."""
+    grid = Table(title="spright transports")
+    grid.add_column("transport")
+    grid.add_column("status")
+    grid.add_column("details")
+    usable = []
+    for name, cls in registry().items():
+        reason = cls.unavailable_reason()
+        if reason is None:
+            usable.append(name)
+        grid.add_row(name, "[green]ok[/]" if reason is None else "[red]unavailable[/]", escape(reason or cls.summary))
+    console.print(grid)
+    console.print(f"--transport auto would use: [bold]{usable[0] if usable else 'nothing'}[/]")
+    hints = Table(title="latency on this machine")
+    for column in ("check", "status", "details"):
+        hints.add_column(column)
+    for check, fine, details in latency_hints():
+        hints.add_row(check, "[green]ok[/]" if fine else "[yellow]slower[/]", escape(details))
+    console.print(hints)
+
+
+def main() -> None:
+    cli(_optional_watch_value(sys.argv[1:]))
+
+
+def _optional_watch_value(args: list[str]) -> list[str]:
+    """``--watch`` alone means every second (typer options cannot take an optional value)."""
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--watch":
+            following = args[i + 1] if i + 1 < len(args) else "-"
+            try:
+                float(following)
+            except ValueError:
+                out.append("1")
+    return out

@@ -1,0 +1,157 @@
+"""What a worker needs to run ``ctx.call``: one deadline timer for many waits, and the
+calls in flight with the callees known to be down.
+
+``Deadlines`` replaces an ``asyncio.wait_for`` (a timer handle and a wrapper per await)
+with one timer per worker, armed for the earliest deadline; handlers past their chain's
+timeout and calls past theirs share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Hashable
+from typing import cast
+
+import orjson
+
+from spright.data.descriptor import BODY_JSON, BODY_MASK, CALL, ERROR, KIND_MASK, Descriptor
+from spright.data.table import RouteTable
+from spright.worker.context import CallError, Reply
+
+Expire = Callable[[Hashable], None]
+
+
+def depth_of(d: Descriptor) -> int:
+    """How many handlers of its function wait on the one running ``d``, each holding one of
+    the function's places: a call's depth (``descriptor.call``), none for a chain's hop."""
+    return d.hop if d.flags & KIND_MASK == CALL else 0
+
+
+def too_deep(name: str, concurrency: int, depth: int) -> CallError:
+    """A call of ``name`` to itself that could never run: the ``depth`` handlers waiting on
+    it, its caller included, hold ``depth`` of the function's places, so with ``depth`` >=
+    ``concurrency`` it would wait in the backlog until the route's timeout for a place none
+    of them gives back (with several instances too: the call may land on the caller's own).
+    Refused at once: 508 Loop Detected."""
+    return CallError(508, f"{name!r} called itself {depth + 1} deep but has only {concurrency} places "
+                          f"(concurrency={concurrency}), each level holding one: the innermost call could never "
+                          f"run. Raise {name!r}'s concurrency or recurse less deep", name)
+
+
+class Deadlines:
+    """``watch(key, when, expire)``: ``expire(key)`` runs at loop time ``when`` unless
+    ``forget(key)`` came first. One timer for all keys."""
+
+    __slots__ = ("_due", "_loop", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: dict[Hashable, tuple[float, Expire]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, key: Hashable, when: float, expire: Expire) -> None:
+        self._due[key] = (when, expire)
+        timer = self._timer
+        if timer is None or when < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(when, self._fire)
+
+    def forget(self, key: Hashable) -> None:
+        self._due.pop(key, None)
+
+    def _fire(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        for key in [key for key, (when, _) in self._due.items() if when <= now]:
+            _, expire = self._due.pop(key)
+            expire(key)
+        if self._due:
+            self._timer = self._loop.call_at(min(when for when, _ in self._due.values()), self._fire)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._due.clear()
+
+
+class Calls:
+    """A worker's ``ctx.call``s waiting for their reply, by call id; and the callees that
+    crashed and are not back yet (calls to them fail at once instead of timing out).
+
+    A call leaves the table when its future settles (reply, error, timeout, refusal, crash);
+    one whose caller stopped waiting (cancelled) leaves at its deadline."""
+
+    def __init__(self, table: RouteTable, deadlines: Deadlines, loop: asyncio.AbstractEventLoop) -> None:
+        self._table = table
+        self._deadlines = deadlines
+        self._loop = loop
+        self._waiting: dict[int, tuple[asyncio.Future[Reply], int]] = {}  # call id -> (future, callee)
+        self._down: set[int] = set()
+        self._ids = itertools.count(1)
+
+    def open(self, callee: int, timeout: float) -> tuple[int, asyncio.Future[Reply]]:
+        """A new call id and the future its reply settles; CallError 503 while ``callee`` is down."""
+        if callee in self._down:
+            name = self._table.name_of(callee)
+            raise CallError(503, f"function {name!r} is restarting after a crash", name)
+        call_id = next(self._ids) & 0xFFFFFFFF
+        future = self._loop.create_future()
+        self._waiting[call_id] = (future, callee)
+        self._deadlines.watch(call_id, self._loop.time() + timeout, self._timed_out)
+        return call_id, future
+
+    def close(self, call_id: int) -> None:
+        """Call ``call_id`` is over: forget it."""
+        self._waiting.pop(call_id, None)
+        self._deadlines.forget(call_id)
+
+    def _timed_out(self, call_id: Hashable) -> None:
+        future, callee = self._waiting.pop(cast(int, call_id), (None, 0))
+        if future is not None and not future.done():
+            name = self._table.name_of(callee)
+            future.set_exception(CallError(504, f"call to {name!r} timed out", name))
+
+    def settle(self, d: Descriptor, body: bytes | None) -> None:
+        """A REPLY or ERROR for call ``d.call_id``; ``body`` None: its slot was stale."""
+        future = self._waiting.get(d.call_id, (None, 0))[0]
+        if body is None or future is None:  # late: the call or its slot is gone
+            return
+        self.close(d.call_id)
+        if future.done():  # the caller stopped waiting (cancelled)
+            return
+        if d.flags & KIND_MASK == ERROR:
+            error = orjson.loads(body) if body else {}
+            origin = error.get("function") or self._table.name_of(d.sender)
+            future.set_exception(CallError(d.status or 500, error.get("error", ""), origin, error.get("error_id")))
+        else:
+            future.set_result(Reply(body, d.flags & BODY_MASK == BODY_JSON))
+
+    def refused(self, d: Descriptor, caller: int) -> None:
+        """The data plane bounced call ``d.call_id``: its callee is in another security domain."""
+        future, callee = self._waiting.get(d.call_id, (None, 0))
+        if future is None:
+            return
+        self.close(d.call_id)
+        if future.done():
+            return
+        name, table = self._table.name_of(callee), self._table
+        future.set_exception(CallError(
+            403, f"function {table.name_of(caller)!r} (security domain {table.domain_of(caller)!r}) may not call "
+                 f"{name!r} (domain {table.domain_of(callee)!r}): calls cannot cross security domains", name))
+
+    def callee_died(self, callee: int) -> None:
+        """Calls waiting on a worker that died fail now (502), not at their timeout; new
+        calls to it fail with 503 until the gateway says it is back."""
+        self._down.add(callee)
+        name = self._table.name_of(callee)
+        for call_id, (future, target) in list(self._waiting.items()):
+            if target == callee:
+                self.close(call_id)
+                if not future.done():
+                    future.set_exception(CallError(502, f"function {name!r} crashed", name))
+
+    def callee_back(self, callee: int) -> None:
+        self._down.discard(callee)

@@ -1,0 +1,158 @@
+"""Functions on other nodes: the one hop of a chain (or ``ctx.call``) that leaves the machine.
+
+``app.remote("payment", "http://10.0.0.2:8080")`` declares a function that another node serves;
+that node says ``app.expose("payment")``, which routes ``POST /.spright/call/payment`` to it.
+Chains and calls name the remote function as any other: its hop goes, zero-copy, to a worker
+whose handler is a ``RemoteFunction``, which POSTs the payload to the other node's gateway over
+a pooled HTTP/1.1 keep-alive connection and hands on what comes back (status and content type
+kept). The rest of the chain stays in shared memory. The request's headers travel with it (the
+hop-by-hop ones excepted), so cookies still reach the remote function.
+
+With ``$SPRIGHT_PEER_TOKEN`` set on the nodes, a call to an exposed function must carry it
+(``authorization: Bearer``); without, exposed functions are open to whoever reaches the port.
+
+Failures keep the route's semantics: a node that cannot be reached or breaks the connection is
+a 502 at once, one that does not answer within the route's timeout a 504 (the gateway's own
+deadline answers the client by then), and the remote function's own error status and message
+come back as they were (a ``CallError`` for a caller, the chain's answer otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+import httptools
+import orjson
+
+from spright.data.headers import FRAMING
+from spright.data.response import Response, error_response
+from spright.worker.context import CallError, Context, HTTPError
+
+CALL_PATH = "/.spright/call/"  # + the function's name: where a node serves its exposed functions
+PEER_TOKEN_ENV = "SPRIGHT_PEER_TOKEN"  # set on every node: calls between them must carry it
+MAX_IDLE = 64  # keep-alive connections kept per peer node
+_HOP_BY_HOP = FRAMING | {"host", "expect"}  # request headers not handed on to the other node
+
+
+def parse_url(url: str) -> tuple[str, int]:
+    """(host, port) of a peer node's base URL; ValueError naming what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"a remote node is http://HOST[:PORT], not {url!r}")
+    return parts.hostname, parts.port or 80
+
+
+def peer_refusal(path: str, headers: dict[str, str]) -> Response | None:
+    """A 401 for a call to an exposed function (``CALL_PATH``) that lacks the nodes' shared
+    token, when ``$SPRIGHT_PEER_TOKEN`` is set; None when the request may go on."""
+    if not path.startswith(CALL_PATH) or not (token := os.environ.get(PEER_TOKEN_ENV)):
+        return None
+    if hmac.compare_digest(headers.get("authorization", "").encode(), f"Bearer {token}".encode()):
+        return None
+    response = error_response(401, f"calls to exposed functions need the nodes' token (${PEER_TOKEN_ENV})")
+    response.headers.append((b"www-authenticate", b"Bearer"))
+    return response
+
+
+class _Response:
+    """httptools callbacks: one response."""
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[str, str]] = []  # in order; Set-Cookie may repeat
+        self.body = bytearray()
+        self.complete = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+class Peer:
+    """Keep-alive HTTP/1.1 connections to one node, reused one request at a time each."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.host, self.port = parse_url(url)
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """(status, headers, body); OSError when the node cannot be reached or breaks off."""
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items() if name not in _HOP_BY_HOP)
+        request = (f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-length: {len(body)}\r\n"
+                   f"{head}\r\n").encode("latin-1") + body
+        while self._idle:  # a pooled connection the node closed meanwhile fails before any answer: next
+            reader, writer = self._idle.pop()
+            with contextlib.suppress(OSError):
+                return await self._exchange(reader, writer, request)
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        return await self._exchange(reader, writer, request)
+
+    async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                        request: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        try:
+            writer.write(request)
+            response = _Response()
+            parser = httptools.HttpResponseParser(response)
+            while not response.complete:
+                data = await reader.read(65536)
+                if not data:
+                    raise ConnectionResetError("the node closed the connection before answering")
+                parser.feed_data(data)
+        except (OSError, httptools.HttpParserError) as exc:
+            writer.close()
+            raise OSError(str(exc) or type(exc).__name__) from None
+        except BaseException:  # cancelled (the route's timeout): the connection is in an unknown state
+            writer.close()
+            raise
+        if parser.should_keep_alive() and len(self._idle) < MAX_IDLE:
+            self._idle.append((reader, writer))
+        else:
+            writer.close()
+        return parser.get_status_code(), response.headers, bytes(response.body)
+
+
+class RemoteFunction:
+    """The handler of a function another node serves (``App.remote``)."""
+
+    def __init__(self, name: str, url: str) -> None:
+        self.name = name
+        self.peer = Peer(url)
+        self.__name__ = name
+
+    async def __call__(self, ctx: Context) -> bytes:
+        headers: dict[str, Any] = dict(ctx.headers)
+        if os.environ.get(PEER_TOKEN_ENV):  # the other node's gateway checks it (peer_refusal)
+            headers["authorization"] = f"Bearer {os.environ[PEER_TOKEN_ENV]}"
+        try:
+            async with asyncio.timeout(ctx.timeout):
+                status, answer_headers, body = await self.peer.post(CALL_PATH + self.name, ctx.bytes(), headers)
+        except TimeoutError:
+            raise HTTPError(504, f"node {self.peer.url} did not answer for {self.name!r} in time") from None
+        except OSError as exc:
+            raise HTTPError(502, f"node {self.peer.url} unreachable for {self.name!r}: {exc}") from None
+        if status >= 400:
+            raise CallError(status, _detail(body), self.name)
+        ctx.status = status
+        for name, value in answer_headers:  # what the functions over there set, as if set here
+            if name == "content-type":
+                ctx.content_type = value
+            elif name not in FRAMING:
+                ctx.set_header(name, value)
+        return body
+
+
+def _detail(body: bytes) -> str:
+    """The remote function's error message (``{"error": ...}``), else its body as text."""
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        return str(orjson.loads(body)["error"])
+    return body.decode(errors="replace")[:200]

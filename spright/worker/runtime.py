@@ -1,0 +1,383 @@
+"""A function worker: one uvloop loop, one data-plane endpoint, many concurrent handlers.
+
+The worker sleeps in the loop until its endpoint has descriptors (event-driven, no
+polling), builds ``ctx`` over the slot, runs the handler and sends one descriptor onward:
+to the chain's next hop, back to a caller, or to the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import secrets
+import traceback
+from collections import deque
+from collections.abc import Hashable
+from time import perf_counter_ns
+from typing import Any, cast
+
+import orjson
+
+from spright.data import descriptor
+from spright.data.descriptor import (
+    CALL,
+    DOWN,
+    ERROR,
+    GATEWAY,
+    HAS_RESPONSE_META,
+    KIND_MASK,
+    MAX_DEPTH,
+    READY,
+    REFUSED,
+    REPLY,
+    REQUEST,
+    SIZE,
+    Descriptor,
+    unpack_many,
+)
+from spright.data.function import Function
+from spright.data.table import RouteTable
+from spright.host.counters import (
+    BYTES,
+    CALLS,
+    DROPPED,
+    ERRORS,
+    HANDLED,
+    HANDLER_NS,
+    IN,
+    IN_FLIGHT,
+    OUT,
+    REFUSED_CALLS,
+    ROW_WORDS,
+)
+from spright.host.pool import Payload, Pool, PoolExhausted, TooLarge
+from spright.transport.base import Endpoint, Outbox, Transport
+from spright.worker.calls import Calls, Deadlines, depth_of, too_deep
+from spright.worker.context import CallError, Context, HTTPError, Reply, encode
+from spright.worker.tasks import PAST_DEADLINE, cancel_message, never_suspends, start_task
+
+log = logging.getLogger("spright.worker")
+
+class Worker:
+    """Dispatches the descriptors of one function's endpoint: runs up to ``concurrency``
+    handlers at a time (the rest wait in a backlog), sends each result onward, settles the
+    replies of its own ``ctx.call``s."""
+
+    def __init__(self, table: RouteTable, function: Function, pool: Pool, counters: memoryview | None = None,
+                 endpoint: int | None = None) -> None:
+        """``counters``: this worker's row of the node's counter table (see spright.host.counters);
+        ``endpoint``: the instance's endpoint id (default: the function's own, its first)."""
+        self.table = table
+        self.function = function
+        self._function_id = table.function_id(function.name)
+        self.id = self._function_id if endpoint is None else endpoint
+        self.pool = pool
+        self._max_response = pool.config.max_response  # None: what the largest slot holds
+        self.counters = counters if counters is not None else memoryview(bytearray(8 * ROW_WORDS)).cast("Q")
+        self._is_async = inspect.iscoroutinefunction(function.handler)
+        self._inline = never_suspends(function.handler)
+        self._active = 0
+        self._backlog: deque[tuple[Descriptor, float]] = deque()  # waiting for a place, since (loop time)
+        self._drained: asyncio.Future[None] | None = None  # set while drain() waits
+        self._running: dict[asyncio.Task[None], Descriptor] = {}  # handlers run as Tasks, watched for their deadline
+        self._timeouts = table.timeouts
+        self._endpoint: Endpoint | None = None
+        # set by start(): the worker runs only once it is attached
+        self._loop: asyncio.AbstractEventLoop
+        self._steps: tuple[tuple[tuple[int, int], ...], ...]
+        self._deadlines: Deadlines
+        self._calls: Calls
+        self._outbox: Outbox
+
+    async def start(self, transport: Transport, *, announce: bool = True) -> None:
+        """Attach to the data plane; ``announce``: say READY to the gateway now (else ``announce()``)."""
+        self._loop = loop = asyncio.get_running_loop()
+        self._steps = self.table.steps(transport.addresses())
+        self._deadlines = Deadlines(loop)
+        self._calls = Calls(self.table, self._deadlines, loop)
+        transport.carry(self.pool)
+        self._endpoint = await transport.attach(self.id, self.receive)
+        self._outbox = Outbox(self._endpoint, loop)
+        if announce:
+            self.announce()
+
+    def announce(self) -> None:
+        """READY to the gateway: requests may come."""
+        self._outbox.put(descriptor.notice(GATEWAY, self.id, READY))
+
+    async def drain(self) -> None:
+        """Wait until every accepted request has finished."""
+        if self._active:
+            if self._drained is None or self._drained.done():
+                self._drained = self._loop.create_future()
+            await self._drained
+
+    def close(self) -> None:
+        if self._endpoint is not None:
+            self._deadlines.close()
+            self._endpoint.close()
+
+    async def closed(self) -> None:
+        """After ``close()``: the data plane has released this worker's endpoint."""
+        if self._endpoint is not None:
+            await self._endpoint.closed()
+
+    # -- receiving -------------------------------------------------------------------------
+    def receive(self, data: bytes) -> None:
+        counters = self.counters
+        counters[IN] += len(data) // SIZE
+        payload_bytes = 0
+        with self._outbox.batch():
+            for d in unpack_many(data):
+                payload_bytes += d.length
+                kind = d.flags & KIND_MASK
+                if kind in (REQUEST, CALL):
+                    if d.chain >= len(self._steps) or (kind == REQUEST and d.hop + 1 >= len(self._steps[d.chain])):
+                        self._dropped(d, "its chain or hop names no step of the route table")
+                    elif self._active < self.function.concurrency:
+                        self._begin(d)
+                    else:
+                        self._backlog.append((d, self._loop.time()))
+                elif kind in (REPLY, ERROR):
+                    self._calls.settle(d, self.pool.take(d.slot, d.generation, d.length))
+                elif kind == REFUSED:
+                    self._refused(d)
+                elif kind in (DOWN, READY) and not 0 < d.call_id <= len(self.table.functions):
+                    self._dropped(d, "it names no function")
+                elif kind == DOWN:
+                    self._calls.callee_died(d.call_id)
+                elif kind == READY:
+                    self._calls.callee_back(d.call_id)
+                else:
+                    self._dropped(d, "its kind is not one a worker receives")
+            counters[BYTES] += payload_bytes
+            counters[IN_FLIGHT] = self._active + len(self._backlog)  # what the autoscaler reads
+            if not self._active and self._drained is not None:
+                self._now_idle()
+
+    def _dropped(self, d: Descriptor, why: str) -> None:
+        """A descriptor no correct peer sends (a buggy or hostile function's): logged, counted
+        (``dropped_descriptors``), and dropped without touching any slot."""
+        self.counters[DROPPED] += 1
+        log.warning("%s: dropped a descriptor: %s: %s", self.function.name, why, d)
+
+    def _refused(self, d: Descriptor) -> None:
+        """The data plane bounced a descriptor of ours: its receiver is in another domain."""
+        self.counters[REFUSED_CALLS] += 1
+        if d.call_id:  # a CALL (the kind now says REFUSED; only calls carry a call id)
+            self.pool.free(d.slot, d.generation)
+            self._calls.refused(d, self.id)
+        else:  # chains never cross domains (App.compile checks): the request times out
+            log.error("%s: the data plane refused a descriptor across security domains: %s", self.function.name, d)
+
+    def _begin(self, descriptor: Descriptor, arrived: float | None = None) -> None:
+        """Run the handler; ``arrived``: when a descriptor that waited for a place came in."""
+        self._active += 1
+        if self._inline:  # what an eager Task would do, minus the Task; in a context of its own
+            try:
+                contextvars.copy_context().run(self._run(descriptor).send, None)
+            except StopIteration:
+                pass
+            finally:
+                self._finished()
+            return
+        task = start_task(self._loop, self._run(descriptor))
+        if task.done():  # an eager start ran it to the end: no callback, no loop trip
+            self._finished()
+            return
+        # a hung handler must not hold a place, nor its slot, for good: cancelled at its
+        # chain's timeout after the request reached this worker
+        since = self._loop.time() if arrived is None else arrived
+        self._running[task] = descriptor
+        self._deadlines.watch(task, since + self._timeouts[descriptor.chain], self._expire)
+        # the place comes back in a callback, not in _run's finally: a Task cancelled before
+        # its first step (uvloop runs a due timer before it) never enters its coroutine
+        task.add_done_callback(self._task_done)
+
+    def _expire(self, task: Hashable) -> None:
+        cast("asyncio.Task[None]", task).cancel(PAST_DEADLINE)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        d = self._running.pop(task)
+        self._deadlines.forget(task)
+        if task.cancelled() and cancel_message(task) == (PAST_DEADLINE,):
+            # _run turns this cancellation into a 504 once it runs: this one never ran
+            self._shed(d, self._timeouts[d.chain])
+        self._finished()
+
+    def _finished(self) -> None:
+        self._active -= 1
+        self.counters[IN_FLIGHT] = self._active + len(self._backlog)
+        while self._backlog:
+            descriptor, arrived = self._backlog.popleft()
+            timeout = self._timeouts[descriptor.chain]
+            if self._loop.time() - arrived < timeout:
+                self._begin(descriptor, arrived)
+                return
+            self._shed(descriptor, timeout)
+        if not self._active and not self._outbox.batching:
+            self._now_idle()
+            self._outbox.flush()  # nothing else running: waiting for the loop's turn only adds latency
+
+    def _shed(self, d: Descriptor, timeout: float) -> None:
+        """A request that waited past its chain's timeout for a place (or was cancelled at
+        it before its handler's first step): the gateway (or the caller) has given up on it,
+        so it is answered 504 without running its handler."""
+        if self.pool.is_current(d.slot, d.generation):
+            self._fail(d, HTTPError(504, f"{self.function.name} was busy: the request waited past the chain's "
+                                         f"timeout of {timeout:g} s for a place"))
+
+    def _now_idle(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    # -- running a handler -----------------------------------------------------------------
+    async def _run(self, d: Descriptor) -> None:
+        """The handler over ``d``, its answer sent on; the caller gives the place back."""
+        pool = self.pool
+        if not pool.hold(d.slot, d.generation, self.id):
+            return  # the request ended (timeout) and its slot was reclaimed: drop
+        ctx = Context(self, d, pool.view(d.slot))
+        started = perf_counter_ns()
+        try:
+            result = self.function.handler(ctx)
+            if self._is_async or inspect.isawaitable(result):
+                result = await result
+            payload, body_flag = encode(result)
+            if pool.is_current(d.slot, d.generation):
+                self._forward(d, ctx, payload, body_flag)
+            else:
+                self._outlived(d)
+        except (Exception, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                if exc.args != (PAST_DEADLINE,):
+                    raise
+                exc = self._past_deadline(d)
+            if pool.is_current(d.slot, d.generation):
+                self._fail(d, exc)
+            else:
+                self._outlived(d)
+        counters = self.counters
+        counters[HANDLED] += 1
+        counters[HANDLER_NS] += perf_counter_ns() - started
+        if self._active == 1 and not self._outbox.batching:
+            self._outbox.flush()  # the only handler running: its answer need not wait for the loop's turn
+
+    def _past_deadline(self, d: Descriptor) -> HTTPError:
+        timeout = self._timeouts[d.chain]
+        log.warning("%s: request %d still running after its chain's timeout (%g s): cancelled", self.function.name,
+                    d.request_id, timeout)
+        return HTTPError(504, f"{self.function.name} did not finish within the chain's timeout of {timeout:g} s")
+
+    def _outlived(self, d: Descriptor) -> None:
+        """The request ended (timed out) while the handler ran and its slot was freed (a late
+        answer of its chain): the slot may hold another request by now, so nothing is written
+        to it (and its hold went with the free)."""
+        log.warning("%s: request %d ended before its handler returned; result dropped", self.function.name,
+                    d.request_id)
+
+    def _too_large(self, size: int, limit: int) -> HTTPError:
+        """A result over the response limit: a 500 (the app broke its own node's setting;
+        nothing upstream failed, so not a 502) that says what to raise, not an anonymous one."""
+        detail = (f"{self.function.name} returned {size} bytes, over the response limit of {limit} bytes: raise "
+                  f"PoolConfig.max_response (e.g. App(pool=PoolConfig(max_response=...)))")
+        log.error("%s", detail)
+        return HTTPError(500, detail)
+
+    def _forward(self, d: Descriptor, ctx: Context, payload: Payload, body_flag: int) -> None:
+        """The handler's result, in the request's slot (or a larger one), to whoever is next:
+        the caller of a call, else the chain's next hop (the gateway after its last)."""
+        # a result too large fails before anything is written: _fail answers in the request's slot
+        if self._max_response is not None and len(payload) > self._max_response:
+            raise self._too_large(len(payload), self._max_response)
+        flags = (d.flags & HAS_RESPONSE_META) | body_flag
+        slot, generation = d.slot, d.generation
+        try:
+            # this hop or an earlier one shaped the HTTP response: headers accumulate along the chain
+            if (ctx.content_type is not None or ctx.response_headers or flags & HAS_RESPONSE_META) and (
+                    response := ctx.response_meta()):
+                meta = orjson.dumps({**ctx.meta, "response": response})
+                flags |= HAS_RESPONSE_META
+                slot, generation = self.pool.write(slot, generation, payload, meta, d.request_id)
+            elif payload is not ctx.body:  # returning ctx.body itself costs nothing: it is already there
+                slot, generation = self.pool.write(slot, generation, payload, None, d.request_id)
+        except TooLarge as exc:  # the largest slot, less this result's metadata, is the limit
+            raise self._too_large(len(payload), exc.largest - (exc.size - len(payload))) from None
+        if slot == d.slot:  # else write() moved it and freed the old one
+            self.pool.unhold(slot)  # handed on: the next hop holds it
+        status = ctx.status or d.status
+        if d.flags & KIND_MASK == CALL:
+            out = descriptor.reply(d, self.id, flags, status, slot, generation, len(payload))
+        else:
+            next_hop, kind = self._steps[d.chain][d.hop + 1]
+            out = descriptor.hop(next_hop, self.id, kind | flags, d.hop + 1, d.chain, status, slot, generation,
+                                 len(payload), d.request_id)
+        self._outbox.put(out)
+        self.counters[OUT] += 1
+
+    def _fail(self, d: Descriptor, exc: Exception) -> None:
+        body: dict[str, Any]
+        if isinstance(exc, CallError):  # the callee's failure, as the callee said it
+            status, body = exc.status, {"error": exc.detail or "error", "status": exc.status, "function": exc.function}
+            if exc.error_id:
+                body["error_id"] = exc.error_id  # the id in the callee's log
+            log.info("%s: %s", self.function.name, str(exc))
+        elif isinstance(exc, HTTPError):
+            status = exc.status
+            body = {"error": exc.detail or "error", "status": status, "function": self.function.name}
+            if status < 500:
+                log.info("%s: %s", self.function.name, str(exc))
+        else:
+            error_id = secrets.token_hex(6)
+            status = 503 if isinstance(exc, PoolExhausted) else 500
+            body = {"error": "internal server error", "status": status, "function": self.function.name,
+                    "error_id": error_id}
+            trace = "".join(traceback.format_exception(exc))  # text: a kept record must not pin the slot
+            log.error("%s failed (error_id=%s)\n%s", self.function.name, error_id, trace)
+        payload = orjson.dumps(body)
+        slot = self.pool.write(d.slot, d.generation, payload, b"", d.request_id)
+        if slot.id == d.slot:
+            self.pool.unhold(slot.id)
+        self._outbox.put(descriptor.failure(d, self.id, status, slot.id, slot.generation, len(payload)))
+        counters = self.counters
+        counters[OUT] += 1
+        counters[ERRORS] += 1
+
+    # -- internal calls ---------------------------------------------------------------------
+    def call(self, ctx: Context, function: str, value: Any) -> asyncio.Future[Reply]:
+        """``ctx.call``: ``value`` in a new slot to ``function``, sent now; the future settles
+        with its reply (or fails: an unknown function, a self-call too deep, a callee down...)."""
+        try:
+            callee = self.table.function_id(function)
+        except LookupError as exc:
+            return self._failed(CallError(404, str(exc), function))
+        d = ctx.descriptor
+        depth = 0
+        if callee == self._function_id:
+            depth = depth_of(d) + 1
+            if depth >= self.function.concurrency:
+                return self._failed(too_deep(self.function.name, self.function.concurrency, depth))
+        try:
+            payload, body_flag = encode(value)
+            call_id, future = self._calls.open(callee, self._timeouts[d.chain])
+        except Exception as exc:  # CallError (callee down), TypeError (payload orjson cannot encode)
+            return self._failed(exc)
+        try:
+            slot = self.pool.put(payload, ctx.raw_meta(), d.request_id)
+        except Exception as exc:  # PoolExhausted
+            self._calls.close(call_id)
+            future.set_exception(exc)
+            return future
+        self._outbox.put(descriptor.call(callee, self.id, body_flag, d.chain, slot.id, slot.generation,
+                                         len(payload), d.request_id, call_id, min(depth, MAX_DEPTH)))
+        counters = self.counters
+        counters[OUT] += 1
+        counters[CALLS] += 1
+        return future
+
+    def _failed(self, error: Exception) -> asyncio.Future[Reply]:
+        future: asyncio.Future[Reply] = self._loop.create_future()
+        future.set_exception(error)
+        return future
