@@ -48,8 +48,6 @@ from spright.host.pool import PoolExhausted, read_meta
 from spright.host.pools import NodePool
 from spright.transport.base import Endpoint, Outbox, Transport
 
-__all__ = ["Gateway", "Refused", "Response"]
-
 log = logging.getLogger("spright.front.gateway")
 
 CONTENT_TYPE_HEADERS = {  # by the descriptor's body type, unless a handler chose one
