@@ -84,8 +84,15 @@ async def wait(node_dir: Path, timeout: float) -> JoinInfo:
     return JoinInfo(**orjson.loads(path.read_bytes()))
 
 
-class _NamedLock:
-    """The gateway's pool lock, opened by name (a POSIX semaphore in the shared /dev/shm)."""
+class NamedLock:
+    """The gateway's pool lock, opened by name (a POSIX semaphore in the shared /dev/shm).
+
+    Private CPython API on purpose: multiprocessing opens a Lock in another process only by
+    inheritance (fork) or by pickling it to a child it spawns, and a worker started on its own
+    in its own container is neither. A supported alternative would cost the hot path: an
+    flock'd file is a syscall per pool operation where the semaphore's uncontended path is
+    none, and posix_ipc is a C dependency for the same semaphore.
+    tests/test_join.py fails on a Python whose ``SemLock._rebuild`` no longer does this."""
 
     def __init__(self, name: str) -> None:
         self._semlock = _multiprocessing.SemLock._rebuild(0, _SEMAPHORE, 1, name)
@@ -107,7 +114,7 @@ def worker_spec(info: JoinInfo, node_dir: Path, app_ref: str, process: str, inst
         raise ValueError(f"process {process!r} may run instances 0..{len(table.instance_endpoints(function.id)) - 1}, "
                          f"not {instance}")
     prefix, lock = info.pools[str(function.domain)]
-    pool = PoolHandle(prefix, app.config.pool, _NamedLock(lock), function.domain)
+    pool = PoolHandle(prefix, app.config.pool, NamedLock(lock), function.domain)
     transport = registry()[info.transport].rejoin(node_dir, table, info.transport_state)
     return WorkerSpec(app_ref, process, instance, table, pool, transport, info.counters, info.drain_timeout,
                       tracked=False)
