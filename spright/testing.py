@@ -26,14 +26,12 @@ import orjson
 
 from spright.data.config import Config, MiB, PoolConfig
 from spright.data.response import Refused, Response, bodiless
-from spright.front.gateway import Gateway
 from spright.front.incoming import RequestHead
-from spright.host.counters import CounterTable, by_function, row_dict
+from spright.host.counters import by_function, row_dict
 from spright.host.instances import LiveInstances
-from spright.host.pools import NodePool
+from spright.node.assembly import NodeMemory
 from spright.routing import App
 from spright.transport.local import LocalTransport
-from spright.worker.runtime import Worker
 
 __all__ = ["Response", "TestClient", "free_port", "run_node"]
 
@@ -59,15 +57,12 @@ class TestClient:
         self._tmp = tempfile.TemporaryDirectory(prefix="spright-test-")
         LiveInstances(Path(self._tmp.name), self.table, create=True)
         transport = LocalTransport(Path(self._tmp.name), self.table)
-        self.pool = NodePool.create(self.config.pool, (f.domain for f in self.table.functions))
-        self.counters = CounterTable.create(len(self.table.endpoints), shared=False)
-        self.gateway = Gateway(self.table, self.pool, self.config, self.counters)
+        self.memory = NodeMemory.create(self.table, self.config, shared=False)  # as a node's, in this process
+        self.pool, self.counters = self.memory.pools, self.memory.counters
+        self.gateway = self.memory.gateway(self.config)
         await self.gateway.start(transport)
-        self.workers = [  # one per instance the function starts with
-            Worker(self.table, self.app.functions[f.name], self.pool.domain(f.domain), self.counters.row(endpoint),
-                   endpoint)
-            for f in self.table.functions for endpoint in self.table.instance_endpoints(f.id)[: f.instances]
-        ]
+        self.workers = self.memory.workers(  # one per instance the function starts with
+            self.app, [e for f in self.table.functions for e in self.table.instance_endpoints(f.id)[: f.instances]])
         for worker in self.workers:
             await worker.start(transport)
         await asyncio.sleep(0)  # deliver the READY descriptors
@@ -81,8 +76,7 @@ class TestClient:
             await worker.closed()
         self.gateway.close()
         await self.gateway.closed()
-        self.pool.close()
-        self.counters.close()
+        self.memory.close()
         self._tmp.cleanup()
 
     def counters_of(self, name: str) -> dict[str, int]:

@@ -35,9 +35,10 @@ class NodePool:
                 setattr(self, name, getattr(pool, name))
 
     @classmethod
-    def attach(cls, handles: Iterable[PoolHandle]) -> NodePool:
-        """Every domain's pool, in another gateway process."""
-        return cls(Pool.attach(handle) for handle in handles)
+    def attach(cls, handles: Iterable[PoolHandle], *, tracked: bool = True) -> NodePool:
+        """The pools ``handles`` name, in another process (a further gateway: every domain's;
+        a worker: its own domain's). ``tracked``: see ``spright.host.pool.attach_segment``."""
+        return cls(Pool.attach(handle, tracked=tracked) for handle in handles)
 
     @property
     def handles(self) -> list[PoolHandle]:

@@ -24,11 +24,9 @@ import uvloop
 from spright.data.config import Config
 from spright.data.table import MAX_GATEWAYS, RouteTable
 from spright.front import http
-from spright.front.gateway import Gateway
-from spright.host.counters import CounterTable
 from spright.host.pool import PoolHandle
-from spright.host.pools import NodePool
 from spright.host.procs import die_with_parent, name_process
+from spright.node.assembly import NodeMemory
 from spright.transport.base import Transport
 
 
@@ -62,9 +60,8 @@ def gateway_main(spec: GatewaySpec) -> None:
 async def _serve(spec: GatewaySpec) -> None:
     config = spec.config
     name_process(f"gateway#{spec.index} [{spec.app}] {config.host}:{spec.port} ({spec.transport.name})")
-    pool = NodePool.attach(spec.pools)
-    counters = CounterTable.attach(spec.counters, len(spec.table.endpoints))
-    gateway = Gateway(spec.table, pool, config, counters, spec.index)
+    memory = NodeMemory.attach(spec.table, spec.pools, spec.counters)
+    gateway = memory.gateway(config, spec.index)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
@@ -77,5 +74,4 @@ async def _serve(spec: GatewaySpec) -> None:
         gateway.close()
         with contextlib.suppress(Exception):
             await gateway.closed()
-        counters.close()
-        pool.close()
+        memory.close()

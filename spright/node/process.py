@@ -18,12 +18,11 @@ import uvloop
 
 from spright.data.table import RouteTable
 from spright.host import sandbox
-from spright.host.counters import CounterTable
-from spright.host.pool import Pool, PoolHandle
+from spright.host.pool import PoolHandle
 from spright.host.procs import die_with_parent, name_process
+from spright.node.assembly import NodeMemory
 from spright.node.loader import load_app
 from spright.transport.base import Transport
-from spright.worker.runtime import Worker
 
 log = logging.getLogger("spright.worker")
 
@@ -67,12 +66,10 @@ async def serve_worker(spec: WorkerSpec, sealable: bool, gateway_gone: asyncio.F
     app = load_app(spec.app_ref)
     key = WorkerKey(spec.process, spec.instance)
     name_process(f"worker {key} [{app.name}]")
-    pool = Pool.attach(spec.pool, tracked=spec.tracked)
     table = spec.table
-    counters = CounterTable.attach(spec.counters, len(table.endpoints), tracked=spec.tracked)
-    spec.transport.instances.watch(counters.in_flight)
-    endpoints = [table.instance_endpoints(f)[spec.instance] for f in table.processes()[spec.process]]
-    workers = [Worker(table, app.functions[table.name_of(e)], pool, counters.row(e), e) for e in endpoints]
+    memory = NodeMemory.attach(table, [spec.pool], spec.counters, tracked=spec.tracked)  # its own domain's pool
+    spec.transport.instances.watch(memory.counters.in_flight)
+    workers = memory.workers(app, [table.instance_endpoints(f)[spec.instance] for f in table.processes()[spec.process]])
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     if gateway_gone is not None:
@@ -93,5 +90,4 @@ async def serve_worker(spec: WorkerSpec, sealable: bool, gateway_gone: asyncio.F
         worker.close()
     for worker in workers:
         await worker.closed()
-    counters.close()
-    pool.close()
+    memory.close()

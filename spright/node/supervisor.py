@@ -23,15 +23,14 @@ from typing import Any, cast
 import uvloop
 
 from spright.front import http
-from spright.front.gateway import Gateway
-from spright.host.counters import COLUMNS, ROW_WORDS, CounterTable, histogram_words
+from spright.host.counters import COLUMNS, ROW_WORDS
 from spright.host.instances import FILE_NAME as INSTANCES_FILE
 from spright.host.instances import LiveInstances
 from spright.host.nodefile import NAME as NODE_FILE
 from spright.host.nodefile import NODE_DIR_ENV, CounterSegment, NodeFile, runtime_base, sweep_dead_nodes
-from spright.host.pools import NodePool
 from spright.host.procs import name_process
 from spright.node import control, join
+from spright.node.assembly import NodeMemory
 from spright.node.gateways import GatewaySpec, default_count, gateway_main
 from spright.node.loader import load_app
 from spright.node.process import WorkerKey, WorkerSpec, worker_main
@@ -96,9 +95,9 @@ class Supervisor:
             raise RuntimeError(f"the {transport.name} data plane cannot hand its state to workers started on their "
                                "own: use skmsg or unix with --node-dir")
         self.transport = transport
-        self.pool = NodePool.create(self.config.pool, (f.domain for f in self.table.functions))
-        self.counters = CounterTable.create(len(self.table.endpoints), extra_words=histogram_words(self.table))
-        self.gateway = Gateway(self.table, self.pool, self.config, self.counters)
+        self.memory = memory = NodeMemory.create(self.table, self.config)
+        self.pool, self.counters = memory.pools, memory.counters
+        self.gateway = memory.gateway(self.config)
         self.live = LiveInstances(self.runtime_dir, self.table, create=True)
         self.gateway.instance_ready = lambda endpoint: self._set_live(endpoint, True)
         self.gateway.wake = self._wake
@@ -138,8 +137,7 @@ class Supervisor:
             self.gateway.close()
             await self.gateway.closed()
             transport.stop()
-            self.pool.close()
-            self.counters.close()
+            self.memory.close()
 
     # -- workers ---------------------------------------------------------------------------
     async def _start_workers(self) -> None:
