@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from spright.node.supervisor import NODE_DIR_ENV
+from spright.host.nodefile import NODE_DIR_ENV
 
 REDIS_ENV = "SPRIGHT_REDIS_URL"  # an app that can keep its state in Redis does so when this names one
 
