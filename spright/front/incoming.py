@@ -28,6 +28,7 @@ class Admission(Protocol):
 
     def new_request_id(self) -> int: ...
 
+
 SLACK = 1024  # room a new body's slot keeps for the request's metadata
 # A body's slot is taken for what arrives, not for what Content-Length promises: at most this much
 # up front (a 64 KiB-class slot), the rest once the bytes come. Clients that promise large bodies

@@ -60,6 +60,7 @@ from spright.worker.tasks import PAST_DEADLINE, cancel_message, never_suspends, 
 
 log = logging.getLogger("spright.worker")
 
+
 class Worker:
     """Dispatches the descriptors of one function's endpoint: runs up to ``concurrency``
     handlers at a time (the rest wait in a backlog), sends each result onward, settles the
