@@ -28,7 +28,6 @@ from spright.data.config import Config, MiB, PoolConfig
 from spright.data.response import Refused, Response, bodiless
 from spright.front.incoming import RequestHead
 from spright.host.counters import by_function, row_dict
-from spright.host.instances import LiveInstances
 from spright.node.assembly import NodeMemory
 from spright.routing import App
 from spright.transport.local import LocalTransport
@@ -55,17 +54,17 @@ class TestClient:
 
     async def __aenter__(self) -> TestClient:
         self._tmp = tempfile.TemporaryDirectory(prefix="spright-test-")
-        LiveInstances(Path(self._tmp.name), self.table, create=True)
         transport = LocalTransport(Path(self._tmp.name), self.table)
         self.memory = NodeMemory.create(self.table, self.config, shared=False)  # as a node's, in this process
         self.pool, self.counters = self.memory.pools, self.memory.counters
-        self.gateway = self.memory.gateway(self.config)
+        self.coordinator = self.memory.coordinator(transport)
+        self.gateway = self.memory.gateway(self.config, self.coordinator)
         await self.gateway.start(transport)
         self.workers = self.memory.workers(  # one per instance the function starts with
             self.app, [e for f in self.table.functions for e in self.table.instance_endpoints(f.id)[: f.instances]])
         for worker in self.workers:
             await worker.start(transport)
-        await asyncio.sleep(0)  # deliver the READY descriptors
+        await self.coordinator.wait_ready(self.config.ready_timeout)  # their READY descriptors arrived
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

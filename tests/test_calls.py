@@ -128,7 +128,7 @@ async def test_a_crashed_instance_answers_its_requests_in_the_one_shape(client: 
             waiting = asyncio.ensure_future(client.get("/fragile"))
             await entered.wait()
             (busy,) = (w.id for w in client.workers if w.id in instances and w.counters[IN_FLIGHT])
-            client.gateway.endpoint_died(busy)
+            client.coordinator.members.exited(busy)
             instances.discard(busy)
             r = await waiting
             assert (r.status, r.json()) == (502, crashed)

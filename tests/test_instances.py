@@ -198,4 +198,6 @@ async def test_the_autoscaler_follows_a_step_in_load(runtime_dir: Path) -> None:
         assert decisions[-1]["to"] == 1 and decisions[-1]["reason"].startswith("stable")
         shown = subprocess.run([sys.executable, "-m", "spright", "stats", "--port", str(port)], capture_output=True,
                                text=True, check=True, env={**os.environ, "COLUMNS": "200"}).stdout
-        assert "autoscaler's last decisions" in shown and "3 → 1" in shown and "panic:" in shown, shown
+        # down to 1 at once, or through 2 when the load ended as the stable window averaged above 1.5
+        last = f"{decisions[-1]['from']} → 1"
+        assert "autoscaler's last decisions" in shown and last in shown and "panic:" in shown, shown

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -23,14 +23,11 @@ from spright.data.descriptor import (
     BODY_JSON,
     BODY_MASK,
     BODY_TEXT,
-    CALL,
-    DOWN,
     ERROR,
     GATEWAY,
     GATEWAY_SHIFT,
     HAS_RESPONSE_META,
     KIND_MASK,
-    READY,
     REPLY,
     REQUEST,
     RESPONSE,
@@ -40,7 +37,6 @@ from spright.data.descriptor import (
 )
 from spright.data.response import Refused, Response, error_response, no_payload_space
 from spright.data.table import MethodNotAllowed, NotFound, RouteEntry, RouteTable
-from spright.front.activator import Activator
 from spright.front.incoming import Incoming, RequestHead
 from spright.front.metrics import CONTENT_TYPE, GatewayMetrics
 from spright.host.counters import BYTES, DROPPED, IN, OUT, CounterTable
@@ -58,13 +54,32 @@ OCTET_STREAM_HEADER = (b"content-type", b"application/octet-stream")
 Done = Callable[[Response], None]
 
 
+class Role(Protocol):
+    """What the gateway process does beside requests (spright.front.roles): the first one
+    coordinates the node's instances, the others follow it."""
+
+    @property
+    def down(self) -> set[int]:
+        """Functions with no instance since one crashed: requests through them get 503."""
+
+    def attached(self, gateway: Gateway, outbox: Outbox) -> None:
+        """The gateway is on the data plane; ``outbox`` sends from its endpoint."""
+
+    def receive(self, d: Descriptor) -> None:
+        """A descriptor for the gateway that is not the answer of a request's chain."""
+
+    def relay(self, d: Descriptor) -> bool:
+        """A REPLY or ERROR that answers a call the role sent on: relayed (True), or not its own."""
+
+    def instances(self, function_id: int) -> int:
+        """Instances of ``function_id`` serving now (for ``/metrics``)."""
+
+
 class Gateway:
-    def __init__(self, table: RouteTable, pool: NodePool, config: Config, counters: CounterTable | None = None,
-                 index: int = 0) -> None:
-        """``counters``: the node's table (row 0 is the first gateway's); a private one when alone.
-        ``index``: which of the node's gateway processes this is; the first (0) hears the
-        workers' READYs and tells the others (and the workers) when a function goes down or
-        comes back."""
+    def __init__(self, table: RouteTable, pool: NodePool, config: Config, role: Role,
+                 counters: CounterTable | None = None, index: int = 0) -> None:
+        """``role``: see ``Role``. ``counters``: the node's table (row 0 is the first gateway's);
+        a private one when alone. ``index``: which of the node's gateway processes this is."""
         self.table = table
         self.index = index
         self.endpoint = table.gateways[index]
@@ -72,24 +87,14 @@ class Gateway:
         self.pool = pool
         self.config = config
         self.max_body = config.max_body
+        self._role = role
         self.metrics = GatewayMetrics(table, counters or CounterTable.create(len(table.endpoints), shared=False),
-                                      self.endpoint)
+                                      role.instances, self.endpoint)
         self._counts = self.metrics.counts
-        self.ready: set[int] = set()  # endpoints (instances) that announced themselves and did not die since
-        self.metrics.ready = self.ready
-        self.down: set[int] = set()  # functions whose every instance died, none back yet
-        self.gateways_ready: set[int] = set()  # the further gateways serving (the first gateway's view)
-        self.instance_ready: Callable[[int], None] | None = None  # told of each READY (the supervisor)
-        self.wake: Callable[[int], None] = lambda function_id: None  # asks for an instance (the supervisor)
-        # the first gateway parks what arrives for a function with no live instance
-        self.activator = Activator(self.endpoint, lambda data: self._outbox.put(data),
-                                   lambda function_id: self.wake(function_id))
         self._chain_members = [frozenset(chain[:-1]) for chain in table.chains]
         # per chain: alloc(size, owner) in the pool of the chain's security domain
-        self._endpoints = frozenset(table.endpoints)
         self.allocators = [pool.allocator(table.functions[chain[0] - 1].domain) for chain in table.chains]
         self._pages: dict[str, Callable[[], Response]] = {"metrics": self.metrics_page}  # routing.BUILTINS
-        self._became_ready: asyncio.Event | None = None
         self._next_id = 0
         # request id -> (done, route, deadline, submitted at)
         self._pending: dict[int, tuple[Done, RouteEntry, float, float]] = {}
@@ -114,27 +119,8 @@ class Gateway:
         transport.instances.watch(self.metrics.counters.in_flight)
         self._endpoint = await transport.attach(self.endpoint, self.receive)
         self._outbox = Outbox(self._endpoint, self._loop)
+        self._role.attached(self, self._outbox)
         self._ticker = self._loop.call_later(self.config.tick, self._tick)
-
-    def announce(self) -> None:
-        """A further gateway tells the first one that it serves."""
-        self._outbox.put(descriptor.notice(GATEWAY, self.endpoint, READY))
-
-    async def wait_ready(self, timeout: float) -> None:
-        """Until every function announced itself; RuntimeError naming the missing ones."""
-        table = self.table
-        everyone = {e for f in table.functions for e in table.instance_endpoints(f.id)[: f.instances]}
-        self._became_ready = asyncio.Event()
-        try:
-            async with asyncio.timeout(timeout):
-                while not everyone <= self.ready:
-                    await self._became_ready.wait()
-                    self._became_ready.clear()
-        except TimeoutError:
-            missing = ", ".join(self.table.name_of(i) for i in sorted(everyone - self.ready))
-            raise RuntimeError(f"workers did not become ready within {timeout:g}s: {missing}") from None
-        finally:
-            self._became_ready = None
 
     def close(self) -> None:
         if self._ticker is not None:
@@ -194,9 +180,10 @@ class Gateway:
                 return self._answer_now(done, self._pages[route.builtin]())
             assert request.answer is not None  # no route: its 404 or 405
             return self._answer_now(done, request.answer)
-        if self.down and not self.down.isdisjoint(self._chain_members[route.chain]):
+        down = self._role.down
+        if down and not down.isdisjoint(self._chain_members[route.chain]):
             request.release()
-            names = ", ".join(sorted(self.table.name_of(i) for i in self.down))
+            names = ", ".join(sorted(self.table.name_of(i) for i in down))
             return self._answer_now(done, error_response(503, f"restarting after a crash: {names}"))
         meta = orjson.dumps({"method": request.method, "path": request.path, "query": request.query,
                              "headers": request.headers, "params": request.params, "route": route.index})
@@ -243,33 +230,16 @@ class Gateway:
             if kind == RESPONSE:
                 self._complete(d)
             elif kind in (ERROR, REPLY):
-                if self.activator.relay(d):  # the answer to a call the activator held and sent on
+                if self._role.relay(d):  # the answer to a call the activator held and sent on
                     continue
                 if kind == ERROR:
                     self._complete(d)
                 else:
-                    self._dropped(d, "a reply to no call sent on by the activator")
-            elif kind in (REQUEST, CALL) and not self.index:
-                self._activate(d)
-            elif kind in (READY, DOWN) and d.sender == GATEWAY and self.index:  # from the first gateway
-                self._told(kind, d.call_id)
-            elif kind == READY and d.sender in self.table.gateways[1:] and not self.index:
-                self.gateways_ready.add(d.sender)
-            elif kind == READY and (d.sender in self.table.gateways or d.sender not in self._endpoints):
-                self._dropped(d, "a READY from no function")
-            elif kind == READY:
-                self._announced(d.sender)
+                    self.drop(d, "a reply to no call sent on by the activator")
             else:
-                self._dropped(d, "its kind is not one the gateway receives")
+                self._role.receive(d)
 
-    def _activate(self, d: Descriptor) -> None:
-        """For a function with no live instance: parked until one serves (spright.front.activator);
-        dropped quietly if the function is down (its requests were answered 502)."""
-        function_id = self.table.function_of(d.next_hop) if d.next_hop in self._endpoints else 0
-        if function_id not in self.down and not (function_id and self.activator.park(function_id, d)):
-            self._dropped(d, "a request or call the activator cannot hold")
-
-    def _dropped(self, d: Descriptor, why: str) -> None:
+    def drop(self, d: Descriptor, why: str) -> None:
         """A descriptor no correct function sends: logged, counted, dropped."""
         self._counts[DROPPED] += 1
         log.warning("gateway: dropped a descriptor: %s: %s", why, d)
@@ -314,73 +284,18 @@ class Gateway:
         self.metrics.observe(pending[1], response.status, pending[3])
         pending[0](response)
 
-    def _announced(self, endpoint: int) -> None:
-        """READY from an instance: it serves (again)."""
-        function_id = self.table.function_of(endpoint)
-        if function_id in self.down:  # back from a crash: callers may call it again
-            self.down.discard(function_id)
-            self._tell_workers(READY, function_id)
-        self.ready.add(endpoint)
-        if self.instance_ready is not None:
-            self.instance_ready(endpoint)
-        if self._became_ready is not None:
-            self._became_ready.set()
-
-    def _told(self, kind: int, function_id: int) -> None:
-        """The first gateway says a function went down (fail what runs through it) or is back."""
-        if not 0 < function_id <= len(self.table.functions):
-            return
-        if kind == READY:
-            self.down.discard(function_id)
-        else:
-            self._function_down(function_id)
-
-    def endpoint_retired(self, endpoint: int) -> None:
-        """An instance was scaled away and drained: it serves no more."""
-        self.ready.discard(endpoint)
-        self.pool.release_holds(endpoint)
-
-    def endpoint_died(self, endpoint: int) -> None:
-        """An instance's worker died. Once a function has no instance left, fail at once the
-        requests whose chain runs through it, and tell callers; while others serve, fail the
-        requests whose handler it was running (the slots it held). What waited unread in its
-        queue is lost to the requests' timeout."""
-        function_id = self.table.function_of(endpoint)
+    def sweep_later(self) -> None:
+        """A worker crashed: once it can no longer be writing, sweep the slots no request holds
+        (those of ctx.calls it held belong to requests that may have ended normally since)."""
         self._sweep_at = time.monotonic() + self.config.grace
-        self.ready.discard(endpoint)
-        held = self.pool.release_holds(endpoint)  # a dead worker writes nothing: its slots may be swept
-        if not self.ready.isdisjoint(self.table.instance_endpoints(function_id)):
-            self._fail_held(self.table.name_of(function_id), held)
-            return
-        self._tell_workers(DOWN, function_id)
-        self._function_down(function_id)
 
-    def _fail_held(self, name: str, held: list[tuple[int, int, int]]) -> None:
-        """A 502 for the request of each slot a crashed instance held, sent as an ERROR to the
-        gateway that owns the request (the data plane routes it by request id)."""
-        payload = orjson.dumps({"error": f"function {name!r} crashed", "status": 502, "function": name})
-        for slot, generation, request_id in held:
-            try:
-                written = self.pool.write(slot, generation, payload, b"", request_id)
-            except (PoolExhausted, ValueError):
-                continue  # left to the request's timeout
-            self._outbox.put(descriptor.hop(GATEWAY, self.endpoint, ERROR | BODY_JSON, 0, 0, 502, written.id,
-                                            written.generation, len(payload), request_id))
-
-    def _function_down(self, function_id: int) -> None:
-        """No instance of ``function_id`` serves: fail at once what runs through it."""
+    def fail_through(self, function_id: int) -> None:
+        """No instance of ``function_id`` serves: fail at once the requests whose chain runs through it."""
         name = self.table.name_of(function_id)
-        self._sweep_at = time.monotonic() + self.config.grace
-        self.down.add(function_id)
+        self.sweep_later()
         for request_id, (_, route, _, _) in list(self._pending.items()):
             if function_id in self.table.chains[route.chain]:
                 self._end(request_id, error_response(502, f"function {name!r} crashed", function=name), failed=True)
-
-    def _tell_workers(self, kind: int, function_id: int) -> None:
-        """DOWN/READY about ``function_id`` to every live worker: their ctx.calls to it fail
-        fast while it is down instead of waiting for a timeout."""
-        for endpoint in (*self.ready, *self.table.gateways[1:]):  # the other gateways too
-            self._outbox.put(descriptor.notice(endpoint, GATEWAY, kind, function_id))
 
     def _tick(self) -> None:
         now = time.monotonic()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from time import monotonic
 from typing import Any
 
@@ -47,12 +47,14 @@ class GatewayMetrics:
     counts, then sums in ns) once a tick; ``/metrics`` adds the other gateways' up.
     """
 
-    def __init__(self, table: RouteTable, counters: CounterTable, endpoint: int = 0) -> None:
-        """``endpoint``: the gateway process's own, whose row it keeps."""
+    def __init__(self, table: RouteTable, counters: CounterTable, instances: Callable[[int], int],
+                 endpoint: int = 0) -> None:
+        """``instances``: how many instances of a function id serve now; ``endpoint``: the
+        gateway process's own, whose row it keeps."""
         self.table = table
         self.counters = counters
+        self.instances = instances
         self.endpoint = endpoint
-        self.ready: set[int] = set()  # the endpoints serving now (the gateway's own set)
         # the gateway's row (the owner bumps it in place), minus routed responses; see row()
         self.counts = [0] * ROW_WORDS
         self._route_key = {id(route): 5 * i for i, route in enumerate(table.routes)}
@@ -183,8 +185,7 @@ class _Collector(Collector):
         instances = GaugeMetricFamily("spright_instances", "Worker processes (instances) serving each function.",
                                       labels=["function", "domain"])
         for f in metrics.table.functions:
-            ready = sum(e in metrics.ready for e in metrics.table.instance_endpoints(f.id))
-            instances.add_metric(self._labels(f.id), ready)
+            instances.add_metric(self._labels(f.id), metrics.instances(f.id))
         yield instances
         for name, (text, value) in self.gauges.items():
             yield GaugeMetricFamily(f"spright_{name}", text, value=value)

@@ -4,8 +4,9 @@ A function may run as several instances, each a worker process with an endpoint 
 (``RouteTable.instance_endpoints``). Requests and calls name the function; the data plane
 picks the instance. The live set lives in a small file in the node's runtime directory,
 mapped by every process of the node: per function, how many instances are live and their
-endpoint ids. The supervisor writes it (the ids first, then the count, so a reader never
-sees a count of ids not yet written); userspace data planes read it for every descriptor
+endpoint ids. The first gateway's membership (spright.front.membership) writes it, through
+``Transport.set_live`` (the ids first, then the count, so a reader never sees a count of ids
+not yet written); userspace data planes read it for every descriptor
 bound to a function that may have more than one instance, and pick one (``balance``): round
 robin, or the live instance with the fewest handlers running or waiting, as each worker
 writes that figure in its row of the counter table (``watch``), plus what this process sent
@@ -13,9 +14,9 @@ it since the worker last read its queue (its count of received descriptors moved
 kernel program keeps the same set in a BPF map (``Transport.instances_changed``) and counts
 what is in flight itself.
 
-An instance leaves the set before it is stopped (it drains what it was given), and joins
-it once it has announced itself, so a request is never sent to an instance that is not
-serving. While the set is empty (scaled to zero, or every instance crashed), the first
+Every set starts empty. An instance joins it once it has announced itself and leaves it before
+it is stopped (it drains what it was given), so a request is never sent to an instance that is
+not serving. While the set is empty (scaled to zero, or every instance crashed), the first
 gateway's activator gets what is addressed to the function.
 """
 
@@ -38,7 +39,7 @@ class LiveInstances:
     """Per function id: ``[count, endpoint ids ...]`` in u32 words, for every function that
     may have more than one instance (the others are always served by their own endpoint)."""
 
-    def __init__(self, runtime_dir: Path, table: RouteTable, *, create: bool = False) -> None:
+    def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
         self.path = runtime_dir / FILE_NAME
         self._offsets: dict[int, int] = {}  # function id -> word offset of its count
         self._next: dict[int, int] = {}  # function id -> where this process's round robin is
@@ -53,13 +54,14 @@ class LiveInstances:
         self._in_flight: Callable[[int], tuple[int, int]] | None = None
         self._seen: dict[int, int] = {}  # endpoint -> its received count when last read here
         self._sent: dict[int, int] = {}  # endpoint -> picks since that count last moved
+        self._words_total = words
         self._map: mmap.mmap | None = None
-        if create:
-            self.path.write_bytes(bytes(4 * max(words, 1)))
-            self.path.chmod(0o600)
-            for f in table.functions:
-                if f.id in self._offsets:
-                    self.set(f.id, table.instance_endpoints(f.id)[: f.instances])
+
+    def create(self) -> None:
+        """The node's file, every live set empty (an instance joins once it is ready:
+        spright.front.membership); by the first gateway's process, before the data plane starts."""
+        self.path.write_bytes(bytes(4 * max(self._words_total, 1)))
+        self.path.chmod(0o600)
 
     def __getstate__(self) -> dict[str, object]:
         return {**self.__dict__, "_map": None, "_in_flight": None}  # each process maps the file itself

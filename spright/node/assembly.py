@@ -9,16 +9,18 @@ attach to them by name. On that memory stand the gateway and the workers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from spright.data.config import Config
 from spright.data.table import RouteTable
-from spright.front.gateway import Gateway
+from spright.front.gateway import Gateway, Role
+from spright.front.roles import Coordinator
 from spright.host.counters import CounterTable, histogram_words
 from spright.host.pool import Pool, PoolHandle
 from spright.host.pools import NodePool
 from spright.routing import App
+from spright.transport.base import Transport
 from spright.worker.runtime import Worker
 
 
@@ -47,9 +49,14 @@ class NodeMemory:
         return cls(table, NodePool.attach(pools, tracked=tracked),
                    CounterTable.attach(counters, len(table.endpoints), tracked=tracked))
 
-    def gateway(self, config: Config, index: int = 0) -> Gateway:
-        """Gateway process ``index`` of the node (the first one, 0, coordinates the others)."""
-        return Gateway(self.table, self.pools, config, self.counters, index)
+    def coordinator(self, transport: Transport, wake: Callable[[int], None] = lambda function_id: None) -> Coordinator:
+        """The first gateway's role: the node's membership and activator (spright.front.roles)."""
+        return Coordinator(self.table, self.pools, transport, wake)
+
+    def gateway(self, config: Config, role: Role, index: int = 0) -> Gateway:
+        """Gateway process ``index`` of the node, in ``role`` (the coordinator's for 0, else a
+        ``Follower``)."""
+        return Gateway(self.table, self.pools, config, role, self.counters, index)
 
     def workers(self, app: App, endpoints: Iterable[int]) -> list[Worker]:
         """A Worker for each endpoint (an instance of a function), over its domain's pool and

@@ -7,7 +7,7 @@ data plane of its own, maps every domain's pool and hands out request ids that c
 (``descriptor.GATEWAY_SHIFT``), so the answer of a request's chain comes back to the process
 that holds its client (the data plane routes RESPONSE and ERROR by that index). Workers
 announce themselves to gateway 0, which tells the others when a function goes down or comes
-back (``Gateway._tell_workers``).
+back (``spright.front.roles``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import uvloop
 from spright.data.config import Config
 from spright.data.table import MAX_GATEWAYS, RouteTable
 from spright.front import http
+from spright.front.roles import Follower
 from spright.host.pool import PoolHandle
 from spright.host.procs import die_with_parent, name_process
 from spright.node.assembly import NodeMemory
@@ -61,13 +62,14 @@ async def _serve(spec: GatewaySpec) -> None:
     config = spec.config
     name_process(f"gateway#{spec.index} [{spec.app}] {config.host}:{spec.port} ({spec.transport.name})")
     memory = NodeMemory.attach(spec.table, spec.pools, spec.counters)
-    gateway = memory.gateway(config, spec.index)
+    role = Follower(spec.table, spec.transport)
+    gateway = memory.gateway(config, role, spec.index)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
         await gateway.start(spec.transport)
         server, connections = await http.serve(gateway, config.host, spec.port, reuse_port=True)
-        gateway.announce()
+        role.announce()
         await stop.wait()
         await http.drain(server, connections, config.drain_timeout)
     finally:

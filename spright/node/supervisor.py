@@ -23,9 +23,9 @@ from typing import Any, cast
 import uvloop
 
 from spright.front import http
+from spright.front.membership import State
 from spright.host.counters import COLUMNS, ROW_WORDS
 from spright.host.instances import FILE_NAME as INSTANCES_FILE
-from spright.host.instances import LiveInstances
 from spright.host.nodefile import NAME as NODE_FILE
 from spright.host.nodefile import NODE_DIR_ENV, CounterSegment, NodeFile, runtime_base, sweep_dead_nodes
 from spright.host.procs import name_process
@@ -56,7 +56,6 @@ class Supervisor:
         self.gateway_processes: dict[int, BaseProcess] = {}  # the further gateways, by index
         self.processes: dict[WorkerKey, BaseProcess] = {}
         self._starts: dict[WorkerKey, list[float]] = {}
-        self._retiring: set[WorkerKey] = set()  # instances scaled away, draining
         self.autoscaling = Autoscaling(self.app, self.table)
         self._stopping = False
         self._port: int | None = None  # the HTTP port, once serving (the node file is written from then on)
@@ -97,10 +96,9 @@ class Supervisor:
         self.transport = transport
         self.memory = memory = NodeMemory.create(self.table, self.config)
         self.pool, self.counters = memory.pools, memory.counters
-        self.gateway = memory.gateway(self.config)
-        self.live = LiveInstances(self.runtime_dir, self.table, create=True)
-        self.gateway.instance_ready = lambda endpoint: self._set_live(endpoint, True)
-        self.gateway.wake = self._wake
+        self.coordinator = memory.coordinator(transport, self._wake)
+        self.members = self.coordinator.members
+        self.gateway = memory.gateway(self.config, self.coordinator)
         controls = None
         try:
             transport.start()
@@ -151,7 +149,7 @@ class Supervisor:
             for name, hosted in table.processes().items():
                 for instance in range(table.functions[hosted[0] - 1].instances):
                     self._spawn(WorkerKey(name, instance))
-        await self.gateway.wait_ready(self.config.ready_timeout)
+        await self.coordinator.wait_ready(self.config.ready_timeout)
 
     def _endpoints_of(self, key: WorkerKey) -> list[int]:
         """The endpoint of each function a worker process hosts."""
@@ -165,6 +163,8 @@ class Supervisor:
         process.start()
         self.processes[key] = process
         self._starts.setdefault(key, []).append(time.monotonic())
+        for endpoint in self._endpoints_of(key):
+            self.members.starting(endpoint)
         asyncio.get_running_loop().add_reader(process.sentinel, self._exited, key, process)
 
     def _exited(self, key: WorkerKey, process: BaseProcess) -> None:
@@ -172,17 +172,11 @@ class Supervisor:
         process.join(0)
         if self._stopping or self.processes.get(key) is not process:
             return
-        if key in self._retiring:  # scaled away: it drained and left
-            self._retiring.discard(key)
-            del self.processes[key]
-            for endpoint in self._endpoints_of(key):
-                self.gateway.endpoint_retired(endpoint)
+        if State.GONE in [self.members.exited(endpoint) for endpoint in self._endpoints_of(key)]:
+            del self.processes[key]  # scaled away: it drained and left
             self._write_node_file()
             return
         log.error("spright: worker %s exited with code %s; restarting", key, process.exitcode)
-        for endpoint in self._endpoints_of(key):
-            self._set_live(endpoint, False)  # no more work for it
-            self.gateway.endpoint_died(endpoint)
         recent = [t for t in self._starts[key] if t > time.monotonic() - 10]
         self._starts[key] = recent
         delay = min(0.1 * 2 ** max(len(recent) - 1, 0), 5.0)  # back off when crash-looping
@@ -208,7 +202,7 @@ class Supervisor:
     async def _further_gateways_serve(self) -> None:
         """Until every further gateway said it serves: only then does the node serve (node.json)."""
         async with asyncio.timeout(self.config.ready_timeout):
-            while not self.gateway.gateways_ready.issuperset(self.table.gateways[1:]):
+            while not self.coordinator.gateways_serving.issuperset(self.table.gateways[1:]):
                 await asyncio.sleep(0.02)
 
     def _gateway_exited(self, index: int, process: BaseProcess) -> None:
@@ -216,7 +210,7 @@ class Supervisor:
         requests' chains may still write is over, their slots are swept and it starts again."""
         asyncio.get_running_loop().remove_reader(process.sentinel)
         process.join(0)
-        self.gateway.gateways_ready.discard(self.table.gateways[index])
+        self.coordinator.gateways_serving.discard(self.table.gateways[index])
         if self._stopping:
             return
         log.error("spright: gateway #%d exited with code %s; restarting in %g s", index, process.exitcode,
@@ -243,22 +237,24 @@ class Supervisor:
         running = {key.instance for key in self.processes if key.process == function.process}
         for instance in range(count):
             key = WorkerKey(function.process, instance)
-            if key in self._retiring:
+            if self._retiring(key):
                 raise ValueError(f"instance {key} of {name!r} is still draining; try again in a moment")
             if instance not in running:
                 self._spawn(key)
         for instance in sorted(running):
             key = WorkerKey(function.process, instance)
-            if instance >= count and key not in self._retiring:
+            if instance >= count and not self._retiring(key):
                 self._retire(key)
         self._write_node_file()
+
+    def _retiring(self, key: WorkerKey) -> bool:
+        return self.members.state(self._endpoints_of(key)[0]) == State.RETIRING
 
     def _retire(self, key: WorkerKey) -> None:
         """Out of the live instances now (no new work), stopped once what was already on its
         way has surely arrived; SIGTERM makes it finish what it holds, then exit."""
-        self._retiring.add(key)
         for endpoint in self._endpoints_of(key):
-            self._set_live(endpoint, False)
+            self.members.retire(endpoint)
         asyncio.get_running_loop().call_later(RETIRE_AFTER, self.processes[key].terminate)
 
     async def _control(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -273,7 +269,7 @@ class Supervisor:
         self.scale(name, count)
         function_id = self.table.function_id(name)
         async with asyncio.timeout(self.config.ready_timeout):  # the new ones serve
-            while len(self.live.get(function_id)) < count:
+            while len(self.members.live(function_id)) < count:
                 await asyncio.sleep(0.05)
         return {"instances": count}
 
@@ -284,20 +280,19 @@ class Supervisor:
             return
         log.error("spright: worker %s left the node", key)
         for endpoint in self._endpoints_of(key):
-            self._set_live(endpoint, False)
-            self.gateway.endpoint_died(endpoint)
+            self.members.exited(endpoint)
 
     def _autoscale(self) -> None:
         if self._stopping:
             return
         try:
-            self.autoscaling.tick(self.counters.read(), self.live.get, self.gateway.activator.waiting,
+            self.autoscaling.tick(self.counters.read(), self.members.live, self.coordinator.activator.waiting,
                                   self._scale_unless_draining)
         finally:
             asyncio.get_running_loop().call_later(TICK, self._autoscale)
 
     def _scale_unless_draining(self, name: str, count: int) -> None:
-        if not self._retiring:
+        if not self.members.endpoints(State.RETIRING):
             self.scale(name, count)
 
     def _wake(self, function_id: int) -> None:
@@ -308,20 +303,7 @@ class Supervisor:
         if self._stopping or not function.scales_to_zero or WorkerKey(function.process, 0) in self.processes:
             return
         self.scale(function.name, 1)
-        self.autoscaling.activated(function.name, self.gateway.activator.waiting(function_id))
-
-    def _set_live(self, endpoint: int, live: bool) -> None:
-        """``endpoint`` joins (it announced itself) or leaves its function's live instances."""
-        function_id = self.table.function_of(endpoint)
-        if function_id not in self.live.scalable:
-            return
-        current = self.live.get(function_id)
-        wanted = tuple(sorted({*current, endpoint})) if live else tuple(e for e in current if e != endpoint)
-        if wanted != current:
-            self.live.set(function_id, wanted)
-            self.transport.instances_changed(function_id, wanted)
-            if not current:  # what waited at the activator goes to the new instance
-                self.gateway.activator.release(function_id)
+        self.autoscaling.activated(function.name, self.coordinator.activator.waiting(function_id))
 
     def _stop_workers(self) -> None:
         loop = asyncio.get_running_loop()

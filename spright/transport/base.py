@@ -94,10 +94,14 @@ class Transport(ABC):
         """Pickled into worker processes without this process's pool (each gives its own)."""
         return {**self.__dict__, "payloads": None}
 
+    def set_live(self, function_id: int, endpoints: tuple[int, ...]) -> None:
+        """The live instances of ``function_id`` are now ``endpoints`` (spright.front.membership
+        decides): in ``LiveInstances`` for userspace data planes, then ``instances_changed``."""
+        self.instances.set(function_id, endpoints)
+        self.instances_changed(function_id, endpoints)
+
     def instances_changed(self, function_id: int, endpoints: tuple[int, ...]) -> None:
-        """The supervisor changed the live instances of ``function_id`` (``LiveInstances``
-        holds them for userspace data planes); a data plane that picks instances elsewhere
-        (skmsg: in the kernel) updates its own copy."""
+        """A data plane that picks instances elsewhere (skmsg: in the kernel) updates its own copy."""
 
     def carry(self, pool: Payloads) -> None:
         """The pool this process's payloads live in, given before ``attach``: a data plane that

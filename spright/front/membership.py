@@ -1,0 +1,197 @@
+"""Instance membership: one state machine for the life of every instance of every function.
+
+An instance is a worker process serving one function at one endpoint
+(``RouteTable.instance_endpoints``). Its life, as the first gateway's process records it::
+
+    gone ──start──▶ starting ──READY──▶ ready ──admit──▶ live ──retire──▶ retiring ──exit──▶ gone
+                        │                  │                │                                 ▲
+                        └───────exit───────┴──────exit──────┴──────────▶ died ──start─────────┘
+
+- **starting**: its process was started (``spright run`` spawned it); it has not announced itself.
+- **ready**: it announced itself (a READY descriptor): it serves what reaches it.
+- **live**: it is in its function's live set, so the data plane sends it new work (the file of
+  ``spright.host.instances`` and, on skmsg, the kernel's map: ``Transport.set_live``). Today an
+  instance is admitted as soon as it is ready; a reload or a revision may hold it at ready.
+- **retiring**: out of the live set (no new work), finishing what it holds before it is stopped.
+- **gone**: not running, as intended (never started, or retired and exited).
+- **died**: its process ended while it was meant to serve (a crash, or a joined worker's
+  connection ended); it may start again.
+
+A worker started on its own (pod mode, ``spright worker``) and TestClient's workers announce
+themselves without a start: READY is taken from gone and died too.
+
+A **function** is down while no instance of it serves after one died: its requests are refused
+(503) and callers told (``Listener``), until one is ready again. Every consequence for requests
+(failing those in flight, sweeping a dead worker's slots, telling the other processes) is the
+``Listener``'s: this module only keeps the states and the live sets, and says what changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Iterable
+from typing import Protocol
+
+from spright.data.table import RouteTable
+from spright.transport.base import Transport
+
+log = logging.getLogger("spright.front.membership")
+
+
+class State(enum.Enum):
+    GONE = "gone"
+    STARTING = "starting"
+    READY = "ready"
+    LIVE = "live"
+    RETIRING = "retiring"
+    DIED = "died"
+
+
+# the moves each state allows; any other is refused (logged, ignored)
+MOVES: dict[State, frozenset[State]] = {
+    State.GONE: frozenset({State.STARTING, State.READY}),
+    State.STARTING: frozenset({State.READY, State.RETIRING, State.DIED}),
+    State.READY: frozenset({State.LIVE, State.RETIRING, State.DIED}),
+    State.LIVE: frozenset({State.RETIRING, State.DIED}),
+    State.RETIRING: frozenset({State.GONE, State.DIED}),
+    State.DIED: frozenset({State.STARTING, State.READY}),
+}
+# announced and not ended: it may hold slots and send answers, and hears about other functions
+SERVING = frozenset({State.READY, State.LIVE, State.RETIRING})
+
+
+class Listener(Protocol):
+    """What the node does when membership changes (the first gateway: spright.front.roles)."""
+
+    def became_live(self, function_id: int) -> None:
+        """``function_id`` has a live instance after having none (what waited for it may go)."""
+
+    def died(self, endpoint: int, function_down: bool) -> None:
+        """The instance at ``endpoint`` died; ``function_down``: no instance of its function serves."""
+
+    def gone(self, endpoint: int) -> None:
+        """The retired instance at ``endpoint`` exited."""
+
+    def back(self, function_id: int) -> None:
+        """``function_id``, down, has an instance ready again."""
+
+
+class Membership:
+    """The state of every instance of the node, and each function's live set."""
+
+    def __init__(self, table: RouteTable, transport: Transport, listener: Listener) -> None:
+        """``transport``: the data plane whose live sets this writes (``Transport.set_live``);
+        the sets start empty: an instance joins once it is ready."""
+        self.table = table
+        self._transport = transport
+        self._listener = listener
+        self._states = {e: State.GONE for f in table.functions for e in table.instance_endpoints(f.id)}
+        self.down: set[int] = set()  # functions with no instance serving since one died
+        self._changed: asyncio.Event | None = None  # set at each move while someone waits
+        transport.instances.create()
+
+    def state(self, endpoint: int) -> State:
+        return self._states[endpoint]
+
+    def name(self, endpoint: int) -> str:
+        """The instance's name: its function's, then ``#N`` for any instance but the first."""
+        instance = self.table.instance_endpoints(self.table.function_of(endpoint)).index(endpoint)
+        return self.table.name_of(endpoint) + (f"#{instance}" if instance else "")
+
+    def endpoints(self, *states: State) -> list[int]:
+        """The endpoints in any of ``states``, in order."""
+        return [e for e, state in self._states.items() if state in states]
+
+    def serving(self, function_id: int) -> int:
+        """How many instances of ``function_id`` serve (ready, live or retiring)."""
+        return sum(self._states[e] in SERVING for e in self.table.instance_endpoints(function_id))
+
+    def live(self, function_id: int) -> tuple[int, ...]:
+        """The live set of ``function_id``: where its new work goes."""
+        return self._transport.instances.get(function_id)
+
+    # -- events ----------------------------------------------------------------------------
+    def starting(self, endpoint: int) -> None:
+        """Its process was started."""
+        self._move(endpoint, State.STARTING)
+
+    def announced(self, endpoint: int) -> bool:
+        """READY from the instance: it serves, and is admitted to the live set. False when it
+        is not expected to announce itself (retiring, or ready already): ignored."""
+        if not self._move(endpoint, State.READY):
+            return False
+        function_id = self.table.function_of(endpoint)
+        if function_id in self.down:
+            self.down.discard(function_id)
+            self._listener.back(function_id)
+        self.admit(endpoint)
+        return True
+
+    def admit(self, endpoint: int) -> None:
+        """A ready instance joins its function's live set."""
+        if self._move(endpoint, State.LIVE):
+            self._set_live(endpoint, True)
+
+    def retire(self, endpoint: int) -> None:
+        """Out of the live set now (no new work); it finishes what it holds, then exits."""
+        if self._move(endpoint, State.RETIRING):
+            self._set_live(endpoint, False)
+
+    def exited(self, endpoint: int) -> State:
+        """Its process ended: gone if it was retiring, else died. Returns the new state."""
+        state = self._states[endpoint]
+        if state in (State.GONE, State.DIED):
+            return state
+        if state == State.RETIRING:
+            self._move(endpoint, State.GONE)
+            self._listener.gone(endpoint)
+            return State.GONE
+        self._move(endpoint, State.DIED)
+        self._set_live(endpoint, False)
+        function_id = self.table.function_of(endpoint)
+        function_down = not self.serving(function_id)
+        if function_down:
+            self.down.add(function_id)
+        self._listener.died(endpoint, function_down)
+        return State.DIED
+
+    async def wait_serving(self, endpoints: Iterable[int], timeout: float) -> None:
+        """Until every one of ``endpoints`` serves; RuntimeError naming those that do not."""
+        wanted = set(endpoints)
+        self._changed = asyncio.Event()
+        try:
+            async with asyncio.timeout(timeout):
+                while not all(self._states[e] in SERVING for e in wanted):
+                    await self._changed.wait()
+                    self._changed.clear()
+        except TimeoutError:
+            missing = ", ".join(self.name(e) for e in sorted(wanted) if self._states[e] not in SERVING)
+            raise RuntimeError(f"workers did not become ready within {timeout:g}s: {missing}") from None
+        finally:
+            self._changed = None
+
+    # -- internals -------------------------------------------------------------------------
+    def _move(self, endpoint: int, to: State) -> bool:
+        state = self._states[endpoint]
+        if to not in MOVES[state]:
+            if state != to:
+                log.warning("membership: %s cannot go from %s to %s; ignored", self.name(endpoint), state.value,
+                            to.value)
+            return False
+        self._states[endpoint] = to
+        if self._changed is not None:
+            self._changed.set()
+        return True
+
+    def _set_live(self, endpoint: int, live: bool) -> None:
+        function_id = self.table.function_of(endpoint)
+        if function_id not in self._transport.instances.scalable:
+            return  # served by its one endpoint, always
+        current = self.live(function_id)
+        wanted = tuple(sorted({*current, endpoint})) if live else tuple(e for e in current if e != endpoint)
+        if wanted != current:
+            self._transport.set_live(function_id, wanted)
+            if not current:
+                self._listener.became_live(function_id)
