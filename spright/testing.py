@@ -115,7 +115,7 @@ class TestClient:
             self.gateway.submit(request, future.set_result)
             response = await future
         if method == "HEAD" or bodiless(response.status):  # what the server sends (spright.front.http.render)
-            return Response(response.status, b"", response.headers)
+            return Response(response.status, b"", response.raw_headers)
         return response
 
     async def get(self, path: str, **kwargs: Any) -> Response:

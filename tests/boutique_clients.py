@@ -46,14 +46,14 @@ class InProcessShopper:
             sent["cookie"] = "; ".join(f"{k}={v}" for k, v in self.jar.items())
         form = {k: str(v) for k, v in data.items()} if data is not None else None
         r = await self.client.request(method, path, data=form, headers=sent)
-        cookies = [v.decode() for k, v in r.headers if k == b"set-cookie"]
+        cookies = r.headers.getlist("set-cookie")
         for raw in cookies:
             for name, morsel in SimpleCookie(raw).items():
                 if morsel["max-age"] == "0":
                     self.jar.pop(name, None)
                 else:
                     self.jar[name] = morsel.value
-        headers_out = {k.decode(): v.decode() for k, v in r.headers}
+        headers_out = dict(r.headers)
         return Answer(r.status, headers_out, r.body, cookies)
 
 

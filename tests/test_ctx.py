@@ -144,3 +144,19 @@ def test_the_largest_slot_holds_the_larger_limit() -> None:
     assert PoolConfig().size_classes()[-1][0] == PoolConfig().max_body + reserve  # as before
     assert PoolConfig(max_body=1000, max_response=5000).size_classes()[-1][0] == 5000 + reserve
     assert PoolConfig(max_body=5000, max_response=1000).size_classes()[-1][0] == 5000 + reserve
+
+
+async def test_the_handlers_ctx_shows_no_worker_internals() -> None:
+    """What a handler sees is the request and the answer it shapes; the descriptor and the raw
+    metadata are the worker's (spright.worker.context's module functions)."""
+    app = App("surface")
+
+    @app.function()
+    def public(ctx: Context) -> list[str]:
+        return sorted(name for name in dir(ctx) if not name.startswith("_"))
+
+    app.route("/", public)
+    async with TestClient(app) as client:
+        shown = (await client.get("/")).json()
+    assert not {"descriptor", "meta", "raw_meta", "response_meta"} & set(shown), shown
+    assert {"body", "json", "headers", "call", "set_header", "status", "request_id"} <= set(shown), shown

@@ -114,7 +114,7 @@ def test_moves_the_machine_does_not_allow_are_ignored(node) -> None:
 async def test_waiting_for_instances_names_those_that_did_not_announce_themselves(node) -> None:
     members, _, _, (first, second, *_) = node
     members.announced(first)
-    with pytest.raises(RuntimeError, match="workers did not become ready within 0.01s: who#1$"):
+    with pytest.raises(RuntimeError, match=r"workers did not become ready within 0\.01s: who#1$"):
         await members.wait_serving([first, second], 0.01)
     members.announced(second)
     await members.wait_serving([first, second], 0.01)

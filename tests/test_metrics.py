@@ -71,7 +71,7 @@ async def test_metrics_endpoint_in_process_has_counters_gauges_and_histograms() 
         await client.get("/boom")
         response = await client.get("/metrics")
         assert response.status == 200
-        assert dict(response.headers)[b"content-type"].startswith(b"text/plain; version=0.0.4")
+        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
         found = families(response.text)
     assert sample(found["spright_descriptors_in"], "_total", function="upper", domain="demo") == 4
     assert sample(found["spright_handler_errors"], "_total", function="boom") == 1

@@ -135,3 +135,29 @@ async def test_a_request_that_waited_past_its_timeout_for_a_place_is_answered_50
         assert second.kind == ERROR and second.status == 504
         assert b"waited past" in h.pool.read(second.slot, second.length)
         assert h.worker.counters[HANDLED] == 1, "the second handler never ran"
+
+
+async def test_closing_a_worker_ends_the_handlers_the_drain_left_running() -> None:
+    """A node whose drain timed out closes its workers, then its memory: a handler still running
+    must end (cancelled) before ``closed()`` returns, and a waiting one must never start, so
+    that none writes the counters or a slot of memory already released."""
+    ended: list[str] = []
+
+    async def hangs(ctx: Context) -> bytes:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            ended.append("cancelled")
+            raise
+        return b"never"
+
+    async with Harness(hangs, concurrency=1, timeout=60) as h:
+        h.send(2)  # one runs, one waits for its place
+        await asyncio.sleep(0)
+        h.worker.close()
+        await h.worker.closed()
+        assert ended == ["cancelled"], "a handler outlived closed(), or the waiting one started"
+        handled = h.worker.counters[HANDLED]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert h.worker.counters[HANDLED] == handled

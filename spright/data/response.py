@@ -7,12 +7,20 @@ from typing import Any
 
 import orjson
 
+from spright.data.multidict import MultiDict
+
 
 @dataclass(slots=True)
 class Response:
     status: int
     body: bytes = b""
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # as sent, in order
+
+    @property
+    def headers(self) -> MultiDict:
+        """Lower-cased names (as ``ctx.headers``), each name's last value; ``getlist`` gives
+        every value of a repeated one (``headers.getlist("set-cookie")``)."""
+        return MultiDict([(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self.raw_headers])
 
     def json(self) -> Any:
         return orjson.loads(self.body)

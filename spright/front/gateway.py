@@ -156,7 +156,7 @@ class Gateway:
             return None, {}, error_response(404, f"no route for {path}")
         except MethodNotAllowed as exc:
             response = error_response(405, f"{method} not allowed on {path}", allowed=exc.allowed)
-            response.headers.append((b"allow", ", ".join(exc.allowed).encode()))
+            response.raw_headers.append((b"allow", ", ".join(exc.allowed).encode()))
             return None, {}, response
         return route, params, None
 

@@ -42,7 +42,7 @@ def render(response: Response, keep_alive: bool, head_only: bool = False) -> byt
                 b"content-length: %d\r\nconnection: close\r\n\r\n") % len(body)
     return b"".join((
         line,
-        *map(_HEADER_LINE.__mod__, response.headers),
+        *map(_HEADER_LINE.__mod__, response.raw_headers),
         tail,
         b"" if head_only else body,
     ))

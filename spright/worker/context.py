@@ -99,6 +99,7 @@ class Context:
     """One invocation of a handler. Valid only until the handler returns."""
 
     __slots__ = (
+        "_descriptor",
         "_meta",
         "_raw_meta",
         "_slot_view",
@@ -106,13 +107,12 @@ class Context:
         "_worker",
         "body",
         "content_type",
-        "descriptor",
         "response_headers",
     )
 
     def __init__(self, worker: Runner, descriptor: Descriptor, slot_view: memoryview) -> None:
         self._worker = worker
-        self.descriptor = descriptor
+        self._descriptor = descriptor
         self._slot_view = slot_view
         self.body: memoryview = slot_view[: descriptor.length]
         self._meta: dict[str, Any] | None = None
@@ -145,14 +145,9 @@ class Context:
         return MultiDict.parse(self.text())
 
     # -- request metadata ------------------------------------------------------------------
-    def raw_meta(self) -> builtins.bytes:
-        """The request's metadata as the gateway encoded it (a ``ctx.call`` hands it on)."""
-        if self._raw_meta is None:
-            self._raw_meta = bytes(read_meta(self._slot_view))
-        return self._raw_meta
-
-    @property
-    def meta(self) -> dict[str, Any]:
+    def _fields(self) -> dict[str, Any]:
+        """The request's metadata (method, path, query, headers, params, route, and the
+        response a hop shaped), decoded once."""
         if self._meta is None:
             raw = read_meta(self._slot_view)
             self._meta = orjson.loads(raw) if len(raw) else {}
@@ -160,38 +155,38 @@ class Context:
 
     @property
     def request_id(self) -> int:
-        return self.descriptor.request_id
+        return self._descriptor.request_id
 
     @property
     def method(self) -> str:
-        return self.meta.get("method", "")
+        return self._fields().get("method", "")
 
     @property
     def path(self) -> str:
-        return self.meta.get("path", "")
+        return self._fields().get("path", "")
 
     @property
     def params(self) -> dict[str, Any]:
         """Path parameters, typed as the route declares them (``{n:int}`` -> int)."""
-        meta = self.meta
+        meta = self._fields()
         params = meta.get("params", {})
         return self._worker.table.routes[meta["route"]].convert(params) if params else params
 
     @property
     def timeout(self) -> float | None:
         """Seconds the route gives its whole chain (None outside a route)."""
-        route = self.meta.get("route")
+        route = self._fields().get("route")
         return self._worker.table.routes[route].timeout if route is not None else None
 
     @property
     def query(self) -> MultiDict:
         """``query["k"]`` is the last value of ``k``, ``query.getlist("k")`` all of them."""
-        return MultiDict.parse(self.meta.get("query", ""))
+        return MultiDict.parse(self._fields().get("query", ""))
 
     @property
     def headers(self) -> dict[str, str]:
         """Lower-cased names; repeated headers are joined with ', ' (Cookie lines with '; ')."""
-        return self.meta.get("headers", {})
+        return self._fields().get("headers", {})
 
     @property
     def cookies(self) -> dict[str, str]:
@@ -239,22 +234,6 @@ class Context:
         self.set_header("location", location)
         self.status = status
 
-    def response_meta(self) -> dict[str, Any] | None:
-        """What the gateway renders of the HTTP response (spright.data.headers): the headers of this
-        hop over those of the hops before it, and this hop's content type (None: the one of its
-        return type; an earlier hop's labelled that hop's body, not this one). None when
-        what the slot's metadata already says stays true."""
-        if self.content_type is not None:  # an attribute: checked here, before it reaches a header line
-            self.content_type = check_header("content-type", self.content_type)[1]
-        earlier = self.meta.get("response") if self.descriptor.flags & HAS_RESPONSE_META else None
-        if earlier is None:
-            if self.content_type is None and not self.response_headers:
-                return None
-            return {"content_type": self.content_type, "headers": self.response_headers}
-        if self.content_type is None and not self.response_headers and earlier.get("content_type") is None:
-            return None
-        return {"content_type": self.content_type,
-                "headers": merge_headers(earlier.get("headers", ()), self.response_headers)}
 
     # -- internal calls --------------------------------------------------------------------
     def call(self, function: str, payload: Any = None) -> asyncio.Future[Reply]:
@@ -262,3 +241,39 @@ class Context:
         returned future for its result (a failure is raised there, as ``CallError``).
         Being a future, not a coroutine, ``asyncio.gather`` of calls needs no Task each."""
         return self._worker.call(self, function, payload)
+
+
+# -- for the worker (spright.worker.runtime), not the handler -----------------------------
+def descriptor_of(ctx: Context) -> Descriptor:
+    """The descriptor that brought the request to this hop."""
+    return ctx._descriptor
+
+
+def request_meta(ctx: Context) -> dict[str, Any]:
+    """The request's metadata, decoded."""
+    return ctx._fields()
+
+
+def raw_meta(ctx: Context) -> builtins.bytes:
+    """The request's metadata as the gateway encoded it (a ``ctx.call`` hands it on)."""
+    if ctx._raw_meta is None:
+        ctx._raw_meta = bytes(read_meta(ctx._slot_view))
+    return ctx._raw_meta
+
+
+def response_meta(ctx: Context) -> dict[str, Any] | None:
+    """What the gateway renders of the HTTP response (spright.data.headers): the headers of this
+    hop over those of the hops before it, and this hop's content type (None: the one of its
+    return type; an earlier hop's labelled that hop's body, not this one). None when what the
+    slot's metadata already says stays true."""
+    content_type, headers = ctx.content_type, ctx.response_headers
+    if content_type is not None:  # an attribute: checked here, before it reaches a header line
+        content_type = ctx.content_type = check_header("content-type", content_type)[1]
+    earlier = ctx._fields().get("response") if ctx._descriptor.flags & HAS_RESPONSE_META else None
+    if earlier is None:
+        if content_type is None and not headers:
+            return None
+        return {"content_type": content_type, "headers": headers}
+    if content_type is None and not headers and earlier.get("content_type") is None:
+        return None
+    return {"content_type": content_type, "headers": merge_headers(earlier.get("headers", ()), headers)}

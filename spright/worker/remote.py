@@ -55,7 +55,7 @@ def peer_refusal(path: str, headers: dict[str, str]) -> Response | None:
     if hmac.compare_digest(headers.get("authorization", "").encode(), f"Bearer {token}".encode()):
         return None
     response = error_response(401, f"calls to exposed functions need the nodes' token (${PEER_TOKEN_ENV})")
-    response.headers.append((b"www-authenticate", b"Bearer"))
+    response.raw_headers.append((b"www-authenticate", b"Bearer"))
     return response
 
 

@@ -55,7 +55,17 @@ from spright.host.counters import (
 from spright.host.pool import Payload, Pool, PoolExhausted, TooLarge
 from spright.transport.base import Endpoint, Outbox, Transport
 from spright.worker.calls import Calls, Deadlines, depth_of, too_deep
-from spright.worker.context import CallError, Context, HTTPError, Reply, encode
+from spright.worker.context import (
+    CallError,
+    Context,
+    HTTPError,
+    Reply,
+    descriptor_of,
+    encode,
+    raw_meta,
+    request_meta,
+    response_meta,
+)
 from spright.worker.tasks import PAST_DEADLINE, cancel_message, never_suspends, start_task
 
 log = logging.getLogger("spright.worker")
@@ -116,12 +126,24 @@ class Worker:
             await self._drained
 
     def close(self) -> None:
+        """Stop. Handlers still running (the drain timed out) are cancelled: ``closed()`` waits
+        for them, so that none ends after the node's memory is gone."""
+        self._backlog.clear()  # never started now
+        for task in self._running:
+            task.cancel()
         if self._endpoint is not None:
             self._deadlines.close()
             self._endpoint.close()
 
     async def closed(self) -> None:
-        """After ``close()``: the data plane has released this worker's endpoint."""
+        """After ``close()``: the handlers have ended and the data plane has released this
+        worker's endpoint. A handler that ignores its cancellation for a second is left
+        running, but detached: nothing of it writes the counters after this."""
+        if self._running:
+            await asyncio.wait(list(self._running), timeout=1.0)
+            for task in self._running:
+                task.remove_done_callback(self._task_done)
+            self._running.clear()
         if self._endpoint is not None:
             await self._endpoint.closed()
 
@@ -298,8 +320,8 @@ class Worker:
         try:
             # this hop or an earlier one shaped the HTTP response: headers accumulate along the chain
             if (ctx.content_type is not None or ctx.response_headers or flags & HAS_RESPONSE_META) and (
-                    response := ctx.response_meta()):
-                meta = orjson.dumps({**ctx.meta, "response": response})
+                    response := response_meta(ctx)):
+                meta = orjson.dumps({**request_meta(ctx), "response": response})
                 flags |= HAS_RESPONSE_META
                 slot, generation = self.pool.write(slot, generation, payload, meta, d.request_id)
             elif payload is not ctx.body:  # returning ctx.body itself costs nothing: it is already there
@@ -354,7 +376,7 @@ class Worker:
             callee = self.table.function_id(function)
         except LookupError as exc:
             return self._failed(CallError(404, str(exc), function))
-        d = ctx.descriptor
+        d = descriptor_of(ctx)
         depth = 0
         if callee == self._function_id:
             depth = depth_of(d) + 1
@@ -366,7 +388,7 @@ class Worker:
         except Exception as exc:  # CallError (callee down), TypeError (payload orjson cannot encode)
             return self._failed(exc)
         try:
-            slot = self.pool.put(payload, ctx.raw_meta(), d.request_id)
+            slot = self.pool.put(payload, raw_meta(ctx), d.request_id)
         except Exception as exc:  # PoolExhausted
             self._calls.close(call_id)
             future.set_exception(exc)

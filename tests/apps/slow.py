@@ -5,6 +5,7 @@ import asyncio
 
 from spright import App, Config, Context
 from spright.data.config import PoolConfig
+from spright.worker.context import descriptor_of
 
 app = App("slow", config=Config(request_timeout=1.0, max_connections=600, grace=0.5,
                                 pool=PoolConfig(classes=((4096, 256), (65536, 64), (1 << 20, 8)), large_slots=2)))
@@ -40,7 +41,8 @@ async def stubborn(ctx: Context) -> bytes:
     """A hung handler that ignores its cancellation and keeps writing into its request's slot
     for ``?for=`` seconds: the late writer the pool's holds fence off."""
     loop = asyncio.get_running_loop()
-    Stubborn.slots.append((ctx.descriptor.slot, ctx.descriptor.generation))
+    d = descriptor_of(ctx)
+    Stubborn.slots.append((d.slot, d.generation))
     until, cancelled = loop.time() + float(ctx.query.get("for", "2")), False
     while loop.time() < until:
         try:
