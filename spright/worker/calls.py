@@ -79,7 +79,9 @@ class Deadlines:
 
 class Calls:
     """A worker's ``ctx.call``s waiting for their reply, by call id; and the callees that
-    crashed and are not back yet (calls to them fail at once instead of timing out).
+    crashed and are not back yet (calls to them fail at once instead of timing out): this
+    worker's copy of membership's down functions (spright.front.membership), as the first
+    gateway tells it with DOWN and READY notices.
 
     A call leaves the table when its future settles (reply, error, timeout, refusal, crash);
     one whose caller stopped waiting (cancelled) leaves at its deadline."""
