@@ -10,12 +10,15 @@ import asyncio
 import os
 import random
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from spright import App
 from spright.data.descriptor import FIELDS, KIND_MASK, REQUEST, Descriptor
 from spright.host.counters import DROPPED, ERRORS
 from spright.testing import TestClient
+from tests.apps.domains import app as two_domains
 from tests.apps.slow import app
 
 LIMITS = {"I": 0xFFFFFFFF, "H": 0xFFFF, "B": 0xFF}
@@ -27,31 +30,47 @@ descriptors = st.builds(Descriptor, **{name: small_or_any[code] for name, code i
 EXAMPLES = int(os.environ.get("SPRIGHT_FUZZ_EXAMPLES", "100"))
 
 
+async def still_serves(client: TestClient) -> None:
+    if client.app is app:
+        reply = await client.post("/echo", body=b"still serving")
+        assert reply.status == 200 and reply.body == b"still serving"
+    else:
+        reply = await client.post("/charge", json={"amount": 3})
+        assert reply.status == 200 and reply.json() == {"charged": 3}
+
+
+@pytest.mark.parametrize("fuzzed", [app, two_domains], ids=["one-domain", "two-domains"])
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(st.lists(descriptors, min_size=1, max_size=40), min_size=1, max_size=4), st.data())
-def test_hostile_descriptors_never_crash_nor_touch_another_slot(batches: list[list[Descriptor]],
+def test_hostile_descriptors_never_crash_nor_touch_another_slot(fuzzed: App, batches: list[list[Descriptor]],
                                                                data: st.DataObject) -> None:
+    """With two domains the node's pool finds each slot's domain pool by its id (NodePool);
+    with one it binds that pool's methods directly: both paths are fuzzed."""
+
     async def scenario() -> None:
-        async with TestClient(app) as client:
-            pool = client.pool.domain(client.table.functions[0].domain)
-            for _ in range(random.Random(len(batches)).randint(1, 50)):  # an unguessable generation
-                pool.free(*pool.alloc(100, 7))
-            victim = pool.alloc(len(VICTIM_BYTES), 999_999)
-            with pool.view(victim.id) as view:
-                view[: len(VICTIM_BYTES)] = VICTIM_BYTES
+        async with TestClient(fuzzed) as client:
+            victims = []
+            for domain in sorted({f.domain for f in client.table.functions}):
+                pool = client.pool.domain(domain)
+                for _ in range(random.Random(len(batches)).randint(1, 50)):  # an unguessable generation
+                    pool.free(*pool.alloc(100, 7))
+                victim = pool.alloc(len(VICTIM_BYTES), 999_999)
+                with pool.view(victim.id) as view:
+                    view[: len(VICTIM_BYTES)] = VICTIM_BYTES
+                victims.append((pool, victim))
             for batch in batches:
                 for d in batch:
-                    assume((d.slot, d.generation) != (victim.id, victim.generation))
+                    assume(all((d.slot, d.generation) != (v.id, v.generation) for _, v in victims))
                 packed = b"".join(d.pack() for d in batch)
                 receiver = data.draw(st.sampled_from([client.gateway, *client.workers]))
                 receiver.receive(packed)  # must not raise
                 await asyncio.sleep(0)
             await asyncio.sleep(0.05)
-            assert pool.is_current(victim.id, victim.generation), "the victim's slot was freed by another's descriptor"
-            assert pool.read(victim.id, len(VICTIM_BYTES)) == VICTIM_BYTES
-            pool.free(*victim)
-            reply = await client.post("/echo", body=b"still serving")  # and the node still works
-            assert reply.status == 200 and reply.body == b"still serving"
+            for pool, victim in victims:
+                assert pool.is_current(victim.id, victim.generation), "a victim's slot was freed by a stranger"
+                assert pool.read(victim.id, len(VICTIM_BYTES)) == VICTIM_BYTES
+                pool.free(*victim)
+            await still_serves(client)  # and the node still works
 
     asyncio.run(scenario())
 

@@ -1,5 +1,7 @@
 """A node recovers from what a killed one left: SIGKILL the supervisor, its workers follow it
-(no orphans), and the next node to start removes its segments and runtime directory."""
+(no orphans); SIGKILL the node's whole process group (the resource tracker that would unlink its
+segments included, as a container kill or the OOM killer does), and the next node to start
+removes its segments, its runtime directory and, on skmsg, its BPF pins."""
 
 from __future__ import annotations
 
@@ -20,16 +22,22 @@ from tests.test_node import proc_stat
 pytestmark = pytest.mark.node
 
 
-def test_a_killed_supervisor_leaves_no_orphans_and_the_next_node_sweeps_its_leftovers(runtime_dir: Path) -> None:
-    port = free_port()
-    killed = subprocess.Popen([sys.executable, "-m", "spright", "run", "examples.echo:app", "--port", str(port),
-                               "--transport", "unix"], stderr=subprocess.DEVNULL)
+def start_killable(transport: str, *, session: bool = False) -> tuple[subprocess.Popen[bytes], Path, dict]:
+    """``spright run`` of the echo app; returns it once serving, its node.json's path and content.
+    ``session``: in a process group of its own, so that all of it can be killed at once."""
+    killed = subprocess.Popen([sys.executable, "-m", "spright", "run", "examples.echo:app", "--port",
+                               str(free_port()), "--transport", transport], stderr=subprocess.DEVNULL,
+                              start_new_session=session)
     node_file = runtime_base() / str(killed.pid) / "node.json"
     deadline = time.monotonic() + 60
     while not node_file.exists():
         assert time.monotonic() < deadline and killed.poll() is None, "the node did not start"
         time.sleep(0.1)
-    info = json.loads(node_file.read_text())
+    return killed, node_file, json.loads(node_file.read_text())
+
+
+def test_a_killed_supervisor_leaves_no_orphans(runtime_dir: Path) -> None:
+    killed, node_file, info = start_killable("unix")
     killed.send_signal(signal.SIGKILL)
     killed.wait(10)
     deadline = time.monotonic() + 10
@@ -37,6 +45,21 @@ def test_a_killed_supervisor_leaves_no_orphans_and_the_next_node_sweeps_its_left
         assert time.monotonic() < deadline, "workers outlived their supervisor"
         time.sleep(0.05)
     assert node_file.parent.exists(), "a SIGKILLed supervisor cleans nothing itself"
-    with run_node("examples.echo:app") as (_, _process):
+    with run_node("examples.echo:app"):
         assert not node_file.parent.exists(), "the next node removed the dead node's runtime directory"
-        assert not [name for name in info["shm"] if os.path.exists(f"/dev/shm/{name}")], "and its segments"
+
+
+@pytest.mark.parametrize("transport", ["unix", pytest.param("skmsg", marks=pytest.mark.kernel)])
+def test_the_next_node_sweeps_what_a_killed_node_left(transport: str, runtime_dir: Path) -> None:
+    killed, node_file, info = start_killable(transport, session=True)
+    os.killpg(killed.pid, signal.SIGKILL)  # the supervisor, its workers and its resource tracker
+    killed.wait(10)
+    segments = [Path("/dev/shm", name) for name in info["shm"]]
+    pins = Path(info["transport_info"]["pin_dir"]) if transport == "skmsg" else None
+    # what the sweep is for is really there: nothing else removed it
+    assert segments and all(s.exists() for s in segments), "the killed node's segments are left"
+    assert pins is None or pins.is_dir(), "the killed node's BPF pins are left"
+    with run_node("examples.echo:app", transport=transport):
+        assert not node_file.parent.exists(), "the next node removed the dead node's runtime directory"
+        assert not [s for s in segments if s.exists()], "and its segments"
+        assert pins is None or not pins.exists(), "and its BPF pins"

@@ -122,11 +122,15 @@ class Gateway:
         self._role.attached(self, self._outbox)
         self._ticker = self._loop.call_later(self.config.tick, self._tick)
 
+    def shed(self) -> None:
+        """The drain's time is up: every request still in flight is answered 503 now."""
+        for request_id in list(self._pending):
+            self._end(request_id, error_response(503, "the node is shutting down"), failed=True)
+
     def close(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
-        for request_id in list(self._pending):
-            self._end(request_id, error_response(503, "the node is shutting down"), failed=True)
+        self.shed()
         self.metrics.publish()
         if self._endpoint is not None:
             self._endpoint.close()

@@ -292,8 +292,10 @@ async def serve(gateway: Gateway, host: str, port: int,
     return server, connections
 
 
-async def drain(server: asyncio.AbstractServer, connections: set[HttpProtocol], timeout: float) -> None:
-    """Stop accepting, let in-flight requests finish (up to ``timeout``), close idle keep-alives."""
+async def drain(server: asyncio.AbstractServer, connections: set[HttpProtocol], gateway: Gateway,
+                timeout: float) -> None:
+    """Stop accepting, let in-flight requests finish (up to ``timeout``: then they are answered
+    503), close idle keep-alives."""
     server.close()
     deadline = asyncio.get_running_loop().time() + timeout
     while connections and asyncio.get_running_loop().time() < deadline:
@@ -301,6 +303,7 @@ async def drain(server: asyncio.AbstractServer, connections: set[HttpProtocol], 
             if connection.is_idle():
                 connection.close()
         await asyncio.sleep(0.05)
+    gateway.shed()  # written before the close below: a transport flushes what it holds first
     for connection in list(connections):
         connection.close()
     with contextlib.suppress(Exception):

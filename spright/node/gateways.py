@@ -71,7 +71,7 @@ async def _serve(spec: GatewaySpec) -> None:
         server, connections = await http.serve(gateway, config.host, spec.port, reuse_port=True)
         role.announce()
         await stop.wait()
-        await http.drain(server, connections, config.drain_timeout)
+        await http.drain(server, connections, gateway, config.drain_timeout)
     finally:
         gateway.close()
         with contextlib.suppress(Exception):

@@ -125,7 +125,7 @@ class Supervisor:
             log.warning("spright: draining")
             for process in self.gateway_processes.values():  # they drain too, meanwhile
                 process.terminate()
-            await http.drain(server, connections, self.config.drain_timeout)
+            await http.drain(server, connections, self.gateway, self.config.drain_timeout)
             await asyncio.to_thread(_join_all, list(self.gateway_processes.values()), self.config.drain_timeout + 2)
         finally:
             if controls is not None:
