@@ -1,4 +1,6 @@
+import importlib.util
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +14,20 @@ from tests.skmsg_kit import make_table
 # Tests marked ``kernel`` need the eBPF data plane. Where this machine cannot run it they are
 # skipped with the reason, unless SPRIGHT_REQUIRE_SKMSG=1 (CI, as root, where it must work):
 # then each of them fails (an error at setup) with the reason, so a broken ebpf/skmsg.c cannot pass as "skipped".
-REQUIRE_SKMSG = os.environ.get("SPRIGHT_REQUIRE_SKMSG") == "1"
+REQUIRE_ALL = os.environ.get("SPRIGHT_REQUIRE_ALL") == "1"
+REQUIRE_SKMSG = REQUIRE_ALL or os.environ.get("SPRIGHT_REQUIRE_SKMSG") == "1"
 SKMSG_UNAVAILABLE = SkmsgTransport.unavailable_reason()
+# Tests marked ``needs(COMPONENT)`` use a real component beyond Python: skipped with the reason
+# where it is missing, failed instead under SPRIGHT_REQUIRE_ALL=1 (CI installs every one of them).
+COMPONENTS = {
+    "root": lambda: None if os.geteuid() == 0 else "needs root",
+    "netns": lambda: None if os.geteuid() == 0 and shutil.which("ip") and shutil.which("unshare")
+    else "needs root, ip(8) and unshare(1) for namespaces",
+    "redis": lambda: None if shutil.which("redis-server") else "redis-server is not installed (make setup installs it)",
+    "locust": lambda: None if importlib.util.find_spec("locust") else "locust is not installed (the test extra)",
+    "chromium": lambda: None if importlib.util.find_spec("playwright") and shutil.which("chromium")
+    else "Debian chromium and playwright are not installed (make setup installs them)",
+}
 # Nodes on the poll (D-SPRIGHT) data plane run adaptive here: a node of four busy-polling
 # processes on a 2-core machine would measure the scheduler, not the behaviour under test.
 # Spinning for ever is covered in process by test_contract and measured by bench/.
@@ -43,6 +57,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if REQUIRE_SKMSG:
             pytest.fail(f"SPRIGHT_REQUIRE_SKMSG=1 but skmsg is unavailable: {SKMSG_UNAVAILABLE}", pytrace=False)
         pytest.skip(f"skmsg unavailable: {SKMSG_UNAVAILABLE}")
+    for marker in item.iter_markers("needs"):
+        for component in marker.args:
+            missing = COMPONENTS[component]()
+            if missing and REQUIRE_ALL:
+                pytest.fail(f"SPRIGHT_REQUIRE_ALL=1 but {component} is missing: {missing}", pytrace=False)
+            if missing:
+                pytest.skip(missing)
 
 
 def transports() -> list:

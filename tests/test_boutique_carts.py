@@ -59,8 +59,7 @@ async def test_sqlite_carts_survive_a_killed_cart_worker(runtime_dir: Path) -> N
 def redis_url(tmp_path: Path) -> Iterator[str]:
     """A redis-server of our own (Debian's), on a free port, stopped after the test."""
     server = shutil.which("redis-server")
-    if server is None:
-        pytest.skip("redis-server is not installed (make setup installs it)")
+    assert server is not None, "the test is marked needs('redis')"
     port = free_port()
     process = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                 "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
@@ -77,6 +76,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
         process.wait(10)
 
 
+@pytest.mark.needs("redis")
 async def test_redis_carts_survive_a_killed_cart_worker(runtime_dir: Path, redis_url: str) -> None:
     import redis.asyncio
 

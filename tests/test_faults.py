@@ -19,10 +19,9 @@ import pytest
 from bench.load import MARKER, write_boutique_script
 from spright.host.nodefile import runtime_base
 from spright.testing import node_metric, run_node
-from spright.transport.skmsg import SkmsgTransport
 
-pytestmark = [pytest.mark.node, pytest.mark.slow]
-TRANSPORT = "unix" if SkmsgTransport.unavailable_reason() else "skmsg"
+pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.kernel]
+TRANSPORT = "skmsg"  # the kernel plane: these tests are ``kernel`` (failed, not skipped, where CI needs it)
 
 
 def node_info(pid: int) -> dict:

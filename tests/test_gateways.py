@@ -19,6 +19,14 @@ from spright.testing import node_metric, run_node
 pytestmark = pytest.mark.node
 
 
+def gateway_requests(port: int) -> list[int]:
+    """Requests each gateway of the node counted, as ``spright stats --json`` reads them."""
+    shown = orjson.loads(subprocess.run([sys.executable, "-m", "spright", "stats", "--port", str(port), "--json"],
+                                        capture_output=True, check=True).stdout)
+    assert shown["requests"] == sum(g["requests"] for g in shown["gateways"])
+    return [g["requests"] for g in shown["gateways"]]
+
+
 @pytest.mark.parametrize("plane", [pytest.param("skmsg", marks=pytest.mark.kernel), "unix", "poll"])
 async def test_two_gateways_share_the_port_and_each_gets_its_own_answers(plane: str, runtime_dir: Path) -> None:
     with run_node("tests.apps.slow:app", transport=plane, args=("--gateways", "2")) as (port, _):
@@ -33,15 +41,19 @@ async def test_two_gateways_share_the_port_and_each_gets_its_own_answers(plane: 
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}", connector=connector) as session:
             answers = await asyncio.gather(*(echo(session, body) for body in bodies))
         assert answers == bodies, "every answer reached the client that asked"
-        await asyncio.sleep(0.3)  # the gateways publish their rows every tick
-        shown = orjson.loads(subprocess.run([sys.executable, "-m", "spright", "stats", "--port", str(port), "--json"],
-                                            capture_output=True, check=True).stdout)
-        per_gateway = [g["requests"] for g in shown["gateways"]]
+        deadline = asyncio.get_running_loop().time() + 30
+        while sum(per_gateway := gateway_requests(port)) < 400:  # each gateway publishes its row once a tick
+            assert asyncio.get_running_loop().time() < deadline, per_gateway
         assert len(per_gateway) == 2 and all(count > 20 for count in per_gateway), per_gateway
-        assert shown["requests"] == sum(per_gateway) >= 400
-        # whichever gateway serves /metrics, the latency histogram counts both gateways' requests
+        # whichever gateway serves /metrics, the latency histogram counts both gateways' requests:
+        # sampled (each on a new connection) until each gateway's own count shows it served some
         latency = 'spright_request_duration_seconds_count{method="POST",route="/echo",status="2xx"}'
-        assert [node_metric(port, latency) for _ in range(4)] == [400] * 4
+        samples = []
+        deadline = asyncio.get_running_loop().time() + 60
+        while not all(now > then for now, then in zip(gateway_requests(port), per_gateway, strict=True)):
+            assert asyncio.get_running_loop().time() < deadline, "one gateway served no /metrics in 60 s"
+            samples.append(node_metric(port, latency))
+        assert samples and set(samples) == {400}, samples
 
 
 async def test_a_crashed_worker_costs_prompt_502s_at_every_gateway(runtime_dir: Path) -> None:

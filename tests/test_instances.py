@@ -40,8 +40,15 @@ async def test_in_process_requests_and_calls_spread_over_instances() -> None:
         per_instance = [client.gateway.metrics.rows()[e][HANDLED] for e in client.table.instance_endpoints(who.id)]
         assert per_instance == [20, 20, 20, 0], "round robin over the three live ones, none for the spare"
         assert all(a.status == 200 for a in answers)
-        asked = [(await client.get("/ask")).json() for _ in range(40)]
-        assert len(asked) == 40 and all(a["asker"] == os.getpid() for a in asked)
+        asked = [await client.get("/ask") for _ in range(40)]
+        assert all(a.status == 200 for a in asked)
+        rows = client.gateway.metrics.rows()
+        askers = [rows[e][HANDLED] for e in client.table.instance_endpoints(client.table.function_id("asker"))]
+        assert askers == [20, 20], "requests to asker take turns over its two instances"
+        endpoints = client.table.instance_endpoints(who.id)
+        called = [rows[e][HANDLED] - n for e, n in zip(endpoints, per_instance, strict=True)]
+        assert sum(called) == 40 and all(n >= 10 for n in called[:3]) and called[3] == 0, (
+            f"its 40 calls spread over who's three live instances, none to the spare: {called}")
 
 
 @pytest.mark.node
@@ -81,7 +88,12 @@ async def test_least_in_flight_sends_nothing_to_a_busy_instance(plane: str, bala
 
             await asyncio.gather(*(post(b"warm") for _ in range(8)))  # both instances have served
             held = asyncio.create_task(post(b"hold"))
-            await asyncio.sleep(0.2)
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:  # until the gateway has sent it on
+                async with session.get("/metrics") as reply:
+                    if "\nspright_requests_in_flight 1.0\n" in await reply.text():
+                        break
+                assert asyncio.get_running_loop().time() < deadline, "the held request never left the gateway"
             quick = collections.Counter([await post(b"quick") for _ in range(20)])
             busy = await held
     if balance == "least_in_flight":

@@ -52,9 +52,8 @@ def test_a_worker_maps_its_own_domains_pool_and_no_other(node: int) -> None:
     assert post(node, "/charge", {"amount": 3}) == (200, {"charged": 3}), "and requests are served"
 
 
+@pytest.mark.needs("root")  # workers are sealed only when the node runs as root
 def test_a_function_cannot_open_another_domains_memory(node: int) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("workers are sealed only when the node runs as root")
     info = choose_node(port=node)
     segments = {name for name in info.shm if name and not name.endswith("-metrics")}
     theirs = mapped(info.workers["charge"], segments)

@@ -4,7 +4,6 @@ generator drives its shop: every task of the mix runs, no request fails, product
 from __future__ import annotations
 
 import csv
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +15,7 @@ from spright.testing import run_node
 pytestmark = [
     pytest.mark.node,
     pytest.mark.slow,
-    pytest.mark.skipif(importlib.util.find_spec("locust") is None,
-                       reason="locust is not installed (it is in the test extra: pip install -e '.[test]')"),
+    pytest.mark.needs("locust"),
 ]
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "apps" / "online_boutique" / "locustfile.py"

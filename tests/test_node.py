@@ -280,7 +280,7 @@ def still_running(pid: int, started: int) -> bool:
 
 
 def test_sigterm_leaves_nothing_behind(transport: str) -> None:
-    with run_node("examples.echo:app", transport=transport) as (_, process):
+    with run_node("examples.echo:app", transport=transport) as (port, process):
         node_file = runtime_base() / str(process.pid) / "node.json"
         info = json.loads(node_file.read_text())
         assert all(Path("/dev/shm", name).exists() for name in info["shm"])
@@ -291,9 +291,11 @@ def test_sigterm_leaves_nothing_behind(transport: str) -> None:
         assert {children[pid][1].strip() for pid in workers} == {f"spright: worker {name} [echo]"
                                                                  for name in ("parse", "enrich", "reply")}
         title = (Path("/proc") / str(process.pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        assert title.startswith("spright: gateway [echo] 127.0.0.1:"), title
-        sidecars = {pid for pid, (_, command) in children.items() if command.startswith("spright: sidecar ")}
-        assert len(sidecars) == (3 if "--sidecar" in transport else 0), children
+        assert title.strip() == f"spright: gateway [echo] 127.0.0.1:{port} ({transport.split()[0]})", title
+        sidecars = {children[pid][1].strip().rsplit(" :", 1)[0] for pid, (_, command) in children.items()
+                    if command.startswith("spright: sidecar ")}
+        assert sidecars == ({f"spright: sidecar {name}" for name in ("parse", "enrich", "reply")}
+                            if "--sidecar" in transport else set()), children
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     assert not node_file.parent.exists()

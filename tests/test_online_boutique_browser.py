@@ -7,7 +7,6 @@ final page is saved to tests/artifacts/ for a person to look at.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,13 +19,12 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-pytestmark = [pytest.mark.browser, pytest.mark.node,
-              pytest.mark.skipif(not Path(CHROMIUM).exists() or not shutil.which("chromium"),
-                                 reason="Debian chromium is not installed (apt-get install chromium)")]
+pytestmark = [pytest.mark.browser, pytest.mark.node, pytest.mark.needs("chromium")]
 
 
 def test_a_browser_buys_a_watch() -> None:
+    from playwright import sync_api
+
     ARTIFACTS.mkdir(exist_ok=True)
     with (run_node("apps.online_boutique:app", transport="auto") as (port, _),
           tempfile.TemporaryDirectory(prefix="spright-chromium-") as profile,

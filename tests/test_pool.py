@@ -121,10 +121,21 @@ def test_segments_are_private_and_unlinked() -> None:
 
 
 def test_segments_are_private_and_unguessable(pool: Pool) -> None:
+    prefixes = set()
     for name in pool.segment_names:
         assert os.stat(f"/dev/shm/{name}").st_mode & 0o777 == 0o600, name
-        random_part = name.removeprefix("spright-").split("-")[0]
-        assert len(random_part) == 32 and int(random_part, 16) >= 0, "128 random bits"
+        prefixes.add(name.removeprefix("spright-").split("-")[0])
+    others = [Pool.create() for _ in range(8)]
+    try:
+        for other in others:
+            prefixes.add(other.segment_names[0].removeprefix("spright-").split("-")[0])
+    finally:
+        for other in others:
+            other.close()
+    assert len(prefixes) == 9, "every pool draws a name of its own"
+    assert all(len(p) == 32 and int(p, 16) for p in prefixes), prefixes  # 128 bits, in hex
+    bits = "".join(f"{int(p, 16):0128b}" for p in prefixes)
+    assert 0.4 < bits.count("1") / len(bits) < 0.6, "random, not a counter or a clock"
 
 
 def test_a_pool_refuses_slot_ids_of_another_domain(pool: Pool) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,8 +24,7 @@ import pytest
 from spright import App, RoutingError
 from spright.testing import free_port, run_node
 
-pytestmark = [pytest.mark.node, pytest.mark.skipif(shutil.which("ip") is None or os.geteuid() != 0,
-                                                   reason="needs root and ip(8) for network namespaces")]
+pytestmark = pytest.mark.node
 NAMESPACE = f"spright-test-{os.getpid()}"
 HOST, BANK = "10.213.0.1", "10.213.0.2"
 
@@ -69,6 +67,7 @@ def start_bank(namespace: str, plane: str) -> subprocess.Popen[bytes]:
 
 
 @pytest.mark.parametrize("plane", [pytest.param("skmsg", marks=pytest.mark.kernel), "unix"])
+@pytest.mark.needs("netns")
 async def test_a_chain_and_a_call_cross_to_another_node(plane: str, namespace: str, runtime_dir: Path) -> None:
     bank = start_bank(namespace, plane)
     try:

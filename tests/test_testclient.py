@@ -26,10 +26,13 @@ async def test_chain_runs_in_order_in_place(client: TestClient) -> None:
 async def test_request_metadata_reaches_the_handler(client: TestClient) -> None:
     r = await client.get("/info/abc?x=1&y=two", headers={"User-Agent": "pytest", "Cookie": "session=s1; a=b"})
     assert r.status == 200
+    request_id = r.json().pop("request_id")
     assert r.json() == {
         "method": "GET", "path": "/info/abc", "params": {"item": "abc"}, "query": {"x": "1", "y": "two"},
-        "agent": "pytest", "session": "s1", "request_id": r.json()["request_id"],
+        "agent": "pytest", "session": "s1", "request_id": request_id,
     }
+    again = (await client.get("/info/abc")).json()["request_id"]
+    assert isinstance(request_id, int) and 0 < request_id != again, "each request has an id of its own"
     assert r.headers["content-type"] == "application/json"
 
 

@@ -77,6 +77,8 @@ def handles(pools: list[PoolHandle]) -> dict[str, tuple[str, str]]:
 async def wait(node_dir: Path, timeout: float) -> JoinInfo:
     """The node's join.json, once its gateway has written it; TimeoutError after ``timeout`` s."""
     path, deadline = node_dir / FILE_NAME, time.monotonic() + timeout
+    if not path.exists():
+        logging.getLogger("spright").info("spright: waiting up to %g s for a gateway to write %s", timeout, path)
     while not path.exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"no gateway wrote {path} within {timeout:g} s")

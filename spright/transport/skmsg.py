@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import operator
 import os
 import re
@@ -101,12 +102,15 @@ def _records(n: int) -> struct.Struct:
     return struct.Struct(f"{SIZE}s" * n)
 
 
-def _pin_dir(runtime_dir: Path, by_dir: bool) -> Path:
+def pin_dir(runtime_dir: Path, by_dir: bool) -> Path:
     """Unique per node: named after the owner pid, so that a later start() can sweep it; or,
-    ``by_dir``, after the node directory of ``spright gateway``, whose pid may be another PID
+    ``by_dir``, after the node directory of ``spright gateway`` (its name, and a digest of its
+    whole path: two pods' directories may share a name), as its pid may be another PID
     namespace's."""
     safe = re.sub(r"[^A-Za-z0-9_]", "_", runtime_dir.name)  # bpffs rejects dots
-    return bpf.BPF_FS / (f"spright-node-{safe}" if by_dir else f"spright-{safe}-{os.getpid()}")
+    if by_dir:
+        return bpf.BPF_FS / f"spright-node-{safe}-{hashlib.sha256(bytes(runtime_dir.resolve())).hexdigest()[:12]}"
+    return bpf.BPF_FS / f"spright-{safe}-{os.getpid()}"
 
 
 def _check_fits(table: RouteTable) -> None:
@@ -128,7 +132,7 @@ class SkmsgTransport(Transport):
         super().__init__(runtime_dir, table)
         _check_fits(table)
         self.pinned_by_dir = pinned_by_dir
-        self.pin_dir = _pin_dir(runtime_dir, pinned_by_dir)
+        self.pin_dir = pin_dir(runtime_dir, pinned_by_dir)
         self.port = 0  # the dummy listener's, set by start()
         self._bpf: Any = None  # bcc.BPF, supervisor only
         self._listener: DummyPeer | None = None
@@ -190,7 +194,7 @@ class SkmsgTransport(Transport):
         from bcc import BPF, BPFAttachType, lib
 
         bpf.mount_bpffs()
-        self.pin_dir = _pin_dir(self.runtime_dir, self.pinned_by_dir)
+        self.pin_dir = pin_dir(self.runtime_dir, self.pinned_by_dir)
         if self.pinned_by_dir:
             bpf.unpin(self.pin_dir)  # left by this node directory's previous gateway
         else:  # pids of other PID namespaces look dead from ours: sweep only as a plain node

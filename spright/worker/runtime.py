@@ -150,7 +150,6 @@ class Worker:
     # -- receiving -------------------------------------------------------------------------
     def receive(self, data: bytes) -> None:
         counters = self.counters
-        counters[IN] += len(data) // SIZE
         payload_bytes = 0
         with self._outbox.batch():
             for d in unpack_many(data):
@@ -177,6 +176,9 @@ class Worker:
                     self._dropped(d, "its kind is not one a worker receives")
             counters[BYTES] += payload_bytes
             counters[IN_FLIGHT] = self._active + len(self._backlog)  # what the autoscaler reads
+            # after IN_FLIGHT: a sender that sees IN move (spright.host.instances) reads the
+            # in-flight figure that counts this batch, never the one before it
+            counters[IN] += len(data) // SIZE
             if not self._active and self._drained is not None:
                 self._now_idle()
 
