@@ -86,7 +86,7 @@ def test_a_worker_killed_under_load_costs_only_the_requests_of_its_restart(runti
         rate = summary["requests"] / (summary["duration_us"] / 1e6)
         errors = summary["errors"]["status"] + summary["errors"]["timeout"]
         assert errors <= rate * (outage + 0.5), (errors, rate, outage, summary)
-        assert outage < 3, f"back in {outage:.2f} s"
+        assert outage < 30, f"back in {outage:.2f} s"  # how fast is bench/'s (bench.instances); this is "it comes back"
         assert summary["max_us"] < 10_000_000, "no request waited for its route's timeout"
         assert all_served(port)
         # the failed requests' slots stay reserved for late writers for Config.grace, then come back

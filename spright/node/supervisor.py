@@ -266,8 +266,14 @@ class Supervisor:
         if "scale" not in request:
             raise ValueError(f"unknown request {request!r}; known: scale, join")
         name, count = str(request["scale"]), int(request["instances"])
-        self.scale(name, count)
         function_id = self.table.function_id(name)
+        # instances still draining from an earlier scale down leave first: their places are
+        # the ones a scale up starts again
+        async with asyncio.timeout(RETIRE_AFTER + self.config.drain_timeout + 5):
+            while self.members.endpoints(State.RETIRING) and any(
+                    self.members.state(e) == State.RETIRING for e in self.table.instance_endpoints(function_id)):
+                await asyncio.sleep(0.05)
+        self.scale(name, count)
         async with asyncio.timeout(self.config.ready_timeout):  # the new ones serve
             while len(self.members.live(function_id)) < count:
                 await asyncio.sleep(0.05)

@@ -287,6 +287,9 @@ class Worker:
         counters = self.counters
         counters[HANDLED] += 1
         counters[HANDLER_NS] += perf_counter_ns() - started
+        # over: the figure least-in-flight reads drops before the answer leaves (the place
+        # itself comes back in _task_done, which a sender may well not wait for)
+        counters[IN_FLIGHT] = self._active - 1 + len(self._backlog)
         if self._active == 1 and not self._outbox.batching:
             self._outbox.flush()  # the only handler running: its answer need not wait for the loop's turn
 
