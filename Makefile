@@ -11,7 +11,12 @@ APP ?= apps.online_boutique:app
 PORT ?= 8080
 TRANSPORT ?= auto
 
-.PHONY: setup system run test fuzz soak bench bench-quick lint clean
+# Test processes (pytest-xdist): most node tests wait on sockets and timers, so three share two
+# cores well; a module's tests stay in one process (its nodes are module fixtures).
+TEST_WORKERS ?= 3
+PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+.PHONY: setup system run test test-all fuzz soak bench bench-quick lint clean
 
 setup: system $(VENV)/.installed
 
@@ -41,8 +46,12 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: setup
 	$(VENV)/bin/spright run $(APP) --port $(PORT) --transport $(TRANSPORT)
 
+# everything but the tests marked slow (long loads, the benchmarks' own runs, OCR); CI runs test-all
 test: setup
-	$(PY) -m pytest
+	$(PYTEST) -m "not slow"
+
+test-all: setup
+	$(PYTEST)
 
 # the HTTP front and the data plane's receive side under many more hypothesis examples than `make test` runs
 fuzz: setup
