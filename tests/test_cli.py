@@ -124,6 +124,10 @@ def test_node_and_port_choose_among_several(runtime_dir: Path) -> None:
         assert names == {"gateway", *demo.functions}
         wrong = spright("stats", "--port", "1")
         assert wrong.returncode == 2 and "no running spright node has port 1" in wrong.stderr
+        # in a node's own process, or a pod's container, $SPRIGHT_NODE_DIR names the node meant
+        own = subprocess.run([sys.executable, "-m", "spright", "stats", "--json"], capture_output=True, text=True,
+                             timeout=60, env={**os.environ, "SPRIGHT_NODE_DIR": str(runtime_dir / str(b.pid))})
+        assert own.returncode == 0 and json.loads(own.stdout)["node"]["app"] == "demo", own.stderr
 
 
 def test_routes_from_a_module_still_work() -> None:

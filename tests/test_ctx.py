@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from spright import App, Context, MultiDict, PoolConfig
+from spright import App, Context, JSONBytes, MultiDict, PoolConfig
 from spright.testing import TestClient
 
 
@@ -160,3 +160,27 @@ async def test_the_handlers_ctx_shows_no_worker_internals() -> None:
         shown = (await client.get("/")).json()
     assert not {"descriptor", "meta", "raw_meta", "response_meta"} & set(shown), shown
     assert {"body", "json", "headers", "call", "set_header", "status", "request_id"} <= set(shown), shown
+
+
+async def test_json_bytes_leave_as_they_are_marked_json() -> None:
+    """``JSONBytes`` is not encoded again (its spacing and key order survive), and it is JSON
+    both to the HTTP client and to a caller's ``reply.json()``."""
+    app = App("json-bytes")
+    kept = JSONBytes(b'{ "b": 1,  "a": [2] }')  # orjson would write {"b":1,"a":[2]}
+
+    @app.function()
+    def product(ctx: Context) -> bytes:
+        return kept
+
+    @app.function()
+    async def caller(ctx: Context) -> dict[str, Any]:
+        reply = await ctx.call("product")
+        return {"json": reply.json(), "raw": reply.body.decode(), "is_json": reply.is_json}
+
+    app.route("/product", product)
+    app.route("/caller", caller)
+    async with TestClient(app) as client:
+        direct = await client.get("/product")
+        called = (await client.get("/caller")).json()
+    assert direct.body == kept and direct.headers["content-type"] == "application/json"
+    assert called == {"json": {"b": 1, "a": [2]}, "raw": kept.decode(), "is_json": True}

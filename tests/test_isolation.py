@@ -60,7 +60,7 @@ def test_a_function_cannot_open_another_domains_memory(node: int) -> None:
     charge, gateway = info.workers["charge"], info.pid
     paths = [f"/proc/{gateway}/mem", f"/proc/{charge}/mem", f"/proc/{charge}/environ",
              *(f"/proc/{pid}/map_files/{_first_mapping(pid, name)}" for pid in (gateway, charge) for name in theirs)]
-    status, met = post(node, "/spy", {"segments": sorted(theirs), "paths": paths})
+    status, met = post(node, "/spy", {"segments": sorted(theirs), "paths": paths, "ptrace": [gateway, charge]})
     assert status == 200, met
     assert isinstance(met, dict)
     for name in theirs:
@@ -68,6 +68,12 @@ def test_a_function_cannot_open_another_domains_memory(node: int) -> None:
     for path in paths:
         assert met[path] == "PermissionError", f"{path}: {met[path]}"
     assert met["umount /dev/shm"] == os.strerror(1), "a worker cannot unmount its empty /dev/shm (EPERM)"
+    for door in (f"ptrace {gateway}", f"ptrace {charge}", "bpf"):  # what the capabilities it dropped allowed
+        assert met[door] == os.strerror(1), f"{door}: {met[door]}"
+    for caps in ("CapEff", "CapBnd"):  # raw I/O too (this kernel has none to try: no iopl, no /dev/mem)
+        held = int(met[caps], 16)
+        for bit, name in ((17, "CAP_SYS_RAWIO"), (19, "CAP_SYS_PTRACE"), (21, "CAP_SYS_ADMIN"), (39, "CAP_BPF")):
+            assert not held >> bit & 1, f"{name} still in {caps} ({met[caps]})"
 
 
 def _first_mapping(pid: int, name: str) -> str:

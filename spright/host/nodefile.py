@@ -120,6 +120,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def own_node() -> NodeFile | None:
+    """The live node of ``$SPRIGHT_NODE_DIR``, if it names one: the node of this process (a worker
+    inherits it) or of this pod (its containers' environment names it)."""
+    if not os.environ.get(NODE_DIR_ENV):
+        return None
+    try:
+        node = NodeFile.read(Path(os.environ[NODE_DIR_ENV]) / NAME)
+    except (OSError, BadNodeFile):
+        return None
+    return node if _alive(node.pid) else None
+
+
 def running_nodes() -> list[NodeFile]:
     """Every live node under ``runtime_base()``, and the one of ``$SPRIGHT_NODE_DIR`` (a pod's
     node directory, as its containers' environment names it), oldest pid first."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from spright.host.counters import FUNCTION_COLUMNS, REQUESTS, RESPONSES, read_segment, row_dict
-from spright.host.nodefile import NodeFile, running_nodes
+from spright.host.nodefile import NodeFile, own_node, running_nodes
 from spright.transport import registry
 from spright.transport.base import Transport
 
@@ -26,7 +26,10 @@ class NodeNotFound(Exception):
 
 
 def choose_node(pid: int | None = None, port: int | None = None) -> NodeFile:
-    """The node the user means: the only one running, or the one ``pid``/``port`` names."""
+    """The node the user means: the one ``pid``/``port`` names, else the one ``$SPRIGHT_NODE_DIR``
+    names (inside a pod or a node's own process), else the only one running."""
+    if pid is None and port is None and (own := own_node()) is not None:
+        return own
     nodes = running_nodes()
     if not nodes:
         raise NodeNotFound("no spright node is running on this machine", 1)
