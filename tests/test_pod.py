@@ -136,13 +136,22 @@ async def test_echo_in_pod_mode_survives_a_worker_restart(plane: str, tmp_path: 
 
             bodies = [os.urandom(256) + b"%d" % i for i in range(200)]
             assert await asyncio.gather(*(echo(b) for b in bodies)) == [(200, b) for b in bodies]
-            await asyncio.sleep(0.3)  # the gateway publishes its counters every tick
-            shown = subprocess.run([sys.executable, "-m", "spright", "stats", "--json"], capture_output=True,
-                                   env={**os.environ, "SPRIGHT_NODE_DIR": str(node.node_dir)}, check=True)
-            assert orjson.loads(shown.stdout)["requests"] == 200, "stats finds the pod's node by its directory"
+            deadline = time.monotonic() + 30
+            while True:  # the gateway publishes its counters once a tick
+                shown = subprocess.run([sys.executable, "-m", "spright", "stats", "--json"], capture_output=True,
+                                       env={**os.environ, "SPRIGHT_NODE_DIR": str(node.node_dir)}, check=True)
+                if orjson.loads(shown.stdout)["requests"] == 200:
+                    break  # stats finds the pod's node by its directory
+                assert time.monotonic() < deadline, shown.stdout
             node.signal(node.workers["enrich"], signal.SIGKILL)  # the container dies ...
             node.workers["enrich"].wait(10)
-            await asyncio.sleep(0.5)
+            deadline = time.monotonic() + 30
+            while True:  # until the gateway has seen its control connection end
+                async with session.get("/metrics") as reply:
+                    if 'spright_instances{domain="echo",function="enrich"} 0.0' in await reply.text():
+                        break
+                assert time.monotonic() < deadline, "the gateway never saw the worker go"
+                await asyncio.sleep(0.05)
             status, _ = await echo(b"meanwhile")
             assert status in (502, 503), status  # at once, not at the route's timeout
             node.start_worker("enrich")  # ... and its restart joins the node again
