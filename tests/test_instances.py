@@ -118,8 +118,8 @@ async def test_a_crashed_instance_costs_its_own_requests_a_prompt_502(plane: str
             others = await asyncio.gather(*(post(b"live") for _ in range(20)))
             status, body = await dying
             took = asyncio.get_running_loop().time() - started
-    assert status == 502 and body["error"] == "function 'fragile' crashed", (status, body)
-    assert took < 5, f"answered after {took:.1f} s"
+    # the crash's 502, not the route timeout's 504: nobody waited for the timeout
+    assert status == 502 and body["error"] == "function 'fragile' crashed", (status, body, took)
     assert all(s == 200 for s, _ in others), others
 
 

@@ -203,10 +203,8 @@ async def test_pool_exhaustion_is_503_with_retry_after_and_recovers(demo_node) -
 async def test_crashed_worker_costs_a_prompt_502_and_is_restarted(demo_node) -> None:
     url, _, _ = demo_node
     async with aiohttp.ClientSession() as session:
-        started = time.monotonic()
         async with session.get(f"{url}/crash") as r:
-            assert r.status == 502
-        assert time.monotonic() - started < 5, "no waiting for the chain timeout"
+            assert r.status == 502  # not the 504 its route's timeout (30 s) would give: no waiting for it
         statuses = []
         for _ in range(100):  # 503 while it restarts, then it is back (and crashes again: 502)
             async with session.get(f"{url}/crash") as r:
@@ -223,15 +221,14 @@ async def test_a_crashed_callee_fails_its_caller_promptly(demo_node) -> None:
     url, _, _ = demo_node
     async with aiohttp.ClientSession() as session:
         for _ in range(100):  # wait out a restart left by an earlier test
-            started = time.monotonic()
             async with session.get(f"{url}/call-crash") as r:
                 body = await r.json()
             if r.status != 503:
                 break
             assert body["function"] == "crash" and "restarting" in body["error"], "503 names the callee"
             await asyncio.sleep(0.1)
+        # a 502 naming the callee, not the 504 of the call's timeout: the caller did not wait for it
         assert r.status == 502 and body["function"] == "crash", body
-        assert time.monotonic() - started < 5, "the caller's ctx.call must not wait for its timeout"
 
 
 async def test_head_gets_the_get_headers_without_a_body(demo_node) -> None:

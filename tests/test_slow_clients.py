@@ -51,7 +51,7 @@ def test_stalled_bodies_hold_no_large_slot_and_get_408(runtime_dir: Path) -> Non
             assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
             assert b"connection: close" in answer.lower()
             sock.close()
-        assert time.monotonic() - began < 5, "the timeout is the node's request_timeout (1 s)"
+        assert time.monotonic() - began < 10, "the timeout is the node's request_timeout (1 s), not keep-alive's (15 s)"
         assert slots_in_use(port) == 0
 
 
