@@ -21,7 +21,7 @@ from spright.data.descriptor import BODY_JSON, CALL, DOWN, ERROR, GATEWAY, KIND_
 from spright.data.table import RouteTable
 from spright.front.activator import Activator
 from spright.front.gateway import Gateway
-from spright.front.membership import Membership, State
+from spright.front.membership import SERVING, Membership
 from spright.host.pool import PoolExhausted
 from spright.host.pools import NodePool
 from spright.transport.base import Outbox, Transport
@@ -124,8 +124,7 @@ class Coordinator:
     def _tell(self, kind: int, function_id: int) -> None:
         """DOWN/READY about ``function_id`` to every serving worker and the other gateways:
         their ctx.calls to it fail fast while it is down instead of waiting for a timeout."""
-        serving = self.members.endpoints(State.READY, State.LIVE, State.RETIRING)
-        for endpoint in (*serving, *self.table.gateways[1:]):
+        for endpoint in (*self.members.endpoints(*SERVING), *self.table.gateways[1:]):
             self._send(descriptor.notice(endpoint, GATEWAY, kind, function_id))
 
 

@@ -270,8 +270,7 @@ class Supervisor:
         # instances still draining from an earlier scale down leave first: their places are
         # the ones a scale up starts again
         async with asyncio.timeout(RETIRE_AFTER + self.config.drain_timeout + 5):
-            while self.members.endpoints(State.RETIRING) and any(
-                    self.members.state(e) == State.RETIRING for e in self.table.instance_endpoints(function_id)):
+            while any(self.members.state(e) == State.RETIRING for e in self.table.instance_endpoints(function_id)):
                 await asyncio.sleep(0.05)
         self.scale(name, count)
         async with asyncio.timeout(self.config.ready_timeout):  # the new ones serve
