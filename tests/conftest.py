@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from spright.testing import run_node
 from spright.transport import registry
 from spright.transport.skmsg import SkmsgTransport
-from tests.contract_kit import make_node, transport_cls  # noqa: F401 (the contract suite's fixtures)
-from tests.skmsg_kit import make_table
+from tests.kit.dataplane import make_node, make_table, transport_cls  # noqa: F401 (the contract suite's fixtures)
 
 # Tests marked ``kernel`` need the eBPF data plane. Where this machine cannot run it they are
 # skipped with the reason, unless SPRIGHT_REQUIRE_SKMSG=1 (CI, as root, where it must work):
@@ -98,6 +98,13 @@ def runtime_dir(tmp_path_factory: pytest.TempPathFactory):
         del os.environ["SPRIGHT_RUNTIME_DIR"]
     else:
         os.environ["SPRIGHT_RUNTIME_DIR"] = before
+
+
+@pytest.fixture(scope="module")
+def domains_node(transport: str, runtime_dir: Path) -> Iterator[int]:
+    """The port of a real node serving tests/apps/domains.py (two security domains)."""
+    with run_node("tests.apps.domains:app", transport=transport) as (port, _):
+        yield port
 
 
 @pytest.fixture

@@ -31,9 +31,9 @@ Deliveries are awaited with bounded polling (``arrival``) and then asserted on c
 order; absence (nothing else arrived, nothing after close) is checked after a short settle
 period (``SETTLE``). No assertion is made on elapsed time.
 
-Self-contained on purpose (no conftest fixture, no tests/skmsg_kit.py): tests/contract_kit.py
-holds its helpers; the tests are in test_contract.py (delivery), test_contract_domains.py and
-test_contract_lifecycle.py.
+Its helpers and fixtures (``transport_cls``, ``make_node``) are in the tests' one kit,
+tests/kit/dataplane.py; the tests are in test_contract.py (delivery), test_contract_domains.py
+and test_contract_lifecycle.py.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import itertools
 import random
 
 from spright.data.descriptor import GATEWAY, Descriptor
-from tests.contract_kit import (
+from tests.kit.dataplane import (
     SETTLE,
     WAIT,
     arrival,
@@ -55,6 +55,9 @@ from tests.contract_kit import (
     stream_diff,
 )
 
+# Batch sizes: single sends, small batches, and batches past 1024 descriptors (skmsg cuts
+# writes at 1024 descriptors and groups by target only up to 4096; unix writes that large
+# come back partial and are finished by a writer callback).
 BATCHES = (1, 1, 7, 1025, 1, 64, 2048, 3, 1, 300, 4100, 33, 1, 1024, 1, 2)
 
 

@@ -8,7 +8,7 @@ import random
 
 from spright.data.descriptor import BODY_JSON, CALL, HAS_RESPONSE_META, Descriptor
 from spright.data.table import RouteTable
-from tests.contract_kit import (
+from tests.kit.dataplane import (
     Node,
     allowed,
     assert_streams,

@@ -5,18 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import os
 import re
-import shutil
 import stat
-import subprocess
 import threading
 from pathlib import Path
 
 from spright.data.descriptor import Descriptor
 from spright.transport.base import Transport
-from tests.contract_kit import BPF_FS, SETTLE, Node, arrival, assert_streams, desc, make_table, received
+from spright.transport.bpf import BPF_FS
+from tests.kit.dataplane import SETTLE, Node, arrival, assert_streams, desc, make_table, received
+from tests.kit.kernel import still_loaded
 
 
 async def test_reattached_endpoint_receives_what_senders_send_next(make_node) -> None:
@@ -138,14 +137,6 @@ def own_handles() -> dict[str, set[object]]:
     return held
 
 
-def loaded_bpf(kind: str) -> set[int] | None:
-    """Ids of every BPF program/map on the machine (pins keep them alive with no fd)."""
-    if shutil.which("bpftool") is None:
-        return None
-    out = subprocess.run(["bpftool", "-j", kind, "show"], capture_output=True, text=True, check=True).stdout
-    return {o["id"] for o in json.loads(out or "[]")}
-
-
 def pins(runtime_dir: Path) -> set[Path]:
     """Entries under the bpffs that belong to this node: named after its runtime dir or
     this process (other sessions' nodes run concurrently on this machine)."""
@@ -202,10 +193,8 @@ async def test_stop_leaves_nothing_behind_and_is_idempotent(transport_cls: type[
             "sockets": held["socket"] - held_before["socket"],
             "threads": {t.name for t in held["thread"] - held_before["thread"]},
         }
-        for kind in ("prog", "map"):  # the kernel frees them asynchronously once unreferenced
-            loaded = loaded_bpf(kind)
-            if loaded is not None and ours[kind] & loaded:
-                left[f"loaded {kind}s"] = ours[kind] & loaded
+        if any(ours.values()):  # skmsg's, freed by the kernel asynchronously once unreferenced
+            left.update({f"loaded {kind}s": ids for kind, ids in still_loaded(ours).items()})
         return {what: found for what, found in left.items() if found}
 
     await arrival(lambda: not leftovers())

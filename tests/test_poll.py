@@ -17,21 +17,16 @@ from pathlib import Path
 import pytest
 
 from spright.data import descriptor
-from spright.routing import App
 from spright.transport.poll import CAPACITY, PollTransport
+from tests.kit.dataplane import make_table
 
 PER_SENDER = 1_000_000
 BATCHES = (1, 7, 64, 300, CAPACITY + 5)  # single records, odd sizes, a batch larger than a ring
 _IDS = struct.Struct("<4xH14xI8x")  # sender, request_id of a descriptor (see descriptor.FIELDS)
 assert descriptor.OFFSETS["sender"] == 4 and descriptor.OFFSETS["request_id"] == 20
-
-
-def table_of(functions: int):
-    app = App("rings")
-    for i in range(1, functions + 1):
-        app.add_function(lambda ctx: None, name=f"f{i}")
-    app.route("/", "f1")
-    return app.compile()
+# The request_id of the descriptor each producer sends after its last: a sender's records arrive
+# in order, so once its END is in, whatever extra it was going to deliver is in too (no waiting).
+END = 0xFFFFFFFF
 
 
 def produce(transport: PollTransport, sender: int, count: int, done: multiprocessing.synchronize.Event) -> None:
@@ -44,6 +39,7 @@ def produce(transport: PollTransport, sender: int, count: int, done: multiproces
             sent, turn = sent + n, turn + 1
             if turn % 16 == 0:
                 await asyncio.sleep(0)  # let records waiting for a full ring go
+        endpoint.send(descriptor.hop(0, sender, 0, 0, 0, 0, 0, 0, 0, END))
         while not done.is_set():  # keep the loop turning: what waits for room still goes
             await asyncio.sleep(0.001)
         endpoint.close()
@@ -55,18 +51,18 @@ def produce(transport: PollTransport, sender: int, count: int, done: multiproces
 async def test_two_producer_processes_a_million_descriptors_each_none_lost_repeated_or_reordered(
     tmp_path: Path,
 ) -> None:
-    transport = PollTransport(tmp_path, table_of(2))
+    transport = PollTransport(tmp_path, make_table(2))
     transport.start()
     received: dict[int, list[int]] = {1: [], 2: []}
-    total = 0
+    ended: set[int] = set()
     finished = asyncio.Event()
 
     def on_receive(data: bytes) -> None:
-        nonlocal total
         for sender, request_id in _IDS.iter_unpack(data):
             received[sender].append(request_id)
-        total += len(data) // descriptor.SIZE
-        if total >= 2 * PER_SENDER:
+            if request_id == END:
+                ended.add(sender)
+        if len(ended) == 2:
             finished.set()
 
     endpoint = await transport.attach(0, on_receive)
@@ -77,7 +73,6 @@ async def test_two_producer_processes_a_million_descriptors_each_none_lost_repea
         for process in producers:
             process.start()
         await asyncio.wait_for(finished.wait(), 120)
-        await asyncio.sleep(0.2)  # anything extra would arrive now
     finally:
         done.set()
         for process in producers:
@@ -87,15 +82,15 @@ async def test_two_producer_processes_a_million_descriptors_each_none_lost_repea
     assert [p.exitcode for p in producers] == [0, 0]
     for sender in (1, 2):
         ids = received[sender]
-        assert len(ids) == PER_SENDER, f"sender {sender}: {len(ids)} received"
-        assert ids == list(range(PER_SENDER)), f"sender {sender}: lost, repeated or reordered"
+        assert len(ids) == PER_SENDER + 1, f"sender {sender}: {len(ids) - 1} received before its END"
+        assert ids == [*range(PER_SENDER), END], f"sender {sender}: lost, repeated or reordered"
     assert not os.path.exists(f"/dev/shm/{transport.segment_name}"), "stop() unlinks the rings"
 
 
 async def test_an_idle_receiver_sleeps_and_the_next_sender_wakes_it(tmp_path: Path) -> None:
     """Adaptive mode: after idle_us without a descriptor the poller stops spinning (no loop
     callbacks left) and waits on its bell; a sender rings it and the descriptor arrives."""
-    transport = PollTransport(tmp_path, table_of(1), idle_us=1000)
+    transport = PollTransport(tmp_path, make_table(1), idle_us=1000)
     transport.start()
     got: list[bytes] = []
     receiver = await transport.attach(1, got.append)

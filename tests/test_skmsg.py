@@ -23,14 +23,8 @@ import uvloop
 from spright.data.descriptor import SIZE, Descriptor, pack_many
 from spright.transport import bpf, skmsg
 from spright.transport.skmsg import MAX_ENDPOINTS, SkmsgTransport
-from tests.skmsg_kit import (
-    attach,
-    bpftool_ids,
-    desc,
-    insert_raw,
-    make_table,
-    pinned_objects,
-)
+from tests.kit.dataplane import attach, desc, make_table
+from tests.kit.kernel import bpf_objects, insert_raw, still_loaded
 
 pytestmark = pytest.mark.kernel  # skipped with the reason where unavailable (conftest.py)
 
@@ -208,7 +202,7 @@ async def test_spawned_worker_attaches_through_the_pins(node: SkmsgTransport) ->
 def test_stop_leaves_nothing_behind(tmp_path: Path) -> None:
     t = SkmsgTransport(tmp_path, make_table(1))
     t.start()
-    ours = pinned_objects(t.pin_dir)  # not "what appeared meanwhile": other nodes may start too
+    ours = bpf_objects(t.pin_dir)  # not "what appeared meanwhile": other nodes may start too
     assert len(ours["prog"]) == 1 and len(ours["map"]) == len(skmsg.MAPS)
     assert t.pin_dir.is_dir()
 
@@ -225,7 +219,7 @@ def test_stop_leaves_nothing_behind(tmp_path: Path) -> None:
     assert not t.pin_dir.exists()
     deadline = time.monotonic() + 5  # the kernel frees maps and programs asynchronously
     while time.monotonic() < deadline:
-        left = {kind: bpftool_ids(kind) & ours[kind] for kind in ("prog", "map")}
+        left = still_loaded(ours)
         if not any(left.values()):
             break
         time.sleep(0.05)

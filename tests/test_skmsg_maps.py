@@ -16,14 +16,8 @@ from spright.data.descriptor import REFUSED, SIZE, Descriptor, pack_many
 from spright.data.table import MAX_HOPS
 from spright.transport import bpf, skmsg
 from spright.transport.skmsg import ANONYMOUS, SkmsgTransport
-from tests.skmsg_kit import (
-    attach,
-    chained,
-    delta,
-    desc,
-    make_table,
-    raw_socket,
-)
+from tests.kit.dataplane import attach, chained, desc, make_table
+from tests.kit.kernel import delta, raw_socket
 
 pytestmark = pytest.mark.kernel  # skipped with the reason where unavailable (conftest.py)
 
@@ -149,8 +143,8 @@ async def test_counters_match_what_was_sent(node: SkmsgTransport) -> None:
     _, inbox2 = await attach(node, 2)
     before = node.counters()
     lengths = [0, 10, 1 << 20, 7, 123_456]
-    gateway.send(pack_many([desc(1 + n % 2, 0, n, length) for n, length in enumerate(lengths)]))
-    f1.send(pack_many([desc(0, 1, 9, 1000)] * 3))
+    gateway.send(pack_many([desc(1 + n % 2, 0, n, length=length) for n, length in enumerate(lengths)]))
+    f1.send(pack_many([desc(0, 1, 9, length=1000)] * 3))
     await inbox1.take(3)
     await inbox2.take(2)
     await gateway_inbox.take(3)
@@ -173,11 +167,11 @@ async def test_long_mixed_batches_arrive_in_order_per_destination(node: SkmsgTra
     raw = raw_socket(node, 4)  # ungrouped: runs as long as the data makes them
     for out in (sender.send, raw.sendall):
         targets = [2 if n % 7 < 5 else 3 for n in range(count)]  # runs of 5 and 2
-        out(pack_many([desc(dest, 0, n, 1) for n, dest in enumerate(targets)]))
+        out(pack_many([desc(dest, 0, n, length=1) for n, dest in enumerate(targets)]))
         for dest, inbox in inboxes.items():
             expected = [n for n, t in enumerate(targets) if t == dest]
             assert [d.request_id for d in await inbox.take(len(expected))] == expected
-        same = pack_many([desc(3, 0, n, 1) for n in range(count)])
+        same = pack_many([desc(3, 0, n, length=1) for n in range(count)])
         out(same)
         assert [d.request_id for d in await inboxes[3].take(count)] == list(range(count))
     raw.close()

@@ -1,5 +1,5 @@
-"""The data-plane contract suite's kit (tests/test_contract*.py): the transports it runs on,
-route tables, recording endpoints, descriptors, bounded waiting and stream comparison."""
+"""Data-plane kit (tests/test_contract*.py, test_skmsg*.py, test_poll.py): the transports,
+route tables, descriptors, recording endpoints, bounded waiting and stream comparison."""
 
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ from spright.transport import registry
 from spright.transport.base import Endpoint, Transport
 from spright.transport.http import HttpTransport
 from spright.transport.local import LocalTransport
+from spright.transport.skmsg import NEXT_IN_CHAIN
 
 SETTLE = 0.2  # seconds given to stray deliveries before asserting that none came
 WAIT = 5.0  # upper bound on waiting for expected deliveries
-BPF_FS = Path("/sys/fs/bpf")
 
 
 # -- the transports -------------------------------------------------------------------------
@@ -64,7 +64,7 @@ def transport_cls(request: pytest.FixtureRequest) -> type[Transport]:
 
 
 # -- route tables -----------------------------------------------------------------------------
-def make_table(functions: int, chains: Iterable[Iterable[int]] = ((1,),),
+def make_table(functions: int, *, chains: Iterable[Iterable[int]] = ((1,),),
                domains: dict[int, str] | None = None) -> RouteTable:
     """Functions f1..fN (ids 1..N, the app's domain unless ``domains`` names another), one
     route per chain of function ids (compile() appends the gateway to each)."""
@@ -78,20 +78,22 @@ def make_table(functions: int, chains: Iterable[Iterable[int]] = ((1,),),
 
 # -- endpoints that record what they receive -------------------------------------------------
 class Inbox:
-    """An ``on_receive`` that keeps every descriptor, counts callbacks, and notes what
-    would be a contract violation (a batch that is not whole descriptors, a callback after
-    the endpoint was closed) instead of raising inside the transport's callback."""
+    """An ``on_receive`` that only records: every descriptor, the number of callbacks, and what
+    would be a contract violation (a batch that is not whole descriptors, a callback after the
+    endpoint was closed). It never raises: an exception inside the transport's callback would
+    not fail the test, so the test asserts on what was recorded (``take`` does it for it)."""
 
-    def __init__(self, endpoint_id: int) -> None:
-        self.endpoint_id = endpoint_id
+    def __init__(self) -> None:
         self.items: list[Descriptor] = []
         self.callbacks = 0
         self.torn: list[int] = []  # lengths of batches that were not whole descriptors
         self.closed = False
         self.after_close: list[Descriptor] = []
+        self._changed = asyncio.Event()
 
     def __call__(self, data: bytes) -> None:
         self.callbacks += 1
+        self._changed.set()
         if len(data) % SIZE:
             self.torn.append(len(data))
             return
@@ -100,6 +102,23 @@ class Inbox:
             self.after_close += got
         else:
             self.items += got
+
+    async def take(self, n: int, timeout: float = 2.0) -> list[Descriptor]:
+        """The first ``n`` descriptors, removed from ``items``, once they are here; fails the
+        test on a torn batch or a timeout."""
+        async with asyncio.timeout(timeout):
+            while len(self.items) < n and not self.torn:
+                self._changed.clear()
+                await self._changed.wait()
+        assert not self.torn, f"batches that are not whole descriptors: {self.torn[:5]}"
+        taken, self.items = self.items[:n], self.items[n:]
+        return taken
+
+
+async def attach(transport: Transport, endpoint_id: int) -> tuple[Endpoint, Inbox]:
+    """Endpoint ``endpoint_id`` attached to ``transport``, recording into a new Inbox."""
+    inbox = Inbox()
+    return await transport.attach(endpoint_id, inbox), inbox
 
 
 class Peer:
@@ -130,8 +149,7 @@ class Node:
         self.peers: list[Peer] = []
 
     async def attach(self, endpoint_id: int) -> Peer:
-        inbox = Inbox(endpoint_id)
-        endpoint = await self.transport.attach(endpoint_id, inbox)
+        endpoint, inbox = await attach(self.transport, endpoint_id)
         peer = Peer(endpoint_id, endpoint, inbox)
         self.peers.append(peer)
         return peer
@@ -175,6 +193,11 @@ def desc(next_hop: int, sender: int, request_id: int, *, flags: int = REQUEST, h
          status: int = 0, slot: int = 0, length: int = 0, call_id: int = 0, generation: int = 0) -> Descriptor:
     return Descriptor(next_hop=next_hop, sender=sender, flags=flags, hop=hop, chain=chain, status=status, slot=slot,
                       length=length, request_id=request_id, call_id=call_id, generation=generation)
+
+
+def chained(chain: int, hop: int, request_id: int) -> Descriptor:
+    """A descriptor the data plane routes by its chain's table (hop ``hop`` of chain ``chain``)."""
+    return desc(NEXT_IN_CHAIN, 0, request_id, hop=hop, chain=chain)
 
 
 _KINDS = (REQUEST, CALL, REPLY, RESPONSE)
@@ -248,11 +271,3 @@ def by_sender(items: list[Descriptor]) -> dict[int, list[Descriptor]]:
     for d in items:
         split[d.sender].append(d)
     return split
-
-
-# =============================================================================================
-# 1. Delivery and order per sender
-# =============================================================================================
-# Batch sizes: single sends, small batches, and batches past 1024 descriptors (skmsg cuts
-# writes at 1024 descriptors and groups by target only up to 4096; unix writes that large
-# come back partial and are finished by a writer callback).

@@ -1,0 +1,8 @@
+"""The tests' one kit: each helper exists once, under one name.
+
+- ``dataplane``: transports (and the ``transport_cls``/``make_node`` fixtures), route tables,
+  descriptors, recording inboxes, bounded waiting and stream comparison;
+- ``kernel``: the sk_msg plane's raw sockets and counters, and the BPF objects a node owns;
+- ``nodes``: a running node's ``node.json`` (through spright's own reader) and its gauges;
+- ``wire``: raw HTTP/1.1 over a plain socket (the test, not a client library, decides the bytes).
+"""
