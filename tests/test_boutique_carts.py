@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -17,16 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from spright.host.nodefile import runtime_base
 from spright.testing import free_port, run_node
 from tests.boutique_clients import HttpShopper
+from tests.kit.nodes import node_file
 
 pytestmark = pytest.mark.node
 PRODUCT = "OLJCESPC7Z"
 
 
 def cart_pid(node_pid: int) -> int:
-    return int(json.loads((runtime_base() / str(node_pid) / "node.json").read_text())["workers"]["cart"])
+    return node_file(node_pid).workers["cart"]
 
 
 async def cart_survives_a_killed_cart_worker(url: str, node_pid: int) -> None:

@@ -5,12 +5,11 @@ counted; the gateway is the only bridge. The same test runs in process and on re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import aiohttp
 import pytest
 
-from spright.testing import TestClient, run_node
+from spright.testing import TestClient
 from tests.apps.domains import app
 
 pytestmark = pytest.mark.asyncio
@@ -36,17 +35,11 @@ async def test_in_process_a_call_across_domains_is_refused_and_counted() -> None
         assert client.pool.in_use() == 0, "the refused call's slot was freed"
 
 
-@pytest.fixture(scope="module")
-def node(transport: str, runtime_dir) -> Iterator[int]:
-    with run_node("tests.apps.domains:app", transport=transport) as (port, _):
-        yield port
-
-
 @pytest.mark.node
-async def test_on_a_node_a_call_across_domains_fails_at_once_not_by_timeout(node: int, transport: str) -> None:
+async def test_on_a_node_a_call_across_domains_fails_at_once_not_by_timeout(domains_node: int, transport: str) -> None:
     """The route's timeout is 20 s; the test's own bound of 5 s fails a data plane that
     drops the call silently (the caller would wait for its timeout)."""
-    async with aiohttp.ClientSession(f"http://127.0.0.1:{node}") as session:
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{domains_node}") as session:
         async with session.post("/charge", json={"amount": 3}) as r:
             assert r.status == 200 and await r.json() == {"charged": 3}
         async with asyncio.timeout(5):

@@ -19,13 +19,10 @@ import pytest
 from bench.load import MARKER, write_boutique_script
 from spright.host.nodefile import runtime_base
 from spright.testing import node_metric, run_node
+from tests.kit.nodes import node_file
 
 pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.kernel]
 TRANSPORT = "skmsg"  # the kernel plane: these tests are ``kernel`` (failed, not skipped, where CI needs it)
-
-
-def node_info(pid: int) -> dict:
-    return json.loads((runtime_base() / str(pid) / "node.json").read_text())
 
 
 class Load(threading.Thread):
@@ -80,7 +77,7 @@ def test_a_worker_killed_under_load_costs_only_the_requests_of_its_restart(runti
         load = Load(port, 6, tmp_path)
         load.start()
         time.sleep(2)
-        os.kill(node_info(process.pid)["workers"]["currency"], signal.SIGKILL)  # on every page
+        os.kill(node_file(process.pid).workers["currency"], signal.SIGKILL)  # on every page
         outage = serving_again(port, time.monotonic())
         summary = load.finish()
         rate = summary["requests"] / (summary["duration_us"] / 1e6)
@@ -103,27 +100,27 @@ def test_sigterm_to_the_workers_only_restarts_them(runtime_dir: Path, tmp_path: 
         load = Load(port, 6, tmp_path)
         load.start()
         time.sleep(2)
-        before = node_info(process.pid)["workers"]
+        before = node_file(process.pid).workers
         signalled = time.monotonic()
         for pid in set(before.values()):
             os.kill(pid, signal.SIGTERM)
         outage = serving_again(port, signalled)
         load.finish()
-        assert set(node_info(process.pid)["workers"].values()).isdisjoint(before.values()), "every worker replaced"
+        assert set(node_file(process.pid).workers.values()).isdisjoint(before.values()), "every worker replaced"
         assert outage < 10, f"back in {outage:.2f} s"
         assert all_served(port)
 
 
 def test_sigterm_to_the_node_under_load_exits_0_and_leaves_nothing(runtime_dir: Path, tmp_path: Path) -> None:
     with run_node("apps.online_boutique:app", transport=TRANSPORT) as (port, process):
-        info = node_info(process.pid)
+        info = node_file(process.pid)
         load = Load(port, 4, tmp_path)
         load.start()
         time.sleep(2)
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
         load.finish()
-    assert not [name for name in info["shm"] if os.path.exists(f"/dev/shm/{name}")]
+    assert not [name for name in info.shm if os.path.exists(f"/dev/shm/{name}")]
     assert not (runtime_base() / str(process.pid)).exists()
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import os
 import re
-import socket
 import time
 from collections.abc import Iterator
 
@@ -23,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spright.testing import node_metric, run_node
+from tests.kit.wire import exchange
 
 pytestmark = pytest.mark.node
 EXAMPLES = int(os.environ.get("SPRIGHT_FUZZ_EXAMPLES", "150"))
@@ -57,28 +57,11 @@ def requests(draw: st.DrawFn) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def fuzz_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     os.environ.setdefault("SPRIGHT_RUNTIME_DIR", str(tmp_path_factory.mktemp("fuzz")))
     with run_node("tests.apps.slow:app") as (port, process):
         yield port
         assert process.poll() is None, "the node survived the fuzzing"
-
-
-def exchange(port: int, data: bytes) -> bytes:
-    """What the node sends back before it closes; a node that neither answers nor closes within
-    10 s fails the test (a hang is not an accepted close)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)  # no more: the node must answer or close, not wait
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except ConnectionResetError:
-            pass  # a reset is a close
-        except TimeoutError:
-            pytest.fail(f"the node neither answered nor closed within 10 s; it sent {received[:120]!r}")
-        return received
 
 
 class Responses:
@@ -121,8 +104,8 @@ def no_slot_held(port: int) -> None:
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(requests(), min_size=1, max_size=3))
-def test_any_request_gets_an_answer_or_a_close_and_the_node_stays_up(node: int, pipelined: list[bytes]) -> None:
-    answer = exchange(node, b"".join(pipelined))
+def test_any_request_gets_an_answer_or_a_close_and_the_node_stays_up(fuzz_node: int, pipelined: list[bytes]) -> None:
+    answer = exchange(fuzz_node, b"".join(pipelined), reset_is_close=True)
     if answer:
         assert STATUS_LINE.match(answer), answer[:120]
         if not any(request.startswith(b"HEAD") for request in pipelined):  # a HEAD answer's length has no body
@@ -131,5 +114,5 @@ def test_any_request_gets_an_answer_or_a_close_and_the_node_stays_up(node: int, 
             # bytes past a request's framing start another request: at most one more answer (a 400, then the close)
             most = len(pipelined) + 1
             assert 1 <= parsed.final <= most, f"{parsed.final} answers to {len(pipelined)}: {answer[:300]!r}"
-    normal_request_works(node)
-    no_slot_held(node)
+    normal_request_works(fuzz_node)
+    no_slot_held(fuzz_node)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterator
 
 import pytest
 
 from spright.testing import run_node
 from tests.apps.demo import app as demo
+from tests.kit.wire import Connection
 
 pytestmark = pytest.mark.node
 
@@ -29,56 +29,6 @@ SLOT_CLASSES = [size for size, _ in demo.config.pool.classes]
 def port(transport: str) -> Iterator[int]:
     with run_node("tests.apps.demo:app", transport=transport) as (port, _):
         yield port
-
-
-class Connection:
-    """A blocking socket with a reader of whole HTTP/1.1 responses (timeouts fail the test)."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.buffer = b""
-
-    def __enter__(self) -> Connection:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.sock.close()
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self) -> None:
-        data = self.sock.recv(1 << 20)
-        if not data:
-            raise ConnectionError(f"closed by the server after {self.buffer[:200]!r}")
-        self.buffer += data
-
-    def head(self) -> tuple[int, dict[str, str]]:
-        """The next status line and headers (an interim 100 Continue too)."""
-        status, lines = self.head_lines()
-        return status, {name.lower(): value for name, value in lines}
-
-    def head_lines(self) -> tuple[int, list[tuple[str, str]]]:
-        """The next status line and header lines, in order and repeated as sent."""
-        while b"\r\n\r\n" not in self.buffer:
-            self._fill()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        version, status, _ = status_line.split(" ", 2)
-        assert version == "HTTP/1.1", status_line
-        split = (line.partition(":") for line in lines)
-        return int(status), [(name.strip(), value.strip()) for name, _, value in split]
-
-    def response(self, bodiless: bool = False) -> tuple[int, dict[str, str], bytes]:
-        """``bodiless``: the answer to a HEAD, or one that must have no body (1xx, 204, 304)."""
-        status, headers = self.head()
-        if bodiless:
-            return status, headers, b""
-        length = int(headers["content-length"])
-        while len(self.buffer) < length:
-            self._fill()
-        body, self.buffer = self.buffer[:length], self.buffer[length:]
-        return status, headers, body
 
 
 def chunked(body: bytes, size: int) -> Iterator[bytes]:
@@ -200,8 +150,7 @@ def test_a_request_without_host_or_with_two_is_400_and_the_connection_closes(por
             status, headers, body = http.response()
             assert status == 400 and headers.get("connection") == "close", (request, status, headers)
             assert b"Host" in body
-            http.sock.settimeout(5)
-            assert http.sock.recv(1) == b"", "the connection is closed after the 400"
+            assert http.closed_by_server(), "the connection is closed after the 400"
     with Connection(port) as http:  # HTTP/1.0 needs no Host
         http.send(b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\n\r\nok")
         assert http.response()[::2] == (200, b"OK!!")

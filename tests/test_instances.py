@@ -19,8 +19,9 @@ from spright.host.counters import HANDLED
 from spright.host.nodefile import runtime_base
 from spright.node import control
 from spright.ops.nodes import choose_node
-from spright.testing import TestClient, node_metric, run_node
+from spright.testing import TestClient, run_node
 from tests.apps.instances import app
+from tests.kit.nodes import serving
 
 
 def check_balance(pids: list[int], instances: int) -> None:
@@ -158,10 +159,6 @@ async def load(port: int, path: str, seconds: float, clients: int) -> collection
     return statuses
 
 
-def instances_serving(port: int, name: str) -> float:
-    return node_metric(port, f'spright_instances{{domain="instances",function="{name}"}}')
-
-
 @pytest.mark.node
 @pytest.mark.parametrize("plane", [pytest.param("skmsg", marks=pytest.mark.kernel), "unix", "poll"])
 async def test_instances_come_and_go_under_load_without_a_failed_request(plane: str, runtime_dir: Path) -> None:
@@ -174,7 +171,7 @@ async def test_instances_come_and_go_under_load_without_a_failed_request(plane: 
             assert answer == {"instances": count}
         statuses = await running
         assert set(statuses) == {200} and sum(statuses.values()) > 500, statuses
-        assert instances_serving(port, "who") == 3
+        assert serving(port, "who") == 3
         deadline = asyncio.get_running_loop().time() + 30
         while len({pid for name, pid in choose_node(port=port).workers.items() if name.startswith("who")}) != 3:
             assert asyncio.get_running_loop().time() < deadline, "the last one to leave did not drain and exit"
@@ -191,22 +188,22 @@ async def test_the_autoscaler_follows_a_step_in_load(runtime_dir: Path) -> None:
     6 clients against a 50 ms handler panic it from 1 to its max of 3 within the panic window
     (plus a tick); once the load is gone it comes back to 1."""
     with run_node("tests.apps.instances:app") as (port, _):
-        assert instances_serving(port, "busy") == 1
+        assert serving(port, "busy") == 1
         loop = asyncio.get_running_loop()
         started = loop.time()
         running = asyncio.create_task(load(port, "/busy", 8, 6))
         reached = None
         while not running.done():
-            if reached is None and instances_serving(port, "busy") == 3:
+            if reached is None and serving(port, "busy") == 3:
                 reached = loop.time() - started
             await asyncio.sleep(0.2)
         assert set(await running) == {200}
         assert reached is not None, "the panic never took it to 3 instances while the load ran"
         for _ in range(50):
-            if instances_serving(port, "busy") == 1:
+            if serving(port, "busy") == 1:
                 break
             await asyncio.sleep(0.2)
-        assert instances_serving(port, "busy") == 1
+        assert serving(port, "busy") == 1
         decisions = choose_node(port=port).scaling
         assert decisions[0]["to"] > 1 and decisions[0]["panicking"] and decisions[0]["reason"].startswith("panic")
         assert decisions[-1]["to"] == 1 and decisions[-1]["reason"].startswith("stable")

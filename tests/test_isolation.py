@@ -5,22 +5,14 @@ domain's segment by name nor read it through another process's /proc (spright/ho
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
 from spright.ops.nodes import choose_node
-from spright.testing import run_node
 
 pytestmark = pytest.mark.node
-
-
-@pytest.fixture(scope="module")
-def node(transport: str, runtime_dir: Path) -> Iterator[int]:
-    with run_node("tests.apps.domains:app", transport=transport) as (port, _):
-        yield port
 
 
 def mapped(pid: int, segments: set[str]) -> set[str]:
@@ -41,26 +33,26 @@ def post(port: int, path: str, body: object) -> tuple[int, object]:
         connection.close()
 
 
-def test_a_worker_maps_its_own_domains_pool_and_no_other(node: int) -> None:
-    info = choose_node(port=node)
+def test_a_worker_maps_its_own_domains_pool_and_no_other(domains_node: int) -> None:
+    info = choose_node(port=domains_node)
     segments = {name for name in info.shm if name and not name.endswith("-metrics")}
     payments, shop = mapped(info.workers["charge"], segments), mapped(info.workers["shop"], segments)
     assert payments and shop, "each worker maps its own domain's pool"
     assert not payments & shop, "the two domains share no segment"
     assert mapped(info.workers["spy"], segments) == shop, "a function maps its own domain's pool only"
     assert mapped(info.pid, segments) == payments | shop, "the gateway maps every domain's"
-    assert post(node, "/charge", {"amount": 3}) == (200, {"charged": 3}), "and requests are served"
+    assert post(domains_node, "/charge", {"amount": 3}) == (200, {"charged": 3}), "and requests are served"
 
 
 @pytest.mark.needs("root")  # workers are sealed only when the node runs as root
-def test_a_function_cannot_open_another_domains_memory(node: int) -> None:
-    info = choose_node(port=node)
+def test_a_function_cannot_open_another_domains_memory(domains_node: int) -> None:
+    info = choose_node(port=domains_node)
     segments = {name for name in info.shm if name and not name.endswith("-metrics")}
     theirs = mapped(info.workers["charge"], segments)
     charge, gateway = info.workers["charge"], info.pid
     paths = [f"/proc/{gateway}/mem", f"/proc/{charge}/mem", f"/proc/{charge}/environ",
              *(f"/proc/{pid}/map_files/{_first_mapping(pid, name)}" for pid in (gateway, charge) for name in theirs)]
-    status, met = post(node, "/spy", {"segments": sorted(theirs), "paths": paths, "ptrace": [gateway, charge]})
+    status, met = post(domains_node, "/spy", {"segments": sorted(theirs), "paths": paths, "ptrace": [gateway, charge]})
     assert status == 200, met
     assert isinstance(met, dict)
     for name in theirs:

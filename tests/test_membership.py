@@ -34,7 +34,7 @@ class Told:
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> tuple[Membership, Told, LiveInstances, list[int]]:
+def membership(tmp_path: Path) -> tuple[Membership, Told, LiveInstances, list[int]]:
     table = app.compile()
     told = Told()
     members = Membership(table, LocalTransport(tmp_path, table), told)
@@ -42,8 +42,8 @@ def node(tmp_path: Path) -> tuple[Membership, Told, LiveInstances, list[int]]:
     return members, told, reader, list(table.instance_endpoints(table.function_id("who")))
 
 
-def test_an_instance_goes_live_when_it_announces_itself_and_the_first_one_releases_the_activator(node) -> None:
-    members, told, reader, (first, second, *_) = node
+def test_an_instance_goes_live_when_it_announces_itself_and_the_first_one_releases_the_activator(membership) -> None:
+    members, told, reader, (first, second, *_) = membership
     who = members.table.function_id("who")
     assert reader.get(who) == () and members.state(first) == State.GONE  # nothing live before a READY
     members.starting(first)
@@ -55,8 +55,8 @@ def test_an_instance_goes_live_when_it_announces_itself_and_the_first_one_releas
     assert told.events == [("became_live", who, None)]  # only when the set stops being empty
 
 
-def test_a_retired_instance_leaves_the_live_set_at_once_and_is_gone_when_it_exits(node) -> None:
-    members, told, reader, (first, second, *_) = node
+def test_a_retired_instance_leaves_the_live_set_at_once_and_is_gone_when_it_exits(membership) -> None:
+    members, told, reader, (first, second, *_) = membership
     who = members.table.function_id("who")
     members.announced(first)
     members.announced(second)
@@ -67,17 +67,17 @@ def test_a_retired_instance_leaves_the_live_set_at_once_and_is_gone_when_it_exit
     assert told.events[-1] == ("gone", second, None) and members.serving(who) == 1
 
 
-def test_a_retired_instance_that_announces_itself_late_is_not_put_back_live(node) -> None:
+def test_a_retired_instance_that_announces_itself_late_is_not_put_back_live(membership) -> None:
     """Scaled away while starting: its READY must not give it new work."""
-    members, _, reader, (first, *_) = node
+    members, _, reader, (first, *_) = membership
     members.starting(first)
     members.retire(first)
     assert not members.announced(first)
     assert members.state(first) == State.RETIRING and reader.get(members.table.function_id("who")) == ()
 
 
-def test_the_last_instance_dying_takes_its_function_down_until_one_is_ready_again(node) -> None:
-    members, told, reader, (first, second, *_) = node
+def test_the_last_instance_dying_takes_its_function_down_until_one_is_ready_again(membership) -> None:
+    members, told, reader, (first, second, *_) = membership
     who = members.table.function_id("who")
     members.announced(first)
     members.announced(second)
@@ -93,8 +93,8 @@ def test_the_last_instance_dying_takes_its_function_down_until_one_is_ready_agai
     assert told.events[-2:] == [("back", who, None), ("became_live", who, None)]
 
 
-def test_a_single_instance_function_has_no_live_set_to_write_but_goes_down_and_back(node) -> None:
-    members, told, reader, _ = node
+def test_a_single_instance_function_has_no_live_set_to_write_but_goes_down_and_back(membership) -> None:
+    members, told, reader, _ = membership
     cart = members.table.function_id("cart")
     (endpoint,) = members.table.instance_endpoints(cart)
     members.announced(endpoint)
@@ -103,16 +103,16 @@ def test_a_single_instance_function_has_no_live_set_to_write_but_goes_down_and_b
     assert told.events[-1] == ("died", endpoint, True) and cart in members.down
 
 
-def test_moves_the_machine_does_not_allow_are_ignored(node) -> None:
-    members, told, _, (first, *_) = node
+def test_moves_the_machine_does_not_allow_are_ignored(membership) -> None:
+    members, told, _, (first, *_) = membership
     members.retire(first)  # gone: nothing to retire
     assert members.state(first) == State.GONE
     assert members.exited(first) == State.GONE and told.events == []  # exiting twice is no news
     assert all(State.LIVE not in MOVES[state] for state in State if state != State.READY)  # only via ready
 
 
-async def test_waiting_for_instances_names_those_that_did_not_announce_themselves(node) -> None:
-    members, _, _, (first, second, *_) = node
+async def test_waiting_for_instances_names_those_that_did_not_announce_themselves(membership) -> None:
+    members, _, _, (first, second, *_) = membership
     members.announced(first)
     with pytest.raises(RuntimeError, match=r"workers did not become ready within 0\.01s: who#1$"):
         await members.wait_serving([first, second], 0.01)

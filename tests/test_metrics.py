@@ -1,6 +1,5 @@
 """Userspace counters, latency histograms and ``/metrics``: in-process and on a real node."""
 
-import json
 import signal
 from pathlib import Path
 
@@ -9,9 +8,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from spright import App, Context
 from spright.host.counters import BUCKETS, ROW_WORDS, CounterTable, read_segment
-from spright.host.nodefile import runtime_base
 from spright.testing import TestClient, run_node
 from tests.apps.demo import app as demo
+from tests.kit.nodes import node_file
 
 
 def families(text: str) -> dict:
@@ -141,8 +140,7 @@ async def test_metrics_on_a_real_node(transport: str, runtime_dir: Path) -> None
 
 def test_counter_segment_is_gone_after_sigterm(transport: str, runtime_dir: Path) -> None:
     with run_node("examples.echo:app", transport=transport) as (_, process):
-        info = json.loads((runtime_base() / str(process.pid) / "node.json").read_text())
-        segment = Path("/dev/shm", info["metrics"]["shm"])
+        segment = Path("/dev/shm", node_file(process.pid).metrics.shm)
         assert segment.exists() and segment.stat().st_mode & 0o777 == 0o600
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0

@@ -17,6 +17,9 @@ import pytest
 from spright.host.nodefile import runtime_base
 from spright.testing import run_node
 from spright.transport.skmsg import NO_ROUTE
+from tests.kit.kernel import bpf_objects, still_loaded
+from tests.kit.nodes import node_file
+from tests.kit.wire import exchange
 
 pytestmark = pytest.mark.node
 
@@ -109,7 +112,7 @@ def test_routes_live_shows_the_table_the_data_plane_holds(echo_node, transport: 
         assert data["source"] == "node-file"
         return
     assert data["source"] == "bpf-map" and route["matches_compiled"] is True
-    pin_dir = json.loads((runtime_base() / str(process.pid) / "node.json").read_text())["transport_info"]["pin_dir"]
+    pin_dir = node_file(process.pid).transport_info["pin_dir"]
     assert [kernel_route(pin_dir, hop) for hop in range(5)] == [1, 2, 3, 0, NO_ROUTE]
     try:
         kernel_route(pin_dir, 3, 2)  # the last hop back to the gateway now names "enrich"
@@ -119,18 +122,9 @@ def test_routes_live_shows_the_table_the_data_plane_holds(echo_node, transport: 
         assert kernel_route(pin_dir, 3, 0) == 0
 
 
-async def raw_exchange(port: int, data: bytes, read_timeout: float = 5.0) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(data)
-    await writer.drain()
-    response = await asyncio.wait_for(reader.read(1 << 20), read_timeout)
-    writer.close()
-    return response
-
-
 async def test_malformed_request_is_400_and_the_node_keeps_serving(demo_node) -> None:
     url, port, _ = demo_node
-    response = await raw_exchange(port, b"GARBAGE \x00\x01 nonsense\r\n\r\n")
+    response = await asyncio.to_thread(exchange, port, b"GARBAGE \x00\x01 nonsense\r\n\r\n")
     assert response.startswith(b"HTTP/1.1 400 ")
     async with aiohttp.ClientSession() as session, session.get(f"{url}/page") as r:
         assert r.status == 201
@@ -157,7 +151,7 @@ async def test_chunked_request_body(demo_node) -> None:
     _, port, _ = demo_node
     request = (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-    response = await raw_exchange(port, request)
+    response = await asyncio.to_thread(exchange, port, request, half_close=False)
     assert response.startswith(b"HTTP/1.1 200 ") and response.endswith(b"\r\n\r\nHELLO WORLD!!")
 
 
@@ -178,10 +172,11 @@ async def test_error_statuses(demo_node) -> None:
             assert r.status == 200, "the hung handler was cancelled: the function's only place is free again"
         async with session.post(f"{url}/add", json=[1, 2]) as r:
             assert r.status == 200 and await r.json() == {"sum": 3}, "the worker that raised keeps serving"
-    too_big = await raw_exchange(port, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\nabc")
+    too_big_body = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n\r\nabc"
+    too_big = await asyncio.to_thread(exchange, port, too_big_body)
     assert too_big.startswith(b"HTTP/1.1 413 ")
     huge_header = b"GET /page HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n"
-    assert (await raw_exchange(port, huge_header)).startswith(b"HTTP/1.1 431 ")
+    assert (await asyncio.to_thread(exchange, port, huge_header)).startswith(b"HTTP/1.1 431 ")
 
 
 async def test_pool_exhaustion_is_503_with_retry_after_and_recovers(demo_node) -> None:
@@ -233,14 +228,15 @@ async def test_a_crashed_callee_fails_its_caller_promptly(demo_node) -> None:
 
 async def test_head_gets_the_get_headers_without_a_body(demo_node) -> None:
     _, port, _ = demo_node
-    response = await raw_exchange(port, b"HEAD /page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    request = b"HEAD /page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    response = await asyncio.to_thread(exchange, port, request, half_close=False)
     head, _, body = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 201 ") and b"content-length: 50007" in head and body == b""
 
 
 async def test_functions_sharing_a_process(transport: str, runtime_dir: Path) -> None:
     with run_node("tests.apps.shared:app", transport=transport) as (port, process):
-        workers = json.loads((runtime_base() / str(process.pid) / "node.json").read_text())["workers"]
+        workers = node_file(process.pid).workers
         assert workers["first"] == workers["second"] != workers["alone"]
         async with aiohttp.ClientSession() as session:
             for i in range(20):
@@ -278,13 +274,13 @@ def still_running(pid: int, started: int) -> bool:
 
 def test_sigterm_leaves_nothing_behind(transport: str) -> None:
     with run_node("examples.echo:app", transport=transport) as (port, process):
-        node_file = runtime_base() / str(process.pid) / "node.json"
-        info = json.loads(node_file.read_text())
-        assert all(Path("/dev/shm", name).exists() for name in info["shm"])
-        ours = bpf_objects_of(info) if transport == "skmsg" else {}
+        info = node_file(process.pid)
+        assert all(Path("/dev/shm", name).exists() for name in info.shm)
+        pin_dir = Path(info.transport_info["pin_dir"]) if transport == "skmsg" else None
+        ours = bpf_objects(pin_dir) if pin_dir else {"map": set(), "prog": set()}
         children = children_of(process.pid)
         workers = {pid for pid, (_, command) in children.items() if command.startswith("spright: worker ")}
-        assert len(workers) == 3 and workers == set(info["workers"].values()), (children, info["workers"])
+        assert len(workers) == 3 and workers == set(info.workers.values()), (children, info.workers)
         assert {children[pid][1].strip() for pid in workers} == {f"spright: worker {name} [echo]"
                                                                  for name in ("parse", "enrich", "reply")}
         title = (Path("/proc") / str(process.pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -295,31 +291,17 @@ def test_sigterm_leaves_nothing_behind(transport: str) -> None:
                             if "--sidecar" in transport else set()), children
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
-    assert not node_file.parent.exists()
-    assert not any(Path("/dev/shm", name).exists() for name in info["shm"])
+    assert not (runtime_base() / str(process.pid)).exists()
+    assert not any(Path("/dev/shm", name).exists() for name in info.shm)
     assert not [pid for pid in workers if still_running(pid, children[pid][0])], "the supervisor reaps its workers"
     deadline = time.monotonic() + 5  # its other children (multiprocessing's resource tracker) follow it
     while (left := [c for pid, c in children.items() if still_running(pid, c[0])]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert left == [], f"processes of the node outlived it: {left}"
-    if transport == "skmsg":
-        assert ours["maps"] and ours["progs"], "the node's BPF objects were found while it ran"
-        assert not Path(info["transport_info"]["pin_dir"]).exists()
+    if pin_dir is not None:
+        assert ours["map"] and ours["prog"], "the node's BPF objects were found while it ran"
+        assert not pin_dir.exists()
         deadline = time.monotonic() + 5  # the kernel frees them once the last fd closes
-        while (left := bpf_objects_of(info, ours)) != {"maps": set(), "progs": set()} and time.monotonic() < deadline:
+        while any((kept := still_loaded(ours)).values()) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert left == {"maps": set(), "progs": set()}, f"BPF objects left behind: {left}"
-
-
-def bpf_objects_of(info: dict, among: dict | None = None) -> dict[str, set[int]]:
-    """Ids of the node's BPF maps (pinned in its pin dir) and of the programs using them."""
-    if among is None:
-        pin_dir = Path(info["transport_info"]["pin_dir"])
-        maps = {json.loads(subprocess.run(["bpftool", "-j", "map", "show", "pinned", str(pin)],
-                                          capture_output=True, text=True).stdout)["id"] for pin in pin_dir.iterdir()}
-        among = {"maps": maps, "progs": None}
-    maps = {m["id"] for m in json.loads(subprocess.run(["bpftool", "-j", "map", "show"], capture_output=True,
-                                                       text=True).stdout)} & among["maps"]
-    progs = {p["id"] for p in json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True,
-                                                        text=True).stdout) if set(p.get("map_ids", ())) & among["maps"]}
-    return {"maps": maps, "progs": progs}
+        assert kept == {"map": set(), "prog": set()}, f"BPF objects left behind: {kept}"

@@ -28,6 +28,7 @@ import pytest
 from spright.node.loader import load_app
 from spright.transport.skmsg import pin_dir
 from tests.boutique_clients import HttpShopper
+from tests.kit.nodes import wait_node_file
 from tests.test_online_boutique import concurrent_carts, on_node, scenario_browse, scenario_cart_and_checkout
 
 pytestmark = [pytest.mark.node, pytest.mark.needs("netns")]
@@ -59,12 +60,8 @@ class Pod:
                                    "--transport", self.transport)
 
     def port(self, timeout: float = 60.0) -> int:
-        deadline = time.monotonic() + timeout
-        while not (self.node_dir / "node.json").exists():
-            assert self.gateway is not None and self.gateway.poll() is None, self.output()
-            assert time.monotonic() < deadline, f"the pod did not serve within {timeout:g} s:\n{self.output()}"
-            time.sleep(0.1)
-        return int(orjson.loads((self.node_dir / "node.json").read_bytes())["port"])
+        assert self.gateway is not None, "start_gateway() first"
+        return wait_node_file(self.node_dir, self.gateway, timeout, self.output).port
 
     def output(self) -> str:
         self.log.seek(0)

@@ -5,7 +5,6 @@ removes its segments, its runtime directory and, on skmsg, its BPF pins."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,25 +14,22 @@ from pathlib import Path
 
 import pytest
 
-from spright.host.nodefile import runtime_base
+from spright.host.nodefile import NAME, NodeFile, runtime_base
 from spright.testing import free_port, run_node
+from tests.kit.nodes import wait_node_file
 from tests.test_node import proc_stat
 
 pytestmark = pytest.mark.node
 
 
-def start_killable(transport: str, *, session: bool = False) -> tuple[subprocess.Popen[bytes], Path, dict]:
+def start_killable(transport: str, *, session: bool = False) -> tuple[subprocess.Popen[bytes], Path, NodeFile]:
     """``spright run`` of the echo app; returns it once serving, its node.json's path and content.
     ``session``: in a process group of its own, so that all of it can be killed at once."""
     killed = subprocess.Popen([sys.executable, "-m", "spright", "run", "examples.echo:app", "--port",
                                str(free_port()), "--transport", transport], stderr=subprocess.DEVNULL,
                               start_new_session=session)
-    node_file = runtime_base() / str(killed.pid) / "node.json"
-    deadline = time.monotonic() + 60
-    while not node_file.exists():
-        assert time.monotonic() < deadline and killed.poll() is None, "the node did not start"
-        time.sleep(0.1)
-    return killed, node_file, json.loads(node_file.read_text())
+    node_dir = runtime_base() / str(killed.pid)
+    return killed, node_dir / NAME, wait_node_file(node_dir, killed)
 
 
 def test_a_killed_supervisor_leaves_no_orphans(runtime_dir: Path) -> None:
@@ -41,7 +37,7 @@ def test_a_killed_supervisor_leaves_no_orphans(runtime_dir: Path) -> None:
     killed.send_signal(signal.SIGKILL)
     killed.wait(10)
     deadline = time.monotonic() + 10
-    while any((s := proc_stat(pid)) is not None and s[0] != "Z" for pid in info["workers"].values()):
+    while any((s := proc_stat(pid)) is not None and s[0] != "Z" for pid in info.workers.values()):
         assert time.monotonic() < deadline, "workers outlived their supervisor"
         time.sleep(0.05)
     assert node_file.parent.exists(), "a SIGKILLed supervisor cleans nothing itself"
@@ -54,8 +50,8 @@ def test_the_next_node_sweeps_what_a_killed_node_left(transport: str, runtime_di
     killed, node_file, info = start_killable(transport, session=True)
     os.killpg(killed.pid, signal.SIGKILL)  # the supervisor, its workers and its resource tracker
     killed.wait(10)
-    segments = [Path("/dev/shm", name) for name in info["shm"]]
-    pins = Path(info["transport_info"]["pin_dir"]) if transport == "skmsg" else None
+    segments = [Path("/dev/shm", name) for name in info.shm]
+    pins = Path(info.transport_info["pin_dir"]) if transport == "skmsg" else None
     # what the sweep is for is really there: nothing else removed it
     assert segments and all(s.exists() for s in segments), "the killed node's segments are left"
     assert pins is None or pins.is_dir(), "the killed node's BPF pins are left"

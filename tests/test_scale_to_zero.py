@@ -14,13 +14,10 @@ import pytest
 from spright import App, RoutingError
 from spright.data.autoscale import ScalePolicy
 from spright.ops.nodes import choose_node
-from spright.testing import node_metric, run_node
+from spright.testing import run_node
+from tests.kit.nodes import serving
 
 ZERO = ScalePolicy(min_instances=0, scale_to_zero_grace=1)
-
-
-def serving(port: int, name: str) -> float:
-    return node_metric(port, f'spright_instances{{domain="instances",function="{name}"}}')
 
 
 async def until_scaled_to_zero(port: int, name: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from spright.testing import node_metric, run_node
+from tests.kit.wire import read_until_close
 
 pytestmark = pytest.mark.node
 STALLED = 12  # more than the node's large slots (tests/apps/slow.py: 8 of 1 MiB, 2 of 8 MiB)
@@ -20,14 +21,6 @@ STALLED = 12  # more than the node's large slots (tests/apps/slow.py: 8 of 1 MiB
 
 def slots_in_use(port: int) -> float:
     return node_metric(port, "spright_pool_slots_in_use")
-
-
-def answer_then_close(sock: socket.socket) -> bytes:
-    sock.settimeout(10)
-    received = b""
-    while chunk := sock.recv(65536):
-        received += chunk
-    return received
 
 
 def test_stalled_bodies_hold_no_large_slot_and_get_408(runtime_dir: Path) -> None:
@@ -47,7 +40,7 @@ def test_stalled_bodies_hold_no_large_slot_and_get_408(runtime_dir: Path) -> Non
         assert (reply.status, reply.read()) == (200, body)
         connection.close()
         for sock in stalled:
-            answer = answer_then_close(sock)
+            answer = read_until_close(sock)
             assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
             assert b"connection: close" in answer.lower()
             sock.close()
@@ -60,7 +53,7 @@ def test_stalled_headers_get_408_and_an_idle_connection_is_left_alone(runtime_di
         stalled = socket.create_connection(("127.0.0.1", port))
         stalled.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Le")
         idle = socket.create_connection(("127.0.0.1", port))  # no request started: keep-alive rules
-        assert answer_then_close(stalled).startswith(b"HTTP/1.1 408 ")
+        assert read_until_close(stalled).startswith(b"HTTP/1.1 408 ")
         idle.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
         idle.settimeout(10)
         assert idle.recv(4096).startswith(b"HTTP/1.1 200 ")
@@ -118,7 +111,7 @@ def test_connections_past_the_limit_are_answered_503(runtime_dir: Path) -> None:
     with run_node("tests.apps.slow:app") as (port, _):  # max_connections=600
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(600)]
         with socket.create_connection(("127.0.0.1", port)) as extra:  # the 601st, once the 600 are in
-            answer = answer_then_close(extra)
+            answer = read_until_close(extra)
         assert answer.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in answer.lower(), answer[:200]
         for sock in idle[:10]:
             sock.close()
