@@ -63,6 +63,9 @@ def run(
                                         help="http: a queue-proxy-like process in front of each function."),
     sidecar_concurrency: int | None = typer.Option(
         None, help="http --sidecar: requests a sidecar lets reach its function at once (0: no limit)."),
+    ingress: bool | None = typer.Option(
+        None, "--ingress/--no-ingress",
+        help="http --sidecar: every hop first through one nginx ingress (the paper's Knative)."),
     instances: list[str] = typer.Option(  # noqa: B008 (typer's way to declare a repeatable option)
         [], "--instances", metavar="NAME=N", help="Run function NAME as N worker processes (repeatable)."),
     gateways: int | None = typer.Option(
@@ -77,7 +80,7 @@ def run(
     if remotes:
         os.environ[REMOTES_ENV] = remotes  # every process of the node loads the app so
     _serve(app, host=host, port=port, transport=transport, poll_idle_us=poll_idle_us, sidecar=sidecar,
-           sidecar_concurrency=sidecar_concurrency, instances=_instance_counts(instances) or None,
+           sidecar_concurrency=sidecar_concurrency, ingress=ingress, instances=_instance_counts(instances) or None,
            gateways=gateways, balance=balance)
 
 

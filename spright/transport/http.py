@@ -15,6 +15,9 @@ With ``sidecar`` (``spright run --transport http --sidecar``: the "knative" conf
 the comparison) every function's public port belongs to a queue-proxy-like process
 (spright/transport/sidecar.py) that counts and limits what reaches the function, which
 listens on a port of its own behind it; the gateway plays the ingress and has none.
+With ``ingress`` as well (``--sidecar --ingress``: the "knative" configuration, as the paper
+ran it) every hop goes first through one nginx for the node (spright/transport/ingress.py),
+which routes it by its Host header to the destination's queue-proxy.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import TYPE_CHECKING, Any, cast
 from spright.data.descriptor import SIZE
 from spright.data.table import RouteTable
 from spright.host.pool import Payloads
+from spright.transport import ingress as nginx
 from spright.transport.base import Endpoint, Receiver, Transport
 from spright.transport.wire import load, loopback_ports, store
 
@@ -45,31 +49,42 @@ class HttpTransport(Transport):
     name = "http"
     joinable = False  # its endpoints' state is not handed over to `spright worker` (yet)
     summary = ("Knative-like: every hop an HTTP/1.1 request over loopback TCP carrying the payload"
-               " (--sidecar: a queue-proxy in front of each function)")
+               " (--sidecar: a queue-proxy in front of each function; --ingress: nginx before every hop)")
 
     def __init__(self, runtime_dir: Path, table: RouteTable, *, sidecar: bool = False,
-                 sidecar_concurrency: int = 0) -> None:
+                 sidecar_concurrency: int = 0, ingress: bool = False) -> None:
         super().__init__(runtime_dir, table)
         self.sidecar = sidecar
         self.sidecar_concurrency = sidecar_concurrency
-        self.ports: dict[int, int] = {}  # where senders connect: the sidecar's port, if any
+        self.ingress = ingress
+        self.ports: dict[int, int] = {}  # each endpoint's public port: its sidecar's, if any
         self.own_ports: dict[int, int] = {}  # where each endpoint's server listens
+        self.ingress_port: int | None = None  # with an ingress, where every sender connects
+        # the Host header a hop to each endpoint carries: the ingress routes by it
+        self.hosts: dict[int, bytes] = {e: nginx.host_of(e).encode() if ingress else b"spright" for e in self.endpoints}
         self._sidecars: list[subprocess.Popen[bytes]] = []
+        self._ingress: nginx.Ingress | None = None
 
     @classmethod
     def from_config(cls, runtime_dir: Path, table: RouteTable, config: Config) -> Transport:
-        return cls(runtime_dir, table, sidecar=config.sidecar, sidecar_concurrency=config.sidecar_concurrency)
+        return cls(runtime_dir, table, sidecar=config.sidecar, sidecar_concurrency=config.sidecar_concurrency,
+                   ingress=config.ingress)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "_sidecars": []}  # the supervisor's to stop, not the workers'
+        return {**super().__getstate__(), "_sidecars": [], "_ingress": None}  # the supervisor's to stop
 
     def start(self) -> None:
-        """A loopback port per endpoint and, with sidecars, one more per function, chosen by
-        the kernel; then the sidecars, each listening before this returns."""
+        """A loopback port per endpoint and, with sidecars, one more per function, and one for
+        the ingress, chosen by the kernel; then the sidecars and the ingress, each listening
+        before this returns."""
         functions = [e for e in self.endpoints if e] if self.sidecar else []
-        ports = loopback_ports(len(self.endpoints) + len(functions))
+        ports = loopback_ports(len(self.endpoints) + len(functions) + self.ingress)
         self.ports = dict(zip(self.endpoints, ports, strict=False))
-        self.own_ports = {**self.ports, **dict(zip(functions, ports[len(self.endpoints):], strict=True))}
+        own = ports[len(self.endpoints) : len(self.endpoints) + len(functions)]
+        self.own_ports = {**self.ports, **dict(zip(functions, own, strict=True))}
+        if self.ingress:
+            self.ingress_port = ports[-1]
+            self._ingress = nginx.Ingress(self.runtime_dir / "ingress", ports[-1], dict(self.ports))
         for endpoint in functions:
             self._sidecars.append(subprocess.Popen([
                 sys.executable, "-m", "spright.transport.sidecar", "--port", str(self.ports[endpoint]),
@@ -78,6 +93,8 @@ class HttpTransport(Transport):
         try:
             for endpoint in functions:
                 self._wait_listening(self.ports[endpoint])
+            if self._ingress is not None:
+                self._ingress.start()
         except BaseException:
             self.stop()
             raise
@@ -97,7 +114,11 @@ class HttpTransport(Transport):
             time.sleep(0.02)
 
     def stop(self) -> None:
-        """Stops the sidecars (SIGTERM, then SIGKILL after 5 s); each removes its counters file."""
+        """Stops the ingress, then the sidecars (SIGTERM, then SIGKILL after 5 s); each removes
+        its files."""
+        ingress, self._ingress = self._ingress, None
+        if ingress is not None:
+            ingress.stop()
         sidecars, self._sidecars = self._sidecars, []
         for process in sidecars:
             process.terminate()
@@ -115,6 +136,8 @@ class HttpTransport(Transport):
         if self.sidecar:
             info["sidecars"] = {str(e): str(self._counters_path(e)) for e in self.endpoints if e}
             info["sidecar_concurrency"] = self.sidecar_concurrency
+        if self.ingress_port is not None:
+            info["ingress"] = {"port": self.ingress_port, "host": nginx.STATUS_HOST}
         return info
 
     @classmethod
@@ -209,12 +232,13 @@ class _HttpEndpoint(Endpoint):
     def send(self, data: bytes) -> None:
         pool = self._owner.payloads
         for dest, batch in self._owner.domains.split(self._id, data).items():
+            host = self._owner.hosts.get(dest, b"spright")
             requests = []
             for start in range(0, len(batch), SIZE):
                 record = batch[start : start + SIZE]
                 carried = load(pool, record) if pool is not None else b""
-                requests.append(b"POST %s HTTP/1.1\r\nhost: spright\r\ncontent-length: %d\r\n\r\n%s%s"
-                                % (PATH, SIZE + len(carried), record, carried))
+                requests.append(b"POST %s HTTP/1.1\r\nhost: %s\r\ncontent-length: %d\r\n\r\n%s%s"
+                                % (PATH, host, SIZE + len(carried), record, carried))
             self._post(dest, b"".join(requests))
 
     def _post(self, dest: int, data: bytes) -> None:
@@ -228,6 +252,7 @@ class _HttpEndpoint(Endpoint):
         port = self._owner.ports.get(dest)
         if port is None:
             return  # no such endpoint: lost
+        port = self._owner.ingress_port or port  # one connection per destination there too: in order
         self._connecting[dest] = [data]
         self._loop.create_task(self._connect(dest, port))
 
