@@ -292,6 +292,9 @@ def doctor() -> None:
         if reason is None:
             usable.append(name)
         grid.add_row(name, "[green]ok[/]" if reason is None else "[red]unavailable[/]", escape(reason or cls.summary))
+        for option, missing, what in cls.option_checks():  # e.g. --ingress: nginx
+            grid.add_row(option, "[green]ok[/]" if missing is None else "[yellow]unavailable[/]",
+                         escape(missing or what))
     console.print(grid)
     console.print(f"--transport auto would use: [bold]{usable[0] if usable else 'nothing'}[/]")
     hints = Table(title="latency on this machine")

@@ -70,6 +70,11 @@ class HttpTransport(Transport):
         return cls(runtime_dir, table, sidecar=config.sidecar, sidecar_concurrency=config.sidecar_concurrency,
                    ingress=config.ingress)
 
+    @classmethod
+    def option_checks(cls) -> list[tuple[str, str | None, str]]:
+        return [("http --sidecar --ingress", nginx.unavailable_reason(),
+                 "the paper's Knative: every hop through nginx (the ingress), then the queue-proxy")]
+
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "_sidecars": [], "_ingress": None}  # the supervisor's to stop
 
@@ -77,6 +82,8 @@ class HttpTransport(Transport):
         """A loopback port per endpoint and, with sidecars, one more per function, and one for
         the ingress, chosen by the kernel; then the sidecars and the ingress, each listening
         before this returns."""
+        if self.ingress and (missing := nginx.unavailable_reason()):
+            raise RuntimeError(missing)
         functions = [e for e in self.endpoints if e] if self.sidecar else []
         ports = loopback_ports(len(self.endpoints) + len(functions) + self.ingress)
         self.ports = dict(zip(self.endpoints, ports, strict=False))

@@ -102,10 +102,13 @@ class Ingress:
         self.directory.mkdir(parents=True, exist_ok=True)
         conf = self.directory / "nginx.conf"
         conf.write_text(render(self.directory, self.port, self.upstreams))
-        # setpriv: nginx gets SIGKILL if the supervisor dies (SIGKILLed, it could not stop nginx)
+        # setpriv (util-linux): nginx gets SIGKILL if the supervisor dies (SIGKILLed, it could not
+        # stop nginx); bash's exec -a: nginx says what it is in ps, as the node's other processes do
         guard = ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+        title = f"spright: ingress nginx :{self.port}"
         # -e: the log nginx opens before it reads the configuration (Debian's default: stderr)
-        self.process = subprocess.Popen([*guard, binary, "-p", str(self.directory), "-c", str(conf),
+        self.process = subprocess.Popen([*guard, "bash", "-c", 'exec -a "$0" "$@"', title, binary,
+                                         "-p", str(self.directory), "-c", str(conf),
                                          "-e", str(self.directory / "error.log")],
                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
