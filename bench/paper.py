@@ -310,7 +310,7 @@ class Harness:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.paper", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="a few seconds a phase (about 3 minutes in all)")
+    p.add_argument("--quick", action="store_true", help="a few seconds a phase (about 4 minutes in all)")
     p.add_argument("--planes", default=None, help=f"comma list of {', '.join(PLANES)} "
                    f"(default quick: {','.join(DEFAULT_PLANES['quick'])}; full: all)")
     p.add_argument("--out", type=Path, default=None, help="results directory (default bench/results/<stamp>)")
