@@ -67,6 +67,7 @@ def render(directory: Path, port: int, upstreams: dict[int, int]) -> str:
         # nginx's compiled-in temporary directories are under /var/lib/nginx: keep every file in ours
         *(f"    {kind}_temp_path {directory / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")),
         "    client_max_body_size 0;",  # the gateway already bounds a body (Config.max_body)
+        "    client_body_buffer_size 1m;",  # a body's chunks on their way: Envoy's default buffer limit
         f"    {_FOREVER}",
         "    proxy_http_version 1.1;",  # keep-alive to the queue-proxies...
         '    proxy_set_header Connection "";',  # ...which HTTP/1.0's "close" would forbid
