@@ -11,8 +11,8 @@ answered ``204`` once its descriptor is handed to the receiver. Descriptors with
 The pool is where payloads are read and written (``Transport.carry``); without one (the
 contract suite) only the descriptors travel.
 
-With ``sidecar`` (``spright run --transport http --sidecar``: the "knative" configuration of
-the comparison) every function's public port belongs to a queue-proxy-like process
+With ``sidecar`` (``spright run --transport http --sidecar``: "knative-sidecar" in the
+comparison) every function's public port belongs to a queue-proxy-like process
 (spright/transport/sidecar.py) that counts and limits what reaches the function, which
 listens on a port of its own behind it; the gateway plays the ingress and has none.
 With ``ingress`` as well (``--sidecar --ingress``: the "knative" configuration, as the paper
