@@ -5,6 +5,7 @@ and goes with it, leaving no file, and the option is refused, saying why, where 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import socket
 import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from spright.data.config import Config
@@ -25,8 +27,9 @@ from tests.test_node import children_of, still_running
 HOPS = 4  # echo3: gateway -> echo1 -> echo2 -> echo3 -> gateway, each hop one request through nginx
 
 
-def nginx_requests(port: int) -> int:
-    """nginx's own count of the requests it served (stub_status), this one included."""
+def nginx_counts(port: int) -> tuple[int, int]:
+    """nginx's own counts (stub_status) of the connections it accepted and the requests it
+    served, this one's included."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"GET /status HTTP/1.1\r\nhost: %s\r\nconnection: close\r\n\r\n" % ingress.STATUS_HOST.encode())
         answer = b""
@@ -34,7 +37,19 @@ def nginx_requests(port: int) -> int:
             answer += chunk
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), answer
-    return int(body.split(b"\n")[2].split()[2])  # "server accepts handled requests\n A H R"
+    accepts, _, requests = body.split(b"\n")[2].split()  # "server accepts handled requests\n A H R"
+    return int(accepts), int(requests)
+
+
+async def post_all(port: int, bodies: list[bytes]) -> list[bytes]:
+    async with aiohttp.ClientSession() as session:
+
+        async def one(body: bytes) -> bytes:
+            async with session.post(f"http://127.0.0.1:{port}/", data=body) as response:
+                assert response.status == 200
+                return await response.read()
+
+        return await asyncio.gather(*map(one, bodies))
 
 
 def post(port: int, body: bytes) -> bytes:
@@ -52,20 +67,29 @@ def post(port: int, body: bytes) -> bytes:
 @pytest.mark.node
 @pytest.mark.needs("nginx")
 def test_every_hop_goes_through_nginx_and_nginx_goes_with_the_node(runtime_dir: Path) -> None:
-    with run_node("bench.apps:echo3", transport="http --sidecar --ingress") as (port, process):
+    """As bench.paper's knative runs it: senders spread their hops over several connections
+    to the ingress (the contract suite runs the default, one)."""
+    with run_node("bench.apps:echo3", transport="http --sidecar --ingress",
+                  args=("--ingress-connections", "4")) as (port, process):
         node_dir = runtime_base() / str(process.pid)
         info = json.loads((node_dir / "node.json").read_text())["transport_info"]
         ingress_port = info["ingress"]["port"]
         children = children_of(process.pid)
         (nginx,) = [pid for pid, (_, command) in children.items()
                     if command.startswith(f"spright: ingress nginx :{ingress_port} ")]
-        before = nginx_requests(ingress_port)
+        _, before = nginx_counts(ingress_port)
         bodies = [os.urandom(64), os.urandom(300_000)]  # the large one: past nginx's body buffers
         for body in bodies:
             assert post(port, body) == body
-        assert nginx_requests(ingress_port) - before == HOPS * len(bodies) + 1
+        many = [os.urandom(64) for _ in range(40)]
+        assert asyncio.run(post_all(port, many)) == many
+        accepts, after = nginx_counts(ingress_port)
+        assert after - before == HOPS * (len(bodies) + len(many)) + 1
+        # 12 (sender, destination) pairs among 4 endpoints, and 3 status reads: the chain's 4
+        # pairs took several connections each
+        assert accepts - 3 > 12, accepts
         counters = HttpTransport.live_counters(info)  # and every function's queue-proxy saw them
-        assert counters is not None and all(c["requests"] >= len(bodies) for c in counters.values()), counters
+        assert counters is not None and all(c["requests"] >= len(bodies) + len(many) for c in counters.values())
         assert not [p for p in (node_dir / "ingress").rglob("*") if p.is_file() and p.parent.name == "client_body"]
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
@@ -82,7 +106,9 @@ def test_ingress_needs_http_and_its_sidecars() -> None:
         Config(transport="http", ingress=True)
     with pytest.raises(ValueError, match=r"--ingress .* not --transport unix without --sidecar"):
         Config(transport="unix", ingress=True)
-    assert Config(transport="http", sidecar=True, ingress=True).ingress
+    with pytest.raises(ValueError, match=r"--ingress-connections N .* is for --ingress, got 4 without --ingress"):
+        Config(transport="http", sidecar=True, ingress_connections=4)
+    assert Config(transport="http", sidecar=True, ingress=True, ingress_connections=4).ingress
 
 
 def test_without_nginx_the_node_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

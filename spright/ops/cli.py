@@ -66,6 +66,8 @@ def run(
     ingress: bool | None = typer.Option(
         None, "--ingress/--no-ingress",
         help="http --sidecar: every hop first through one nginx ingress (the paper's Knative)."),
+    ingress_connections: int | None = typer.Option(
+        None, help="http --ingress: a sender's connections per destination (past 1: in order per request only)."),
     instances: list[str] = typer.Option(  # noqa: B008 (typer's way to declare a repeatable option)
         [], "--instances", metavar="NAME=N", help="Run function NAME as N worker processes (repeatable)."),
     gateways: int | None = typer.Option(
@@ -80,7 +82,8 @@ def run(
     if remotes:
         os.environ[REMOTES_ENV] = remotes  # every process of the node loads the app so
     _serve(app, host=host, port=port, transport=transport, poll_idle_us=poll_idle_us, sidecar=sidecar,
-           sidecar_concurrency=sidecar_concurrency, ingress=ingress, instances=_instance_counts(instances) or None,
+           sidecar_concurrency=sidecar_concurrency, ingress=ingress,
+           ingress_connections=ingress_connections, instances=_instance_counts(instances) or None,
            gateways=gateways, balance=balance)
 
 
