@@ -52,8 +52,10 @@ PLANES: dict[str, list[str]] = {
     "poll": ["--transport", "poll"],
     "poll-adaptive": ["--transport", "poll", "--poll-idle-us", "100"],
     # the paper's Knative: every hop through the ingress (nginx here, Istio's Envoy there), then the
-    # callee's queue-proxy; the ratios against knative use this one
-    "knative": ["--transport", "http", "--sidecar", "--ingress"],
+    # callee's queue-proxy; the ratios against knative use this one. Its callers, as Knative's, use
+    # several connections per destination (one would make each hop wait for the one before:
+    # spright/transport/http.py)
+    "knative": ["--transport", "http", "--sidecar", "--ingress", "--ingress-connections", "8"],
     "knative-sidecar": ["--transport", "http", "--sidecar"],  # the queue-proxies only: the gateway is the ingress
     "grpc": ["--transport", "grpc"],
     "http": ["--transport", "http"],
