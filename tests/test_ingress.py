@@ -10,6 +10,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -117,3 +119,11 @@ def test_without_nginx_the_node_says_what_to_install(tmp_path: Path, monkeypatch
     with pytest.raises(RuntimeError, match=r"nginx.*apt-get install nginx-light.*make setup"):
         transport.start()
     assert transport._sidecars == [] and list(tmp_path.iterdir()) == [], "nothing started, nothing left"
+
+
+def test_doctor_says_whether_the_ingress_can_run() -> None:
+    result = subprocess.run([sys.executable, "-m", "spright", "doctor"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    (row,) = [line for line in result.stdout.splitlines() if "http --sidecar --ingress" in line]
+    assert ("ok" if ingress.unavailable_reason() is None else "nginx-light") in row, row
