@@ -6,7 +6,7 @@
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := python3-venv python3-bpfcc libbpfcc bpftool linux-headers-amd64 wrk chromium tesseract-ocr fonts-dejavu-core redis-server iproute2 util-linux
+APT_PACKAGES := python3-venv python3-bpfcc libbpfcc bpftool linux-headers-amd64 wrk chromium tesseract-ocr fonts-dejavu-core redis-server iproute2 util-linux nginx-light
 APP ?= apps.online_boutique:app
 PORT ?= 8080
 TRANSPORT ?= auto

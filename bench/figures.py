@@ -24,7 +24,7 @@ from bench import sweep
 PNGS = ("fig9.png", "fig10.png", "fig11.png", "fig12.png", "sweep.png")
 # one colour per plane in every figure, whichever order a phase ran the planes in
 COLOURS = {plane: f"C{i}" for i, plane in enumerate(("skmsg", "poll", "poll-adaptive", "knative", "grpc", "http",
-                                                      "unix"))}
+                                                      "unix", "knative-sidecar"))}
 Run = dict[str, Any]
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from spright.testing import run_node
 from spright.transport import registry
+from spright.transport.ingress import unavailable_reason as ingress_unavailable
 from spright.transport.skmsg import SkmsgTransport
 from tests.kit.dataplane import make_node, make_table, transport_cls  # noqa: F401 (the contract suite's fixtures)
 
@@ -24,6 +25,7 @@ COMPONENTS = {
     "netns": lambda: None if os.geteuid() == 0 and shutil.which("ip") and shutil.which("unshare")
     else "needs root, ip(8) and unshare(1) for namespaces",
     "redis": lambda: None if shutil.which("redis-server") else "redis-server is not installed (make setup installs it)",
+    "nginx": ingress_unavailable,
     "locust": lambda: None if importlib.util.find_spec("locust") else "locust is not installed (the test extra)",
     "chromium": lambda: None if importlib.util.find_spec("playwright") and shutil.which("chromium")
     else "Debian chromium and playwright are not installed (make setup installs them)",

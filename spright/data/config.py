@@ -45,6 +45,10 @@ class Config:
     poll_idle_us: int | None = None  # poll data plane: None spins for ever; N sleeps after N µs idle
     sidecar: bool = False  # http data plane: a queue-proxy-like process in front of each function
     sidecar_concurrency: int = 0  # requests a sidecar lets reach its function at once (0: no limit)
+    ingress: bool = False  # http --sidecar: every hop first through one nginx (the paper's Knative ingress)
+    # --ingress: connections a sender opens to it per destination; past 1, a sender's hops to one
+    # destination keep their order per request only (spright/transport/http.py says why)
+    ingress_connections: int = 1
     instances: tuple[tuple[str, int], ...] = ()  # (function, instances to start with) over the app's own
     gateways: int | None = None  # gateway processes on the port (SO_REUSEPORT); None: by cores
     balance: str = "least_in_flight"  # how a function's instance is picked: or round_robin
@@ -88,6 +92,13 @@ class Config:
         if (self.sidecar or self.sidecar_concurrency) and self.transport != "http":
             raise ValueError(f"--sidecar puts a queue-proxy in front of each function of the http data plane: "
                              f"use it with --transport http, not {self.transport!r}")
+        if self.ingress and not (self.sidecar and self.transport == "http"):
+            raise ValueError("--ingress puts an ingress (nginx) before every hop's queue-proxy: use it with "
+                             f"--transport http --sidecar, not --transport {self.transport}"
+                             f"{' --sidecar' if self.sidecar else ' without --sidecar'}")
+        if self.ingress_connections < 1 or (self.ingress_connections > 1 and not self.ingress):
+            raise ValueError(f"--ingress-connections N (N >= 1) is for --ingress, got {self.ingress_connections}"
+                             f"{'' if self.ingress else ' without --ingress'}")
         if self.balance not in BALANCES:
             raise ValueError(f"Config.balance must be one of {', '.join(BALANCES)}, got {self.balance!r}")
         if not 0 <= self.port <= 65535:

@@ -63,6 +63,11 @@ def run(
                                         help="http: a queue-proxy-like process in front of each function."),
     sidecar_concurrency: int | None = typer.Option(
         None, help="http --sidecar: requests a sidecar lets reach its function at once (0: no limit)."),
+    ingress: bool | None = typer.Option(
+        None, "--ingress/--no-ingress",
+        help="http --sidecar: every hop first through one nginx ingress (the paper's Knative)."),
+    ingress_connections: int | None = typer.Option(
+        None, help="http --ingress: a sender's connections per destination (past 1: in order per request only)."),
     instances: list[str] = typer.Option(  # noqa: B008 (typer's way to declare a repeatable option)
         [], "--instances", metavar="NAME=N", help="Run function NAME as N worker processes (repeatable)."),
     gateways: int | None = typer.Option(
@@ -77,7 +82,8 @@ def run(
     if remotes:
         os.environ[REMOTES_ENV] = remotes  # every process of the node loads the app so
     _serve(app, host=host, port=port, transport=transport, poll_idle_us=poll_idle_us, sidecar=sidecar,
-           sidecar_concurrency=sidecar_concurrency, instances=_instance_counts(instances) or None,
+           sidecar_concurrency=sidecar_concurrency, ingress=ingress,
+           ingress_connections=ingress_connections, instances=_instance_counts(instances) or None,
            gateways=gateways, balance=balance)
 
 
@@ -289,6 +295,9 @@ def doctor() -> None:
         if reason is None:
             usable.append(name)
         grid.add_row(name, "[green]ok[/]" if reason is None else "[red]unavailable[/]", escape(reason or cls.summary))
+        for option, missing, what in cls.option_checks():  # e.g. --ingress: nginx
+            grid.add_row(option, "[green]ok[/]" if missing is None else "[yellow]unavailable[/]",
+                         escape(missing or what))
     console.print(grid)
     console.print(f"--transport auto would use: [bold]{usable[0] if usable else 'nothing'}[/]")
     hints = Table(title="latency on this machine")

@@ -154,6 +154,13 @@ class Transport(ABC):
         """None when this machine can run the transport, else why not and how to fix it."""
         return None
 
+    @classmethod
+    def option_checks(cls) -> list[tuple[str, str | None, str]]:
+        """Options of this data plane that need more than the data plane itself (a program
+        from Debian): (the option as spright run takes it, why not here or None, what it is),
+        for `spright doctor`."""
+        return []
+
     def start(self) -> None:
         """Node-wide setup, in the supervisor, before workers start."""
 

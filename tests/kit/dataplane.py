@@ -30,6 +30,7 @@ from spright.routing import App
 from spright.transport import registry
 from spright.transport.base import Endpoint, Transport
 from spright.transport.http import HttpTransport
+from spright.transport.ingress import unavailable_reason as ingress_unavailable
 from spright.transport.local import LocalTransport
 from spright.transport.skmsg import NEXT_IN_CHAIN
 
@@ -46,9 +47,23 @@ class SidecarHttpTransport(HttpTransport):
         super().__init__(runtime_dir, table, sidecar=True, sidecar_concurrency=4)
 
 
+class IngressHttpTransport(HttpTransport):
+    """The http data plane as ``--sidecar --ingress`` makes it (the paper's Knative): every
+    hop through one nginx, then the destination's queue-proxy."""
+
+    def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
+        super().__init__(runtime_dir, table, sidecar=True, ingress=True)
+
+    @classmethod
+    def unavailable_reason(cls) -> str | None:
+        return ingress_unavailable()
+
+
 def every_transport() -> dict[str, type[Transport]]:
-    """The in-process broker plus every data plane users can choose (http also with sidecars)."""
-    return {"local": LocalTransport, **registry(), "http+sidecar": SidecarHttpTransport}
+    """The in-process broker plus every data plane users can choose (http also with sidecars,
+    and with the ingress before them)."""
+    return {"local": LocalTransport, **registry(), "http+sidecar": SidecarHttpTransport,
+            "http+ingress": IngressHttpTransport}
 
 
 def _transport_params() -> Iterator[object]:
