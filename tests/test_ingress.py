@@ -23,8 +23,8 @@ from spright.host.nodefile import runtime_base
 from spright.testing import run_node
 from spright.transport import ingress
 from spright.transport.http import HttpTransport
-from tests.contract_kit import make_table
-from tests.test_node import children_of, still_running
+from tests.kit.dataplane import make_table
+from tests.kit.nodes import children_of, still_running
 
 HOPS = 4  # echo3: gateway -> echo1 -> echo2 -> echo3 -> gateway, each hop one request through nginx
 

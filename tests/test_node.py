@@ -1,7 +1,6 @@
 """A real node (``spright run`` subprocess, one process per function) on every transport."""
 
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -18,7 +17,7 @@ from spright.host.nodefile import runtime_base
 from spright.testing import run_node
 from spright.transport.skmsg import NO_ROUTE
 from tests.kit.kernel import bpf_objects, still_loaded
-from tests.kit.nodes import node_file
+from tests.kit.nodes import children_of, node_file, still_running
 from tests.kit.wire import exchange
 
 pytestmark = pytest.mark.node
@@ -242,34 +241,6 @@ async def test_functions_sharing_a_process(transport: str, runtime_dir: Path) ->
             for i in range(20):
                 async with session.post(f"http://127.0.0.1:{port}/chain", data=f"x{i}") as r:
                     assert r.status == 200 and await r.read() == f"x{i}1231".encode()
-
-
-def proc_stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, parent pid, start time in clock ticks since boot) of a process, None if there is none.
-    The start time tells a process from a later one that reuses its pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = stat.rpartition(")")[2].split()  # after "pid (comm)", which may hold spaces
-    return fields[0], int(fields[1]), int(fields[19])
-
-
-def children_of(parent: int) -> dict[int, tuple[int, str]]:
-    """The live (not zombie) child processes of ``parent``: pid -> (start time, command line).
-    A node's workers are multiprocessing *spawn* children of the supervisor, each naming
-    itself ``spright: worker FUNCTION [APP]`` (what ps and top show)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := proc_stat(int(entry.name))) and stat[1] == parent and stat[0] != "Z":
-            with contextlib.suppress(OSError):
-                found[int(entry.name)] = (stat[2], (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-    return found
-
-
-def still_running(pid: int, started: int) -> bool:
-    stat = proc_stat(pid)
-    return stat is not None and stat[2] == started and stat[0] != "Z"
 
 
 def test_sigterm_leaves_nothing_behind(transport: str) -> None:

@@ -3,6 +3,7 @@ the CLI reads it, never parsed by hand) and the instance gauge of its functions.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Callable
@@ -34,3 +35,31 @@ def wait_node_file(directory: Path, process: subprocess.Popen[bytes], timeout: f
 def serving(port: int, name: str) -> float:
     """How many instances of function ``name`` (of tests/apps/instances.py) serve now."""
     return node_metric(port, f'spright_instances{{domain="instances",function="{name}"}}')
+
+
+def proc_stat(pid: int) -> tuple[str, int, int] | None:
+    """(state, parent pid, start time in clock ticks since boot) of a process, None if there is none.
+    The start time tells a process from a later one that reuses its pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = stat.rpartition(")")[2].split()  # after "pid (comm)", which may hold spaces
+    return fields[0], int(fields[1]), int(fields[19])
+
+
+def children_of(parent: int) -> dict[int, tuple[int, str]]:
+    """The live (not zombie) child processes of ``parent``: pid -> (start time, command line).
+    A node's workers are multiprocessing *spawn* children of the supervisor, each naming
+    itself ``spright: worker FUNCTION [APP]`` (what ps and top show)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := proc_stat(int(entry.name))) and stat[1] == parent and stat[0] != "Z":
+            with contextlib.suppress(OSError):
+                found[int(entry.name)] = (stat[2], (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+    return found
+
+
+def still_running(pid: int, started: int) -> bool:
+    stat = proc_stat(pid)
+    return stat is not None and stat[2] == started and stat[0] != "Z"
