@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from spright.testing import free_port, run_node
-from tests.boutique_clients import HttpShopper
+from tests.kit.boutique import HttpShopper
 from tests.kit.nodes import node_file
 
 pytestmark = pytest.mark.node

@@ -20,11 +20,7 @@ from spright.host.nodefile import BadNodeFile, CounterSegment, NodeFile
 from spright.ops.statsview import compact, stats_table
 from spright.testing import free_port, run_node
 from tests.apps.demo import app as demo
-
-
-def spright(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "spright", *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "COLUMNS": "200"})
+from tests.kit.nodes import spright
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import spright
+from tests.kit.nodes import spright
 
 
 def said(text: str) -> str:

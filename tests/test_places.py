@@ -16,7 +16,7 @@ from spright.host.counters import IN_FLIGHT
 from spright.testing import TestClient
 from spright.worker import runtime
 from spright.worker.tasks import PAST_DEADLINE
-from tests.test_runtime import Harness, waits
+from tests.kit.worker import Harness, waits
 
 
 async def turns_until(done: Callable[[], bool], turns: int = 100) -> None:

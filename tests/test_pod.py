@@ -27,9 +27,8 @@ import pytest
 
 from spright.node.loader import load_app
 from spright.transport.skmsg import pin_dir
-from tests.boutique_clients import HttpShopper
+from tests.kit.boutique import HttpShopper, concurrent_carts, on_node, scenario_browse, scenario_cart_and_checkout
 from tests.kit.nodes import wait_node_file
-from tests.test_online_boutique import concurrent_carts, on_node, scenario_browse, scenario_cart_and_checkout
 
 pytestmark = [pytest.mark.node, pytest.mark.needs("netns")]
 

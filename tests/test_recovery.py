@@ -16,8 +16,7 @@ import pytest
 
 from spright.host.nodefile import NAME, NodeFile, runtime_base
 from spright.testing import free_port, run_node
-from tests.kit.nodes import wait_node_file
-from tests.test_node import proc_stat
+from tests.kit.nodes import proc_stat, wait_node_file
 
 pytestmark = pytest.mark.node
 

@@ -3,6 +3,9 @@
 - ``dataplane``: transports (and the ``transport_cls``/``make_node`` fixtures), route tables,
   descriptors, recording inboxes, bounded waiting and stream comparison;
 - ``kernel``: the sk_msg plane's raw sockets and counters, and the BPF objects a node owns;
-- ``nodes``: a running node's ``node.json`` (through spright's own reader) and its gauges;
+- ``nodes``: a running node's ``node.json`` (through spright's own reader), its gauges and
+  processes, and the ``spright`` command;
+- ``worker``: one real ``Worker`` in the test's process, driven descriptor by descriptor;
+- ``boutique``: the Online Boutique's shoppers and scenarios (in-process, on a node, in a pod);
 - ``wire``: raw HTTP/1.1 over a plain socket (the test, not a client library, decides the bytes).
 """

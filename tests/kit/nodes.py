@@ -4,7 +4,9 @@ the CLI reads it, never parsed by hand) and the instance gauge of its functions.
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,3 +65,8 @@ def children_of(parent: int) -> dict[int, tuple[int, str]]:
 def still_running(pid: int, started: int) -> bool:
     stat = proc_stat(pid)
     return stat is not None and stat[2] == started and stat[0] != "Z"
+
+
+def spright(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "spright", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "COLUMNS": "200"})
