@@ -150,8 +150,19 @@ async def test_chunked_request_body(demo_node) -> None:
     _, port, _ = demo_node
     request = (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-    response = await asyncio.to_thread(exchange, port, request, half_close=False)
+    response = await asyncio.to_thread(exchange, port, request)
     assert response.startswith(b"HTTP/1.1 200 ") and response.endswith(b"\r\n\r\nHELLO WORLD!!")
+
+
+async def test_a_half_closed_connection_gets_the_answers_it_asked_for_then_closes(demo_node) -> None:
+    """RFC 9112 §9.6: a client that shuts its writing side may still read. The request it
+    completed is answered (after the EOF: its handler sleeps); the one it cut short is dropped."""
+    _, port, _ = demo_node
+    request = (b"GET /sleep?s=0.2 HTTP/1.1\r\nHost: x\r\n\r\n"
+               b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    response = await asyncio.to_thread(exchange, port, request)  # shuts its side, reads until closed
+    assert response.startswith(b"HTTP/1.1 200 ") and response.endswith(b"\r\n\r\nslept")
+    assert response.count(b"HTTP/1.1 ") == 1
 
 
 async def test_error_statuses(demo_node) -> None:
@@ -228,7 +239,7 @@ async def test_a_crashed_callee_fails_its_caller_promptly(demo_node) -> None:
 async def test_head_gets_the_get_headers_without_a_body(demo_node) -> None:
     _, port, _ = demo_node
     request = b"HEAD /page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    response = await asyncio.to_thread(exchange, port, request, half_close=False)
+    response = await asyncio.to_thread(exchange, port, request)
     head, _, body = response.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 201 ") and b"content-length: 50007" in head and body == b""
 

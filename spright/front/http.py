@@ -65,6 +65,7 @@ class HttpProtocol(asyncio.Protocol):
         self._refused: Response | None = None  # answer this and close once the queue drains
         self._lingering_since: float | None = None  # the refusal was sent; reading to discard
         self._paused = False
+        self._half_closed = False  # the client shut its side: answer what it sent, then close
         self._last_active = time.monotonic()
         self._idle_timer: asyncio.TimerHandle | None = None
 
@@ -87,6 +88,16 @@ class HttpProtocol(asyncio.Protocol):
             self._body.release()
         self._body = None
         self._transport = None  # responses still in flight are dropped when they arrive
+
+    def eof_received(self) -> bool:
+        """The client shut its writing side (a half-close; RFC 9112 §9.6: it may still read).
+        The requests it completed are answered, then the connection closes; one it cut short
+        can never complete and is dropped."""
+        self._half_closed = True
+        if self._body is not None:
+            self._body.release()
+            self._body = None
+        return bool(self._queue)  # True keeps the transport open for the answers still due
 
     def data_received(self, data: bytes) -> None:
         self._last_active = time.monotonic()
@@ -213,7 +224,7 @@ class HttpProtocol(asyncio.Protocol):
         while queue and queue[0].response is not None:
             exchange = queue.popleft()
             transport.write(render(exchange.response, exchange.keep_alive, exchange.head_only))  # type: ignore[arg-type]
-            if not exchange.keep_alive:
+            if not exchange.keep_alive or (self._half_closed and not queue):
                 transport.close()
                 return
         self._submit_held()
