@@ -6,7 +6,7 @@
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := python3-venv python3-bpfcc libbpfcc bpftool linux-headers-amd64 wrk chromium tesseract-ocr fonts-dejavu-core redis-server iproute2 util-linux nginx-light
+APT_PACKAGES := python3-venv python3-bpfcc libbpfcc bpftool linux-headers-amd64 wrk chromium tesseract-ocr fonts-dejavu-core redis-server iproute2 util-linux nginx-light gcc python3-dev
 APP ?= apps.online_boutique:app
 PORT ?= 8080
 TRANSPORT ?= auto
@@ -16,9 +16,9 @@ TRANSPORT ?= auto
 TEST_WORKERS ?= 3
 PYTEST := $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
-.PHONY: setup system run test test-all fuzz soak bench bench-quick lint clean
+.PHONY: setup system native run test test-all test-pure fuzz soak bench bench-quick lint clean
 
-setup: system $(VENV)/.installed
+setup: system $(VENV)/.installed native
 
 # Debian packages for the eBPF data plane and the benchmarks. Without root the node still
 # runs on the AF_UNIX transport; `spright doctor` explains what is missing.
@@ -43,6 +43,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	fi
 	touch $@
 
+# The hot path compiled with mypyc (spright/native.py says which modules, and runs them as Python
+# where this cannot build them or SPRIGHT_PURE=1 is set); a no-op while the build is current.
+native: $(VENV)/.installed
+	$(PY) -c 'import sys, spright.native; sys.exit(spright.native.build())'
+
 run: setup
 	$(VENV)/bin/spright run $(APP) --port $(PORT) --transport $(TRANSPORT)
 
@@ -52,6 +57,11 @@ test: setup
 
 test-all: setup
 	$(PYTEST)
+
+# the contract suite and the request path's tests on the Python sources of the compiled modules
+test-pure: setup
+	SPRIGHT_PURE=1 $(PYTEST) -m "not slow" tests/test_native.py tests/test_contract.py tests/test_contract_domains.py \
+		tests/test_runtime.py tests/test_calls.py tests/test_ctx.py tests/test_http_rules.py tests/test_testclient.py tests/test_http.py
 
 # the HTTP front and the data plane's receive side under many more hypothesis examples than `make test` runs
 fuzz: setup
@@ -76,4 +86,5 @@ lint: setup
 	$(VENV)/bin/lint-imports  # the layers contract in pyproject.toml
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	if [ -x $(PY) ]; then $(PY) -c 'import spright.native; spright.native.clean()'; fi
+	rm -rf $(VENV) .pytest_cache .ruff_cache build

@@ -1,5 +1,6 @@
 """spright: serverless function chains over shared memory and eBPF (SPRIGHT, in asyncio)."""
 
+import spright.native  # noqa: F401 - first: the hot path runs compiled or from source, decided before it is imported
 from spright.data.autoscale import ScalePolicy
 from spright.data.config import Config, PoolConfig
 from spright.data.function import Chain, Function

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from spright import native
 from spright.testing import run_node
 from spright.transport import registry
 from spright.transport.ingress import unavailable_reason as ingress_unavailable
@@ -29,6 +30,9 @@ COMPONENTS = {
     "locust": lambda: None if importlib.util.find_spec("locust") else "locust is not installed (the test extra)",
     "chromium": lambda: None if importlib.util.find_spec("playwright") and shutil.which("chromium")
     else "Debian chromium and playwright are not installed (make setup installs them)",
+    # the hot path built by `make setup` (spright/native.py); SPRIGHT_PURE=1 runs say so in the test
+    "compiled": lambda: None if native.STATE == "compiled" or os.environ.get("SPRIGHT_PURE") == "1"
+    else f"the hot path is not compiled: {native.STATE}",
 }
 # Nodes on the poll (D-SPRIGHT) data plane run adaptive here: a node of four busy-polling
 # processes on a 2-core machine would measure the scheduler, not the behaviour under test.

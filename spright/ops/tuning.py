@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from spright import native
+
 HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
 
 
@@ -47,4 +49,8 @@ def latency_hints() -> list[tuple[str, bool, str]]:
         if polling_off
         else "idle CPUs wake without a VM round trip (or this is not such a VM)"
     )
-    return [("interpreter", library is None, interpreter), ("idle-CPU wake-up", not polling_off, idle)]
+    compiled = native.STATE == "compiled"
+    hot_path = (f"{len(native.MODULES)} modules compiled with mypyc" if compiled
+                else f"{native.STATE}: the request path runs as Python, slower")
+    return [("interpreter", library is None, interpreter), ("idle-CPU wake-up", not polling_off, idle),
+            ("hot path", compiled, hot_path)]

@@ -13,6 +13,7 @@ from http.cookies import _unquote  # private, but the stdlib's own rules (Starle
 from typing import Any, Protocol
 
 import orjson
+from mypy_extensions import mypyc_attr
 
 from spright.data.descriptor import BODY_BYTES, BODY_JSON, BODY_TEXT, HAS_RESPONSE_META, Descriptor
 from spright.data.headers import check_header, merge_headers
@@ -55,6 +56,7 @@ class CallError(HTTPError):
         self.error_id = error_id
 
 
+@mypyc_attr(native_class=False)  # a bytes subclass: mypyc compiles it as a plain Python class
 class JSONBytes(bytes):
     """Bytes that already hold JSON: a handler returns them as they are, marked as JSON (the
     gateway answers ``application/json``, a caller's ``reply.json()`` decodes them). Encode
@@ -202,7 +204,7 @@ class Context:
         return self._status
 
     @status.setter
-    def status(self, value: int | None) -> None:
+    def status(self, value: object) -> None:  # object: a compiled setter would refuse a str before this check
         # checked here, where the handler's traceback points: a bad one used to fail later,
         # in the worker (a str: struct.error) or reach the client as it was (99, 600)
         if value is not None:

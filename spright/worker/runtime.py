@@ -88,7 +88,7 @@ class Worker:
         self._max_response = pool.config.max_response  # None: what the largest slot holds
         self.counters = counters if counters is not None else memoryview(bytearray(8 * ROW_WORDS)).cast("Q")
         self._is_async = inspect.iscoroutinefunction(function.handler)
-        self._inline = never_suspends(function.handler)
+        self._runs_inline = never_suspends(function.handler)
         self._active = 0
         self._backlog: deque[tuple[Descriptor, float]] = deque()  # waiting for a place, since (loop time)
         self._drained: asyncio.Future[None] | None = None  # set while drain() waits
@@ -200,7 +200,7 @@ class Worker:
     def _begin(self, descriptor: Descriptor, arrived: float | None = None) -> None:
         """Run the handler; ``arrived``: when a descriptor that waited for a place came in."""
         self._active += 1
-        if self._inline:  # what an eager Task would do, minus the Task; in a context of its own
+        if self._runs_inline:  # what an eager Task would do, minus the Task; in a context of its own
             try:
                 contextvars.copy_context().run(self._run(descriptor).send, None)
             except StopIteration:
