@@ -10,13 +10,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from spright.host.nodefile import NAME, NodeFile, runtime_base
 from spright.testing import free_port, run_node
-from tests.kit.nodes import proc_stat, wait_node_file
+from tests.kit.nodes import children_of, proc_stat, wait_node_file
 
 pytestmark = pytest.mark.node
 
@@ -58,3 +59,27 @@ def test_the_next_node_sweeps_what_a_killed_node_left(transport: str, runtime_di
         assert not node_file.parent.exists(), "the next node removed the dead node's runtime directory"
         assert not [s for s in segments if s.exists()], "and its segments"
         assert pins is None or not pins.exists(), "and its BPF pins"
+
+
+@pytest.mark.needs("root")
+def test_a_node_in_another_pid_namespace_leaves_this_ones_nodes_alone(runtime_dir: Path) -> None:
+    """A pod's gateway runs in a PID namespace of its own, where no pid of the host's nodes
+    exists: to its sweep they would all look killed (it removed their segments and runtime
+    directories under a parallel test run). They are left alone."""
+    with run_node("examples.echo:app") as (port, process):
+        host_dir = runtime_base() / str(process.pid)
+        segments = [Path("/dev/shm", name) for name in NodeFile.read(host_dir / NAME).shm]
+        inside = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child=SIGTERM", sys.executable, "-m",
+                                   "spright", "run", "examples.echo:app", "--port", "0"])
+        try:
+            deadline = time.monotonic() + 60
+            while not [p for p in runtime_dir.glob(f"*/{NAME}") if p.parent != host_dir]:  # it started: swept
+                assert inside.poll() is None and time.monotonic() < deadline, "the node in its namespace did not serve"
+                time.sleep(0.05)
+        finally:  # to the node, not to unshare (it ignores SIGTERM while it waits for its child)
+            for child in children_of(inside.pid):
+                os.kill(child, signal.SIGTERM)
+            inside.wait(30)
+        assert (host_dir / NAME).exists() and all(s.exists() for s in segments)
+        with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/echo", data=b"x")) as r:
+            assert r.read() == b"x"

@@ -19,6 +19,7 @@ from typing import Any, TypeVar, cast, get_origin, get_type_hints
 import orjson
 
 NAME = "node.json"
+PID_NAMESPACE = "pid-namespace"  # beside node.json from the directory's creation: whose pids its name counts
 NODE_DIR_ENV = "SPRIGHT_NODE_DIR"  # a node's runtime directory, for its processes (and a pod's containers)
 T = TypeVar("T")
 
@@ -150,14 +151,35 @@ def running_nodes() -> list[NodeFile]:
     return sorted(nodes, key=lambda node: node.pid)
 
 
+def pid_namespace() -> str:
+    """This process's PID namespace (``pid:[inode]``): where the pids it sees are counted."""
+    return os.readlink("/proc/self/ns/pid")
+
+
+def make_runtime_dir(directory: Path) -> None:
+    """Create a node's runtime directory, marked with the PID namespace its name (the
+    supervisor's pid) is counted in."""
+    directory.mkdir(parents=True, mode=0o700, exist_ok=True)
+    (directory / PID_NAMESPACE).write_text(pid_namespace())
+
+
 def sweep_dead_nodes() -> list[str]:
     """Remove what nodes whose supervisor was SIGKILLed left behind: their shared-memory
     segments (named in their node.json) and their runtime directory (socket files, data).
-    Returns what it removed. A pid that is alive again (reused) is left alone."""
+    Returns what it removed. A pid that is alive again (reused) is left alone, and so is a
+    directory whose pid this process cannot see: one of another PID namespace (a pod's
+    gateway, in its own, sees no pid of the host's nodes: they are not dead for that), or
+    one with no namespace mark (being created right now)."""
     removed = []
     base = runtime_base()
+    ours = pid_namespace()
     for directory in sorted(base.iterdir()) if base.is_dir() else ():
         if not directory.name.isdigit() or _alive(int(directory.name)):
+            continue
+        try:
+            if (directory / PID_NAMESPACE).read_text() != ours:
+                continue
+        except OSError:
             continue
         try:
             segments = NodeFile.read(directory / "node.json").shm

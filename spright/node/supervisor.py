@@ -27,7 +27,14 @@ from spright.front.membership import State
 from spright.host.counters import COLUMNS, ROW_WORDS
 from spright.host.instances import FILE_NAME as INSTANCES_FILE
 from spright.host.nodefile import NAME as NODE_FILE
-from spright.host.nodefile import NODE_DIR_ENV, CounterSegment, NodeFile, runtime_base, sweep_dead_nodes
+from spright.host.nodefile import (
+    NODE_DIR_ENV,
+    CounterSegment,
+    NodeFile,
+    make_runtime_dir,
+    runtime_base,
+    sweep_dead_nodes,
+)
 from spright.host.procs import name_process
 from spright.node import control, join
 from spright.node.assembly import NodeMemory
@@ -71,7 +78,7 @@ class Supervisor:
         for leftover in sweep_dead_nodes():
             log.warning("spright: removed %s, left by a node that was killed", leftover)
         self.runtime_dir = self.node_dir or runtime_base() / str(os.getpid())
-        self.runtime_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+        make_runtime_dir(self.runtime_dir)
         # however the node ends, a failed start too (an unknown transport, a port in use), its
         # directory goes: the next node to start would take one left behind for a killed node's
         try:
