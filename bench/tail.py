@@ -45,6 +45,14 @@ def quiet(max_load: float, patience: float) -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def floor(rate: float) -> dict[str, Any]:
+    """The machine's timer wake-up lag at ``rate`` for 2 s (``bench.tailgen --floor``)."""
+    argv = [PYTHON, "-m", "bench.tailgen", "-", "--floor", "--rate", str(rate), "--duration", "2"]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    out: dict[str, Any] = json.loads(done.stdout)
+    return out
+
+
 def tailgen(url: str, rate: float, duration: float, body: bytes | None) -> dict[str, Any]:
     """One run of the clean generator, in a process of its own."""
     argv = [PYTHON, "-m", "bench.tailgen", url, "--rate", str(rate), "--duration", str(duration)]
@@ -90,6 +98,10 @@ def raw(workdir: Path) -> tuple[Server, str]:
 def row(name: str, run: dict[str, Any]) -> str:
     if "error" in run:
         return f"{name:<22} error: {run['error']}"
+    if "wakeups" in run:
+        lag = run["lag"]
+        return (f"{name:<22} load {run['load_1m']:>4}  wake-up lag p50 {lag['p50_ms']:.3f}  p99 {lag['p99_ms']:.3f}"
+                f"  p99.9 {lag['p99.9_ms']:.3f} ms  late {run['late']} of {run['wakeups']}")
     lat, lag = run.get("latency", {}), run.get("send_lag", {})
     lag_s = f"lag p99 {lag['p99_ms']:.3f} late {run['late_sends']}" if lag else \
         f"worst lag {run.get('worst_send_lag_ms')}"
@@ -141,7 +153,7 @@ def main(argv: list[str] | None = None) -> Path:
         doc["rate"] = rate
         print(f"rate {rate} req/s", file=sys.stderr)
         for index in range(args.rounds):
-            results: dict[str, Any] = {}
+            results: dict[str, Any] = {"floor": {"load_1m": quiet(args.max_load, args.patience), **floor(rate)}}
             server, url = raw(workdir)
             try:
                 results["raw"] = {"load_1m": quiet(args.max_load, args.patience),
