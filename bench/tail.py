@@ -97,16 +97,20 @@ def raw(workdir: Path) -> tuple[Server, str]:
 
 def row(name: str, run: dict[str, Any]) -> str:
     if "error" in run:
-        return f"{name:<22} error: {run['error']}"
+        return f"{name:<12} error: {run['error']}"
     if "wakeups" in run:
         lag = run["lag"]
-        return (f"{name:<22} load {run['load_1m']:>4}  wake-up lag p50 {lag['p50_ms']:.3f}  p99 {lag['p99_ms']:.3f}"
+        return (f"{name:<12} load {run['load_1m']:>4}  wake-up lag p50 {lag['p50_ms']:.3f}  p99 {lag['p99_ms']:.3f}"
                 f"  p99.9 {lag['p99.9_ms']:.3f} ms  late {run['late']} of {run['wakeups']}")
     lat, lag = run.get("latency", {}), run.get("send_lag", {})
     lag_s = f"lag p99 {lag['p99_ms']:.3f} late {run['late_sends']}" if lag else \
         f"worst lag {run.get('worst_send_lag_ms')}"
-    return (f"{name:<22} load {run['load_1m']:>4}  p50 {lat.get('p50_ms', 0):7.3f}  p99 {lat.get('p99_ms', 0):7.3f}  "
-            f"p99.9 {lat.get('p99.9_ms', float('nan')):7.3f} ms  errors {run.get('errors')}  {lag_s}")
+    ratio = lat["p99_ms"] / lat["p50_ms"] if lat.get("p50_ms") else float("nan")  # the goal: at most 3
+    svc = run.get("service", {})
+    from_send = f"  from send p50 {svc['p50_ms']:.3f} p99 {svc['p99_ms']:.3f}" if svc else ""
+    return (f"{name:<12} load {run['load_1m']:>4}  p50 {lat.get('p50_ms', 0):7.3f}  p99 {lat.get('p99_ms', 0):7.3f}  "
+            f"p99.9 {lat.get('p99.9_ms', float('nan')):7.3f} ms  p99/p50 {ratio:5.1f}  errors {run.get('errors')}  "
+            f"{lag_s}{from_send}")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
