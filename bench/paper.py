@@ -37,7 +37,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from apps.motion.replay import replay
 from apps.motion.trace import load as load_trace
 from apps.parking import load as parking_load
-from bench import figures, openloop, sweep
+from bench import figures, openloop, sweep, tailgen
 from bench.load import run_wrk, write_boutique_script, write_script
 from bench.openloop import CpuSampler
 from bench.procs import Server, free_ports
@@ -267,9 +267,8 @@ class Harness:
             saturated = run_wrk(url + "/", script, 64, s.wrk_s)
             low.setdefault("rate", saturated.rps / 10)
             assert server.process is not None
-            with CpuSampler(server.process.pid) as cpu:
-                out = bounded(openloop.single(url, "POST", "/", ECHO_BODY, low["rate"], s.echo_open_s),
-                              s.echo_open_s + 30)
+            with CpuSampler(server.process.pid) as cpu:  # the clean generator: its own process (bench.tail)
+                out = tailgen.measure(url, low["rate"], s.echo_open_s, ECHO_BODY)
             return {"saturated": saturated.to_dict(), "low_load": {**out, "cpu": cpu.result(out.get("requests"))}}
 
         runs = {}

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import openloop
+from bench import openloop, tailgen
 from bench.load import run_wrk, write_script
 from bench.paper import ECHO_BODY, bounded
 from bench.procs import Server, free_ports
@@ -49,18 +49,6 @@ def floor(rate: float) -> dict[str, Any]:
     """The machine's timer wake-up lag at ``rate`` for 2 s (``bench.tailgen --floor``)."""
     argv = [PYTHON, "-m", "bench.tailgen", "-", "--floor", "--rate", str(rate), "--duration", "2"]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
-    out: dict[str, Any] = json.loads(done.stdout)
-    return out
-
-
-def tailgen(url: str, rate: float, duration: float, body: bytes | None) -> dict[str, Any]:
-    """One run of the clean generator, in a process of its own."""
-    argv = [PYTHON, "-m", "bench.tailgen", url, "--rate", str(rate), "--duration", str(duration)]
-    if body is not None:
-        argv += ["--method", "POST", "--body-bytes", str(len(body))]
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=duration + 60, check=False)
-    if done.returncode != 0:
-        return {"error": f"bench.tailgen exited {done.returncode}: {done.stderr[-500:]}"}
     out: dict[str, Any] = json.loads(done.stdout)
     return out
 
@@ -161,7 +149,7 @@ def main(argv: list[str] | None = None) -> Path:
             server, url = raw(workdir)
             try:
                 results["raw"] = {"load_1m": quiet(args.max_load, args.patience),
-                                  **tailgen(url, rate, args.duration, None)}
+                                  **tailgen.measure(url, rate, args.duration, None)}
                 if args.aiohttp:
                     results["raw-aiohttp"] = {"load_1m": quiet(args.max_load, args.patience),
                                               **aiohttp_gen(url, rate, args.duration, None)}
@@ -170,9 +158,9 @@ def main(argv: list[str] | None = None) -> Path:
             for name, env in nodes.items():
                 server, url = node(env, workdir, name)
                 try:
-                    tailgen(url, rate, 1.0, ECHO_BODY)  # warm-up: connections, first-call paths
+                    tailgen.measure(url, rate, 1.0, ECHO_BODY)  # warm-up: connections, first-call paths
                     results[name] = {"load_1m": quiet(args.max_load, args.patience),
-                                     **tailgen(url, rate, args.duration, ECHO_BODY)}
+                                     **tailgen.measure(url, rate, args.duration, ECHO_BODY)}
                 finally:
                     server.stop()
             for name, run in results.items():

@@ -31,9 +31,11 @@ import json
 import os
 import random
 import select
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -259,6 +261,20 @@ async def generate(url: str, method: str, path: str, body: bytes | None, rate: f
         "service": percentiles([run.answered_at[i] - run.sent[i] for i in done]),
         "cdf_ms": cdf([x / 1e9 for x in latency]),
     }
+
+
+def measure(url: str, rate: float, duration: float, body: bytes | None) -> dict[str, Any]:
+    """One run of this generator in a process of its own (it must not share a loop or a GC with
+    the harness): its JSON report."""
+    argv = [sys.executable, "-m", "bench.tailgen", url, "--rate", str(rate), "--duration", str(duration)]
+    if body is not None:
+        argv += ["--method", "POST", "--body-bytes", str(len(body))]
+    done = subprocess.run(argv, cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+                          timeout=duration + 60, check=False)
+    if done.returncode != 0:
+        return {"error": f"bench.tailgen exited {done.returncode}: {done.stderr[-500:]}"}
+    out: dict[str, Any] = json.loads(done.stdout)
+    return out
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
