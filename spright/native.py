@@ -44,6 +44,16 @@ MODULES = (
     "spright.data.response",
 )
 _SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+# the compiled modules' shared library, inside the package: under mypyc's default name it would sit
+# at the checkout's top, importable only by a process started there (not `spright` run elsewhere)
+GROUP = "spright.hotpath"
+# what `python -m mypyc` runs, with the group named
+_SETUP = """\
+from setuptools import setup
+from mypyc.build import mypycify
+
+setup(name="spright-hotpath", ext_modules=mypycify({files!r}, opt_level="3", group_name={group!r}))
+"""
 
 
 def source(module: str) -> Path:
@@ -52,6 +62,12 @@ def source(module: str) -> Path:
 
 def extension(module: str) -> Path:
     return source(module).with_suffix(_SUFFIX)
+
+
+def library() -> Path:
+    """The build's shared library (mypyc's group): every compiled module's code is in it."""
+    package, name = GROUP.rsplit(".", 1)
+    return ROOT.joinpath(*package.split("."), f"{name}__mypyc{_SUFFIX}")
 
 
 def state() -> str:
@@ -63,6 +79,8 @@ def state() -> str:
     if len(built) < len(MODULES):
         return "pure (not built: make setup compiles it)" if not built else \
             f"pure (partly built: {', '.join(sorted(set(MODULES) - set(built)))} missing)"
+    if not library().exists():
+        return f"pure (partly built: {library().name} missing)"
     stale = [m for m in MODULES if source(m).stat().st_mtime > extension(m).stat().st_mtime]
     if stale:
         return f"pure (stale build: {', '.join(stale)} changed since; make setup rebuilds it)"
@@ -107,9 +125,13 @@ def build() -> int:
     if missing:
         print(f"spright.native: not compiling, missing {' and '.join(missing)}: the hot path runs as Python")
         return 0
-    clean()  # an earlier build's shared library has another name
+    clean()
     files = [str(source(m).relative_to(ROOT)) for m in MODULES]
-    done = subprocess.run([sys.executable, "-m", "mypyc", *files], cwd=ROOT, capture_output=True, text=True)
+    (ROOT / "build").mkdir(exist_ok=True)
+    setup = ROOT / "build" / "setup_hotpath.py"
+    setup.write_text(_SETUP.format(files=files, group=GROUP))
+    done = subprocess.run([sys.executable, str(setup), "build_ext", "--inplace"], cwd=ROOT, capture_output=True,
+                          text=True)
     if done.returncode:
         print(done.stdout[-4000:] + done.stderr[-4000:], file=sys.stderr)
         print("spright.native: mypyc failed (above): the hot path runs as Python", file=sys.stderr)
@@ -124,8 +146,7 @@ def clean() -> None:
     """Remove the extensions (``make clean``): the sources run."""
     for module in MODULES:
         extension(module).unlink(missing_ok=True)
-    for shared in ROOT.glob(f"*__mypyc{_SUFFIX}"):
-        shared.unlink()
+    library().unlink(missing_ok=True)
 
 
 STATE = choose()  # at import: spright/__init__.py imports this module before anything else

@@ -7,6 +7,8 @@ them (the modules' own small extension files are only loaded when imported from 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -19,10 +21,8 @@ from tests.kit.nodes import node_file
 
 
 def compiled_code() -> set[str]:
-    """The build's shared library (``make setup`` leaves exactly one)."""
-    libraries = {str(path) for path in native.ROOT.glob("*__mypyc*.so")}
-    assert len(libraries) == 1, libraries
-    return libraries
+    """The build's shared library, the one file a process running compiled code maps."""
+    return {str(native.library())}
 
 
 def mapped(pid: int) -> set[str]:
@@ -49,6 +49,18 @@ def test_a_node_runs_the_compiled_hot_path(runtime_dir: Path) -> None:
     assert tuning.latency_hints()[2] == ("hot path", True, f"{len(native.MODULES)} modules compiled with mypyc")
 
 
+@pytest.mark.needs("compiled")
+def test_the_compiled_hot_path_imports_from_any_directory(tmp_path: Path) -> None:
+    """Not only from the checkout's top: `spright run` is started from anywhere (the shared
+    library once sat at the checkout's top, where only a process started there found it)."""
+    if os.environ.get("SPRIGHT_PURE") == "1":
+        pytest.skip("SPRIGHT_PURE=1: this run checks the Python sources")
+    done = subprocess.run([sys.executable, "-c", "import spright.native, spright.worker.runtime as r; "
+                           "print(spright.native.STATE, r.__file__)"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["compiled", str(native.extension("spright.worker.runtime"))]
+
+
 def test_spright_pure_runs_every_module_from_its_source(runtime_dir: Path) -> None:
     with run_node("examples.echo:app", env={"SPRIGHT_PURE": "1"}) as (port, process):
         assert echo_through(port) == b"native"
@@ -71,6 +83,8 @@ def test_a_build_runs_only_while_whole_and_newer_than_every_source(tmp_path: Pat
         native.extension(module).write_bytes(b"")
     assert native.state() == f"pure (partly built: {native.MODULES[0]} missing)"
     native.extension(native.MODULES[0]).write_bytes(b"")
+    assert native.state() == f"pure (partly built: {native.library().name} missing)"
+    native.library().write_bytes(b"")
     for module in native.MODULES:
         os.utime(native.extension(module), (2000, 2000))
     assert native.state() == "compiled"

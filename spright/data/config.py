@@ -68,9 +68,10 @@ class Config:
     # lingering close (nginx's lingering_close): after an early answer (413 at the headers, 400...)
     # what the client still sends is read and discarded until it pauses this long or this much
     # time has passed; closing at once would make the kernel reset the connection, and a client
-    # still sending its body would never read the answer
-    linger_pause: float = 1.0
-    linger_max: float = 10.0
+    # still sending its body would never read the answer. nginx's lingering_timeout (5 s): a
+    # client starved of CPU for a second (a loaded machine) is still sending, not gone
+    linger_pause: float = 5.0
+    linger_max: float = 30.0
     # -- the node's clocks -----------------------------------------------------------------
     tick: float = 0.1  # the gateway's housekeeping period: timeouts, sweeps, counters for readers
     grace: float = 10.0  # how long a failed request's slots stay reserved for late writers

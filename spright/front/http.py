@@ -108,8 +108,14 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._refuse(error_response(400, "protocol upgrades are not supported"))
         except httptools.HttpParserError as exc:
-            if self._refused is None:
+            if not self._refusing():  # unless a callback refused it (413, 414, 431) with its own answer
                 self._refuse(error_response(400, f"malformed HTTP request: {exc}"))
+
+    def _refusing(self) -> bool:
+        """A refusal is set. A call, not ``self._refused is None`` inline: after the early return
+        above, mypy (so the compiled code) would take the attribute for None still, though the
+        parser's callbacks set it meanwhile."""
+        return self._refused is not None
 
     def is_idle(self) -> bool:
         return not self._queue and self._body is None
