@@ -7,7 +7,10 @@ Scenarios, each on a fresh node (skmsg unless ``--transport``):
 - ``product``: Online Boutique's product page (``GET /product/{id}``, upstream's most frequent
   request) under ``wrk -c32``: RPS and CPU per request, per process;
 - ``mix``: upstream's whole request mix (``bench.load``'s wrk script, as ``make bench``'s fig 9)
-  under ``wrk -c32``: RPS and CPU per request.
+  under ``wrk -c32``: RPS and CPU per request;
+- ``raw``: the bare uvloop+httptools server (``bench.raw_server``) under the same ``wrk -c32``:
+  its CPU per request is the floor, and the summary gives product's and mix's as multiples of it
+  (``x_raw_cpu``, measured in the same run).
 
 ``--against DIR`` runs every scenario on another checkout too (e.g. ``git worktree add
 /tmp/before <commit>``, with this ``bench/apps.py`` copied in), alternating the two so that the
@@ -94,7 +97,18 @@ def mix(checkout: Path, transport: str, duration: float, workdir: Path) -> dict[
         server.stop()
 
 
-SCENARIOS = {"calls": calls, "product": product, "mix": mix}
+def raw(checkout: Path, transport: str, duration: float, workdir: Path) -> dict[str, Any]:
+    """The bare server: no framework, one process (the same for every checkout)."""
+    (port,) = free_ports(1)
+    server = Server([sys.executable, "-m", "bench.raw_server", str(port)], [port], workdir / f"raw-{port}.log", ROOT)
+    server.start()
+    try:
+        return wrk_scenario(server, f"http://127.0.0.1:{port}/", duration, workdir)
+    finally:
+        server.stop()
+
+
+SCENARIOS = {"calls": calls, "product": product, "mix": mix, "raw": raw}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,9 +146,13 @@ def summarize(runs: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any
             figures[label] = {key: statistics.median(r[key] for r in results)}
             if name != "calls":
                 figures[label]["cpu_us"] = statistics.median(r["cpu_us"] for r in results)
+        if "raw" in runs and name in ("product", "mix"):
+            for label in by_checkout:
+                floor = statistics.median(r["cpu_us"] for r in runs["raw"][label])
+                figures[label]["x_raw_cpu"] = round(figures[label]["cpu_us"] / floor, 1) if floor else None
         if "before" in figures:
             figures["ratio"] = {k: round(figures["after"][k] / figures["before"][k], 2) for k in figures["after"]
-                                if figures["before"][k]}
+                                if figures["before"][k] and figures["after"][k] is not None}
         out[name] = figures
     return out
 
