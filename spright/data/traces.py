@@ -1,0 +1,122 @@
+"""What a trace is made of: the fixed-size span record every process writes on the data path,
+and the tree of spans the gateway assembles from them (spright.host.spans keeps the records,
+spright.front.tracing exports the trees, ``spright trace`` draws them).
+
+A process writes one record per piece of work it did for a traced request (the descriptor's
+TRACED flag says which): no ids are made and nothing is sent on the hot path. Records are
+joined afterwards by ``request_id`` (one gateway's request, see descriptor.GATEWAY_SHIFT), and
+a call's two sides by (the caller's endpoint, its call id). Times are CLOCK_MONOTONIC
+nanoseconds (``time.monotonic_ns()``), comparable across the processes of one host.
+
+Per kind, what the four times mean (0: not known):
+
+- SERVER, written by the gateway once the answer is out: t0 the request's head parsed,
+  t1 its first descriptor sent, t2 the answer's descriptor received, t3 the response written.
+  ``peer`` is the route's index (RouteTable.routes), ``trace_id``/``parent_id``/``sampled``
+  the W3C trace context (the incoming one, or one the gateway started).
+- HOP (a chain's hop) and CALLED (a ``ctx.call`` served), written by the worker when its
+  handler ends: t0 the descriptor received, t1 the handler started (t1 - t0: the queue wait
+  for a place), t2 the handler ended and its answer was sent. ``peer``: the sender's endpoint.
+- CALL, written by the caller when the reply settles the call: t0 sent, t1 reply received.
+  ``peer``: the callee's function id.
+
+``status``: the HTTP status (SERVER), the status the handler answered (HOP, CALLED: 200 unless
+it set one or failed), the call's outcome (CALL: 200, or the CallError's status).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+SERVER, HOP, CALL, CALLED = 1, 2, 3, 4
+KINDS = {SERVER: "server", HOP: "hop", CALL: "call", CALLED: "called"}
+
+RECORD_FIELDS = (
+    ("kind", "B"),
+    ("sampled", "B"),  # SERVER: the W3C sampled flag this request carries on
+    ("endpoint", "H"),  # who wrote the record
+    ("peer", "H"),  # see the module's docstring, per kind
+    ("hop", "B"),  # the chain position (HOP), the call's depth (CALL, CALLED)
+    ("_pad", "x"),
+    ("chain", "H"),
+    ("status", "H"),
+    ("request_id", "I"),
+    ("call_id", "I"),
+    ("t0", "Q"),
+    ("t1", "Q"),
+    ("t2", "Q"),
+    ("t3", "Q"),
+    ("trace_hi", "Q"),  # SERVER: the 128-bit trace id, high and low halves
+    ("trace_lo", "Q"),
+    ("parent_id", "Q"),  # SERVER: the caller's span id from traceparent (0: this request is a root)
+)
+RECORD = struct.Struct("<" + "".join(code for _, code in RECORD_FIELDS))
+RECORD_SIZE = RECORD.size  # 76 bytes
+FIELD_NAMES = tuple(name for name, code in RECORD_FIELDS if code != "x")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record as read back (``Record(*RECORD.unpack(data))``)."""
+
+    kind: int
+    sampled: int
+    endpoint: int
+    peer: int
+    hop: int
+    chain: int
+    status: int
+    request_id: int
+    call_id: int
+    t0: int
+    t1: int
+    t2: int
+    t3: int
+    trace_hi: int
+    trace_lo: int
+    parent_id: int
+
+    @property
+    def trace_id(self) -> int:
+        return self.trace_hi << 64 | self.trace_lo
+
+
+assert tuple(Record.__dataclass_fields__) == FIELD_NAMES
+
+
+@dataclass(slots=True)
+class Span:
+    """One span of an assembled trace. ``kind``: "server" (the request at the gateway), "hop"
+    (a chain's hop), "call" (a ``ctx.call``, the caller's side), "handler" (the callee's run of
+    a call). ``queue_ns``: waited for a place before the handler started; ``transit_ns``: the
+    data plane's part, from the sender's send to this receiver's receive (None: not known)."""
+
+    name: str
+    kind: str
+    function: str
+    endpoint: int
+    start_ns: int
+    end_ns: int
+    status: int
+    queue_ns: int | None = None
+    transit_ns: int | None = None
+    children: list[Span] = field(default_factory=list)
+
+    @property
+    def duration_ns(self) -> int:
+        return self.end_ns - self.start_ns
+
+
+@dataclass(slots=True)
+class Trace:
+    """One request's spans: ``root`` is its server span. ``complete``: every record the tree
+    needs was found (a ring overwritten before it was read leaves holes)."""
+
+    trace_id: int
+    parent_id: int
+    sampled: bool
+    request_id: int
+    route: str
+    root: Span
+    complete: bool = True
