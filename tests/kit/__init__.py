@@ -7,5 +7,7 @@
   processes, and the ``spright`` command;
 - ``worker``: one real ``Worker`` in the test's process, driven descriptor by descriptor;
 - ``boutique``: the Online Boutique's shoppers and scenarios (in-process, on a node, in a pod);
-- ``wire``: raw HTTP/1.1 over a plain socket (the test, not a client library, decides the bytes).
+- ``wire``: raw HTTP/1.1 over a plain socket (the test, not a client library, decides the bytes);
+- ``otlp``: a real OTLP/HTTP trace receiver, decoding what an exporter sent as a collector does;
+- ``traces``: assembled traces of a known shape (spright.data.traces), for what consumes them.
 """
