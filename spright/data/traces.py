@@ -27,7 +27,10 @@ it set one or failed), the call's outcome (CALL: 200, or the CallError's status)
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from spright.data.table import RouteTable
 
 SERVER, HOP, CALL, CALLED = 1, 2, 3, 4
 KINDS = {SERVER: "server", HOP: "hop", CALL: "call", CALLED: "called"}
@@ -120,3 +123,89 @@ class Trace:
     route: str
     root: Span
     complete: bool = True
+
+
+def assemble(server: Record, records: Iterable[Record], table: RouteTable) -> Trace:
+    """The span tree of the request ``server`` (its SERVER record) from the other records
+    with its request id: the hops under the root in chain order, each call under the handler
+    run that made it, each call's handler run under the call.
+
+    Nothing in a record names its parent, so parents are found: a hop's is the root; a
+    call's, the handler run at its endpoint (a HOP or CALLED) that was running when the call
+    was sent, the innermost if several were (a handler serving a call its own function made
+    runs inside its caller); a served call's, the CALL with its caller's endpoint and call id.
+    A record whose parent is missing (its ring was overwritten before it was read) hangs
+    from the root, and the trace says it is not ``complete``. A parent must have started
+    before its child, so even records that contradict each other cannot make a cycle.
+    """
+    route = table.routes[server.peer]
+    name = f"{route.method} {route.path}"
+    root = Span(name, "server", "gateway", server.endpoint, server.t0, server.t3, server.status)
+    trace = Trace(server.trace_id, server.parent_id, bool(server.sampled), server.request_id, name, root)
+    hops: dict[int, Record] = {}  # by chain position (the descriptor's hop: 0 for the first function)
+    calls: dict[tuple[int, int], tuple[Record, Span]] = {}  # by (caller's endpoint, call id)
+    runs: dict[int, list[tuple[Record, Span]]] = {}  # handler runs (HOP, CALLED) by endpoint
+    spans: list[tuple[Record, Span]] = []
+    for record in records:
+        # (SERVER: the request's own.) Request ids wrap round: a record older than the request
+        # belongs to an earlier one.
+        if record.kind not in (HOP, CALL, CALLED) or record.t0 < server.t0:
+            continue
+        function = table.name_of(record.endpoint)
+        if record.kind == HOP:
+            span = Span(function, "hop", function, record.endpoint, record.t0, record.t2, record.status,
+                        queue_ns=record.t1 - record.t0)
+            hops[record.hop] = record
+            runs.setdefault(record.endpoint, []).append((record, span))
+        elif record.kind == CALLED:
+            span = Span(function, "handler", function, record.endpoint, record.t0, record.t2, record.status,
+                        queue_ns=record.t1 - record.t0)
+            runs.setdefault(record.endpoint, []).append((record, span))
+        else:
+            callee = table.functions[record.peer - 1].name  # function ids count from 1
+            span = Span(f"{function}.call({callee})", "call", function, record.endpoint, record.t0, record.t1,
+                        record.status)
+            calls[record.endpoint, record.call_id] = record, span
+        spans.append((record, span))
+
+    for record, span in spans:
+        parent: Span | None = None
+        if record.kind == HOP:
+            parent = root
+            previous = hops.get(record.hop - 1)  # whose send is this hop's transit's start
+            if record.hop == 0:
+                span.transit_ns = record.t0 - server.t1
+            elif previous is not None:
+                span.transit_ns = record.t0 - previous.t2
+            else:
+                trace.complete = False
+        elif record.kind == CALLED:
+            call = calls.get((record.peer, record.call_id))
+            if call is not None and call[0].t0 <= record.t0:
+                parent = call[1]
+                span.transit_ns = record.t0 - call[0].t0
+        else:
+            parent = _caller(record, runs.get(record.endpoint, ()))
+        if parent is None:
+            parent = root
+            trace.complete = False
+        parent.children.append(span)
+    for _, span in spans:
+        span.children.sort(key=_start)
+    root.children.sort(key=_start)
+    return trace
+
+
+def _caller(call: Record, runs: Iterable[tuple[Record, Span]]) -> Span | None:
+    """The handler run that sent ``call``: running then (between its start and its end), and
+    received strictly before (which its own served call never was); the innermost one."""
+    found: tuple[Record, Span] | None = None
+    for run in runs:
+        record = run[0]
+        if record.t0 < call.t0 and record.t1 <= call.t0 <= record.t2 and (found is None or record.t1 > found[0].t1):
+            found = run
+    return found[1] if found is not None else None
+
+
+def _start(span: Span) -> int:
+    return span.start_ns
