@@ -22,8 +22,8 @@ from spright import App, Config, Context
 from spright.data import descriptor
 from spright.data.descriptor import GATEWAY, REQUEST, RESPONSE, SIZE, unpack_many
 from spright.front.gateway import Gateway
-from spright.front.roles import Follower
 from spright.front.http import HttpProtocol
+from spright.front.roles import Follower
 from spright.host.pool import Pool
 from spright.host.pools import NodePool
 from spright.transport.base import Endpoint, Receiver, Transport

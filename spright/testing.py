@@ -58,7 +58,7 @@ class TestClient:
         self.memory = NodeMemory.create(self.table, self.config, shared=False)  # as a node's, in this process
         self.pool, self.counters = self.memory.pools, self.memory.counters
         self.coordinator = self.memory.coordinator(transport)
-        self.gateway = self.memory.gateway(self.config, self.coordinator)
+        self.gateway = self.memory.gateway(self.config, self.coordinator, service=self.app.name, dataplane="local")
         await self.gateway.start(transport)
         self.workers = self.memory.workers(  # one per instance the function starts with
             self.app, [e for f in self.table.functions for e in self.table.instance_endpoints(f.id)[: f.instances]])

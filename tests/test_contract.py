@@ -22,6 +22,8 @@ What every transport must do (each test says what a broken one would do instead)
  6. stop cleanly: no socket file, pin, BPF program or map, socket or thread left, and
     stop() is idempotent.
 
+Every flag a descriptor carries (the trace flag included) arrives as it was sent.
+
 The ``sender`` field: the sk_msg program overwrites it with the kernel's idea of the sender
 (the socket the descriptor was sent from); userspace transports pass it through. Every
 descriptor here names its true sender, so "arrives unchanged" holds on every transport;

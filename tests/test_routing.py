@@ -251,3 +251,13 @@ def test_the_public_api_names_what_apps_configure_with() -> None:
     from spright.data.autoscale import ScalePolicy
 
     assert spright.ScalePolicy is ScalePolicy and "ScalePolicy" in spright.__all__
+
+
+def test_every_gateway_process_endpoint_is_named_gateway_and_in_domain_zero() -> None:
+    """A further gateway's endpoint is no function's: it was named (and domained) after the last one."""
+    app = App("gateways")
+    app.route("/", app.add_function(lambda ctx: b"", name="last"))
+    table = app.compile(gateways=3)
+    assert [table.name_of(e) for e in table.gateways] == ["gateway"] * 3
+    assert [table.domain_of(e) for e in table.gateways] == ["gateway"] * 3
+    assert table.name_of(table.function_id("last")) == "last"

@@ -8,7 +8,7 @@ import pytest
 
 from spright import App
 from spright.data.table import RouteTable
-from spright.data.traces import CALL, CALLED, HOP, RECORD, SERVER, Record, Span, Trace, assemble
+from spright.data.traces import CALL, CALLED, HOP, RECORD, SERVER, Record, Span, Trace, TraceNames, assemble
 
 REQUEST_ID = 0x0000_0042
 TRACE_HI, TRACE_LO = 0x0AF7651916CD43DD, 0x8448EB211C80319C
@@ -68,7 +68,7 @@ def test_a_three_hop_chain(table: RouteTable) -> None:
         hop(2, 1, 1350, 1355, 1500),
         hop(5, 2, 1550, 1600, 1800, status=201),  # on price's second instance
     )
-    assert assemble(head, records, table) == Trace(
+    assert assemble(head, records, TraceNames.of(table)) == Trace(
         trace_id=TRACE_HI << 64 | TRACE_LO, parent_id=0xB7AD6B7169203331, sampled=True, request_id=REQUEST_ID,
         route="GET /checkout",
         root=Span("GET /checkout", "server", "gateway", 0, 1000, 2000, 200, children=[
@@ -93,7 +93,7 @@ def test_concurrent_calls_and_a_callee_that_calls(table: RouteTable) -> None:
         call(5, 4, 1, 1300, 1500, status=500),
         called(4, 5, 1, 1320, 1330, 1490, status=500),
     )
-    trace = assemble(head, records, table)
+    trace = assemble(head, records, TraceNames.of(table))
     assert trace.route == "POST /quote" and trace.complete
     tax = Span("tax", "handler", "tax", 4, 1320, 1490, 500, queue_ns=10, transit_ns=20)
     price = Span("price", "handler", "price", 5, 1230, 1690, 200, queue_ns=10, transit_ns=20, children=[
@@ -118,7 +118,7 @@ def test_a_call_belongs_to_the_innermost_running_handler(table: RouteTable) -> N
         call(1, 4, 8, 1450, 1480),
         called(4, 1, 8, 1455, 1460, 1475),
     )
-    trace = assemble(head, records, table)
+    trace = assemble(head, records, TraceNames.of(table))
     [outer] = trace.root.children
     [self_call] = outer.children
     [inner] = self_call.children
@@ -131,13 +131,13 @@ def test_a_call_belongs_to_the_innermost_running_handler(table: RouteTable) -> N
 def test_records_whose_parent_is_missing_hang_from_the_root(table: RouteTable) -> None:
     head = server(table, "/quote")
     present = [hop(1, 0, 1100, 1110, 1900), call(1, 2, 1, 1200, 1600), called(2, 1, 1, 1250, 1260, 1590)]
-    assert assemble(head, present, table).complete
+    assert assemble(head, present, TraceNames.of(table)).complete
 
-    without_call = assemble(head, [present[0], present[2]], table)  # front's CALL was overwritten
+    without_call = assemble(head, [present[0], present[2]], TraceNames.of(table))  # front's CALL was overwritten
     assert not without_call.complete
     assert [(s.name, s.transit_ns) for s in without_call.root.children] == [("front", 0), ("cart", None)]
 
-    without_hop = assemble(head, present[1:], table)  # front's HOP was
+    without_hop = assemble(head, present[1:], TraceNames.of(table))  # front's HOP was
     assert not without_hop.complete
     [orphan] = without_hop.root.children
     assert orphan.name == "front.call(cart)" and [s.name for s in orphan.children] == ["cart"]
@@ -145,7 +145,7 @@ def test_records_whose_parent_is_missing_hang_from_the_root(table: RouteTable) -
 
 def test_a_missing_hop_leaves_the_next_ones_transit_unknown(table: RouteTable) -> None:
     head = server(table, "/checkout")
-    trace = assemble(head, [hop(1, 0, 1150, 1160, 1300), hop(5, 2, 1550, 1600, 1800)], table)
+    trace = assemble(head, [hop(1, 0, 1150, 1160, 1300), hop(5, 2, 1550, 1600, 1800)], TraceNames.of(table))
     assert not trace.complete
     assert [(s.name, s.transit_ns) for s in trace.root.children] == [("front", 50), ("price", None)]
 
@@ -154,7 +154,7 @@ def test_records_of_an_earlier_request_with_the_same_id_are_ignored(table: Route
     """Request ids wrap round: a quiet function's ring may still hold a record of the last
     request that had this id."""
     head = server(table, "/checkout")
-    trace = assemble(head, [hop(1, 0, 1150, 1160, 1300), hop(2, 1, 10, 20, 30)], table)
+    trace = assemble(head, [hop(1, 0, 1150, 1160, 1300), hop(2, 1, 10, 20, 30)], TraceNames.of(table))
     assert [s.name for s in trace.root.children] == ["front"]
 
 
@@ -163,13 +163,13 @@ def test_contradictory_records_cannot_make_a_cycle(table: RouteTable) -> None:
     rule alone, be its own call's caller: each record still lands in the tree exactly once."""
     head = server(table, "/quote")
     records = [hop(1, 0, 1100, 1110, 1900), call(1, 1, 1, 1200, 1300), called(1, 1, 1, 1200, 1200, 1290)]
-    trace = assemble(head, records, table)
+    trace = assemble(head, records, TraceNames.of(table))
     assert [s.kind for s in spans(trace.root)] == ["server", "hop", "call", "handler"]
     assert trace.complete
 
 
 def test_a_page_the_gateway_serves_itself(table: RouteTable) -> None:
     head = server(table, "/metrics", status=200)
-    trace = assemble(head, [head], table)
+    trace = assemble(head, [head], TraceNames.of(table))
     assert trace.route == "GET /metrics" and trace.root.children == [] and trace.complete
     assert trace.root.duration_ns == 1000

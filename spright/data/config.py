@@ -54,6 +54,13 @@ class Config:
     balance: str = "least_in_flight"  # how a function's instance is picked: or round_robin
     node_dir: str | None = None  # spright gateway (pod mode): where its workers, started on their own, join
     # -- the app's (App(...)) ----------------------------------------------------------------
+    # tracing (docs/tracing.md): the share of requests traced (a sampled traceparent always is),
+    # tail rules that trace every request and keep the slow (seconds) and the failed (5xx) ones,
+    # and where kept traces go (an OTLP/HTTP collector's URL; `spright trace` shows them anyway)
+    trace_sample: float = 0.0
+    trace_slower_than: float | None = None
+    trace_errors: bool = False
+    otlp: str | None = None
     default_timeout: float = 30.0  # seconds a route's chain may take, unless the route says
     pool: PoolConfig = field(default_factory=PoolConfig)  # pool.max_body, .max_response: the size limits
     # -- HTTP limits -----------------------------------------------------------------------
@@ -100,10 +107,24 @@ class Config:
         if self.ingress_connections < 1 or (self.ingress_connections > 1 and not self.ingress):
             raise ValueError(f"--ingress-connections N (N >= 1) is for --ingress, got {self.ingress_connections}"
                              f"{'' if self.ingress else ' without --ingress'}")
+        if not 0 <= self.trace_sample <= 1:
+            raise ValueError(f"Config.trace_sample (--trace-sample) is a share of requests, 0..1, "
+                             f"got {self.trace_sample}")
+        if self.trace_slower_than is not None and not self.trace_slower_than > 0:
+            raise ValueError(f"Config.trace_slower_than (--trace-slower-than) is seconds > 0, "
+                             f"got {self.trace_slower_than}")
+        if self.otlp is not None and not self.otlp.startswith(("http://", "https://")):
+            raise ValueError(f"Config.otlp is an OTLP/HTTP collector's URL (http://host:4318/v1/traces), "
+                             f"got {self.otlp!r}")
         if self.balance not in BALANCES:
             raise ValueError(f"Config.balance must be one of {', '.join(BALANCES)}, got {self.balance!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"Config.port must be 0..65535, got {self.port}")
+
+    @property
+    def tracing(self) -> bool:
+        """Some request may be traced: the node keeps span rings and a recorder."""
+        return bool(self.trace_sample or self.trace_slower_than or self.trace_errors or self.otlp)
 
     @property
     def max_body(self) -> int:

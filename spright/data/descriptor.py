@@ -55,6 +55,7 @@ BODY_TEXT = 0x10
 BODY_JSON = 0x20
 BODY_MASK = 0x30
 HAS_RESPONSE_META = 0x40  # the slot's metadata carries status/headers set by a handler
+TRACED = 0x80  # the request is traced: each hop and call writes a span record (spright.data.traces)
 
 MAX_DEPTH = 0xFF  # a CALL's depth, in its hop byte, counts up to this
 

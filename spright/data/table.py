@@ -122,10 +122,13 @@ class RouteTable:
         return hosted
 
     def name_of(self, endpoint_id: int) -> str:
-        return "gateway" if endpoint_id == GATEWAY else self.functions[self.function_of(endpoint_id) - 1].name
+        """The function an endpoint serves, by name; "gateway" for every gateway process's."""
+        function_id = self.function_of(endpoint_id)
+        return "gateway" if function_id == GATEWAY else self.functions[function_id - 1].name
 
     def domain_of(self, endpoint_id: int) -> str:
-        return self.domains[0 if endpoint_id == GATEWAY else self.functions[self.function_of(endpoint_id) - 1].domain]
+        function_id = self.function_of(endpoint_id)
+        return self.domains[0 if function_id == GATEWAY else self.functions[function_id - 1].domain]
 
     def steps(self, addresses: tuple[tuple[int, ...], ...]) -> tuple[tuple[tuple[int, int], ...], ...]:
         """Per chain and position: the (next_hop, kind) of the descriptor that goes there.

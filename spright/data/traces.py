@@ -26,18 +26,21 @@ it set one or failed), the call's outcome (CALL: 200, or the CallError's status)
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from spright.data.table import RouteTable
 
 SERVER, HOP, CALL, CALLED = 1, 2, 3, 4
+SAMPLED, KEPT = 0x1, 0x2  # a SERVER record's ``sampled`` byte: W3C's sampled flag; the trace was kept
 KINDS = {SERVER: "server", HOP: "hop", CALL: "call", CALLED: "called"}
 
 RECORD_FIELDS = (
     ("kind", "B"),
-    ("sampled", "B"),  # SERVER: the W3C sampled flag this request carries on
+    ("sampled", "B"),  # SERVER: SAMPLED (the W3C flag this request carries on) | KEPT (exported)
     ("endpoint", "H"),  # who wrote the record
     ("peer", "H"),  # see the module's docstring, per kind
     ("hop", "B"),  # the chain position (HOP), the call's depth (CALL, CALLED)
@@ -125,7 +128,42 @@ class Trace:
     complete: bool = True
 
 
-def assemble(server: Record, records: Iterable[Record], table: RouteTable) -> Trace:
+@dataclass(frozen=True)
+class TraceNames:
+    """What a trace's spans are called: routes by index, functions by id (from 1), endpoints
+    by id (an instance's named after its function; the gateways' are "gateway"). Made from the
+    compiled table, and kept in node.json for readers in other processes (``spright trace``)."""
+
+    routes: tuple[str, ...]
+    functions: tuple[str, ...]
+    endpoints: dict[int, str]
+
+    @classmethod
+    def of(cls, table: RouteTable) -> TraceNames:
+        return cls(tuple(f"{route.method} {route.path}" for route in table.routes),
+                   tuple(f.name for f in table.functions),
+                   {e: f.name for f in table.functions for e in table.instance_endpoints(f.id)})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"routes": list(self.routes), "functions": list(self.functions),
+                "endpoints": {str(e): name for e, name in self.endpoints.items()}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TraceNames:
+        return cls(tuple(data["routes"]), tuple(data["functions"]),
+                   {int(e): name for e, name in data["endpoints"].items()})
+
+    def endpoint(self, endpoint: int) -> str:
+        return self.endpoints.get(endpoint, "gateway")
+
+    def function(self, function_id: int) -> str:
+        return self.functions[function_id - 1] if 0 < function_id <= len(self.functions) else f"#{function_id}"
+
+    def route(self, index: int) -> str:
+        return self.routes[index] if 0 <= index < len(self.routes) else f"route #{index}"
+
+
+def assemble(server: Record, records: Iterable[Record], names: TraceNames) -> Trace:
     """The span tree of the request ``server`` (its SERVER record) from the other records
     with its request id: the hops under the root in chain order, each call under the handler
     run that made it, each call's handler run under the call.
@@ -138,10 +176,9 @@ def assemble(server: Record, records: Iterable[Record], table: RouteTable) -> Tr
     from the root, and the trace says it is not ``complete``. A parent must have started
     before its child, so even records that contradict each other cannot make a cycle.
     """
-    route = table.routes[server.peer]
-    name = f"{route.method} {route.path}"
+    name = names.route(server.peer)
     root = Span(name, "server", "gateway", server.endpoint, server.t0, server.t3, server.status)
-    trace = Trace(server.trace_id, server.parent_id, bool(server.sampled), server.request_id, name, root)
+    trace = Trace(server.trace_id, server.parent_id, bool(server.sampled & SAMPLED), server.request_id, name, root)
     hops: dict[int, Record] = {}  # by chain position (the descriptor's hop: 0 for the first function)
     calls: dict[tuple[int, int], tuple[Record, Span]] = {}  # by (caller's endpoint, call id)
     runs: dict[int, list[tuple[Record, Span]]] = {}  # handler runs (HOP, CALLED) by endpoint
@@ -151,7 +188,7 @@ def assemble(server: Record, records: Iterable[Record], table: RouteTable) -> Tr
         # belongs to an earlier one.
         if record.kind not in (HOP, CALL, CALLED) or record.t0 < server.t0:
             continue
-        function = table.name_of(record.endpoint)
+        function = names.endpoint(record.endpoint)
         if record.kind == HOP:
             span = Span(function, "hop", function, record.endpoint, record.t0, record.t2, record.status,
                         queue_ns=record.t1 - record.t0)
@@ -162,7 +199,7 @@ def assemble(server: Record, records: Iterable[Record], table: RouteTable) -> Tr
                         queue_ns=record.t1 - record.t0)
             runs.setdefault(record.endpoint, []).append((record, span))
         else:
-            callee = table.functions[record.peer - 1].name  # function ids count from 1
+            callee = names.function(record.peer)
             span = Span(f"{function}.call({callee})", "call", function, record.endpoint, record.t0, record.t1,
                         record.status)
             calls[record.endpoint, record.call_id] = record, span
@@ -209,3 +246,29 @@ def _caller(call: Record, runs: Iterable[tuple[Record, Span]]) -> Span | None:
 
 def _start(span: Span) -> int:
     return span.start_ns
+
+
+_NOT_TOKEN = re.compile(r"[^!#$%&'*+.^_`|~0-9A-Za-z-]")  # RFC 9110 tchar
+
+
+def server_timing(trace: Trace) -> str:
+    """A ``Server-Timing`` value (https://w3c.github.io/server-timing/): the chain's hops in
+    order, each ``<function>;dur=<ms>;desc="queue <µs>us"`` (ASCII, as header bytes must
+    be), then ``total``. A metric name is a token, so other characters become ``_``; a
+    function met again gets ``-2``, ``-3``, ... (browsers keep only one entry per name), and
+    ``total`` is never a function's."""
+    taken = {"total"}
+    metrics = []
+    for hop in sorted((child for child in trace.root.children if child.kind == "hop"), key=lambda s: s.start_ns):
+        base = _NOT_TOKEN.sub("_", hop.function) or "_"
+        name, count = base, 1
+        while name in taken:
+            count += 1
+            name = f"{base}-{count}"
+        taken.add(name)
+        metric = f"{name};dur={hop.duration_ns / 1e6:.3f}"
+        if hop.queue_ns is not None:
+            metric += f';desc="queue {hop.queue_ns / 1e3:.1f}us"'
+        metrics.append(metric)
+    metrics.append(f"total;dur={trace.root.duration_ns / 1e6:.3f}")
+    return ", ".join(metrics)

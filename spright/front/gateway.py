@@ -39,6 +39,7 @@ from spright.data.response import Refused, Response, error_response, no_payload_
 from spright.data.table import MethodNotAllowed, NotFound, RouteEntry, RouteTable
 from spright.front.incoming import Incoming, RequestHead
 from spright.front.metrics import CONTENT_TYPE, GatewayMetrics
+from spright.front.recorder import Recorder
 from spright.host.counters import BYTES, DROPPED, IN, OUT, CounterTable
 from spright.host.pool import PoolExhausted, read_meta
 from spright.host.pools import NodePool
@@ -77,9 +78,10 @@ class Role(Protocol):
 
 class Gateway:
     def __init__(self, table: RouteTable, pool: NodePool, config: Config, role: Role,
-                 counters: CounterTable | None = None, index: int = 0) -> None:
+                 counters: CounterTable | None = None, index: int = 0, recorder: Recorder | None = None) -> None:
         """``role``: see ``Role``. ``counters``: the node's table (row 0 is the first gateway's);
-        a private one when alone. ``index``: which of the node's gateway processes this is."""
+        a private one when alone. ``index``: which of the node's gateway processes this is.
+        ``recorder``: traces requests (spright.front.recorder), when the node traces."""
         self.table = table
         self.index = index
         self.endpoint = table.gateways[index]
@@ -88,6 +90,7 @@ class Gateway:
         self.config = config
         self.max_body = config.max_body
         self._role = role
+        self._recorder = recorder
         self.metrics = GatewayMetrics(table, counters or CounterTable.create(len(table.endpoints), shared=False),
                                       role.instances, self.endpoint)
         self._counts = self.metrics.counts
@@ -132,6 +135,8 @@ class Gateway:
             self._ticker.cancel()
         self.shed()
         self.metrics.publish()
+        if self._recorder is not None:
+            self._recorder.close()
         if self._endpoint is not None:
             self._endpoint.close()
 
@@ -189,21 +194,25 @@ class Gateway:
             request.release()
             names = ", ".join(sorted(self.table.name_of(i) for i in down))
             return self._answer_now(done, error_response(503, f"restarting after a crash: {names}"))
+        request_id = request.request_id
+        # a traced request's headers carry the gateway's traceparent on to every hop
+        flags = REQUEST | self._recorder.begin(request_id, route, request.headers) if self._recorder else REQUEST
         meta = orjson.dumps({"method": request.method, "path": request.path, "query": request.query,
                              "headers": request.headers, "params": request.params, "route": route.index})
         try:
             slot = self.pool.set_meta(slot, request.length, meta, request.request_id)
         except (PoolExhausted, ValueError):
             request.release()
+            if self._recorder is not None:
+                self._recorder.discard(request_id)
             return self._answer_now(done, no_payload_space())
         if request.view is not None:
             request.view.release()  # the body is in
-        request_id = request.request_id
         now = time.monotonic()
         self._pending[request_id] = (done, route, now + route.timeout, now)
         self.receiving.discard(request_id)
         first, _ = self._first_steps[route.chain]
-        out = descriptor.hop(first, GATEWAY, REQUEST, 0, route.chain, 0, slot.id, slot.generation,
+        out = descriptor.hop(first, GATEWAY, flags, 0, route.chain, 0, slot.id, slot.generation,
                              request.length, request_id)
         if len(self._pending) == 1:  # the only request in flight: no batch to wait for
             self._outbox.send_now(out)
@@ -286,6 +295,8 @@ class Gateway:
         if failed:
             self._failed[request_id] = time.monotonic() + self.config.grace
         self.metrics.observe(pending[1], response.status, pending[3])
+        if self._recorder is not None:
+            self._recorder.end(request_id, response)
         pending[0](response)
 
     def sweep_later(self) -> None:

@@ -13,7 +13,6 @@ import-linter contract in pyproject.toml says so).
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 
@@ -122,28 +121,3 @@ class Exporter:
     def shutdown(self) -> None:
         """Send what is queued, then stop the export thread."""
         self._provider.shutdown()
-
-
-_NOT_TOKEN = re.compile(r"[^!#$%&'*+.^_`|~0-9A-Za-z-]")  # RFC 9110 tchar
-
-
-def server_timing(trace: Trace) -> str:
-    """A ``Server-Timing`` value (https://w3c.github.io/server-timing/): the chain's hops in
-    order, each ``<function>;dur=<ms>;desc="queue <µs> µs"``, then ``total``. A metric name is
-    a token, so other characters become ``_``; a function met again gets ``-2``, ``-3``, ...
-    (browsers keep only one entry per name), and ``total`` is never a function's."""
-    taken = {"total"}
-    metrics = []
-    for hop in sorted((child for child in trace.root.children if child.kind == "hop"), key=lambda s: s.start_ns):
-        base = _NOT_TOKEN.sub("_", hop.function) or "_"
-        name, count = base, 1
-        while name in taken:
-            count += 1
-            name = f"{base}-{count}"
-        taken.add(name)
-        metric = f"{name};dur={hop.duration_ns / 1e6:.3f}"
-        if hop.queue_ns is not None:
-            metric += f';desc="queue {hop.queue_ns / 1e3:.1f} µs"'
-        metrics.append(metric)
-    metrics.append(f"total;dur={trace.root.duration_ns / 1e6:.3f}")
-    return ", ".join(metrics)

@@ -68,6 +68,9 @@ class NodeFile:
     routes: list[dict[str, Any]]  # RouteTable.describe(): the compiled table
     scaling: list[dict[str, Any]] = field(default_factory=list)  # the autoscaler's last decisions
     gateways: list[int] = field(default_factory=lambda: [0])  # endpoint id of each gateway process
+    # when the node traces: its span rings' segment ("shm", "rings", "capacity") and what the
+    # spans are called ("names": spright.data.traces.TraceNames.to_json()); else empty
+    traces: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         return f"pid {self.pid}: app {self.app!r} on port {self.port} (transport {self.transport})"

@@ -37,6 +37,9 @@ ALIGN = 64
 Read = Callable[[int, int], bytes]  # (offset, length) -> a copy of those bytes of the segment
 
 
+CAPACITY = 4096  # records a ring keeps (the gateway reads the rings at each traced answer)
+
+
 def ring_bytes(capacity: int) -> int:
     """One ring's size: its header and slots, rounded up to the next ring's alignment."""
     return -(-(HEADER + (capacity + 1) * RECORD_SIZE) // ALIGN) * ALIGN
@@ -155,12 +158,13 @@ class SpanTable:
         self._views: list[memoryview] = [self._buffer]  # every view handed out, released on close
 
     @classmethod
-    def create(cls, rings: int, capacity: int = 4096, *, shared: bool = True) -> SpanTable:
-        """``shared``: a /dev/shm segment (POSIX shm is created with mode 0600) under a fresh
-        random name, for a node; otherwise plain memory, for the in-process TestClient."""
+    def create(cls, rings: int, capacity: int = CAPACITY, *, shared: bool = True,
+               name: str | None = None) -> SpanTable:
+        """``shared``: a /dev/shm segment (POSIX shm is created with mode 0600) under ``name``
+        or a fresh random one, for a node; otherwise plain memory, for the in-process TestClient."""
         if not shared:
             return cls(rings, capacity, None, True)
-        segment = SharedMemory(f"spright-{secrets.token_hex(6)}-spans", create=True,
+        segment = SharedMemory(name or f"spright-{secrets.token_hex(6)}-spans", create=True,
                                size=segment_bytes(rings, capacity))
         return cls(rings, capacity, segment, True)
 

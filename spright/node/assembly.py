@@ -2,23 +2,30 @@
 further gateway process, a worker process (spawned, or started on its own in pod mode) and
 TestClient. A node-wide resource is added here, once, and every kind of node has it.
 
-A node's memory is its payload pools (one per security domain) and its counter table (a row per
-endpoint, then the gateways' latency histograms). The first process creates both; the others
-attach to them by name. On that memory stand the gateway and the workers.
+A node's memory is its payload pools (one per security domain), its counter table (a row per
+endpoint, then the gateways' latency histograms) and, when it traces, its span rings (one per
+endpoint, named after the counter table: whoever finds one finds the other). The first process
+creates them; the others attach to them by name. On that memory stand the gateway and the workers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from spright.data.config import Config
 from spright.data.table import RouteTable
+from spright.data.traces import TraceNames
 from spright.front.gateway import Gateway, Role
+from spright.front.recorder import Export, Recorder
 from spright.front.roles import Coordinator
 from spright.host.counters import CounterTable, histogram_words
 from spright.host.pool import Pool, PoolHandle
 from spright.host.pools import NodePool
+from spright.host.spans import CAPACITY, SpanTable
 from spright.routing import App
 from spright.transport.base import Transport
 from spright.worker.runtime import Worker
@@ -26,11 +33,12 @@ from spright.worker.runtime import Worker
 
 @dataclass
 class NodeMemory:
-    """The payload pools and the counter table of one node, as this process sees them."""
+    """The payload pools, the counter table and the span rings of one node, as this process sees them."""
 
     table: RouteTable
     pools: NodePool
     counters: CounterTable
+    spans: SpanTable | None = None  # None: the node does not trace
 
     @classmethod
     def create(cls, table: RouteTable, config: Config, *, shared: bool = True) -> NodeMemory:
@@ -38,7 +46,11 @@ class NodeMemory:
         a node living in one process (TestClient), laid out the same."""
         pools = NodePool.create(config.pool, (f.domain for f in table.functions))
         counters = CounterTable.create(len(table.endpoints), shared=shared, extra_words=histogram_words(table))
-        return cls(table, pools, counters)
+        spans = None
+        if config.tracing:
+            name = spans_name(counters.name) if counters.name else None
+            spans = SpanTable.create(len(table.endpoints), shared=shared, name=name)
+        return cls(table, pools, counters, spans)
 
     @classmethod
     def attach(cls, table: RouteTable, pools: Iterable[PoolHandle], counters: str, *,
@@ -46,28 +58,61 @@ class NodeMemory:
         """Another process's view of the node's memory: the pools ``pools`` names (a worker is
         handed its own domain's only) and the counter table named ``counters``. ``tracked``:
         see ``spright.host.pool.attach_segment``."""
+        spans = None
+        with contextlib.suppress(FileNotFoundError):  # none: the node does not trace
+            spans = SpanTable.attach(spans_name(counters), len(table.endpoints), CAPACITY, tracked=tracked)
         return cls(table, NodePool.attach(pools, tracked=tracked),
-                   CounterTable.attach(counters, len(table.endpoints), tracked=tracked))
+                   CounterTable.attach(counters, len(table.endpoints), tracked=tracked), spans)
 
     def coordinator(self, transport: Transport, wake: Callable[[int], None] = lambda function_id: None) -> Coordinator:
         """The first gateway's role: the node's membership and activator (spright.front.roles)."""
         return Coordinator(self.table, self.pools, transport, wake)
 
-    def gateway(self, config: Config, role: Role, index: int = 0) -> Gateway:
+    def gateway(self, config: Config, role: Role, index: int = 0, *, service: str = "spright",
+                dataplane: str = "") -> Gateway:
         """Gateway process ``index`` of the node, in ``role`` (the coordinator's for 0, else a
-        ``Follower``)."""
-        return Gateway(self.table, self.pools, config, role, self.counters, index)
+        ``Follower``); with its trace recorder when the node traces, exporting as ``service``
+        (the app's name) over ``dataplane`` when ``config.otlp`` says where."""
+        recorder = None
+        if self.spans is not None:
+            exporter: Export | None = None
+            if config.otlp:  # imported only to export: OpenTelemetry's SDK takes ~0.1 s to import
+                from spright.front.tracing import Exporter
+
+                exporter = Exporter(config.otlp, service=service, attributes={
+                    "spright.dataplane": dataplane, "spright.gateway": str(index), "host.name": socket.gethostname()})
+            recorder = Recorder(self.table, config, self.spans, self.table.gateways[index], index, exporter)
+        return Gateway(self.table, self.pools, config, role, self.counters, index, recorder)
 
     def workers(self, app: App, endpoints: Iterable[int]) -> list[Worker]:
         """A Worker for each endpoint (an instance of a function), over its domain's pool and
         its own row of counters."""
         table = self.table
-        return [Worker(table, app.functions[table.name_of(e)], self.pool_of(e), self.counters.row(e), e)
-                for e in endpoints]
+        spans = self.spans
+        return [Worker(table, app.functions[table.name_of(e)], self.pool_of(e), self.counters.row(e), e,
+                       spans.writer(e) if spans is not None else None) for e in endpoints]
+
+    def segment_names(self) -> list[str]:
+        """Every /dev/shm segment of this node's memory."""
+        return [*self.pools.segment_names, self.counters.name or "", *([self.spans.name or ""] if self.spans else [])]
+
+    def trace_info(self) -> dict[str, Any]:
+        """What a reader in another process needs of the span rings (node.json's ``traces``)."""
+        if self.spans is None:
+            return {}
+        return {"shm": self.spans.name, "rings": self.spans.rings, "capacity": self.spans.capacity,
+                "names": TraceNames.of(self.table).to_json()}
 
     def pool_of(self, endpoint: int) -> Pool:
         return self.pools.domain(self.table.functions[self.table.function_of(endpoint) - 1].domain)
 
     def close(self) -> None:
+        if self.spans is not None:
+            self.spans.close()
         self.counters.close()
         self.pools.close()
+
+
+def spans_name(counters: str) -> str:
+    """The span rings' segment, named after the counter table's (``spright-<hex>-metrics``)."""
+    return counters.removesuffix("-metrics") + "-spans"

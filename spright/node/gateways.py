@@ -63,7 +63,7 @@ async def _serve(spec: GatewaySpec) -> None:
     name_process(f"gateway#{spec.index} [{spec.app}] {config.host}:{spec.port} ({spec.transport.name})")
     memory = NodeMemory.attach(spec.table, spec.pools, spec.counters)
     role = Follower(spec.table, spec.transport)
-    gateway = memory.gateway(config, role, spec.index)
+    gateway = memory.gateway(config, role, spec.index, service=spec.app, dataplane=spec.transport.name)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:

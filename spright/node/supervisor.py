@@ -105,7 +105,7 @@ class Supervisor:
         self.pool, self.counters = memory.pools, memory.counters
         self.coordinator = memory.coordinator(transport, self._wake)
         self.members = self.coordinator.members
-        self.gateway = memory.gateway(self.config, self.coordinator)
+        self.gateway = memory.gateway(self.config, self.coordinator, service=self.app.name, dataplane=transport.name)
         controls = None
         try:
             transport.start()
@@ -347,11 +347,12 @@ class Supervisor:
                         process.pid or 0 for key, process in self.processes.items() for e in self._endpoints_of(key)},
                      **{f"gateway#{index}": process.pid or 0 for index, process in self.gateway_processes.items()}},
             gateways=list(table.gateways),
-            shm=[*self.pool.segment_names, self.counters.name or ""],  # every segment of ours in /dev/shm
+            shm=self.memory.segment_names(),  # every segment of ours in /dev/shm
             metrics=CounterSegment(self.counters.name or "", self.counters.rows, ROW_WORDS, list(COLUMNS)),
             domains=list(table.domains),
             functions=table.describe_functions(),
             routes=table.describe(),  # for `spright routes --live` when the data plane cannot read it back
+            traces=self.memory.trace_info(),
         ).write(self.runtime_dir)
 
 

@@ -23,6 +23,7 @@ from spright.node.loader import REMOTES_ENV, AppNotFound, load_app
 from spright.ops.deploy import deploy_app
 from spright.ops.nodes import NodeNotFound, choose_node, live_routes, snapshot
 from spright.ops.statsview import rates, stats_table
+from spright.ops.traceview import kept_traces, summary_table, waterfall
 from spright.ops.tuning import latency_hints
 from spright.routing import RoutingError
 from spright.transport import registry
@@ -77,6 +78,14 @@ def run(
     remotes: str | None = typer.Option(
         None, envvar=REMOTES_ENV, metavar="JSON",
         help='Functions other nodes serve, e.g. {"pay": "http://10.0.0.2:8080"}; the rest run here, exposed.'),
+    trace_sample: float | None = typer.Option(
+        None, metavar="SHARE", help="Trace this share of requests, 0..1 (a sampled traceparent always is)."),
+    trace_slower_than: float | None = typer.Option(
+        None, metavar="SECONDS", help="Trace every request; keep those slower than this whatever the share."),
+    trace_errors: bool | None = typer.Option(
+        None, "--trace-errors/--no-trace-errors", help="Trace every request; keep those answered 5xx."),
+    otlp: str | None = typer.Option(
+        None, metavar="URL", help="Send kept traces to this OTLP/HTTP collector (http://HOST:4318/v1/traces)."),
 ) -> None:
     """Serve APP: gateway plus one worker process per function (or per instance)."""
     if remotes:
@@ -84,7 +93,8 @@ def run(
     _serve(app, host=host, port=port, transport=transport, poll_idle_us=poll_idle_us, sidecar=sidecar,
            sidecar_concurrency=sidecar_concurrency, ingress=ingress,
            ingress_connections=ingress_connections, instances=_instance_counts(instances) or None,
-           gateways=gateways, balance=balance)
+           gateways=gateways, balance=balance, trace_sample=trace_sample, trace_slower_than=trace_slower_than,
+           trace_errors=trace_errors, otlp=otlp)
 
 
 @cli.command()
@@ -210,6 +220,38 @@ def _print_routes(rows: list[dict[str, Any]], title: str, caption: str | None) -
         hops = " → ".join(f"{hop['id']}:{hop['name']}" for hop in row["hops"])
         grid.add_row(row["method"], row["path"], str(row["chain"]), hops, f"{row['timeout']:g}s")
     console.print(grid)
+
+
+@cli.command()
+def trace(
+    trace_id: str | None = typer.Argument(None, help="A trace id (its 32 hex digits, or how they start): it alone."),
+    last: int = typer.Option(3, "--last", min=1, help="How many traces to draw (after --slowest: the slowest)."),
+    slowest: bool = typer.Option(False, "--slowest", help="The slowest traces the node holds, not the latest."),
+    everything: bool = typer.Option(False, "--all", help="Every recorded request, not only the kept ones."),
+    node: int | None = typer.Option(None, "--node", help=NODE_HELP),
+    port: int | None = typer.Option(None, "--port", help=PORT_HELP),
+) -> None:
+    """The running node's last kept traces: a list, then each as a waterfall (every hop and
+    ctx.call of the request, its queue wait and the data plane's time). The node must trace:
+    `spright run --trace-sample SHARE` (or --trace-slower-than, --trace-errors, --otlp)."""
+    chosen = _node(node, port)
+    if not chosen.traces:
+        raise _fail(f"node {chosen.pid} does not trace: start it with --trace-sample SHARE (0..1), "
+                    "--trace-slower-than SECONDS or --trace-errors")
+    traces = kept_traces(chosen.traces, everything=everything)
+    if trace_id is not None:
+        traces = [t for t in traces if f"{t.trace_id:032x}".startswith(trace_id.lower())]
+        if not traces:
+            raise _fail(f"no trace {trace_id!r} in the node's rings (they keep the latest records only)")
+    elif slowest:
+        traces.sort(key=lambda t: t.root.duration_ns, reverse=True)
+    if not traces:
+        console.print("no trace kept yet" + ("" if everything else " (--all shows every recorded request)"))
+        return
+    shown = traces[: 1 if trace_id else last]
+    console.print(summary_table(traces[:20]))
+    for one in shown:
+        console.print(waterfall(one))
 
 
 @cli.command()

@@ -12,13 +12,15 @@ so a trace read on another machine than the node's means the same.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from spright.data.traces import Span, Trace
+from spright.data.traces import KEPT, SERVER, Record, Span, Trace, TraceNames, assemble
+from spright.host.spans import open_segment
 
 BAR = "━"
 KIND_STYLES = {"server": "bold blue", "hop": "cyan", "call": "magenta", "handler": "green"}
@@ -97,3 +99,26 @@ def _status(status: int) -> Text:
     if not status:
         return Text("-", style="dim")  # not known (a record was lost)
     return Text(str(status), style="red" if status >= 500 else "yellow" if status >= 400 else "green")
+
+
+def kept_traces(info: dict[str, Any], *, everything: bool = False) -> list[Trace]:
+    """The traces a running node's rings still hold (node.json's ``traces``), the latest
+    first: those its gateways kept (sampled, or kept by a tail rule), or ``everything``
+    recorded. Read from /dev/shm without attaching; records overwritten since are holes
+    (``Trace.complete``)."""
+    names = TraceNames.from_json(info["names"])
+    with open_segment(info["shm"], info["rings"], info["capacity"]) as reader:
+        records = reader.latest()
+    by_request: dict[int, list[Record]] = {}
+    servers = []
+    for record in records:
+        if record.kind == SERVER:
+            if everything or record.sampled & KEPT:
+                servers.append(record)
+        else:
+            by_request.setdefault(record.request_id, []).append(record)
+    servers.sort(key=lambda server: server.t3, reverse=True)
+    # a request id comes round again: each SERVER takes its own request's records (assemble
+    # drops those older than the request), and a later one of the same id those after it
+    return [assemble(server, [r for r in by_request.get(server.request_id, ()) if r.t0 <= server.t3], names)
+            for server in servers]

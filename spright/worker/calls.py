@@ -18,6 +18,7 @@ import orjson
 from spright.data.descriptor import BODY_JSON, BODY_MASK, CALL, ERROR, KIND_MASK, Descriptor
 from spright.data.table import RouteTable
 from spright.worker.context import CallError, Reply
+from spright.worker.tracing import WorkSpans
 
 Expire = Callable[[Hashable], None]
 
@@ -86,32 +87,43 @@ class Calls:
     A call leaves the table when its future settles (reply, error, timeout, refusal, crash);
     one whose caller stopped waiting (cancelled) leaves at its deadline."""
 
-    def __init__(self, table: RouteTable, deadlines: Deadlines, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, table: RouteTable, deadlines: Deadlines, loop: asyncio.AbstractEventLoop,
+                 spans: WorkSpans) -> None:
+        """``spans``: where a traced call's record goes once the call is over."""
         self._table = table
         self._deadlines = deadlines
         self._loop = loop
         self._waiting: dict[int, tuple[asyncio.Future[Reply], int]] = {}  # call id -> (future, callee)
         self._down: set[int] = set()
         self._ids = itertools.count(1)
+        self._spans = spans
+        self._traced: dict[int, tuple[int, int, int, int]] = {}  # call id -> (sent at, request id, chain, depth)
 
-    def open(self, callee: int, timeout: float) -> tuple[int, asyncio.Future[Reply]]:
-        """A new call id and the future its reply settles; CallError 503 while ``callee`` is down."""
+    def open(self, callee: int, timeout: float,
+             trace: tuple[int, int, int, int] | None = None) -> tuple[int, asyncio.Future[Reply]]:
+        """A new call id and the future its reply settles; CallError 503 while ``callee`` is
+        down. ``trace``: the call is traced (sent at, request id, chain, depth)."""
         if callee in self._down:
             name = self._table.name_of(callee)
             raise CallError(503, f"function {name!r} is restarting after a crash", name)
         call_id = next(self._ids) & 0xFFFFFFFF
         future = self._loop.create_future()
         self._waiting[call_id] = (future, callee)
+        if trace is not None:
+            self._traced[call_id] = trace
         self._deadlines.watch(call_id, self._loop.time() + timeout, self._timed_out)
         return call_id, future
 
-    def close(self, call_id: int) -> None:
-        """Call ``call_id`` is over: forget it."""
-        self._waiting.pop(call_id, None)
+    def close(self, call_id: int, status: int) -> None:
+        """Call ``call_id`` is over with ``status`` (its trace record says so): forget it."""
+        entry = self._waiting.pop(call_id, None)
         self._deadlines.forget(call_id)
+        if self._traced and (trace := self._traced.pop(call_id, None)) is not None:
+            self._spans.called(trace, entry[1] if entry else 0, call_id, status)
 
     def _timed_out(self, call_id: Hashable) -> None:
-        future, callee = self._waiting.pop(cast(int, call_id), (None, 0))
+        future, callee = self._waiting.get(cast(int, call_id), (None, 0))
+        self.close(cast(int, call_id), 504)
         if future is not None and not future.done():
             name = self._table.name_of(callee)
             future.set_exception(CallError(504, f"call to {name!r} timed out", name))
@@ -121,7 +133,7 @@ class Calls:
         future = self._waiting.get(d.call_id, (None, 0))[0]
         if body is None or future is None:  # late: the call or its slot is gone
             return
-        self.close(d.call_id)
+        self.close(d.call_id, d.status or (500 if d.flags & KIND_MASK == ERROR else 200))
         if future.done():  # the caller stopped waiting (cancelled)
             return
         if d.flags & KIND_MASK == ERROR:
@@ -136,7 +148,7 @@ class Calls:
         future, callee = self._waiting.get(d.call_id, (None, 0))
         if future is None:
             return
-        self.close(d.call_id)
+        self.close(d.call_id, 403)
         if future.done():
             return
         name, table = self._table.name_of(callee), self._table
@@ -151,7 +163,7 @@ class Calls:
         name = self._table.name_of(callee)
         for call_id, (future, target) in list(self._waiting.items()):
             if target == callee:
-                self.close(call_id)
+                self.close(call_id, 502)
                 if not future.done():
                     future.set_exception(CallError(502, f"function {name!r} crashed", name))
 

@@ -37,6 +37,8 @@ CALL_PATH = "/.spright/call/"  # + the function's name: where a node serves its 
 PEER_TOKEN_ENV = "SPRIGHT_PEER_TOKEN"  # set on every node: calls between them must carry it
 MAX_IDLE = 64  # keep-alive connections kept per peer node
 _HOP_BY_HOP = FRAMING | {"host", "expect"}  # request headers not handed on to the other node
+# the other node's trace of its part: this node's gateway answers with its own, whole
+TRACE_HEADERS = frozenset({"traceparent", "tracestate", "server-timing"})
 
 
 def parse_url(url: str) -> tuple[str, int]:
@@ -146,7 +148,7 @@ class RemoteFunction:
         for name, value in answer_headers:  # what the functions over there set, as if set here
             if name == "content-type":
                 ctx.content_type = value
-            elif name not in FRAMING:
+            elif name not in FRAMING and name not in TRACE_HEADERS:
                 ctx.set_header(name, value)
         return body
 

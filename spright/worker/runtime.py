@@ -11,8 +11,6 @@ import asyncio
 import contextvars
 import inspect
 import logging
-import secrets
-import traceback
 from collections import deque
 from collections.abc import Hashable
 from time import perf_counter_ns
@@ -34,6 +32,7 @@ from spright.data.descriptor import (
     REPLY,
     REQUEST,
     SIZE,
+    TRACED,
     Descriptor,
     unpack_many,
 )
@@ -52,7 +51,8 @@ from spright.host.counters import (
     REFUSED_CALLS,
     ROW_WORDS,
 )
-from spright.host.pool import Payload, Pool, PoolExhausted, TooLarge
+from spright.host.pool import Payload, Pool, TooLarge
+from spright.host.spans import SpanWriter
 from spright.transport.base import Endpoint, Outbox, Transport
 from spright.worker.calls import Calls, Deadlines, depth_of, too_deep
 from spright.worker.context import (
@@ -66,7 +66,9 @@ from spright.worker.context import (
     request_meta,
     response_meta,
 )
+from spright.worker.failures import error_answer
 from spright.worker.tasks import PAST_DEADLINE, cancel_message, never_suspends, start_task
+from spright.worker.tracing import WorkSpans
 
 log = logging.getLogger("spright.worker")
 
@@ -77,9 +79,10 @@ class Worker:
     replies of its own ``ctx.call``s."""
 
     def __init__(self, table: RouteTable, function: Function, pool: Pool, counters: memoryview | None = None,
-                 endpoint: int | None = None) -> None:
+                 endpoint: int | None = None, spans: SpanWriter | None = None) -> None:
         """``counters``: this worker's row of the node's counter table (see spright.host.counters);
-        ``endpoint``: the instance's endpoint id (default: the function's own, its first)."""
+        ``endpoint``: the instance's endpoint id (default: the function's own, its first);
+        ``spans``: its ring of span records, when the node traces (spright.host.spans)."""
         self.table = table
         self.function = function
         self._function_id = table.function_id(function.name)
@@ -87,10 +90,12 @@ class Worker:
         self.pool = pool
         self._max_response = pool.config.max_response  # None: what the largest slot holds
         self.counters = counters if counters is not None else memoryview(bytearray(8 * ROW_WORDS)).cast("Q")
+        self._spans = WorkSpans(spans, self.id)
         self._is_async = inspect.iscoroutinefunction(function.handler)
         self._runs_inline = never_suspends(function.handler)
         self._active = 0
-        self._backlog: deque[tuple[Descriptor, float]] = deque()  # waiting for a place, since (loop time)
+        # waiting for a place: since (loop time), received (perf_counter_ns, traced requests only)
+        self._backlog: deque[tuple[Descriptor, float, int]] = deque()
         self._drained: asyncio.Future[None] | None = None  # set while drain() waits
         self._running: dict[asyncio.Task[None], Descriptor] = {}  # handlers run as Tasks, watched for their deadline
         self._timeouts = table.timeouts
@@ -107,7 +112,7 @@ class Worker:
         self._loop = loop = asyncio.get_running_loop()
         self._steps = self.table.steps(transport.addresses())
         self._deadlines = Deadlines(loop)
-        self._calls = Calls(self.table, self._deadlines, loop)
+        self._calls = Calls(self.table, self._deadlines, loop, self._spans)
         transport.carry(self.pool)
         self._endpoint = await transport.attach(self.id, self.receive)
         self._outbox = Outbox(self._endpoint, loop)
@@ -159,9 +164,9 @@ class Worker:
                     if d.chain >= len(self._steps) or (kind == REQUEST and d.hop + 1 >= len(self._steps[d.chain])):
                         self._dropped(d, "its chain or hop names no step of the route table")
                     elif self._active < self.function.concurrency:
-                        self._begin(d)
+                        self._begin(d, None, perf_counter_ns() if d.flags & TRACED else 0)
                     else:
-                        self._backlog.append((d, self._loop.time()))
+                        self._backlog.append((d, self._loop.time(), perf_counter_ns() if d.flags & TRACED else 0))
                 elif kind in (REPLY, ERROR):
                     self._calls.settle(d, self.pool.take(d.slot, d.generation, d.length))
                 elif kind == REFUSED:
@@ -197,18 +202,19 @@ class Worker:
         else:  # chains never cross domains (App.compile checks): the request times out
             log.error("%s: the data plane refused a descriptor across security domains: %s", self.function.name, d)
 
-    def _begin(self, descriptor: Descriptor, arrived: float | None = None) -> None:
-        """Run the handler; ``arrived``: when a descriptor that waited for a place came in."""
+    def _begin(self, descriptor: Descriptor, arrived: float | None = None, received: int = 0) -> None:
+        """Run the handler; ``arrived``: when a descriptor that waited for a place came in
+        (loop time); ``received``: when, for the trace (0: untraced)."""
         self._active += 1
         if self._runs_inline:  # what an eager Task would do, minus the Task; in a context of its own
             try:
-                contextvars.copy_context().run(self._run(descriptor).send, None)
+                contextvars.copy_context().run(self._run(descriptor, received).send, None)
             except StopIteration:
                 pass
             finally:
                 self._finished()
             return
-        task = start_task(self._loop, self._run(descriptor))
+        task = start_task(self._loop, self._run(descriptor, received))
         if task.done():  # an eager start ran it to the end: no callback, no loop trip
             self._finished()
             return
@@ -236,10 +242,10 @@ class Worker:
         self._active -= 1
         self.counters[IN_FLIGHT] = self._active + len(self._backlog)
         while self._backlog:
-            descriptor, arrived = self._backlog.popleft()
+            descriptor, arrived, received = self._backlog.popleft()
             timeout = self._timeouts[descriptor.chain]
             if self._loop.time() - arrived < timeout:
-                self._begin(descriptor, arrived)
+                self._begin(descriptor, arrived, received)
                 return
             self._shed(descriptor, timeout)
         if not self._active and not self._outbox.batching:
@@ -259,7 +265,7 @@ class Worker:
             self._drained.set_result(None)
 
     # -- running a handler -----------------------------------------------------------------
-    async def _run(self, d: Descriptor) -> None:
+    async def _run(self, d: Descriptor, received: int) -> None:
         """The handler over ``d``, its answer sent on; the caller gives the place back."""
         pool = self.pool
         if not pool.hold(d.slot, d.generation, self.id):
@@ -272,7 +278,7 @@ class Worker:
                 result = await result
             payload, body_flag = encode(result)
             if pool.is_current(d.slot, d.generation):
-                self._forward(d, ctx, payload, body_flag)
+                self._forward(d, ctx, payload, body_flag, received, started)
             else:
                 self._outlived(d)
         except (Exception, asyncio.CancelledError) as exc:
@@ -281,7 +287,7 @@ class Worker:
                     raise
                 exc = self._past_deadline(d)
             if pool.is_current(d.slot, d.generation):
-                self._fail(d, exc)
+                self._fail(d, exc, received, started)
             else:
                 self._outlived(d)
         counters = self.counters
@@ -314,13 +320,14 @@ class Worker:
         log.error("%s", detail)
         return HTTPError(500, detail)
 
-    def _forward(self, d: Descriptor, ctx: Context, payload: Payload, body_flag: int) -> None:
+    def _forward(self, d: Descriptor, ctx: Context, payload: Payload, body_flag: int, received: int,
+                 started: int) -> None:
         """The handler's result, in the request's slot (or a larger one), to whoever is next:
         the caller of a call, else the chain's next hop (the gateway after its last)."""
         # a result too large fails before anything is written: _fail answers in the request's slot
         if self._max_response is not None and len(payload) > self._max_response:
             raise self._too_large(len(payload), self._max_response)
-        flags = (d.flags & HAS_RESPONSE_META) | body_flag
+        flags = (d.flags & (HAS_RESPONSE_META | TRACED)) | body_flag
         slot, generation = d.slot, d.generation
         try:
             # this hop or an earlier one shaped the HTTP response: headers accumulate along the chain
@@ -336,6 +343,8 @@ class Worker:
         if slot == d.slot:  # else write() moved it and freed the old one
             self.pool.unhold(slot)  # handed on: the next hop holds it
         status = ctx.status or d.status
+        if flags & TRACED:
+            self._spans.handled(d, received, started, status or 200)
         if d.flags & KIND_MASK == CALL:
             out = descriptor.reply(d, self.id, flags, status, slot, generation, len(payload))
         else:
@@ -345,29 +354,15 @@ class Worker:
         self._outbox.put(out)
         self.counters[OUT] += 1
 
-    def _fail(self, d: Descriptor, exc: Exception) -> None:
-        body: dict[str, Any]
-        if isinstance(exc, CallError):  # the callee's failure, as the callee said it
-            status, body = exc.status, {"error": exc.detail or "error", "status": exc.status, "function": exc.function}
-            if exc.error_id:
-                body["error_id"] = exc.error_id  # the id in the callee's log
-            log.info("%s: %s", self.function.name, str(exc))
-        elif isinstance(exc, HTTPError):
-            status = exc.status
-            body = {"error": exc.detail or "error", "status": status, "function": self.function.name}
-            if status < 500:
-                log.info("%s: %s", self.function.name, str(exc))
-        else:
-            error_id = secrets.token_hex(6)
-            status = 503 if isinstance(exc, PoolExhausted) else 500
-            body = {"error": "internal server error", "status": status, "function": self.function.name,
-                    "error_id": error_id}
-            trace = "".join(traceback.format_exception(exc))  # text: a kept record must not pin the slot
-            log.error("%s failed (error_id=%s)\n%s", self.function.name, error_id, trace)
+    def _fail(self, d: Descriptor, exc: Exception, received: int = 0, started: int = 0) -> None:
+        """``exc``'s answer (spright.worker.failures) in the request's slot, to whoever waits."""
+        status, body = error_answer(exc, self.function.name)
         payload = orjson.dumps(body)
         slot = self.pool.write(d.slot, d.generation, payload, b"", d.request_id)
         if slot.id == d.slot:
             self.pool.unhold(slot.id)
+        if d.flags & TRACED:
+            self._spans.handled(d, received, started, status)
         self._outbox.put(descriptor.failure(d, self.id, status, slot.id, slot.generation, len(payload)))
         counters = self.counters
         counters[OUT] += 1
@@ -387,19 +382,22 @@ class Worker:
             depth = depth_of(d) + 1
             if depth >= self.function.concurrency:
                 return self._failed(too_deep(self.function.name, self.function.concurrency, depth))
+        depth = min(depth, MAX_DEPTH)
+        traced = d.flags & TRACED
         try:
             payload, body_flag = encode(value)
-            call_id, future = self._calls.open(callee, self._timeouts[d.chain])
+            call_id, future = self._calls.open(callee, self._timeouts[d.chain],
+                                               (perf_counter_ns(), d.request_id, d.chain, depth) if traced else None)
         except Exception as exc:  # CallError (callee down), TypeError (payload orjson cannot encode)
             return self._failed(exc)
         try:
             slot = self.pool.put(payload, raw_meta(ctx), d.request_id)
         except Exception as exc:  # PoolExhausted
-            self._calls.close(call_id)
+            self._calls.close(call_id, 503)
             future.set_exception(exc)
             return future
-        self._outbox.put(descriptor.call(callee, self.id, body_flag, d.chain, slot.id, slot.generation,
-                                         len(payload), d.request_id, call_id, min(depth, MAX_DEPTH)))
+        self._outbox.put(descriptor.call(callee, self.id, body_flag | traced, d.chain, slot.id, slot.generation,
+                                         len(payload), d.request_id, call_id, depth))
         counters = self.counters
         counters[OUT] += 1
         counters[CALLS] += 1

@@ -22,6 +22,7 @@ from spright.data.descriptor import (
     REQUEST,
     RESPONSE,
     SIZE,
+    TRACED,
     Descriptor,
     unpack_many,
 )
@@ -221,10 +222,10 @@ _KINDS = (REQUEST, CALL, REPLY, RESPONSE)
 def numbered(next_hop: int, sender: int, seq: int) -> Descriptor:
     """Descriptor number ``seq`` (its request_id) with every other field derived from it,
     so a descriptor that arrives torn, shifted or mixed with another no longer compares
-    equal to the one sent."""
+    equal to the one sent. Two in five are TRACED: a data plane carries the trace flag on."""
     return desc(
         next_hop, sender, seq,
-        flags=_KINDS[seq % 4] | (BODY_JSON, BODY_TEXT, HAS_RESPONSE_META)[seq % 3],
+        flags=_KINDS[seq % 4] | (BODY_JSON, BODY_TEXT, HAS_RESPONSE_META)[seq % 3] | (TRACED if seq % 5 < 2 else 0),
         hop=seq % 31, chain=seq % 997, status=200 + seq % 400, slot=(seq * 7919) & 0xFFFFFFFF,
         length=seq * 13, call_id=sender << 20 | seq, generation=(seq * 2654435761) & 0xFFFFFFFF,
     )
