@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -141,9 +142,18 @@ class TestClient:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now, for a node that must be told its port before it starts. Picked below
+    the kernel's ephemeral range: a port from that range (what binding port 0 gives) may be
+    handed, before the node binds it, to any socket bound to port 0 meanwhile (the endpoints of
+    the http data plane, a client's connection), and the node then fails to start."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(min(10_000, low // 2), low)
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", port))
+            return port
+    raise RuntimeError(f"no free port below the ephemeral range (which starts at {low})")
 
 
 def node_metric(port: int, name: str) -> float:

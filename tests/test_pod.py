@@ -25,7 +25,9 @@ import aiohttp
 import orjson
 import pytest
 
+from spright.host.nodefile import NodeFile
 from spright.node.loader import load_app
+from spright.ops.traceview import kept_traces
 from spright.transport.skmsg import pin_dir
 from tests.kit.boutique import HttpShopper, concurrent_carts, on_node, scenario_browse, scenario_cart_and_checkout
 from tests.kit.nodes import wait_node_file
@@ -181,6 +183,22 @@ async def test_online_boutique_in_pod_mode_on_skmsg(tmp_path: Path) -> None:
             await concurrent_carts(make, users=20)
         finally:
             await asyncio.gather(*(s.close() for s in shoppers))
+
+
+@pytest.mark.kernel
+def test_a_pod_traces_every_hop_its_unprivileged_workers_run(tmp_path: Path) -> None:
+    """The app's Config traces; the workers, started on their own without privilege, find the
+    node's span rings beside its counters and record their hops and calls there."""
+    with pod("tests.apps.traced:sampled", "skmsg", tmp_path) as (node, port):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ok", timeout=30) as response:
+            timing = response.headers["server-timing"]
+        (trace,) = kept_traces(NodeFile.read(node.node_dir / "node.json").traces)
+    assert [metric.split(";")[0] for metric in timing.split(", ")] == ["front", "back", "total"]
+    assert trace.complete
+    assert sorted(span.name for span in trace.root.children) == ["back", "front"]
+    (front,) = [span for span in trace.root.children if span.name == "front"]
+    assert [span.name for span in front.children] == ["front.call(lookup)"]
+    assert [span.name for span in front.children[0].children] == ["lookup"]
 
 
 def test_a_worker_without_a_gateway_gives_up_clearly(tmp_path: Path) -> None:

@@ -4,15 +4,21 @@ and ``spright trace`` on a running node (docs/tracing.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
 
+import orjson
 import pytest
 
 from spright import Config
 from spright.data.tracecontext import parse
-from spright.testing import TestClient, run_node
+from spright.data.traces import Span
+from spright.ops.traceview import kept_traces
+from spright.testing import TestClient, free_port, run_node
 from tests.apps.traced import app
-from tests.kit.nodes import spright
+from tests.kit.nodes import node_file, spright
 from tests.kit.otlp import Receiver
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -97,3 +103,61 @@ def test_a_node_exports_kept_traces_to_an_otlp_collector_and_spright_trace_draws
     assert shown.returncode == 0, shown.stderr
     for text in ("0af7651916cd43dd8448eb211c80319c", "GET /ok", "front.call(lookup)", "lookup", "back"):
         assert text in shown.stdout, shown.stdout
+
+
+async def test_metrics_show_each_functions_queue_wait_and_handler_time_of_traced_runs() -> None:
+    async with TestClient(app, config=Config(trace_sample=1.0)) as client:
+        for _ in range(3):
+            await client.get("/ok")
+        text = (await client.get("/metrics")).text
+    for function in ("front", "back", "lookup"):
+        for family in ("spright_queue_wait_seconds", "spright_handler_run_seconds"):
+            assert f'{family}_count{{domain="traced",function="{function}"}} 3.0' in text, (family, function)
+
+
+def test_every_data_plane_carries_the_trace(transport: str) -> None:
+    """The hops and the call of a request on each data plane, as ``spright trace`` reads them."""
+    with run_node("tests.apps.traced:app", transport=transport, args=("--trace-sample", "1")) as (port, node):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ok", timeout=30) as response:
+            timing = response.headers["server-timing"]
+        (trace,) = kept_traces(node_file(node.pid).traces)
+    assert [metric.split(";")[0] for metric in timing.split(", ")] == ["front", "back", "total"]
+    assert trace.complete
+    assert [(depth, span.name) for depth, span in walk(trace.root)] == [
+        (0, "GET /ok"), (1, "front"), (2, "front.call(lookup)"), (3, "lookup"), (1, "back")]
+
+
+def walk(span: Span, depth: int = 0) -> Iterator[tuple[int, Span]]:
+    yield depth, span
+    for child in sorted(span.children, key=lambda c: c.start_ns):
+        yield from walk(child, depth + 1)
+
+
+@pytest.mark.node
+def test_knative_mode_continues_one_trace_across_the_nodes_of_a_request(runtime_dir: Path) -> None:
+    """A node per function plus the ingress (what ``spright deploy knative`` runs), every hop an
+    HTTP request to another node: each node exports its part, all under the client's trace id,
+    and each node's server span hangs from a span of the node that sent it the hop."""
+    names = ["front", "back", "lookup"]
+    ports = {name: free_port() for name in [*names, "ingress"]}
+    urls = {name: f"http://127.0.0.1:{ports[name]}" for name in names}
+    with Receiver() as receiver, contextlib.ExitStack() as nodes:
+        for name in [*names, "ingress"]:
+            others = {other: url for other, url in urls.items() if other != name}
+            nodes.enter_context(run_node("tests.apps.traced:app", transport="http", port=ports[name],
+                                         args=("--trace-sample", "1", "--otlp", receiver.endpoint),
+                                         env={"SPRIGHT_REMOTES": orjson.dumps(others).decode()}))
+        request = urllib.request.Request(f"http://127.0.0.1:{ports['ingress']}/ok", headers={"traceparent": PARENT})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+        # the ingress: server, front, back (remote hops); front's node: server, front, its call,
+        # lookup (the remote hop's run); back's node: server, back; lookup's node: server, lookup
+        spans = receiver.wait_for(11, timeout=60)
+    assert {received.span.trace_id.hex() for received in spans} == {"0af7651916cd43dd8448eb211c80319c"}
+    ids = {received.span.span_id for received in spans}
+    servers = [received.span for received in spans if " /" in received.span.name]
+    assert sorted(server.name for server in servers) == [
+        "GET /ok", "POST /.spright/call/back", "POST /.spright/call/front", "POST /.spright/call/lookup"]
+    for server in servers:  # the client's span for the ingress, a span of another node for the rest
+        assert server.parent_span_id == bytes.fromhex("b7ad6b7169203331") or server.parent_span_id in ids
+    assert sum(server.parent_span_id in ids for server in servers) == 3

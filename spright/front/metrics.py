@@ -4,7 +4,8 @@ counter table (spright.host.counters), and their Prometheus text for ``GET /metr
 The gateway is the one hot spot the node has, so its row is a plain list (a list item add
 costs half a memoryview one) published into the table on every tick (Config.tick) and at close;
 workers write the table directly. Latency histograms live only in the gateway process,
-which serves them at ``/metrics``.
+which serves them at ``/metrics``, and so do the histograms of traced requests' hops: how long
+each function's runs waited for a place and how long its handler took (spright.front.recorder).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
+from itertools import accumulate
 from time import monotonic
 from typing import Any
 
@@ -21,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from spright.data.table import RouteEntry, RouteTable
+from spright.data.traces import Trace
 from spright.host.counters import (
     BUCKETS,
     FUNCTION_COLUMNS,
@@ -64,6 +67,8 @@ class GatewayMetrics:
         self._block = keys * (SLOTS + 1)  # one gateway's histograms in the shared extra words
         self._index = table.gateways.index(endpoint) if endpoint in table.gateways else 0
         self._shared = len(counters.extra) >= len(table.gateways) * self._block
+        # traced requests' hops and served calls, per function: queue wait, then handler time
+        self.spans = {name: ([0] * SLOTS, [0] * SLOTS, [0.0, 0.0]) for name in (f.name for f in table.functions)}
         self._registry = CollectorRegistry(auto_describe=False)
         self._collector = _Collector(self)
         self._registry.register(self._collector)
@@ -75,6 +80,20 @@ class GatewayMetrics:
         key = self._route_key[id(route)] + (cls - 1 if 0 < cls < 6 else 4)
         self.buckets[key * SLOTS + bisect_left(BUCKETS, seconds)] += 1
         self.sums[key] += seconds
+
+    def observe_trace(self, trace: Trace) -> None:
+        """A traced request ended: each hop's and served call's queue wait and handler time."""
+        stack = list(trace.root.children)
+        while stack:
+            span = stack.pop()
+            stack += span.children
+            if span.queue_ns is not None and span.function in self.spans:
+                waits, runs, sums = self.spans[span.function]
+                queue, handler = span.queue_ns / 1e9, (span.duration_ns - span.queue_ns) / 1e9
+                waits[bisect_left(BUCKETS, queue)] += 1
+                runs[bisect_left(BUCKETS, handler)] += 1
+                sums[0] += queue
+                sums[1] += handler
 
     def answered(self, status: int) -> None:
         """A request answered without going down a chain (404, 405, refusals, /metrics)."""
@@ -198,6 +217,24 @@ class _Collector(Collector):
         for route, status, cumulative, total in metrics.histograms():
             latency.add_metric([route.method, route.path, status], list(zip(bounds, cumulative, strict=True)), total)
         yield latency
+        yield from self._span_families(bounds)
+
+    def _span_families(self, bounds: list[str]) -> Iterator[Any]:
+        """Queue wait and handler time per function, from the traces this gateway assembled."""
+        table = self.metrics.table
+        waits = HistogramMetricFamily("spright_queue_wait_seconds", "Traced runs of a function: time waiting "
+                                      "for a place, from the descriptor's arrival to the handler's start.",
+                                      labels=["function", "domain"])
+        runs = HistogramMetricFamily("spright_handler_run_seconds", "Traced runs of a function: the handler's "
+                                     "time, from its start until its answer left.", labels=["function", "domain"])
+        for f in table.functions:
+            wait_counts, run_counts, sums = self.metrics.spans[f.name]
+            if any(wait_counts):
+                labels = self._labels(f.id)
+                waits.add_metric(labels, list(zip(bounds, accumulate(wait_counts), strict=True)), sums[0])
+                runs.add_metric(labels, list(zip(bounds, accumulate(run_counts), strict=True)), sums[1])
+        yield waits
+        yield runs
 
     def _kernel_families(self, kernel: dict[int, dict[str, int]]) -> Iterator[Any]:
         """One family per key the data plane reports (whatever it keeps, e.g. drops)."""

@@ -81,10 +81,10 @@ class Recorder:
         self._open[request_id] = _Open(trace_id, parent_id, span_id, sampled, route.index, route.chain, now, now)
         return TRACED
 
-    def end(self, request_id: int, response: Response) -> None:
-        """The request is answered with ``response`` (about to be written): its trace."""
+    def end(self, request_id: int, response: Response) -> Trace | None:
+        """The request is answered with ``response`` (about to be written): its trace, if traced."""
         if request_id not in self._open:
-            return
+            return None
         self._read()
         state = self._open.pop(request_id)
         records = self._records.pop(request_id, [])
@@ -102,6 +102,7 @@ class Recorder:
         response.raw_headers.append((b"server-timing", server_timing(trace).encode()))
         if kept and self._exporter is not None:
             self._exporter.export(trace, state.span_id)
+        return trace
 
     def close(self) -> None:
         """Send what the exporter still holds, and stop it."""

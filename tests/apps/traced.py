@@ -1,11 +1,10 @@
 """A chain of two hops whose first calls a third function: every kind of span (server, hop,
-call, the callee's run) in one request. ``GET /fail`` fails in the callee (500)."""
+call, the callee's run) in one request. ``GET /fail`` fails in the callee (500). ``sampled``
+is the same app tracing every request by its own Config (pod mode: ``spright gateway``)."""
 
 from __future__ import annotations
 
-from spright import App, Context, HTTPError
-
-app = App("traced")
+from spright import App, Config, Context, HTTPError
 
 
 async def front(ctx: Context) -> dict[str, object]:
@@ -23,7 +22,13 @@ def lookup(ctx: Context) -> dict[str, object]:
     return {"traceparent": ctx.headers.get("traceparent")}
 
 
-chain = app.add_function(front, name="front") >> app.add_function(back, name="back")
-app.route("/ok", chain, methods=["GET"])
-app.route("/fail", chain, methods=["GET"])
-app.add_function(lookup, name="lookup")
+def build(app: App) -> App:
+    chain = app.add_function(front, name="front") >> app.add_function(back, name="back")
+    app.route("/ok", chain, methods=["GET"])
+    app.route("/fail", chain, methods=["GET"])
+    app.add_function(lookup, name="lookup")
+    return app
+
+
+app = build(App("traced"))
+sampled = build(App("traced", config=Config(trace_sample=1.0)))
