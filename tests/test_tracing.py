@@ -5,6 +5,7 @@ and ``spright trace`` on a running node (docs/tracing.md)."""
 from __future__ import annotations
 
 import contextlib
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -161,3 +162,21 @@ def test_knative_mode_continues_one_trace_across_the_nodes_of_a_request(runtime_
     for server in servers:  # the client's span for the ingress, a span of another node for the rest
         assert server.parent_span_id == bytes.fromhex("b7ad6b7169203331") or server.parent_span_id in ids
     assert sum(server.parent_span_id in ids for server in servers) == 3
+
+
+
+def test_the_error_rule_exports_the_failed_request_and_not_the_others() -> None:
+    """``--trace-errors`` with no head rate: every request recorded, only the 5xx one exported.
+    The OK one goes first: the exporter sends in order, so had it been kept, its spans would
+    have come before or with the failed one's."""
+    with Receiver() as receiver, run_node("tests.apps.traced:app", transport="unix",
+                                          args=("--trace-errors", "--otlp", receiver.endpoint)) as (port, _):
+        for path, status in (("/ok", 200), ("/fail", 500)):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as response:
+                    assert response.status == status
+            except urllib.error.HTTPError as error:
+                assert error.code == status
+        spans = receiver.wait_for(4, timeout=30)  # server, front, front.call(lookup), lookup
+    assert sorted(received.span.name for received in spans) == ["GET /fail", "front", "front.call(lookup)", "lookup"]
+    assert len({received.span.trace_id for received in spans}) == 1

@@ -50,6 +50,17 @@ def _default(name: str) -> str:
     return f" (default: {getattr(DEFAULTS, name)}, or the app's Config.{name})"
 
 
+# tracing (docs/tracing.md), for `spright run` and `spright gateway` alike
+TRACE_SAMPLE = typer.Option(
+    None, metavar="SHARE", help="Trace this share of requests, 0..1 (a sampled traceparent always is).")
+TRACE_SLOWER_THAN = typer.Option(
+    None, metavar="SECONDS", help="Trace every request; keep those slower than this whatever the share.")
+TRACE_ERRORS = typer.Option(
+    None, "--trace-errors/--no-trace-errors", help="Trace every request; keep those answered 5xx.")
+OTLP = typer.Option(
+    None, metavar="URL", help="Send kept traces to this OTLP/HTTP collector (http://HOST:4318/v1/traces).")
+
+
 @cli.command()
 def run(
     app: str = typer.Argument(..., help="MODULE or MODULE:APP, e.g. examples.echo:app"),
@@ -78,14 +89,10 @@ def run(
     remotes: str | None = typer.Option(
         None, envvar=REMOTES_ENV, metavar="JSON",
         help='Functions other nodes serve, e.g. {"pay": "http://10.0.0.2:8080"}; the rest run here, exposed.'),
-    trace_sample: float | None = typer.Option(
-        None, metavar="SHARE", help="Trace this share of requests, 0..1 (a sampled traceparent always is)."),
-    trace_slower_than: float | None = typer.Option(
-        None, metavar="SECONDS", help="Trace every request; keep those slower than this whatever the share."),
-    trace_errors: bool | None = typer.Option(
-        None, "--trace-errors/--no-trace-errors", help="Trace every request; keep those answered 5xx."),
-    otlp: str | None = typer.Option(
-        None, metavar="URL", help="Send kept traces to this OTLP/HTTP collector (http://HOST:4318/v1/traces)."),
+    trace_sample: float | None = TRACE_SAMPLE,
+    trace_slower_than: float | None = TRACE_SLOWER_THAN,
+    trace_errors: bool | None = TRACE_ERRORS,
+    otlp: str | None = OTLP,
 ) -> None:
     """Serve APP: gateway plus one worker process per function (or per instance)."""
     if remotes:
@@ -106,10 +113,15 @@ def gateway(
     transport: str | None = typer.Option(None, help="auto, skmsg or unix" + _default("transport")),
     gateways: int | None = typer.Option(None, help="Gateway processes sharing the port (default: by cores)."),
     balance: str | None = typer.Option(None, help="least_in_flight or round_robin" + _default("balance")),
+    trace_sample: float | None = TRACE_SAMPLE,
+    trace_slower_than: float | None = TRACE_SLOWER_THAN,
+    trace_errors: bool | None = TRACE_ERRORS,
+    otlp: str | None = OTLP,
 ) -> None:
     """Serve APP's gateway and data plane only: its workers start on their own (`spright worker`,
     one per container of a pod) and join through NODE_DIR; it serves once all have."""
-    _serve(app, node_dir=str(node_dir), host=host, port=port, transport=transport, gateways=gateways, balance=balance)
+    _serve(app, node_dir=str(node_dir), host=host, port=port, transport=transport, gateways=gateways, balance=balance,
+           trace_sample=trace_sample, trace_slower_than=trace_slower_than, trace_errors=trace_errors, otlp=otlp)
 
 
 @cli.command()
