@@ -8,6 +8,7 @@ Scenarios, each on a fresh node (skmsg unless ``--transport``):
   request) under ``wrk -c32``: RPS and CPU per request, per process;
 - ``mix``: upstream's whole request mix (``bench.load``'s wrk script, as ``make bench``'s fig 9)
   under ``wrk -c32``: RPS and CPU per request;
+- ``noop``, ``echo3``: ``bench.apps``' one function and three-hop chain (64 B POST) under ``wrk -c32``;
 - ``raw``: the bare uvloop+httptools server (``bench.raw_server``) under the same ``wrk -c32``:
   its CPU per request is the floor, and the summary gives product's and mix's as multiples of it
   (``x_raw_cpu``, measured in the same run).
@@ -26,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +55,9 @@ def cpu_per_request(server: Server, requests: int, before: dict[int, float]) -> 
     return sum(per_pid.values()) / max(requests, 1) * 1e6, {str(p): round(c, 2) for p, c in per_pid.items()}
 
 
-def wrk_scenario(server: Server, url: str, duration: float, workdir: Path) -> dict[str, Any]:
-    script = write_script("GET", None, workdir)
+def wrk_scenario(server: Server, url: str, duration: float, workdir: Path, method: str = "GET",
+                 body: bytes | None = None) -> dict[str, Any]:
+    script = write_script(method, body, workdir)
     run_wrk(url, script, 32, 2)  # warm-up
     before = server.cpu()
     load = run_wrk(url, script, 32, duration)
@@ -97,6 +100,17 @@ def mix(checkout: Path, transport: str, duration: float, workdir: Path) -> dict[
         server.stop()
 
 
+def small(app: str, method: str, body: bytes | None) -> Callable[[Path, str, float, Path], dict[str, Any]]:
+    """A scenario of ``bench.apps``' small chains: the framework's cost per request and hop."""
+    def scenario(checkout: Path, transport: str, duration: float, workdir: Path) -> dict[str, Any]:
+        server, url = node(checkout, app, transport, workdir)
+        try:
+            return wrk_scenario(server, url + "/", duration, workdir, method, body)
+        finally:
+            server.stop()
+    return scenario
+
+
 def raw(checkout: Path, transport: str, duration: float, workdir: Path) -> dict[str, Any]:
     """The bare server: no framework, one process (the same for every checkout)."""
     (port,) = free_ports(1)
@@ -108,7 +122,8 @@ def raw(checkout: Path, transport: str, duration: float, workdir: Path) -> dict[
         server.stop()
 
 
-SCENARIOS = {"calls": calls, "product": product, "mix": mix, "raw": raw}
+SCENARIOS = {"calls": calls, "product": product, "mix": mix, "raw": raw,
+             "noop": small("bench.apps:noop", "GET", None), "echo3": small("bench.apps:echo3", "POST", b"x" * 64)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -137,12 +137,13 @@ def measure(name: str, mode: str, sink: Sink, transport: str, duration: float, w
 
 
 def overhead(names: list[str], rounds: int, transport: str, duration: float, sink: Sink,
-             workdir: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """Every app in every mode, ``rounds`` times: runs[app][mode][round]."""
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = {name: {mode: [] for mode in MODES} for name in names}
+             workdir: Path, modes: list[str] | None = None) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Every app in every mode (``modes``: those only), ``rounds`` times: runs[app][mode][round]."""
+    modes = modes or list(MODES)
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {name: {mode: [] for mode in modes} for name in names}
     for round_ in range(rounds):
         for name in names:
-            for mode in (list(MODES) if round_ % 2 == 0 else list(MODES)[::-1]):
+            for mode in (modes if round_ % 2 == 0 else modes[::-1]):
                 run = measure(name, mode, sink, transport, duration, workdir)
                 console.log(f"round {round_ + 1} {name:<5} {mode:<15} load {run['load_1m']:<5} {run['rps']:>9,.0f} "
                             f"req/s  {run['cpu_us']:>6.1f} µs CPU/req  p99 {run['p99_us']} µs")
@@ -172,6 +173,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=8.0, help="seconds of wrk -c32 per run")
     p.add_argument("--rounds", type=int, default=2, help="alternations of the modes")
     p.add_argument("--apps", default=",".join(WORKLOADS), help=f"comma list of {', '.join(WORKLOADS)}")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)} (off first)")
     p.add_argument("--transport", default="skmsg")
     p.add_argument("--requests", type=int, default=400, help="product pages one at a time for the breakdown")
     p.add_argument("--loaded", type=float, default=8.0, help="seconds of wrk -c8 on the product page (0: none)")
@@ -192,7 +194,8 @@ def main(argv: list[str] | None = None) -> Path:
                            "modes": {mode: list(opts) for mode, opts in MODES.items()},
                            "apps": {name: WORKLOADS[name].app for name in args.apps.split(",")}}
     with tempfile.TemporaryDirectory(prefix="spright-trace-") as tmp, Sink(Path(tmp)) as sink:
-        runs = overhead(list(doc["apps"]), args.rounds, args.transport, args.duration, sink, Path(tmp))
+        runs = overhead(list(doc["apps"]), args.rounds, args.transport, args.duration, sink, Path(tmp),
+                        args.modes.split(","))
         doc |= {"runs": runs, "summary": summarize(runs)}
         doc["breakdown"] = {"load_1m": round(os.getloadavg()[0], 2),
                             **trace_breakdown.measure(args.transport, args.requests, args.loaded, Path(tmp),

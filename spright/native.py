@@ -42,6 +42,13 @@ MODULES = (
     "spright.data.headers",
     "spright.data.multidict",
     "spright.data.response",
+    # tracing: what a traced request costs every process it crosses, and the gateway's reading
+    "spright.data.traces",
+    "spright.data.tracecontext",
+    "spright.host.spans",
+    "spright.worker.tracing",
+    "spright.worker.failures",
+    "spright.front.recorder",
 )
 _SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
 # the compiled modules' shared library, inside the package: under mypyc's default name it would sit

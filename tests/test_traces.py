@@ -50,7 +50,7 @@ def called(endpoint: int, caller: int, call_id: int, t0: int, t1: int, t2: int, 
 
 def shuffled(*records: Record) -> list[Record]:
     """In no particular order (the rings are read one after another), through the wire format."""
-    mixed = [Record(*RECORD.unpack(RECORD.pack(*(getattr(r, f) for f in Record.__dataclass_fields__))))
+    mixed = [Record(*RECORD.unpack(RECORD.pack(*(getattr(r, f) for f in Record._fields))))
              for r in records]
     random.Random(25).shuffle(mixed)
     return mixed

@@ -177,23 +177,29 @@ def timed(*children: Span, start_ns: int = 0, end_ns: int = 2_000_000) -> Trace:
                                           children=list(children)))
 
 
+def timing(trace: Trace) -> str:
+    """The header of a tree: its hop spans in the order they started."""
+    hops = sorted((span for span in trace.root.children if span.kind == "hop"), key=lambda span: span.start_ns)
+    return server_timing(((span.function, span.duration_ns, span.queue_ns) for span in hops), trace.root.duration_ns)
+
+
 def test_server_timing_lists_the_hops_in_order_then_the_total() -> None:
-    assert server_timing(cart_trace()) == (
+    assert timing(cart_trace()) == (
         'frontend;dur=0.350;desc="queue 5.0us", checkout;dur=0.430;desc="queue 0.0us", total;dur=0.900')
 
 
 def test_server_timing_orders_hops_by_start_and_leaves_out_other_spans() -> None:
     call = Span("call x", "call", "a", 1, 10, 20, 200)
     trace = timed(hop("b", 500_000, 1_000_000), call, hop("a", 100_000, 400_000, queue_ns=1_234))
-    assert server_timing(trace) == 'a;dur=0.300;desc="queue 1.2us", b;dur=0.500, total;dur=2.000'
+    assert timing(trace) == 'a;dur=0.300;desc="queue 1.2us", b;dur=0.500, total;dur=2.000'
 
 
 def test_server_timing_names_are_tokens_and_unique() -> None:
     trace = timed(hop("cart", 0, 1), hop("cart/v2 é", 1, 2), hop("cart", 2, 3), hop("total", 3, 4),
                   hop("cart-2", 4, 5), hop("cart", 5, 6), hop("", 6, 7))
-    names = [metric.split(";")[0] for metric in server_timing(trace).split(", ")]
+    names = [metric.split(";")[0] for metric in timing(trace).split(", ")]
     assert names == ["cart", "cart_v2__", "cart-2", "total-2", "cart-2-2", "cart-3", "_", "total"]
 
 
 def test_server_timing_of_a_request_without_hops() -> None:
-    assert server_timing(timed(start_ns=5_000, end_ns=5_000_000)) == "total;dur=4.995"
+    assert timing(timed(start_ns=5_000, end_ns=5_000_000)) == "total;dur=4.995"

@@ -26,11 +26,12 @@ it set one or failed), the call's outcome (CALL: 200, or the CallError's status)
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from spright.data.table import RouteTable
 
@@ -62,9 +63,9 @@ RECORD_SIZE = RECORD.size  # 76 bytes
 FIELD_NAMES = tuple(name for name, code in RECORD_FIELDS if code != "x")
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One record as read back (``Record(*RECORD.unpack(data))``)."""
+class Record(NamedTuple):
+    """One record as read back (``records(data)``): a tuple, as a batch of them is made in one
+    C loop (a frozen dataclass cost a microsecond a record, on the gateway's loop)."""
 
     kind: int
     sampled: int
@@ -88,7 +89,13 @@ class Record:
         return self.trace_hi << 64 | self.trace_lo
 
 
-assert tuple(Record.__dataclass_fields__) == FIELD_NAMES
+assert Record._fields == FIELD_NAMES
+_from_fields = functools.partial(tuple.__new__, Record)
+
+
+def records(data: bytes) -> list[Record]:
+    """Whole records packed back to back (a multiple of RECORD_SIZE bytes), in order."""
+    return list(map(_from_fields, RECORD.iter_unpack(data)))
 
 
 @dataclass(slots=True)
@@ -251,24 +258,31 @@ def _start(span: Span) -> int:
 _NOT_TOKEN = re.compile(r"[^!#$%&'*+.^_`|~0-9A-Za-z-]")  # RFC 9110 tchar
 
 
-def server_timing(trace: Trace) -> str:
-    """A ``Server-Timing`` value (https://w3c.github.io/server-timing/): the chain's hops in
-    order, each ``<function>;dur=<ms>;desc="queue <µs>us"`` (ASCII, as header bytes must
-    be), then ``total``. A metric name is a token, so other characters become ``_``; a
-    function met again gets ``-2``, ``-3``, ... (browsers keep only one entry per name), and
-    ``total`` is never a function's."""
+def hop_timings(records: Iterable[Record], names: TraceNames) -> list[tuple[str, int, int]]:
+    """(function, duration, queue wait) of each HOP record, in chain order: what
+    ``server_timing`` lists, read off the records without assembling the tree."""
+    hops = sorted((record for record in records if record.kind == HOP), key=lambda record: record.hop)
+    return [(names.endpoint(record.endpoint), record.t2 - record.t0, record.t1 - record.t0) for record in hops]
+
+
+def server_timing(hops: Iterable[tuple[str, int, int | None]], total_ns: int) -> str:
+    """A ``Server-Timing`` value (https://w3c.github.io/server-timing/): ``hops`` (function,
+    duration ns, queue wait ns or None) in order, each ``<function>;dur=<ms>;desc="queue
+    <µs>us"`` (ASCII, as header bytes must be), then ``total``. A metric name is a token, so
+    other characters become ``_``; a function met again gets ``-2``, ``-3``, ... (browsers
+    keep only one entry per name), and ``total`` is never a function's."""
     taken = {"total"}
     metrics = []
-    for hop in sorted((child for child in trace.root.children if child.kind == "hop"), key=lambda s: s.start_ns):
-        base = _NOT_TOKEN.sub("_", hop.function) or "_"
+    for function, duration_ns, queue_ns in hops:
+        base = _NOT_TOKEN.sub("_", function) or "_"
         name, count = base, 1
         while name in taken:
             count += 1
             name = f"{base}-{count}"
         taken.add(name)
-        metric = f"{name};dur={hop.duration_ns / 1e6:.3f}"
-        if hop.queue_ns is not None:
-            metric += f';desc="queue {hop.queue_ns / 1e3:.1f}us"'
+        metric = f"{name};dur={duration_ns / 1e6:.3f}"
+        if queue_ns is not None:
+            metric += f';desc="queue {queue_ns / 1e3:.1f}us"'
         metrics.append(metric)
-    metrics.append(f"total;dur={trace.root.duration_ns / 1e6:.3f}")
+    metrics.append(f"total;dur={total_ns / 1e6:.3f}")
     return ", ".join(metrics)

@@ -295,8 +295,8 @@ class Gateway:
         if failed:
             self._failed[request_id] = time.monotonic() + self.config.grace
         self.metrics.observe(pending[1], response.status, pending[3])
-        if self._recorder is not None and (trace := self._recorder.end(request_id, response)) is not None:
-            self.metrics.observe_trace(trace)
+        if self._recorder is not None and (records := self._recorder.end(request_id, response)) is not None:
+            self.metrics.observe_runs(records, self._recorder.names)
         pending[0](response)
 
     def sweep_later(self) -> None:

@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from spright.data.table import RouteEntry, RouteTable
-from spright.data.traces import Trace
+from spright.data.traces import CALLED, HOP, Record, TraceNames
 from spright.host.counters import (
     BUCKETS,
     FUNCTION_COLUMNS,
@@ -81,15 +81,12 @@ class GatewayMetrics:
         self.buckets[key * SLOTS + bisect_left(BUCKETS, seconds)] += 1
         self.sums[key] += seconds
 
-    def observe_trace(self, trace: Trace) -> None:
+    def observe_runs(self, records: list[Record], names: TraceNames) -> None:
         """A traced request ended: each hop's and served call's queue wait and handler time."""
-        stack = list(trace.root.children)
-        while stack:
-            span = stack.pop()
-            stack += span.children
-            if span.queue_ns is not None and span.function in self.spans:
-                waits, runs, sums = self.spans[span.function]
-                queue, handler = span.queue_ns / 1e9, (span.duration_ns - span.queue_ns) / 1e9
+        for record in records:
+            if record.kind in (HOP, CALLED) and (function := names.endpoint(record.endpoint)) in self.spans:
+                waits, runs, sums = self.spans[function]
+                queue, handler = (record.t1 - record.t0) / 1e9, (record.t2 - record.t1) / 1e9
                 waits[bisect_left(BUCKETS, queue)] += 1
                 runs[bisect_left(BUCKETS, handler)] += 1
                 sums[0] += queue

@@ -25,7 +25,7 @@ from spright.data.descriptor import GATEWAY_SHIFT, TRACED
 from spright.data.response import Response
 from spright.data.table import RouteEntry, RouteTable
 from spright.data.tracecontext import Sampler, format_traceparent, new_span_id, new_trace_id, parse
-from spright.data.traces import KEPT, SERVER, Record, Trace, TraceNames, assemble, server_timing
+from spright.data.traces import KEPT, SERVER, Record, Trace, TraceNames, assemble, hop_timings, server_timing
 from spright.host.spans import SpanTable
 
 
@@ -44,6 +44,7 @@ class _Open:
     trace_id: int
     parent_id: int
     span_id: int  # the server span's, in the traceparent handed to the hops and the client
+    traceparent: bytes
     sampled: bool  # head decision (W3C sampled flag)
     route: int
     chain: int
@@ -76,13 +77,16 @@ class Recorder:
             return 0
         trace_id, parent_id = (parent.trace_id, parent.parent_id) if parent else (new_trace_id(), 0)
         span_id = new_span_id()
-        headers["traceparent"] = format_traceparent(trace_id, span_id, sampled)
+        traceparent = format_traceparent(trace_id, span_id, sampled)
+        headers["traceparent"] = traceparent
         now = perf_counter_ns()
-        self._open[request_id] = _Open(trace_id, parent_id, span_id, sampled, route.index, route.chain, now, now)
+        self._open[request_id] = _Open(trace_id, parent_id, span_id, traceparent.encode(), sampled, route.index,
+                                       route.chain, now, now)
         return TRACED
 
-    def end(self, request_id: int, response: Response) -> Trace | None:
-        """The request is answered with ``response`` (about to be written): its trace, if traced."""
+    def end(self, request_id: int, response: Response) -> list[Record] | None:
+        """The request is answered with ``response`` (about to be written): its trace's
+        headers, and its export when kept. Returns its records (None: not traced)."""
         if request_id not in self._open:
             return None
         self._read()
@@ -92,17 +96,15 @@ class Recorder:
         kept = self.sampler.keep(state.sampled, response.status, now - state.received)
         trace_hi, trace_lo = state.trace_id >> 64, state.trace_id & 0xFFFF_FFFF_FFFF_FFFF
         sampled = int(state.sampled) | (KEPT if kept else 0)
-        self._writer.write(SERVER, sampled, self._endpoint, state.route, 0, state.chain, response.status, request_id,
-                           0, state.received, state.sent, now, now, trace_hi, trace_lo, state.parent_id)
         server = Record(SERVER, sampled, self._endpoint, state.route, 0, state.chain, response.status, request_id, 0,
                         state.received, state.sent, now, now, trace_hi, trace_lo, state.parent_id)
-        trace = assemble(server, records, self.names)
-        response.raw_headers.append(
-            (b"traceparent", format_traceparent(state.trace_id, state.span_id, state.sampled).encode()))
-        response.raw_headers.append((b"server-timing", server_timing(trace).encode()))
-        if kept and self._exporter is not None:
-            self._exporter.export(trace, state.span_id)
-        return trace
+        self._writer.write(*server)
+        response.raw_headers.append((b"traceparent", state.traceparent))
+        timing = server_timing(hop_timings(records, self.names), now - state.received)
+        response.raw_headers.append((b"server-timing", timing.encode()))
+        if kept and self._exporter is not None:  # the tree only for what is exported: most of a tail rule's is not
+            self._exporter.export(assemble(server, records, self.names), state.span_id)
+        return records
 
     def close(self) -> None:
         """Send what the exporter still holds, and stop it."""

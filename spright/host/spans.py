@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
-from spright.data.traces import RECORD, RECORD_SIZE, Record
+from spright.data.traces import RECORD, RECORD_SIZE, Record, records
 from spright.host.pool import attach_segment
 
 HEADER = 8  # the ring's u64 ``written``
@@ -107,7 +107,7 @@ class SpanReader:
         # Meanwhile the writer may have written up to ``written`` and be writing the next, over
         # record ``written - capacity - 1``: only the records after that one were copied whole.
         torn = min(count, max(0, self._written(ring) - self.capacity - start))
-        return [Record(*fields) for fields in RECORD.iter_unpack(data[torn * RECORD_SIZE :])], torn
+        return records(data[torn * RECORD_SIZE :]), torn
 
     def read_new(self) -> tuple[list[Record], int]:
         """The records written since the last call (ring by ring, each oldest first), and how
