@@ -113,9 +113,9 @@ def test_5xx_is_an_error_and_4xx_is_not(receiver: Receiver) -> None:
     assert failed["frontend"].span.status.code == Status.STATUS_CODE_UNSET  # its own 200 stands
 
 
-def test_a_root_request_keeps_its_trace_id_and_the_preset_is_used_once(receiver: Receiver) -> None:
+def test_a_root_request_keeps_its_trace_id_and_a_server_span_id_is_used_once(receiver: Receiver) -> None:
     """No traceparent came in: the server span has no parent, yet the trace id is the gateway's;
-    a later export without ``server_span_id`` gets a new span id, not the one preset before."""
+    a later export without ``server_span_id`` gets a new span id, not the one given before."""
     exporter = exporter_for(receiver)
     exporter.export(cart_trace(parent_id=0), server_span_id=SERVER_SPAN_ID)
     exporter.export(cart_trace(parent_id=0, trace_id=TRACE_ID + 1))
@@ -131,8 +131,8 @@ def test_a_root_request_keeps_its_trace_id_and_the_preset_is_used_once(receiver:
 
 
 def test_exports_from_several_threads_keep_each_trees_ids(receiver: Receiver) -> None:
-    """The preset ids are the exporter's state: a tree exported from another thread at the same
-    time never takes the server span id meant for this one."""
+    """``export`` may be called from several threads at once (a gateway's loop, a test's): every
+    tree arrives whole, each with its own server span id and its spans under it."""
     exporter = exporter_for(receiver)
     threads, per_thread = 4, 25
 
@@ -147,6 +147,8 @@ def test_exports_from_several_threads_keep_each_trees_ids(receiver: Receiver) ->
         worker.join()
     exporter.shutdown()
     spans = receiver.wait_for(5 * threads * per_thread, WAIT)
+    assert exporter.dropped == 0
+    assert len(spans) == 5 * threads * per_thread
 
     for root in (r.span for r in spans if r.span.name == "GET /cart"):
         n = int.from_bytes(root.trace_id, "big") - TRACE_ID
@@ -157,12 +159,35 @@ def test_exports_from_several_threads_keep_each_trees_ids(receiver: Receiver) ->
 
 
 def test_shutdown_sends_what_is_queued_before_it_returns(receiver: Receiver) -> None:
-    """The batch processor waits seconds before a batch on its own: shutdown must not."""
+    """The export thread waits up to a second for a fuller batch on its own: shutdown must not;
+    and it is done once (a second call, or an export after it, sends nothing)."""
     exporter = exporter_for(receiver)
     exporter.export(cart_trace())
     exporter.shutdown()
     assert [received.span.name for received in receiver.spans] == ["GET /cart", "frontend", "call cart", "cart",
                                                                    "checkout"]
+    exporter.shutdown()
+    exporter.export(cart_trace())
+    assert exporter.dropped == 1
+    assert len(receiver.spans) == 5
+
+
+def test_a_full_queue_drops_and_counts_instead_of_waiting(receiver: Receiver) -> None:
+    """With ``queue=3``, the fourth and fifth trees exported are dropped, counted, and the call
+    returns at once. No sleep and no hook into the exporter make the export thread leave the
+    queue full meanwhile: it takes the queue only when MAX_BATCH (512) traces wait, which a bound
+    of 3 never allows, when ``interval`` has passed (an hour here), or at shutdown; so the queue
+    holds exactly the first three until ``shutdown``, which sends those three and only them."""
+    exporter = Exporter(receiver.endpoint, service="boutique", attributes={}, queue=3, interval=3600)
+    for n in range(5):
+        exporter.export(cart_trace(trace_id=TRACE_ID + n), server_span_id=SERVER_SPAN_ID + n)
+    assert exporter.dropped == 2
+    exporter.shutdown()
+    spans = receiver.wait_for(15, WAIT)
+
+    assert len(spans) == 15
+    roots = {received.span.trace_id: received.span.span_id for received in spans if received.span.name == "GET /cart"}
+    assert roots == {(TRACE_ID + n).to_bytes(16, "big"): (SERVER_SPAN_ID + n).to_bytes(8, "big") for n in range(3)}
 
 
 # Server-Timing

@@ -1,11 +1,17 @@
-"""Assembled traces out to an OpenTelemetry collector, and a trace's ``Server-Timing`` header.
+"""Assembled traces out to an OpenTelemetry collector.
 
-The spans are built with OpenTelemetry's own SDK rather than by writing OTLP by hand: the SDK
-batches them on its background thread (the event loop only builds span objects), retries and
-times out as every other OpenTelemetry exporter does, and honours the standard ``OTEL_*``
-environment variables (headers, compression, resource attributes). The records were written on
-the data path long before (spright.data.traces); ``export`` replays an assembled tree with its
-exact times and ids, so what the collector shows is what happened, not when it was exported.
+The spans go out as OpenTelemetry's own SDK spans (``ReadableSpan``) through its OTLP/HTTP
+exporter rather than as OTLP written by hand: the exporter encodes, retries and times out as every
+other OpenTelemetry exporter does, and honours the standard ``OTEL_*`` environment variables
+(headers, compression, resource attributes). The records were written on the data path long
+before (spright.data.traces); an assembled tree is replayed with its exact times and ids, so what
+the collector shows is what happened, not when it was exported.
+
+``Exporter.export`` is called on the gateway's event loop, so all it does is append the tree to a
+bounded queue. The exporter's own thread does the rest: it builds the ``ReadableSpan``s directly,
+not through the SDK's Tracer, whose context, sampler, id generator and per-span lock this replay
+has no use for (the gateway already chose which traces to keep; the ids are known or random),
+and hands them to the OTLP exporter in batches, as the SDK's BatchSpanProcessor would.
 
 This is the only module that imports opentelemetry: workers and data planes never do (an
 import-linter contract in pyproject.toml says so).
@@ -13,20 +19,22 @@ import-linter contract in pyproject.toml says so).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections import deque
+from random import getrandbits
 
 from opentelemetry import trace as otel
-from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.util.types import AttributeValue
 
 from spright.data.traces import Span, Trace
+
+log = logging.getLogger("spright")
 
 # Span kinds after OpenTelemetry's semantic conventions: the gateway's request is an HTTP server
 # span; a ``ctx.call`` is an RPC, whose caller side is CLIENT and whose callee side (the handler's
@@ -36,69 +44,110 @@ from spright.data.traces import Span, Trace
 KINDS = {"server": otel.SpanKind.SERVER, "hop": otel.SpanKind.INTERNAL, "call": otel.SpanKind.CLIENT,
          "handler": otel.SpanKind.SERVER}
 
+# What the SDK's Tracer gave every span: exported traces are sampled (the gateway kept them), and
+# a span's status is UNSET unless it failed. Immutable, so shared by every span.
+SAMPLED = otel.TraceFlags(otel.TraceFlags.SAMPLED)
+UNSET = otel.Status(otel.StatusCode.UNSET)
 
-class _TreeIds(IdGenerator):
-    """Ids for the spans ``export`` starts. The SDK's Tracer takes no ids from its caller: its
-    IdGenerator (``TracerProvider(id_generator=...)``) is the one place the SDK allows them to
-    come from. A root trace's server span would otherwise get a new trace id, and the server span
-    a span id other than the one the gateway already sent in ``traceparent``; so ``export`` sets
-    both before it starts the server span, and every other span id is random.
-
-    The preset is consumed by the next span started: the caller holds ``Exporter._lock`` from
-    ``preset`` to that span's start, so another thread's span cannot take it."""
-
-    def __init__(self) -> None:
-        self._random = RandomIdGenerator()
-        self._trace_id = 0
-        self._span_id = 0
-
-    def preset(self, trace_id: int, span_id: int) -> None:
-        """The next span's trace id (used only if it has no parent) and span id (0: random)."""
-        self._trace_id, self._span_id = trace_id, span_id
-
-    def generate_trace_id(self) -> int:
-        trace_id, self._trace_id = self._trace_id, 0
-        return trace_id or self._random.generate_trace_id()
-
-    def generate_span_id(self) -> int:
-        span_id, self._span_id = self._span_id, 0
-        return span_id or self._random.generate_span_id()
+# BatchSpanProcessor's limit per request (OTEL_BSP_MAX_EXPORT_BATCH_SIZE's default), a shorter wait
+# than its 5 s default: a trace shows in the collector within a second.
+MAX_BATCH = 512
+INTERVAL = 1.0
+QUEUE = 2048  # traces: at least BatchSpanProcessor's 2,048 spans
+SHUTDOWN_TIMEOUT = 30.0  # as BatchSpanProcessor's: a collector that does not answer delays no exit longer
 
 
 class Exporter:
     """Sends assembled traces to an OTLP/HTTP collector. ``endpoint`` is the full URL of the
     traces endpoint (``http://collector:4318/v1/traces``, as OTEL_EXPORTER_OTLP_TRACES_ENDPOINT);
     ``service``: the app's name (the resource's ``service.name``); ``attributes``: more resource
-    attributes (``spright.dataplane``, ``host.name``, ...)."""
+    attributes (``spright.dataplane``, ``host.name``, ...).
 
-    def __init__(self, endpoint: str, *, service: str, attributes: dict[str, str]) -> None:
-        self._ids = _TreeIds()
-        # The gateway decided which requests to trace before their records were written: a
-        # sampler here (OTEL_TRACES_SAMPLER would pick one) could only drop half-kept trees.
-        self._provider = TracerProvider(sampler=ALWAYS_ON, id_generator=self._ids,
-                                        resource=Resource.create({**attributes, SERVICE_NAME: service}))
-        self._provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
-        self._tracer = self._provider.get_tracer(__name__)
-        self._lock = threading.Lock()
+    ``queue``: how many traces may wait for the export thread; a trace exported when that many
+    wait is dropped and counted in ``dropped`` (the gateway never waits for the collector, and
+    the memory of a slow one is bounded). The thread takes the waiting traces when ``MAX_BATCH``
+    of them wait (so at least a full batch of spans), every ``interval`` seconds, and at
+    ``shutdown``."""
+
+    def __init__(self, endpoint: str, *, service: str, attributes: dict[str, str], queue: int = QUEUE,
+                 interval: float = INTERVAL) -> None:
+        self._resource = _Resource(Resource.create({**attributes, SERVICE_NAME: service}))
+        self._scope = InstrumentationScope(__name__)  # what the Tracer of ``get_tracer(__name__)`` had
+        self._otlp = OTLPSpanExporter(endpoint=endpoint)
+        self._bound, self._interval = queue, interval
+        self._queue: deque[tuple[Trace, int | None]] = deque()
+        self._ready = threading.Condition(threading.Lock())  # guards the queue, ``dropped``, ``_closed``
+        self._closed = False
+        self.dropped = 0
         # Records carry CLOCK_MONOTONIC times; OTLP wants the epoch. One offset for the exporter's
         # life keeps every span's order and durations exactly as recorded (a later NTP step of the
         # wall clock shifts nothing relative to what was already exported).
         self.offset_ns = time.time_ns() - time.monotonic_ns()
+        # A daemon: a process that exits without ``shutdown`` loses what is queued, not its exit.
+        self._thread = threading.Thread(target=self._run, name="spright-otlp-export", daemon=True)
+        self._thread.start()
 
     def export(self, trace: Trace, server_span_id: int | None = None) -> None:
-        """Queue one tree's spans for export. ``server_span_id``: the span id the gateway put in
-        the response's ``traceparent`` (None: a new one)."""
-        context: Context | None = None
-        if trace.parent_id:  # the caller's span, from the request's traceparent
-            remote = otel.SpanContext(trace.trace_id, trace.parent_id, is_remote=True,
-                                      trace_flags=otel.TraceFlags(otel.TraceFlags.SAMPLED))
-            context = otel.set_span_in_context(otel.NonRecordingSpan(remote))
-        with self._lock:  # a parent gives its trace id: the preset one would stay unused
-            self._ids.preset(0 if context else trace.trace_id, server_span_id or 0)
-            self._start(trace.root, context, {"http.route": trace.route, "spright.request_id": trace.request_id})
+        """Queue one tree for export, or drop it when the queue is full. ``server_span_id``: the
+        span id the gateway put in the response's ``traceparent`` (None: a new one)."""
+        with self._ready:  # held for an append: the thread holds it only to take the whole queue
+            if len(self._queue) >= self._bound or self._closed:
+                self.dropped += 1
+                return
+            self._queue.append((trace, server_span_id))
+            if len(self._queue) == MAX_BATCH:
+                self._ready.notify()
 
-    def _start(self, span: Span, context: Context | None, extra: dict[str, AttributeValue]) -> None:
-        """Start and end ``span`` under ``context``, then its children under it (depth first)."""
+    def shutdown(self) -> None:
+        """Send what is queued, then stop the export thread and the OTLP exporter; once."""
+        with self._ready:
+            if self._closed:
+                return
+            self._closed = True
+            self._ready.notify()
+        self._thread.join(SHUTDOWN_TIMEOUT)
+        self._otlp.shutdown()
+
+    def _run(self) -> None:
+        """The export thread: the queued trees into spans, the spans out in batches of at most
+        MAX_BATCH; a part batch waits for more until the next ``interval`` tick (or shutdown)."""
+        pending: list[ReadableSpan] = []
+        due = time.monotonic() + self._interval
+        closed = False
+        while not closed:
+            with self._ready:
+                self._ready.wait_for(lambda: len(self._queue) >= MAX_BATCH or self._closed, due - time.monotonic())
+                traces, self._queue = self._queue, deque()
+                closed = self._closed
+            for trace, server_span_id in traces:
+                try:
+                    self._spans(trace, server_span_id, pending)
+                except Exception:  # a bug, not a reason to stop the thread and drop every later trace
+                    log.exception("spright: trace %d could not be exported", trace.request_id)
+            timed_out = time.monotonic() >= due
+            while len(pending) >= MAX_BATCH or (pending and (timed_out or closed)):
+                self._send(pending[:MAX_BATCH])
+                del pending[:MAX_BATCH]
+            if timed_out:
+                due = time.monotonic() + self._interval
+
+    def _send(self, batch: list[ReadableSpan]) -> None:
+        try:  # the exporter logs a refused or failed request itself; only a bug here raises
+            self._otlp.export(batch)
+        except Exception:  # as BatchSpanProcessor: logged, and the thread lives on
+            log.exception("spright: exporting %d spans failed", len(batch))
+
+    def _spans(self, trace: Trace, server_span_id: int | None, out: list[ReadableSpan]) -> None:
+        """``trace``'s spans onto ``out``, the server span first."""
+        parent = None
+        if trace.parent_id:  # the caller's span, from the request's traceparent
+            parent = otel.SpanContext(trace.trace_id, trace.parent_id, is_remote=True, trace_flags=SAMPLED)
+        self._add(trace.root, trace.trace_id, server_span_id or _span_id(), parent,
+                  {"http.route": trace.route, "spright.request_id": trace.request_id}, out)
+
+    def _add(self, span: Span, trace_id: int, span_id: int, parent: otel.SpanContext | None,
+             extra: dict[str, AttributeValue], out: list[ReadableSpan]) -> None:
+        """``span`` under ``parent``, then its children under it (depth first)."""
         attributes: dict[str, AttributeValue] = {"spright.function": span.function, "spright.endpoint": span.endpoint,
                                                  **extra}
         if span.queue_ns is not None:
@@ -107,17 +156,34 @@ class Exporter:
             attributes["spright.transit_ns"] = span.transit_ns
         # HTTP's own attribute on the HTTP span; a hop's or a call's status is the handler's
         attributes["http.response.status_code" if span.kind == "server" else "spright.status"] = span.status
+        status = UNSET
         if span.status >= 500:
             attributes["error.type"] = str(span.status)  # what the semantic conventions ask with ERROR
-        sdk_span = self._tracer.start_span(span.name, context, KINDS[span.kind], attributes,
-                                           start_time=span.start_ns + self.offset_ns)
-        if span.status >= 500:
-            sdk_span.set_status(otel.Status(otel.StatusCode.ERROR, f"status {span.status}"))
-        sdk_span.end(end_time=span.end_ns + self.offset_ns)
-        inner = otel.set_span_in_context(sdk_span)
+            status = otel.Status(otel.StatusCode.ERROR, f"status {span.status}")
+        context = otel.SpanContext(trace_id, span_id, is_remote=False, trace_flags=SAMPLED)
+        out.append(ReadableSpan(span.name, context, parent, self._resource, attributes, kind=KINDS[span.kind],
+                                status=status, start_time=span.start_ns + self.offset_ns,
+                                end_time=span.end_ns + self.offset_ns, instrumentation_scope=self._scope))
         for child in span.children:
-            self._start(child, inner, {})
+            self._add(child, trace_id, _span_id(), context, {}, out)
 
-    def shutdown(self) -> None:
-        """Send what is queued, then stop the export thread."""
-        self._provider.shutdown()
+
+class _Resource(Resource):
+    """A Resource that hashes once. Resource's own hash dumps its attributes to JSON at every
+    call, and the OTLP encoder hashes each span's resource (to group the spans by resource): a
+    third of the encoder's time per span. A Resource's attributes never change (immutable
+    BoundedAttributes), so neither does its hash; equality stays Resource's."""
+
+    def __init__(self, resource: Resource) -> None:
+        super().__init__(resource.attributes, resource.schema_url)
+        self._hash = super().__hash__()
+
+    def __hash__(self) -> int:
+        return self._hash
+
+
+def _span_id() -> int:
+    """A random span id, as the SDK's RandomIdGenerator makes them (0 is not a valid id)."""
+    while not (span_id := getrandbits(64)):
+        pass
+    return span_id
