@@ -59,6 +59,7 @@ class Recorder:
         them all); ``index``: this gateway process's, whose request ids it owns."""
         self.names = TraceNames.of(table)
         self.sampler = Sampler(config.trace_sample, config.trace_slower_than, config.trace_errors)
+        self._records_all = self.sampler.records_all
         self._writer = spans.writer(endpoint)
         self._reader = spans.reader()
         self._endpoint = endpoint
@@ -71,9 +72,10 @@ class Recorder:
     def begin(self, request_id: int, route: RouteEntry, headers: dict[str, str]) -> int:
         """A request goes down ``route``'s chain: TRACED when it is traced (its ``headers``
         then carry the gateway's traceparent on), else 0."""
-        parent = parse(headers.get("traceparent"), headers.get("tracestate"))
+        traceparent = headers.get("traceparent")  # most requests carry none: no parse, no tracestate
+        parent = parse(traceparent, headers.get("tracestate")) if traceparent is not None else None
         sampled = self.sampler.head(parent)
-        if not sampled and not self.sampler.records_all:
+        if not sampled and not self._records_all:
             return 0
         trace_id, parent_id = (parent.trace_id, parent.parent_id) if parent else (new_trace_id(), 0)
         span_id = new_span_id()
