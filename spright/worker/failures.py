@@ -1,6 +1,7 @@
 """What a failed handler answers: the status and the JSON error body its caller (or the
 client) gets, logged as its kind deserves: a callee's failure and a 4xx as information, an
-unexpected exception with its traceback under an id the answer carries."""
+unexpected exception with its traceback under an id the answer carries; and the error of a
+result larger than the node lets a handler answer."""
 
 from __future__ import annotations
 
@@ -36,3 +37,12 @@ def error_answer(exc: Exception, function: str) -> tuple[int, dict[str, Any]]:
         trace = "".join(traceback.format_exception(exc))  # text: a kept record must not pin the slot
         log.error("%s failed (error_id=%s)\n%s", function, error_id, trace)
     return status, body
+
+
+def too_large(function: str, size: int, limit: int) -> HTTPError:
+    """A result over the response limit: a 500 (the app broke its own node's setting;
+    nothing upstream failed, so not a 502) that says what to raise, not an anonymous one."""
+    detail = (f"{function} returned {size} bytes, over the response limit of {limit} bytes: raise "
+              f"PoolConfig.max_response (e.g. App(pool=PoolConfig(max_response=...)))")
+    log.error("%s", detail)
+    return HTTPError(500, detail)

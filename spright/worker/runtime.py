@@ -66,7 +66,7 @@ from spright.worker.context import (
     request_meta,
     response_meta,
 )
-from spright.worker.failures import error_answer
+from spright.worker.failures import error_answer, too_large
 from spright.worker.tasks import PAST_DEADLINE, cancel_message, never_suspends, start_task
 from spright.worker.tracing import WorkSpans
 
@@ -312,21 +312,13 @@ class Worker:
         log.warning("%s: request %d ended before its handler returned; result dropped", self.function.name,
                     d.request_id)
 
-    def _too_large(self, size: int, limit: int) -> HTTPError:
-        """A result over the response limit: a 500 (the app broke its own node's setting;
-        nothing upstream failed, so not a 502) that says what to raise, not an anonymous one."""
-        detail = (f"{self.function.name} returned {size} bytes, over the response limit of {limit} bytes: raise "
-                  f"PoolConfig.max_response (e.g. App(pool=PoolConfig(max_response=...)))")
-        log.error("%s", detail)
-        return HTTPError(500, detail)
-
     def _forward(self, d: Descriptor, ctx: Context, payload: Payload, body_flag: int, received: int,
                  started: int) -> None:
         """The handler's result, in the request's slot (or a larger one), to whoever is next:
         the caller of a call, else the chain's next hop (the gateway after its last)."""
         # a result too large fails before anything is written: _fail answers in the request's slot
         if self._max_response is not None and len(payload) > self._max_response:
-            raise self._too_large(len(payload), self._max_response)
+            raise too_large(self.function.name, len(payload), self._max_response)
         flags = (d.flags & (HAS_RESPONSE_META | TRACED)) | body_flag
         slot, generation = d.slot, d.generation
         try:
@@ -339,7 +331,7 @@ class Worker:
             elif payload is not ctx.body:  # returning ctx.body itself costs nothing: it is already there
                 slot, generation = self.pool.write(slot, generation, payload, None, d.request_id)
         except TooLarge as exc:  # the largest slot, less this result's metadata, is the limit
-            raise self._too_large(len(payload), exc.largest - (exc.size - len(payload))) from None
+            raise too_large(self.function.name, len(payload), exc.largest - (exc.size - len(payload))) from None
         if slot == d.slot:  # else write() moved it and freed the old one
             self.pool.unhold(slot)  # handed on: the next hop holds it
         status = ctx.status or d.status
