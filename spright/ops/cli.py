@@ -262,8 +262,8 @@ def trace(
         return
     shown = traces[: 1 if trace_id else last]
     console.print(summary_table(traces[:20]))
-    for one in shown:
-        console.print(waterfall(one))
+    for one in shown:  # the bars take what the span's columns leave of the terminal
+        console.print(waterfall(one, width=max(10, console.width - 90)))
 
 
 @cli.command()
