@@ -158,7 +158,9 @@ class Supervisor:
         else:
             # the app is loaded and compiled, the node's memory and data plane made: the template
             # imports what a worker does (the data plane's module too) before the first forks
-            await self.starts.open(self.config.ready_timeout, ["spright.node.process", type(self.transport).__module__])
+            # (and the idna codec, which a worker's first socket imports)
+            await self.starts.open(self.config.ready_timeout,
+                                   ["spright.node.process", type(self.transport).__module__, "encodings.idna"])
             for name, hosted in table.processes().items():
                 for instance in range(table.functions[hosted[0] - 1].instances):
                     self._spawn(WorkerKey(name, instance))

@@ -222,7 +222,10 @@ class Forked:
 def template_main(channel: socket.socket, app_ref: str, modules: list[str], parent: int) -> None:
     """Entry point of the template process (spawned by the supervisor)."""
     die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when it stops
+    # the supervisor decides when it stops (by closing its channel): a SIGTERM to the whole group
+    # (systemd's, a terminal's ^C) must not take the workers with it before they drain
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
     report = _preload(app_ref, modules)
     channel.send(orjson.dumps(report))
     if "error" not in report:
@@ -300,6 +303,7 @@ def _child(template: int, spec: int, theirs: list[int], selector: selectors.Base
     code = 1
     try:
         die_with_parent(template)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until the worker's loop handles it
         selector.close()
         for fd in theirs:
             os.close(fd)
