@@ -23,6 +23,7 @@ import asyncio
 import http.client
 import json
 import math
+import re
 import statistics
 import sys
 import time
@@ -36,6 +37,7 @@ from spright.ops.nodes import choose_node
 from spright.testing import free_port, node_metric
 
 RESULTS = Path(__file__).with_name("results")
+READY = re.compile(r"spright: sleepy ready ([0-9.]+) ms after its process's start began")
 PARTS = ("throughput", "cold_start")  # --only: what wrk and the burst measure, or the cold starts alone
 BALANCES = ("round_robin", "least_in_flight")
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,9 +81,12 @@ def cold_start(transport: str, starts: int, workdir: Path, worker_start: str = "
                     raise RuntimeError("sleepy did not scale to zero within 30 s")
                 time.sleep(0.1)
             cold.append(_timed_get(port))
-        return {"warm_ms": round(warm * 1e3, 2), "cold_ms": [round(c * 1e3, 1) for c in cold]}
     finally:
         server.stop()
+    # the supervisor logs each instance's start: from the start of its process to its READY
+    ready = [float(m[1]) for m in READY.finditer(server.log_path.read_text(errors="replace"))]
+    return {"warm_ms": round(warm * 1e3, 2), "cold_ms": [round(c * 1e3, 1) for c in cold],
+            "start_ms": ready[-starts:]}
 
 
 def _timed_get(port: int) -> float:
@@ -188,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
         for how, figures in summary["cold_start_by"].items():
             lines.append(f"scale to zero ({how}): a request takes {figures['warm_ms']} ms with an instance, "
                          f"{figures['cold_ms_median']} ms (median) when it first needs one: "
-                         f"+{figures['extra_ms_p50']} ms p50, +{figures['extra_ms_p99']} ms p99")
+                         f"+{figures['extra_ms_p50']} ms p50, +{figures['extra_ms_p99']} ms p99; a worker's start "
+                         f"(its process's start to its READY) {figures['start_ms_median']} ms (median)")
     summary["runs"] = runs
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"instances-{stamp}.json"
@@ -206,7 +212,9 @@ def cold_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "cold_ms_median": statistics.median(c for r in runs for c in r["cold_ms"]),
             "extra_ms_p50": round(statistics.median(extra), 1),
             "extra_ms_p99": round(extra[min(len(extra) - 1, math.ceil(0.99 * len(extra)) - 1)], 1),
-            "starts": len(extra)}
+            "starts": len(extra),
+            "start_ms_median": statistics.median(s for r in runs for s in r.get("start_ms", [])) if any(
+                r.get("start_ms") for r in runs) else None}
 
 
 if __name__ == "__main__":

@@ -175,11 +175,12 @@ class Supervisor:
         spec = WorkerSpec(self.app_ref, key.process, key.instance, self.table, self.pool.handle(domain),
                           self.transport, self.counters.name or "", self.config.drain_timeout,
                           parent=self.starts.parent())
+        began = time.monotonic()
         process = self.starts.start(spec, f"spright-{key}")
         self.processes[key] = process
-        self._starts.setdefault(key, []).append(time.monotonic())
+        self._starts.setdefault(key, []).append(began)
         for endpoint in self._endpoints_of(key):
-            self.members.starting(endpoint)
+            self.members.starting(endpoint, began)
         asyncio.get_running_loop().add_reader(process.sentinel, self._exited, key, process)
 
     def _exited(self, key: WorkerKey, process: WorkerProcess) -> None:
