@@ -19,7 +19,7 @@ import pytest
 from spright.data.tracecontext import new_span_id
 from spright.host.nodefile import runtime_base
 from spright.ops.nodes import choose_node
-from spright.testing import free_port, run_node
+from spright.testing import free_port, node_metric, run_node
 from tests import test_isolation
 from tests.kit.nodes import children_of, proc_stat, wait_node_file
 
@@ -114,3 +114,19 @@ def test_trace_ids_are_reseeded_in_a_forked_child() -> None:
     os.close(reader)
     os.waitpid(pid, 0)
     assert child != new_span_id()
+
+
+def test_workers_of_a_killed_template_restart_spawned(runtime_dir: Path) -> None:
+    with run_node("tests.apps.warm:app", args=("--instances", "fn=2")) as (port, node):
+        template = template_of(node.pid)
+        forked = [answer["pid"] for answer in answers(port)]
+        os.kill(template, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:  # they die with it, and the supervisor restarts them, spawned now
+            workers = set(choose_node(port=port).workers.values())
+            if (not workers & set(forked) and all((s := proc_stat(pid)) and s[1] == node.pid for pid in workers)
+                    and node_metric(port, 'spright_instances{domain="warm",function="fn"}') == 2):
+                break
+            assert time.monotonic() < deadline, f"workers {workers} (forked: {forked}) were not restarted spawned"
+            time.sleep(0.1)
+        assert {answer["parent"] for answer in answers(port)} == {node.pid}

@@ -103,7 +103,9 @@ class Starts:
         theirs.close()
         self._channel = ours
         try:
-            report = orjson.loads(await asyncio.wait_for(asyncio.to_thread(ours.recv, 65536), timeout) or b"{}")
+            ours.setblocking(False)
+            report = orjson.loads(await asyncio.wait_for(asyncio.get_running_loop().sock_recv(ours, 65536), timeout)
+                                  or b"{}")
         except (TimeoutError, OSError, orjson.JSONDecodeError) as exc:
             report = {"error": f"it did not report ({exc!r})"}
         if "error" in report or "pid" not in report:
@@ -112,20 +114,24 @@ class Starts:
             self.close()
             return
         self.template_pid = int(report["pid"])
+        ours.settimeout(30)  # for a fork's answer: it takes a millisecond or two
 
     def start(self, spec: WorkerSpec, name: str) -> WorkerProcess:
-        if self._channel is not None and self.template is not None and self.template.is_alive():
+        """Start a worker process (``spec.parent`` is ``parent()``)."""
+        if self.template_pid and self.template is not None and not self.template.is_alive():
+            log.error("spright: the template exited with code %s; workers are spawned from now on",
+                      self.template.exitcode)
+            self.template_pid = 0
+        if self.template_pid:
             try:
                 return self._fork(spec)
             except BlockingIOError:
                 log.warning("spright: worker %s's spec is larger than a pipe holds: spawned", name)
             except OSError as exc:
+                # its channel is out of step now: no more forks, but the workers it forked serve on
+                # (they would die with it) until the node stops
                 log.error("spright: the template cannot fork (%s); workers are spawned from now on", exc)
-                self.close()
-        elif self._channel is not None:
-            log.error("spright: the template exited with code %s; workers are spawned from now on",
-                      self.template.exitcode if self.template else None)
-            self.close()
+                self.template_pid = 0
         process = get_context("spawn").Process(target=worker_main, args=(spec,), name=name, daemon=True)
         process.start()
         return process
@@ -151,13 +157,12 @@ class Starts:
             with contextlib.suppress(OSError):  # a pipe that holds it all: written now, read by the child later
                 fcntl.fcntl(spec_w, _F_SETPIPE_SZ, max(len(data), 65536))
             os.set_blocking(spec_w, False)
-            with open(spec_w, "wb", closefd=False) as pipe:
-                pipe.write(data)  # BlockingIOError where it does not fit: then spawned
+            if os.write(spec_w, data) < len(data):
+                raise BlockingIOError("the spec does not fit in a pipe")
             socket.send_fds(self._channel, [b"fork"], [spec_r])
         finally:
             os.close(spec_r)
             os.close(spec_w)
-        self._channel.settimeout(10)
         message, fds, _, _ = socket.recv_fds(self._channel, _PID.size, 1)
         if len(message) != _PID.size or len(fds) != 1:
             for fd in fds:
