@@ -7,7 +7,8 @@
   25x) with 2 instances under ``wrk -c16``, picked round robin, then least in flight
   (``--balance``): requests per second and p99 latency;
 - cold start: a function scaled to zero (``bench.apps:sleepy``): latency of a request with an
-  instance serving, and of the first request after it scaled to zero (the activator starts one);
+  instance serving, and of the first request after it scaled to zero (the activator starts one),
+  with each ``--worker-start`` (the first, fork, is the summary's; alternately with the others);
 - parking: one burst of 164 photos (upstream's burst) at the parking chain: wall time until
   the last answer, with 1, then 2 detection instances (the OCR function).
 
@@ -21,6 +22,8 @@ import argparse
 import asyncio
 import http.client
 import json
+import math
+import re
 import statistics
 import sys
 import time
@@ -34,6 +37,8 @@ from spright.ops.nodes import choose_node
 from spright.testing import free_port, node_metric
 
 RESULTS = Path(__file__).with_name("results")
+READY = re.compile(r"spright: sleepy ready ([0-9.]+) ms after its process's start began")
+PARTS = ("throughput", "cold_start")  # --only: what wrk and the burst measure, or the cold starts alone
 BALANCES = ("round_robin", "least_in_flight")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,12 +63,13 @@ def load(app: str, transport: str, options: list[str], connections: int, seconds
         server.stop()
 
 
-def cold_start(transport: str, starts: int, workdir: Path) -> dict[str, Any]:
+def cold_start(transport: str, starts: int, workdir: Path, worker_start: str = "fork") -> dict[str, Any]:
     """``bench.apps:sleepy`` (min_instances=0): the latency of a request while the function has
     an instance (median of 50) and of the first request after it scaled to zero (each of
     ``starts``); the difference is what the activator's cold start adds."""
     port = free_port()
-    server = serve("bench.apps:sleepy", transport, [], port, workdir / "sleepy.log")
+    server = serve("bench.apps:sleepy", transport, ["--worker-start", worker_start], port,
+                   workdir / f"sleepy-{worker_start}.log")
     gauge = 'spright_instances{domain="bench-sleepy",function="sleepy"}'
     try:
         warm = statistics.median(_timed_get(port) for _ in range(50))
@@ -75,9 +81,12 @@ def cold_start(transport: str, starts: int, workdir: Path) -> dict[str, Any]:
                     raise RuntimeError("sleepy did not scale to zero within 30 s")
                 time.sleep(0.1)
             cold.append(_timed_get(port))
-        return {"warm_ms": round(warm * 1e3, 2), "cold_ms": [round(c * 1e3, 1) for c in cold]}
     finally:
         server.stop()
+    # the supervisor logs each instance's start: from the start of its process to its READY
+    ready = [float(m[1]) for m in READY.finditer(server.log_path.read_text(errors="replace"))]
+    return {"warm_ms": round(warm * 1e3, 2), "cold_ms": [round(c * 1e3, 1) for c in cold],
+            "start_ms": ready[-starts:]}
 
 
 def _timed_get(port: int) -> float:
@@ -117,17 +126,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="wrk seconds per cpu run")
     parser.add_argument("--burst", type=int, default=164)
     parser.add_argument("--quick", action="store_true", help="1 round, 3 s runs, a burst of 40")
+    parser.add_argument("--only", choices=PARTS, action="append", help="run only these parts (repeatable)")
+    parser.add_argument("--starts", type=int, default=3, help="cold starts per round and worker start")
+    parser.add_argument("--worker-start", dest="worker_starts", action="append", choices=("fork", "spawn"),
+                        help="cold starts with each (repeatable; default fork, then spawn)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.seconds, args.burst = 1, 3.0, 40
+    parts = set(args.only or PARTS)
+    worker_starts = args.worker_starts or ["fork", "spawn"]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     workdir = Path("/tmp") / f"spright-bench-instances-{stamp}"
     workdir.mkdir(parents=True)
     runs: dict[str, dict[Any, list[Any]]] = {"gateways_rps": {1: [], 2: []}, "cpu_rps": {1: [], 2: []},
                                              "balance": {b: [] for b in BALANCES}, "parking": {1: [], 2: []},
-                                             "cold_start": {"runs": []}}
+                                             "cold_start": {"runs": []},
+                                             "cold_start_by": {how: [] for how in worker_starts}}
     for _ in range(args.rounds):
+        if "cold_start" in parts:
+            for how in worker_starts:
+                runs["cold_start_by"][how].append(cold_start(args.transport, args.starts, workdir, how))
+            runs["cold_start"]["runs"].append(runs["cold_start_by"][worker_starts[0]][-1])
+        if parts == {"cold_start"}:
+            continue
         for count in (1, 2):
             runs["gateways_rps"][count].append(round(load("bench.apps:noop", args.transport, ["--gateways", str(count)],
                                                           64, args.seconds, workdir).rps))
@@ -142,38 +164,57 @@ def main(argv: list[str] | None = None) -> None:
                                              "p99_us": result.p99_us, "errors": result.errors})
         for count in (1, 2):
             runs["parking"][count].append(parking(args.transport, count, args.burst, workdir))
-        runs["cold_start"]["runs"].append(cold_start(args.transport, 3, workdir))
-    best_gateways = {n: max(v) for n, v in runs["gateways_rps"].items()}
-    best_rps = {n: max(v) for n, v in runs["cpu_rps"].items()}
-    best_wall = {n: min(r["wall_s"] for r in v) for n, v in runs["parking"].items()}
-    balance = {b: {"rps": max(r["rps"] for r in v), "p50_us": min(r["p50_us"] for r in v),
-                   "p99_us": min(r["p99_us"] for r in v)} for b, v in runs["balance"].items()}
-    warm = min(r["warm_ms"] for r in runs["cold_start"]["runs"])
-    cold = statistics.median(c for r in runs["cold_start"]["runs"] for c in r["cold_ms"])
-    summary: dict[str, Any] = {
-        "transport": args.transport, "rounds": args.rounds, "burst": args.burst,
-        "gateways_rps": best_gateways, "gateways_ratio": round(best_gateways[2] / best_gateways[1], 2),
-        "cpu_rps": best_rps, "cpu_ratio": round(best_rps[2] / best_rps[1], 2),
-        "balance": balance,
-        "cold_start": {"warm_ms": warm, "cold_ms_median": cold},
-        "parking_wall_s": best_wall, "parking_speedup": round(best_wall[1] / best_wall[2], 2),
-        "runs": runs,
-    }
+    summary: dict[str, Any] = {"transport": args.transport, "rounds": args.rounds, "burst": args.burst}
+    lines = []
+    if "throughput" in parts:
+        best_gateways = {n: max(v) for n, v in runs["gateways_rps"].items()}
+        best_rps = {n: max(v) for n, v in runs["cpu_rps"].items()}
+        best_wall = {n: min(r["wall_s"] for r in v) for n, v in runs["parking"].items()}
+        balance = {b: {"rps": max(r["rps"] for r in v), "p50_us": min(r["p50_us"] for r in v),
+                       "p99_us": min(r["p99_us"] for r in v)} for b, v in runs["balance"].items()}
+        summary.update({
+            "gateways_rps": best_gateways, "gateways_ratio": round(best_gateways[2] / best_gateways[1], 2),
+            "cpu_rps": best_rps, "cpu_ratio": round(best_rps[2] / best_rps[1], 2),
+            "balance": balance,
+            "parking_wall_s": best_wall, "parking_speedup": round(best_wall[1] / best_wall[2], 2),
+        })
+        lines.append(f"noop chain, wrk -c64: 1 gateway {best_gateways[1]:,} req/s, 2 gateways "
+                     f"{best_gateways[2]:,} req/s ({summary['gateways_ratio']}x)")
+        lines.append(f"cpu-bound function, wrk -c16: 1 instance {best_rps[1]:,} req/s, 2 instances "
+                     f"{best_rps[2]:,} req/s ({summary['cpu_ratio']}x)")
+        for name, figures in balance.items():
+            lines.append(f"varying cost, 2 instances, wrk -c16, {name}: {figures['rps']:,} req/s, "
+                         f"p50 {figures['p50_us']:,} us, p99 {figures['p99_us']:,} us")
+        lines.append(f"parking burst of {args.burst}: 1 detection instance {best_wall[1]:.2f} s, 2 instances "
+                     f"{best_wall[2]:.2f} s ({summary['parking_speedup']}x sooner)")
+    if "cold_start" in parts:
+        summary["cold_start"] = cold_summary(runs["cold_start"]["runs"])
+        summary["cold_start_by"] = {how: cold_summary(r) for how, r in runs["cold_start_by"].items()}
+        for how, figures in summary["cold_start_by"].items():
+            lines.append(f"scale to zero ({how}): a request takes {figures['warm_ms']} ms with an instance, "
+                         f"{figures['cold_ms_median']} ms (median) when it first needs one: "
+                         f"+{figures['extra_ms_p50']} ms p50, +{figures['extra_ms_p99']} ms p99; a worker's start "
+                         f"(its process's start to its READY) {figures['start_ms_median']} ms (median)")
+    summary["runs"] = runs
     args.out.mkdir(parents=True, exist_ok=True)
     out = args.out / f"instances-{stamp}.json"
     out.write_text(json.dumps(summary, indent=2))
-    print(f"noop chain, wrk -c64: 1 gateway {best_gateways[1]:,} req/s, 2 gateways {best_gateways[2]:,} req/s "
-          f"({summary['gateways_ratio']}x)")
-    print(f"cpu-bound function, wrk -c16: 1 instance {best_rps[1]:,} req/s, 2 instances {best_rps[2]:,} req/s "
-          f"({summary['cpu_ratio']}x)")
-    for name, figures in balance.items():
-        print(f"varying cost, 2 instances, wrk -c16, {name}: {figures['rps']:,} req/s, p50 {figures['p50_us']:,} us, "
-              f"p99 {figures['p99_us']:,} us")
-    print(f"scale to zero: a request takes {warm} ms with an instance, {cold} ms (median) when it first "
-          f"needs one")
-    print(f"parking burst of {args.burst}: 1 detection instance {best_wall[1]:.2f} s, 2 instances "
-          f"{best_wall[2]:.2f} s ({summary['parking_speedup']}x sooner)")
+    for line in lines:
+        print(line)
     print(f"-> {out}")
+
+
+def cold_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Over rounds: the best warm latency, the median cold one, and what a cold start adds to a
+    request (cold minus its round's warm median), p50 and p99 (nearest rank)."""
+    extra = sorted(c - r["warm_ms"] for r in runs for c in r["cold_ms"])
+    return {"warm_ms": min(r["warm_ms"] for r in runs),
+            "cold_ms_median": statistics.median(c for r in runs for c in r["cold_ms"]),
+            "extra_ms_p50": round(statistics.median(extra), 1),
+            "extra_ms_p99": round(extra[min(len(extra) - 1, math.ceil(0.99 * len(extra)) - 1)], 1),
+            "starts": len(extra),
+            "start_ms_median": statistics.median(s for r in runs for s in r.get("start_ms", [])) if any(
+                r.get("start_ms") for r in runs) else None}
 
 
 if __name__ == "__main__":

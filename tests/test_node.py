@@ -17,7 +17,7 @@ from spright.host.nodefile import runtime_base
 from spright.testing import run_node
 from spright.transport.skmsg import NO_ROUTE
 from tests.kit.kernel import bpf_objects, still_loaded
-from tests.kit.nodes import children_of, node_file, still_running
+from tests.kit.nodes import descendants_of, node_file, still_running
 from tests.kit.wire import exchange
 
 pytestmark = pytest.mark.node
@@ -260,7 +260,7 @@ def test_sigterm_leaves_nothing_behind(transport: str) -> None:
         assert all(Path("/dev/shm", name).exists() for name in info.shm)
         pin_dir = Path(info.transport_info["pin_dir"]) if transport == "skmsg" else None
         ours = bpf_objects(pin_dir) if pin_dir else {"map": set(), "prog": set()}
-        children = children_of(process.pid)
+        children = descendants_of(process.pid)  # the workers are the template's children
         workers = {pid for pid, (_, command) in children.items() if command.startswith("spright: worker ")}
         assert len(workers) == 3 and workers == set(info.workers.values()), (children, info.workers)
         assert {children[pid][1].strip() for pid in workers} == {f"spright: worker {name} [echo]"

@@ -15,7 +15,7 @@ from spright import App, RoutingError
 from spright.data.autoscale import ScalePolicy
 from spright.ops.nodes import choose_node
 from spright.testing import run_node
-from tests.kit.nodes import serving
+from tests.kit.nodes import proc_stat, serving
 
 ZERO = ScalePolicy(min_instances=0, scale_to_zero_grace=1)
 
@@ -29,9 +29,12 @@ async def until_scaled_to_zero(port: int, name: str) -> None:
 
 
 @pytest.mark.node
-@pytest.mark.parametrize("plane", [pytest.param("skmsg", marks=pytest.mark.kernel), "unix", "poll"])
-async def test_a_function_scales_to_zero_and_the_activator_wakes_it(plane: str, runtime_dir: Path) -> None:
-    with run_node("tests.apps.instances:app", transport=plane) as (port, _):
+@pytest.mark.parametrize(("plane", "worker_start"), [pytest.param("skmsg", "fork", marks=pytest.mark.kernel),
+                                                     ("unix", "fork"), ("poll", "fork"), ("unix", "spawn")])
+async def test_a_function_scales_to_zero_and_the_activator_wakes_it(plane: str, worker_start: str,
+                                                                     runtime_dir: Path) -> None:
+    """Woken instances fork from the node's template (the default), or are spawned."""
+    with run_node("tests.apps.instances:app", transport=plane, args=("--worker-start", worker_start)) as (port, node):
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session:
             async def get(path: str) -> dict:
                 async with session.get(path) as reply:
@@ -44,6 +47,9 @@ async def test_a_function_scales_to_zero_and_the_activator_wakes_it(plane: str, 
             cold = await asyncio.gather(*(get("/sleepy") for _ in range(10)))  # all wait at the activator
             cold_start = time.monotonic() - started
             assert {c["pid"] for c in cold} != {first} and len({c["pid"] for c in cold}) >= 1
+            # (it is still there: it scales to zero only after a second idle)
+            parents = {stat[1] for pid in {c["pid"] for c in cold} if (stat := proc_stat(pid))}
+            assert parents and (node.pid in parents) == (worker_start == "spawn"), "forked, or spawned"
             assert serving(port, "sleepy") >= 1
 
             await until_scaled_to_zero(port, "sleepy")

@@ -14,6 +14,7 @@ from typing import Any
 
 MiB = 1 << 20
 BALANCES = ("least_in_flight", "round_robin")  # how an instance is picked (spright run --balance)
+WORKER_STARTS = ("fork", "spawn")  # how a worker process starts (spright run --worker-start)
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,9 @@ class Config:
     gateways: int | None = None  # gateway processes on the port (SO_REUSEPORT); None: by cores
     balance: str = "least_in_flight"  # how a function's instance is picked: or round_robin
     node_dir: str | None = None  # spright gateway (pod mode): where its workers, started on their own, join
+    # fork: each worker forks from the node's template process, the app already imported
+    # (spright.node.template); spawn: each is a fresh interpreter (for apps not safe to fork)
+    worker_start: str = "fork"
     # -- the app's (App(...)) ----------------------------------------------------------------
     # tracing (docs/tracing.md): the share of requests traced (a sampled traceparent always is),
     # tail rules that trace every request and keep the slow (seconds) and the failed (5xx) ones,
@@ -118,6 +122,9 @@ class Config:
                              f"got {self.otlp!r}")
         if self.balance not in BALANCES:
             raise ValueError(f"Config.balance must be one of {', '.join(BALANCES)}, got {self.balance!r}")
+        if self.worker_start not in WORKER_STARTS:
+            raise ValueError(f"Config.worker_start must be one of {', '.join(WORKER_STARTS)}, "
+                             f"got {self.worker_start!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"Config.port must be 0..65535, got {self.port}")
 

@@ -9,6 +9,7 @@ a new trace and drop ``tracestate``, so ``parse`` answers None and the caller do
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ _OWS = " \t"  # the optional whitespace HTTP allows around a field value (RFC 91
 # Trace and span ids only need to be unique, not unguessable (they travel in clear headers):
 # a Mersenne Twister is enough, and far cheaper than secrets per traced request.
 _random = random.Random()
+# re-seeded in a forked child (a worker forked from the node's template), as Python's own
+# ``random`` is: else every copy would hand out the same ids
+os.register_at_fork(after_in_child=_random.seed)
 
 
 @dataclass(frozen=True, slots=True)

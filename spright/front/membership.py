@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -89,6 +90,7 @@ class Membership:
         self._listener = listener
         self._states = {e: State.GONE for f in table.functions for e in table.instance_endpoints(f.id)}
         self.down: set[int] = set()  # functions with no instance serving since one died
+        self._started: dict[int, float] = {}  # endpoint -> when its process's start began (monotonic)
         self._changed: asyncio.Event | None = None  # set at each move while someone waits
         transport.instances.create()
 
@@ -113,15 +115,19 @@ class Membership:
         return self._transport.instances.get(function_id)
 
     # -- events ----------------------------------------------------------------------------
-    def starting(self, endpoint: int) -> None:
-        """Its process was started."""
-        self._move(endpoint, State.STARTING)
+    def starting(self, endpoint: int, since: float | None = None) -> None:
+        """Its process was started (``since``: when its start began, time.monotonic())."""
+        if self._move(endpoint, State.STARTING) and since is not None:
+            self._started[endpoint] = since
 
     def announced(self, endpoint: int) -> bool:
         """READY from the instance: it serves, and is admitted to the live set. False when it
         is not expected to announce itself (retiring, or ready already): ignored."""
         if not self._move(endpoint, State.READY):
             return False
+        if (since := self._started.pop(endpoint, None)) is not None:  # how long a start takes (bench.instances)
+            log.info("spright: %s ready %.1f ms after its process's start began", self.name(endpoint),
+                     (time.monotonic() - since) * 1e3)
         function_id = self.table.function_of(endpoint)
         if function_id in self.down:
             self.down.discard(function_id)

@@ -1,6 +1,7 @@
-"""A worker process: the entry point the supervisor spawns, hosting one or more functions.
+"""A worker process: the entry point the supervisor starts, hosting one or more functions.
 
-Spawned (not forked), so it imports the app afresh; it attaches to the node's pool,
+Forked from the node's template (spright.node.template), the app already imported, or spawned,
+importing it afresh; it attaches to the node's pool,
 counter table and data plane from a picklable ``WorkerSpec``, runs until SIGTERM, then
 lets handlers in flight finish and detaches.
 """
@@ -48,11 +49,12 @@ class WorkerSpec:
     counters: str  # the counter table's shared-memory name
     drain_timeout: float  # how long handlers in flight may finish once told to stop
     tracked: bool = True  # False: started on its own, its resource tracker must not unlink the node's memory
+    parent: int = 0  # the pid of the process that starts it (the supervisor, or the template): it dies with it
 
 
 def worker_main(spec: WorkerSpec) -> None:
-    """Entry point of a worker process (spawned, so it imports the app afresh)."""
-    die_with_parent()
+    """Entry point of a worker process (forked from the template, or spawned)."""
+    die_with_parent(spec.parent)
     sealable = sandbox.enter()  # first, while this process has a single thread
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when we stop
     logging.basicConfig(level=logging.INFO, format=f"%(levelname)s [{spec.process}] %(message)s")

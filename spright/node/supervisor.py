@@ -40,8 +40,9 @@ from spright.node import control, join
 from spright.node.assembly import NodeMemory
 from spright.node.gateways import GatewaySpec, default_count, gateway_main
 from spright.node.loader import load_app
-from spright.node.process import WorkerKey, WorkerSpec, worker_main
+from spright.node.process import WorkerKey, WorkerSpec
 from spright.node.scaling import TICK, Autoscaling
+from spright.node.template import Starts, WorkerProcess
 from spright.transport import select_transport
 
 log = logging.getLogger("spright")
@@ -61,7 +62,8 @@ class Supervisor:
         self.table = self.app.compile(dict(self.config.instances), self.gateway_count,
                                       default_timeout=self.config.default_timeout)
         self.gateway_processes: dict[int, BaseProcess] = {}  # the further gateways, by index
-        self.processes: dict[WorkerKey, BaseProcess] = {}
+        self.processes: dict[WorkerKey, WorkerProcess] = {}
+        self.starts = Starts(self.config.worker_start, app_ref)
         self._starts: dict[WorkerKey, list[float]] = {}
         self.autoscaling = Autoscaling(self.app, self.table)
         self._stopping = False
@@ -139,6 +141,7 @@ class Supervisor:
                 controls.close()
             self._stopping = True
             self._stop_workers()
+            self.starts.close()
             self.gateway.close()
             await self.gateway.closed()
             transport.stop()
@@ -153,6 +156,11 @@ class Supervisor:
                 self.transport.name, self.transport.join_state(), join.handles(self.pool.handles),
                 self.counters.name or "", self.config.drain_timeout))
         else:
+            # the app is loaded and compiled, the node's memory and data plane made: the template
+            # imports what a worker does (the data plane's module too) before the first forks
+            # (and the idna codec, which a worker's first socket imports)
+            await self.starts.open(self.config.ready_timeout,
+                                   ["spright.node.process", type(self.transport).__module__, "encodings.idna"])
             for name, hosted in table.processes().items():
                 for instance in range(table.functions[hosted[0] - 1].instances):
                     self._spawn(WorkerKey(name, instance))
@@ -165,16 +173,17 @@ class Supervisor:
     def _spawn(self, key: WorkerKey) -> None:
         domain = self.table.functions[self.table.processes()[key.process][0] - 1].domain
         spec = WorkerSpec(self.app_ref, key.process, key.instance, self.table, self.pool.handle(domain),
-                          self.transport, self.counters.name or "", self.config.drain_timeout)
-        process = get_context("spawn").Process(target=worker_main, args=(spec,), name=f"spright-{key}", daemon=True)
-        process.start()
+                          self.transport, self.counters.name or "", self.config.drain_timeout,
+                          parent=self.starts.parent())
+        began = time.monotonic()
+        process = self.starts.start(spec, f"spright-{key}")
         self.processes[key] = process
-        self._starts.setdefault(key, []).append(time.monotonic())
+        self._starts.setdefault(key, []).append(began)
         for endpoint in self._endpoints_of(key):
-            self.members.starting(endpoint)
+            self.members.starting(endpoint, began)
         asyncio.get_running_loop().add_reader(process.sentinel, self._exited, key, process)
 
-    def _exited(self, key: WorkerKey, process: BaseProcess) -> None:
+    def _exited(self, key: WorkerKey, process: WorkerProcess) -> None:
         asyncio.get_running_loop().remove_reader(process.sentinel)
         process.join(0)
         if self._stopping or self.processes.get(key) is not process:

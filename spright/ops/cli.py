@@ -93,6 +93,9 @@ def run(
     trace_slower_than: float | None = TRACE_SLOWER_THAN,
     trace_errors: bool | None = TRACE_ERRORS,
     otlp: str | None = OTLP,
+    worker_start: str | None = typer.Option(
+        None, help="fork: workers fork from a template process that imported the app once (warm, ~ms); "
+                   "spawn: each imports it afresh (for apps that start threads at import)" + _default("worker_start")),
 ) -> None:
     """Serve APP: gateway plus one worker process per function (or per instance)."""
     if remotes:
@@ -101,7 +104,7 @@ def run(
            sidecar_concurrency=sidecar_concurrency, ingress=ingress,
            ingress_connections=ingress_connections, instances=_instance_counts(instances) or None,
            gateways=gateways, balance=balance, trace_sample=trace_sample, trace_slower_than=trace_slower_than,
-           trace_errors=trace_errors, otlp=otlp)
+           trace_errors=trace_errors, otlp=otlp, worker_start=worker_start)
 
 
 @cli.command()

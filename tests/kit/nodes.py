@@ -52,13 +52,22 @@ def proc_stat(pid: int) -> tuple[str, int, int] | None:
 
 def children_of(parent: int) -> dict[int, tuple[int, str]]:
     """The live (not zombie) child processes of ``parent``: pid -> (start time, command line).
-    A node's workers are multiprocessing *spawn* children of the supervisor, each naming
-    itself ``spright: worker FUNCTION [APP]`` (what ps and top show)."""
+    A node's workers are children of its template (``spright: template [APP]``), itself a child
+    of the supervisor (``--worker-start spawn``: of the supervisor), each naming itself
+    ``spright: worker FUNCTION [APP]`` (what ps and top show). ``descendants_of`` finds them all."""
     found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and (stat := proc_stat(int(entry.name))) and stat[1] == parent and stat[0] != "Z":
             with contextlib.suppress(OSError):
                 found[int(entry.name)] = (stat[2], (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+    return found
+
+
+def descendants_of(ancestor: int) -> dict[int, tuple[int, str]]:
+    """``children_of`` ``ancestor``, their children, and so on."""
+    found = children_of(ancestor)
+    for child in list(found):
+        found.update(descendants_of(child))
     return found
 
 
