@@ -114,6 +114,8 @@ async def test_metrics_show_each_functions_queue_wait_and_handler_time_of_traced
     for function in ("front", "back", "lookup"):
         for family in ("spright_queue_wait_seconds", "spright_handler_run_seconds"):
             assert f'{family}_count{{domain="traced",function="{function}"}} 3.0' in text, (family, function)
+    # nothing was lost: no ring overwritten, no trace dropped (no exporter here)
+    assert "spright_trace_records_lost_total 0.0" in text and "spright_traces_dropped_total 0.0" in text
 
 
 def test_every_data_plane_carries_the_trace(transport: str) -> None:

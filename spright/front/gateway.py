@@ -234,7 +234,8 @@ class Gateway:
             "pool_slots_in_use": ("Payload slots allocated in the shared-memory pool.", float(self.pool.in_use())),
             "pool_slots": ("Payload slots in the pool, all size classes.", float(self.pool.total)),
         }
-        return Response(200, self.metrics.render(gauges, kernel), [(b"content-type", CONTENT_TYPE)])
+        totals = self._recorder.totals() if self._recorder is not None else None
+        return Response(200, self.metrics.render(gauges, kernel, totals), [(b"content-type", CONTENT_TYPE)])
 
     def receive(self, data: bytes) -> None:
         self._counts[IN] += len(data) // SIZE

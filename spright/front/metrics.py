@@ -145,14 +145,15 @@ class GatewayMetrics:
                         cumulative.append(running)
                     yield route, f"{cls}xx", cumulative, sums[key]
 
-    def render(self, gauges: dict[str, tuple[str, float]], kernel: dict[int, dict[str, int]] | None) -> bytes:
+    def render(self, gauges: dict[str, tuple[str, float]], kernel: dict[int, dict[str, int]] | None,
+               totals: dict[str, tuple[str, float]] | None = None) -> bytes:
         """Prometheus text; ``gauges``: name -> (help, value); ``kernel``: the data plane's
-        own per-endpoint counters, when it keeps any."""
-        self._collector.gauges, self._collector.kernel = gauges, kernel
+        own per-endpoint counters, when it keeps any; ``totals``: more counters, as gauges."""
+        self._collector.gauges, self._collector.kernel, self._collector.totals = gauges, kernel, totals or {}
         try:
             return generate_latest(self._registry)
         finally:
-            self._collector.gauges, self._collector.kernel = {}, None
+            self._collector.gauges, self._collector.kernel, self._collector.totals = {}, None, {}
 
 
 class _Collector(Collector):
@@ -162,6 +163,7 @@ class _Collector(Collector):
         self.metrics = metrics
         self.gauges: dict[str, tuple[str, float]] = {}
         self.kernel: dict[int, dict[str, int]] | None = None
+        self.totals: dict[str, tuple[str, float]] = {}
 
     def _labels(self, endpoint: int) -> list[str]:
         table = self.metrics.table
@@ -205,6 +207,8 @@ class _Collector(Collector):
         yield instances
         for name, (text, value) in self.gauges.items():
             yield GaugeMetricFamily(f"spright_{name}", text, value=value)
+        for name, (text, value) in self.totals.items():
+            yield CounterMetricFamily(f"spright_{name}", text, value=value)
         latency = HistogramMetricFamily(
             "spright_request_duration_seconds",
             "Gateway time from submitting a request to its chain until its response.",

@@ -32,6 +32,8 @@ from spright.host.spans import SpanTable
 class Export(Protocol):
     """Where kept traces go (spright.front.tracing.Exporter)."""
 
+    dropped: int  # kept traces it could not take (its queue was full)
+
     def export(self, trace: Trace, server_span_id: int) -> None: ...
 
     def shutdown(self) -> None: ...
@@ -107,6 +109,14 @@ class Recorder:
         if kept and self._exporter is not None:  # the tree only for what is exported: most of a tail rule's is not
             self._exporter.export(assemble(server, records, self.names), state.span_id)
         return records
+
+    def totals(self) -> dict[str, tuple[str, float]]:
+        """What tracing lost, for ``/metrics``."""
+        return {
+            "trace_records_lost": ("Span records overwritten in a ring before the gateway read them.", self.lost),
+            "traces_dropped": ("Kept traces the exporter could not take (its queue was full).",
+                               self._exporter.dropped if self._exporter is not None else 0),
+        }
 
     def close(self) -> None:
         """Send what the exporter still holds, and stop it."""
