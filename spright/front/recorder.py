@@ -8,10 +8,10 @@ own server span's ``traceparent`` into the request's headers, so every hop (``ct
 and every remote hop carries the context on. Workers write their span records into their
 rings before they send their answer on (spright.worker.tracing), so when the chain's answer
 reaches the gateway, every record of the request is already there: the gateway reads the rings
-(only what is new), assembles the tree (spright.data.traces.assemble), adds ``traceparent``
-and ``Server-Timing`` to the response, writes its SERVER record (``spright trace`` reads it)
-and, when the sampler keeps the trace, hands it to the exporter (spright.front.tracing), which
-sends it off the hot path.
+(only what is new), adds ``traceparent`` and ``Server-Timing`` (straight from the hop records)
+to the response and writes its SERVER record (``spright trace`` reads it); only when the sampler
+keeps the trace does it assemble the tree (spright.data.traces.assemble) and hand it to the
+exporter (spright.front.tracing), which sends it off the hot path.
 """
 
 from __future__ import annotations
