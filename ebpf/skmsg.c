@@ -50,15 +50,19 @@ struct counters {
 };
 BPF_PERCPU_ARRAY(spright_stats, struct counters, MAX_ENDPOINTS + 1);
 
-// Map 6: live instances of the functions that may have several (or none). Entry f (a
-// function id): how many are live, 0 for a function served by its own endpoint only,
-// NO_ROUTE when none is (the first gateway's activator holds its work meanwhile); entry
-// MAX_ENDPOINTS + f * MAX_INSTANCES + i: the endpoint id of its i-th live instance. The
-// supervisor writes the ids first, then the count.
-BPF_ARRAY(spright_instances, u32, MAX_ENDPOINTS + MAX_ENDPOINTS * MAX_INSTANCES);
+// Map 6: live instances of the functions that may have several (or none), in two groups:
+// the stable instances and a canary (a rollout's new revision). Entry f (a function id):
+// how many of each are live, the stable group's count in the low GROUP_BITS, the canary's
+// above it, and above both the canary's share of picks in percent; 0 for a function served
+// by its own endpoint only, NO_ROUTE when none is live (the first gateway's activator holds
+// its work meanwhile). Entry MAX_ENDPOINTS + f * MAX_INSTANCES + i: the endpoint id of its
+// i-th stable instance; MAX_ENDPOINTS * MAX_INSTANCES further on, of its i-th canary. The
+// supervisor writes the ids first, then the counts.
+BPF_ARRAY(spright_instances, u32, MAX_ENDPOINTS + 2 * MAX_ENDPOINTS * MAX_INSTANCES);
 
-// Map 7: per CPU and function, whose turn it is (round robin over the live instances).
-BPF_PERCPU_ARRAY(spright_turns, u32, MAX_ENDPOINTS);
+// Map 7: per CPU and function, whose turn it is (round robin over the live instances of
+// the stable group at f, of the canary at MAX_ENDPOINTS + f).
+BPF_PERCPU_ARRAY(spright_turns, u32, 2 * MAX_ENDPOINTS);
 
 // Map 8: gateway process index -> its endpoint id. A request id's top bits name the gateway
 // that owns it; the answer of its chain (RESPONSE, ERROR) goes there, not to gateway 0.
@@ -92,25 +96,35 @@ static __always_inline bool picks_instance(void *d) {
 }
 
 // One of `function`'s live instances (the function's own endpoint when it has no instance
-// table entry, the first gateway when none is live). Round robin per CPU; under LEAST_IN_FLIGHT, of the instance whose turn it
-// is and the next one, the one with fewer descriptors in flight (two choices, as Envoy's
-// least_request: exact for two instances, and no loop for the verifier to walk). `spread`
-// tells whether there was a choice: then each descriptor is picked for on its own.
+// table entry, the first gateway when none is live). First the group: the canary for its
+// share of picks (a fresh random draw each, or always while no stable instance is live),
+// else the stable one. Then within the group, round robin per CPU; under LEAST_IN_FLIGHT,
+// of the instance whose turn it is and the next one, the one with fewer descriptors in
+// flight (two choices, as Envoy's least_request: exact for two instances, and no loop for
+// the verifier to walk). `spread` tells whether there was a choice: then each descriptor is
+// picked for on its own.
 static __always_inline u32 instance_of(u32 function, bool *spread) {
     *spread = false;
     if (function >= MAX_ENDPOINTS)
         return function;
     u32 *live = spright_instances.lookup(&function);
-    u32 count = live ? *live : 0;
-    u32 *turn = spright_turns.lookup(&function);
-    if (count == NO_ROUTE)
+    u32 counts = live ? *live : 0;
+    if (counts == NO_ROUTE)
         return 0;  // the activator
+    u32 count = counts & ((1 << GROUP_BITS) - 1), canary = (counts >> GROUP_BITS) & ((1 << GROUP_BITS) - 1);
+    u32 share = counts >> (2 * GROUP_BITS);
+    *spread = count + canary > 1;
+    u32 base = MAX_ENDPOINTS + function * MAX_INSTANCES, group = function;
+    if (canary && (count == 0 || bpf_get_prandom_u32() % 100 < share)) {
+        count = canary;
+        base += MAX_ENDPOINTS * MAX_INSTANCES;
+        group += MAX_ENDPOINTS;
+    }
+    u32 *turn = spright_turns.lookup(&group);
     if (count == 0 || count > MAX_INSTANCES || !turn)
         return function;
-    *spread = count > 1;
     u32 first = *turn % count;
     *turn += 1;
-    u32 base = MAX_ENDPOINTS + function * MAX_INSTANCES;
     u32 key = base + first;
     u32 *endpoint = spright_instances.lookup(&key);
     u32 pick = endpoint ? *endpoint : function;

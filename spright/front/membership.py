@@ -20,6 +20,14 @@ An instance is a worker process serving one function at one endpoint
 A worker started on its own (pod mode, ``spright worker``) and TestClient's workers announce
 themselves without a start: READY is taken from gone and died too.
 
+A function's live set may be **split** (``split``: a canary rollout): the endpoints it names
+form the canary group, which gets ``share`` percent of the function's new requests and calls
+while its other live instances get the rest (``LiveInstances.pick``). The split is a partition
+of whatever is live, kept as instances come and go: a canary instance is admitted to the canary
+group, any other to the stable one; while one group has no live instance the other gets
+everything. ``unsplit`` ends it: everything live is one group again. The states above do not
+change: a split only says which group a live instance is in.
+
 A **function** is down while no instance of it serves after one died: its requests are refused
 (503) and callers told (``Listener``), until one is ready again. Every consequence for requests
 (failing those in flight, sweeping a dead worker's slots, telling the other processes) is the
@@ -92,6 +100,7 @@ class Membership:
         self.down: set[int] = set()  # functions with no instance serving since one died
         self._started: dict[int, float] = {}  # endpoint -> when its process's start began (monotonic)
         self._changed: asyncio.Event | None = None  # set at each move while someone waits
+        self._splits: dict[int, tuple[frozenset[int], int]] = {}  # function id -> (canary endpoints, share)
         transport.instances.create()
 
     def state(self, endpoint: int) -> State:
@@ -113,6 +122,23 @@ class Membership:
     def live(self, function_id: int) -> tuple[int, ...]:
         """The live set of ``function_id``: where its new work goes."""
         return self._transport.instances.get(function_id)
+
+    def split(self, function_id: int, canary: Iterable[int], share: int) -> None:
+        """Of ``function_id``'s instances, ``canary`` form a group that gets ``share`` percent
+        (0..100) of its requests and calls from now on, the others the rest."""
+        if function_id not in self._transport.instances.scalable:
+            raise ValueError(f"{self.table.name_of(function_id)!r} runs one instance: nothing to split")
+        group = frozenset(canary)
+        if not 0 <= share <= 100 or not group <= set(self.table.instance_endpoints(function_id)):
+            raise ValueError(f"not a split of {self.table.name_of(function_id)!r}: canary {sorted(group)} at "
+                             f"{share}% (its endpoints: {self.table.instance_endpoints(function_id)})")
+        self._splits[function_id] = (group, share)
+        self._write_live(function_id, self.live(function_id))
+
+    def unsplit(self, function_id: int) -> None:
+        """Everything live in ``function_id`` is one group again."""
+        if self._splits.pop(function_id, None) is not None:
+            self._write_live(function_id, self.live(function_id))
 
     # -- events ----------------------------------------------------------------------------
     def starting(self, endpoint: int, since: float | None = None) -> None:
@@ -198,6 +224,12 @@ class Membership:
         current = self.live(function_id)
         wanted = tuple(sorted({*current, endpoint})) if live else tuple(e for e in current if e != endpoint)
         if wanted != current:
-            self._transport.set_live(function_id, wanted)
+            self._write_live(function_id, wanted)
             if not current:
                 self._listener.became_live(function_id)
+
+    def _write_live(self, function_id: int, live: tuple[int, ...]) -> None:
+        """``live`` (sorted) as the function's live set, partitioned as its split says."""
+        canary, share = self._splits.get(function_id, (frozenset(), 0))
+        self._transport.set_live(function_id, tuple(e for e in live if e not in canary),
+                                 tuple(e for e in live if e in canary), share)

@@ -14,6 +14,14 @@ it since the worker last read its queue (its count of received descriptors moved
 kernel program keeps the same set in a BPF map (``Transport.instances_changed``) and counts
 what is in flight itself.
 
+A live set may be split in two groups (a canary rollout: spright.front.membership decides):
+the stable instances and the canary ones, which get ``share`` percent of the picks. A pick
+chooses the group first, by a stride per function and process (of every 100 picks, exactly
+``share`` go to the canary, whichever process picks), then the instance within it as above.
+A group of its own is all there is while the other is empty. One header word per function
+holds both groups' counts and the share, written after the ids: a reader sees the old split
+or the new one, never a count of ids not yet written.
+
 Every set starts empty. An instance joins it once it has announced itself and leaves it before
 it is stopped (it drains what it was given), so a request is never sent to an instance that is
 not serving. While the set is empty (scaled to zero, or every instance crashed), the first
@@ -33,21 +41,37 @@ from spright.data.table import RouteTable
 
 FILE_NAME = "instances"
 _WORD = struct.Struct("<I")
+# A function's header word: the stable group's count, the canary's above it, the share on top.
+# skmsg's kernel map holds the same word (spright.transport.skmsg_maps, ebpf/skmsg.c).
+GROUP_BITS = 12  # a count: at most 4095 instances per function
+GROUP_MASK = (1 << GROUP_BITS) - 1
+SHARE_SHIFT = 2 * GROUP_BITS
+
+
+def header(stable: int, canary: int, share: int) -> int:
+    """The word that says how many instances each group holds and the canary's share (0 when
+    it has none: the word of an unsplit set is its count)."""
+    return stable | canary << GROUP_BITS | (share if canary else 0) << SHARE_SHIFT
 
 
 class LiveInstances:
-    """Per function id: ``[count, endpoint ids ...]`` in u32 words, for every function that
-    may have more than one instance (the others are always served by their own endpoint)."""
+    """Per function id: ``[header, stable ids ..., canary ids ...]`` in u32 words, each group
+    room for all of the function's endpoints, for every function that may have more than one
+    instance (the others are always served by their own endpoint)."""
 
     def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
         self.path = runtime_dir / FILE_NAME
-        self._offsets: dict[int, int] = {}  # function id -> word offset of its count
+        self._offsets: dict[int, int] = {}  # function id -> word offset of its header
+        self._capacity: dict[int, int] = {}  # function id -> room for ids in each group
         self._next: dict[int, int] = {}  # function id -> where this process's round robin is
+        self._next_canary: dict[int, int] = {}  # the same in the canary group
+        self._drawn: dict[int, int] = {}  # function id -> picks of a split set, for the stride
         words = 0
         for f in table.functions:
-            if len(table.instance_endpoints(f.id)) > 1 or f.scales_to_zero:
-                self._offsets[f.id] = words
-                words += 1 + len(table.instance_endpoints(f.id))
+            capacity = len(table.instance_endpoints(f.id))
+            if capacity > 1 or f.scales_to_zero:
+                self._offsets[f.id], self._capacity[f.id] = words, capacity
+                words += 1 + 2 * capacity
         self.scalable = frozenset(self._offsets)  # functions that may have several instances, or none
         self.balance = BALANCES[0]
         # endpoint -> (descriptors it received so far, its handlers in flight)
@@ -77,32 +101,53 @@ class LiveInstances:
                 self._map = mmap.mmap(file.fileno(), 0)
         return self._map
 
-    def set(self, function_id: int, endpoints: Sequence[int]) -> None:
-        """The live instances of ``function_id`` are now ``endpoints``."""
+    def set(self, function_id: int, endpoints: Sequence[int], canary: Sequence[int] = (), share: int = 0) -> None:
+        """The live instances of ``function_id`` are now ``endpoints`` and ``canary``, which
+        gets ``share`` percent (0..100) of the picks while ``endpoints`` has any."""
+        capacity = self._capacity[function_id]
+        if not 0 <= share <= 100 or len(endpoints) > capacity or len(canary) > capacity \
+                or set(endpoints) & set(canary):
+            raise ValueError(f"not a split of function {function_id}'s {capacity} instances: "
+                             f"{tuple(endpoints)}, {tuple(canary)} at {share}%")
         words, base = self._words(), self._offsets[function_id]
         for i, endpoint in enumerate(endpoints):
             _WORD.pack_into(words, 4 * (base + 1 + i), endpoint)
-        _WORD.pack_into(words, 4 * base, len(endpoints))
+        for i, endpoint in enumerate(canary):
+            _WORD.pack_into(words, 4 * (base + 1 + capacity + i), endpoint)
+        _WORD.pack_into(words, 4 * base, header(len(endpoints), len(canary), share))
 
     def get(self, function_id: int) -> tuple[int, ...]:
-        """The live instances of ``function_id`` (its own endpoint when it cannot have more)."""
-        base = self._offsets.get(function_id)
-        if base is None:
+        """The live instances of ``function_id``, both groups (its own endpoint when it cannot
+        have more)."""
+        if function_id not in self._offsets:
             return (function_id,)
-        words = self._words()
-        (count,) = _WORD.unpack_from(words, 4 * base)
-        return struct.unpack_from(f"<{count}I", words, 4 * (base + 1))
+        stable, canary, _ = self.split(function_id)
+        return tuple(sorted(stable + canary)) if canary else stable
+
+    def split(self, function_id: int) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+        """The live instances of ``function_id`` as (stable, canary, the canary's share)."""
+        words, base = self._words(), self._offsets[function_id]
+        (word,) = _WORD.unpack_from(words, 4 * base)
+        stable, canary = word & GROUP_MASK, word >> GROUP_BITS & GROUP_MASK
+        return (struct.unpack_from(f"<{stable}I", words, 4 * (base + 1)),
+                struct.unpack_from(f"<{canary}I", words, 4 * (base + 1 + self._capacity[function_id])),
+                word >> SHARE_SHIFT)
 
     def pick(self, function_id: int) -> int:
         """The instance of ``function_id`` that gets the next descriptor (see ``balance``);
         the first gateway, the activator (spright.front.activator), when none is live."""
-        live = self.get(function_id)
-        if not live:
+        words, base = self._words(), self._offsets[function_id]
+        (count,) = _WORD.unpack_from(words, 4 * base)
+        turns = self._next
+        if count > GROUP_MASK:  # a split set: which group first
+            base, count, turns = self._group(function_id, base, count)
+        if not count:
             return GATEWAY
-        turn = self._next.get(function_id, 0)
-        self._next[function_id] = turn + 1
-        first = live[turn % len(live)]
-        if self._in_flight is None or self.balance != "least_in_flight" or len(live) == 1:
+        live = struct.unpack_from(f"<{count}I", words, 4 * (base + 1))
+        turn = turns.get(function_id, 0)
+        turns[function_id] = turn + 1
+        first = live[turn % count]
+        if self._in_flight is None or self.balance != "least_in_flight" or count == 1:
             return first
         pick, least = first, self._load(first)
         for endpoint in live:
@@ -110,6 +155,17 @@ class LiveInstances:
                 pick, least = endpoint, load
         self._sent[pick] += 1
         return pick
+
+    def _group(self, function_id: int, base: int, word: int) -> tuple[int, int, dict[int, int]]:
+        """The group of a split set this pick goes to, as (its ids' offset less one, its count,
+        its round robin): the canary when the stable group is empty, and for pick n when the
+        stride crosses a multiple of 100 (n * share % 100 >= 100 - share), ``share`` in 100."""
+        stable, share = word & GROUP_MASK, word >> SHARE_SHIFT
+        drawn = self._drawn.get(function_id, 0)
+        self._drawn[function_id] = drawn + 1
+        if stable and drawn * share % 100 < 100 - share:
+            return base, stable, self._next
+        return base + self._capacity[function_id], word >> GROUP_BITS & GROUP_MASK, self._next_canary
 
     def _load(self, endpoint: int) -> int:
         """Handlers in flight at ``endpoint`` as its worker last wrote, plus what this process

@@ -94,13 +94,16 @@ class Transport(ABC):
         """Pickled into worker processes without this process's pool (each gives its own)."""
         return {**self.__dict__, "payloads": None}
 
-    def set_live(self, function_id: int, endpoints: tuple[int, ...]) -> None:
-        """The live instances of ``function_id`` are now ``endpoints`` (spright.front.membership
-        decides): in ``LiveInstances`` for userspace data planes, then ``instances_changed``."""
-        self.instances.set(function_id, endpoints)
-        self.instances_changed(function_id, endpoints)
+    def set_live(self, function_id: int, endpoints: tuple[int, ...], canary: tuple[int, ...] = (),
+                 share: int = 0) -> None:
+        """The live instances of ``function_id`` are now ``endpoints`` and ``canary``, which gets
+        ``share`` percent of the requests and calls (spright.front.membership decides): in
+        ``LiveInstances`` for userspace data planes, then ``instances_changed``."""
+        self.instances.set(function_id, endpoints, canary, share)
+        self.instances_changed(function_id, endpoints, canary, share)
 
-    def instances_changed(self, function_id: int, endpoints: tuple[int, ...]) -> None:
+    def instances_changed(self, function_id: int, endpoints: tuple[int, ...], canary: tuple[int, ...] = (),
+                          share: int = 0) -> None:
         """A data plane that picks instances elsewhere (skmsg: in the kernel) updates its own copy."""
 
     def carry(self, pool: Payloads) -> None:
@@ -179,8 +182,8 @@ class Domains:
     changed, next_hop = the sender, all else kept), so the sender learns at once. A request
     or call to a function with several instances goes to one of its live instances, as
     ``LiveInstances.pick`` chooses it (``Config.balance``: least in flight by default, or
-    round robin). skmsg's kernel program does both itself; userspace data planes route their
-    sends through ``split``."""
+    round robin; a canary's share first, when the set is split). skmsg's kernel program does
+    both itself; userspace data planes route their sends through ``split``."""
 
     def __init__(self, table: RouteTable, instances: LiveInstances) -> None:
         endpoints = table.endpoints

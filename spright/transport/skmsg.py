@@ -238,13 +238,14 @@ class SkmsgTransport(Transport):
         with bpf.PinnedMap(self.pin_dir / "domains") as domain_map:
             domain_map.fill(domains)
         for function_id in self.instances.scalable:
-            self.instances_changed(function_id, self.instances.get(function_id))
+            self.instances_changed(function_id, *self.instances.split(function_id))
         with bpf.PinnedMap(self.pin_dir / "gateways") as gateway_map:
             gateway_map.fill(self.table.gateways)
 
-    def instances_changed(self, function_id: int, endpoints: tuple[int, ...]) -> None:
+    def instances_changed(self, function_id: int, endpoints: tuple[int, ...], canary: tuple[int, ...] = (),
+                          share: int = 0) -> None:
         """The kernel program picks among the live instances in its own map."""
-        write_instances(self.pin_dir, function_id, endpoints)
+        write_instances(self.pin_dir, function_id, endpoints, canary, share)
 
     def stop(self) -> None:
         """Idempotent. The kernel frees maps and program once no fd or pin refers to them."""

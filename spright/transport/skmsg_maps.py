@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from spright.data.table import MAX_CHAINS, MAX_HOPS
+from spright.host.instances import header
 from spright.transport import bpf
 
 MAX_ENDPOINTS = 1024  # endpoint ids are 0..MAX_ENDPOINTS-1 (sizes the BPF maps)
@@ -92,10 +93,15 @@ def unregister_port(pin_dir: Path, endpoint_id: int, port: int) -> None:
             ports.delete(port)
 
 
-def write_instances(pin_dir: Path, function_id: int, endpoints: tuple[int, ...]) -> None:
-    """The live instances of ``function_id``: their ids first, then how many (the program
-    reads the count, then that many ids); none: ``NO_ROUTE``, the activator's."""
+def write_instances(pin_dir: Path, function_id: int, endpoints: tuple[int, ...], canary: tuple[int, ...] = (),
+                    share: int = 0) -> None:
+    """The live instances of ``function_id``, the stable ones and the canary's: their ids
+    first, then the word of both counts and the canary's share (``instances.header``; the
+    program reads it, then that many ids); none: ``NO_ROUTE``, the activator's."""
     with bpf.PinnedMap(pin_dir / "instances") as instances:
-        for i, endpoint in enumerate(endpoints):
-            instances.update(MAX_ENDPOINTS + function_id * MAX_INSTANCES + i, endpoint)
-        instances.update(function_id, len(endpoints) or NO_ROUTE)
+        for group, ids in ((0, endpoints), (1, canary)):
+            for i, endpoint in enumerate(ids):
+                instances.update(MAX_ENDPOINTS * (1 + group * MAX_INSTANCES) + function_id * MAX_INSTANCES + i,
+                                 endpoint)
+        live = endpoints or canary
+        instances.update(function_id, header(len(endpoints), len(canary), share) if live else NO_ROUTE)

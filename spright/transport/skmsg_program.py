@@ -23,6 +23,7 @@ from spright.data.descriptor import (
     SIZE,
 )
 from spright.data.table import MAX_GATEWAYS
+from spright.host.instances import GROUP_BITS
 from spright.transport import bpf
 from spright.transport.skmsg_maps import MAX_CHAINS, MAX_ENDPOINTS, MAX_HOPS, MAX_INSTANCES, NO_ROUTE
 
@@ -36,6 +37,7 @@ CFLAGS = [
         ("MAX_CHAINS", MAX_CHAINS),
         ("MAX_HOPS", MAX_HOPS),
         ("MAX_INSTANCES", MAX_INSTANCES),
+        ("GROUP_BITS", GROUP_BITS),
         ("REQUEST", REQUEST),
         ("CALL", CALL),
         ("RESPONSE", RESPONSE),
