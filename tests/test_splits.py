@@ -1,7 +1,8 @@
 """A weighted split of a function's live set (the primitive of a canary rollout): of its live
 instances, a canary group gets ``share`` percent of the requests and calls, the stable group
 the rest. ``LiveInstances`` on its own, membership's partition of the live set, then every
-data plane (skmsg's kernel program included) carrying 10,000 descriptors through a split."""
+data plane (skmsg's kernel program included) carrying 10,000 descriptors through a split, on
+its own and as a real node's calls."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import collections
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from spright import App
@@ -16,8 +18,13 @@ from spright.data.descriptor import CALL, GATEWAY, REQUEST
 from spright.data.table import RouteTable
 from spright.front.membership import Membership
 from spright.host.instances import LiveInstances
+from spright.host.nodefile import runtime_base
+from spright.ops.nodes import choose_node, snapshot
+from spright.testing import run_node
 from spright.transport.base import Transport
 from spright.transport.local import LocalTransport
+from spright.transport.skmsg_maps import write_instances
+from tests.apps.splits import app as splits_app
 from tests.kit.dataplane import WAIT, Node, arrival, desc
 
 PICKS = 10_000
@@ -169,3 +176,35 @@ async def test_every_data_plane_gives_the_canary_its_share(split_node) -> None:
     if (kernel := node.counters()) is not None:  # skmsg: the kernel's own count agrees
         assert {e: kernel[e].received for e in (stable, canary)} == {  # type: ignore[attr-defined]
             e: len(peers[e].inbox.items) for e in (stable, canary)}
+
+
+# -- a real node ------------------------------------------------------------------------------
+def instance_counts(port: int, function: str) -> dict[int, int]:
+    """Descriptors each instance of ``function`` received so far, as ``spright stats`` reads them."""
+    entry = next(f for f in snapshot(choose_node(port=port))["functions"] if f["name"] == function)
+    return {i["endpoint"]: i["descriptors_in"] for i in entry["instances"]}
+
+
+async def test_a_node_gives_the_canary_its_share_of_calls(transport: str, runtime_dir: Path) -> None:
+    """``caller`` calls ``target`` (two worker processes) 10,000 times while its live set is split
+    90/10: the canary's counter says it got 10 % ± 2 %. No control request splits a running
+    node yet (membership lives in the supervisor), so the test writes the split where the
+    supervisor's ``Transport.set_live`` does: the live-set file every picker maps and, on
+    skmsg, the kernel's map."""
+    table = splits_app.compile()
+    target = table.function_id("target")
+    stable, canary = table.instance_endpoints(target)
+    with run_node("tests.apps.splits:app", transport=transport) as (port, process):
+        node = choose_node(port=port)
+        live = LiveInstances(runtime_base() / str(process.pid), table)
+        assert live.get(target) == (stable, canary), "both instances live, as the supervisor wrote them"
+        live.set(target, (stable,), (canary,), 10)
+        if node.transport == "skmsg":
+            write_instances(Path(node.transport_info["pin_dir"]), target, (stable,), (canary,), 10)
+        before = instance_counts(port, "target")
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session, \
+                session.post("/calls", data=str(PICKS)) as reply:
+            assert reply.status == 200, await reply.text()
+        after = instance_counts(port, "target")
+    got = {e: after[e] - before[e] for e in (stable, canary)}
+    assert sum(got.values()) == PICKS and 8 <= 100 * got[canary] / PICKS <= 12, got
