@@ -11,7 +11,7 @@ from spright.testing import run_node
 from spright.transport import registry
 from spright.transport.ingress import unavailable_reason as ingress_unavailable
 from spright.transport.skmsg import SkmsgTransport
-from tests.kit.dataplane import make_node, make_table, transport_cls  # noqa: F401 (the contract suite's fixtures)
+from tests.kit.dataplane import make_node, make_table, started, transport_cls  # noqa: F401 (the contract suite's fixtures)
 
 # Tests marked ``kernel`` need the eBPF data plane. Where this machine cannot run it they are
 # skipped with the reason, unless SPRIGHT_REQUIRE_SKMSG=1 (CI, as root, where it must work):
@@ -116,8 +116,7 @@ def domains_node(transport: str, runtime_dir: Path) -> Iterator[int]:
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[SkmsgTransport]:
     """A started sk_msg data plane: functions f1..f5, chains (1 2 3), (3), (2 1 2 4)."""
-    t = SkmsgTransport(tmp_path, make_table(5, chains=[[1, 2, 3], [3], [2, 1, 2, 4]]))
-    t.start()
+    t = started(SkmsgTransport(tmp_path, make_table(5, chains=[[1, 2, 3], [3], [2, 1, 2, 4]])))
     yield t
     t.stop()
 

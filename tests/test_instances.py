@@ -35,18 +35,18 @@ def check_balance(pids: list[int], instances: int) -> None:
 async def test_in_process_requests_and_calls_spread_over_instances() -> None:
     async with TestClient(app) as client:
         who = client.table.functions[client.table.function_id("who") - 1]
-        assert who.instances == 3 and len(client.table.instance_endpoints(who.id)) == 4, "one set aside"
+        assert who.instances == 3 and client.table.max_instances(who.id) == 4, "one set aside"
         answers = [await client.get("/who") for _ in range(60)]
         assert client.counters_of("who")["handled"] == 60, "the function's row adds its instances up"
-        per_instance = [client.gateway.metrics.rows()[e][HANDLED] for e in client.table.instance_endpoints(who.id)]
+        per_instance = [client.gateway.metrics.rows()[e][HANDLED] for e in client.table.slot_endpoints(who.id, 0)]
         assert per_instance == [20, 20, 20, 0], "round robin over the three live ones, none for the spare"
         assert all(a.status == 200 for a in answers)
         asked = [await client.get("/ask") for _ in range(40)]
         assert all(a.status == 200 for a in asked)
         rows = client.gateway.metrics.rows()
-        askers = [rows[e][HANDLED] for e in client.table.instance_endpoints(client.table.function_id("asker"))]
+        askers = [rows[e][HANDLED] for e in client.table.slot_endpoints(client.table.function_id("asker"), 0)]
         assert askers == [20, 20], "requests to asker take turns over its two instances"
-        endpoints = client.table.instance_endpoints(who.id)
+        endpoints = client.table.slot_endpoints(who.id, 0)
         called = [rows[e][HANDLED] - n for e, n in zip(endpoints, per_instance, strict=True)]
         assert sum(called) == 40 and all(n >= 10 for n in called[:3]) and called[3] == 0, (
             f"its 40 calls spread over who's three live instances, none to the spare: {called}")

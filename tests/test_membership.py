@@ -93,14 +93,17 @@ def test_the_last_instance_dying_takes_its_function_down_until_one_is_ready_agai
     assert told.events[-2:] == [("back", who, None), ("became_live", who, None)]
 
 
-def test_a_single_instance_function_has_no_live_set_to_write_but_goes_down_and_back(membership) -> None:
+def test_a_single_instance_function_is_live_once_ready_and_goes_down_and_back(membership) -> None:
+    """One instance per revision: its live set (where a reload's new revision joins it) is the
+    one instance, ready; empty, and the function down, once it died."""
     members, told, reader, _ = membership
     cart = members.table.function_id("cart")
-    (endpoint,) = members.table.instance_endpoints(cart)
+    endpoint, _spare = members.table.instance_endpoints(cart)
+    assert reader.get(cart) == ()
     members.announced(endpoint)
-    assert reader.get(cart) == (cart,) and members.serving(cart) == 1
+    assert reader.get(cart) == (endpoint,) == (cart,) and members.serving(cart) == 1
     members.exited(endpoint)
-    assert told.events[-1] == ("died", endpoint, True) and cart in members.down
+    assert told.events[-1] == ("died", endpoint, True) and cart in members.down and reader.get(cart) == ()
 
 
 def test_moves_the_machine_does_not_allow_are_ignored(membership) -> None:

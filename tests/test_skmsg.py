@@ -23,7 +23,7 @@ import uvloop
 from spright.data.descriptor import SIZE, Descriptor, pack_many
 from spright.transport import bpf, skmsg
 from spright.transport.skmsg import MAX_ENDPOINTS, SkmsgTransport
-from tests.kit.dataplane import attach, desc, make_table
+from tests.kit.dataplane import attach, desc, make_table, started
 from tests.kit.kernel import bpf_objects, insert_raw, still_loaded
 
 pytestmark = pytest.mark.kernel  # skipped with the reason where unavailable (conftest.py)
@@ -200,8 +200,7 @@ async def test_spawned_worker_attaches_through_the_pins(node: SkmsgTransport) ->
 
 
 def test_stop_leaves_nothing_behind(tmp_path: Path) -> None:
-    t = SkmsgTransport(tmp_path, make_table(1))
-    t.start()
+    t = started(SkmsgTransport(tmp_path, make_table(1)))
     ours = bpf_objects(t.pin_dir)  # not "what appeared meanwhile": other nodes may start too
     assert len(ours["prog"]) == 1 and len(ours["map"]) == len(skmsg.MAPS)
     assert t.pin_dir.is_dir()
@@ -227,7 +226,8 @@ def test_stop_leaves_nothing_behind(tmp_path: Path) -> None:
 
 
 def _crash_after_start(runtime_dir: Path) -> None:
-    SkmsgTransport(runtime_dir, make_table(1)).start()
+    runtime_dir.mkdir()
+    started(SkmsgTransport(runtime_dir, make_table(1)))
     os._exit(1)  # no stop(): what a killed supervisor leaves behind
 
 
@@ -238,8 +238,8 @@ def test_next_start_sweeps_pins_of_a_crashed_supervisor(tmp_path: Path) -> None:
     crashed.join(30)
     stale = bpf.BPF_FS / f"spright-crashed-{crashed.pid}"
     assert stale.is_dir()  # the pins outlive the process: maps and program stay loaded
-    t = SkmsgTransport(tmp_path / "next", make_table(1))
-    t.start()
+    (tmp_path / "next").mkdir()
+    t = started(SkmsgTransport(tmp_path / "next", make_table(1)))
     try:
         assert not stale.exists()
     finally:

@@ -18,14 +18,13 @@ from spright.data.descriptor import CALL, GATEWAY, REQUEST
 from spright.data.table import RouteTable
 from spright.front.membership import Membership
 from spright.host.instances import LiveInstances
-from spright.host.nodefile import runtime_base
 from spright.ops.nodes import choose_node, snapshot
 from spright.testing import run_node
 from spright.transport.base import Transport
 from spright.transport.local import LocalTransport
-from spright.transport.skmsg_maps import write_instances
 from tests.apps.splits import app as splits_app
 from tests.kit.dataplane import WAIT, Node, arrival, desc
+from tests.kit.nodes import spright
 
 PICKS = 10_000
 
@@ -47,7 +46,7 @@ def live(tmp_path: Path) -> tuple[LiveInstances, int, tuple[int, ...]]:
     instances = LiveInstances(tmp_path, table)
     instances.create()
     f = table.function_id("f")
-    return instances, f, table.instance_endpoints(f)
+    return instances, f, table.slot_endpoints(f, 0)
 
 
 def picks(instances: LiveInstances, function_id: int, n: int = PICKS) -> collections.Counter[int]:
@@ -100,7 +99,7 @@ def test_get_is_the_whole_live_set_and_split_tells_the_groups_apart(live, tmp_pa
 
 def test_a_split_that_is_not_one_is_refused(live) -> None:
     instances, f, (a, b, c, d) = live
-    for endpoints, canary, share in (((a,), (b,), 101), ((a, b), (b,), 10), ((a, b, c, d, a), (), 0)):
+    for endpoints, canary, share in (((a,), (b,), 101), ((a, b), (b,), 10), ((a, b, c, d) * 3, (), 0)):
         with pytest.raises(ValueError, match="not a split"):
             instances.set(f, endpoints, canary, share)
 
@@ -122,7 +121,7 @@ def test_membership_keeps_the_split_as_instances_come_and_go(tmp_path: Path) -> 
     members = Membership(table, LocalTransport(tmp_path, table), Quiet())
     reader = LiveInstances(tmp_path, table)
     f = table.function_id("f")
-    a, b, c, d = table.instance_endpoints(f)
+    a, b, c, d = table.slot_endpoints(f, 0)
     members.announced(a)
     members.split(f, (c, d), 20)
     assert reader.split(f) == ((a,), (), 0), "no canary live yet: one group"
@@ -135,8 +134,6 @@ def test_membership_keeps_the_split_as_instances_come_and_go(tmp_path: Path) -> 
     members.announced(d)
     members.unsplit(f)
     assert reader.split(f) == ((c, d), (), 0)
-    with pytest.raises(ValueError, match="runs one instance"):
-        members.split(table.function_id("solo"), (), 10)
     with pytest.raises(ValueError, match="not a split of 'f'"):
         members.split(f, (table.function_id("solo"),), 10)
 
@@ -186,25 +183,19 @@ def instance_counts(port: int, function: str) -> dict[int, int]:
 
 
 async def test_a_node_gives_the_canary_its_share_of_calls(transport: str, runtime_dir: Path) -> None:
-    """``caller`` calls ``target`` (two worker processes) 10,000 times while its live set is split
-    90/10: the canary's counter says it got 10 % ± 2 %. No control request splits a running
-    node yet (membership lives in the supervisor), so the test writes the split where the
-    supervisor's ``Transport.set_live`` does: the live-set file every picker maps and, on
-    skmsg, the kernel's map."""
+    """``caller`` calls ``target`` 10,000 times while a canary of it (``spright rollout``) takes
+    10 %: the counters of the canary's instances say they got 10 % ± 2 %."""
     table = splits_app.compile()
     target = table.function_id("target")
-    stable, canary = table.instance_endpoints(target)
-    with run_node("tests.apps.splits:app", transport=transport) as (port, process):
-        node = choose_node(port=port)
-        live = LiveInstances(runtime_base() / str(process.pid), table)
-        assert live.get(target) == (stable, canary), "both instances live, as the supervisor wrote them"
-        live.set(target, (stable,), (canary,), 10)
-        if node.transport == "skmsg":
-            write_instances(Path(node.transport_info["pin_dir"]), target, (stable,), (canary,), 10)
+    stable, canary = table.slot_endpoints(target, 0), table.slot_endpoints(target, 1)
+    with run_node("tests.apps.splits:app", transport=transport) as (port, _):
+        rolled = spright("rollout", "target", "--traffic", "10", "--port", str(port))
+        assert rolled.returncode == 0, rolled.stderr
         before = instance_counts(port, "target")
         async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as session, \
                 session.post("/calls", data=str(PICKS)) as reply:
             assert reply.status == 200, await reply.text()
         after = instance_counts(port, "target")
-    got = {e: after[e] - before[e] for e in (stable, canary)}
-    assert sum(got.values()) == PICKS and 8 <= 100 * got[canary] / PICKS <= 12, got
+    got = {group: sum(after.get(e, 0) - before.get(e, 0) for e in endpoints)
+           for group, endpoints in (("stable", stable), ("canary", canary))}
+    assert sum(got.values()) == PICKS and 8 <= 100 * got["canary"] / PICKS <= 12, got

@@ -22,7 +22,7 @@ def table() -> RouteTable:
     app.route("/checkout", ["front", "cart", "price"])
     app.route("/quote", "front", methods=("POST",))
     table = app.compile()
-    assert table.instance_endpoints(3) == (3, 5)  # price's second instance
+    assert table.slot_endpoints(3, 0) == (3, 7)  # price's second instance
     return table
 
 
@@ -66,7 +66,7 @@ def test_a_three_hop_chain(table: RouteTable) -> None:
         head,  # the caller's filter may leave the SERVER record in
         hop(1, 0, 1150, 1160, 1300),
         hop(2, 1, 1350, 1355, 1500),
-        hop(5, 2, 1550, 1600, 1800, status=201),  # on price's second instance
+        hop(7, 2, 1550, 1600, 1800, status=201),  # on price's second instance
     )
     assert assemble(head, records, TraceNames.of(table)) == Trace(
         trace_id=TRACE_HI << 64 | TRACE_LO, parent_id=0xB7AD6B7169203331, sampled=True, request_id=REQUEST_ID,
@@ -74,7 +74,7 @@ def test_a_three_hop_chain(table: RouteTable) -> None:
         root=Span("GET /checkout", "server", "gateway", 0, 1000, 2000, 200, children=[
             Span("front", "hop", "front", 1, 1150, 1300, 200, queue_ns=10, transit_ns=50),  # from the gateway's t1
             Span("cart", "hop", "cart", 2, 1350, 1500, 200, queue_ns=5, transit_ns=50),
-            Span("price", "hop", "price", 5, 1550, 1800, 201, queue_ns=50, transit_ns=50),
+            Span("price", "hop", "price", 7, 1550, 1800, 201, queue_ns=50, transit_ns=50),
         ]),
         complete=True,
     )
@@ -89,15 +89,15 @@ def test_concurrent_calls_and_a_callee_that_calls(table: RouteTable) -> None:
         call(1, 2, 1, 1200, 1600),
         call(1, 3, 2, 1210, 1700),
         called(2, 1, 1, 1250, 1260, 1590),
-        called(5, 1, 2, 1230, 1240, 1690),
-        call(5, 4, 1, 1300, 1500, status=500),
-        called(4, 5, 1, 1320, 1330, 1490, status=500),
+        called(7, 1, 2, 1230, 1240, 1690),
+        call(7, 4, 1, 1300, 1500, status=500),
+        called(4, 7, 1, 1320, 1330, 1490, status=500),
     )
     trace = assemble(head, records, TraceNames.of(table))
     assert trace.route == "POST /quote" and trace.complete
     tax = Span("tax", "handler", "tax", 4, 1320, 1490, 500, queue_ns=10, transit_ns=20)
-    price = Span("price", "handler", "price", 5, 1230, 1690, 200, queue_ns=10, transit_ns=20, children=[
-        Span("price.call(tax)", "call", "price", 5, 1300, 1500, 500, children=[tax])])
+    price = Span("price", "handler", "price", 7, 1230, 1690, 200, queue_ns=10, transit_ns=20, children=[
+        Span("price.call(tax)", "call", "price", 7, 1300, 1500, 500, children=[tax])])
     cart = Span("cart", "handler", "cart", 2, 1250, 1590, 200, queue_ns=10, transit_ns=50)
     assert trace.root.children == [
         Span("front", "hop", "front", 1, 1100, 1900, 200, queue_ns=10, transit_ns=0, children=[
@@ -145,7 +145,7 @@ def test_records_whose_parent_is_missing_hang_from_the_root(table: RouteTable) -
 
 def test_a_missing_hop_leaves_the_next_ones_transit_unknown(table: RouteTable) -> None:
     head = server(table, "/checkout")
-    trace = assemble(head, [hop(1, 0, 1150, 1160, 1300), hop(5, 2, 1550, 1600, 1800)], TraceNames.of(table))
+    trace = assemble(head, [hop(1, 0, 1150, 1160, 1300), hop(7, 2, 1550, 1600, 1800)], TraceNames.of(table))
     assert not trace.complete
     assert [(s.name, s.transit_ns) for s in trace.root.children] == [("front", 50), ("price", None)]
 

@@ -22,6 +22,9 @@ MAX_GATEWAYS = 1 << (32 - GATEWAY_SHIFT)
 # eBPF plane's route map: MAX_CHAINS * MAX_HOPS entries.
 MAX_CHAINS = 1024  # distinct chains (hops and timeout) of an app
 MAX_HOPS = 32  # positions per chain, the final gateway included
+# Revision slots per function: the one serving, and one where a reload or rollout starts the
+# next revision beside it (spright.node.revisions), on endpoints of its own.
+SLOTS = 2
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,9 @@ class FunctionEntry:
     domain: int  # index into RouteTable.domains; descriptors never cross domains
     process: str  # the worker process hosting it (by default, one per function)
     instances: int = 1  # instances started with the node
-    endpoints: tuple[int, ...] = ()  # endpoint id of each instance it may have: its own id first
+    # endpoint id of each instance it may have, its own id first: two revision slots of
+    # max_instances each (a reload or rollout starts the new revision in the slot not serving)
+    endpoints: tuple[int, ...] = ()
     scales_to_zero: bool = False  # its autoscaler may stop its last instance (the activator holds its work)
 
 
@@ -110,9 +115,19 @@ class RouteTable:
         return GATEWAY if endpoint_id in self.gateways else self._function_of[endpoint_id]
 
     def instance_endpoints(self, function_id: int) -> tuple[int, ...]:
-        """Endpoint id of each instance ``function_id`` may have (its own id first)."""
+        """Endpoint id of each instance ``function_id`` may have (its own id first), in both
+        revision slots: ``max_instances`` of the first slot, then as many of the second."""
         entry = self.functions[function_id - 1]
         return entry.endpoints or (entry.id,)
+
+    def max_instances(self, function_id: int) -> int:
+        """How many instances one revision of ``function_id`` may run."""
+        return max(len(self.instance_endpoints(function_id)) // SLOTS, 1)
+
+    def slot_endpoints(self, function_id: int, slot: int) -> tuple[int, ...]:
+        """The endpoints of revision slot ``slot`` (0 or 1) of ``function_id``."""
+        most = self.max_instances(function_id)
+        return self.instance_endpoints(function_id)[slot * most : (slot + 1) * most]
 
     def processes(self) -> dict[str, tuple[int, ...]]:
         """Worker process name -> the ids of the functions it hosts, in registration order."""

@@ -126,8 +126,6 @@ class Membership:
     def split(self, function_id: int, canary: Iterable[int], share: int) -> None:
         """Of ``function_id``'s instances, ``canary`` form a group that gets ``share`` percent
         (0..100) of its requests and calls from now on, the others the rest."""
-        if function_id not in self._transport.instances.scalable:
-            raise ValueError(f"{self.table.name_of(function_id)!r} runs one instance: nothing to split")
         group = frozenset(canary)
         if not 0 <= share <= 100 or not group <= set(self.table.instance_endpoints(function_id)):
             raise ValueError(f"not a split of {self.table.name_of(function_id)!r}: canary {sorted(group)} at "

@@ -67,6 +67,9 @@ class NodeFile:
     functions: list[dict[str, Any]]  # RouteTable.describe_functions()
     routes: list[dict[str, Any]]  # RouteTable.describe(): the compiled table
     scaling: list[dict[str, Any]] = field(default_factory=list)  # the autoscaler's last decisions
+    # per worker process: its revisions, the serving one and any canary or one still leaving
+    # (spright.node.revisions.Revisions.describe)
+    revisions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     gateways: list[int] = field(default_factory=lambda: [0])  # endpoint id of each gateway process
     # when the node traces: its span rings' segment ("shm", "rings", "capacity") and what the
     # spans are called ("names": spright.data.traces.TraceNames.to_json()); else empty

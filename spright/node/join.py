@@ -112,8 +112,8 @@ def worker_spec(info: JoinInfo, node_dir: Path, app_ref: str, process: str, inst
     if process not in groups:
         raise ValueError(f"app {app.name!r} has no worker process {process!r}; its processes: {', '.join(groups)}")
     function = table.functions[groups[process][0] - 1]
-    if not 0 <= instance < len(table.instance_endpoints(function.id)):
-        raise ValueError(f"process {process!r} may run instances 0..{len(table.instance_endpoints(function.id)) - 1}, "
+    if not 0 <= instance < table.max_instances(function.id):
+        raise ValueError(f"process {process!r} may run instances 0..{table.max_instances(function.id) - 1}, "
                          f"not {instance}")
     prefix, lock = info.pools[str(function.domain)]
     pool = PoolHandle(prefix, app.config.pool, NamedLock(lock), function.domain)

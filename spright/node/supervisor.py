@@ -41,8 +41,9 @@ from spright.node.assembly import NodeMemory
 from spright.node.gateways import GatewaySpec, default_count, gateway_main
 from spright.node.loader import load_app
 from spright.node.process import WorkerKey, WorkerSpec
+from spright.node.revisions import Revisions
 from spright.node.scaling import TICK, Autoscaling
-from spright.node.template import Starts, WorkerProcess
+from spright.node.template import Shape, Starts, WorkerProcess
 from spright.transport import select_transport
 
 log = logging.getLogger("spright")
@@ -63,11 +64,12 @@ class Supervisor:
                                       default_timeout=self.config.default_timeout)
         self.gateway_processes: dict[int, BaseProcess] = {}  # the further gateways, by index
         self.processes: dict[WorkerKey, WorkerProcess] = {}
-        self.starts = Starts(self.config.worker_start, app_ref)
+        self.starts = Starts(self.config.worker_start, app_ref)  # the first revision's
         self._starts: dict[WorkerKey, list[float]] = {}
         self.autoscaling = Autoscaling(self.app, self.table)
         self._stopping = False
         self._port: int | None = None  # the HTTP port, once serving (the node file is written from then on)
+        self._reloading: asyncio.Future[None] | None = None  # a reload SIGHUP asked for
 
     def run(self) -> None:
         uvloop.run(self.serve())
@@ -77,6 +79,7 @@ class Supervisor:
         stop = asyncio.Event()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._sighup)
         for leftover in sweep_dead_nodes():
             log.warning("spright: removed %s, left by a node that was killed", leftover)
         self.runtime_dir = self.node_dir or runtime_base() / str(os.getpid())
@@ -103,6 +106,13 @@ class Supervisor:
             raise RuntimeError(f"the {transport.name} data plane cannot hand its state to workers started on their "
                                "own: use skmsg or unix with --node-dir")
         self.transport = transport
+        # what a template imports besides the app, before the first forks (the data plane's
+        # module, and the idna codec, which a worker's first socket imports)
+        modules = ["spright.node.process", type(transport).__module__, "encodings.idna"]
+        self.revisions = Revisions(self.table, Shape(tuple(self.config.instances), self.gateway_count,
+                                                     self.config.default_timeout),
+                                   modules, self.config.ready_timeout, self.starts,
+                                   stateful={name for name, f in self.app.functions.items() if f.stateful})
         self.memory = memory = NodeMemory.create(self.table, self.config)
         self.pool, self.counters = memory.pools, memory.counters
         self.coordinator = memory.coordinator(transport, self._wake)
@@ -141,7 +151,7 @@ class Supervisor:
                 controls.close()
             self._stopping = True
             self._stop_workers()
-            self.starts.close()
+            self.revisions.close()
             self.gateway.close()
             await self.gateway.closed()
             transport.stop()
@@ -156,27 +166,29 @@ class Supervisor:
                 self.transport.name, self.transport.join_state(), join.handles(self.pool.handles),
                 self.counters.name or "", self.config.drain_timeout))
         else:
-            # the app is loaded and compiled, the node's memory and data plane made: the template
-            # imports what a worker does (the data plane's module too) before the first forks
-            # (and the idna codec, which a worker's first socket imports)
-            await self.starts.open(self.config.ready_timeout,
-                                   ["spright.node.process", type(self.transport).__module__, "encodings.idna"])
+            if self.starts.how == "fork":  # the template imports what a worker does, once
+                report = await self.revisions.open_first()
+                if "pid" not in report:
+                    log.warning("spright: workers are spawned, not forked from a template: %s",
+                                report.get("error") or report.get("unforkable") or "the template exited")
             for name, hosted in table.processes().items():
                 for instance in range(table.functions[hosted[0] - 1].instances):
-                    self._spawn(WorkerKey(name, instance))
+                    self.spawn(self.revisions.key(name, instance))
         await self.coordinator.wait_ready(self.config.ready_timeout)
 
     def _endpoints_of(self, key: WorkerKey) -> list[int]:
         """The endpoint of each function a worker process hosts."""
         return [self.table.instance_endpoints(f)[key.instance] for f in self.table.processes()[key.process]]
 
-    def _spawn(self, key: WorkerKey) -> None:
+    def spawn(self, key: WorkerKey) -> None:
+        """Start worker ``key`` on its revision's code."""
         domain = self.table.functions[self.table.processes()[key.process][0] - 1].domain
-        spec = WorkerSpec(self.app_ref, key.process, key.instance, self.table, self.pool.handle(domain),
+        revision = self.revisions.revision(key)
+        spec = WorkerSpec(revision.app_ref, key.process, key.instance, self.table, self.pool.handle(domain),
                           self.transport, self.counters.name or "", self.config.drain_timeout,
-                          parent=self.starts.parent())
+                          parent=revision.starts.parent())
         began = time.monotonic()
-        process = self.starts.start(spec, f"spright-{key}")
+        process = revision.starts.start(spec, f"spright-{key}")
         self.processes[key] = process
         self._starts.setdefault(key, []).append(began)
         for endpoint in self._endpoints_of(key):
@@ -189,7 +201,8 @@ class Supervisor:
         if self._stopping or self.processes.get(key) is not process:
             return
         if State.GONE in [self.members.exited(endpoint) for endpoint in self._endpoints_of(key)]:
-            del self.processes[key]  # scaled away: it drained and left
+            del self.processes[key]  # scaled away, or an old revision's: it drained and left
+            self.revisions.collect(self.processes)
             self._write_node_file()
             return
         log.error("spright: worker %s exited with code %s; restarting", key, process.exitcode)
@@ -200,7 +213,7 @@ class Supervisor:
 
     def _respawn(self, key: WorkerKey) -> None:
         if not self._stopping:
-            self._spawn(key)
+            self.spawn(key)
             if self._port is not None:
                 self._write_node_file()  # readers (spright stats, tests) see the new pid
 
@@ -246,27 +259,33 @@ class Supervisor:
         if self.node_dir is not None:
             raise ValueError("this node's workers start on their own: run more or fewer `spright worker` instead")
         function = self.table.functions[self.table.function_id(name) - 1]
-        most = len(self.table.instance_endpoints(function.id))
+        most = self.table.max_instances(function.id)
         least = 0 if function.scales_to_zero else 1
         if not least <= count <= most:
             raise ValueError(f"function {name!r} may run {least}..{most} instances (max_instances), not {count}")
-        running = {key.instance for key in self.processes if key.process == function.process}
-        for instance in range(count):
-            key = WorkerKey(function.process, instance)
+        if frozen := self.revisions.frozen(function.process):
+            raise ValueError(f"{name!r} does not scale now: {frozen}")
+        keys = [self.revisions.key(function.process, instance) for instance in range(most)]
+        for key in keys[:count]:
             if self._retiring(key):
                 raise ValueError(f"instance {key} of {name!r} is still draining; try again in a moment")
-            if instance not in running:
-                self._spawn(key)
-        for instance in sorted(running):
-            key = WorkerKey(function.process, instance)
-            if instance >= count and not self._retiring(key):
-                self._retire(key)
+            if key not in self.processes:
+                self.spawn(key)
+        for key in keys[count:]:
+            if key in self.processes and not self._retiring(key):
+                self.retire(key)
         self._write_node_file()
 
     def _retiring(self, key: WorkerKey) -> bool:
         return self.members.state(self._endpoints_of(key)[0]) == State.RETIRING
 
-    def _retire(self, key: WorkerKey) -> None:
+    def running(self, process: str) -> list[WorkerKey]:
+        return [key for key in self.processes if key.process == process and not self._retiring(key)]
+
+    def alive(self) -> list[WorkerKey]:
+        return list(self.processes)
+
+    def retire(self, key: WorkerKey) -> None:
         """Out of the live instances now (no new work), stopped once what was already on its
         way has surely arrived; SIGTERM makes it finish what it holds, then exit."""
         for endpoint in self._endpoints_of(key):
@@ -279,8 +298,13 @@ class Supervisor:
             key = WorkerKey(str(request["join"]), int(request["instance"]))
             log.info("spright: worker %s joined (pid %s)", key, request.get("pid"))
             return {"joined": str(key)}
+        if "reload" in request or "rollout" in request:
+            try:
+                return await self._revise(request)
+            finally:
+                self._write_node_file()
         if "scale" not in request:
-            raise ValueError(f"unknown request {request!r}; known: scale, join")
+            raise ValueError(f"unknown request {request!r}; known: scale, reload, rollout, join")
         name, count = str(request["scale"]), int(request["instances"])
         function_id = self.table.function_id(name)
         # instances still draining from an earlier scale down leave first: their places are
@@ -294,6 +318,17 @@ class Supervisor:
                 await asyncio.sleep(0.05)
         return {"instances": count}
 
+    async def _revise(self, request: dict[str, Any]) -> dict[str, Any]:
+        if self.node_dir is not None:
+            raise ValueError("this node's workers start on their own: roll out new code with Kubernetes "
+                             "(kubectl rollout restart)")
+        if "reload" in request:
+            return await self.revisions.reload(self, self.app_ref, [str(name) for name in request["reload"]])
+        if "promote" in request:
+            return self.revisions.finish(self, str(request["rollout"]), promote=bool(request["promote"]))
+        return await self.revisions.rollout(self, str(request.get("module") or self.app_ref),
+                                            str(request["rollout"]), int(request["traffic"]))
+
     def _left(self, request: dict[str, Any]) -> None:
         """A joined worker's control connection ended: it died (its container restarts it)."""
         key = WorkerKey(str(request["join"]), int(request["instance"]))
@@ -302,6 +337,20 @@ class Supervisor:
         log.error("spright: worker %s left the node", key)
         for endpoint in self._endpoints_of(key):
             self.members.exited(endpoint)
+
+    def _sighup(self) -> None:
+        """SIGHUP: reload every function (as ``spright reload``), unless the node is starting."""
+        if self._port is None or self._stopping:
+            log.warning("spright: SIGHUP ignored: the node is not serving")
+            return
+        self._reloading = asyncio.ensure_future(self._reload_all())
+
+    async def _reload_all(self) -> None:
+        try:
+            await self.revisions.reload(self, self.app_ref, [])
+        except ValueError as exc:
+            log.error("spright: reload refused: %s", exc)
+        self._write_node_file()
 
     def _autoscale(self) -> None:
         if self._stopping:
@@ -313,7 +362,8 @@ class Supervisor:
             asyncio.get_running_loop().call_later(TICK, self._autoscale)
 
     def _scale_unless_draining(self, name: str, count: int) -> None:
-        if not self.members.endpoints(State.RETIRING):
+        process = self.table.functions[self.table.function_id(name) - 1].process
+        if not self.members.endpoints(State.RETIRING) and not self.revisions.frozen(process):
             self.scale(name, count)
 
     def _wake(self, function_id: int) -> None:
@@ -321,7 +371,8 @@ class Supervisor:
         one is starting already (or the last is still draining: the autoscaler's next tick
         starts one then, as it counts the held work as demand)."""
         function = self.table.functions[function_id - 1]
-        if self._stopping or not function.scales_to_zero or WorkerKey(function.process, 0) in self.processes:
+        if (self._stopping or not function.scales_to_zero or self.revisions.key(function.process, 0) in self.processes
+                or self.revisions.frozen(function.process)):
             return
         self.scale(function.name, 1)
         self.autoscaling.activated(function.name, self.coordinator.activator.waiting(function_id))
@@ -352,6 +403,7 @@ class Supervisor:
             transport=self.transport.name,
             transport_info=self.transport.node_info(),
             scaling=list(self.autoscaling.decisions),
+            revisions=self.revisions.describe(),
             workers={**{(table.name_of(e) if key.instance == 0 else f"{table.name_of(e)}#{key.instance}"):
                         process.pid or 0 for key, process in self.processes.items() for e in self._endpoints_of(key)},
                      **{f"gateway#{index}": process.pid or 0 for index, process in self.gateway_processes.items()}},

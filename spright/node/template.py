@@ -51,10 +51,11 @@ from multiprocessing.connection import wait
 from multiprocessing.context import set_spawning_popen
 from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, NoReturn, Protocol, cast
+from typing import Any, NamedTuple, NoReturn, Protocol, cast
 
 import orjson
 
+from spright.data.table import RouteTable
 from spright.host.procs import die_with_parent, name_process
 from spright.node.loader import load_app
 from spright.node.process import WorkerSpec, worker_main
@@ -63,6 +64,21 @@ log = logging.getLogger("spright")
 _PID = struct.Struct("q")
 _CODE = struct.Struct("i")
 _F_SETPIPE_SZ = 1031
+
+
+class Shape(NamedTuple):
+    """How the node compiled its app (``App.compile``'s arguments): a template compiles the
+    code it loaded the same way, so a reload can tell whether the routes still match."""
+
+    instances: tuple[tuple[str, int], ...]
+    gateways: int
+    default_timeout: float
+
+
+def shape_of(table: RouteTable) -> list[object]:
+    """What a reload may not change: the routes, with their chains and timeouts, and the
+    functions, with their ids, processes, domains, concurrency and instances."""
+    return [table.describe(), table.describe_functions()]
 
 
 class WorkerProcess(Protocol):
@@ -91,30 +107,31 @@ class Starts:
         self.template_pid = 0  # while it serves
         self._channel: socket.socket | None = None
 
-    async def open(self, timeout: float, modules: list[str]) -> None:
-        """Start the template and wait until it has imported the app and ``modules`` (``fork``)."""
-        if self.how != "fork":
-            return
+    async def open(self, timeout: float, modules: list[str], shape: Shape) -> dict[str, Any]:
+        """Start a template that imports the app and ``modules`` and compiles the app as
+        ``shape`` says; its report: ``{"app", "shape"}`` (the compiled table's routes and
+        functions, to compare with the node's), and ``"error"`` when the app did not load.
+        It stays as the template workers fork from (``fork``) unless it cannot serve as one
+        (then ``"unforkable"`` says why, and workers are spawned)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         # started from the event loop's thread: its PR_SET_PDEATHSIG follows the thread that forked it
         self.template = get_context("spawn").Process(target=template_main, name="spright-template", daemon=True,
-                                                     args=(theirs, self.app_ref, modules, os.getpid()))
+                                                     args=(theirs, self.app_ref, modules, shape, os.getpid()))
         self.template.start()
         theirs.close()
         self._channel = ours
         try:
             ours.setblocking(False)
-            report = orjson.loads(await asyncio.wait_for(asyncio.get_running_loop().sock_recv(ours, 65536), timeout)
+            report = orjson.loads(await asyncio.wait_for(asyncio.get_running_loop().sock_recv(ours, 1 << 20), timeout)
                                   or b"{}")
         except (TimeoutError, OSError, orjson.JSONDecodeError) as exc:
             report = {"error": f"it did not report ({exc!r})"}
-        if "error" in report or "pid" not in report:
-            log.warning("spright: workers are spawned, not forked from a template: %s",
-                        report.get("error", "the template exited"))
+        if "pid" not in report or self.how != "fork":
             self.close()
-            return
+            return report
         self.template_pid = int(report["pid"])
         ours.settimeout(30)  # for a fork's answer: it takes a millisecond or two
+        return report
 
     def start(self, spec: WorkerSpec, name: str) -> WorkerProcess:
         """Start a worker process (``spec.parent`` is ``parent()``)."""
@@ -224,33 +241,36 @@ class Forked:
 
 
 # -- the template process ----------------------------------------------------------------------
-def template_main(channel: socket.socket, app_ref: str, modules: list[str], parent: int) -> None:
+def template_main(channel: socket.socket, app_ref: str, modules: list[str], shape: Shape, parent: int) -> None:
     """Entry point of the template process (spawned by the supervisor)."""
     die_with_parent(parent)
     # the supervisor decides when it stops (by closing its channel): a SIGTERM to the whole group
     # (systemd's, a terminal's ^C) must not take the workers with it before they drain
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
-    report = _preload(app_ref, modules)
+    report = _preload(app_ref, modules, shape)
     channel.send(orjson.dumps(report))
-    if "error" not in report:
+    if "pid" in report:
         name_process(f"template [{report['app']}]")
         _serve(channel)
 
 
-def _preload(app_ref: str, modules: list[str]) -> dict[str, object]:
+def _preload(app_ref: str, modules: list[str], shape: Shape) -> dict[str, object]:
     try:
         for module in modules:
             importlib.import_module(module)
         app = load_app(app_ref)
+        table = app.compile(dict(shape.instances), shape.gateways, default_timeout=shape.default_timeout)
         os.close(os.pidfd_open(os.getpid()))  # how it waits for its children (Linux 5.3)
-    except Exception as exc:  # whatever it is, the node spawns instead, and says why
+    except Exception as exc:  # whatever it is, the caller says why (and a node spawns instead)
         return {"error": f"{type(exc).__name__}: {exc}"}
+    report: dict[str, object] = {"app": app.name, "shape": shape_of(table)}
     threads = [thread.name for thread in threading.enumerate() if thread is not threading.current_thread()]
     if threads:
-        return {"error": f"the app starts threads at import ({', '.join(threads)}): forking would lose them"}
+        return {**report, "unforkable": f"the app starts threads at import ({', '.join(threads)}): forking would "
+                                       "lose them"}
     os.register_at_fork(after_in_child=_reseed)
-    return {"pid": os.getpid(), "app": app.name}
+    return {**report, "pid": os.getpid()}
 
 
 def _reseed() -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 import typer
-from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
@@ -20,8 +19,10 @@ from rich.table import Table
 from spright.data.config import Config
 from spright.host.nodefile import NodeFile
 from spright.node.loader import REMOTES_ENV, AppNotFound, load_app
+from spright.ops import changes
+from spright.ops.console import NODE_HELP, PORT_HELP, chosen_node, console, fail
 from spright.ops.deploy import deploy_app
-from spright.ops.nodes import NodeNotFound, choose_node, live_routes, snapshot
+from spright.ops.nodes import live_routes, snapshot
 from spright.ops.statsview import rates, stats_table
 from spright.ops.traceview import kept_traces, summary_table, waterfall
 from spright.ops.tuning import latency_hints
@@ -31,15 +32,6 @@ from spright.transport import registry
 cli = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="Serverless function chains over shared memory.")
 cli.add_typer(deploy_app, name="deploy")
-console = Console()
-errors = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    # escaped: rich would take "[grpc]" in "pip install 'spright[grpc]'" for markup and drop it
-    errors.print(f"[bold red]error:[/] {escape(message)}")
-    return typer.Exit(2)
-
 
 # What `spright run` and `spright gateway` do not say is the app's Config's (App(config=...)),
 # else Config's own default: an option only overrides what it is given.
@@ -142,7 +134,7 @@ def worker(
     try:
         join_main(node_dir, app, process, instance, wait)
     except (AppNotFound, ValueError, RuntimeError, TimeoutError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _serve(app: str, **options: Any) -> None:
@@ -155,11 +147,11 @@ def _serve(app: str, **options: Any) -> None:
     try:
         supervisor = Supervisor(app, **options)
     except (AppNotFound, ValueError) as exc:  # RoutingError, and Config's own checks
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     try:
         supervisor.run()
     except (RuntimeError, ValueError, OSError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _instance_counts(options: list[str]) -> tuple[tuple[str, int], ...]:
@@ -168,7 +160,7 @@ def _instance_counts(options: list[str]) -> tuple[tuple[str, int], ...]:
     for option in options:
         name, _, count = option.partition("=")
         if not name or not count.isdigit():
-            raise _fail(f"--instances takes NAME=N (a function name and a count), got {option!r}")
+            raise fail(f"--instances takes NAME=N (a function name and a count), got {option!r}")
         counts.append((name, int(count)))
     return tuple(counts)
 
@@ -176,19 +168,6 @@ def _instance_counts(options: list[str]) -> tuple[tuple[str, int], ...]:
 def _print_json(data: Any) -> None:
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
     sys.stdout.write("\n")
-
-
-def _node(pid: int | None, port: int | None) -> NodeFile:
-    """The running node to inspect; exits 1 (none running) or 2 (ambiguous) saying why."""
-    try:
-        return choose_node(pid, port)
-    except NodeNotFound as exc:
-        (console if exc.exit_code == 1 else errors).print(str(exc), markup=False, highlight=False)
-        raise typer.Exit(exc.exit_code) from None
-
-
-NODE_HELP = "Inspect the node with this supervisor pid (when several run)."
-PORT_HELP = "Inspect the node serving this HTTP port (when several run)."
 
 
 @cli.command()
@@ -205,7 +184,7 @@ def routes(
     the data plane (the BPF map, on skmsg) or else from the table its supervisor recorded.
     """
     if live:
-        data = live_routes(_node(node, port))
+        data = live_routes(chosen_node(node, port))
         if json:
             return _print_json(data)
         where = {"bpf-map": "read back from the BPF map", "data-plane": "read back from the data plane",
@@ -216,11 +195,11 @@ def routes(
                       f"{info['transport']})", f"source: {where}")
         return
     if app is None:
-        raise _fail("give MODULE[:APP], or --live for the running node")
+        raise fail("give MODULE[:APP], or --live for the running node")
     try:
         table = load_app(app).compile()
     except (AppNotFound, RoutingError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     rows = table.describe()
     if json:
         return _print_json({"functions": table.describe_functions(), "routes": rows})
@@ -249,15 +228,15 @@ def trace(
     """The running node's last kept traces: a list, then each as a waterfall (every hop and
     ctx.call of the request, its queue wait and the data plane's time). The node must trace:
     `spright run --trace-sample SHARE` (or --trace-slower-than, --trace-errors, --otlp)."""
-    chosen = _node(node, port)
+    chosen = chosen_node(node, port)
     if not chosen.traces:
-        raise _fail(f"node {chosen.pid} does not trace: start it with --trace-sample SHARE (0..1), "
+        raise fail(f"node {chosen.pid} does not trace: start it with --trace-sample SHARE (0..1), "
                     "--trace-slower-than SECONDS or --trace-errors")
     traces = kept_traces(chosen.traces, everything=everything)
     if trace_id is not None:
         traces = [t for t in traces if f"{t.trace_id:032x}".startswith(trace_id.lower())]
         if not traces:
-            raise _fail(f"no trace {trace_id!r} in the node's rings (they keep the latest records only)")
+            raise fail(f"no trace {trace_id!r} in the node's rings (they keep the latest records only)")
     elif slowest:
         traces.sort(key=lambda t: t.root.duration_ns, reverse=True)
     if not traces:
@@ -280,7 +259,7 @@ def stats(
 ) -> None:
     """Per-function counters of the running node: descriptors in/out, payload bytes, handler
     errors, calls, and the data plane's own (kernel) counters when it keeps them."""
-    chosen = _node(node, port)
+    chosen = chosen_node(node, port)
     if watch is None:
         if json:
             return _print_json(_read(chosen))
@@ -317,26 +296,8 @@ def _read(node: NodeFile) -> dict[str, Any]:
         raise typer.Exit(1) from None
 
 
-@cli.command()
-def scale(
-    function: str = typer.Argument(..., help="The function to scale."),
-    instances: int = typer.Argument(..., help="How many instances it should run."),
-    node: int | None = typer.Option(None, "--node", help=NODE_HELP),
-    port: int | None = typer.Option(None, "--port", help=PORT_HELP),
-) -> None:
-    """Run FUNCTION of the running node as INSTANCES worker processes, live: new ones join once
-    they serve, leaving ones stop taking work, then drain."""
-    from spright.host.nodefile import runtime_base
-    from spright.node import control
-
-    chosen = _node(node, port)
-    try:
-        answer = control.request(runtime_base() / str(chosen.pid), {"scale": function, "instances": instances})
-    except OSError as exc:
-        raise _fail(f"cannot reach {chosen.describe()}: {exc}") from None
-    if "error" in answer:
-        raise _fail(answer["error"])
-    typer.echo(f"{function}: {answer['instances']} instances")
+for command in (changes.scale, changes.reload, changes.rollout):
+    cli.command()(command)
 
 
 @cli.command()

@@ -118,8 +118,9 @@ def _check_fits(table: RouteTable) -> None:
     if any(not 0 <= e < MAX_ENDPOINTS for e in table.endpoints):
         raise ValueError(f"skmsg handles endpoint ids 0..{MAX_ENDPOINTS - 1}: {len(table.endpoints)} endpoints")
     most = max(len(table.instance_endpoints(f.id)) for f in table.functions)
-    if most > MAX_INSTANCES:
-        raise ValueError(f"skmsg runs at most {MAX_INSTANCES} instances of a function; one may have {most}")
+    if most > MAX_INSTANCES:  # both revision slots' (RouteTable.slot_endpoints)
+        raise ValueError(f"skmsg runs at most {MAX_INSTANCES // 2} instances of a function per revision; one may "
+                         f"have {most // 2}")
 
 
 class SkmsgTransport(Transport):

@@ -7,6 +7,7 @@ import asyncio
 import collections
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -34,6 +35,8 @@ from spright.transport.http import HttpTransport
 from spright.transport.ingress import unavailable_reason as ingress_unavailable
 from spright.transport.local import LocalTransport
 from spright.transport.skmsg import NEXT_IN_CHAIN
+
+T = TypeVar("T", bound=Transport)
 
 SETTLE = 0.2  # seconds given to stray deliveries before asserting that none came
 WAIT = 5.0  # upper bound on waiting for expected deliveries
@@ -185,6 +188,16 @@ class Node:
         self.transport.stop()
 
 
+def started(transport: T) -> T:
+    """``transport`` started as a node's is, its live sets written as once every function's
+    first instance said READY (spright.front.membership)."""
+    transport.instances.create()
+    transport.start()
+    for function in transport.table.functions:
+        transport.set_live(function.id, (function.id,))
+    return transport
+
+
 @pytest.fixture
 async def make_node(transport_cls: type[Transport], tmp_path: Path) -> AsyncIterator[Callable[[RouteTable], Node]]:
     """``make_node(table)``: a started transport of the parametrized kind; closed and
@@ -194,9 +207,7 @@ async def make_node(transport_cls: type[Transport], tmp_path: Path) -> AsyncIter
     def make(table: RouteTable) -> Node:
         runtime_dir = tmp_path / f"rt{len(nodes)}"
         runtime_dir.mkdir()
-        transport = transport_cls(runtime_dir, table)
-        transport.start()
-        nodes.append(Node(transport))
+        nodes.append(Node(started(transport_cls(runtime_dir, table))))
         return nodes[-1]
 
     yield make

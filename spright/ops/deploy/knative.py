@@ -65,7 +65,7 @@ def scale(target: Target, function: str) -> dict[str, int]:
     what the app declares: its ScalePolicy, else its instances; a stateful function runs as one."""
     declared = target.app.functions[function]
     entry = target.table.functions[target.table.function_id(function) - 1]
-    most = len(target.table.instance_endpoints(entry.id))
+    most = target.table.max_instances(entry.id)
     if declared.autoscale is not None:
         policy = declared.autoscale
         low, high, aim = policy.min_instances, most, policy.target
