@@ -17,7 +17,11 @@ import contextlib
 import logging
 import os
 import signal
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing import get_context
+from multiprocessing.process import BaseProcess
 
 import uvloop
 
@@ -48,6 +52,79 @@ class GatewaySpec:
     counters: str  # the counter table's shared-memory name
     config: Config
     port: int  # the node's HTTP port, already bound by gateway 0
+
+
+log = logging.getLogger("spright")
+
+
+class FurtherGateways:
+    """The supervisor's further gateway processes: spawned once the node's port is bound, each
+    restarted when it dies (once what its requests' chains may still write is over, ``grace``),
+    drained with the node."""
+
+    def __init__(self, spec: Callable[[int], GatewaySpec], serving: set[int], table: RouteTable, config: Config,
+                 sweep: Callable[[int], object], changed: Callable[[], None]) -> None:
+        """``spec``: the spec of gateway N; ``serving``: the endpoints of the gateways that said
+        they serve (the first gateway's coordinator keeps it); ``sweep(index)``: frees the slots
+        of a dead one's requests before it starts again; ``changed``: once it did."""
+        self._spec, self._serving, self._table, self._config = spec, serving, table, config
+        self._sweep, self._changed = sweep, changed
+        self.processes: dict[int, BaseProcess] = {}  # by index, 1..N-1
+        self._stopping = False
+
+    async def start(self) -> None:
+        """Spawn them all; return once every one said it serves."""
+        for index in range(1, len(self._table.gateways)):
+            self._spawn(index)
+        async with asyncio.timeout(self._config.ready_timeout):
+            while not self._serving.issuperset(self._table.gateways[1:]):
+                await asyncio.sleep(0.02)
+
+    def pids(self) -> dict[str, int]:
+        return {f"gateway#{index}": process.pid or 0 for index, process in self.processes.items()}
+
+    def terminate(self) -> None:
+        """They drain (as the first gateway does meanwhile), and are not restarted."""
+        self._stopping = True
+        for process in self.processes.values():
+            process.terminate()
+
+    async def join(self) -> None:
+        await asyncio.to_thread(join_all, list(self.processes.values()), self._config.drain_timeout + 2)
+
+    def _spawn(self, index: int) -> None:
+        process = get_context("spawn").Process(target=gateway_main, args=(self._spec(index),),
+                                               name=f"spright-gateway-{index}", daemon=True)
+        process.start()
+        self.processes[index] = process
+        asyncio.get_running_loop().add_reader(process.sentinel, self._exited, index, process)
+
+    def _exited(self, index: int, process: BaseProcess) -> None:
+        """Its clients lost their connections; it starts again after ``grace``."""
+        asyncio.get_running_loop().remove_reader(process.sentinel)
+        process.join(0)
+        self._serving.discard(self._table.gateways[index])
+        if self._stopping:
+            return
+        log.error("spright: gateway #%d exited with code %s; restarting in %g s", index, process.exitcode,
+                  self._config.grace)
+        asyncio.get_running_loop().call_later(self._config.grace, self._restart, index)
+
+    def _restart(self, index: int) -> None:
+        if not self._stopping:
+            self._sweep(index)
+            self._spawn(index)
+            self._changed()
+
+
+def join_all(processes: list[BaseProcess], timeout: float) -> None:
+    """Wait for ``processes`` to exit, ``timeout`` in all; kill those that do not."""
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.join(max(deadline - time.monotonic(), 0))
+        if process.is_alive():
+            process.kill()
+            process.join(1)
 
 
 def gateway_main(spec: GatewaySpec) -> None:

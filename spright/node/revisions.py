@@ -117,6 +117,16 @@ class Revisions:
         return rows
 
     # -- reload and rollout ------------------------------------------------------------------
+    async def handle(self, workers: Workers, app_ref: str, request: dict[str, Any]) -> dict[str, Any]:
+        """A control request (spright.ops.changes): ``reload``, or ``rollout`` with ``traffic``
+        (and ``module``: else ``app_ref``, the node's) or ``promote`` (false: roll back)."""
+        if "reload" in request:
+            return await self.reload(workers, app_ref, [str(name) for name in request["reload"]])
+        if "promote" in request:
+            return self.finish(workers, str(request["rollout"]), promote=bool(request["promote"]))
+        return await self.rollout(workers, str(request.get("module") or app_ref), str(request["rollout"]),
+                                  int(request["traffic"]))
+
     async def reload(self, workers: Workers, app_ref: str, names: Iterable[str]) -> dict[str, Any]:
         """New workers on the code as it is now for the processes hosting ``names`` (every
         function when empty), then the old ones retire."""

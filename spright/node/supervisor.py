@@ -15,8 +15,6 @@ import shutil
 import signal
 import time
 from collections.abc import Coroutine
-from multiprocessing import get_context
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,7 +36,7 @@ from spright.host.nodefile import (
 from spright.host.procs import name_process
 from spright.node import control, join
 from spright.node.assembly import NodeMemory
-from spright.node.gateways import GatewaySpec, default_count, gateway_main
+from spright.node.gateways import FurtherGateways, GatewaySpec, default_count
 from spright.node.loader import load_app
 from spright.node.process import WorkerKey, WorkerSpec
 from spright.node.revisions import Revisions
@@ -62,7 +60,6 @@ class Supervisor:
         self.gateway_count = self.config.gateways or default_count()
         self.table = self.app.compile(dict(self.config.instances), self.gateway_count,
                                       default_timeout=self.config.default_timeout)
-        self.gateway_processes: dict[int, BaseProcess] = {}  # the further gateways, by index
         self.processes: dict[WorkerKey, WorkerProcess] = {}
         self.starts = Starts(self.config.worker_start, app_ref)  # the first revision's
         self._starts: dict[WorkerKey, list[float]] = {}
@@ -118,6 +115,8 @@ class Supervisor:
         self.coordinator = memory.coordinator(transport, self._wake)
         self.members = self.coordinator.members
         self.gateway = memory.gateway(self.config, self.coordinator, service=self.app.name, dataplane=transport.name)
+        self.gateways = FurtherGateways(self._gateway_spec, self.coordinator.gateways_serving, self.table, self.config,
+                                        lambda index: self.pool.sweep(set(), index), self._write_node_file)
         controls = None
         try:
             transport.start()
@@ -130,9 +129,7 @@ class Supervisor:
             server, connections = await http.serve(self.gateway, self.config.host, self.config.port,
                                                    reuse_port=self.gateway_count > 1)
             self._port = _port_of(server)
-            for index in range(1, self.gateway_count):
-                self._spawn_gateway(index)
-            await self._further_gateways_serve()
+            await self.gateways.start()
             self._write_node_file()
             name_process(f"gateway [{self.app.name}] {self.config.host}:{self._port} ({transport.name})")
             log.warning(
@@ -142,10 +139,9 @@ class Supervisor:
             )
             await stop.wait()
             log.warning("spright: draining")
-            for process in self.gateway_processes.values():  # they drain too, meanwhile
-                process.terminate()
+            self.gateways.terminate()  # they drain too, meanwhile
             await http.drain(server, connections, self.gateway, self.config.drain_timeout)
-            await asyncio.to_thread(_join_all, list(self.gateway_processes.values()), self.config.drain_timeout + 2)
+            await self.gateways.join()
         finally:
             if controls is not None:
                 controls.close()
@@ -217,40 +213,10 @@ class Supervisor:
             if self._port is not None:
                 self._write_node_file()  # readers (spright stats, tests) see the new pid
 
-    # -- further gateways ------------------------------------------------------------------
-    def _spawn_gateway(self, index: int) -> None:
+    def _gateway_spec(self, index: int) -> GatewaySpec:
         assert self._port is not None
-        spec = GatewaySpec(self.app.name, index, self.table, self.pool.handles, self.transport,
+        return GatewaySpec(self.app.name, index, self.table, self.pool.handles, self.transport,
                            self.counters.name or "", self.config, self._port)
-        process = get_context("spawn").Process(target=gateway_main, args=(spec,), name=f"spright-gateway-{index}",
-                                               daemon=True)
-        process.start()
-        self.gateway_processes[index] = process
-        asyncio.get_running_loop().add_reader(process.sentinel, self._gateway_exited, index, process)
-
-    async def _further_gateways_serve(self) -> None:
-        """Until every further gateway said it serves: only then does the node serve (node.json)."""
-        async with asyncio.timeout(self.config.ready_timeout):
-            while not self.coordinator.gateways_serving.issuperset(self.table.gateways[1:]):
-                await asyncio.sleep(0.02)
-
-    def _gateway_exited(self, index: int, process: BaseProcess) -> None:
-        """A further gateway died: its clients lost their connections; once whatever its
-        requests' chains may still write is over, their slots are swept and it starts again."""
-        asyncio.get_running_loop().remove_reader(process.sentinel)
-        process.join(0)
-        self.coordinator.gateways_serving.discard(self.table.gateways[index])
-        if self._stopping:
-            return
-        log.error("spright: gateway #%d exited with code %s; restarting in %g s", index, process.exitcode,
-                  self.config.grace)
-        asyncio.get_running_loop().call_later(self.config.grace, self._restart_gateway, index)
-
-    def _restart_gateway(self, index: int) -> None:
-        if not self._stopping:
-            self.pool.sweep(set(), index)
-            self._spawn_gateway(index)
-            self._write_node_file()
 
     # -- scaling ---------------------------------------------------------------------------
     def scale(self, name: str, count: int) -> None:
@@ -299,8 +265,11 @@ class Supervisor:
             log.info("spright: worker %s joined (pid %s)", key, request.get("pid"))
             return {"joined": str(key)}
         if "reload" in request or "rollout" in request:
+            if self.node_dir is not None:
+                raise ValueError("this node's workers start on their own: roll out new code with Kubernetes "
+                                 "(kubectl rollout restart)")
             try:
-                return await self._revise(request)
+                return await self.revisions.handle(self, self.app_ref, request)
             finally:
                 self._write_node_file()
         if "scale" not in request:
@@ -317,17 +286,6 @@ class Supervisor:
             while len(self.members.live(function_id)) < count:
                 await asyncio.sleep(0.05)
         return {"instances": count}
-
-    async def _revise(self, request: dict[str, Any]) -> dict[str, Any]:
-        if self.node_dir is not None:
-            raise ValueError("this node's workers start on their own: roll out new code with Kubernetes "
-                             "(kubectl rollout restart)")
-        if "reload" in request:
-            return await self.revisions.reload(self, self.app_ref, [str(name) for name in request["reload"]])
-        if "promote" in request:
-            return self.revisions.finish(self, str(request["rollout"]), promote=bool(request["promote"]))
-        return await self.revisions.rollout(self, str(request.get("module") or self.app_ref),
-                                            str(request["rollout"]), int(request["traffic"]))
 
     def _left(self, request: dict[str, Any]) -> None:
         """A joined worker's control connection ended: it died (its container restarts it)."""
@@ -406,7 +364,7 @@ class Supervisor:
             revisions=self.revisions.describe(),
             workers={**{(table.name_of(e) if key.instance == 0 else f"{table.name_of(e)}#{key.instance}"):
                         process.pid or 0 for key, process in self.processes.items() for e in self._endpoints_of(key)},
-                     **{f"gateway#{index}": process.pid or 0 for index, process in self.gateway_processes.items()}},
+                     **self.gateways.pids()},
             gateways=list(table.gateways),
             shm=self.memory.segment_names(),  # every segment of ours in /dev/shm
             metrics=CounterSegment(self.counters.name or "", self.counters.rows, ROW_WORDS, list(COLUMNS)),
@@ -429,15 +387,6 @@ async def _unless_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, None]) 
         return False
     running.result()  # its exception, if it failed
     return True
-
-
-def _join_all(processes: list[BaseProcess], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    for process in processes:
-        process.join(max(deadline - time.monotonic(), 0))
-        if process.is_alive():
-            process.kill()
-            process.join(1)
 
 
 def _port_of(server: asyncio.AbstractServer) -> int:
