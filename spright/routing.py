@@ -27,7 +27,7 @@ from spright.data.table import (
     MAX_CHAINS,
     MAX_GATEWAYS,
     MAX_HOPS,
-    SLOTS,
+    REVISION_SLOTS,
     FunctionEntry,
     RouteEntry,
     RouteTable,
@@ -222,8 +222,9 @@ class App:
             count, most = counts[f.name]
             entries.append(FunctionEntry(ids[f.name], f.name, f.concurrency, domains.index(f.domain or self.name),
                                          f.process or f.name, count,
-                                         (ids[f.name], *range(extra, extra + SLOTS * most - 1)), _scales_to_zero(f)))
-            extra += SLOTS * most - 1
+                                         (ids[f.name], *range(extra, extra + REVISION_SLOTS * most - 1)),
+                                         _scales_to_zero(f)))
+            extra += REVISION_SLOTS * most - 1
         functions = tuple(entries)
         process_domains: dict[str, int] = {}
         for entry in functions:

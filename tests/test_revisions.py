@@ -18,7 +18,7 @@ import orjson
 import pytest
 
 from spright.ops.nodes import choose_node
-from spright.testing import run_node
+from spright.testing import node_metric, run_node
 from tests.kit.nodes import descendants_of, spright
 
 pytestmark = pytest.mark.node
@@ -194,6 +194,14 @@ def test_a_canary_takes_its_share_and_a_rollback_leaves_nothing_of_it(node: tupl
     assert revisions["canary"]["app"] == "canary:app" and revisions["canary"]["share"] == 10
     shares = canary_share(port)
     assert sum(shares.values()) == 10_000 and 8 <= shares["canary"] / 100 <= 12, shares
+    stats = orjson.loads(spright("stats", "--json", "--port", str(port)).stdout)
+    side_by_side = {r["role"]: r for f in stats["functions"] if f["name"] == "target" for r in f["revisions"]}
+    assert side_by_side["canary"]["handled"] == shares["canary"] and side_by_side["canary"]["revision"] == 2
+    assert side_by_side["serving"]["handled"] >= shares["v1"]  # and the requests of the load before
+    shown = spright("stats", "--port", str(port)).stdout
+    assert "revisions" in shown and "canary:app" in shown
+    assert node_metric(port, 'spright_revision_handled_total{domain="revised",function="target",revision="2"}') \
+        == shares["canary"]
     assert spright("rollout", "target", "--traffic", "50", "--port", str(port)).returncode == 0
     shares = canary_share(port, 2_000)
     assert 40 <= shares["canary"] / 20 <= 60, shares
@@ -232,3 +240,22 @@ def test_what_a_rollout_refuses(node: tuple[int, int]) -> None:
     ]:
         refused = spright("rollout", *args, "--port", str(port))
         assert refused.returncode == 2 and refusal in " ".join(refused.stderr.split()), (args, refused.stderr)
+
+
+def test_a_reload_waits_for_the_revision_before_it_to_leave(node: tuple[int, int], code: Path,
+                                                             tmp_path: Path) -> None:
+    """The second reload starts in the slot whose old worker still drains a request (its
+    endpoint is still its own): it waits until that worker left (drain_timeout), then serves."""
+    port, _ = node
+    gate = tmp_path / "gate"  # never opened
+    answers: list[int] = []
+    held = threading.Thread(target=lambda: answers.append(get(port, f"/?gate={gate}")[0]))
+    held.start()
+    until(lambda: Path(f"{gate}.in").exists(), "the request is inside its handler")
+    for version in ("v2", "v3"):
+        edit(code, 'VERSION = "v1"' if version == "v2" else 'VERSION = "v2"', f'VERSION = "{version}"')
+        reloaded = spright("reload", "target", "--port", str(port))
+        assert reloaded.returncode == 0 and f"revision {version[1]} serves" in reloaded.stdout, reloaded.stderr
+    assert {get(port)[1]["version"] for _ in range(20)} == {"v3"}
+    held.join()
+    assert answers == [503], "cut off at the old worker's drain_timeout: answered then, not at the route's timeout"

@@ -24,7 +24,7 @@ MAX_CHAINS = 1024  # distinct chains (hops and timeout) of an app
 MAX_HOPS = 32  # positions per chain, the final gateway included
 # Revision slots per function: the one serving, and one where a reload or rollout starts the
 # next revision beside it (spright.node.revisions), on endpoints of its own.
-SLOTS = 2
+REVISION_SLOTS = 2
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ class RouteTable:
 
     def max_instances(self, function_id: int) -> int:
         """How many instances one revision of ``function_id`` may run."""
-        return max(len(self.instance_endpoints(function_id)) // SLOTS, 1)
+        return max(len(self.instance_endpoints(function_id)) // REVISION_SLOTS, 1)
 
     def slot_endpoints(self, function_id: int, slot: int) -> tuple[int, ...]:
         """The endpoints of revision slot ``slot`` (0 or 1) of ``function_id``."""

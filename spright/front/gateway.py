@@ -75,6 +75,9 @@ class Role(Protocol):
     def instances(self, function_id: int) -> int:
         """Instances of ``function_id`` serving now (for ``/metrics``)."""
 
+    def revisions(self) -> list[tuple[int, ...]]:
+        """Per function, the revision each of its slots runs (``LiveInstances.revisions``)."""
+
 
 class Gateway:
     def __init__(self, table: RouteTable, pool: NodePool, config: Config, role: Role,
@@ -92,7 +95,7 @@ class Gateway:
         self._role = role
         self._recorder = recorder
         self.metrics = GatewayMetrics(table, counters or CounterTable.create(len(table.endpoints), shared=False),
-                                      role.instances, self.endpoint)
+                                      role.instances, self.endpoint, role.revisions)
         self._counts = self.metrics.counts
         self._chain_members = [frozenset(chain[:-1]) for chain in table.chains]
         # per chain: alloc(size, owner) in the pool of the chain's security domain

@@ -26,7 +26,10 @@ from spright.data.table import RouteEntry, RouteTable
 from spright.data.traces import CALLED, HOP, Record, TraceNames
 from spright.host.counters import (
     BUCKETS,
+    ERRORS,
     FUNCTION_COLUMNS,
+    HANDLED,
+    HANDLER_NS,
     OUT,
     REQUESTS,
     RESPONSES,
@@ -51,12 +54,14 @@ class GatewayMetrics:
     """
 
     def __init__(self, table: RouteTable, counters: CounterTable, instances: Callable[[int], int],
-                 endpoint: int = 0) -> None:
+                 endpoint: int = 0, revisions: Callable[[], list[tuple[int, ...]]] | None = None) -> None:
         """``instances``: how many instances of a function id serve now; ``endpoint``: the
-        gateway process's own, whose row it keeps."""
+        gateway process's own, whose row it keeps; ``revisions``: per function, the revision
+        each of its slots runs (``LiveInstances.revisions``), for the per-revision series."""
         self.table = table
         self.counters = counters
         self.instances = instances
+        self.revisions = revisions
         self.endpoint = endpoint
         # the gateway's row (the owner bumps it in place), minus routed responses; see row()
         self.counts = [0] * ROW_WORDS
@@ -219,6 +224,28 @@ class _Collector(Collector):
             latency.add_metric([route.method, route.path, status], list(zip(bounds, cumulative, strict=True)), total)
         yield latency
         yield from self._span_families(bounds)
+        if metrics.revisions is not None:
+            yield from self._revision_families(metrics.revisions(), metrics.rows())
+
+    def _revision_families(self, numbers: list[tuple[int, ...]], rows: list[list[int]]) -> Iterator[Any]:
+        """Each function's handler runs, errors and time per revision, side by side while a
+        canary runs (spright.node.revisions): the instances of a revision slot added up."""
+        table = self.metrics.table
+        families = [(column, scale, CounterMetricFamily(f"spright_revision_{name}", text,
+                                                        labels=["function", "domain", "revision"]))
+                    for column, scale, name, text in (
+                        (HANDLED, 1, "handled", "Handler runs finished, per revision of the function."),
+                        (ERRORS, 1, "handler_errors", "Handlers that raised, per revision of the function."),
+                        (HANDLER_NS, 1e-9, "handler_seconds", "Wall time in handlers, per revision of the function."))]
+        for f in table.functions:
+            for slot, number in enumerate(numbers[f.id - 1]):
+                if number:
+                    endpoints = table.slot_endpoints(f.id, slot)
+                    for column, scale, family in families:
+                        family.add_metric([*self._labels(f.id), str(number)],
+                                          sum(rows[e][column] for e in endpoints) * scale)
+        for _, _, family in families:
+            yield family
 
     def _span_families(self, bounds: list[str]) -> Iterator[Any]:
         """Queue wait and handler time per function, from the traces this gateway assembled."""

@@ -37,6 +37,7 @@ class Coordinator:
         self.table = table
         self._pool = pool
         self.members = Membership(table, transport, self)
+        self.revisions = transport.instances.revisions  # for /metrics
         self.activator = Activator(table.gateways[0], self._send, wake)
         self.gateways_serving: set[int] = set()  # the further gateways that announced themselves
         self._endpoints = frozenset(table.endpoints)
@@ -93,7 +94,11 @@ class Coordinator:
         self._tell(READY, function_id)
 
     def gone(self, endpoint: int) -> None:
-        self._pool.release_holds(endpoint)
+        """A retired instance exited: a handler it still ran when its drain_timeout ended
+        answers 503 now (its slot is released), not at the request's timeout."""
+        held = self._pool.release_holds(endpoint)
+        if held:
+            self._fail_held(self.table.name_of(endpoint), held, "stopped before its handler ended", 503)
 
     def died(self, endpoint: int, function_down: bool) -> None:
         """Once a function has no instance left, fail at once the requests whose chain runs
@@ -109,16 +114,17 @@ class Coordinator:
         else:
             self._fail_held(self.table.name_of(function_id), held)
 
-    def _fail_held(self, name: str, held: list[tuple[int, int, int]]) -> None:
-        """A 502 for the request of each slot a crashed instance held, sent as an ERROR to the
+    def _fail_held(self, name: str, held: list[tuple[int, int, int]], why: str = "crashed",
+                   status: int = 502) -> None:
+        """An error (502: it crashed) for the request of each slot an instance held, sent as an ERROR to the
         gateway that owns the request (the data plane routes it by request id)."""
-        payload = orjson.dumps({"error": f"function {name!r} crashed", "status": 502, "function": name})
+        payload = orjson.dumps({"error": f"function {name!r} {why}", "status": status, "function": name})
         for slot, generation, request_id in held:
             try:
                 written = self._pool.write(slot, generation, payload, b"", request_id)
             except (PoolExhausted, ValueError):
                 continue  # left to the request's timeout
-            self._send(descriptor.hop(GATEWAY, self.table.gateways[0], ERROR | BODY_JSON, 0, 0, 502, written.id,
+            self._send(descriptor.hop(GATEWAY, self.table.gateways[0], ERROR | BODY_JSON, 0, 0, status, written.id,
                                       written.generation, len(payload), request_id))
 
     def _tell(self, kind: int, function_id: int) -> None:
@@ -135,6 +141,7 @@ class Follower:
         self.table = table
         self.down: set[int] = set()
         self._live = transport.instances
+        self.revisions = transport.instances.revisions  # for /metrics
         self._gateway: Gateway
         self._outbox: Outbox
 

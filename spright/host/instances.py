@@ -37,7 +37,7 @@ from pathlib import Path
 
 from spright.data.config import BALANCES
 from spright.data.descriptor import GATEWAY
-from spright.data.table import RouteTable
+from spright.data.table import REVISION_SLOTS, RouteTable
 
 FILE_NAME = "instances"
 _WORD = struct.Struct("<I")
@@ -78,7 +78,11 @@ class LiveInstances:
         self._in_flight: Callable[[int], tuple[int, int]] | None = None
         self._seen: dict[int, int] = {}  # endpoint -> its received count when last read here
         self._sent: dict[int, int] = {}  # endpoint -> picks since that count last moved
-        self._words_total = words
+        # then per function and revision slot (RouteTable.slot_endpoints): the number of the
+        # revision it runs (spright.node.revisions), 0 while none does; for /metrics
+        self._revisions = words
+        self._functions = len(table.functions)
+        self._words_total = words + REVISION_SLOTS * len(table.functions)
         self._map: mmap.mmap | None = None
 
     def create(self) -> None:
@@ -115,6 +119,15 @@ class LiveInstances:
         for i, endpoint in enumerate(canary):
             _WORD.pack_into(words, 4 * (base + 1 + capacity + i), endpoint)
         _WORD.pack_into(words, 4 * base, header(len(endpoints), len(canary), share))
+
+    def set_revision(self, function_id: int, slot: int, number: int) -> None:
+        """Revision ``number`` runs in ``function_id``'s slot ``slot`` now."""
+        _WORD.pack_into(self._words(), 4 * (self._revisions + REVISION_SLOTS * (function_id - 1) + slot), number)
+
+    def revisions(self) -> list[tuple[int, ...]]:
+        """Per function (index: its id - 1), the revision number of each slot (0: none)."""
+        words = struct.unpack_from(f"<{REVISION_SLOTS * self._functions}I", self._words(), 4 * self._revisions)
+        return [words[i : i + REVISION_SLOTS] for i in range(0, len(words), REVISION_SLOTS)]
 
     def get(self, function_id: int) -> tuple[int, ...]:
         """The live instances of ``function_id``, both groups (its own endpoint when it cannot

@@ -6,6 +6,9 @@ import contextlib
 import ctypes
 import os
 import signal
+import time
+from collections.abc import Iterable
+from typing import Protocol
 
 
 def name_process(title: str) -> None:
@@ -24,3 +27,19 @@ def die_with_parent(parent: int = 0) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
     if parent and os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Joinable(Protocol):
+    def is_alive(self) -> bool: ...
+    def join(self, timeout: float | None = None) -> None: ...
+    def kill(self) -> None: ...
+
+
+def join_all(processes: Iterable[Joinable], timeout: float) -> None:
+    """Wait for ``processes`` to exit, ``timeout`` in all; kill those that do not."""
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.join(max(deadline - time.monotonic(), 0))
+        if process.is_alive():
+            process.kill()
+            process.join(1)

@@ -17,7 +17,6 @@ import contextlib
 import logging
 import os
 import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -30,7 +29,7 @@ from spright.data.table import MAX_GATEWAYS, RouteTable
 from spright.front import http
 from spright.front.roles import Follower
 from spright.host.pool import PoolHandle
-from spright.host.procs import die_with_parent, name_process
+from spright.host.procs import die_with_parent, join_all, name_process
 from spright.node.assembly import NodeMemory
 from spright.transport.base import Transport
 
@@ -115,16 +114,6 @@ class FurtherGateways:
             self._sweep(index)
             self._spawn(index)
             self._changed()
-
-
-def join_all(processes: list[BaseProcess], timeout: float) -> None:
-    """Wait for ``processes`` to exit, ``timeout`` in all; kill those that do not."""
-    deadline = time.monotonic() + timeout
-    for process in processes:
-        process.join(max(deadline - time.monotonic(), 0))
-        if process.is_alive():
-            process.kill()
-            process.join(1)
 
 
 def gateway_main(spec: GatewaySpec) -> None:

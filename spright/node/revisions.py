@@ -24,6 +24,7 @@ function alone while a revision of it is beginning or a canary runs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
@@ -32,6 +33,7 @@ from typing import Any, Protocol
 
 from spright.data.table import RouteTable
 from spright.front.membership import Membership
+from spright.host.instances import LiveInstances
 from spright.node.process import WorkerKey
 from spright.node.template import Shape, Starts, shape_of
 
@@ -64,15 +66,19 @@ class Workers(Protocol):
 
 class Revisions:
     def __init__(self, table: RouteTable, shape: Shape, modules: list[str], ready_timeout: float,
-                 first: Starts, stateful: set[str]) -> None:
+                 first: Starts, stateful: set[str], live: LiveInstances, leave_timeout: float) -> None:
         """``modules``: what a template imports besides the app (spright.node.template);
-        ``stateful``: the functions that keep state in their process (no split for them)."""
+        ``stateful``: the functions that keep state in their process (no split for them);
+        ``live``: where each slot's revision number is published (for /metrics);
+        ``leave_timeout``: the longest a retired worker takes to exit."""
         self.table, self._shape, self._modules, self._ready_timeout = table, shape, modules, ready_timeout
-        self._stateful = stateful
+        self._stateful, self._live, self._leave_timeout = stateful, live, leave_timeout
         processes = table.processes()
         self._most = {process: table.max_instances(ids[0]) for process, ids in processes.items()}
         self._slot = dict.fromkeys(processes, 0)  # the serving revision's
-        self._of: dict[tuple[str, int], Revision] = {(p, 0): Revision(1, first.app_ref, first) for p in processes}
+        self._of: dict[tuple[str, int], Revision] = {}  # (process, slot) -> the revision it runs
+        for process in processes:
+            self._assign(process, 0, Revision(1, first.app_ref, first))
         self.canaries: dict[str, int] = {}  # process -> its canary's share, while a rollout runs
         self._busy: set[str] = set()  # processes a revision is beginning for
         self._numbers = 1
@@ -192,7 +198,7 @@ class Revisions:
         for process, slot in list(self._of):
             current = slot == self._slot[process] or process in self.canaries or process in self._busy
             if not current and (process, slot) not in running:
-                del self._of[(process, slot)]
+                self._assign(process, slot, None)
         kept = [starts for starts in self._templates if any(r.starts is starts for r in self._of.values())]
         for starts in self._templates:
             if starts not in kept:
@@ -205,6 +211,14 @@ class Revisions:
             starts.close()
 
     # -- internals -------------------------------------------------------------------------
+    def _assign(self, process: str, slot: int, revision: Revision | None) -> None:
+        if revision is None:
+            del self._of[(process, slot)]
+        else:
+            self._of[(process, slot)] = revision
+        for function_id in self.table.processes()[process]:
+            self._live.set_revision(function_id, slot, revision.number if revision else 0)
+
     def _processes(self, names: Iterable[str]) -> list[str]:
         processes = []
         for name in names:
@@ -229,6 +243,14 @@ class Revisions:
 
     async def _start(self, workers: Workers, app_ref: str, processes: list[str], canary: bool,
                      share: int) -> tuple[Revision, list[WorkerKey]]:
+        # the slot it starts in may still hold the workers of the revision before, draining
+        try:
+            async with asyncio.timeout(self._leave_timeout):
+                while any(self._slot[key.process] != key.instance // self._most[key.process]
+                          for key in workers.alive() if key.process in processes):
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise Refused("the revision before is still leaving; try again in a moment") from None
         starts = Starts(self._how, app_ref)
         report = await starts.open(self._ready_timeout, self._modules, self._shape)
         if "error" in report:
@@ -244,7 +266,7 @@ class Revisions:
         started: list[WorkerKey] = []
         for process in processes:
             slot = 1 - self._slot[process]
-            self._of[(process, slot)] = revision
+            self._assign(process, slot, revision)
             count = len([key for key in workers.running(process) if self.serving(key)])
             if canary:
                 function_id = self.table.processes()[process][0]

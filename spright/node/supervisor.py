@@ -33,7 +33,7 @@ from spright.host.nodefile import (
     runtime_base,
     sweep_dead_nodes,
 )
-from spright.host.procs import name_process
+from spright.host.procs import join_all, name_process
 from spright.node import control, join
 from spright.node.assembly import NodeMemory
 from spright.node.gateways import FurtherGateways, GatewaySpec, default_count
@@ -103,17 +103,18 @@ class Supervisor:
             raise RuntimeError(f"the {transport.name} data plane cannot hand its state to workers started on their "
                                "own: use skmsg or unix with --node-dir")
         self.transport = transport
+        self.memory = memory = NodeMemory.create(self.table, self.config)
+        self.pool, self.counters = memory.pools, memory.counters
+        self.coordinator = memory.coordinator(transport, self._wake)
+        self.members = self.coordinator.members
         # what a template imports besides the app, before the first forks (the data plane's
         # module, and the idna codec, which a worker's first socket imports)
         modules = ["spright.node.process", type(transport).__module__, "encodings.idna"]
         self.revisions = Revisions(self.table, Shape(tuple(self.config.instances), self.gateway_count,
                                                      self.config.default_timeout),
                                    modules, self.config.ready_timeout, self.starts,
-                                   stateful={name for name, f in self.app.functions.items() if f.stateful})
-        self.memory = memory = NodeMemory.create(self.table, self.config)
-        self.pool, self.counters = memory.pools, memory.counters
-        self.coordinator = memory.coordinator(transport, self._wake)
-        self.members = self.coordinator.members
+                                   stateful={name for name, f in self.app.functions.items() if f.stateful},
+                                   live=transport.instances, leave_timeout=RETIRE_AFTER + self.config.drain_timeout + 5)
         self.gateway = memory.gateway(self.config, self.coordinator, service=self.app.name, dataplane=transport.name)
         self.gateways = FurtherGateways(self._gateway_spec, self.coordinator.gateways_serving, self.table, self.config,
                                         lambda index: self.pool.sweep(set(), index), self._write_node_file)
@@ -208,7 +209,7 @@ class Supervisor:
         asyncio.get_running_loop().call_later(delay, self._respawn, key)
 
     def _respawn(self, key: WorkerKey) -> None:
-        if not self._stopping:
+        if not self._stopping and key in self.processes:  # (not retired meanwhile)
             self.spawn(key)
             if self._port is not None:
                 self._write_node_file()  # readers (spright stats, tests) see the new pid
@@ -253,7 +254,11 @@ class Supervisor:
 
     def retire(self, key: WorkerKey) -> None:
         """Out of the live instances now (no new work), stopped once what was already on its
-        way has surely arrived; SIGTERM makes it finish what it holds, then exit."""
+        way has surely arrived; SIGTERM makes it finish what it holds, then exit. One that
+        died and waits to be restarted is not."""
+        if not self.processes[key].is_alive():
+            del self.processes[key]
+            return
         for endpoint in self._endpoints_of(key):
             self.members.retire(endpoint)
         asyncio.get_running_loop().call_later(RETIRE_AFTER, self.processes[key].terminate)
@@ -342,12 +347,7 @@ class Supervisor:
                 loop.remove_reader(process.sentinel)
             if process.is_alive():
                 process.terminate()
-        deadline = time.monotonic() + self.config.drain_timeout + 2
-        for process in self.processes.values():
-            process.join(max(deadline - time.monotonic(), 0))
-            if process.is_alive():
-                process.kill()
-                process.join(1)
+        join_all(self.processes.values(), self.config.drain_timeout + 2)
 
     def _write_node_file(self) -> None:
         table = self.table

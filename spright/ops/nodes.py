@@ -47,8 +47,8 @@ def choose_node(pid: int | None = None, port: int | None = None) -> NodeFile:
 def _endpoints(node: NodeFile) -> list[dict[str, Any]]:
     """The gateway and each function, with the endpoint ids of its instances."""
     return [{"id": 0, "name": "gateway", "domain": "gateway", "endpoints": node.gateways},
-            *({"id": f["id"], "name": f["name"], "domain": f["domain"], "endpoints": f.get("endpoints", [f["id"]])}
-              for f in node.functions)]
+            *({"id": f["id"], "name": f["name"], "domain": f["domain"], "process": f["process"],
+               "endpoints": f.get("endpoints", [f["id"]])} for f in node.functions)]
 
 
 def _added(rows: list[list[int]], endpoints: list[int]) -> list[int]:
@@ -71,11 +71,18 @@ def snapshot(node: NodeFile) -> dict[str, Any]:
     functions = []
     for endpoint in _endpoints(node):
         ids = endpoint.pop("endpoints")
+        process = endpoint.pop("process", "")
         entry: dict[str, Any] = {**endpoint, **row_dict(_added(rows, ids)[: len(FUNCTION_COLUMNS)], False)}
         if endpoint["id"]:
             entry["instances_running"] = sum(1 for name in node.workers if name.partition("#")[0] == endpoint["name"])
         if len(ids) > 1:  # each instance's own counters too
             entry["instances"] = [{"endpoint": e, **row_dict(rows[e][: len(FUNCTION_COLUMNS)], False)} for e in ids]
+        revisions = node.revisions.get(process, [])
+        if len(revisions) > 1:  # a canary, or a revision still leaving: side by side
+            entry["revisions"] = [
+                {key: revision[key] for key in ("revision", "role", "app", "share")}
+                | row_dict(_added(rows, revision["endpoints"][endpoint["name"]])[: len(FUNCTION_COLUMNS)], False)
+                for revision in revisions]
         if kernel is not None:
             entry["kernel"] = {}
             for e in ids:

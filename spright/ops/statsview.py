@@ -71,7 +71,7 @@ def stats_table(data: dict[str, Any], previous: dict[str, Any] | None, seconds: 
         if scaled:
             cells.append(str(function.get("instances_running", "")))
         counters.add_row(*cells)
-    decisions = _decisions(data.get("scaling", []))
+    decisions = [*_revisions(data["functions"]), *_decisions(data.get("scaling", []))]
     kernel_keys = [k for k in dict.fromkeys(k for f in data["functions"] for k in f.get("kernel", {}))
                    if not k.startswith("bytes")]  # byte counts: --json and /metrics
     if not kernel_keys:
@@ -85,6 +85,24 @@ def stats_table(data: dict[str, Any], previous: dict[str, Any] | None, seconds: 
         kernel.add_row(str(function["id"]), function["name"],
                        *(compact(function.get("kernel", {}).get(key, 0)) for key in kernel_keys))
     return Group(counters, kernel, *decisions)
+
+
+def _revisions(functions: list[dict[str, Any]]) -> list[Table]:
+    """A function's revisions side by side while it runs several (a canary, or one leaving):
+    requests and calls handled, errors, mean handler time (none: no table)."""
+    rows = [(function["name"], revision) for function in functions for revision in function.get("revisions", ())]
+    if not rows:
+        return []
+    grid = Table(title="revisions", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("function", "rev", "role", "share", "handled", "err", "µs/run", "app"):
+        grid.add_column(column, justify="left" if column in ("function", "role", "app") else "right")
+    for name, revision in rows:
+        handled = revision["handled"]
+        share = f"{revision['share']}%" if revision["share"] is not None else ""
+        grid.add_row(name, str(revision["revision"]), revision["role"], share, compact(handled),
+                     compact(revision["handler_errors"]), compact(revision["handler_ns"] / handled / 1000) if handled
+                     else "-", revision["app"])
+    return [grid]
 
 
 def _decisions(scaling: list[dict[str, Any]]) -> list[Table]:

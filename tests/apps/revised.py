@@ -6,10 +6,10 @@ import collections
 import os
 from pathlib import Path
 
-from spright import App, Context
+from spright import App, Config, Context
 
 VERSION = "v1"
-app = App("revised")
+app = App("revised", config=Config(drain_timeout=3))  # a retiring worker holds a request this long at most
 
 
 @app.function(instances=2)
