@@ -237,6 +237,7 @@ def test_what_a_rollout_refuses(node: tuple[int, int]) -> None:
         (("target",), "--traffic PERCENT"),
         (("nobody", "--traffic", "10"), "no function named 'nobody'"),
         (("target", "--promote", "--rollback"), "not both"),
+        (("target", "--traffic", "150"), "150 is not in the range 0<=x<=100"),
     ]:
         refused = spright("rollout", *args, "--port", str(port))
         assert refused.returncode == 2 and refusal in " ".join(refused.stderr.split()), (args, refused.stderr)
