@@ -217,8 +217,6 @@ class Membership:
 
     def _set_live(self, endpoint: int, live: bool) -> None:
         function_id = self.table.function_of(endpoint)
-        if function_id not in self._transport.instances.scalable:
-            return  # served by its one endpoint, always
         current = self.live(function_id)
         wanted = tuple(sorted({*current, endpoint})) if live else tuple(e for e in current if e != endpoint)
         if wanted != current:

@@ -153,10 +153,8 @@ class Follower:
         self._outbox.put(descriptor.notice(GATEWAY, self._gateway.endpoint, READY))
 
     def instances(self, function_id: int) -> int:
-        """As the live sets say (a function of one instance: 1 unless down)."""
-        if function_id in self._live.scalable:
-            return len(self._live.get(function_id))
-        return int(function_id not in self.down)
+        """As the live sets say."""
+        return len(self._live.get(function_id))
 
     def receive(self, d: Descriptor) -> None:
         kind = d.flags & KIND_MASK

@@ -6,8 +6,8 @@ picks the instance. The live set lives in a small file in the node's runtime dir
 mapped by every process of the node: per function, how many instances are live and their
 endpoint ids. The first gateway's membership (spright.front.membership) writes it, through
 ``Transport.set_live`` (the ids first, then the count, so a reader never sees a count of ids
-not yet written); userspace data planes read it for every descriptor
-bound to a function that may have more than one instance, and pick one (``balance``): round
+not yet written); userspace data planes read it for every request and call descriptor
+(every function may have several instances: a second revision slot's, at least), and pick one (``balance``): round
 robin, or the live instance with the fewest handlers running or waiting, as each worker
 writes that figure in its row of the counter table (``watch``), plus what this process sent
 it since the worker last read its queue (its count of received descriptors moved). skmsg's
@@ -56,8 +56,7 @@ def header(stable: int, canary: int, share: int) -> int:
 
 class LiveInstances:
     """Per function id: ``[header, stable ids ..., canary ids ...]`` in u32 words, each group
-    room for all of the function's endpoints, for every function that may have more than one
-    instance (the others are always served by their own endpoint)."""
+    room for all of the function's endpoints; then each revision slot's revision number."""
 
     def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
         self.path = runtime_dir / FILE_NAME
@@ -67,12 +66,10 @@ class LiveInstances:
         self._next_canary: dict[int, int] = {}  # the same in the canary group
         self._drawn: dict[int, int] = {}  # function id -> picks of a split set, for the stride
         words = 0
-        for f in table.functions:
+        for f in table.functions:  # each has two revision slots' endpoints, so may have several instances
             capacity = len(table.instance_endpoints(f.id))
-            if capacity > 1 or f.scales_to_zero:
-                self._offsets[f.id], self._capacity[f.id] = words, capacity
-                words += 1 + 2 * capacity
-        self.scalable = frozenset(self._offsets)  # functions that may have several instances, or none
+            self._offsets[f.id], self._capacity[f.id] = words, capacity
+            words += 1 + 2 * capacity
         self.balance = BALANCES[0]
         # endpoint -> (descriptors it received so far, its handlers in flight)
         self._in_flight: Callable[[int], tuple[int, int]] | None = None
@@ -130,10 +127,7 @@ class LiveInstances:
         return [words[i : i + REVISION_SLOTS] for i in range(0, len(words), REVISION_SLOTS)]
 
     def get(self, function_id: int) -> tuple[int, ...]:
-        """The live instances of ``function_id``, both groups (its own endpoint when it cannot
-        have more)."""
-        if function_id not in self._offsets:
-            return (function_id,)
+        """The live instances of ``function_id``, both groups."""
         stable, canary, _ = self.split(function_id)
         return tuple(sorted(stable + canary)) if canary else stable
 

@@ -194,27 +194,29 @@ class Domains:
         self._reach = [frozenset(e for e in endpoints if 0 in (mine, domain[e]) or domain[e] == mine)
                        for mine in domain]
         self._instances = instances
-        self._scalable = instances.scalable
+        # what addresses a function, whose live set picks the instance (every function has two
+        # revision slots, spright.data.table), and the gateway when several share its answers
+        self._picked = frozenset(f.id for f in table.functions)
         self._gateways = table.gateways  # answers go to the gateway that owns their request
         if len(self._gateways) > 1:
-            self._scalable = self._scalable | {GATEWAY}
+            self._picked = self._picked | {GATEWAY}
 
     def split(self, sender: int, data: bytes) -> dict[int, bytes]:
         """One batch per destination, each destination's order kept; what ``sender`` may not
         deliver comes back to ``sender``, marked REFUSED. What the kernel does per record on
         sk_msg, userspace transports do here."""
         reach = self._reach[sender] if sender < len(self._reach) else frozenset((GATEWAY,))
-        scalable = self._scalable
+        picked = self._picked
         if len(data) == SIZE:
             dest = int.from_bytes(data[:4], "little")
-            if scalable and dest in scalable:
+            if dest in picked:
                 dest, data = self._to_instance(dest, data)
             return {dest: data} if dest in reach else {sender: _refused(sender, data)}
         batches: dict[int, list[bytes]] = {}
         for start in range(0, len(data), SIZE):
             record = data[start : start + SIZE]
             dest = int.from_bytes(record[:4], "little")
-            if scalable and dest in scalable:
+            if dest in picked:
                 dest, record = self._to_instance(dest, record)
             if dest not in reach:
                 dest, record = sender, _refused(sender, record)

@@ -238,7 +238,7 @@ class SkmsgTransport(Transport):
             route_map.fill(routes)
         with bpf.PinnedMap(self.pin_dir / "domains") as domain_map:
             domain_map.fill(domains)
-        for function_id in self.instances.scalable:
+        for function_id in (f.id for f in self.table.functions):
             self.instances_changed(function_id, *self.instances.split(function_id))
         with bpf.PinnedMap(self.pin_dir / "gateways") as gateway_map:
             gateway_map.fill(self.table.gateways)
