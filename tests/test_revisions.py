@@ -61,7 +61,8 @@ def get(port: int, path: str = "/") -> tuple[int, dict]:
 
 def workers(pid: int) -> dict[int, str]:
     """The node's worker and template processes: pid -> the title it gives itself."""
-    return {child: line for child, (_, line) in descendants_of(pid).items() if "spright: " in line}
+    return {child: line for child, (_, line) in descendants_of(pid).items()
+            if "spright: worker" in line or "spright: template" in line}
 
 
 def templates(processes: dict[int, str]) -> int:
@@ -114,7 +115,7 @@ class Load:
         connection.close()
 
 
-@pytest.mark.parametrize("node", ["skmsg", "unix", "poll", "http", "grpc", "unix --worker-start spawn"], indirect=True)
+@pytest.mark.parametrize("node", ["skmsg", "unix", "poll", "http", "grpc", "http --sidecar", "unix --worker-start spawn"], indirect=True)
 def test_a_reload_under_load_loses_no_request_and_the_new_code_answers(node: tuple[int, int], code: Path) -> None:
     port, pid = node
     before = workers(pid)
