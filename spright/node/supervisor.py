@@ -34,7 +34,7 @@ from spright.host.nodefile import (
     sweep_dead_nodes,
 )
 from spright.host.procs import name_process
-from spright.node import control, join
+from spright.node import control, join, watch
 from spright.node.assembly import NodeMemory
 from spright.node.gateways import FurtherGateways, GatewaySpec, default_count
 from spright.node.loader import load_app
@@ -117,7 +117,7 @@ class Supervisor:
         self.gateway = memory.gateway(self.config, self.coordinator, service=self.app.name, dataplane=transport.name)
         self.gateways = FurtherGateways(self._gateway_spec, self.coordinator.gateways_serving, self.table, self.config,
                                         lambda index: self.pool.sweep(set(), index), self._write_node_file)
-        controls = None
+        controls, watcher = None, watch.Watcher(self)  # spright run --reload
         try:
             transport.start()
             await self.gateway.start(transport)
@@ -131,6 +131,7 @@ class Supervisor:
             self._port = _port_of(server)
             await self.gateways.start()
             self._write_node_file()
+            watcher.start()
             name_process(f"gateway [{self.app.name}] {self.config.host}:{self._port} ({transport.name})")
             log.warning(
                 "spright: serving %r on http://%s:%d (transport=%s, %d functions)",
@@ -143,6 +144,7 @@ class Supervisor:
             await http.drain(server, connections, self.gateway, self.config.drain_timeout)
             await self.gateways.join()
         finally:
+            await watcher.stop()
             if controls is not None:
                 controls.close()
             self._stopping = True
