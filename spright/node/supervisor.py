@@ -144,10 +144,10 @@ class Supervisor:
             await http.drain(server, connections, self.gateway, self.config.drain_timeout)
             await self.gateways.join()
         finally:
-            await watcher.stop()
             if controls is not None:
                 controls.close()
             self._stopping = True
+            await watcher.stop()
             self._stop_workers()
             self.revisions.close()
             self.gateway.close()
