@@ -34,7 +34,7 @@ from spright.host.nodefile import (
     sweep_dead_nodes,
 )
 from spright.host.procs import name_process
-from spright.node import control, join, watch
+from spright.node import control, join
 from spright.node.assembly import NodeMemory
 from spright.node.gateways import FurtherGateways, GatewaySpec, default_count
 from spright.node.loader import load_app
@@ -42,6 +42,7 @@ from spright.node.process import WorkerKey, WorkerSpec
 from spright.node.revisions import Revisions
 from spright.node.scaling import TICK, Autoscaling
 from spright.node.template import Shape, Starts, WorkerProcess
+from spright.node.watch import Watcher
 from spright.transport import select_transport
 
 log = logging.getLogger("spright")
@@ -117,7 +118,7 @@ class Supervisor:
         self.gateway = memory.gateway(self.config, self.coordinator, service=self.app.name, dataplane=transport.name)
         self.gateways = FurtherGateways(self._gateway_spec, self.coordinator.gateways_serving, self.table, self.config,
                                         lambda index: self.pool.sweep(set(), index), self._write_node_file)
-        controls, watcher = None, watch.Watcher(self)  # spright run --reload
+        controls, watcher = None, Watcher(self)  # spright run --reload
         try:
             transport.start()
             await self.gateway.start(transport)
