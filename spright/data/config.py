@@ -57,6 +57,9 @@ class Config:
     # fork: each worker forks from the node's template process, the app already imported
     # (spright.node.template); spawn: each is a fresh interpreter (for apps not safe to fork)
     worker_start: str = "fork"
+    # development (spright run --reload): watch the app's source files and reload the functions
+    # whose code changed (spright.node.watch); not for a node whose workers start on their own
+    reload: bool = False
     # -- the app's (App(...)) ----------------------------------------------------------------
     # tracing (docs/tracing.md): the share of requests traced (a sampled traceparent always is),
     # tail rules that trace every request and keep the slow (seconds) and the failed (5xx) ones,
@@ -125,6 +128,9 @@ class Config:
         if self.worker_start not in WORKER_STARTS:
             raise ValueError(f"Config.worker_start must be one of {', '.join(WORKER_STARTS)}, "
                              f"got {self.worker_start!r}")
+        if self.reload and self.node_dir is not None:
+            raise ValueError("--reload is for `spright run` in development: a node whose workers start on their own "
+                             "(spright gateway --node-dir) gets new code by restarting its workers' containers")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"Config.port must be 0..65535, got {self.port}")
 

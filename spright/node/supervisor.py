@@ -42,6 +42,7 @@ from spright.node.process import WorkerKey, WorkerSpec
 from spright.node.revisions import Revisions
 from spright.node.scaling import TICK, Autoscaling
 from spright.node.template import Shape, Starts, WorkerProcess
+from spright.node.watch import Watcher
 from spright.transport import select_transport
 
 log = logging.getLogger("spright")
@@ -118,7 +119,7 @@ class Supervisor:
         self.gateway = memory.gateway(self.config, self.coordinator, service=self.app.name, dataplane=transport.name)
         self.gateways = FurtherGateways(self._gateway_spec, self.coordinator.gateways_serving, self.table, self.config,
                                         lambda index: self.pool.sweep(set(), index), self._write_node_file)
-        controls = None
+        controls, watcher = None, Watcher(self)  # spright run --reload
         try:
             transport.start()
             await self.gateway.start(transport)
@@ -132,6 +133,7 @@ class Supervisor:
             self._port = _port_of(server)
             await self.gateways.start()
             self._write_node_file()
+            watcher.start()
             name_process(f"gateway [{self.app.name}] {self.config.host}:{self._port} ({transport.name})")
             log.warning(
                 "spright: serving %r on http://%s:%d (transport=%s, %d functions)",
@@ -147,6 +149,7 @@ class Supervisor:
             if controls is not None:
                 controls.close()
             self._stopping = True
+            await watcher.stop()
             self._stop_workers()
             self.revisions.close()
             self.gateway.close()

@@ -88,6 +88,8 @@ def run(
     worker_start: str | None = typer.Option(
         None, help="fork: workers fork from a template process that imported the app once (warm, ~ms); "
                    "spawn: each imports it afresh (for apps that start threads at import)" + _default("worker_start")),
+    reload: bool | None = typer.Option(
+        None, "--reload", help="Development: reload the functions whose source (*.py beside the app) changes."),
 ) -> None:
     """Serve APP: gateway plus one worker process per function (or per instance)."""
     if remotes:
@@ -96,7 +98,7 @@ def run(
            sidecar_concurrency=sidecar_concurrency, ingress=ingress,
            ingress_connections=ingress_connections, instances=_instance_counts(instances) or None,
            gateways=gateways, balance=balance, trace_sample=trace_sample, trace_slower_than=trace_slower_than,
-           trace_errors=trace_errors, otlp=otlp, worker_start=worker_start)
+           trace_errors=trace_errors, otlp=otlp, worker_start=worker_start, reload=reload)
 
 
 @cli.command()
@@ -112,11 +114,13 @@ def gateway(
     trace_slower_than: float | None = TRACE_SLOWER_THAN,
     trace_errors: bool | None = TRACE_ERRORS,
     otlp: str | None = OTLP,
+    reload: bool | None = typer.Option(None, "--reload", hidden=True),  # refused, saying why (Config)
 ) -> None:
     """Serve APP's gateway and data plane only: its workers start on their own (`spright worker`,
     one per container of a pod) and join through NODE_DIR; it serves once all have."""
     _serve(app, node_dir=str(node_dir), host=host, port=port, transport=transport, gateways=gateways, balance=balance,
-           trace_sample=trace_sample, trace_slower_than=trace_slower_than, trace_errors=trace_errors, otlp=otlp)
+           trace_sample=trace_sample, trace_slower_than=trace_slower_than, trace_errors=trace_errors, otlp=otlp,
+           reload=reload)
 
 
 @cli.command()
