@@ -24,7 +24,6 @@ function alone while a revision of it is beginning or a canary runs.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
@@ -260,12 +259,6 @@ class Revisions:
             raise Refused(f"{app_ref} no longer compiles to the node's routes and functions "
                           f"({_difference(report['shape'], shape_of(self.table))}): a reload changes code, not the "
                           "route table; restart the node to change that")
-        try:  # the slots it starts in: the workers of the revision before last drained and left
-            await self._vacated(workers, processes)
-        except TimeoutError:
-            starts.close()
-            raise Refused("the revision before the serving one is still draining from the slots a new one starts in; "
-                          "try again once it has") from None
         self._numbers += 1
         revision = Revision(self._numbers, app_ref, starts)
         self._templates.append(starts)
@@ -295,13 +288,6 @@ class Revisions:
                     workers.members.unsplit(self.table.processes()[process][0])
             raise Refused(f"the new revision's {exc}; the serving revision serves on") from None
         return revision, started
-
-    async def _vacated(self, workers: Workers, processes: list[str]) -> None:
-        """Wait (ready_timeout at most) until no worker is left in the slot not serving of each of
-        ``processes``: a reload soon after another starts where the retiring ones still drain."""
-        async with asyncio.timeout(self._ready_timeout):
-            while any(key.process in processes and not self.serving(key) for key in workers.alive()):
-                await asyncio.sleep(0.05)
 
 
 def _difference(new: list[Any], old: list[Any]) -> str:
