@@ -115,7 +115,8 @@ class Load:
         connection.close()
 
 
-@pytest.mark.parametrize("node", ["skmsg", "unix", "poll", "http", "grpc", "http --sidecar", "unix --worker-start spawn"], indirect=True)
+@pytest.mark.parametrize("node", ["skmsg", "unix", "poll", "http", "grpc", "http --sidecar",
+                                  "unix --worker-start spawn"], indirect=True)
 def test_a_reload_under_load_loses_no_request_and_the_new_code_answers(node: tuple[int, int], code: Path) -> None:
     port, pid = node
     before = workers(pid)

@@ -24,6 +24,7 @@ function alone while a revision of it is beginning or a canary runs.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
