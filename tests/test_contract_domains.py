@@ -66,7 +66,7 @@ async def test_cross_domain_descriptor_bounces_to_its_sender_as_refused(make_nod
         else:
             expected[sender].append(bounced(d))
             refused_by[sender] += 1
-    assert sum(refused_by.values()) == 8  # 1,2 <-> 3,4: the test is not vacuous
+    assert sum(refused_by.values()) == 32  # f1, f2 <-> f3, f4, two revision slots each: the test is not vacuous
     await received(inboxes, expected)
     # Senders differ: compare each inbox as a set (sorted by request id); order: next test.
     for inbox in inboxes.values():

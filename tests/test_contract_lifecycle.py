@@ -14,7 +14,7 @@ from pathlib import Path
 from spright.data.descriptor import Descriptor
 from spright.transport.base import Transport
 from spright.transport.bpf import BPF_FS
-from tests.kit.dataplane import SETTLE, Node, arrival, assert_streams, desc, make_table, received
+from tests.kit.dataplane import SETTLE, Node, arrival, assert_streams, desc, make_table, received, started
 from tests.kit.kernel import still_loaded
 
 
@@ -159,13 +159,11 @@ async def test_stop_leaves_nothing_behind_and_is_idempotent(transport_cls: type[
     runtime_dir.mkdir()
     name = transport_cls.name
     (tmp_path / "warm-up").mkdir()  # what a data plane starts once per process (grpc's poller thread) is no leak
-    warm_up = Node(transport_cls(tmp_path / "warm-up", make_table(1)))
-    warm_up.transport.start()
+    warm_up = Node(started(transport_cls(tmp_path / "warm-up", make_table(1))))
     await warm_up.attach_all((0, 1))
     await warm_up.close()
     held_before, pins_before = own_handles(), pins(runtime_dir)
-    node = Node(transport_cls(runtime_dir, make_table(3, chains=[(1, 2, 3)])))
-    node.transport.start()
+    node = Node(started(transport_cls(runtime_dir, make_table(3, chains=[(1, 2, 3)]))))
     held_started = own_handles()
     ours = {kind: held_started[kind] - held_before[kind] for kind in ("prog", "map")}
     our_pins = pins(runtime_dir) - pins_before

@@ -18,7 +18,7 @@ import pytest
 
 from spright.data import descriptor
 from spright.transport.poll import CAPACITY, PollTransport
-from tests.kit.dataplane import make_table
+from tests.kit.dataplane import make_table, started
 
 PER_SENDER = 1_000_000
 BATCHES = (1, 7, 64, 300, CAPACITY + 5)  # single records, odd sizes, a batch larger than a ring
@@ -51,8 +51,7 @@ def produce(transport: PollTransport, sender: int, count: int, done: multiproces
 async def test_two_producer_processes_a_million_descriptors_each_none_lost_repeated_or_reordered(
     tmp_path: Path,
 ) -> None:
-    transport = PollTransport(tmp_path, make_table(2))
-    transport.start()
+    transport = started(PollTransport(tmp_path, make_table(2)))
     received: dict[int, list[int]] = {1: [], 2: []}
     ended: set[int] = set()
     finished = asyncio.Event()
@@ -90,8 +89,7 @@ async def test_two_producer_processes_a_million_descriptors_each_none_lost_repea
 async def test_an_idle_receiver_sleeps_and_the_next_sender_wakes_it(tmp_path: Path) -> None:
     """Adaptive mode: after idle_us without a descriptor the poller stops spinning (no loop
     callbacks left) and waits on its bell; a sender rings it and the descriptor arrives."""
-    transport = PollTransport(tmp_path, make_table(1), idle_us=1000)
-    transport.start()
+    transport = started(PollTransport(tmp_path, make_table(1), idle_us=1000))
     got: list[bytes] = []
     receiver = await transport.attach(1, got.append)
     sender = await transport.attach(0, lambda data: None)

@@ -249,8 +249,11 @@ def bounced(d: Descriptor) -> Descriptor:
 
 def allowed(table: RouteTable, sender: int, target: int) -> bool:
     """The domain rule, stated independently of the transports' own implementation."""
-    domain = [0, *(f.domain for f in table.functions)]
-    return GATEWAY in (sender, target) or domain[sender] == domain[target]
+    def domain(endpoint: int) -> int:  # any instance's endpoint, a spare revision slot's too
+        function_id = table.function_of(endpoint)
+        return table.functions[function_id - 1].domain if function_id else 0
+
+    return GATEWAY in (sender, target) or domain(sender) == domain(target)
 
 
 # -- waiting and comparing --------------------------------------------------------------------
