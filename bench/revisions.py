@@ -85,7 +85,7 @@ def window(load: dict[str, Any], start_ns: int, end_ns: int) -> dict[str, Any]:
 async def _reload_under_load(port: int, rate: float, before: float, after: float) -> dict[str, Any]:
     """The mix open loop at ``rate`` (bench.mixgen, a process of its own) for ``before`` s, then
     ``spright reload`` of every function, and on until ``after`` s past the reload's end and drain."""
-    duration = before + 3.0 + DRAIN_S + after  # the reload takes ~1 s: slack for a slower one
+    duration = before + 5.0 + DRAIN_S + after  # the reload takes ~1 s: slack for a slower one (a busy machine)
     generator = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.mixgen", f"http://127.0.0.1:{port}", "--rate", str(rate),
         "--duration", str(duration), cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -228,12 +228,18 @@ def canary_part(transport: str, workdir: Path, requests: int = 10_000, share: in
         statuses = asyncio.run(_product_pages(port, requests))
         after = _received(port, CANARY)
         got = {role: sum(after.get(e, 0) - counted.get(e, 0) for e in endpoints) for role, endpoints in groups.items()}
+        rolled_back = time.monotonic()
         rollback = _spright("rollout", CANARY, "--rollback", port=port)
-        deadline = time.monotonic() + 15  # the canary drains, then exits
-        while any(alive(pid) for pid in canary_pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
+        deadline = rolled_back + 15  # the canary drains, then exits, and node.json forgets its revision
+
+        def roles() -> list[str]:
+            return sorted({r["role"] for r in choose_node(port=port).revisions[CANARY]})
+
+        while (any(alive(pid) for pid in canary_pids) or roles() != ["serving"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        gone_s = time.monotonic() - rolled_back
         left = [pid for pid in _worker_pids(CANARY, server) if pid not in stable_pids]
-        roles = sorted({r["role"] for r in choose_node(port=port).revisions[CANARY]})
+        roles_after = roles()
     finally:
         server.stop()
     total = sum(got.values())
@@ -242,7 +248,8 @@ def canary_part(transport: str, workdir: Path, requests: int = 10_000, share: in
             "canary_percent": round(100 * got["canary"] / total, 2) if total else None,
             "rollout_s": round(rollout_s, 3), "canary_pids": canary_pids, "rollback_exit": rollback.returncode,
             "rollback_output": (rollback.stdout + rollback.stderr).strip(),
-            "canary_processes_left": left, "roles_after_rollback": roles}
+            "canary_processes_left": left, "roles_after_rollback": roles_after,
+            "rollback_to_gone_s": round(gone_s, 3)}
 
 
 def reload_goals(runs: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:

@@ -43,7 +43,7 @@ def test_instances_bench_runs_the_revision_parts(tmp_path: Path, runtime_dir: Pa
     (reload,) = summary["runs"]["reload"]["runs"]
     assert reload["reload_exit"] == 0 and reload["saturated_rps"] > 0 and not reload["old_workers_left"]
     windows = reload["windows"]
-    assert windows["before"]["requests"] > 0 and windows["during"]["requests"] > 0 and windows["after"]["requests"] > 0
+    assert windows["before"]["requests"] > 0 and windows["during"]["requests"] > 0
     assert not any(w["connection_errors"] for w in windows.values()), reload["error_samples"]
     assert len(reload["worker_ready_ms"]) == 10, "every new worker's start is logged"
     assert summary["reload"]["goal_no_failures"] in (True, False) and summary["reload"]["p99_ratio"] > 0
