@@ -10,10 +10,15 @@
   instance serving, and of the first request after it scaled to zero (the activator starts one),
   with each ``--worker-start`` (the first, fork, is the summary's; alternately with the others);
 - parking: one burst of 164 photos (upstream's burst) at the parking chain: wall time until
-  the last answer, with 1, then 2 detection instances (the OCR function).
+  the last answer, with 1, then 2 detection instances (the OCR function);
+- reload, canary: the issue's goals for revisions on the Online Boutique (bench.revisions):
+  ``spright reload`` of every function under the mix at half its saturated rate (no failed
+  request, p99 during <= 3x before), and a canary at ``--traffic 10`` (10 % +- 2 % of its
+  function's descriptors, no process left after ``--rollback``).
 
 Each pair runs alternately ``--rounds`` times on the same data plane, ratios from the best of
-each. Writes bench/results/instances-<stamp>.json and prints a summary.
+each. Writes bench/results/instances-<stamp>.json (instances-revisions-<stamp>.json when only
+reload and canary run) and prints a summary, the revision goals met or missed.
 """
 
 from __future__ import annotations
@@ -33,12 +38,15 @@ from typing import Any
 from apps.parking import load as parking_load
 from bench.load import WrkResult, run_wrk, write_script
 from bench.procs import Server
+from bench.revisions import canary_goals, canary_part, reload_goals, reload_part
 from spright.ops.nodes import choose_node
 from spright.testing import free_port, node_metric
 
 RESULTS = Path(__file__).with_name("results")
 READY = re.compile(r"spright: sleepy ready ([0-9.]+) ms after its process's start began")
-PARTS = ("throughput", "cold_start")  # --only: what wrk and the burst measure, or the cold starts alone
+# --only: what wrk and the burst measure, the cold starts, a reload under load, a canary's share
+PARTS = ("throughput", "cold_start", "reload", "canary")
+REVISION_PARTS = {"reload", "canary"}
 BALANCES = ("round_robin", "least_in_flight")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,6 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--starts", type=int, default=3, help="cold starts per round and worker start")
     parser.add_argument("--worker-start", dest="worker_starts", action="append", choices=("fork", "spawn"),
                         help="cold starts with each (repeatable; default fork, then spawn)")
+    parser.add_argument("--reload-seconds", type=float, default=10.0,
+                        help="reload: seconds of open-loop load before the reload, and again after its drain")
+    parser.add_argument("--canary-requests", type=int, default=10_000, help="canary: product pages sent")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args(argv)
     if args.quick:
@@ -142,13 +153,19 @@ def main(argv: list[str] | None = None) -> None:
     runs: dict[str, dict[Any, list[Any]]] = {"gateways_rps": {1: [], 2: []}, "cpu_rps": {1: [], 2: []},
                                              "balance": {b: [] for b in BALANCES}, "parking": {1: [], 2: []},
                                              "cold_start": {"runs": []},
-                                             "cold_start_by": {how: [] for how in worker_starts}}
+                                             "cold_start_by": {how: [] for how in worker_starts},
+                                             "reload": {"runs": []}, "canary": {"runs": []}}
     for _ in range(args.rounds):
+        if "reload" in parts:
+            runs["reload"]["runs"].append(reload_part(args.transport, workdir, saturate_s=min(args.seconds, 5.0),
+                                                      before=args.reload_seconds, after=args.reload_seconds))
+        if "canary" in parts:
+            runs["canary"]["runs"].append(canary_part(args.transport, workdir, args.canary_requests))
         if "cold_start" in parts:
             for how in worker_starts:
                 runs["cold_start_by"][how].append(cold_start(args.transport, args.starts, workdir, how))
             runs["cold_start"]["runs"].append(runs["cold_start_by"][worker_starts[0]][-1])
-        if parts == {"cold_start"}:
+        if "throughput" not in parts:
             continue
         for count in (1, 2):
             runs["gateways_rps"][count].append(round(load("bench.apps:noop", args.transport, ["--gateways", str(count)],
@@ -170,19 +187,19 @@ def main(argv: list[str] | None = None) -> None:
         best_gateways = {n: max(v) for n, v in runs["gateways_rps"].items()}
         best_rps = {n: max(v) for n, v in runs["cpu_rps"].items()}
         best_wall = {n: min(r["wall_s"] for r in v) for n, v in runs["parking"].items()}
-        balance = {b: {"rps": max(r["rps"] for r in v), "p50_us": min(r["p50_us"] for r in v),
-                       "p99_us": min(r["p99_us"] for r in v)} for b, v in runs["balance"].items()}
+        balances = {b: {"rps": max(r["rps"] for r in v), "p50_us": min(r["p50_us"] for r in v),
+                        "p99_us": min(r["p99_us"] for r in v)} for b, v in runs["balance"].items()}
         summary.update({
             "gateways_rps": best_gateways, "gateways_ratio": round(best_gateways[2] / best_gateways[1], 2),
             "cpu_rps": best_rps, "cpu_ratio": round(best_rps[2] / best_rps[1], 2),
-            "balance": balance,
+            "balance": balances,
             "parking_wall_s": best_wall, "parking_speedup": round(best_wall[1] / best_wall[2], 2),
         })
         lines.append(f"noop chain, wrk -c64: 1 gateway {best_gateways[1]:,} req/s, 2 gateways "
                      f"{best_gateways[2]:,} req/s ({summary['gateways_ratio']}x)")
         lines.append(f"cpu-bound function, wrk -c16: 1 instance {best_rps[1]:,} req/s, 2 instances "
                      f"{best_rps[2]:,} req/s ({summary['cpu_ratio']}x)")
-        for name, figures in balance.items():
+        for name, figures in balances.items():
             lines.append(f"varying cost, 2 instances, wrk -c16, {name}: {figures['rps']:,} req/s, "
                          f"p50 {figures['p50_us']:,} us, p99 {figures['p99_us']:,} us")
         lines.append(f"parking burst of {args.burst}: 1 detection instance {best_wall[1]:.2f} s, 2 instances "
@@ -195,9 +212,13 @@ def main(argv: list[str] | None = None) -> None:
                          f"{figures['cold_ms_median']} ms (median) when it first needs one: "
                          f"+{figures['extra_ms_p50']} ms p50, +{figures['extra_ms_p99']} ms p99; a worker's start "
                          f"(its process's start to its READY) {figures['start_ms_median']} ms (median)")
+    for part, goals in (("reload", reload_goals), ("canary", canary_goals)):
+        if part in parts:
+            summary[part], part_lines = goals(runs[part]["runs"])
+            lines.extend(part_lines)
     summary["runs"] = runs
     args.out.mkdir(parents=True, exist_ok=True)
-    out = args.out / f"instances-{stamp}.json"
+    out = args.out / f"instances-{'revisions-' if parts <= REVISION_PARTS else ''}{stamp}.json"
     out.write_text(json.dumps(summary, indent=2))
     for line in lines:
         print(line)
