@@ -16,14 +16,15 @@ import datetime
 import ipaddress
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from spright.ops.console import fail
+
+if TYPE_CHECKING:  # imported where used: every other `spright` command starts without cryptography
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
 
 CA_DAYS = 3650
 NODE_DAYS = 397  # what browsers still accept for a leaf; a development node's is no different
@@ -41,6 +42,11 @@ def _now() -> datetime.datetime:
 
 
 def make_ca(name: str = "spright development CA") -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
@@ -58,6 +64,8 @@ def make_ca(name: str = "spright development CA") -> tuple[ec.EllipticCurvePriva
 
 def san(value: str) -> x509.GeneralName:
     """An IP address SAN for an address, else a DNS name."""
+    from cryptography import x509
+
     try:
         return x509.IPAddress(ipaddress.ip_address(value))
     except ValueError:
@@ -68,6 +76,11 @@ def make_node(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, nam
               not_before: datetime.datetime | None = None,
               not_after: datetime.datetime | None = None) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A node's key and certificate, signed by the CA: server and client auth, SANs ``name`` and ``sans``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     names = list(dict.fromkeys([name, *sans]))
     cert = (x509.CertificateBuilder()
@@ -90,6 +103,8 @@ def make_node(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, nam
 
 def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     """The key in PEM, readable by its owner only (0600, from the moment the file exists)."""
+    from cryptography.hazmat.primitives import serialization
+
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -99,11 +114,17 @@ def write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
 
 
 def write_cert(path: Path, cert: x509.Certificate) -> None:
+    from cryptography.hazmat.primitives import serialization
+
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
 def load_or_make_ca(directory: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate, bool]:
     """DIR's CA (ca.key, ca.crt) when there is one, else a new one written there; True: new."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     key_path, cert_path = directory / "ca.key", directory / "ca.crt"
     if key_path.exists() and cert_path.exists():
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
