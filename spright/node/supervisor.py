@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import ssl
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -45,8 +44,7 @@ from spright.node.scaling import TICK, Autoscaling
 from spright.node.template import Shape, Starts, WorkerProcess
 from spright.node.watch import Watcher
 from spright.transport import select_transport
-from spright.worker import peertls
-from spright.worker.remote import exposes, remote_urls, server_tls
+from spright.worker.remote import node_tls
 
 log = logging.getLogger("spright")
 RETIRE_AFTER = 0.5  # seconds between an instance leaving the live set and its SIGTERM
@@ -64,7 +62,7 @@ class Supervisor:
         self.gateway_count = self.config.gateways or default_count()
         self.table = self.app.compile(dict(self.config.instances), self.gateway_count,
                                       default_timeout=self.config.default_timeout)
-        self.tls = self._peer_tls()
+        self.tls = node_tls(self.app.functions, self.table, self.config)  # ValueError: why not to start
         self.processes: dict[WorkerKey, WorkerProcess] = {}
         self.starts = Starts(self.config.worker_start, app_ref)  # the first revision's
         self._starts: dict[WorkerKey, list[float]] = {}
@@ -72,18 +70,6 @@ class Supervisor:
         self._stopping = False
         self._port: int | None = None  # the HTTP port, once serving (the node file is written from then on)
         self._reloading: asyncio.Future[None] | None = None  # a reload SIGHUP asked for
-
-    def _peer_tls(self) -> ssl.SSLContext | None:
-        """Check the node's hops to other nodes against its TLS settings (ValueError: why it must
-        not start), hand the settings to its processes, and say when hops are plaintext."""
-        urls = remote_urls(self.app.functions)
-        if problems := peertls.peer_problems(urls, self.config):
-            raise ValueError("; ".join(problems))
-        peertls.export(self.config)
-        if (urls or exposes(self.table)) and not self.config.tls and not self.config.insecure_peers:
-            log.warning("spright: hops between this node and others are plaintext HTTP: give --tls-cert, --tls-key "
-                        "and --tls-ca for mutual TLS (spright certs), or --insecure-peers to say plaintext is meant")
-        return server_tls(self.config, self.table)
 
     def run(self) -> None:
         uvloop.run(self.serve())
@@ -152,8 +138,8 @@ class Supervisor:
             watcher.start()
             name_process(f"gateway [{self.app.name}] {self.config.host}:{self._port} ({transport.name})")
             log.warning(
-                "spright: serving %r on http://%s:%d (transport=%s, %d functions)",
-                self.app.name, self.config.host, _port_of(server), transport.name,
+                "spright: serving %r on %s://%s:%d (transport=%s, %d functions)",
+                self.app.name, "https" if self.tls else "http", self.config.host, _port_of(server), transport.name,
                 len(self.table.functions),
             )
             await stop.wait()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import os
 import ssl
 from collections.abc import Mapping
@@ -42,6 +43,7 @@ from spright.data.table import RouteTable
 from spright.worker import peertls
 from spright.worker.context import CallError, Context, HTTPError
 
+log = logging.getLogger("spright")
 CALL_PATH = "/.spright/call/"  # + the function's name: where a node serves its exposed functions
 PEER_TOKEN_ENV = "SPRIGHT_PEER_TOKEN"  # set on every node: calls between them must carry it
 MAX_IDLE = 64  # keep-alive connections kept per peer node
@@ -77,6 +79,20 @@ def server_tls(config: Config, table: RouteTable) -> ssl.SSLContext | None:
         return peertls.server_context(config)
     except OSError as exc:  # ssl.SSLError too: a file missing, unreadable, or not the key of the certificate
         raise ValueError(f"cannot load this node's TLS files (--tls-cert, --tls-key, --tls-ca): {exc}") from None
+
+
+def node_tls(functions: Mapping[str, Function], table: RouteTable, config: Config) -> ssl.SSLContext | None:
+    """A node's TLS at start (spright.node.supervisor): its hops to other nodes checked against its
+    TLS settings (ValueError: why it must not start), the settings handed to its processes, a
+    warning when hops are plaintext unasked; the HTTPS context it serves on, if any."""
+    urls = remote_urls(functions)
+    if problems := peertls.peer_problems(urls, config):
+        raise ValueError("; ".join(problems))
+    peertls.export(config)
+    if (urls or exposes(table)) and not config.tls and not config.insecure_peers:
+        log.warning("spright: hops between this node and others are plaintext HTTP: give --tls-cert, --tls-key "
+                    "and --tls-ca for mutual TLS (spright certs), or --insecure-peers to say plaintext is meant")
+    return server_tls(config, table)
 
 
 def peer_refusal(path: str, headers: dict[str, str]) -> Response | None:
