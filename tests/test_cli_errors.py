@@ -91,3 +91,14 @@ def test_naming_a_missing_app_lists_the_apps_there(tmp_path: Path) -> None:
         result = spright("routes", f"{tmp_path / 'noapp.py'}:{name}")
         assert result.returncode == 2
         assert said(result.stderr) == f"error: 'noapp' has no App named {name!r} ({found}); its App: noapp:shop"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--tls-cert", "x.crt"], "needs --tls-cert, --tls-key and --tls-ca together, got only --tls-cert"),
+    (["--tls-cert", "/nonexistent/a.crt", "--tls-key", "/nonexistent/a.key", "--tls-ca", "/nonexistent/ca.crt"],
+     "cannot load this node's TLS files (--tls-cert, --tls-key, --tls-ca)"),
+])
+def test_tls_files_that_cannot_serve_are_refused_at_start(args: list[str], message: str, runtime_dir: Path) -> None:
+    done = spright("run", "tests.apps.remote:bank", "--port", "0", *args)
+    assert done.returncode == 2 and message in said(done.stderr), done.stderr
+    assert not list(runtime_dir.iterdir()), "refused before the node made anything"

@@ -46,6 +46,16 @@ small.route("/", ["front_door", "a.b", "a_b"])
 small.route("/ledger", ["ledger", "gateway"], methods=["POST"])
 small.route("/resize", "resize", methods=["POST"])
 SMALL = "tests.test_deploy:small"
+
+# One node of several: a function of its own, exposed, and one another node serves (over mutual TLS).
+peers = App("peers")
+peers.add_function(_handler, name="local")
+peers.remote("far", "https://10.0.0.2:8080")
+peers.expose("local")
+peers.route("/", ["local", "far"])
+plain_peers = App("plain-peers")
+plain_peers.remote("far", "http://10.0.0.2:8080")
+plain_peers.route("/", "far")
 SMALL_SHM = "11Mi"
 SMALL_GROUPS = {"front_door", "shared", "ledger", "resize", "gateway"}
 
@@ -343,6 +353,38 @@ def test_an_out_path_that_is_a_file_is_refused(mode: str, tmp_path: Path) -> Non
         result = runner.invoke(deploy_app, [mode, "examples.echo:app", "--out", str(out)])
         assert result.exit_code == 2 and message in result.output, result.output
     assert blocker.read_text() == "keep me"
+
+
+def test_k8s_tls_secret_mounts_the_node_certificate_where_hops_need_it(tmp_path: Path) -> None:
+    docs = generate("k8s", "tests.test_deploy:peers", tmp_path, "--transport", "unix", "--tls-secret", "peers-tls")
+    (deployment,) = docs["deployment.yaml"]
+    k8s_validate(deployment)
+    pod = deployment["spec"]["template"]["spec"]
+    assert {"name": "peer-tls", "secret": {"secretName": "peers-tls", "defaultMode": 0o440}} in pod["volumes"]
+    assert pod["securityContext"]["fsGroup"] == 65532, "the key is group-readable to the containers' group only"
+    wanted = {"SPRIGHT_TLS_CERT": "/etc/spright/tls/tls.crt", "SPRIGHT_TLS_KEY": "/etc/spright/tls/tls.key",
+              "SPRIGHT_TLS_CA": "/etc/spright/tls/ca.crt"}
+    by_name = containers(deployment)
+    for name, container in by_name.items():  # the gateway serves it, the remote worker calls with it; none else
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        has = {"name": "peer-tls", "mountPath": "/etc/spright/tls", "readOnly": True} in container["volumeMounts"]
+        assert has == (name in ("gateway", "worker-remote")), name
+        assert (wanted.items() <= env.items()) == has, name
+    assert "tcpSocket" in by_name["gateway"]["livenessProbe"], "the kubelet has no client certificate"
+    assert "peer-tls: Secret peers-tls" in header(tmp_path / "deployment.yaml")
+    plain = generate("k8s", "tests.test_deploy:peers", tmp_path / "plain", "--transport", "unix")
+    assert "peer-tls" not in str(plain["deployment.yaml"]), "no TLS unless asked for"
+
+
+@pytest.mark.parametrize(("mode", "app", "message"), [
+    ("k8s", "examples.echo:app", "has no remote or exposed functions"),
+    ("k8s", "tests.test_deploy:plain_peers", "plaintext URLs, give their https:// ones: far (http://10.0.0.2:8080)"),
+    ("knative", "tests.test_deploy:peers", "Knative's queue-proxy reaches a container over plaintext HTTP only"),
+])
+def test_a_tls_secret_that_cannot_work_is_refused(mode: str, app: str, message: str, tmp_path: Path) -> None:
+    result = runner.invoke(deploy_app, [mode, app, "--out", str(tmp_path / "out"), "--tls-secret", "certs"])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize(("args", "message"), [

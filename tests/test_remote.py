@@ -35,6 +35,12 @@ def ip(*args: str) -> None:
 
 @pytest.fixture
 def namespace() -> Iterator[str]:
+    with network_namespace() as name:
+        yield name
+
+
+@contextlib.contextmanager
+def network_namespace() -> Iterator[str]:
     """A network namespace with a veth to this one: this side HOST, that side BANK."""
     outside, inside = f"sp{os.getpid() % 100000}a", f"sp{os.getpid() % 100000}b"
     ip("netns", "add", NAMESPACE)
@@ -52,10 +58,11 @@ def namespace() -> Iterator[str]:
         ip("netns", "del", NAMESPACE)
 
 
-def start_bank(namespace: str, plane: str) -> subprocess.Popen[bytes]:
+def start_bank(namespace: str, plane: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """The bank's node in ``namespace``, serving on BANK:8080 (``args``: more `spright run` options)."""
     bank = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-m", "spright", "run",
-                             "tests.apps.remote:bank", "--host", BANK, "--port", "8080", "--transport", plane],
-                            stderr=subprocess.DEVNULL)
+                             "tests.apps.remote:bank", "--host", BANK, "--port", "8080", "--transport", plane, *args],
+                            stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     deadline = time.monotonic() + 60
     while True:
         try:

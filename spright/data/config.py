@@ -60,6 +60,16 @@ class Config:
     # development (spright run --reload): watch the app's source files and reload the functions
     # whose code changed (spright.node.watch); not for a node whose workers start on their own
     reload: bool = False
+    # -- TLS between nodes (docs/deploy.md, "TLS between nodes") ---------------------------
+    # PEM files: this node's certificate and key, and the CA that signed every node's. With
+    # them, a node exposing functions serves HTTPS requiring a client certificate the CA signed
+    # (every client of that node), and remote hops go to https:// peers presenting one.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    # the explicit opt-in to plaintext hops: http:// peers with TLS files given (refused
+    # otherwise), and no warning that hops are plaintext without them
+    insecure_peers: bool = False
     # -- the app's (App(...)) ----------------------------------------------------------------
     # tracing (docs/tracing.md): the share of requests traced (a sampled traceparent always is),
     # tail rules that trace every request and keep the slow (seconds) and the failed (5xx) ones,
@@ -131,6 +141,10 @@ class Config:
         if self.reload and self.node_dir is not None:
             raise ValueError("--reload is for `spright run` in development: a node whose workers start on their own "
                              "(spright gateway --node-dir) gets new code by restarting its workers' containers")
+        given = [name for name in ("tls_cert", "tls_key", "tls_ca") if getattr(self, name)]
+        if given and len(given) < 3:
+            raise ValueError("TLS between nodes needs --tls-cert, --tls-key and --tls-ca together, got only "
+                             + ", ".join("--" + name.replace("_", "-") for name in given))
         if not 0 <= self.port <= 65535:
             raise ValueError(f"Config.port must be 0..65535, got {self.port}")
 
@@ -138,6 +152,11 @@ class Config:
     def tracing(self) -> bool:
         """Some request may be traced: the node keeps span rings and a recorder."""
         return bool(self.trace_sample or self.trace_slower_than or self.trace_errors or self.otlp)
+
+    @property
+    def tls(self) -> bool:
+        """TLS files are given: hops between nodes are mutual TLS."""
+        return bool(self.tls_cert)
 
     @property
     def max_body(self) -> int:

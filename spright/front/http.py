@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections import deque
 from http import HTTPStatus
@@ -295,16 +296,17 @@ class _Exchange:
         self.protocol._flush()
 
 
-async def serve(gateway: Gateway, host: str, port: int,
-                reuse_port: bool = False) -> tuple[asyncio.AbstractServer, set[HttpProtocol]]:
+async def serve(gateway: Gateway, host: str, port: int, reuse_port: bool = False,
+                tls: ssl.SSLContext | None = None) -> tuple[asyncio.AbstractServer, set[HttpProtocol]]:
     """Listen for HTTP; returns the server and its live connections (for draining).
     ``reuse_port``: several gateway processes listen on the port, the kernel spreading
-    new connections over them (SO_REUSEPORT)."""
+    new connections over them (SO_REUSEPORT). ``tls``: HTTPS only, on this context
+    (spright.worker.peertls.server_context: mutual TLS between nodes)."""
     connections: set[HttpProtocol] = set()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: HttpProtocol(gateway, connections), host, port, reuse_address=True, reuse_port=reuse_port or None,
-        backlog=4096,
+        backlog=4096, ssl=tls,
     )
     return server, connections
 

@@ -32,6 +32,7 @@ from spright.host.pool import PoolHandle
 from spright.host.procs import die_with_parent, join_all, name_process
 from spright.node.assembly import NodeMemory
 from spright.transport.base import Transport
+from spright.worker.remote import server_tls
 
 
 def default_count() -> int:
@@ -134,7 +135,8 @@ async def _serve(spec: GatewaySpec) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
         await gateway.start(spec.transport)
-        server, connections = await http.serve(gateway, config.host, spec.port, reuse_port=True)
+        server, connections = await http.serve(gateway, config.host, spec.port, reuse_port=True,
+                                               tls=server_tls(config, spec.table))
         role.announce()
         await stop.wait()
         await http.drain(server, connections, gateway, config.drain_timeout)

@@ -44,6 +44,7 @@ from spright.node.scaling import TICK, Autoscaling
 from spright.node.template import Shape, Starts, WorkerProcess
 from spright.node.watch import Watcher
 from spright.transport import select_transport
+from spright.worker.remote import node_tls
 
 log = logging.getLogger("spright")
 RETIRE_AFTER = 0.5  # seconds between an instance leaving the live set and its SIGTERM
@@ -61,6 +62,7 @@ class Supervisor:
         self.gateway_count = self.config.gateways or default_count()
         self.table = self.app.compile(dict(self.config.instances), self.gateway_count,
                                       default_timeout=self.config.default_timeout)
+        self.tls = node_tls(self.app.functions, self.table, self.config)  # ValueError: why not to start
         self.processes: dict[WorkerKey, WorkerProcess] = {}
         self.starts = Starts(self.config.worker_start, app_ref)  # the first revision's
         self._starts: dict[WorkerKey, list[float]] = {}
@@ -129,15 +131,15 @@ class Supervisor:
             if self.autoscaling and self.node_dir is None:  # else workers are started by others
                 loop.call_later(TICK, self._autoscale)
             server, connections = await http.serve(self.gateway, self.config.host, self.config.port,
-                                                   reuse_port=self.gateway_count > 1)
+                                                   reuse_port=self.gateway_count > 1, tls=self.tls)
             self._port = _port_of(server)
             await self.gateways.start()
             self._write_node_file()
             watcher.start()
             name_process(f"gateway [{self.app.name}] {self.config.host}:{self._port} ({transport.name})")
             log.warning(
-                "spright: serving %r on http://%s:%d (transport=%s, %d functions)",
-                self.app.name, self.config.host, _port_of(server), transport.name,
+                "spright: serving %r on %s://%s:%d (transport=%s, %d functions)",
+                self.app.name, "https" if self.tls else "http", self.config.host, _port_of(server), transport.name,
                 len(self.table.functions),
             )
             await stop.wait()

@@ -19,7 +19,8 @@ from rich.table import Table
 from spright.data.config import Config
 from spright.host.nodefile import NodeFile
 from spright.node.loader import REMOTES_ENV, AppNotFound, load_app
-from spright.ops import changes
+from spright.ops import certs, changes
+from spright.ops.certs import INSECURE_PEERS, TLS_CA, TLS_CERT, TLS_KEY
 from spright.ops.console import NODE_HELP, PORT_HELP, chosen_node, console, fail
 from spright.ops.deploy import deploy_app
 from spright.ops.nodes import live_routes, snapshot
@@ -90,6 +91,10 @@ def run(
                    "spawn: each imports it afresh (for apps that start threads at import)" + _default("worker_start")),
     reload: bool | None = typer.Option(
         None, "--reload", help="Development: reload the functions whose source (*.py beside the app) changes."),
+    tls_cert: str | None = TLS_CERT,
+    tls_key: str | None = TLS_KEY,
+    tls_ca: str | None = TLS_CA,
+    insecure_peers: bool | None = INSECURE_PEERS,
 ) -> None:
     """Serve APP: gateway plus one worker process per function (or per instance)."""
     if remotes:
@@ -98,7 +103,8 @@ def run(
            sidecar_concurrency=sidecar_concurrency, ingress=ingress,
            ingress_connections=ingress_connections, instances=_instance_counts(instances) or None,
            gateways=gateways, balance=balance, trace_sample=trace_sample, trace_slower_than=trace_slower_than,
-           trace_errors=trace_errors, otlp=otlp, worker_start=worker_start, reload=reload)
+           trace_errors=trace_errors, otlp=otlp, worker_start=worker_start, reload=reload, tls_cert=tls_cert,
+           tls_key=tls_key, tls_ca=tls_ca, insecure_peers=insecure_peers)
 
 
 @cli.command()
@@ -115,12 +121,16 @@ def gateway(
     trace_errors: bool | None = TRACE_ERRORS,
     otlp: str | None = OTLP,
     reload: bool | None = typer.Option(None, "--reload", hidden=True),  # refused, saying why (Config)
+    tls_cert: str | None = TLS_CERT,
+    tls_key: str | None = TLS_KEY,
+    tls_ca: str | None = TLS_CA,
+    insecure_peers: bool | None = INSECURE_PEERS,
 ) -> None:
     """Serve APP's gateway and data plane only: its workers start on their own (`spright worker`,
     one per container of a pod) and join through NODE_DIR; it serves once all have."""
     _serve(app, node_dir=str(node_dir), host=host, port=port, transport=transport, gateways=gateways, balance=balance,
            trace_sample=trace_sample, trace_slower_than=trace_slower_than, trace_errors=trace_errors, otlp=otlp,
-           reload=reload)
+           reload=reload, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, insecure_peers=insecure_peers)
 
 
 @cli.command()
@@ -300,7 +310,7 @@ def _read(node: NodeFile) -> dict[str, Any]:
         raise typer.Exit(1) from None
 
 
-for command in (changes.scale, changes.reload, changes.rollout):
+for command in (changes.scale, changes.reload, changes.rollout, certs.certs):
     cli.command()(command)
 
 

@@ -8,6 +8,9 @@ a pooled HTTP/1.1 keep-alive connection and hands on what comes back (status and
 kept). The rest of the chain stays in shared memory. The request's headers travel with it (the
 hop-by-hop ones excepted), so cookies still reach the remote function.
 
+An ``https://`` peer is reached over mutual TLS (spright.worker.peertls): this node's
+certificate presented, the peer's checked against the nodes' CA and the URL's host.
+
 With ``$SPRIGHT_PEER_TOKEN`` set on the nodes, a call to an exposed function must carry it
 (``authorization: Bearer``); without, exposed functions are open to whoever reaches the port.
 
@@ -22,17 +25,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 import os
+import ssl
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
 import orjson
 
+from spright.data.config import Config
+from spright.data.function import Function
 from spright.data.headers import FRAMING
 from spright.data.response import Response, error_response
+from spright.data.table import RouteTable
+from spright.worker import peertls
 from spright.worker.context import CallError, Context, HTTPError
 
+log = logging.getLogger("spright")
 CALL_PATH = "/.spright/call/"  # + the function's name: where a node serves its exposed functions
 PEER_TOKEN_ENV = "SPRIGHT_PEER_TOKEN"  # set on every node: calls between them must carry it
 MAX_IDLE = 64  # keep-alive connections kept per peer node
@@ -44,9 +55,44 @@ TRACE_HEADERS = frozenset({"traceparent", "tracestate", "server-timing"})
 def parse_url(url: str) -> tuple[str, int]:
     """(host, port) of a peer node's base URL; ValueError naming what is wrong."""
     parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/") or parts.query:
-        raise ValueError(f"a remote node is http://HOST[:PORT], not {url!r}")
-    return parts.hostname, parts.port or 80
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise ValueError(f"a remote node is http://HOST[:PORT] or https://HOST[:PORT] (mutual TLS), not {url!r}")
+    return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def remote_urls(functions: Mapping[str, Function]) -> list[tuple[str, str]]:
+    """(name, peer URL) of the remote functions among ``functions``."""
+    return [(name, f.handler.peer.url) for name, f in functions.items() if isinstance(f.handler, RemoteFunction)]
+
+
+def exposes(table: RouteTable) -> bool:
+    """The node serves functions to other nodes (``App.expose``: a route under ``CALL_PATH``)."""
+    return any(route.path.startswith(CALL_PATH) for route in table.routes)
+
+
+def server_tls(config: Config, table: RouteTable) -> ssl.SSLContext | None:
+    """The HTTPS context of a node that exposes functions and has TLS files (every client of its
+    port then needs a certificate the CA signed); None: it serves plain HTTP."""
+    if not (config.tls and exposes(table)):
+        return None
+    try:
+        return peertls.server_context(config)
+    except OSError as exc:  # ssl.SSLError too: a file missing, unreadable, or not the key of the certificate
+        raise ValueError(f"cannot load this node's TLS files (--tls-cert, --tls-key, --tls-ca): {exc}") from None
+
+
+def node_tls(functions: Mapping[str, Function], table: RouteTable, config: Config) -> ssl.SSLContext | None:
+    """A node's TLS at start (spright.node.supervisor): its hops to other nodes checked against its
+    TLS settings (ValueError: why it must not start), the settings handed to its processes, a
+    warning when hops are plaintext unasked; the HTTPS context it serves on, if any."""
+    urls = remote_urls(functions)
+    if problems := peertls.peer_problems(urls, config):
+        raise ValueError("; ".join(problems))
+    peertls.export(config)
+    if (urls or exposes(table)) and not config.tls and not config.insecure_peers:
+        log.warning("spright: hops between this node and others are plaintext HTTP: give --tls-cert, --tls-key "
+                    "and --tls-ca for mutual TLS (spright certs), or --insecure-peers to say plaintext is meant")
+    return server_tls(config, table)
 
 
 def peer_refusal(path: str, headers: dict[str, str]) -> Response | None:
@@ -85,6 +131,7 @@ class Peer:
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
         self.host, self.port = parse_url(url)
+        self.tls = url.startswith("https:")
         self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -96,7 +143,11 @@ class Peer:
             reader, writer = self._idle.pop()
             with contextlib.suppress(OSError):
                 return await self._exchange(reader, writer, request)
-        reader, writer = await asyncio.open_connection(self.host, self.port)
+        if self.tls:  # mutual TLS; a failed handshake is an OSError (ssl.SSLError) as any: a 502
+            reader, writer = await asyncio.open_connection(self.host, self.port, ssl=peertls.client_context(),
+                                                           server_hostname=self.host)
+        else:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
         return await self._exchange(reader, writer, request)
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,

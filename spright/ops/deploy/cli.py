@@ -23,6 +23,7 @@ from spright.node.loader import AppNotFound, load_app
 from spright.ops.deploy import k8s, knative
 from spright.ops.deploy.plan import TRANSPORTS_K8S, Target
 from spright.routing import App, RoutingError
+from spright.worker.remote import exposes, remote_urls
 
 deploy_app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -50,6 +51,8 @@ def k8s_command(
     replicas: int = typer.Option(1, help="Pods (whole nodes) to start with: the HPA's minimum."),
     max_replicas: int | None = typer.Option(None, help="The HPA's maximum (default: 4 x --replicas)."),
     transport: str = typer.Option("skmsg", help="Data plane inside each pod: skmsg (eBPF) or unix."),
+    tls_secret: str | None = typer.Option(
+        None, metavar="SECRET", help="Mutual TLS between nodes, from this kubernetes.io/tls Secret (with ca.crt)."),
 ) -> None:
     """Kubernetes pod mode: a Deployment whose pod is one node (gateway + a container per process
     group), a Service, an HPA on the gateways' requests in flight, and the Dockerfile."""
@@ -63,9 +66,12 @@ def k8s_command(
         raise _fail(f"--max-replicas ({most}) must be >= --replicas ({replicas})")
     target = _target(app, image, namespace)
     command = f"spright deploy k8s {target.reference} --transport {transport}"
+    if tls_secret is not None:
+        _check_tls(target, tls_secret)
+        command += f" --tls-secret {tls_secret}"
     _write(Path(out), target, {
-        "deployment.yaml": lambda: _header(command, k8s.deployment_notes(target, transport))
-        + _yaml(k8s.deployment(target, transport, replicas)),
+        "deployment.yaml": lambda: _header(command, k8s.deployment_notes(target, transport, tls_secret))
+        + _yaml(k8s.deployment(target, transport, replicas, tls_secret)),
         "service.yaml": lambda: _header(command) + _yaml(k8s.service(target)),
         "hpa.yaml": lambda: _header(command, [k8s.HPA_METRIC_NOTE]) + _yaml(k8s.hpa(target, replicas, most)),
     })
@@ -77,15 +83,31 @@ def knative_command(
     out: str = typer.Option(..., "--out", help=OUT_HELP),
     image: str | None = typer.Option(None, help=IMAGE_HELP),
     namespace: str = typer.Option("default", help="Namespace of every service (it is in their URLs)."),
+    tls_secret: str | None = typer.Option(None, metavar="SECRET", help="Refused: see docs/deploy.md."),
 ) -> None:
     """Knative mode: a Knative Service per function (http data plane, autoscaled per function)
     and an <app>-ingress Service holding the routes, in knative.yaml; and the Dockerfile."""
+    if tls_secret is not None:
+        raise _fail("--tls-secret is for `spright deploy k8s`: Knative's queue-proxy reaches a container over "
+                    "plaintext HTTP only, so one serving mutual TLS would be unreachable; encrypt between Knative "
+                    "services with Knative's own system-internal-tls (docs/deploy.md, \"TLS between nodes\")")
     target = _target(app, image, namespace)
     command = f"spright deploy knative {target.reference}"
     _write(Path(out), target, {
         "knative.yaml": lambda: _header(command, knative.NOTES)
         + yaml.safe_dump_all(knative.services(target), sort_keys=False, width=math.inf),
     })
+
+
+def _check_tls(target: Target, secret: str) -> None:
+    """--tls-secret makes sense for an app with hops to or from other nodes, all to https:// peers."""
+    if not _RFC1123.fullmatch(secret) or len(secret) > 253:
+        raise _fail(f"--tls-secret {secret!r} is not a Secret name (lower case letters, digits, '-' and '.')")
+    urls = remote_urls(target.app.functions)
+    if not urls and not exposes(target.table):
+        raise _fail(f"--tls-secret: {target.reference} has no remote or exposed functions, no hop between nodes")
+    if plain := [f"{name} ({url})" for name, url in urls if not url.startswith("https:")]:
+        raise _fail(f"--tls-secret: remote functions at plaintext URLs, give their https:// ones: {', '.join(plain)}")
 
 
 def _yaml(document: dict[str, Any]) -> str:

@@ -33,7 +33,12 @@ from spright.ops.deploy.plan import (
     shm_mib,
     unique_labels,
 )
+from spright.worker import peertls
+from spright.worker.remote import exposes, remote_urls
 
+TLS_DIR = "/etc/spright/tls"  # --tls-secret: a kubernetes.io/tls Secret with ca.crt (cert-manager's keys)
+TLS_FILES = {peertls.CERT_ENV: "tls.crt", peertls.KEY_ENV: "tls.key", peertls.CA_ENV: "ca.crt"}
+TLS_GROUP = 65532  # the Secret's files are group-readable to it (fsGroup), not to everyone
 IN_FLIGHT_METRIC = "spright_requests_in_flight"  # the gateway's gauge (spright/front/gateway.py metrics_page)
 POD_UID_ENV = "POD_UID"  # names this pod's own directory in the host's bpffs
 BPF_SUBDIR = f"spright-pod-$({POD_UID_ENV})"
@@ -118,7 +123,23 @@ build
 """
 
 
-def deployment(target: Target, transport: str, replicas: int) -> dict[str, Any]:
+def tls_users(target: Target) -> set[str]:
+    """The process groups whose worker calls other nodes: they get the node's certificate."""
+    remote = {name for name, _ in remote_urls(target.app.functions)}
+    return {group for group, ids in target.table.processes().items()
+            if any(target.table.functions[i - 1].name in remote for i in ids)}
+
+
+def _with_tls(container: dict[str, Any]) -> dict[str, Any]:
+    """``container`` with the node's certificate, key and CA (--tls-secret) mounted and named
+    where spright reads them (spright.worker.peertls)."""
+    container["env"] += [{"name": name, "value": f"{TLS_DIR}/{file}"} for name, file in TLS_FILES.items()]
+    container["volumeMounts"].append({"name": "peer-tls", "mountPath": TLS_DIR, "readOnly": True})
+    return container
+
+
+def deployment(target: Target, transport: str, replicas: int, tls_secret: str | None = None) -> dict[str, Any]:
+    """``tls_secret``: hops to and from other nodes over mutual TLS, with that Secret's files."""
     skmsg = transport == "skmsg"
     table, config = target.table, target.app.config
     shm = shm_mib(config, pools(table))
@@ -137,13 +158,15 @@ def deployment(target: Target, transport: str, replicas: int) -> dict[str, Any]:
              {"name": "src", "mountPath": "/usr/src", "readOnly": True}] if skmsg else [])],
         "resources": {"requests": {"cpu": GATEWAY_CPU, "memory": mebibytes(GATEWAY_BASE_MEMORY_MI + shm)}},
         "securityContext": _gateway_security(skmsg),
-        **_probes(target, config.ready_timeout),
+        **_probes(target, config.ready_timeout, tls=tls_secret is not None),
     }
+    if tls_secret:
+        _with_tls(gateway)
     workers = []
     for group, ids in groups.items():  # a container per worker process: each instance its own
         instances = table.functions[ids[0] - 1].instances if len(ids) == 1 else 1
         for instance in range(instances):
-            workers.append({
+            worker = {
                 "name": names[group] + (f"-{instance}" if instances > 1 else ""),
                 "image": target.image,
                 "args": command_line("worker", target.reference, transport=transport, node_dir=NODE_DIR,
@@ -152,10 +175,13 @@ def deployment(target: Target, transport: str, replicas: int) -> dict[str, Any]:
                 "volumeMounts": _shared_mounts(skmsg=False),
                 "resources": {"requests": {"cpu": f"{WORKER_CPU_MILLI}m", "memory": mebibytes(WORKER_MEMORY_MI)}},
                 "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
-            })
+            }
+            workers.append(_with_tls(worker) if tls_secret and group in tls_users(target) else worker)
     pod_security: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
     if not skmsg:  # nothing needs root: the pod meets the "restricted" Pod Security Standard
         pod_security.update(runAsNonRoot=True, runAsUser=65532, runAsGroup=65532)
+    if tls_secret:
+        pod_security["fsGroup"] = TLS_GROUP
     template_meta: dict[str, Any] = {"labels": labels(target.name, "node")}
     if metrics_builtin(table):
         template_meta["annotations"] = {"prometheus.io/scrape": "true", "prometheus.io/port": str(PORT),
@@ -174,14 +200,14 @@ def deployment(target: Target, transport: str, replicas: int) -> dict[str, Any]:
                     "terminationGracePeriodSeconds": math.ceil(config.drain_timeout) + 5,
                     "securityContext": pod_security,
                     "containers": [gateway, *workers],
-                    "volumes": [volume for volume, _ in _volumes(target, skmsg)],
+                    "volumes": [volume for volume, _ in _volumes(target, skmsg, tls_secret)],
                 },
             },
         },
     }
 
 
-def _volumes(target: Target, skmsg: bool) -> list[tuple[dict[str, Any], str]]:
+def _volumes(target: Target, skmsg: bool, tls_secret: str | None = None) -> list[tuple[dict[str, Any], str]]:
     """The pod's volumes, each with what it is (for the header of deployment.yaml)."""
     table, config = target.table, target.app.config
     shm = shm_mib(config, pools(table))
@@ -202,6 +228,13 @@ def _volumes(target: Target, skmsg: bool) -> list[tuple[dict[str, Any], str]]:
             ({"name": "src", "hostPath": {"path": "/usr/src", "type": "Directory"}},
              "the host's /usr/src, read-only in the gateway: where those headers live"),
         ]
+    if tls_secret:
+        users = ", ".join(sorted(tls_users(target))) or "none"
+        volumes.append((
+            {"name": "peer-tls", "secret": {"secretName": tls_secret, "defaultMode": 0o440}},
+            f"Secret {tls_secret} at {TLS_DIR}, read-only, in the gateway and the workers calling other nodes "
+            f"({users}): this node's certificate and key and the nodes' CA, for mutual TLS between nodes; "
+            f"its files 0440, group {TLS_GROUP} (fsGroup)"))
     return volumes
 
 
@@ -224,7 +257,7 @@ def _env(skmsg: bool) -> dict[str, Any]:
     return {"env": env}
 
 
-def deployment_notes(target: Target, transport: str) -> list[str]:
+def deployment_notes(target: Target, transport: str, tls_secret: str | None = None) -> list[str]:
     """What deployment.yaml's header comment says: each added capability and each volume, and why."""
     lines = []
     if transport == "skmsg":
@@ -237,7 +270,7 @@ def deployment_notes(target: Target, transport: str) -> list[str]:
         lines.append(f"Capabilities: none added on the {transport} data plane (every container drops ALL, "
                      "runs as uid 65532 without privilege escalation).")
     lines.append("Volumes:")
-    lines += [f"  {volume['name']}: {why}" for volume, why in _volumes(target, transport == "skmsg")]
+    lines += [f"  {volume['name']}: {why}" for volume, why in _volumes(target, transport == "skmsg", tls_secret)]
     return lines
 
 
@@ -249,13 +282,15 @@ def _gateway_security(skmsg: bool) -> dict[str, Any]:
     return {"capabilities": {"drop": ["ALL"], "add": list(GATEWAY_CAPS)}}
 
 
-def _probes(target: Target, ready_timeout: float) -> dict[str, Any]:
+def _probes(target: Target, ready_timeout: float, tls: bool = False) -> dict[str, Any]:
     """The gateway serves no health page: TCP on the port for start-up and readiness; liveness
-    asks for its built-in /metrics (a page the gateway process renders itself) when it has one."""
+    asks for its built-in /metrics (a page the gateway process renders itself) when it has one,
+    and its port is not mutual TLS (the kubelet has no client certificate)."""
     def tcp() -> dict[str, Any]:  # a new one per probe (no YAML aliases)
         return {"tcpSocket": {"port": PORT}}
 
-    live = {"httpGet": {"path": "/metrics", "port": PORT}} if metrics_builtin(target.table) else tcp()
+    page = metrics_builtin(target.table) and not (tls and exposes(target.table))
+    live = {"httpGet": {"path": "/metrics", "port": PORT}} if page else tcp()
     return {
         "startupProbe": {**tcp(), "periodSeconds": 2, "failureThreshold": max(math.ceil(ready_timeout / 2), 1)},
         "readinessProbe": {**tcp(), "periodSeconds": 5},
