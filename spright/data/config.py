@@ -9,6 +9,8 @@ and nothing else.
 from __future__ import annotations
 
 import dataclasses
+import os
+import pwd
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +62,10 @@ class Config:
     # development (spright run --reload): watch the app's source files and reload the functions
     # whose code changed (spright.node.watch); not for a node whose workers start on their own
     reload: bool = False
+    # the user every worker runs as once sealed (spright run --user): None, the dedicated system
+    # user ``spright`` when it exists (make setup creates it), else ``nobody``; "root" keeps root
+    # (not recommended: a compromised handler is then root on the host)
+    user: str | None = None
     # -- the app's (App(...)) ----------------------------------------------------------------
     # tracing (docs/tracing.md): the share of requests traced (a sampled traceparent always is),
     # tail rules that trace every request and keep the slow (seconds) and the failed (5xx) ones,
@@ -131,6 +137,11 @@ class Config:
         if self.reload and self.node_dir is not None:
             raise ValueError("--reload is for `spright run` in development: a node whose workers start on their own "
                              "(spright gateway --node-dir) gets new code by restarting its workers' containers")
+        if self.user not in (None, "root"):
+            try:
+                pwd.getpwnam(self.user)
+            except KeyError:
+                raise ValueError(f"Config.user (--user) names no user of this machine: {self.user!r}") from None
         if not 0 <= self.port <= 65535:
             raise ValueError(f"Config.port must be 0..65535, got {self.port}")
 
@@ -138,6 +149,21 @@ class Config:
     def tracing(self) -> bool:
         """Some request may be traced: the node keeps span rings and a recorder."""
         return bool(self.trace_sample or self.trace_slower_than or self.trace_errors or self.otlp)
+
+    @property
+    def worker_user(self) -> str | None:
+        """Whom the workers of ``spright run`` drop to once sealed: ``user``, else ``spright``
+        when that user exists, else ``nobody``; "root": they keep root; None: they stay as they
+        started (the node does not run as root, so it has nobody to drop to)."""
+        if os.geteuid() != 0:
+            return None
+        if self.user is not None:
+            return self.user
+        try:
+            pwd.getpwnam("spright")
+        except KeyError:
+            return "nobody"
+        return "spright"
 
     @property
     def max_body(self) -> int:

@@ -90,6 +90,9 @@ def run(
                    "spawn: each imports it afresh (for apps that start threads at import)" + _default("worker_start")),
     reload: bool | None = typer.Option(
         None, "--reload", help="Development: reload the functions whose source (*.py beside the app) changes."),
+    user: str | None = typer.Option(
+        None, help="The user workers run as once sealed (default: 'spright' if it exists, else 'nobody'); "
+                   "'root' keeps root: not recommended. The gateway stays root."),
 ) -> None:
     """Serve APP: gateway plus one worker process per function (or per instance)."""
     if remotes:
@@ -98,7 +101,7 @@ def run(
            sidecar_concurrency=sidecar_concurrency, ingress=ingress,
            ingress_connections=ingress_connections, instances=_instance_counts(instances) or None,
            gateways=gateways, balance=balance, trace_sample=trace_sample, trace_slower_than=trace_slower_than,
-           trace_errors=trace_errors, otlp=otlp, worker_start=worker_start, reload=reload)
+           trace_errors=trace_errors, otlp=otlp, worker_start=worker_start, reload=reload, user=user)
 
 
 @cli.command()
