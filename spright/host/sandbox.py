@@ -114,7 +114,8 @@ def ids_of(user: str) -> tuple[int, int]:
 
 def drop_to(user: str) -> None:
     """Become ``user`` for good, every thread of the process: no supplementary groups, then
-    the real, effective and saved gid, then uid (which clears every capability left)."""
+    the real, effective and saved gid, then uid (which clears every capability left, and the
+    parent-death signal: the caller asks for it again)."""
     uid, gid = ids_of(user)
     os.setgroups([])
     os.setresgid(gid, gid, gid)

@@ -120,3 +120,4 @@ def lock_down(spec: WorkerSpec, sealable: bool) -> None:
         spec.transport.instances.open()
     spec.transport.hold_directory()
     sandbox.drop_to(spec.user)
+    die_with_parent(spec.parent)  # again: the kernel forgets PR_SET_PDEATHSIG when the uid changes
