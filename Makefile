@@ -32,6 +32,8 @@ system:
 		fi; \
 	fi
 	@if [ "$$(id -u)" = 0 ]; then bash ebpf/setup-headers.sh >/dev/null; fi
+	@# the unprivileged user every worker drops to (spright run --user; else nobody)
+	@if [ "$$(id -u)" = 0 ]; then id -u spright >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin spright; fi
 
 # The venv sees Debian's bcc (never PyPI's unrelated `bcc`) through a one-package shim.
 $(VENV)/.installed: pyproject.toml Makefile

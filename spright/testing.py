@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -177,20 +177,24 @@ def node_metric(port: int, name: str) -> float:
 @contextlib.contextmanager
 def run_node(app_ref: str, *, transport: str | None = "unix", port: int | None = 0, args: tuple[str, ...] = (),
              env: Mapping[str, str] | None = None,
-             startup_timeout: float = 60.0) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+             startup_timeout: float = 60.0,
+             log: BinaryIO | None = None) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """Run ``spright run APP_REF`` in a subprocess; yields (port, process) once it serves.
     ``transport``: the data plane, followed by its options if any (``"http --sidecar"``);
     ``env``: variables added to this process's environment for the node. With ``port`` 0
     the node binds a port of the kernel's choosing, read back from its node.json (a port
     picked here and bound there could meanwhile go to one of the node's own endpoints).
-    ``transport`` or ``port`` None: not given, so the app's Config decides."""
+    ``transport`` or ``port`` None: not given, so the app's Config decides; ``log``: a file the
+    node's stderr goes to (else a temporary one, shown if it exits early)."""
     from spright.host.nodefile import BadNodeFile, NodeFile, runtime_base
 
     command = [sys.executable, "-m", "spright", "run", app_ref, *(("--port", str(port)) if port is not None else ()),
                *(("--transport", *transport.split()) if transport is not None else ()), *args]
     environment = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     base = Path(environment["SPRIGHT_RUNTIME_DIR"]) if environment.get("SPRIGHT_RUNTIME_DIR") else runtime_base()
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - a file, not a pipe: a chatty node never blocks on it
+    own_log = log is None
+    if log is None:
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - a file, not a pipe: a chatty node never blocks on it
     process = subprocess.Popen(command, stderr=log, env=environment)
     try:
         deadline = time.monotonic() + startup_timeout
@@ -216,4 +220,5 @@ def run_node(app_ref: str, *, transport: str | None = "unix", port: int | None =
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        log.close()
+        if own_log:
+            log.close()

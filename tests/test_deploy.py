@@ -162,6 +162,8 @@ def test_k8s_manifests_are_valid_and_hold_the_node(reference: str, transport: st
         assert all(not caps(c) for c in pod["containers"])
         assert all(c["securityContext"]["allowPrivilegeEscalation"] is False for c in pod["containers"])
         assert pod["securityContext"]["runAsNonRoot"] is True
+        for worker in groups.values():  # each worker container says so itself, as `spright run`'s drop to --user
+            assert worker["securityContext"]["runAsNonRoot"] is True and worker["securityContext"]["runAsUser"] > 0
     for container in pod["containers"]:  # the API server refuses this pair (kubernetes-validate cannot see it)
         added = caps(container)
         if added & {"SYS_ADMIN", "CAP_SYS_ADMIN"}:

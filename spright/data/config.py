@@ -9,6 +9,8 @@ and nothing else.
 from __future__ import annotations
 
 import dataclasses
+import os
+import pwd
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +72,10 @@ class Config:
     # the explicit opt-in to plaintext hops: http:// peers with TLS files given (refused
     # otherwise), and no warning that hops are plaintext without them
     insecure_peers: bool = False
+    # the user every worker runs as once sealed (spright run --user): None, the dedicated system
+    # user ``spright`` when it exists (make setup creates it), else ``nobody``; "root" keeps root
+    # (not recommended: a compromised handler is then root on the host)
+    user: str | None = None
     # -- the app's (App(...)) ----------------------------------------------------------------
     # tracing (docs/tracing.md): the share of requests traced (a sampled traceparent always is),
     # tail rules that trace every request and keep the slow (seconds) and the failed (5xx) ones,
@@ -145,6 +151,11 @@ class Config:
         if given and len(given) < 3:
             raise ValueError("TLS between nodes needs --tls-cert, --tls-key and --tls-ca together, got only "
                              + ", ".join("--" + name.replace("_", "-") for name in given))
+        if self.user not in (None, "root"):
+            try:
+                pwd.getpwnam(self.user)
+            except KeyError:
+                raise ValueError(f"Config.user (--user) names no user of this machine: {self.user!r}") from None
         if not 0 <= self.port <= 65535:
             raise ValueError(f"Config.port must be 0..65535, got {self.port}")
 
@@ -157,6 +168,21 @@ class Config:
     def tls(self) -> bool:
         """TLS files are given: hops between nodes are mutual TLS."""
         return bool(self.tls_cert)
+
+    @property
+    def worker_user(self) -> str | None:
+        """Whom the workers of ``spright run`` drop to once sealed: ``user``, else ``spright``
+        when that user exists, else ``nobody``; "root": they keep root; None: they stay as they
+        started (the node does not run as root, so it has nobody to drop to)."""
+        if os.geteuid() != 0:
+            return None
+        if self.user is not None:
+            return self.user
+        try:
+            pwd.getpwnam("spright")
+        except KeyError:
+            return "nobody"
+        return "spright"
 
     @property
     def max_body(self) -> int:

@@ -96,6 +96,10 @@ class LiveInstances:
         and its handlers in flight (for least_in_flight)."""
         self._in_flight = in_flight
 
+    def open(self) -> None:
+        """Map the file now (a worker, before it drops its privileges: the file is root's, 0600)."""
+        self._words()
+
     def _words(self) -> mmap.mmap:
         if self._map is None:
             with self.path.open("r+b") as file:

@@ -13,9 +13,19 @@ memory through /proc. A worker therefore closes those doors before its first han
    devices, file handles), forbids regaining them (no_new_privs, bounding set) and makes
    itself non-dumpable (no other worker reads its memory through /proc).
 
-Where this cannot be done (not root, no mount namespaces) the worker serves unsealed, and
-says so once. Threads started before ``seal()`` (grpc's) keep their capabilities: Linux sets
-them per thread.
+3. ``drop_to(user)``, right after ``seal()`` and before the worker says READY: it becomes an
+   unprivileged user (``spright run --user``; ``spright``, else ``nobody``, by default), as
+   nginx's and gunicorn's workers do: no supplementary groups, then the real, effective and
+   saved gid and uid. A compromised handler is then no longer root on the host: it cannot
+   open root's files nor signal the gateway. Whatever it reaches later it opened before
+   (its pool, counters, span rings, the live instances' file, its data plane's sockets) or
+   may reach as the workers' group (the data plane's socket files: spright.transport.base).
+
+Where sealing cannot be done (not root, no mount namespaces) the worker serves unsealed, and
+says so once. Capabilities, no_new_privs and the bounding set are per thread: a thread
+started before ``seal()`` would keep them, so a data plane whose ``attach`` starts threads
+(grpc's) is attached after ``seal()`` and ``drop_to()`` (``Transport.attach_unprivileged``).
+The uids are per thread in the kernel too, but glibc's setresuid changes every thread's.
 """
 
 from __future__ import annotations
@@ -23,6 +33,8 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import pwd
+from pathlib import Path
 
 log = logging.getLogger("spright.host.sandbox")
 
@@ -88,3 +100,37 @@ def seal() -> None:
         data[word].permitted &= mask
         data[word].inheritable &= mask
     _check(_libc.capset(ctypes.byref(header), data), "capset")
+
+
+def ids_of(user: str) -> tuple[int, int]:
+    """``user``'s uid and primary gid; ValueError when this machine has no such user."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ValueError(f"no user {user!r} on this machine (spright run --user; make setup creates 'spright')") \
+            from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def drop_to(user: str) -> None:
+    """Become ``user`` for good, every thread of the process: no supplementary groups, then
+    the real, effective and saved gid, then uid (which clears every capability left, and the
+    parent-death signal: the caller asks for it again)."""
+    uid, gid = ids_of(user)
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if privileged_threads():
+        raise OSError(f"a thread of this process kept root after the drop to {user}: {privileged_threads()}")
+
+
+def privileged_threads(pid: str = "self") -> list[str]:
+    """The threads of ``pid`` with a uid or gid 0, or any effective or permitted capability."""
+    held = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with open(task / "status") as status:
+            fields = dict(line.split(":", 1) for line in status)
+        ids = fields["Uid"].split() + fields["Gid"].split()
+        if "0" in ids or int(fields["CapEff"], 16) or int(fields["CapPrm"], 16):
+            held.append(task.name)
+    return held

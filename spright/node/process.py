@@ -3,7 +3,8 @@
 Forked from the node's template (spright.node.template), the app already imported, or spawned,
 importing it afresh; it attaches to the node's pool,
 counter table and data plane from a picklable ``WorkerSpec``, runs until SIGTERM, then
-lets handlers in flight finish and detaches.
+lets handlers in flight finish and detaches. Before its first request it seals itself off
+and drops to an unprivileged user (``WorkerSpec.user``: spright/host/sandbox.py).
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class WorkerSpec:
     drain_timeout: float  # how long handlers in flight may finish once told to stop
     tracked: bool = True  # False: started on its own, its resource tracker must not unlink the node's memory
     parent: int = 0  # the pid of the process that starts it (the supervisor, or the template): it dies with it
+    # whom it runs as once sealed (Config.worker_user): "root" keeps root (said, as not recommended);
+    # None: whoever started it (a pod's worker: its container's securityContext decides)
+    user: str | None = None
 
 
 def worker_main(spec: WorkerSpec) -> None:
@@ -76,13 +80,13 @@ async def serve_worker(spec: WorkerSpec, sealable: bool, gateway_gone: asyncio.F
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     if gateway_gone is not None:
         gateway_gone.add_done_callback(lambda _: stop.set())
+    early = spec.transport.attach_unprivileged
+    if early:
+        lock_down(spec, sealable)
     for worker in workers:
         await worker.start(spec.transport, announce=False)
-    if sealable:
-        try:
-            sandbox.seal()
-        except OSError as exc:
-            log.warning("spright: worker %s is not sealed off from other domains' memory: %s", spec.process, exc)
+    if not early:
+        lock_down(spec, sealable)
     for worker in workers:
         worker.announce()
     await stop.wait()
@@ -93,3 +97,27 @@ async def serve_worker(spec: WorkerSpec, sealable: bool, gateway_gone: asyncio.F
     for worker in workers:
         await worker.closed()
     memory.close()
+
+
+def lock_down(spec: WorkerSpec, sealable: bool) -> None:
+    """Seal the worker off (``sealable``), then drop to its user, having opened first what it
+    would otherwise open later and no longer could: the live instances' file (root's, 0600)
+    and a handle on the runtime directory for its data plane's socket files (0700 above it
+    and root's). Its pool, counters and span rings are mapped already, and its data plane
+    attached unless ``attach_unprivileged``."""
+    if sealable:
+        try:
+            sandbox.seal()
+        except OSError as exc:
+            log.warning("spright: worker %s is not sealed off from other domains' memory: %s", spec.process, exc)
+    if spec.user is None:
+        return
+    if spec.user == "root":
+        log.warning("spright: worker %s runs as root (--user root): a compromised handler is root on this host; "
+                    "not recommended", spec.process)
+        return
+    with contextlib.suppress(FileNotFoundError):  # none yet: a node that is not the supervisor's
+        spec.transport.instances.open()
+    spec.transport.hold_directory()
+    sandbox.drop_to(spec.user)
+    die_with_parent(spec.parent)  # again: the kernel forgets PR_SET_PDEATHSIG when the uid changes

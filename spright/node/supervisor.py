@@ -188,7 +188,7 @@ class Supervisor:
         revision = self.revisions.revision(key)
         spec = WorkerSpec(revision.app_ref, key.process, key.instance, self.table, self.pool.handle(domain),
                           self.transport, self.counters.name or "", self.config.drain_timeout,
-                          parent=revision.starts.parent())
+                          parent=revision.starts.parent(), user=self.config.worker_user)
         began = time.monotonic()
         process = revision.starts.start(spec, f"spright-{key}")
         self.processes[key] = process

@@ -95,6 +95,9 @@ def run(
     tls_key: str | None = TLS_KEY,
     tls_ca: str | None = TLS_CA,
     insecure_peers: bool | None = INSECURE_PEERS,
+    user: str | None = typer.Option(
+        None, help="The user workers run as once sealed (default: 'spright' if it exists, else 'nobody'); "
+                   "'root' keeps root: not recommended. The gateway stays root."),
 ) -> None:
     """Serve APP: gateway plus one worker process per function (or per instance)."""
     if remotes:
@@ -104,7 +107,7 @@ def run(
            ingress_connections=ingress_connections, instances=_instance_counts(instances) or None,
            gateways=gateways, balance=balance, trace_sample=trace_sample, trace_slower_than=trace_slower_than,
            trace_errors=trace_errors, otlp=otlp, worker_start=worker_start, reload=reload, tls_cert=tls_cert,
-           tls_key=tls_key, tls_ca=tls_ca, insecure_peers=insecure_peers)
+           tls_key=tls_key, tls_ca=tls_ca, insecure_peers=insecure_peers, user=user)
 
 
 @cli.command()

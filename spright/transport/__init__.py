@@ -7,6 +7,7 @@ from pathlib import Path
 
 from spright.data.config import Config
 from spright.data.table import RouteTable
+from spright.host.sandbox import ids_of
 from spright.transport.base import Transport
 from spright.transport.grpc import GrpcTransport
 from spright.transport.http import HttpTransport
@@ -34,6 +35,9 @@ def select_transport(runtime_dir: Path, table: RouteTable, config: Config) -> tu
     """The transport ``config`` names and, when ``auto`` had to fall back, one line saying why."""
     transport, note = _select(runtime_dir, table, config)
     transport.instances.balance = config.balance
+    user = config.worker_user
+    if user not in (None, "root") and config.node_dir is None:  # a pod's workers: their containers say
+        transport.share_with(ids_of(user)[1])
     return transport, note
 
 

@@ -27,6 +27,8 @@ programs and maps, processes), even when called twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -81,6 +83,9 @@ class Transport(ABC):
     # where ``live_routes`` reads a running node's chains from (``spright routes --live``)
     routes_source: ClassVar[str] = "data-plane"
     summary: ClassVar[str] = ""  # one line for `spright doctor`: what this data plane is
+    # attach() needs no capability and no /dev/shm: a worker seals itself and drops to its user
+    # before it, so the threads attach starts (grpc's) never hold root (spright/host/sandbox.py)
+    attach_unprivileged: ClassVar[bool] = False
 
     def __init__(self, runtime_dir: Path, table: RouteTable) -> None:
         self.runtime_dir = runtime_dir
@@ -89,10 +94,46 @@ class Transport(ABC):
         self.instances = LiveInstances(runtime_dir, table)  # the node's live instances of each function
         self.domains = Domains(table, self.instances)  # what userspace data planes enforce (skmsg's kernel does)
         self.payloads: Payloads | None = None  # see carry()
+        # the group of workers that drop to an unprivileged user (spright run --user): the data
+        # plane's socket files are theirs to connect to, the runtime directory theirs to search
+        self.group: int | None = None
+        self._directory: int | None = None  # hold_directory()
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled into worker processes without this process's pool (each gives its own)."""
-        return {**self.__dict__, "payloads": None}
+        return {**self.__dict__, "payloads": None, "_directory": None}
+
+    def share_with(self, group: int | None) -> None:
+        """Workers run as members of ``group`` (None: as root, or as whoever runs the node)."""
+        self.group = group
+
+    def open_directory(self) -> None:
+        """In the supervisor, for a data plane whose senders connect to socket files: the
+        runtime directory searchable (not listable) by the workers' group, 0710."""
+        if self.group is not None:
+            os.chown(self.runtime_dir, -1, self.group)
+            self.runtime_dir.chmod(0o710)
+
+    def grant(self, path: Path) -> None:
+        """A socket file this process made, for the workers' group to connect to (0660)."""
+        if self.group is not None:
+            os.chown(path, -1, self.group)
+            path.chmod(0o660)
+        else:
+            path.chmod(0o600)
+
+    def hold_directory(self) -> None:
+        """In a worker, before it drops to its user: a handle on the runtime directory, through
+        which ``path`` reaches the socket files whatever the modes of the directories above it."""
+        if self._directory is None:
+            with contextlib.suppress(OSError):
+                self._directory = os.open(self.runtime_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def path(self, name: str) -> str:
+        """Where this process reaches file ``name`` of the runtime directory."""
+        if self._directory is not None:
+            return f"/proc/self/fd/{self._directory}/{name}"
+        return str(self.runtime_dir / name)
 
     def set_live(self, function_id: int, endpoints: tuple[int, ...], canary: tuple[int, ...] = (),
                  share: int = 0) -> None:

@@ -40,6 +40,7 @@ _FRAME = struct.Struct("<I")
 
 class GrpcTransport(Transport):
     name = "grpc"
+    attach_unprivileged = True  # grpc's threads start in attach(): after the worker's seal() and drop
     joinable = False  # its endpoints' state is not handed over to `spright worker` (yet)
     summary = "gRPC services: every hop a unary grpcio (asyncio) call over loopback HTTP/2 carrying the payload"
 

@@ -48,6 +48,7 @@ ANSWER = b"HTTP/1.1 204 No Content\r\n\r\n"
 
 class HttpTransport(Transport):
     name = "http"
+    attach_unprivileged = True  # its attach() starts threads (the resolver's): after seal() and the drop
     joinable = False  # its endpoints' state is not handed over to `spright worker` (yet)
     summary = ("Knative-like: every hop an HTTP/1.1 request over loopback TCP carrying the payload"
                " (--sidecar: a queue-proxy in front of each function; --ingress: nginx before every hop)")

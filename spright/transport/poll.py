@@ -86,6 +86,7 @@ class PollTransport(Transport):
     def start(self) -> None:
         size = self.count * (LINE + self.count * _RING_BYTES)
         self._segment = SharedMemory(self.segment_name, create=True, size=size)
+        self.open_directory()  # the bells (--poll-idle-us) are socket files
 
     def stop(self) -> None:
         """Idempotent; endpoints of this process should be closed first."""
@@ -167,6 +168,7 @@ class _PollEndpoint(Endpoint):
             path.unlink(missing_ok=True)
             self._wake = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self._wake.bind(str(path))
+            self._owner.grant(path)
             self._wake.setblocking(False)
         words[control] = 0  # not sleeping
         words[control + 1] = 1  # attached
@@ -257,7 +259,7 @@ class _PollEndpoint(Endpoint):
             _fence()
             if words[control]:
                 with contextlib.suppress(OSError):  # a full bell queue already rings
-                    self._bell.sendto(b"\0", str(_wake_path(self._owner.runtime_dir, dest)))
+                    self._bell.sendto(b"\0", self._owner.path(_wake_path(Path(), dest).name))
         return batch[count * RECORD :]
 
     def _schedule_retry(self) -> None:
@@ -292,7 +294,8 @@ class _PollEndpoint(Endpoint):
         if self._wake is not None:
             self._loop.remove_reader(self._wake.fileno())
             self._wake.close()
-            _wake_path(self._owner.runtime_dir, self._id).unlink(missing_ok=True)
+            with contextlib.suppress(PermissionError):  # a worker that dropped its privileges: see unix.py
+                _wake_path(self._owner.runtime_dir, self._id).unlink(missing_ok=True)
         self._bell.close()
         self._rings.words.release()  # our view; the segment's own buffer is the owner's to close
         if self._owns_segment:

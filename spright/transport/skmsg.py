@@ -151,11 +151,12 @@ class SkmsgTransport(Transport):
 
     def __getstate__(self) -> dict[str, Any]:
         """Workers need only paths, the table and the port; bcc objects and threads stay home."""
-        keep = ("runtime_dir", "table", "endpoints", "instances", "domains", "pin_dir", "port")
+        keep = ("runtime_dir", "table", "endpoints", "instances", "domains", "pin_dir", "port", "group")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, _bpf=None, _listener=None, payloads=None, _registrar=None, _register_at=None)
+        self.__dict__.update(state, _bpf=None, _listener=None, payloads=None, _registrar=None, _register_at=None,
+                             _directory=None)
 
     @classmethod
     def from_config(cls, runtime_dir: Path, table: RouteTable, config: Config) -> Transport:
@@ -269,8 +270,10 @@ class SkmsgTransport(Transport):
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
+            # blocking, as a loopback connect is immediate: the loop's sock_connect would start
+            # uvloop's resolver threads now, before the worker seals itself and drops its privileges
+            sock.connect(("127.0.0.1", self.port))
             sock.setblocking(False)
-            await loop.sock_connect(sock, ("127.0.0.1", self.port))
             # Registered before it carries any byte, else the first send goes out over TCP.
             if self._register_at is not None:
                 port = register_through(self._register_at, endpoint_id, sock)

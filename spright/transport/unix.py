@@ -4,7 +4,9 @@ Each endpoint listens on ``<runtime_dir>/ep-<id>.sock``. A sender splits a batch
 destination and writes each part to a lazily opened stream connection to that endpoint
 (stream sockets, not datagrams: ``net.unix.max_dgram_qlen`` is 10 and would stall).
 A restarted worker re-creates its listener; a sender notices the broken connection on
-its next write and reconnects.
+its next write and reconnects. Workers that run as an unprivileged user (spright run --user)
+connect as its group: the socket files are 0660 to it, the runtime directory 0710, reached
+through a handle each worker opens before it drops its privileges (``Transport.path``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ class UnixTransport(Transport):
     name = "unix"
     summary = "AF_UNIX streams: the same semantics, no root needed"
 
+    def start(self) -> None:
+        self.open_directory()
+
     def stop(self) -> None:
         for endpoint_id in self.endpoints:
             socket_path(self.runtime_dir, endpoint_id).unlink(missing_ok=True)
@@ -35,7 +40,7 @@ class UnixTransport(Transport):
         loop = asyncio.get_running_loop()
         accepted: set[asyncio.BaseTransport] = set()
         server = await loop.create_unix_server(lambda: RecordProtocol(on_receive, accepted), str(path))
-        path.chmod(0o600)
+        self.grant(path)
         return _UnixEndpoint(self, endpoint_id, server, path, accepted)
 
 
@@ -90,7 +95,7 @@ class _Link:
 class _UnixEndpoint(Endpoint):
     def __init__(self, owner: UnixTransport, endpoint_id: int, server: asyncio.AbstractServer, path: Path,
                  accepted: set[asyncio.BaseTransport]) -> None:
-        self._runtime_dir = owner.runtime_dir
+        self._owner = owner
         self._domains = owner.domains
         self._id = endpoint_id
         self._server = server
@@ -115,7 +120,7 @@ class _UnixEndpoint(Endpoint):
         """Connect synchronously (AF_UNIX connect is immediate) so ordering is kept."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.connect(str(socket_path(self._runtime_dir, dest)))
+            sock.connect(self._owner.path(socket_path(Path(), dest).name))
         except OSError:
             sock.close()
             return None  # endpoint is down: the descriptor is dropped, as the kernel would
@@ -132,5 +137,7 @@ class _UnixEndpoint(Endpoint):
         for link in self._links.values():
             link.close()
         self._links.clear()
-        with contextlib.suppress(FileNotFoundError):
+        # PermissionError: a worker that dropped its privileges; the supervisor removes it at stop,
+        # and a restarted worker replaces it (a sender meanwhile meets no listener, as if none)
+        with contextlib.suppress(FileNotFoundError, PermissionError):
             self._path.unlink()

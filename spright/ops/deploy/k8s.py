@@ -38,7 +38,6 @@ from spright.worker.remote import exposes, remote_urls
 
 TLS_DIR = "/etc/spright/tls"  # --tls-secret: a kubernetes.io/tls Secret with ca.crt (cert-manager's keys)
 TLS_FILES = {peertls.CERT_ENV: "tls.crt", peertls.KEY_ENV: "tls.key", peertls.CA_ENV: "ca.crt"}
-TLS_GROUP = 65532  # the Secret's files are group-readable to it (fsGroup), not to everyone
 IN_FLIGHT_METRIC = "spright_requests_in_flight"  # the gateway's gauge (spright/front/gateway.py metrics_page)
 POD_UID_ENV = "POD_UID"  # names this pod's own directory in the host's bpffs
 BPF_SUBDIR = f"spright-pod-$({POD_UID_ENV})"
@@ -56,6 +55,8 @@ WORKERS_UNPRIVILEGED = ("each worker: none, and no bpffs: it hands its socket to
                         "into the sockhash (spright/transport/skmsg_register.py)")
 GATEWAY_ESCALATION = ("the gateway does not set allowPrivilegeEscalation: false: privilege escalation stays "
                       "possible with SYS_ADMIN, and the API server refuses that pair")
+WORKER_UID = 65532  # every worker container's user (and the whole pod's where the gateway needs no root)
+TLS_GROUP = WORKER_UID  # the Secret's files are group-readable to it (fsGroup), not to everyone
 HPA_METRIC_NOTE = (f"{IN_FLIGHT_METRIC} (a Pods metric) is a custom metric: it needs Prometheus scraping "
                    "the pods and prometheus-adapter serving it through the custom metrics API")
 
@@ -174,12 +175,12 @@ def deployment(target: Target, transport: str, replicas: int, tls_secret: str | 
                 **_env(skmsg=False),
                 "volumeMounts": _shared_mounts(skmsg=False),
                 "resources": {"requests": {"cpu": f"{WORKER_CPU_MILLI}m", "memory": mebibytes(WORKER_MEMORY_MI)}},
-                "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                "securityContext": _worker_security(skmsg),
             }
             workers.append(_with_tls(worker) if tls_secret and group in tls_users(target) else worker)
     pod_security: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
     if not skmsg:  # nothing needs root: the pod meets the "restricted" Pod Security Standard
-        pod_security.update(runAsNonRoot=True, runAsUser=65532, runAsGroup=65532)
+        pod_security.update(runAsNonRoot=True, runAsUser=WORKER_UID, runAsGroup=WORKER_UID)
     if tls_secret:
         pod_security["fsGroup"] = TLS_GROUP
     template_meta: dict[str, Any] = {"labels": labels(target.name, "node")}
@@ -280,6 +281,16 @@ def _gateway_security(skmsg: bool) -> dict[str, Any]:
     # no allowPrivilegeEscalation: false here: a process holding CAP_SYS_ADMIN can escalate
     # anyway, and the API server refuses that combination (GATEWAY_ESCALATION)
     return {"capabilities": {"drop": ["ALL"], "add": list(GATEWAY_CAPS)}}
+
+
+def _worker_security(skmsg: bool) -> dict[str, Any]:
+    """A worker container: no capability, no escalation, and not root (as `spright run`'s workers
+    drop to --user). Except on skmsg, for now: there the gateway runs as root and what it shares
+    through the node directory and /dev/shm (join.json, its sockets, the pools) is root's, 0600."""
+    security: dict[str, Any] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    if not skmsg:
+        security.update(runAsNonRoot=True, runAsUser=WORKER_UID, runAsGroup=WORKER_UID)
+    return security
 
 
 def _probes(target: Target, ready_timeout: float, tls: bool = False) -> dict[str, Any]:
