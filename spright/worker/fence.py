@@ -17,6 +17,7 @@ import logging
 
 from spright.data.descriptor import Descriptor
 from spright.host.pool import Pool, read_meta
+from spright.worker.context import Context, inner_of
 
 log = logging.getLogger("spright.worker")
 
@@ -50,16 +51,27 @@ class Quarantine:
     def __len__(self) -> int:
         return len(self._kept)
 
-    def keep(self, inner: memoryview, slot: int, generation: int) -> None:
-        """Hold ``slot`` until ``inner`` can be released (nothing derived from it is alive)."""
-        if not self._pool.hold(slot, generation, self._holder):
+    def keep(self, ctx: Context, d: Descriptor, out: bytes | None, slot: int) -> bytes | None:
+        """A view derived from ``ctx.body`` outlived the handler of ``d``: the request's slot is
+        kept out of reuse until it is gone, the answer (``out``, in ``slot``) moved out of it
+        first. Returns the descriptor to send in place of ``out``."""
+        inner = inner_of(ctx)
+        assert inner is not None
+        if out is not None and slot == d.slot:
+            try:
+                out = relocate(self._pool, out, d.request_id)
+            except Exception:  # PoolExhausted: the answer stays, the slot goes on as it would have
+                log.exception("%s: could not move an answer out of a slot a handler's view outlived", self._name)
+                return out
+        if not self._pool.hold(d.slot, d.generation, self._holder):
             log.warning("%s: a view of a handler's body outlived it, and its slot was already freed", self._name)
-            return
+            return out
         log.warning("%s: a view derived from ctx.body (a slice, an array...) outlived its handler: its slot "
                     "is kept out of reuse until it is gone; copy what a background task needs", self._name)
-        self._kept.append((inner, slot, generation))
+        self._kept.append((inner, d.slot, d.generation))
         if self._timer is None:
             self._timer = self._loop.call_later(RETRY, self._retry)
+        return out
 
     def _retry(self) -> None:
         self._timer = None

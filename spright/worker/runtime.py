@@ -26,7 +26,6 @@ from spright.data.descriptor import (
     GATEWAY,
     HAS_RESPONSE_META,
     KIND_MASK,
-    MAX_DEPTH,
     READY,
     REFUSED,
     REPLY,
@@ -40,7 +39,6 @@ from spright.data.function import Function
 from spright.data.table import RouteTable
 from spright.host.counters import (
     BYTES,
-    CALLS,
     DROPPED,
     ERRORS,
     HANDLED,
@@ -54,23 +52,19 @@ from spright.host.counters import (
 from spright.host.pool import Pool, TooLarge
 from spright.host.spans import SpanWriter
 from spright.transport.base import Endpoint, Outbox, Transport
-from spright.worker.calls import Calls, Deadlines, depth_of, too_deep
+from spright.worker.calls import Caller, Calls, Deadlines
 from spright.worker.context import (
-    CallError,
     Context,
     HTTPError,
     Reply,
     body_of,
-    descriptor_of,
     encode,
     end,
-    inner_of,
-    raw_meta,
     request_meta,
     response_meta,
 )
 from spright.worker.failures import error_answer, too_large
-from spright.worker.fence import Quarantine, relocate
+from spright.worker.fence import Quarantine
 from spright.worker.tasks import PAST_DEADLINE, cancel_message, never_suspends, start_task
 from spright.worker.tracing import WorkSpans
 
@@ -117,11 +111,12 @@ class Worker:
         self._loop = loop = asyncio.get_running_loop()
         self._steps = self.table.steps(transport.addresses())
         self._deadlines = Deadlines(loop)
-        self._calls = Calls(self.table, self._deadlines, loop, self._spans)
         self._quarantine = Quarantine(self.pool, self.id, loop, self.function.name)
         transport.carry(self.pool)
         self._endpoint = await transport.attach(self.id, self.receive)
         self._outbox = Outbox(self._endpoint, loop)
+        self._calls = Calls(self.table, self._deadlines, loop, self._spans,
+                            Caller(self.id, self.function, self.pool, self._outbox, self.counters))
         if announce:
             self.announce()
 
@@ -302,11 +297,10 @@ class Worker:
                 self._outlived(d)
         # the handler is over, its answer written but not sent: from now on nothing of it
         # touches the slot (spright.worker.fence)
-        if end(ctx):
-            if slot != d.slot:  # the answer moved to a larger slot: the request's is free now
-                pool.free(d.slot, d.generation)
-        else:
-            out = self._fenced(ctx, d, out, slot)
+        if not end(ctx):
+            out = self._quarantine.keep(ctx, d, out, slot)
+        elif slot != d.slot:  # the answer moved to a larger slot: the request's is free now
+            pool.free(d.slot, d.generation)
         if out is not None:
             self._outbox.put(out)
             self.counters[OUT] += 1
@@ -331,21 +325,6 @@ class Worker:
         to it (and its hold went with the free)."""
         log.warning("%s: request %d ended before its handler returned; result dropped", self.function.name,
                     d.request_id)
-
-    def _fenced(self, ctx: Context, d: Descriptor, out: bytes | None, slot: int) -> bytes | None:
-        """A view derived from the body outlived the handler: the request's slot is kept out
-        of reuse until it is gone, the answer (``out``, in ``slot``) moved out of it first."""
-        inner = inner_of(ctx)
-        assert inner is not None
-        if out is not None and slot == d.slot:
-            try:
-                out = relocate(self.pool, out, d.request_id)
-            except Exception:  # PoolExhausted: the answer stays, the slot goes on as it would have
-                log.exception("%s: could not move an answer out of a slot a handler's view outlived",
-                              self.function.name)
-                return out
-        self._quarantine.keep(inner, d.slot, d.generation)
-        return out
 
     def _forward(self, d: Descriptor, ctx: Context, result: Any, received: int, started: int) -> tuple[bytes, int]:
         """The handler's result, in the request's slot (or a larger one: the request's is
@@ -405,40 +384,5 @@ class Worker:
 
     # -- internal calls ---------------------------------------------------------------------
     def call(self, ctx: Context, function: str, value: Any) -> asyncio.Future[Reply]:
-        """``ctx.call``: ``value`` in a new slot to ``function``, sent now; the future settles
-        with its reply (or fails: an unknown function, a self-call too deep, a callee down...)."""
-        try:
-            callee = self.table.function_id(function)
-        except LookupError as exc:
-            return self._failed(CallError(404, str(exc), function))
-        d = descriptor_of(ctx)
-        depth = 0
-        if callee == self._function_id:
-            depth = depth_of(d) + 1
-            if depth >= self.function.concurrency:
-                return self._failed(too_deep(self.function.name, self.function.concurrency, depth))
-        depth = min(depth, MAX_DEPTH)
-        traced = d.flags & TRACED
-        try:
-            payload, body_flag = encode(value)
-            call_id, future = self._calls.open(callee, self._timeouts[d.chain],
-                                               (perf_counter_ns(), d.request_id, d.chain, depth) if traced else None)
-        except Exception as exc:  # CallError (callee down), TypeError (payload orjson cannot encode)
-            return self._failed(exc)
-        try:
-            slot = self.pool.put(payload, raw_meta(ctx), d.request_id)
-        except Exception as exc:  # PoolExhausted
-            self._calls.close(call_id, 503)
-            future.set_exception(exc)
-            return future
-        self._outbox.put(descriptor.call(callee, self.id, body_flag | traced, d.chain, slot.id, slot.generation,
-                                         len(payload), d.request_id, call_id, depth))
-        counters = self.counters
-        counters[OUT] += 1
-        counters[CALLS] += 1
-        return future
-
-    def _failed(self, error: Exception) -> asyncio.Future[Reply]:
-        future: asyncio.Future[Reply] = self._loop.create_future()
-        future.set_exception(error)
-        return future
+        """``ctx.call`` (spright.worker.calls: ``Calls.send``)."""
+        return self._calls.send(ctx, function, value)
