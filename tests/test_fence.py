@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from spright.testing import TestClient, node_metric, run_node
+from tests.apps.kept import Kept
+from tests.apps.kept import app as kept_app
 from tests.apps.slow import Stubborn, app
 
 
@@ -75,3 +77,61 @@ def test_a_slow_upload_keeps_its_slot_through_a_sweep(runtime_dir: Path) -> None
         assert head.startswith(b"HTTP/1.1 200 "), head[:80]
         assert echoed == body
         assert node_metric(port, "spright_pool_slots_in_use") == 0
+
+
+# -- a handler's background task, after the handler returned (spright/worker/fence.py) -------
+async def fenced(path: str, body: bytes) -> tuple[list[object], bytes, bool]:
+    """POST ``body`` to ``path`` (its handler leaves tasks behind), then a request that takes the
+    same slot and waits while the tasks touch what they kept: (what the tasks got, what the
+    second request answered, whether it had the same slot)."""
+    Kept.go, Kept.outcome, Kept.slots = asyncio.Event(), [], []
+    async with TestClient(kept_app) as client:
+        answer = await client.post(path, body=body)
+        assert answer.status == 200, answer.body
+        first = Kept.slots[0]
+        parked = asyncio.ensure_future(client.post("/park", body=b"P" * len(body)))
+        while len(Kept.slots) < 2 + path.startswith("/call"):
+            await asyncio.sleep(0.01)
+        Kept.go.set()
+        second = await parked
+        assert second.status == 200
+        await asyncio.gather(*Kept.tasks)
+        echoed = [await client.post("/echo", body=bytes([i]) * 64) for i in range(20)]
+        assert [e.body for e in echoed] == [bytes([i]) * 64 for i in range(20)]
+        deadline = time.monotonic() + 5
+        while client.pool.in_use() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert client.pool.in_use() == 0
+        return Kept.outcome, second.body, Kept.slots[-21][0] == first[0]
+
+
+async def test_a_task_reading_ctx_body_after_its_handler_returned_gets_a_clear_error() -> None:
+    outcome, parked, same_slot = await fenced("/read_later", b'{"a": 1}')
+    assert same_slot, "the next request did not take the slot: the test proves nothing"
+    assert parked == b"P" * 8
+    assert len(outcome) == 4
+    for error in outcome:
+        assert isinstance(error, RuntimeError) and "used after its handler returned" in str(error), error
+    assert "copy it (bytes(ctx.body)) to keep it" in str(outcome[0])
+
+
+async def test_a_task_writing_a_kept_ctx_body_after_its_handler_returned_writes_nothing() -> None:
+    outcome, parked, same_slot = await fenced("/write_later", b"the first request's body")
+    assert same_slot
+    assert parked == b"P" * 24, "a late write landed in the next request's slot"
+    assert len(outcome) == 2
+    for error in outcome:
+        assert isinstance(error, ValueError) and "released memoryview" in str(error), error
+
+
+async def test_a_slice_of_the_body_kept_past_its_handler_keeps_the_slot_out_of_reuse() -> None:
+    outcome, parked, same_slot = await fenced("/slice_later", b"the first request's body")
+    assert outcome == [b"written"]  # into the quarantined slot: nobody else's
+    assert not same_slot, "the slot a live slice points into was reused"
+    assert parked == b"P" * 24
+
+
+async def test_a_call_reply_kept_past_its_handler_is_a_copy() -> None:
+    outcome, parked, _ = await fenced("/call_later", b'{"called": true}')
+    assert outcome == [b'{"called": true}', {"called": True}]
+    assert parked == b"P" * 16

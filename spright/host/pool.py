@@ -267,11 +267,12 @@ class Pool:
         return self.classes[(slot >> CLASS_SHIFT) & CLASS_MASK][0]
 
     # -- the slot layout: [payload ... | meta | meta_len u32] ---------------------------------
-    def write(self, slot: int, generation: int, payload: Payload, meta: bytes | None, owner: int) -> Slot:
+    def write(self, slot: int, generation: int, payload: Payload, meta: bytes | None, owner: int,
+              keep: bool = False) -> Slot:
         """``payload`` at the slot's start and ``meta`` at its tail (None: keep the slot's
-        meta), in this slot when both fit, else in a larger one (this one freed, ``owner``
-        owning the new one). Returns the slot that holds them. Raises PoolExhausted, or
-        TooLarge when no slot is large enough."""
+        meta), in this slot when both fit, else in a larger one (this one freed unless
+        ``keep``, ``owner`` owning the new one). Returns the slot that holds them. Raises
+        PoolExhausted, or TooLarge when no slot is large enough."""
         number = (slot >> CLASS_SHIFT) & CLASS_MASK
         size = self._capacities[number]
         start = (slot & INDEX_MASK) * size
@@ -282,7 +283,8 @@ class Pool:
             if meta is None:
                 meta = bytes(buffer[tail - kept : tail])
             moved = self.put(payload, meta, owner)
-            self.free(slot, generation)
+            if not keep:
+                self.free(slot, generation)
             return moved
         if meta is not None:
             buffer[tail - kept : tail] = meta

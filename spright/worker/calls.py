@@ -11,13 +11,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable, Hashable
-from typing import cast
+from time import perf_counter_ns
+from typing import Any, cast
 
 import orjson
 
-from spright.data.descriptor import BODY_JSON, BODY_MASK, CALL, ERROR, KIND_MASK, Descriptor
+from spright.data import descriptor
+from spright.data.descriptor import BODY_JSON, BODY_MASK, CALL, ERROR, KIND_MASK, MAX_DEPTH, TRACED, Descriptor
+from spright.data.function import Function
 from spright.data.table import RouteTable
-from spright.worker.context import CallError, Reply
+from spright.host.counters import CALLS, OUT
+from spright.host.pool import Pool
+from spright.transport.base import Outbox
+from spright.worker.context import CallError, Context, Reply, descriptor_of, encode, raw_meta
 from spright.worker.tracing import WorkSpans
 
 Expire = Callable[[Hashable], None]
@@ -78,6 +84,19 @@ class Deadlines:
         self._due.clear()
 
 
+class Caller:
+    """The worker whose calls a ``Calls`` sends: its endpoint, function, pool, outbox, counters."""
+
+    __slots__ = ("counters", "function", "id", "outbox", "pool")
+
+    def __init__(self, id: int, function: Function, pool: Pool, outbox: Outbox, counters: memoryview) -> None:
+        self.id = id
+        self.function = function
+        self.pool = pool
+        self.outbox = outbox
+        self.counters = counters
+
+
 class Calls:
     """A worker's ``ctx.call``s waiting for their reply, by call id; and the callees that
     crashed and are not back yet (calls to them fail at once instead of timing out): this
@@ -88,8 +107,10 @@ class Calls:
     one whose caller stopped waiting (cancelled) leaves at its deadline."""
 
     def __init__(self, table: RouteTable, deadlines: Deadlines, loop: asyncio.AbstractEventLoop,
-                 spans: WorkSpans) -> None:
+                 spans: WorkSpans, caller: Caller) -> None:
         """``spans``: where a traced call's record goes once the call is over."""
+        self._caller = caller
+        self._function_id = table.function_id(caller.function.name)
         self._table = table
         self._deadlines = deadlines
         self._loop = loop
@@ -98,6 +119,46 @@ class Calls:
         self._ids = itertools.count(1)
         self._spans = spans
         self._traced: dict[int, tuple[int, int, int, int]] = {}  # call id -> (sent at, request id, chain, depth)
+
+    def send(self, ctx: Context, function: str, value: Any) -> asyncio.Future[Reply]:
+        """``ctx.call``: ``value`` in a new slot to ``function``, sent now; the future settles
+        with its reply (or fails: an unknown function, a self-call too deep, a callee down...)."""
+        caller = self._caller
+        try:
+            callee = self._table.function_id(function)
+        except LookupError as exc:
+            return self._failed(CallError(404, str(exc), function))
+        d = descriptor_of(ctx)
+        depth = 0
+        if callee == self._function_id:
+            depth = depth_of(d) + 1
+            if depth >= caller.function.concurrency:
+                return self._failed(too_deep(caller.function.name, caller.function.concurrency, depth))
+        depth = min(depth, MAX_DEPTH)
+        traced = d.flags & TRACED
+        try:
+            payload, body_flag = encode(value)
+            call_id, future = self.open(callee, self._table.timeouts[d.chain],
+                                        (perf_counter_ns(), d.request_id, d.chain, depth) if traced else None)
+        except Exception as exc:  # CallError (callee down), TypeError (payload orjson cannot encode)
+            return self._failed(exc)
+        try:
+            slot = caller.pool.put(payload, raw_meta(ctx), d.request_id)
+        except Exception as exc:  # PoolExhausted
+            self.close(call_id, 503)
+            future.set_exception(exc)
+            return future
+        caller.outbox.put(descriptor.call(callee, caller.id, body_flag | traced, d.chain, slot.id, slot.generation,
+                                          len(payload), d.request_id, call_id, depth))
+        counters = caller.counters
+        counters[OUT] += 1
+        counters[CALLS] += 1
+        return future
+
+    def _failed(self, error: Exception) -> asyncio.Future[Reply]:
+        future: asyncio.Future[Reply] = self._loop.create_future()
+        future.set_exception(error)
+        return future
 
     def open(self, callee: int, timeout: float,
              trace: tuple[int, int, int, int] | None = None) -> tuple[int, asyncio.Future[Reply]]:

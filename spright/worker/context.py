@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 from http.cookies import _unquote  # private, but the stdlib's own rules (Starlette uses it too)
+from pickle import PickleBuffer
 from typing import Any, Protocol
 
 import orjson
@@ -97,17 +98,33 @@ class Reply:
         return self.body.decode()
 
 
+AFTER_RETURN = "used after its handler returned"  # every fenced accessor's error says this
+
+
+def ended(what: str) -> RuntimeError:
+    """What a background task gets for touching the slot of a handler that returned: the slot
+    may hold another request by then."""
+    if what == "ctx.body":
+        return RuntimeError(f"ctx.body {AFTER_RETURN}: copy it (bytes(ctx.body)) to keep it")
+    return RuntimeError(f"{what} {AFTER_RETURN}: its slot may hold another request now; read what "
+                        "you need (a copy) before the handler returns")
+
+
 class Context:
-    """One invocation of a handler. Valid only until the handler returns."""
+    """One invocation of a handler. Valid only until the handler returns: then the worker
+    releases ``ctx.body`` (a view kept from it raises ValueError "operation forbidden on
+    released memoryview object") and ``ctx``'s accessors of the slot raise RuntimeError."""
 
     __slots__ = (
+        "_body",
         "_descriptor",
+        "_ended",
+        "_inner",
         "_meta",
         "_raw_meta",
         "_slot_view",
         "_status",
         "_worker",
-        "body",
         "content_type",
         "response_headers",
     )
@@ -116,7 +133,12 @@ class Context:
         self._worker = worker
         self._descriptor = descriptor
         self._slot_view = slot_view
-        self.body: memoryview = slot_view[: descriptor.length]
+        # ctx.body, made on first use: a view over a PickleBuffer of ``_inner`` (the payload's
+        # bytes), so that whatever the handler derives from it (slices, exports) holds ``_inner``
+        # and the worker sees, once the handler returned, whether any of it is still alive
+        self._body: memoryview | None = None
+        self._inner: memoryview | None = None
+        self._ended = False
         self._meta: dict[str, Any] | None = None
         self._raw_meta: builtins.bytes | None = None
         self._status: int | None = None
@@ -124,6 +146,18 @@ class Context:
         self.response_headers: list[tuple[str, str]] = []
 
     # -- payload ---------------------------------------------------------------------------
+    @property
+    def body(self) -> memoryview:
+        """The payload in place: a writable view of the request's slot, valid until the
+        handler returns (keep a copy, ``bytes(ctx.body)``, for later)."""
+        body = self._body
+        if body is None:
+            if self._ended:
+                raise ended("ctx.body")
+            inner = self._inner = self._slot_view[: self._descriptor.length]
+            body = self._body = memoryview(PickleBuffer(inner))
+        return body
+
     def bytes(self) -> bytes:
         return bytes(self.body)
 
@@ -150,6 +184,8 @@ class Context:
     def _fields(self) -> dict[str, Any]:
         """The request's metadata (method, path, query, headers, params, route, and the
         response a hop shaped), decoded once."""
+        if self._ended:
+            raise ended("ctx's request metadata (method, path, headers, query, params...)")
         if self._meta is None:
             raw = read_meta(self._slot_view)
             self._meta = orjson.loads(raw) if len(raw) else {}
@@ -242,6 +278,8 @@ class Context:
         """Run ``function`` over the data plane with ``payload``: sent at once; await the
         returned future for its result (a failure is raised there, as ``CallError``).
         Being a future, not a coroutine, ``asyncio.gather`` of calls needs no Task each."""
+        if self._ended:
+            raise ended("ctx.call")
         return self._worker.call(self, function, payload)
 
 
@@ -249,6 +287,42 @@ class Context:
 def descriptor_of(ctx: Context) -> Descriptor:
     """The descriptor that brought the request to this hop."""
     return ctx._descriptor
+
+
+def body_of(ctx: Context) -> memoryview | None:
+    """``ctx.body`` if the handler asked for it (None: it never did)."""
+    return ctx._body
+
+
+def end(ctx: Context) -> bool:
+    """The handler returned: ``ctx.body`` is released and ``ctx``'s accessors of the slot
+    raise from now on. False when something derived from the body (a slice, a numpy array,
+    a ctypes buffer...) is still alive and points into the slot: the slot must not be reused
+    until it is gone (spright.worker.fence)."""
+    ctx._ended = True
+    ctx._slot_view.release()  # never handed out: no export holds it (the body's slices hold the segment)
+    body = ctx._body
+    if body is None:
+        return True
+    ctx._body = None
+    try:  # noqa: SIM105 (contextlib.suppress costs a call per request)
+        body.release()
+    except BufferError:  # exported: ``_inner`` is still exported too, and says so below
+        pass
+    inner = ctx._inner
+    assert inner is not None
+    try:
+        inner.release()
+    except BufferError:
+        return False
+    ctx._inner = None
+    return True
+
+
+def inner_of(ctx: Context) -> memoryview | None:
+    """The view whose exports tell whether anything derived from the body is alive (after a
+    failed ``end``): it can be released once they are gone."""
+    return ctx._inner
 
 
 def request_meta(ctx: Context) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from spright.data.descriptor import (
     GATEWAY,
     HAS_RESPONSE_META,
     KIND_MASK,
-    MAX_DEPTH,
     READY,
     REFUSED,
     REPLY,
@@ -40,7 +39,6 @@ from spright.data.function import Function
 from spright.data.table import RouteTable
 from spright.host.counters import (
     BYTES,
-    CALLS,
     DROPPED,
     ERRORS,
     HANDLED,
@@ -51,22 +49,22 @@ from spright.host.counters import (
     REFUSED_CALLS,
     ROW_WORDS,
 )
-from spright.host.pool import Payload, Pool, TooLarge
+from spright.host.pool import Pool, TooLarge
 from spright.host.spans import SpanWriter
 from spright.transport.base import Endpoint, Outbox, Transport
-from spright.worker.calls import Calls, Deadlines, depth_of, too_deep
+from spright.worker.calls import Caller, Calls, Deadlines
 from spright.worker.context import (
-    CallError,
     Context,
     HTTPError,
     Reply,
-    descriptor_of,
+    body_of,
     encode,
-    raw_meta,
+    end,
     request_meta,
     response_meta,
 )
 from spright.worker.failures import error_answer, too_large
+from spright.worker.fence import Quarantine
 from spright.worker.tasks import PAST_DEADLINE, cancel_message, never_suspends, start_task
 from spright.worker.tracing import WorkSpans
 
@@ -106,16 +104,19 @@ class Worker:
         self._deadlines: Deadlines
         self._calls: Calls
         self._outbox: Outbox
+        self._quarantine: Quarantine
 
     async def start(self, transport: Transport, *, announce: bool = True) -> None:
         """Attach to the data plane; ``announce``: say READY to the gateway now (else ``announce()``)."""
         self._loop = loop = asyncio.get_running_loop()
         self._steps = self.table.steps(transport.addresses())
         self._deadlines = Deadlines(loop)
-        self._calls = Calls(self.table, self._deadlines, loop, self._spans)
+        self._quarantine = Quarantine(self.pool, self.id, loop, self.function.name)
         transport.carry(self.pool)
         self._endpoint = await transport.attach(self.id, self.receive)
         self._outbox = Outbox(self._endpoint, loop)
+        self._calls = Calls(self.table, self._deadlines, loop, self._spans,
+                            Caller(self.id, self.function, self.pool, self._outbox, self.counters))
         if announce:
             self.announce()
 
@@ -138,6 +139,7 @@ class Worker:
             task.cancel()
         if self._endpoint is not None:
             self._deadlines.close()
+            self._quarantine.close()
             self._endpoint.close()
 
     async def closed(self) -> None:
@@ -272,24 +274,36 @@ class Worker:
             return  # the request ended (timeout) and its slot was reclaimed: drop
         ctx = Context(self, d, pool.view(d.slot))
         started = perf_counter_ns()
+        out: bytes | None = None
+        slot = d.slot  # where the answer is
         try:
             result = self.function.handler(ctx)
             if self._is_async or inspect.isawaitable(result):
                 result = await result
-            payload, body_flag = encode(result)
             if pool.is_current(d.slot, d.generation):
-                self._forward(d, ctx, payload, body_flag, received, started)
+                out, slot = self._forward(d, ctx, result, received, started)
             else:
                 self._outlived(d)
+            result = None  # a slice of the body it returned must not look like one kept (end, below)
         except (Exception, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError):
                 if exc.args != (PAST_DEADLINE,):
+                    end(ctx)  # the worker stops: its slots go with it
                     raise
                 exc = self._past_deadline(d)
             if pool.is_current(d.slot, d.generation):
-                self._fail(d, exc, received, started)
+                out, slot = self._failure(d, exc, received, started)
             else:
                 self._outlived(d)
+        # the handler is over, its answer written but not sent: from now on nothing of it
+        # touches the slot (spright.worker.fence)
+        if not end(ctx):
+            out = self._quarantine.keep(ctx, d, out, slot)
+        elif slot != d.slot:  # the answer moved to a larger slot: the request's is free now
+            pool.free(d.slot, d.generation)
+        if out is not None:
+            self._outbox.put(out)
+            self.counters[OUT] += 1
         counters = self.counters
         counters[HANDLED] += 1
         counters[HANDLER_NS] += perf_counter_ns() - started
@@ -312,10 +326,12 @@ class Worker:
         log.warning("%s: request %d ended before its handler returned; result dropped", self.function.name,
                     d.request_id)
 
-    def _forward(self, d: Descriptor, ctx: Context, payload: Payload, body_flag: int, received: int,
-                 started: int) -> None:
-        """The handler's result, in the request's slot (or a larger one), to whoever is next:
-        the caller of a call, else the chain's next hop (the gateway after its last)."""
+    def _forward(self, d: Descriptor, ctx: Context, result: Any, received: int, started: int) -> tuple[bytes, int]:
+        """The handler's result, in the request's slot (or a larger one: the request's is
+        kept, for ``_run`` to free), for whoever is next: the caller of a call, else the
+        chain's next hop (the gateway after its last). Returns the descriptor to send and
+        the slot that holds the answer."""
+        payload, body_flag = encode(result)
         # a result too large fails before anything is written: _fail answers in the request's slot
         if self._max_response is not None and len(payload) > self._max_response:
             raise too_large(self.function.name, len(payload), self._max_response)
@@ -327,12 +343,12 @@ class Worker:
                     response := response_meta(ctx)):
                 meta = orjson.dumps({**request_meta(ctx), "response": response})
                 flags |= HAS_RESPONSE_META
-                slot, generation = self.pool.write(slot, generation, payload, meta, d.request_id)
-            elif payload is not ctx.body:  # returning ctx.body itself costs nothing: it is already there
-                slot, generation = self.pool.write(slot, generation, payload, None, d.request_id)
+                slot, generation = self.pool.write(slot, generation, payload, meta, d.request_id, True)
+            elif payload is not body_of(ctx):  # returning ctx.body itself costs nothing: it is already there
+                slot, generation = self.pool.write(slot, generation, payload, None, d.request_id, True)
         except TooLarge as exc:  # the largest slot, less this result's metadata, is the limit
             raise too_large(self.function.name, len(payload), exc.largest - (exc.size - len(payload))) from None
-        if slot == d.slot:  # else write() moved it and freed the old one
+        if slot == d.slot:  # else write() moved it
             self.pool.unhold(slot)  # handed on: the next hop holds it
         status = ctx.status or d.status
         if flags & TRACED:
@@ -343,59 +359,30 @@ class Worker:
             next_hop, kind = self._steps[d.chain][d.hop + 1]
             out = descriptor.hop(next_hop, self.id, kind | flags, d.hop + 1, d.chain, status, slot, generation,
                                  len(payload), d.request_id)
+        return out, slot
+
+    def _fail(self, d: Descriptor, exc: Exception) -> None:
+        """``exc``'s answer in the slot of a request no handler ran for, to whoever waits."""
+        out, slot = self._failure(d, exc, 0, 0)
+        if slot != d.slot:
+            self.pool.free(d.slot, d.generation)
         self._outbox.put(out)
         self.counters[OUT] += 1
 
-    def _fail(self, d: Descriptor, exc: Exception, received: int = 0, started: int = 0) -> None:
-        """``exc``'s answer (spright.worker.failures) in the request's slot, to whoever waits."""
+    def _failure(self, d: Descriptor, exc: Exception, received: int, started: int) -> tuple[bytes, int]:
+        """``exc``'s answer (spright.worker.failures) in the request's slot (or a larger one,
+        the request's kept), for whoever waits: the descriptor, and the slot of the answer."""
         status, body = error_answer(exc, self.function.name)
         payload = orjson.dumps(body)
-        slot = self.pool.write(d.slot, d.generation, payload, b"", d.request_id)
+        slot = self.pool.write(d.slot, d.generation, payload, b"", d.request_id, True)
         if slot.id == d.slot:
             self.pool.unhold(slot.id)
         if d.flags & TRACED:
             self._spans.handled(d, received, started, status)
-        self._outbox.put(descriptor.failure(d, self.id, status, slot.id, slot.generation, len(payload)))
-        counters = self.counters
-        counters[OUT] += 1
-        counters[ERRORS] += 1
+        self.counters[ERRORS] += 1
+        return descriptor.failure(d, self.id, status, slot.id, slot.generation, len(payload)), slot.id
 
     # -- internal calls ---------------------------------------------------------------------
     def call(self, ctx: Context, function: str, value: Any) -> asyncio.Future[Reply]:
-        """``ctx.call``: ``value`` in a new slot to ``function``, sent now; the future settles
-        with its reply (or fails: an unknown function, a self-call too deep, a callee down...)."""
-        try:
-            callee = self.table.function_id(function)
-        except LookupError as exc:
-            return self._failed(CallError(404, str(exc), function))
-        d = descriptor_of(ctx)
-        depth = 0
-        if callee == self._function_id:
-            depth = depth_of(d) + 1
-            if depth >= self.function.concurrency:
-                return self._failed(too_deep(self.function.name, self.function.concurrency, depth))
-        depth = min(depth, MAX_DEPTH)
-        traced = d.flags & TRACED
-        try:
-            payload, body_flag = encode(value)
-            call_id, future = self._calls.open(callee, self._timeouts[d.chain],
-                                               (perf_counter_ns(), d.request_id, d.chain, depth) if traced else None)
-        except Exception as exc:  # CallError (callee down), TypeError (payload orjson cannot encode)
-            return self._failed(exc)
-        try:
-            slot = self.pool.put(payload, raw_meta(ctx), d.request_id)
-        except Exception as exc:  # PoolExhausted
-            self._calls.close(call_id, 503)
-            future.set_exception(exc)
-            return future
-        self._outbox.put(descriptor.call(callee, self.id, body_flag | traced, d.chain, slot.id, slot.generation,
-                                         len(payload), d.request_id, call_id, depth))
-        counters = self.counters
-        counters[OUT] += 1
-        counters[CALLS] += 1
-        return future
-
-    def _failed(self, error: Exception) -> asyncio.Future[Reply]:
-        future: asyncio.Future[Reply] = self._loop.create_future()
-        future.set_exception(error)
-        return future
+        """``ctx.call`` (spright.worker.calls: ``Calls.send``)."""
+        return self._calls.send(ctx, function, value)
