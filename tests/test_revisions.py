@@ -273,3 +273,4 @@ def test_a_reload_waits_for_the_revision_before_it_to_leave(node: tuple[int, int
     assert {get(port)[1]["version"] for _ in range(20)} == {"v3"}
     held.join()
     assert answers == [503], "cut off at the old worker's drain_timeout: answered then, not at the route's timeout"
+

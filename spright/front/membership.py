@@ -101,6 +101,7 @@ class Membership:
         self._started: dict[int, float] = {}  # endpoint -> when its process's start began (monotonic)
         self._changed: asyncio.Event | None = None  # set at each move while someone waits
         self._splits: dict[int, tuple[frozenset[int], int]] = {}  # function id -> (canary endpoints, share)
+        self.held: set[int] = set()  # endpoints kept at ready once they announce (``hold``)
         transport.instances.create()
 
     def state(self, endpoint: int) -> State:
@@ -156,8 +157,21 @@ class Membership:
         if function_id in self.down:
             self.down.discard(function_id)
             self._listener.back(function_id)
-        self.admit(endpoint)
+        if endpoint not in self.held:
+            self.admit(endpoint)
         return True
+
+    def hold(self, endpoints: Iterable[int]) -> None:
+        """Keep these at ready when they announce themselves, out of the live set, until
+        ``release``: a stateful function's next revision, admitted only once the old one left."""
+        self.held.update(endpoints)
+
+    def release(self, endpoints: Iterable[int]) -> None:
+        """Admit those of ``endpoints`` that are ready; the others as they announce themselves."""
+        for endpoint in endpoints:
+            self.held.discard(endpoint)
+            if self._states[endpoint] == State.READY:
+                self.admit(endpoint)
 
     def admit(self, endpoint: int) -> None:
         """A ready instance joins its function's live set."""

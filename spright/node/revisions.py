@@ -147,6 +147,10 @@ class Revisions:
                     continue
                 workers.retire(key)
             self._slot[process] = 1 - self._slot[process]
+        # a stateful function's new instances were held at ready: admitted now that the old ones
+        # left the live set (no request sees two revisions' state; what arrives between the two
+        # waits at the activator)
+        workers.members.release([e for key in started for e in self._endpoints(key)])
         self.collect(workers.alive())
         log.warning("spright: reloaded %s: revision %d serves", ", ".join(processes), revision.number)
         return {"reloaded": processes, "revision": revision.number, "instances": len(started)}
@@ -219,6 +223,10 @@ class Revisions:
         for function_id in self.table.processes()[process]:
             self._live.set_revision(function_id, slot, revision.number if revision else 0)
 
+    def _endpoints(self, key: WorkerKey) -> list[int]:
+        """The endpoint of each function worker ``key`` hosts."""
+        return [self.table.instance_endpoints(f)[key.instance] for f in self.table.processes()[key.process]]
+
     def _processes(self, names: Iterable[str]) -> list[str]:
         processes = []
         for name in names:
@@ -274,13 +282,15 @@ class Revisions:
                 count = max(count, 1)
             for instance in range(count):
                 key = WorkerKey(process, slot * self._most[process] + instance)
+                if not canary and self._stateful.intersection(map(self.table.name_of, self.table.processes()[process])):
+                    workers.members.hold(self._endpoints(key))
                 workers.spawn(key)
                 started.append(key)
-        endpoints = [self.table.instance_endpoints(f)[key.instance] for key in started
-                     for f in self.table.processes()[key.process]]
+        endpoints = [e for key in started for e in self._endpoints(key)]
         try:
             await workers.members.wait_serving(endpoints, self._ready_timeout)
         except RuntimeError as exc:
+            workers.members.held.difference_update(endpoints)  # retired below, never admitted
             for key in started:
                 with contextlib.suppress(KeyError):
                     workers.retire(key)

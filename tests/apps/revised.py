@@ -37,7 +37,7 @@ async def caller(ctx: Context) -> dict:
 
 @app.function(stateful=True)
 async def tally(ctx: Context) -> dict:
-    return {"version": VERSION}
+    return {"version": VERSION, "pid": os.getpid()}
 
 
 app.route("/", target)
