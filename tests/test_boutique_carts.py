@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,3 +88,27 @@ async def test_redis_carts_survive_a_killed_cart_worker(runtime_dir: Path, redis
         assert len(keys) == 1 and await client.hgetall(keys[0]) == {PRODUCT: "3"}, "the cart lives in Redis"
     finally:
         await client.aclose()
+
+
+WRITER = """
+import asyncio, sys
+from apps.online_boutique.carts import SqliteCarts
+asyncio.run(SqliteCarts().add("shopper", sys.argv[1], 2))
+"""
+
+
+async def test_a_cart_written_by_another_process_is_read_afresh(tmp_path: Path, monkeypatch) -> None:
+    """Two cart processes at once (two instances, or a reload's old and new revision): what one
+    adds, the other's next read sees, though it had that cart in memory."""
+    from apps.datadir import forget_connections
+    from apps.online_boutique.carts import SqliteCarts
+
+    monkeypatch.setenv("SPRIGHT_DATA_DIR", str(tmp_path))
+    forget_connections()
+    try:
+        carts = SqliteCarts()
+        assert await carts.get("shopper") == {}  # known now, in this process
+        subprocess.run([sys.executable, "-c", WRITER, PRODUCT], check=True, env={**os.environ}, timeout=60)
+        assert await carts.get("shopper") == {PRODUCT: 2}
+    finally:
+        forget_connections()

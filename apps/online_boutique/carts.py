@@ -32,15 +32,21 @@ class Carts(Protocol):
 
 
 class SqliteCarts:
-    """One row per (user, product), in insertion order; each change one transaction. The cart
-    worker is the file's only writer, so what it read or wrote is kept in memory too (reads,
-    the common case, cost no query); a restarted worker reads the file afresh."""
+    """One row per (user, product), in insertion order; each change one transaction. What a
+    worker read or wrote is kept in memory too (reads, the common case, cost no query on the
+    table), until another process writes the file: a second instance, or the next revision of
+    the cart during a reload (SQLite's data_version says so)."""
 
     def __init__(self) -> None:
         self._db = connection("boutique", _setup)
         self._known: dict[str, dict[str, int]] = {}
+        self._version = -1  # the file's data_version when ``_known`` was last right
 
     async def get(self, user_id: str) -> dict[str, int]:
+        (version,) = self._db.execute("PRAGMA data_version").fetchone()
+        if version != self._version:  # another connection committed since: what is known may be stale
+            self._known.clear()
+            self._version = version
         items = self._known.get(user_id)
         if items is None:
             rows = self._db.execute("SELECT product_id, quantity FROM cart_items WHERE user_id = ? ORDER BY seq",
