@@ -104,3 +104,51 @@ def test_a_real_node_refuses_past_the_bound_keeps_the_connection_and_serves_afte
         while node_metric(port, "spright_pool_slots_in_use") and time.monotonic() < deadline:
             pass
         assert node_metric(port, "spright_pool_slots_in_use") == 0
+
+
+# -- bench.overload's code paths at a tiny size (its figures come from `python -m bench.overload`) --
+def test_the_bench_summary_reads_goodput_refusals_and_recovery() -> None:
+    from bench import overload
+
+    # 1 s of overload (10 due: 6 served in 5 ms, 4 refused), then 1 s quiet: slow at first, then back
+    offsets = [i / 10 for i in range(10)] + [1 + i / 10 for i in range(10)]
+    status = [200] * 6 + [503] * 4 + [200] * 10
+    latency = [5_000_000] * 6 + [100_000] * 4 + [50_000_000] * 5 + [1_000_000] * 5
+    out = {"offsets": offsets, "status": status, "latency_ns": latency, "connections": 3, "errors": []}
+    figures = overload.summarise(out, 0.0, 1.0, unloaded_p99_ms=1.0, saturated_rps=6.0)
+    assert (figures["offered"], figures["ok"], figures["refused_503"], figures["other"]) == (10, 6, 4, 0)
+    assert (figures["goodput_share"], figures["refused_share"]) == (1.0, 0.4)
+    assert figures["admitted_latency"]["p99_ms"] == 5.0
+    assert figures["after_drop_p99_ms"] == [(0.0, 50.0), (0.5, 1.0)] and figures["recovery_s"] == 0.5
+    report = {"runs": [{"factor": 2.0, **figures}], "pool_slots_in_use_after": 0.0}
+    assert all(overload.verdict(report).values())
+
+
+def test_the_bench_generator_keeps_each_status_against_a_refusing_server() -> None:
+    from bench import overload
+    from bench.raw_server import HelloProtocol
+
+    class Refusing(HelloProtocol):
+        """Answers every other request 503, the way an overloaded node refuses."""
+
+        answered = 0
+
+        def on_message_complete(self) -> None:
+            Refusing.answered += 1
+            if Refusing.answered % 2:
+                super().on_message_complete()
+            elif self.transport is not None:
+                self.transport.write(b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n")
+
+    async def against() -> dict:
+        server = await asyncio.get_running_loop().create_server(Refusing, "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            return await overload.phases(f"http://127.0.0.1:{port}", "/", [(200, 0.2), (100, 0.2)], connections=2)
+
+    import uvloop
+
+    out = uvloop.run(against())
+    assert out["sent"] == len(out["offsets"]) and 50 < len(out["offsets"]) <= 60  # 0.2 s at 200/s, 0.2 s at 100/s
+    assert sorted(set(out["status"])) == [200, 503] and out["status"].count(503) == len(out["offsets"]) // 2
+    assert all(out["latency_ns"])
