@@ -16,7 +16,8 @@ load's spikes land there too).
 
     python -m bench.overload [--seconds 10] [--factors 2,5] [--transport skmsg] [--unbounded]
 
-``--unbounded``: the same with admission off (``max_in_flight`` 2**30), for what it buys.
+``--unbounded``: the same with admission off (``max_in_flight`` 2**30), for what it buys;
+``--max-in-flight N``: with that bound per gateway process instead of the default.
 
 Results: bench/results/overload-<stamp>.json. The generator shares the machine's cores with the
 node (on a 2-core machine it takes a good part of one at 5x): the figures are the pair's.
@@ -29,6 +30,7 @@ import asyncio
 import copy
 import gc
 import json
+import os
 import random
 import sys
 import tempfile
@@ -63,6 +65,8 @@ class StatusRun(Run):
         if connection.index >= 0:
             self.status[connection.index] = status
         super().answered(connection, status)
+        if not connection.parser.should_keep_alive() and connection in self.idle:  # a 503 that closes
+            self.idle.remove(connection)
 
 
 async def phases(url: str, path: str, steps: list[tuple[float, float]], *, connections: int = 32,
@@ -95,8 +99,9 @@ async def phases(url: str, path: str, steps: list[tuple[float, float]], *, conne
         run.close()
         gc.enable()
     latency = [run.answered_at[i] - run.due[i] if run.answered_at[i] else 0 for i in range(len(offsets))]
+    lag = [run.sent[i] - run.due[i] for i in range(run.next) if run.sent[i]]
     return {"offsets": offsets, "status": run.status, "latency_ns": latency, "connections": run.connections,
-            "errors": run.errors[:5], "sent": run.next}
+            "errors": run.errors[:5], "sent": run.next, "send_lag": percentiles(lag)}
 
 
 def summarise(out: dict[str, Any], since: float, until: float, unloaded_p99_ms: float | None,
@@ -115,6 +120,7 @@ def summarise(out: dict[str, Any], since: float, until: float, unloaded_p99_ms: 
         "other": len(phase) - len(ok) - refused, "admitted_latency": percentiles(ok),
         "refused_latency": percentiles([latency[i] for i in phase if status[i] == 503]),
         "connections_opened": out["connections"], "error_samples": out["errors"],
+        "generator_send_lag": out.get("send_lag"),  # the generator's own falling behind, in its latency
     }
     windows: list[tuple[float, float | None]] = []  # (start after the drop, p99 ms of the 2xx due in it)
     end = max(offsets, default=until)
@@ -137,14 +143,15 @@ def summarise(out: dict[str, Any], since: float, until: float, unloaded_p99_ms: 
 
 
 def __getattr__(name: str) -> Any:
-    """``bench.overload:unbounded``: the boutique with admission off (imported only when asked)."""
-    if name != "unbounded":
+    """``bench.overload:bounded``: the boutique with ``max_in_flight`` from $OVERLOAD_MAX_IN_FLIGHT
+    (imported only when asked)."""
+    if name != "bounded":
         raise AttributeError(name)
     from apps.online_boutique import app
 
-    unbounded = copy.copy(app)
-    unbounded.config = app.config.replace(max_in_flight=1 << 30)
-    return unbounded
+    bounded = copy.copy(app)
+    bounded.config = app.config.replace(max_in_flight=int(os.environ["OVERLOAD_MAX_IN_FLIGHT"]))
+    return bounded
 
 
 def node(transport: str, workdir: Path, app: str = "apps.online_boutique:app") -> tuple[Server, str]:
@@ -164,15 +171,20 @@ def metric(url: str, name: str) -> float | None:
         return None
 
 
-def measure(url: str, seconds: float, factors: list[float], workdir: Path) -> dict[str, Any]:
+def measure(url: str, seconds: float, factors: list[float], workdir: Path,
+            given: float | None = None) -> dict[str, Any]:
+    """``given``: take this as the saturated rate (the same offered load across bounds) but measure it still."""
     script = write_script("GET", None, workdir)
     run_wrk(url + PATH, script, 32, 2)  # warm-up
     wrk = run_wrk(url + PATH, script, 32, seconds)
-    saturated = wrk.rps
+    # 2xx only: with a small bound, wrk's 32 connections may be refused some (wrk counts those as "status")
+    measured = round(wrk.rps * (1 - wrk.errors["status"] / wrk.requests), 1) if wrk.requests else 0.0
+    saturated = given or measured
     quiet = uvloop.run(phases(url, PATH, [(QUIET * saturated, seconds)]))
     unloaded = summarise(quiet, 0.0, seconds, None, saturated)
     unloaded_p99 = unloaded["admitted_latency"].get("p99_ms")
     report: dict[str, Any] = {"path": PATH, "seconds": seconds, "saturated_rps": saturated,
+                              "measured_saturated_rps": measured,
                               "saturated_p99_ms": wrk.p99_us / 1000, "unloaded_rps": round(QUIET * saturated, 1),
                               "unloaded_p99_ms": unloaded_p99, "runs": []}
     for factor in factors:
@@ -203,17 +215,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--factors", default="2,5", help="offered load as multiples of the saturated rate")
     parser.add_argument("--transport", default="skmsg")
     parser.add_argument("--unbounded", action="store_true", help="admission off, for comparison")
+    parser.add_argument("--max-in-flight", type=int, default=None, help="the bound per gateway process")
+    parser.add_argument("--saturated", type=float, default=None,
+                        help="take this as the saturated rate (compare bounds at the same offered load)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     factors = [float(f) for f in args.factors.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        server, url = node(args.transport, Path(tmp), "bench.overload:unbounded" if args.unbounded
-                           else "apps.online_boutique:app")
+        bound = 1 << 30 if args.unbounded else args.max_in_flight
+        if bound is not None:
+            os.environ["OVERLOAD_MAX_IN_FLIGHT"] = str(bound)  # the node's processes read it
+        server, url = node(args.transport, Path(tmp), "apps.online_boutique:app" if bound is None
+                           else "bench.overload:bounded")
         try:
-            report = measure(url, args.seconds, factors, Path(tmp))
+            report = measure(url, args.seconds, factors, Path(tmp), args.saturated)
         finally:
             report_stop = server.stop()
-    report.update(transport=args.transport, admission=not args.unbounded, stop=report_stop, checks=verdict(report))
+    report.update(transport=args.transport, admission=not args.unbounded, max_in_flight=args.max_in_flight,
+                  stop=report_stop, checks=verdict(report))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"overload-{'unbounded-' if args.unbounded else ''}{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(report, indent=1))
