@@ -77,10 +77,12 @@ soak: setup
 bench: setup
 	$(PY) -m bench.paper
 	$(PY) -m bench.instances
+	$(PY) -m bench.overload
 
 bench-quick: setup
 	$(PY) -m bench.paper --quick
 	$(PY) -m bench.instances --quick
+	$(PY) -m bench.overload --seconds 4
 
 lint: setup
 	$(VENV)/bin/ruff check .

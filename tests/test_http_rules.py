@@ -199,7 +199,7 @@ async def test_ctx_redirect_answers_its_status_and_location_and_httperror_3xx_sa
     assert "ctx.redirect" in refused[0] and "300..399" in refused[1], refused
 
 
-@pytest.mark.parametrize("field", ["max_pipelined", "max_connections"])
+@pytest.mark.parametrize("field", ["max_pipelined", "max_connections", "max_in_flight"])
 def test_the_http_limits_are_config_fields_checked_where_set(field: str) -> None:
     with pytest.raises(ValueError, match=f"Config.{field} must be >= 1"):
         Config(**{field: 0})

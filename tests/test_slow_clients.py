@@ -129,6 +129,7 @@ def test_connections_past_the_limit_are_answered_503(runtime_dir: Path) -> None:
             if answered == (200, b"ping"):
                 break
             assert time.monotonic() < deadline, answered
+        assert node_metric(port, 'spright_requests_refused_total{reason="connections"}') >= 1
         for sock in idle[10:]:
             sock.close()
 

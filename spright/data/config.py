@@ -95,6 +95,12 @@ class Config:
     request_timeout: float = 30.0
     max_connections: int = 10_000  # open client connections; past it a new one is answered 503 and closed
     max_pipelined: int = 64  # requests of one connection in flight; past it the connection is not read
+    # admission (Knative queue-proxy's container-concurrency, with its queue being the workers'): requests a
+    # gateway process has down its chains at once; past it a new one is answered 503 with
+    # Retry-After: 1 at once (keep-alive kept), touching neither the pool nor the data plane.
+    # None: the entry functions' concurrency times their most instances, shared among the
+    # gateway processes, at most half the pool's slots (spright.front.incoming.in_flight_bound)
+    max_in_flight: int | None = None
     # lingering close (nginx's lingering_close): after an early answer (413 at the headers, 400...)
     # what the client still sends is read and discarded until it pauses this long or this much
     # time has passed; closing at once would make the kernel reset the connection, and a client
@@ -115,8 +121,8 @@ class Config:
                 raise ValueError(f"Config.{name} must be > 0, got {getattr(self, name)!r}")
         if self.poll_idle_us is not None and self.poll_idle_us < 0:
             raise ValueError(f"Config.poll_idle_us must be >= 0, got {self.poll_idle_us}")
-        for name in ("max_connections", "max_pipelined"):
-            if getattr(self, name) < 1:
+        for name in ("max_connections", "max_pipelined", "max_in_flight"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"Config.{name} must be >= 1, got {getattr(self, name)}")
         if self.sidecar_concurrency < 0:
             raise ValueError(f"Config.sidecar_concurrency must be >= 0, got {self.sidecar_concurrency}")

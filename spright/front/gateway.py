@@ -37,10 +37,10 @@ from spright.data.descriptor import (
 )
 from spright.data.response import Refused, Response, error_response, no_payload_space
 from spright.data.table import MethodNotAllowed, NotFound, RouteEntry, RouteTable
-from spright.front.incoming import Incoming, RequestHead
+from spright.front.incoming import Incoming, RequestHead, in_flight_bound
 from spright.front.metrics import CONTENT_TYPE, GatewayMetrics
 from spright.front.recorder import Recorder
-from spright.host.counters import BYTES, DROPPED, IN, OUT, CounterTable
+from spright.host.counters import BYTES, DROPPED, IN, OUT, REFUSED_IN_FLIGHT, CounterTable
 from spright.host.pool import PoolExhausted, read_meta
 from spright.host.pools import NodePool
 from spright.transport.base import Endpoint, Outbox, Transport
@@ -92,6 +92,9 @@ class Gateway:
         self.pool = pool
         self.config = config
         self.max_body = config.max_body
+        # admission: past this many requests down its chains, a new one is answered 503 (Incoming)
+        self.max_in_flight = config.max_in_flight or in_flight_bound(table, pool.total)
+        self._overloaded = error_response(503, f"the node has {self.max_in_flight} requests in flight: retry shortly")
         self._role = role
         self._recorder = recorder
         self.metrics = GatewayMetrics(table, counters or CounterTable.create(len(table.endpoints), shared=False),
@@ -103,7 +106,7 @@ class Gateway:
         self._pages: dict[str, Callable[[], Response]] = {"metrics": self.metrics_page}  # routing.BUILTINS
         self._next_id = 0
         # request id -> (done, route, deadline, submitted at)
-        self._pending: dict[int, tuple[Done, RouteEntry, float, float]] = {}
+        self.pending: dict[int, tuple[Done, RouteEntry, float, float]] = {}
         self._failed: dict[int, float] = {}  # request id -> when its slots may be swept
         self.receiving: set[int] = set()  # request ids whose bodies are arriving (Incoming)
         # a sweep once a crashed worker's slots can no longer be written: the slots of ctx.calls it held
@@ -130,7 +133,7 @@ class Gateway:
 
     def shed(self) -> None:
         """The drain's time is up: every request still in flight is answered 503 now."""
-        for request_id in list(self._pending):
+        for request_id in list(self.pending):
             self._end(request_id, error_response(503, "the node is shutting down"), failed=True)
 
     def close(self) -> None:
@@ -150,7 +153,7 @@ class Gateway:
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        return len(self.pending)
 
     def new_request_id(self) -> int:
         self._next_id = self._next_id % 0x0FFFFFFF + 1  # never 0: 0 marks a free slot
@@ -176,6 +179,11 @@ class Gateway:
         """Count ``response`` as a request answered before any chain, to raise as Refused."""
         self.metrics.answered(response.status)
         return Refused(response)
+
+    def overloaded(self) -> Response:
+        """A request past ``max_in_flight``: its 503 (answered as a request no chain takes), counted."""
+        self.metrics.refused[REFUSED_IN_FLIGHT] += 1
+        return self._overloaded
 
     def _answer_now(self, done: Done, response: Response) -> None:
         """Answer a request that goes down no chain (no route, a built-in page)."""
@@ -212,12 +220,12 @@ class Gateway:
         if request.view is not None:
             request.view.release()  # the body is in
         now = time.monotonic()
-        self._pending[request_id] = (done, route, now + route.timeout, now)
+        self.pending[request_id] = (done, route, now + route.timeout, now)
         self.receiving.discard(request_id)
         first, _ = self._first_steps[route.chain]
         out = descriptor.hop(first, GATEWAY, flags, 0, route.chain, 0, slot.id, slot.generation,
                              request.length, request_id)
-        if len(self._pending) == 1:  # the only request in flight: no batch to wait for
+        if len(self.pending) == 1:  # the only request in flight: no batch to wait for
             self._outbox.send_now(out)
         else:
             self._outbox.put(out)
@@ -265,7 +273,7 @@ class Gateway:
         """The chain answered: the slot's payload becomes the response."""
         pool = self.pool
         request_id = d.request_id
-        if request_id not in self._pending:
+        if request_id not in self.pending:
             self._failed.pop(request_id, None)
             pool.free(d.slot, d.generation)  # a late answer: reclaim its slot now
             return
@@ -293,7 +301,7 @@ class Gateway:
     def _end(self, request_id: int, response: Response, failed: bool = False) -> None:
         """The one way a submitted request ends. ``failed``: no answer of its chain freed its
         slots (they may still be written by a late hop), so they are swept after a grace time."""
-        pending = self._pending.pop(request_id, None)
+        pending = self.pending.pop(request_id, None)
         if pending is None:
             return
         if failed:
@@ -312,13 +320,13 @@ class Gateway:
         """No instance of ``function_id`` serves: fail at once the requests whose chain runs through it."""
         name = self.table.name_of(function_id)
         self.sweep_later()
-        for request_id, (_, route, _, _) in list(self._pending.items()):
+        for request_id, (_, route, _, _) in list(self.pending.items()):
             if function_id in self.table.chains[route.chain]:
                 self._end(request_id, error_response(502, f"function {name!r} crashed", function=name), failed=True)
 
     def _tick(self) -> None:
         now = time.monotonic()
-        late = [request_id for request_id, (_, _, deadline, _) in self._pending.items() if deadline <= now]
+        late = [request_id for request_id, (_, _, deadline, _) in self.pending.items() if deadline <= now]
         for request_id in late:
             self._end(request_id, error_response(504, "the chain did not answer in time"), failed=True)
         expired = [request_id for request_id, until in self._failed.items() if until <= now]
@@ -328,6 +336,6 @@ class Gateway:
         if crashed:
             self._sweep_at = None
         if expired or crashed:
-            self.pool.sweep(set(self._pending) | set(self._failed) | self.receiving, self.index)
+            self.pool.sweep(set(self.pending) | set(self._failed) | self.receiving, self.index)
         self.metrics.publish()  # readers in other processes see the gateway's row one tick late at most
         self._ticker = self._loop.call_later(self.config.tick, self._tick)

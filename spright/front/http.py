@@ -23,6 +23,7 @@ import httptools
 from spright.data.response import Refused, Response, bodiless, body_too_large, error_response
 from spright.front.gateway import Gateway
 from spright.front.incoming import Incoming, RequestHead
+from spright.host.counters import REFUSED_CONNECTION
 
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in _REASONS.items()}
@@ -75,6 +76,7 @@ class HttpProtocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         self._connections.add(self)
         if len(self._connections) > self._config.max_connections:  # answered, not left to time out
+            self._gateway.metrics.refused[REFUSED_CONNECTION] += 1
             self._refuse(error_response(503, f"the node has {self._config.max_connections} connections open: "
                                              "try again later"))
             return

@@ -1,5 +1,7 @@
 """A request whose headers are in, on its way into the pool: its body is received straight into
-a slot of its route's security domain, taken as the bytes arrive."""
+a slot of its route's security domain, taken as the bytes arrive. Admission first: past the
+gateway's ``max_in_flight`` requests down its chains, a request is answered 503 at once, as one
+with no route is: no slot, no descriptor, its body counted and dropped, the connection kept."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote
 
 from spright.data.response import Refused, Response, body_too_large, error_response, no_payload_space
-from spright.data.table import RouteEntry
+from spright.data.table import RouteEntry, RouteTable
 from spright.host.pool import PoolExhausted, Slot
 from spright.host.pools import NodePool
 from spright.worker.remote import peer_refusal
@@ -18,6 +20,8 @@ class Admission(Protocol):
     """What a request on its way in needs of its gateway (spright.front.gateway.Gateway)."""
 
     max_body: int
+    max_in_flight: int
+    pending: dict[int, Any]  # the requests down a chain now
     pool: NodePool
     allocators: list[Callable[[int, int], Slot]]
     receiving: set[int]
@@ -25,6 +29,8 @@ class Admission(Protocol):
     def route(self, method: str, path: str) -> tuple[RouteEntry | None, dict[str, Any], Response | None]: ...
 
     def refusal(self, response: Response) -> Refused: ...
+
+    def overloaded(self) -> Response: ...
 
     def new_request_id(self) -> int: ...
 
@@ -61,6 +67,9 @@ class Incoming:
         self.slot: Slot | None = None
         self.view: memoryview | None = None
         if self.route is not None and self.route.builtin is None:
+            if len(gateway.pending) >= gateway.max_in_flight:  # the one admission check a request costs
+                self.route, self.answer = None, gateway.overloaded()
+                return
             try:
                 self.slot = gateway.allocators[self.route.chain](min(expected, UPFRONT) + SLACK, self.request_id)
             except PoolExhausted:
@@ -108,6 +117,16 @@ def decoded_path(target: str, gateway: Admission) -> str:
         return unquote(target, errors="strict")
     except UnicodeDecodeError:
         raise gateway.refusal(error_response(400, f"the path {target!r} is not UTF-8 once percent-decoded")) from None
+
+
+def in_flight_bound(table: RouteTable, slots: int) -> int:
+    """``Config.max_in_flight`` when unset: what the chains' entry functions run at once (their
+    concurrency times their most instances, so a bound reached still shows the autoscaler the
+    need for more), shared among the node's gateway processes; at most half the pool's slots
+    (a request holds one slot at least, its ctx.calls more)."""
+    entries = {chain[0] for chain in table.chains if chain and chain[0]}
+    running = sum(table.functions[f - 1].concurrency * table.max_instances(f) for f in entries)
+    return max(1, min(running, slots // 2) // max(1, len(table.gateways)))
 
 
 class RequestHead(NamedTuple):

@@ -31,6 +31,7 @@ from spright.host.counters import (
     HANDLED,
     HANDLER_NS,
     OUT,
+    REFUSALS,
     REQUESTS,
     RESPONSES,
     ROW_WORDS,
@@ -69,7 +70,9 @@ class GatewayMetrics:
         keys = 5 * len(table.routes)
         self.buckets = [0] * (keys * SLOTS)  # per key: non-cumulative counts, +Inf last
         self.sums = [0.0] * keys
-        self._block = keys * (SLOTS + 1)  # one gateway's histograms in the shared extra words
+        self.refused = [0] * len(REFUSALS)  # requests and connections answered 503 at once, by REFUSALS
+        self._sizes = (keys * SLOTS, keys * (SLOTS + 1))  # where a gateway's sums, then refusals, start
+        self._block = keys * (SLOTS + 1) + len(REFUSALS)  # one gateway's words in the shared extra words
         self._index = table.gateways.index(endpoint) if endpoint in table.gateways else 0
         self._shared = len(counters.extra) >= len(table.gateways) * self._block
         # traced requests' hops and served calls, per function: queue wait, then handler time
@@ -120,7 +123,8 @@ class GatewayMetrics:
         if self._shared:
             start = self._index * self._block
             self.counters.extra[start : start + self._block] = array("Q", [*self.buckets,
-                                                                           *(round(s * 1e9) for s in self.sums)])
+                                                                           *(round(s * 1e9) for s in self.sums),
+                                                                           *self.refused])
 
     def rows(self) -> list[list[int]]:
         """Every endpoint's counters, the gateway's live."""
@@ -132,13 +136,10 @@ class GatewayMetrics:
         """(route, status class, cumulative bucket counts incl. +Inf, sum) per observed key,
         over every gateway process (this one's live, the others' as last published)."""
         buckets, sums = list(self.buckets), list(self.sums)
-        if self._shared:
-            extra, size = self.counters.extra, len(self.buckets)
-            for index in range(len(self.table.gateways)):
-                if index != self._index:
-                    start = index * self._block
-                    buckets = [a + b for a, b in zip(buckets, extra[start : start + size], strict=True)]
-                    sums = [a + b / 1e9 for a, b in zip(sums, extra[start + size : start + self._block], strict=True)]
+        extra, (size, end) = self.counters.extra, self._sizes
+        for start in self._others():
+            buckets = [a + b for a, b in zip(buckets, extra[start : start + size], strict=True)]
+            sums = [a + b / 1e9 for a, b in zip(sums, extra[start + size : start + end], strict=True)]
         for i, route in enumerate(self.table.routes):
             for cls in range(1, 6):
                 key = 5 * i + cls - 1
@@ -149,6 +150,20 @@ class GatewayMetrics:
                         running += count
                         cumulative.append(running)
                     yield route, f"{cls}xx", cumulative, sums[key]
+
+    def _others(self) -> list[int]:
+        """Where each other gateway process's words start in the shared extra words."""
+        if not self._shared:
+            return []
+        return [index * self._block for index in range(len(self.table.gateways)) if index != self._index]
+
+    def refusals(self) -> list[int]:
+        """Refusals by REFUSALS over every gateway process (the others' as last published)."""
+        totals, offset = list(self.refused), self._sizes[1]
+        for start in self._others():
+            totals = [a + b for a, b in zip(totals, self.counters.extra[start + offset : start + self._block],
+                                            strict=True)]
+        return totals
 
     def render(self, gauges: dict[str, tuple[str, float]], kernel: dict[int, dict[str, int]] | None,
                totals: dict[str, tuple[str, float]] | None = None) -> bytes:
@@ -203,6 +218,12 @@ class _Collector(Collector):
         for cls in range(1, 6):
             responses.add_metric([f"{cls}xx"], rows[0][RESPONSES + cls])
         yield responses
+        refused = CounterMetricFamily("spright_requests_refused", "Requests answered 503 at once, before any "
+                                      "chain: past Config.max_in_flight requests in flight (in_flight), or "
+                                      "connections past Config.max_connections (connections).", labels=["reason"])
+        for reason, count in zip(REFUSALS, metrics.refusals(), strict=True):
+            refused.add_metric([reason], count)
+        yield refused
         if self.kernel:
             yield from self._kernel_families(self.kernel)
         instances = GaugeMetricFamily("spright_instances", "Worker processes (instances) serving each function.",

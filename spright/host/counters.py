@@ -138,6 +138,11 @@ def row_dict(row: list[int], gateway: bool) -> dict[str, int]:
     return dict(zip(COLUMNS if gateway else FUNCTION_COLUMNS, row, strict=False))
 
 
+REFUSALS = ("in_flight", "connections")  # why a gateway refused work at once (spright_requests_refused)
+REFUSED_IN_FLIGHT, REFUSED_CONNECTION = range(len(REFUSALS))
+
+
 def histogram_words(table: RouteTable) -> int:
-    """Room for every gateway's latency histograms in the counter table (``CounterTable.extra``)."""
-    return len(table.gateways) * 5 * len(table.routes) * (SLOTS + 1)
+    """Room for every gateway's latency histograms and refusal counts in the counter table
+    (``CounterTable.extra``)."""
+    return len(table.gateways) * (5 * len(table.routes) * (SLOTS + 1) + len(REFUSALS))
