@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import gc
 import json
-import os
 import random
 import sys
 import tempfile
@@ -142,21 +140,10 @@ def summarise(out: dict[str, Any], since: float, until: float, unloaded_p99_ms: 
     return figures
 
 
-def __getattr__(name: str) -> Any:
-    """``bench.overload:bounded``: the boutique with ``max_in_flight`` from $OVERLOAD_MAX_IN_FLIGHT
-    (imported only when asked)."""
-    if name != "bounded":
-        raise AttributeError(name)
-    from apps.online_boutique import app
-
-    bounded = copy.copy(app)
-    bounded.config = app.config.replace(max_in_flight=int(os.environ["OVERLOAD_MAX_IN_FLIGHT"]))
-    return bounded
-
-
-def node(transport: str, workdir: Path, app: str = "apps.online_boutique:app") -> tuple[Server, str]:
+def node(transport: str, workdir: Path, max_in_flight: int | None = None) -> tuple[Server, str]:
     (port,) = free_ports(1)
-    argv = [sys.executable, "-m", "spright", "run", app, "--transport", transport, "--port", str(port)]
+    argv = [sys.executable, "-m", "spright", "run", "apps.online_boutique:app", "--transport", transport,
+            "--port", str(port), *(("--max-in-flight", str(max_in_flight)) if max_in_flight is not None else ())]
     server = Server(argv, [port], workdir / "overload-node.log", ROOT)
     server.start(timeout=90)
     return server, f"http://127.0.0.1:{port}"
@@ -222,11 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     factors = [float(f) for f in args.factors.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        bound = 1 << 30 if args.unbounded else args.max_in_flight
-        if bound is not None:
-            os.environ["OVERLOAD_MAX_IN_FLIGHT"] = str(bound)  # the node's processes read it
-        server, url = node(args.transport, Path(tmp), "apps.online_boutique:app" if bound is None
-                           else "bench.overload:bounded")
+        server, url = node(args.transport, Path(tmp), 1 << 30 if args.unbounded else args.max_in_flight)
         try:
             report = measure(url, args.seconds, factors, Path(tmp), args.saturated)
         finally:

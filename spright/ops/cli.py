@@ -50,6 +50,9 @@ TRACE_SLOWER_THAN = typer.Option(
     None, metavar="SECONDS", help="Trace every request; keep those slower than this whatever the share.")
 TRACE_ERRORS = typer.Option(
     None, "--trace-errors/--no-trace-errors", help="Trace every request; keep those answered 5xx.")
+MAX_IN_FLIGHT = typer.Option(
+    None, metavar="N", help="Requests one gateway process has down its chains at most; past it, 503 with "
+                            "Retry-After (default: from the entry functions' concurrency and the pool).")
 OTLP = typer.Option(
     None, metavar="URL", help="Send kept traces to this OTLP/HTTP collector (http://HOST:4318/v1/traces).")
 
@@ -98,6 +101,7 @@ def run(
     user: str | None = typer.Option(
         None, help="The user workers run as once sealed (default: 'spright' if it exists, else 'nobody'); "
                    "'root' keeps root: not recommended. The gateway stays root."),
+    max_in_flight: int | None = MAX_IN_FLIGHT,
 ) -> None:
     """Serve APP: gateway plus one worker process per function (or per instance)."""
     if remotes:
@@ -107,7 +111,7 @@ def run(
            ingress_connections=ingress_connections, instances=_instance_counts(instances) or None,
            gateways=gateways, balance=balance, trace_sample=trace_sample, trace_slower_than=trace_slower_than,
            trace_errors=trace_errors, otlp=otlp, worker_start=worker_start, reload=reload, tls_cert=tls_cert,
-           tls_key=tls_key, tls_ca=tls_ca, insecure_peers=insecure_peers, user=user)
+           tls_key=tls_key, tls_ca=tls_ca, insecure_peers=insecure_peers, user=user, max_in_flight=max_in_flight)
 
 
 @cli.command()
@@ -128,12 +132,14 @@ def gateway(
     tls_key: str | None = TLS_KEY,
     tls_ca: str | None = TLS_CA,
     insecure_peers: bool | None = INSECURE_PEERS,
+    max_in_flight: int | None = MAX_IN_FLIGHT,
 ) -> None:
     """Serve APP's gateway and data plane only: its workers start on their own (`spright worker`,
     one per container of a pod) and join through NODE_DIR; it serves once all have."""
     _serve(app, node_dir=str(node_dir), host=host, port=port, transport=transport, gateways=gateways, balance=balance,
            trace_sample=trace_sample, trace_slower_than=trace_slower_than, trace_errors=trace_errors, otlp=otlp,
-           reload=reload, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, insecure_peers=insecure_peers)
+           reload=reload, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, insecure_peers=insecure_peers,
+           max_in_flight=max_in_flight)
 
 
 @cli.command()
