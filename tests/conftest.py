@@ -1,6 +1,7 @@
 import importlib.util
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,12 +95,17 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-def runtime_dir(tmp_path_factory: pytest.TempPathFactory):
+def runtime_dir():
     """This module's nodes announce themselves in their own directory (SPRIGHT_RUNTIME_DIR), so
-    nodes other tests or users run on this machine never make the choice ambiguous."""
+    nodes other tests or users run on this machine never make the choice ambiguous. Not under
+    pytest's temporary directory (root's, 0700): the workers, unprivileged, reach their node's
+    data directory by its path, as they do under /run/spright."""
     before = os.environ.get("SPRIGHT_RUNTIME_DIR")
-    os.environ["SPRIGHT_RUNTIME_DIR"] = str(tmp_path_factory.mktemp("runtime"))
-    yield Path(os.environ["SPRIGHT_RUNTIME_DIR"])
+    base = Path(tempfile.mkdtemp(prefix="spright-tests-"))
+    base.chmod(0o711)  # searchable, not listable
+    os.environ["SPRIGHT_RUNTIME_DIR"] = str(base)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
     if before is None:
         del os.environ["SPRIGHT_RUNTIME_DIR"]
     else:

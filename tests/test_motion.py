@@ -178,9 +178,8 @@ async def test_frames_route(db_path: Path) -> None:
 
 # -- a real node -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def motion_url(transport: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    data_dir = str(tmp_path_factory.mktemp("motion-node"))
-    with run_node("apps.motion:app", transport=transport, env={"SPRIGHT_DATA_DIR": data_dir}) as (port, _):
+def motion_url(transport: str) -> Iterator[str]:
+    with run_node("apps.motion:app", transport=transport) as (port, _):  # its SQLite in the node's data directory
         yield f"http://127.0.0.1:{port}"
 
 

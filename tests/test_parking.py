@@ -20,6 +20,7 @@ from apps.parking.load import run as run_load
 from apps.parking.plates import FORMAT_ENV, FORMATS, clean, fleet, normalise
 from apps.parking.synth import samples
 from apps.parking.tariff import DEFAULT, charge
+from spright.host.nodefile import DATA_DIR, runtime_base
 from spright.testing import TestClient, run_node
 
 JAN1 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC).timestamp()  # a Monday, midnight UTC
@@ -200,10 +201,9 @@ async def test_multipart_upload_and_concurrent_cars(db_path: Path, photos: list)
 # -- a real node -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def parking_node(transport: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """A node and the SQLite file its workers share."""
-    data_dir = tmp_path_factory.mktemp("parking-node")
-    with run_node("apps.parking:app", transport=transport, env={"SPRIGHT_DATA_DIR": str(data_dir)}) as (port, _):
-        yield f"http://127.0.0.1:{port}", data_dir / "parking.sqlite3"
+    """A node and the SQLite file its workers share (in the node's data directory, theirs)."""
+    with run_node("apps.parking:app", transport=transport) as (port, process):
+        yield f"http://127.0.0.1:{port}", runtime_base() / str(process.pid) / DATA_DIR / "parking.sqlite3"
 
 
 @pytest.fixture(scope="module")

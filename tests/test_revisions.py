@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from spright.host.nodefile import DATA_DIR, runtime_base
 from spright.ops.nodes import choose_node
 from spright.testing import node_metric, run_node
 from tests.kit.nodes import descendants_of, spright
@@ -138,8 +139,8 @@ def test_a_reload_under_load_loses_no_request_and_the_new_code_answers(node: tup
 
 def test_a_request_inside_a_handler_finishes_on_the_code_that_began_it(node: tuple[int, int], code: Path,
                                                                        tmp_path: Path) -> None:
-    port, _ = node
-    gate = tmp_path / "gate"
+    port, pid = node
+    gate = runtime_base() / str(pid) / DATA_DIR / "gate"  # the workers' (they run unprivileged)
     answers: list[tuple[int, dict]] = []
     held = threading.Thread(target=lambda: answers.append(get(port, f"/?gate={gate}")))
     held.start()
@@ -260,8 +261,8 @@ def test_a_reload_waits_for_the_revision_before_it_to_leave(node: tuple[int, int
                                                              tmp_path: Path) -> None:
     """The second reload starts in the slot whose old worker still drains a request (its
     endpoint is still its own): it waits until that worker left (drain_timeout), then serves."""
-    port, _ = node
-    gate = tmp_path / "gate"  # never opened
+    port, pid = node
+    gate = runtime_base() / str(pid) / DATA_DIR / "gate"  # never opened; the workers' directory
     answers: list[int] = []
     held = threading.Thread(target=lambda: answers.append(get(port, f"/?gate={gate}")[0]))
     held.start()

@@ -9,6 +9,7 @@ nothing of the serving side (no uvloop, no gateway).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, TypeVar, cast, get_origin, get_type_hints
 
 import orjson
+
+log = logging.getLogger("spright")
 
 NAME = "node.json"
 PID_NAMESPACE = "pid-namespace"  # beside node.json from the directory's creation: whose pids its name counts
@@ -162,11 +165,28 @@ def pid_namespace() -> str:
     return os.readlink("/proc/self/ns/pid")
 
 
-def make_runtime_dir(directory: Path) -> None:
+def make_runtime_dir(directory: Path, workers: tuple[int, int] | None = None) -> None:
     """Create a node's runtime directory, marked with the PID namespace its name (the
-    supervisor's pid) is counted in."""
+    supervisor's pid) is counted in. ``workers``: the (uid, gid) the workers drop to: the
+    directory is searchable by their group (0710, not listable), and its ``data`` directory,
+    where apps keep their files (apps/datadir.py), theirs."""
     directory.mkdir(parents=True, mode=0o700, exist_ok=True)
     (directory / PID_NAMESPACE).write_text(pid_namespace())
+    data = directory / DATA_DIR
+    data.mkdir(mode=0o700, exist_ok=True)
+    if workers is not None:
+        uid, gid = workers
+        os.chown(directory, -1, gid)
+        directory.chmod(0o710)
+        os.chown(data, uid, gid)
+        closed = [str(d) for d in directory.resolve().parents if not os.stat(d).st_mode & 0o001]
+        if closed:  # the workers' data plane sockets are reached through a handle; an app's files are not
+            log.warning("spright: the workers (uid %d) cannot reach %s: %s is not searchable by them; an app "
+                        "that keeps files there (SQLite) fails. Choose another SPRIGHT_RUNTIME_DIR.", uid,
+                        data, closed[0])
+
+
+DATA_DIR = "data"  # in a node's runtime directory: the workers' own (make_runtime_dir)
 
 
 def sweep_dead_nodes() -> list[str]:

@@ -102,6 +102,11 @@ def seal() -> None:
     _check(_libc.capset(ctypes.byref(header), data), "capset")
 
 
+def worker_ids(user: str | None) -> tuple[int, int] | None:
+    """The uid and gid workers drop to (``Config.worker_user``); None when they keep who they are."""
+    return None if user in (None, "root") else ids_of(user)
+
+
 def ids_of(user: str) -> tuple[int, int]:
     """``user``'s uid and primary gid; ValueError when this machine has no such user."""
     try:

@@ -24,7 +24,9 @@ from spright.host.pool import PoolHandle
 from spright.host.procs import die_with_parent, name_process
 from spright.node.assembly import NodeMemory
 from spright.node.loader import load_app
+from spright.routing import REMOTE_PROCESS
 from spright.transport.base import Transport
+from spright.worker import peertls
 
 log = logging.getLogger("spright.worker")
 
@@ -119,5 +121,7 @@ def lock_down(spec: WorkerSpec, sealable: bool) -> None:
     with contextlib.suppress(FileNotFoundError):  # none yet: a node that is not the supervisor's
         spec.transport.instances.open()
     spec.transport.hold_directory()
+    if spec.process == REMOTE_PROCESS and peertls.configured():  # the node's key: root's to read, loaded now
+        peertls.client_context()
     sandbox.drop_to(spec.user)
     die_with_parent(spec.parent)  # again: the kernel forgets PR_SET_PDEATHSIG when the uid changes

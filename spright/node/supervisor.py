@@ -34,6 +34,7 @@ from spright.host.nodefile import (
     sweep_dead_nodes,
 )
 from spright.host.procs import join_all, name_process
+from spright.host.sandbox import worker_ids
 from spright.node import control, join
 from spright.node.assembly import NodeMemory
 from spright.node.gateways import FurtherGateways, GatewaySpec, default_count
@@ -69,7 +70,7 @@ class Supervisor:
         self.autoscaling = Autoscaling(self.app, self.table)
         self._stopping = False
         self._port: int | None = None  # the HTTP port, once serving (the node file is written from then on)
-        self._reloading: asyncio.Future[None] | None = None  # a reload SIGHUP asked for
+        self._reloading: asyncio.Future[dict[str, Any]] | None = None  # a reload SIGHUP asked for
 
     def run(self) -> None:
         uvloop.run(self.serve())
@@ -83,7 +84,7 @@ class Supervisor:
         for leftover in sweep_dead_nodes():
             log.warning("spright: removed %s, left by a node that was killed", leftover)
         self.runtime_dir = self.node_dir or runtime_base() / str(os.getpid())
-        make_runtime_dir(self.runtime_dir)
+        make_runtime_dir(self.runtime_dir, None if self.node_dir else worker_ids(self.config.worker_user))
         # however the node ends, a failed start too (an unknown transport, a port in use), its
         # directory goes: the next node to start would take one left behind for a killed node's
         try:
@@ -307,18 +308,11 @@ class Supervisor:
             self.members.exited(endpoint)
 
     def _sighup(self) -> None:
-        """SIGHUP: reload every function (as ``spright reload``), unless the node is starting."""
+        """SIGHUP: every function reloaded, as ``spright reload`` does (a refusal is logged)."""
         if self._port is None or self._stopping:
-            log.warning("spright: SIGHUP ignored: the node is not serving")
-            return
-        self._reloading = asyncio.ensure_future(self._reload_all())
-
-    async def _reload_all(self) -> None:
-        try:
-            await self.revisions.reload(self, self.app_ref, [])
-        except ValueError as exc:
-            log.error("spright: reload refused: %s", exc)
-        self._write_node_file()
+            return log.warning("spright: SIGHUP ignored: the node is not serving")
+        self._reloading = asyncio.ensure_future(self._control({"reload": []}))
+        self._reloading.add_done_callback(_log_refusal)
 
     def _autoscale(self) -> None:
         if self._stopping:
@@ -392,6 +386,11 @@ async def _unless_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, None]) 
         return False
     running.result()  # its exception, if it failed
     return True
+
+
+def _log_refusal(reload: asyncio.Future[dict[str, Any]]) -> None:
+    if not reload.cancelled() and reload.exception() is not None:
+        log.error("spright: reload refused: %s", reload.exception())
 
 
 def _port_of(server: asyncio.AbstractServer) -> int:

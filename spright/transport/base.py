@@ -107,13 +107,6 @@ class Transport(ABC):
         """Workers run as members of ``group`` (None: as root, or as whoever runs the node)."""
         self.group = group
 
-    def open_directory(self) -> None:
-        """In the supervisor, for a data plane whose senders connect to socket files: the
-        runtime directory searchable (not listable) by the workers' group, 0710."""
-        if self.group is not None:
-            os.chown(self.runtime_dir, -1, self.group)
-            self.runtime_dir.chmod(0o710)
-
     def grant(self, path: Path) -> None:
         """A socket file this process made, for the workers' group to connect to (0660)."""
         if self.group is not None:

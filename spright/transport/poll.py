@@ -86,7 +86,6 @@ class PollTransport(Transport):
     def start(self) -> None:
         size = self.count * (LINE + self.count * _RING_BYTES)
         self._segment = SharedMemory(self.segment_name, create=True, size=size)
-        self.open_directory()  # the bells (--poll-idle-us) are socket files
 
     def stop(self) -> None:
         """Idempotent; endpoints of this process should be closed first."""

@@ -28,7 +28,8 @@ class UnixTransport(Transport):
     summary = "AF_UNIX streams: the same semantics, no root needed"
 
     def start(self) -> None:
-        self.open_directory()
+        """Nothing to start: each endpoint listens on its own socket file (the runtime directory
+        is searchable by the workers' group: spright.host.nodefile.make_runtime_dir)."""
 
     def stop(self) -> None:
         for endpoint_id in self.endpoints:

@@ -33,6 +33,11 @@ def export(config: Config) -> None:
     client_context.cache_clear()
 
 
+def configured() -> bool:
+    """This node's TLS files are set (its https:// peers can be reached)."""
+    return _files() is not None
+
+
 def _files() -> tuple[str, str, str] | None:
     cert, key, ca = (os.environ.get(name) for name in (CERT_ENV, KEY_ENV, CA_ENV))
     return (cert, key, ca) if cert and key and ca else None

@@ -23,7 +23,6 @@ from spright.node.loader import AppNotFound, load_app
 from spright.ops.deploy import k8s, knative
 from spright.ops.deploy.plan import TRANSPORTS_K8S, Target
 from spright.routing import App, RoutingError
-from spright.worker.remote import exposes, remote_urls
 
 deploy_app = typer.Typer(
     add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
@@ -103,6 +102,8 @@ def _check_tls(target: Target, secret: str) -> None:
     """--tls-secret makes sense for an app with hops to or from other nodes, all to https:// peers."""
     if not _RFC1123.fullmatch(secret) or len(secret) > 253:
         raise _fail(f"--tls-secret {secret!r} is not a Secret name (lower case letters, digits, '-' and '.')")
+    from spright.worker.remote import exposes, remote_urls  # (httptools: `spright deploy` only, not every command)
+
     urls = remote_urls(target.app.functions)
     if not urls and not exposes(target.table):
         raise _fail(f"--tls-secret: {target.reference} has no remote or exposed functions, no hop between nodes")

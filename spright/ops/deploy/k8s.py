@@ -34,7 +34,6 @@ from spright.ops.deploy.plan import (
     unique_labels,
 )
 from spright.worker import peertls
-from spright.worker.remote import exposes, remote_urls
 
 TLS_DIR = "/etc/spright/tls"  # --tls-secret: a kubernetes.io/tls Secret with ca.crt (cert-manager's keys)
 TLS_FILES = {peertls.CERT_ENV: "tls.crt", peertls.KEY_ENV: "tls.key", peertls.CA_ENV: "ca.crt"}
@@ -126,6 +125,8 @@ build
 
 def tls_users(target: Target) -> set[str]:
     """The process groups whose worker calls other nodes: they get the node's certificate."""
+    from spright.worker.remote import remote_urls  # (httptools: `spright deploy` only, not every command)
+
     remote = {name for name, _ in remote_urls(target.app.functions)}
     return {group for group, ids in target.table.processes().items()
             if any(target.table.functions[i - 1].name in remote for i in ids)}
@@ -299,6 +300,8 @@ def _probes(target: Target, ready_timeout: float, tls: bool = False) -> dict[str
     and its port is not mutual TLS (the kubelet has no client certificate)."""
     def tcp() -> dict[str, Any]:  # a new one per probe (no YAML aliases)
         return {"tcpSocket": {"port": PORT}}
+
+    from spright.worker.remote import exposes  # (httptools: `spright deploy` only, not every command)
 
     page = metrics_builtin(target.table) and not (tls and exposes(target.table))
     live = {"httpGet": {"path": "/metrics", "port": PORT}} if page else tcp()
