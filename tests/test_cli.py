@@ -226,7 +226,7 @@ def test_stats_table_stays_readable_in_80_columns() -> None:
 def test_node_file_reads_back_what_it_wrote_and_names_what_is_wrong(tmp_path: Path) -> None:
     node = NodeFile(pid=1, app="echo", app_ref="examples.echo:app", host="127.0.0.1", port=8080, transport="unix",
                     transport_info={}, workers={"parse": 2}, shm=["pool", "counters"],
-                    metrics=CounterSegment("counters", 4, ROW_WORDS, list(COLUMNS)), domains=["echo"],
+                    metrics=CounterSegment({"counters": [0, 1, 2, 3]}, 4, ROW_WORDS, list(COLUMNS)), domains=["echo"],
                     functions=[{"id": 1, "name": "parse", "domain": "echo"}], routes=[])
     node.write(tmp_path)
     path = tmp_path / "node.json"

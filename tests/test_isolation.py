@@ -1,18 +1,30 @@
-"""Each security domain has a memory pool of its own: a worker maps its own domain's segments
-and no other's, the gateway maps every domain's, and a hostile function cannot open another
-domain's segment by name nor read it through another process's /proc (spright/host/sandbox.py)."""
+"""Each security domain has a memory pool, a counter segment and span rings of its own: a worker
+maps its own domain's segments and no other's, the gateway maps every domain's, and a hostile
+function cannot open another domain's segment by name nor read it through another process's
+/proc (spright/host/sandbox.py)."""
 
 from __future__ import annotations
 
+import http.client
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
-from spright.ops.nodes import choose_node
+from spright.ops.nodes import choose_node, snapshot
+from spright.testing import run_node
 
 pytestmark = pytest.mark.node
+
+
+@pytest.fixture(scope="module")
+def traced_domains_node(transport: str, runtime_dir: Path) -> Iterator[int]:
+    """tests/apps/domains.py on a node that traces (so it keeps span rings too)."""
+    with run_node("tests.apps.domains:app", transport=transport, args=("--trace-sample", "1")) as (port, _):
+        yield port
 
 
 def mapped(pid: int, segments: set[str]) -> set[str]:
@@ -44,14 +56,43 @@ def test_a_worker_maps_its_own_domains_pool_and_no_other(domains_node: int) -> N
     assert post(domains_node, "/charge", {"amount": 3}) == (200, {"charged": 3}), "and requests are served"
 
 
+def test_a_worker_maps_its_own_domains_counters_and_span_rings_and_no_other(traced_domains_node: int) -> None:
+    assert post(traced_domains_node, "/charge", {"amount": 3}) == (200, {"charged": 3})
+    assert post(traced_domains_node, "/spy", {"segments": [], "paths": []})[0] == 200
+    info = choose_node(port=traced_domains_node)
+    counters, spans = set(info.metrics.segments), set(info.traces["segments"])
+    assert len(counters) == len(spans) == 3, "a segment per domain: the gateways', payments', the shop's"
+    payments, shop = mapped(info.workers["charge"], counters | spans), mapped(info.workers["shop"], counters | spans)
+    assert len(payments) == len(shop) == 2 and not payments & shop, "its own domain's counters and rings, no other's"
+    assert mapped(info.workers["spy"], counters | spans) == shop
+    assert mapped(info.pid, counters | spans) == counters | spans, "the gateway maps every domain's"
+    stats = {entry["name"]: entry for entry in snapshot(info)["functions"]}  # `spright stats`
+    assert stats["charge"]["descriptors_in"] >= 1 and stats["spy"]["descriptors_in"] >= 1
+    connection = http.client.HTTPConnection("127.0.0.1", traced_domains_node, timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        page = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    for function in ("charge", "spy"):  # each domain's counters, on the gateway's page
+        (line,) = [line for line in page.splitlines()
+                   if re.match(r"spright_descriptors_in_total\{", line) and f'function="{function}"' in line]
+        assert float(line.rsplit(maxsplit=1)[1]) >= 1, line
+
+
 @pytest.mark.needs("root")  # workers are sealed only when the node runs as root
-def test_a_function_cannot_open_another_domains_memory(domains_node: int) -> None:
+def test_a_function_cannot_open_another_domains_memory(traced_domains_node: int) -> None:
+    domains_node = traced_domains_node
     info = choose_node(port=domains_node)
-    segments = {name for name in info.shm if name and not name.endswith("-metrics")}
-    theirs = mapped(info.workers["charge"], segments)
+    segments = {name for name in info.shm if name}
     charge, gateway = info.workers["charge"], info.pid
+    # payments' pool, counters and span rings; and the gateways' counters and rings, which no worker maps
+    theirs = mapped(charge, segments) | (mapped(gateway, segments) - mapped(charge, segments)
+                                         - mapped(info.workers["shop"], segments))
+    assert {name.rsplit("-", 1)[1] for name in theirs} >= {"metrics", "spans"}, theirs
     paths = [f"/proc/{gateway}/mem", f"/proc/{charge}/mem", f"/proc/{charge}/environ",
-             *(f"/proc/{pid}/map_files/{_first_mapping(pid, name)}" for pid in (gateway, charge) for name in theirs)]
+             *(f"/proc/{pid}/map_files/{_first_mapping(pid, name)}" for pid in (gateway, charge)
+               for name in theirs & mapped(pid, segments))]
     status, met = post(domains_node, "/spy", {"segments": sorted(theirs), "paths": paths, "ptrace": [gateway, charge]})
     assert status == 200, met
     assert isinstance(met, dict)

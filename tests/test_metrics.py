@@ -7,7 +7,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from spright import App, Context
-from spright.host.counters import BUCKETS, ROW_WORDS, CounterTable, read_segment
+from spright.host.counters import BUCKETS, ROW_WORDS, CounterTable, read_segments
 from spright.testing import TestClient, run_node
 from tests.apps.demo import app as demo
 from tests.kit.nodes import node_file
@@ -26,18 +26,31 @@ def sample(family, suffix: str = "", **labels: str) -> float:
 
 
 def test_counter_table_rows_are_shared_and_unlinked_on_close() -> None:
-    table = CounterTable.create(3)
-    assert table.name is not None and Path("/dev/shm", table.name).stat().st_mode & 0o777 == 0o600
-    other = CounterTable.attach(table.name, 3)
-    other.row(2)[1] += 7  # a worker writes its row ...
-    assert table.read()[2][1] == 7  # ... the gateway sees it
-    assert read_segment(table.name, 3)[2][:2] == [0, 7]  # and so does another process
-    assert len(read_segment(table.name, 3)[0]) == ROW_WORDS
+    layout = {0: (0, 4), 1: (1, 3), 2: (2,)}  # the gateways' domain, then two function domains
+    table = CounterTable.create(layout, extra_words=3)
+    names = table.names
+    assert len(set(names.values())) == 3, "a segment per security domain"
+    assert all(Path("/dev/shm", name).stat().st_mode & 0o777 == 0o600 for name in names.values())
+    other = CounterTable.attach(layout, {1: names[1]})  # a worker of domain 1: its own domain's segment only
+    other.row(3)[1] += 7  # a worker writes its row ...
+    assert table.read()[3][1] == 7  # ... the gateway sees it
+    assert other.read()[2] == [0] * ROW_WORDS and len(other.extra) == 0, "it sees nothing of another domain"
+    for endpoint in (0, 2, 4):
+        try:
+            other.row(endpoint)
+        except KeyError:
+            continue
+        raise AssertionError(f"a worker of domain 1 holds endpoint {endpoint}'s row")
+    table.row(4)[0], table.extra[2] = 5, 9  # a further gateway's row; the histograms' words
+    rows = read_segments(table.segments(), table.rows)  # and another process reads every domain's
+    assert rows[3][:2] == [0, 7] and rows[4][0] == 5 and len(rows) == 5 and len(rows[0]) == ROW_WORDS
+    gateway = CounterTable.attach(layout, names)  # a further gateway: every domain's
+    assert gateway.extra[2] == 9 and gateway.read() == table.read(), "the histograms live in the gateways' segment"
+    gateway.close()
     other.close()
-    assert Path("/dev/shm", table.name).exists(), "only the creator unlinks"
-    name = table.name
+    assert all(Path("/dev/shm", name).exists() for name in names.values()), "only the creator unlinks"
     table.close()
-    assert not Path("/dev/shm", name).exists()
+    assert not any(Path("/dev/shm", name).exists() for name in names.values())
 
 
 async def test_counters_through_testclient_match_requests() -> None:
@@ -140,9 +153,9 @@ async def test_metrics_on_a_real_node(transport: str, runtime_dir: Path) -> None
 
 def test_counter_segment_is_gone_after_sigterm(transport: str, runtime_dir: Path) -> None:
     with run_node("examples.echo:app", transport=transport) as (_, process):
-        segment = Path("/dev/shm", node_file(process.pid).metrics.shm)
-        assert segment.exists() and segment.stat().st_mode & 0o777 == 0o600
+        segments = [Path("/dev/shm", name) for name in node_file(process.pid).metrics.segments]
+        assert segments and all(s.exists() and s.stat().st_mode & 0o777 == 0o600 for s in segments)
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
-    assert not segment.exists()
+    assert not any(segment.exists() for segment in segments)
     assert not (runtime_dir / str(process.pid)).exists()

@@ -112,9 +112,9 @@ def pod(app_ref: str, transport: str, tmp_path: Path) -> Iterator[tuple[Pod, int
 
 def pod_shm(node_dir: Path) -> tuple[str, ...]:
     """The prefixes of what the pod's gateway put in /dev/shm (its join.json names them): the
-    pools' segments and locks and the counter table; other nodes on the machine are not ours."""
+    pools' segments and locks and the counter segments; other nodes on the machine are not ours."""
     info = json.loads((node_dir / "join.json").read_text())
-    return (info["counters"], *(name for prefix, lock in info["pools"].values()
+    return (*info["counters"].values(), *(name for prefix, lock in info["pools"].values()
                                 for name in (f"{prefix}-", f"sem.{lock.lstrip('/')}")))
 
 

@@ -26,7 +26,7 @@ from spright.data.response import Response
 from spright.data.table import RouteEntry, RouteTable
 from spright.data.tracecontext import Sampler, format_traceparent, new_span_id, new_trace_id, parse
 from spright.data.traces import KEPT, SERVER, Record, Trace, TraceNames, assemble, hop_timings, server_timing
-from spright.host.spans import SpanTable
+from spright.host.spans import NodeSpans
 
 
 class Export(Protocol):
@@ -55,7 +55,7 @@ class _Open:
 
 
 class Recorder:
-    def __init__(self, table: RouteTable, config: Config, spans: SpanTable, endpoint: int, index: int,
+    def __init__(self, table: RouteTable, config: Config, spans: NodeSpans, endpoint: int, index: int,
                  exporter: Export | None) -> None:
         """``spans``: the node's rings (this gateway writes its own, ``endpoint``'s, and reads
         them all); ``index``: this gateway process's, whose request ids it owns."""

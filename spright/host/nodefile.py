@@ -48,8 +48,9 @@ class BadNodeFile(ValueError):
 class CounterSegment:
     """Where the node's per-endpoint counters live (see spright.host.counters)."""
 
-    shm: str  # the shared-memory segment's name in /dev/shm
-    rows: int
+    # a segment per security domain: its name in /dev/shm -> the endpoints whose rows it holds, in order
+    segments: dict[str, list[int]]
+    rows: int  # endpoints in all
     row_words: int
     columns: list[str]
 
@@ -74,8 +75,8 @@ class NodeFile:
     # (spright.node.revisions.Revisions.describe)
     revisions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     gateways: list[int] = field(default_factory=lambda: [0])  # endpoint id of each gateway process
-    # when the node traces: its span rings' segment ("shm", "rings", "capacity") and what the
-    # spans are called ("names": spright.data.traces.TraceNames.to_json()); else empty
+    # when the node traces: its span rings' segments ("segments": name -> rings, one per security
+    # domain; "capacity") and what the spans are called ("names": TraceNames.to_json()); else empty
     traces: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:

@@ -7,10 +7,11 @@ process never sends anything about a span; it packs one record into its own ring
 come by later. A ring keeps the last ``capacity`` records: a reader that falls behind loses the
 oldest (counted, never returned torn) rather than slowing a writer down.
 
-Lifecycle as the counter table (spright.host.counters): the supervisor creates the segment
-(per-run random name, mode 0600) and unlinks it on shutdown; workers attach; other processes
-read ``/dev/shm/<name>`` directly, never through ``SharedMemory``, whose resource tracker
-would unlink a segment it merely attached to.
+Lifecycle as the counter table (spright.host.counters), and like it a segment per security
+domain (``NodeSpans``): the supervisor creates the segments (per-run random names, mode 0600)
+and unlinks them on shutdown; a worker attaches to its own domain's; other processes read
+``/dev/shm/<name>`` directly, never through ``SharedMemory``, whose resource tracker would
+unlink a segment it merely attached to.
 
 A ring's layout: a u64 ``written`` (records ever written to it), then ``capacity + 1`` slots;
 record ``i`` sits in slot ``i % (capacity + 1)``. The spare slot is the one the writer may be
@@ -24,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
@@ -216,3 +217,97 @@ def open_segment(name: str, rings: int, capacity: int) -> Iterator[SpanReader]:
         yield SpanReader(lambda offset, length: os.pread(fd, length, offset), rings, capacity)
     finally:
         os.close(fd)
+
+
+class SpanReaders:
+    """Several tables' readers read as one: a node's rings, a table per security domain."""
+
+    def __init__(self, readers: list[SpanReader]) -> None:
+        self._readers = readers
+
+    def read_new(self) -> tuple[list[Record], int]:
+        """As ``SpanReader.read_new``, table by table."""
+        found: list[Record] = []
+        lost = 0
+        for reader in self._readers:
+            records, missed = reader.read_new()
+            found += records
+            lost += missed
+        return found, lost
+
+    def latest(self, n: int | None = None) -> list[Record]:
+        """As ``SpanReader.latest``, table by table."""
+        return [record for reader in self._readers for record in reader.latest(n)]
+
+
+class NodeSpans:
+    """A node's span rings: a table per security domain, a ring per endpoint of that domain
+    (``layout``, as the counter table's: spright.host.counters.layout), so a worker maps its own
+    domain's rings only; the gateways map every domain's and read them all. Records name their
+    endpoint: which ring holds them matters to no reader."""
+
+    def __init__(self, layout: Mapping[int, Sequence[int]], tables: Mapping[int, SpanTable], capacity: int) -> None:
+        self.capacity = capacity
+        self._tables = dict(tables)
+        self._place = {e: (domain, i) for domain in self._tables for i, e in enumerate(layout[domain])}
+
+    @classmethod
+    def create(cls, layout: Mapping[int, Sequence[int]], capacity: int = CAPACITY, *, shared: bool = True,
+               names: Mapping[int, str] | None = None) -> NodeSpans:
+        """A table per domain of ``layout`` (``names``: each one's segment name; see ``SpanTable.create``)."""
+        tables: dict[int, SpanTable] = {}
+        try:
+            for domain, endpoints in layout.items():
+                name = names.get(domain) if names is not None else None
+                tables[domain] = SpanTable.create(len(endpoints), capacity, shared=shared, name=name)
+        except BaseException:
+            for table in tables.values():
+                table.close()
+            raise
+        return cls(layout, tables, capacity)
+
+    @classmethod
+    def attach(cls, layout: Mapping[int, Sequence[int]], names: Mapping[int, str], capacity: int = CAPACITY, *,
+               tracked: bool = True) -> NodeSpans:
+        """Another process's attachment to the tables ``names`` names (domain -> segment: a
+        worker is handed its own domain's only). FileNotFoundError: the node does not trace."""
+        tables: dict[int, SpanTable] = {}
+        try:
+            for domain, name in names.items():
+                tables[domain] = SpanTable.attach(name, len(layout[domain]), capacity, tracked=tracked)
+        except BaseException:
+            for table in tables.values():
+                table.close()
+            raise
+        return cls(layout, tables, capacity)
+
+    @property
+    def names(self) -> dict[int, str]:
+        """The shared segment of each domain this process maps (none: private memory)."""
+        return {domain: table.name for domain, table in self._tables.items() if table.name is not None}
+
+    def segments(self) -> dict[str, int]:
+        """Each shared segment and its rings (node.json's ``traces``)."""
+        return {name: self._tables[domain].rings for domain, name in self.names.items()}
+
+    def writer(self, endpoint: int) -> SpanWriter:
+        """The writer of ``endpoint``'s ring (KeyError: a domain this process does not map)."""
+        domain, ring = self._place[endpoint]
+        return self._tables[domain].writer(ring)
+
+    def reader(self) -> SpanReaders:
+        return SpanReaders([table.reader() for table in self._tables.values()])
+
+    def close(self) -> None:
+        for table in self._tables.values():
+            table.close()
+        self._tables.clear()
+
+
+@contextlib.contextmanager
+def open_segments(segments: Mapping[str, int], capacity: int) -> Iterator[SpanReaders]:
+    """A reader of another process's node (``spright trace``): ``segments`` (name -> rings),
+    each read as ``open_segment`` does."""
+    with contextlib.ExitStack() as stack:
+        yield SpanReaders([stack.enter_context(open_segment(name, rings, capacity))
+                           for name, rings in segments.items()])

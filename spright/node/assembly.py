@@ -3,16 +3,17 @@ further gateway process, a worker process (spawned, or started on its own in pod
 TestClient. A node-wide resource is added here, once, and every kind of node has it.
 
 A node's memory is its payload pools (one per security domain), its counter table (a row per
-endpoint, then the gateways' latency histograms) and, when it traces, its span rings (one per
-endpoint, named after the counter table: whoever finds one finds the other). The first process
-creates them; the others attach to them by name. On that memory stand the gateway and the workers.
+endpoint, in a segment per security domain; the gateways' latency histograms in domain 0's)
+and, when it traces, its span rings (one per endpoint, named after the counter table: whoever
+finds one finds the other). The first process creates them; the others attach to them by name,
+a worker to its own domain's only. On that memory stand the gateway and the workers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +23,11 @@ from spright.data.traces import TraceNames
 from spright.front.gateway import Gateway, Role
 from spright.front.recorder import Export, Recorder
 from spright.front.roles import Coordinator
-from spright.host.counters import CounterTable, histogram_words
+from spright.host.counters import COLUMNS, ROW_WORDS, CounterTable, histogram_words, layout
+from spright.host.nodefile import CounterSegment
 from spright.host.pool import Pool, PoolHandle
 from spright.host.pools import NodePool
-from spright.host.spans import CAPACITY, SpanTable
+from spright.host.spans import NodeSpans
 from spright.routing import App
 from spright.transport.base import Transport
 from spright.worker.runtime import Worker
@@ -38,31 +40,33 @@ class NodeMemory:
     table: RouteTable
     pools: NodePool
     counters: CounterTable
-    spans: SpanTable | None = None  # None: the node does not trace
+    spans: NodeSpans | None = None  # None: the node does not trace
 
     @classmethod
     def create(cls, table: RouteTable, config: Config, *, shared: bool = True) -> NodeMemory:
         """The node's memory, made by its first process; ``shared=False``: private memory for
         a node living in one process (TestClient), laid out the same."""
         pools = NodePool.create(config.pool, (f.domain for f in table.functions))
-        counters = CounterTable.create(len(table.endpoints), shared=shared, extra_words=histogram_words(table))
+        counters = CounterTable.create(layout(table), shared=shared, extra_words=histogram_words(table))
         spans = None
         if config.tracing:
-            name = spans_name(counters.name) if counters.name else None
-            spans = SpanTable.create(len(table.endpoints), shared=shared, name=name)
+            names = {domain: spans_name(name) for domain, name in counters.names.items()}
+            spans = NodeSpans.create(counters.layout, shared=shared, names=names)
         return cls(table, pools, counters, spans)
 
     @classmethod
-    def attach(cls, table: RouteTable, pools: Iterable[PoolHandle], counters: str, *,
+    def attach(cls, table: RouteTable, pools: Iterable[PoolHandle], counters: Mapping[int, str], *,
                tracked: bool = True) -> NodeMemory:
-        """Another process's view of the node's memory: the pools ``pools`` names (a worker is
-        handed its own domain's only) and the counter table named ``counters``. ``tracked``:
-        see ``spright.host.pool.attach_segment``."""
+        """Another process's view of the node's memory: the pools ``pools`` names and the
+        counter segments ``counters`` names (domain -> segment; a worker is handed its own
+        domain's only, a further gateway every domain's). ``tracked``: see
+        ``spright.host.pool.attach_segment``."""
         spans = None
         with contextlib.suppress(FileNotFoundError):  # none: the node does not trace
-            spans = SpanTable.attach(spans_name(counters), len(table.endpoints), CAPACITY, tracked=tracked)
+            spans = NodeSpans.attach(layout(table), {d: spans_name(name) for d, name in counters.items()},
+                                     tracked=tracked)
         return cls(table, NodePool.attach(pools, tracked=tracked),
-                   CounterTable.attach(counters, len(table.endpoints), tracked=tracked), spans)
+                   CounterTable.attach(layout(table), counters, tracked=tracked), spans)
 
     def coordinator(self, transport: Transport, wake: Callable[[int], None] = lambda function_id: None) -> Coordinator:
         """The first gateway's role: the node's membership and activator (spright.front.roles)."""
@@ -94,13 +98,18 @@ class NodeMemory:
 
     def segment_names(self) -> list[str]:
         """Every /dev/shm segment of this node's memory."""
-        return [*self.pools.segment_names, self.counters.name or "", *([self.spans.name or ""] if self.spans else [])]
+        spans = self.spans.names.values() if self.spans is not None else ()
+        return [*self.pools.segment_names, *self.counters.names.values(), *spans]
+
+    def counter_segment(self) -> CounterSegment:
+        """Where a reader in another process finds every endpoint's counters (node.json's ``metrics``)."""
+        return CounterSegment(self.counters.segments(), self.counters.rows, ROW_WORDS, list(COLUMNS))
 
     def trace_info(self) -> dict[str, Any]:
         """What a reader in another process needs of the span rings (node.json's ``traces``)."""
         if self.spans is None:
             return {}
-        return {"shm": self.spans.name, "rings": self.spans.rings, "capacity": self.spans.capacity,
+        return {"segments": self.spans.segments(), "capacity": self.spans.capacity,
                 "names": TraceNames.of(self.table).to_json()}
 
     def pool_of(self, endpoint: int) -> Pool:

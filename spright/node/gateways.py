@@ -49,7 +49,7 @@ class GatewaySpec:
     table: RouteTable
     pools: list[PoolHandle]  # every domain's
     transport: Transport
-    counters: str  # the counter table's shared-memory name
+    counters: dict[int, str]  # every domain's counter segment (domain -> shared-memory name)
     config: Config
     port: int  # the node's HTTP port, already bound by gateway 0
 

@@ -52,7 +52,7 @@ class JoinInfo:
     transport: str
     transport_state: dict[str, Any]  # Transport.join_state()
     pools: dict[str, tuple[str, str]]  # domain -> (segment prefix, lock name)
-    counters: str  # the counter table's shared-memory name
+    counters: dict[str, str]  # domain -> its counter segment's shared-memory name
     drain_timeout: float
 
 
@@ -118,8 +118,8 @@ def worker_spec(info: JoinInfo, node_dir: Path, app_ref: str, process: str, inst
     prefix, lock = info.pools[str(function.domain)]
     pool = PoolHandle(prefix, app.config.pool, NamedLock(lock), function.domain)
     transport = registry()[info.transport].rejoin(node_dir, table, info.transport_state)
-    return WorkerSpec(app_ref, process, instance, table, pool, transport, info.counters, info.drain_timeout,
-                      tracked=False)
+    return WorkerSpec(app_ref, process, instance, table, pool, transport, info.counters[str(function.domain)],
+                      info.drain_timeout, tracked=False)
 
 
 def join_main(node_dir: Path, app_ref: str, process: str, instance: int, patience: float) -> None:

@@ -49,7 +49,7 @@ class WorkerSpec:
     table: RouteTable  # the node's, as the supervisor compiled it (instances included)
     pool: PoolHandle
     transport: Transport
-    counters: str  # the counter table's shared-memory name
+    counters: str  # its own security domain's counter segment (the others' it is never told)
     drain_timeout: float  # how long handlers in flight may finish once told to stop
     tracked: bool = True  # False: started on its own, its resource tracker must not unlink the node's memory
     parent: int = 0  # the pid of the process that starts it (the supervisor, or the template): it dies with it
@@ -75,7 +75,8 @@ async def serve_worker(spec: WorkerSpec, sealable: bool, gateway_gone: asyncio.F
     key = WorkerKey(spec.process, spec.instance)
     name_process(f"worker {key} [{app.name}]")
     table = spec.table
-    memory = NodeMemory.attach(table, [spec.pool], spec.counters, tracked=spec.tracked)  # its own domain's pool
+    # its own domain's pool, counters and span rings, no other's
+    memory = NodeMemory.attach(table, [spec.pool], {spec.pool.domain: spec.counters}, tracked=spec.tracked)
     spec.transport.instances.watch(memory.counters.in_flight)
     workers = memory.workers(app, [table.instance_endpoints(f)[spec.instance] for f in table.processes()[spec.process]])
     stop = asyncio.Event()

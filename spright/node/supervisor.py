@@ -22,12 +22,10 @@ import uvloop
 
 from spright.front import http
 from spright.front.membership import State
-from spright.host.counters import COLUMNS, ROW_WORDS
 from spright.host.instances import FILE_NAME as INSTANCES_FILE
 from spright.host.nodefile import NAME as NODE_FILE
 from spright.host.nodefile import (
     NODE_DIR_ENV,
-    CounterSegment,
     NodeFile,
     make_runtime_dir,
     runtime_base,
@@ -167,7 +165,7 @@ class Supervisor:
             join.write(self.node_dir, join.JoinInfo(
                 self.app_ref, list(self.config.instances), self.gateway_count, join.digest(table, self.config.pool),
                 self.transport.name, self.transport.join_state(), join.handles(self.pool.handles),
-                self.counters.name or "", self.config.drain_timeout))
+                {str(d): name for d, name in self.counters.names.items()}, self.config.drain_timeout))
         else:
             if self.starts.how == "fork":  # the template imports what a worker does, once
                 report = await self.revisions.open_first()
@@ -188,7 +186,7 @@ class Supervisor:
         domain = self.table.functions[self.table.processes()[key.process][0] - 1].domain
         revision = self.revisions.revision(key)
         spec = WorkerSpec(revision.app_ref, key.process, key.instance, self.table, self.pool.handle(domain),
-                          self.transport, self.counters.name or "", self.config.drain_timeout,
+                          self.transport, self.counters.names[domain], self.config.drain_timeout,
                           parent=revision.starts.parent(), user=self.config.worker_user)
         began = time.monotonic()
         process = revision.starts.start(spec, f"spright-{key}")
@@ -223,7 +221,7 @@ class Supervisor:
     def _gateway_spec(self, index: int) -> GatewaySpec:
         assert self._port is not None
         return GatewaySpec(self.app.name, index, self.table, self.pool.handles, self.transport,
-                           self.counters.name or "", self.config, self._port)
+                           self.counters.names, self.config, self._port)
 
     # -- scaling ---------------------------------------------------------------------------
     def scale(self, name: str, count: int) -> None:
@@ -366,7 +364,7 @@ class Supervisor:
                      **self.gateways.pids()},
             gateways=list(table.gateways),
             shm=self.memory.segment_names(),  # every segment of ours in /dev/shm
-            metrics=CounterSegment(self.counters.name or "", self.counters.rows, ROW_WORDS, list(COLUMNS)),
+            metrics=self.memory.counter_segment(),
             domains=list(table.domains),
             functions=table.describe_functions(),
             routes=table.describe(),  # for `spright routes --live` when the data plane cannot read it back

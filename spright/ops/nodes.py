@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spright.host.counters import FUNCTION_COLUMNS, REQUESTS, RESPONSES, read_segment, row_dict
+from spright.host.counters import FUNCTION_COLUMNS, REQUESTS, RESPONSES, read_segments, row_dict
 from spright.host.nodefile import NodeFile, own_node, running_nodes
 from spright.transport import registry
 from spright.transport.base import Transport
@@ -62,7 +62,7 @@ def _transport_class(node: NodeFile) -> type[Transport] | None:
 def snapshot(node: NodeFile) -> dict[str, Any]:
     """Counters of every endpoint right now: userspace (all transports) and, when the data
     plane keeps its own, the kernel's under ``kernel``. The gateway's row lags by one tick."""
-    rows = read_segment(node.metrics.shm, node.metrics.rows)
+    rows = read_segments(node.metrics.segments, node.metrics.rows)
     transport = _transport_class(node)
     try:
         kernel = transport.live_counters(node.transport_info) if transport is not None else None

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from spright.data.traces import KEPT, SERVER, Record, Span, Trace, TraceNames, assemble
-from spright.host.spans import open_segment
+from spright.host.spans import open_segments
 
 BAR = "━"
 KIND_STYLES = {"server": "bold blue", "hop": "cyan", "call": "magenta", "handler": "green"}
@@ -107,7 +107,7 @@ def kept_traces(info: dict[str, Any], *, everything: bool = False) -> list[Trace
     recorded. Read from /dev/shm without attaching; records overwritten since are holes
     (``Trace.complete``)."""
     names = TraceNames.from_json(info["names"])
-    with open_segment(info["shm"], info["rings"], info["capacity"]) as reader:
+    with open_segments(info["segments"], info["capacity"]) as reader:
         records = reader.latest()
     by_request: dict[int, list[Record]] = {}
     servers = []
