@@ -8,7 +8,7 @@ return value is the next hop's payload. Run it with ``python -m apps.parking``.
 
 from __future__ import annotations
 
-from apps.parking.functions import charging, detection, index, persist, search, sessions
+from apps.parking.functions import charging, detection, index, persist, review, search, sessions
 from spright import App, PoolConfig
 from spright.data.config import MiB
 
@@ -24,9 +24,11 @@ log = app.add_function(index, name="index", concurrency=256)
 keep = app.add_function(persist, name="persist", concurrency=256)
 bill = app.add_function(charging, name="charging", concurrency=256)
 listing = app.add_function(sessions, name="sessions")
+resolve = app.add_function(review, name="review")
 
 app.route("/parking/events", detect >> find >> log >> keep >> bill, methods=["POST"])  # route 1
 app.route("/parking/quote", detect >> find >> bill, methods=["POST"])  # route 2
 app.route("/parking/sessions", listing)
+app.route("/parking/review", resolve, methods=["POST"])  # an operator resolves a stay under review
 
 __all__ = ["app"]

@@ -15,7 +15,9 @@ that yields an agreed, valid plate wins. Measured: 99% exact on 200 rendered car
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ import numpy as np
 import pytesseract
 
 from apps.media import NotAnImage, decode
-from apps.parking.plates import WHITELIST, PlateFormat, current, repair
+from apps.parking.plates import WHITELIST, PlateFormat, current, key, repair
 
 CROP_H = 100  # the upright plate crop's height; its width keeps the plate's proportions
 GLYPH_H = 32  # character height in the line handed to tesseract
@@ -33,19 +35,50 @@ GLYPH_H = 32  # character height in the line handed to tesseract
 TESS_ARGS = ["--psm", "13", "--oem", "1", "-c", f"tessedit_char_whitelist={WHITELIST}"]
 # the line is read at several sizes and spacings in one tesseract run; the reads vote
 VARIANTS = ((32, 0.12), (40, 0.25), (28, 0.2))
+# hOCR with a box and a confidence (0-100) per character: tesseract's word confidence means
+# nothing on a raw line (psm 13 scores most words 0), its characters' confidences do
+HOCR_ARGS = ["-c", "hocr_char_boxes=1", "hocr"]
+_CHAR = re.compile(r"x_conf ([0-9.]+)'>([^<]*)</span>")
 TESS_ENV = {**os.environ, "OMP_THREAD_LIMIT": "1"}  # one tesseract per request: OpenMP threads only contend
 MAX_CANDIDATES = 6
+# A plate read whose surest read has a character below this confidence (tesseract's 0-100) is not
+# charged: its stay goes to review. Rendered plates read right score 64-100 (most above 85); a
+# smudged glyph read as a plate character (``#`` as ``4``) scores under 50.
+MIN_CONFIDENCE = 60.0
+CONFIDENCE_ENV = "SPRIGHT_PLATE_MIN_CONFIDENCE"
+
+
+def min_confidence() -> float:
+    """The review threshold: ``SPRIGHT_PLATE_MIN_CONFIDENCE`` (0-100; 0 never reviews), else ``MIN_CONFIDENCE``."""
+    value = os.environ.get(CONFIDENCE_ENV)
+    if not value:
+        return MIN_CONFIDENCE
+    threshold = float(value)
+    if not 0 <= threshold <= 100:
+        raise ValueError(f"{CONFIDENCE_ENV}={value!r}: a confidence from 0 to 100")
+    return threshold
+
+
+@dataclass(frozen=True)
+class Line:
+    """One tesseract read of one line image: its text and its least sure character's confidence (0-100)."""
+
+    text: str
+    confidence: float
 
 
 @dataclass(frozen=True)
 class Reading:
-    """What recognition found: the plate (None when unreadable), where, and what OCR saw."""
+    """What recognition found: the plate as read (None when unreadable), the key it is matched by
+    (``plates.key``), how sure OCR was of it, where it is, and what OCR saw."""
 
     plate: str | None
     raw: str
     box: list[list[int]]  # the plate's four corners in the photo
     candidates: int
     reads: list[str]  # every raw OCR read, for the record
+    key: str | None = None
+    confidence: float = 0.0  # the lowest character confidence of the surest read of the plate (0-100)
 
 
 def _plate_like(rect: tuple, image_area: int) -> float:
@@ -174,8 +207,9 @@ def relayout(labels: np.ndarray, glyphs: list[Glyph], glyph_h: int = GLYPH_H, ga
     return cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
 
 
-def ocr_lines(images: list[np.ndarray]) -> list[str]:
-    """Read several one-line images in ONE tesseract run (a run costs ~100 ms of start-up alone)."""
+def ocr_lines(images: list[np.ndarray]) -> list[Line]:
+    """Read several one-line images in ONE tesseract run (a run costs ~100 ms of start-up alone),
+    with each character's confidence (hOCR with character boxes: ``x_conf`` per glyph)."""
     with tempfile.TemporaryDirectory(prefix="spright-anpr-") as tmp:
         names = []
         for n, image in enumerate(images):
@@ -184,34 +218,48 @@ def ocr_lines(images: list[np.ndarray]) -> list[str]:
         listing = os.path.join(tmp, "lines.txt")
         with open(listing, "w") as out:
             out.write("\n".join(names) + "\n")
-        done = subprocess.run([pytesseract.pytesseract.tesseract_cmd, listing, "stdout", *TESS_ARGS],
+        done = subprocess.run([pytesseract.pytesseract.tesseract_cmd, listing, "stdout", *TESS_ARGS, *HOCR_ARGS],
                               capture_output=True, text=True, env=TESS_ENV, timeout=30, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"tesseract failed: {done.stderr.strip()[-300:]}")
-    pages = done.stdout.split("\f")
-    return [page.strip() for page in pages[: len(images)]] + [""] * (len(images) - len(pages))
+    pages = done.stdout.split("class='ocr_page'")[1:]
+    lines = []
+    for page in pages[: len(images)]:
+        glyphs = [(html.unescape(ch), float(conf)) for conf, ch in _CHAR.findall(page)]
+        lines.append(Line("".join(ch for ch, _ in glyphs), min((c for _, c in glyphs), default=0.0)))
+    return lines + [Line("", 0.0)] * (len(images) - len(lines))
 
 
 def _clean(read: str) -> str:
     return "".join(ch for ch in read.upper() if ch.isalnum())
 
 
-def vote(reads: list[str], fmt: PlateFormat | None = None) -> str | None:
-    """The plate most reads agree on; on a tie, the one needing strictly fewer corrections.
+def vote(reads: list[Line], fmt: PlateFormat | None = None) -> tuple[str, str, float] | None:
+    """The plate most reads agree on, as ``(plate as read, its key, confidence)``; on a tie, the
+    one needing strictly fewer corrections.
 
+    Reads vote by key (``plates.key``: in ``any``, ``RBW4009`` and ``R8W4009`` are one plate), and
+    the winner is shown as most of its reads spelled it (ties: the surest spelling). Its confidence
+    is that of its surest read: the lowest character confidence within that read.
     Valid but disagreeing reads with nothing to tell them apart are rejected: a wrong plate bills a stranger.
     """
+    fmt = fmt or current()
     tally: dict[str, list[int]] = {}
-    for fit in (repair(r, fmt) for r in reads):
+    spellings: dict[str, dict[str, list[float]]] = {}
+    for read in reads:
+        fit = repair(read.text, fmt)
         if fit is not None:
-            votes = tally.setdefault(fit[0], [0, 0])
+            votes = tally.setdefault(key(fit[0], fmt), [0, 0])
             votes[0] += 1
             votes[1] += fit[1]
+            spellings.setdefault(key(fit[0], fmt), {}).setdefault(fit[0], []).append(read.confidence)
     ranked = sorted(tally.items(), key=lambda item: (-item[1][0], item[1][1]))
     if not ranked:
         return None
     if len(ranked) == 1 or ranked[0][1][0] > ranked[1][1][0] or ranked[0][1][1] < ranked[1][1][1]:
-        return ranked[0][0]
+        winner = ranked[0][0]
+        plate = max(spellings[winner].items(), key=lambda item: (len(item[1]), max(item[1])))[0]
+        return plate, winner, max(c for spelled in spellings[winner].values() for c in spelled)
     return None
 
 
@@ -236,19 +284,21 @@ def read_plate(image: np.ndarray, fmt: PlateFormat | None = None) -> Reading:
         size = len(fmt.layout) if fmt.layout else 0
         if group is not None and len(glyphs) == size:  # the digits alone, at every variant
             lines += [relayout(labels, glyphs[group], h, gap) for h, gap in VARIANTS]
-        reads = ocr_lines(lines)
-        whole, digits = reads[:len(VARIANTS)], reads[len(VARIANTS):]
+        found = ocr_lines(lines)
+        whole = [Line(_clean(line.text), line.confidence) for line in found[:len(VARIANTS)]]
+        digits = [Line(_clean(line.text), line.confidence) for line in found[len(VARIANTS):]]
         hybrid = [] if group is None else [
-            w[:group.start] + d + w[group.stop:] for w in map(_clean, whole) for d in map(_clean, digits)
-            if len(w) == size and len(d) == group.stop - group.start]
-        plate = vote(hybrid, fmt) or vote(whole, fmt)
-        reads = whole + hybrid
+            Line(w.text[:group.start] + d.text + w.text[group.stop:], min(w.confidence, d.confidence))
+            for w in whole for d in digits if len(w.text) == size and len(d.text) == group.stop - group.start]
+        voted = vote(hybrid, fmt) or vote(whole, fmt)
+        reads = [line.text for line in whole + hybrid]
         box = cv2.boxPoints(rect).round().astype(int).tolist()
-        if plate is not None:
-            return Reading(plate, whole[0], box, len(rects), reads)
+        if voted is not None:
+            plate, plate_key, confidence = voted
+            return Reading(plate, reads[0], box, len(rects), reads, plate_key, round(confidence, 1))
         first = first or (reads, box)
     reads, box = first or ([], [])
     return Reading(None, reads[0] if reads else "", box, len(rects), reads)
 
 
-__all__ = ["NotAnImage", "Reading", "decode", "read_plate"]
+__all__ = ["Line", "NotAnImage", "Reading", "decode", "min_confidence", "read_plate"]

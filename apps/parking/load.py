@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from apps.loadkit import require_loopback, summary
+from apps.parking.plates import key
 from apps.parking.synth import Sample, samples
 
 MAX_BURST, MAX_BURSTS = 1000, 100
@@ -36,7 +37,7 @@ async def run(url: str, burst: int = 164, every: float = 10.0, bursts: int = 3, 
     latencies: dict[str, list[float]] = {name: [] for name in ROUTES}
     statuses: dict[str, int] = {}
     functions: dict[str, list[float]] = {}
-    read = {"correct": 0, "wrong": 0}
+    read = {"correct": 0, "wrong": 0, "review": 0}  # review: unsure reads, held for an operator
     burst_walls = []
     limits = aiohttp.TCPConnector(limit=burst)
     async with aiohttp.ClientSession(connector=limits, timeout=aiohttp.ClientTimeout(total=180)) as session:
@@ -51,7 +52,8 @@ async def run(url: str, burst: int = 164, every: float = 10.0, bursts: int = 3, 
             statuses[str(status)] = statuses.get(str(status), 0) + 1
             if status < 300:
                 answer = json.loads(body)
-                read["correct" if answer["plate"] == sample.plate else "wrong"] += 1
+                read["correct" if answer["plate_key"] == key(sample.plate) else "wrong"] += 1
+                read["review"] += answer.get("state") == "review"
                 for name, ms in answer.get("timings_ms", {}).items():
                     functions.setdefault(name, []).append(ms / 1000)
 

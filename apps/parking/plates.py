@@ -5,9 +5,9 @@ digits, so the classic confusions (0/O, 1/I, 5/S, 8/B, 2/Z, 6/G) are corrected b
 few at most (``MAX_CORRECTIONS``); a read that still does not fit, or fits only by rewriting
 more of it than that, is rejected rather than charged to a stranger. I, O and Q never appear in
 the generated plates' letters, which removes the worst pairs. ``any`` (2 to 8 letters and
-digits) knows no positions: nothing is corrected, and the glyphs no reader can tell apart are
-one character everywhere (O and Q are 0, I is 1, S is 5, B is 8, Z is 2, G is 6, in reads and in
-typed plates alike).
+digits) knows no positions: nothing is corrected, and a plate is matched by its key (``key``),
+in which the glyphs no reader can tell apart are one character (O and Q are 0, I is 1, S is 5,
+B is 8, Z is 2, G is 6, in reads and in typed plates alike); the plate itself stays as read.
 
 The format comes from ``SPRIGHT_PLATE_FORMAT`` (``python -m apps.parking --plate-format``).
 """
@@ -120,8 +120,7 @@ def repair(raw: str, fmt: PlateFormat | None = None) -> tuple[str, int] | None:
     """
     fmt = fmt or current()
     text = "".join(ch for ch in raw.upper() if ch.isalnum())
-    if fmt.layout is None:  # no positions to correct by: the read as it is, or nothing
-        text = text.translate(_SAME_GLYPH)
+    if fmt.layout is None:  # no positions to correct by: the read as it is, or nothing (matched by its key)
         return (text, 0) if is_valid(text, fmt) else None
     layout, size = fmt.layout, len(fmt.layout)
     if len(text) == size:
@@ -146,8 +145,12 @@ def repair(raw: str, fmt: PlateFormat | None = None) -> tuple[str, int] | None:
 
 def clean(text: str, fmt: PlateFormat | None = None) -> str | None:
     """A plate typed by a person (API, registration): upper-cased, spaces dropped; None if invalid."""
-    fmt = fmt or current()
     plate = "".join(text.split()).upper()
-    if fmt.layout is None:
-        plate = plate.translate(_SAME_GLYPH)
     return plate if is_valid(plate, fmt) else None
+
+
+def key(plate: str, fmt: PlateFormat | None = None) -> str:
+    """The form a plate is matched by (registry, open stay, sessions): in ``any`` the glyphs OCR
+    confuses are one character (``RBW4009`` and ``R8W4009`` are the key ``R8W4009``); in ``uk``
+    and ``us`` the plate itself. Only for matching: answers and receipts show the plate as read."""
+    return plate.translate(_SAME_GLYPH) if (fmt or current()).layout is None else plate
