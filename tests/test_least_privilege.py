@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from spright.data.config import Config
 from spright.host.nodefile import runtime_base
+from spright.host.sandbox import unreadable, workers_user
 from spright.node import control
 from spright.ops.nodes import choose_node
 from spright.testing import run_node
@@ -99,7 +101,7 @@ def test_user_root_keeps_root_and_says_so(runtime_dir: Path, root_file: Path) ->
         assert json.loads(met)["uids"] == [0, 0, 0]
         assert json.loads(met)["open"] == "root's" and json.loads(met)["kill"] == "signalled"
         log.seek(0)
-        assert "runs as root (--user root)" in log.read().decode(errors="replace")
+        assert "runs as root: a compromised handler is root" in log.read().decode(errors="replace")
 
 
 async def test_a_scaled_up_instance_and_a_reload_run_unprivileged(runtime_dir: Path) -> None:
@@ -121,3 +123,32 @@ async def test_a_scaled_up_instance_and_a_reload_run_unprivileged(runtime_dir: P
         for pid in new:
             assert_unprivileged(pid, uid, gid)
         assert request(port, "/chain", b"y") == (200, b"y12")
+
+
+def test_workers_keep_root_when_their_user_cannot_read_the_app_and_an_explicit_user_is_refused(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A worker imports and reads the app after its drop: an app only root can read (a checkout
+    under a 0700 directory) keeps its workers root, said once; ``--user`` for such an app is a
+    startup error naming what that user cannot read."""
+    with tempfile.TemporaryDirectory() as base:  # /tmp's: searchable by everyone, unlike pytest's
+        Path(base).chmod(0o711)
+        check_what_workers_read(Path(base) / "closed", caplog)
+
+
+def check_what_workers_read(hidden: Path, caplog: pytest.LogCaptureFixture) -> None:
+    hidden.mkdir(mode=0o700)
+    app_file = hidden / "app.py"
+    app_file.write_text("")
+    app_file.chmod(0o644)
+    assert unreadable([str(app_file)], "nobody") == str(hidden.resolve())
+    hidden.chmod(0o711)
+    assert unreadable([str(app_file)], "nobody") is None
+    app_file.chmod(0o600)
+    assert unreadable([str(app_file)], "nobody") == str(app_file.resolve())
+    with caplog.at_level("WARNING", logger="spright"):
+        assert workers_user(Config(), [str(app_file)]) == "root"
+    assert "the workers keep root" in caplog.text and str(app_file.resolve()) in caplog.text
+    with pytest.raises(ValueError, match=f"--user nobody: that user cannot read {app_file.resolve()}"):
+        workers_user(Config(user="nobody"), [str(app_file)])
+    app_file.chmod(0o644)
+    assert workers_user(Config(user="nobody"), [str(app_file)]) == "nobody"

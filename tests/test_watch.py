@@ -15,6 +15,7 @@ import pytest
 
 from spright import App
 from spright.node import watch
+from spright.node.loader import handler_files
 from spright.ops.nodes import choose_node
 from spright.testing import run_node
 from tests.kit.nodes import spright
@@ -149,7 +150,7 @@ def test_a_change_maps_to_the_functions_whose_handler_is_in_the_file(tmp_path: P
     app.function(revised.target.handler)
     app.function(revised.tally.handler)
     app.function(textwrap.dedent)  # another module's
-    files = watch.handler_files(app.functions)
+    files = handler_files(app.functions)
     assert files["target"] == files["tally"] == SOURCE.resolve()
     ours = Path(revised.__file__)
     assert watch.to_reload([ours], files) == ["target", "tally"]

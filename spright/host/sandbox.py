@@ -31,10 +31,13 @@ The uids are per thread in the kernel too, but glibc's setresuid changes every t
 from __future__ import annotations
 
 import ctypes
+import grp
 import logging
 import os
 import pwd
 from pathlib import Path
+
+from spright.data.config import Config
 
 log = logging.getLogger("spright.host.sandbox")
 
@@ -105,6 +108,38 @@ def seal() -> None:
 def worker_ids(user: str | None) -> tuple[int, int] | None:
     """The uid and gid workers drop to (``Config.worker_user``); None when they keep who they are."""
     return None if user in (None, "root") else ids_of(user)
+
+
+def workers_user(config: Config, files: list[str]) -> str | None:
+    """``Config.user`` for the workers of this node: as configured when they can read ``files``
+    (the app's and its libraries'; a worker imports and reads them after its drop); "root" when
+    the default user (``spright``, else ``nobody``) cannot, said once; ValueError when an
+    explicit ``--user`` cannot."""
+    user = config.worker_user
+    if user in (None, "root") or config.node_dir is not None or (blocked := unreadable(files, user)) is None:
+        return config.user
+    if config.user is not None:
+        raise ValueError(f"--user {user}: that user cannot read {blocked}, which the workers need (the app or "
+                         f"its libraries): make it readable to {user}, or choose another user")
+    log.warning("spright: the workers keep root: %r, the user they would run as, cannot read %s (the app or its "
+                "libraries); make it readable to %r, or pass --user", user, blocked, user)
+    return "root"
+
+
+def unreadable(paths: list[str], user: str) -> str | None:
+    """The first of ``paths`` (files) that ``user`` could not read, going by the modes of the
+    file and the directories above it (a worker imports and reads the app after its drop), or
+    None when it can read them all."""
+    uid, gid = ids_of(user)
+    groups = {gid, *(g.gr_gid for g in grp.getgrall() if user in g.gr_mem)}
+    for path in paths:
+        target = Path(path).resolve()
+        for place, need in [*((d, 0o1) for d in reversed(target.parents)), (target, 0o4)]:
+            mode = place.stat()
+            shift = 6 if mode.st_uid == uid else 3 if mode.st_gid in groups else 0
+            if not (mode.st_mode >> shift) & need:
+                return str(place)
+    return None
 
 
 def ids_of(user: str) -> tuple[int, int]:

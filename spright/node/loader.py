@@ -8,14 +8,18 @@ them (``App.with_remotes``). Every process of the node reads the same variable.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import orjson
 
+from spright.data.function import Function
 from spright.routing import App, RoutingError
 
 REMOTES_ENV = "SPRIGHT_REMOTES"
@@ -37,6 +41,31 @@ def load_app(reference: str) -> App:
     if not isinstance(where, dict) or not all(isinstance(url, str) for url in where.values()):
         raise RoutingError(f'{REMOTES_ENV} must be a JSON object of function name -> URL, e.g. {{"pay": "http://h:80"}}')
     return app.with_remotes(where)
+
+
+def handler_files(functions: Mapping[str, Function]) -> dict[str, Path | None]:
+    """Function name -> the file its handler is defined in (None: unknown, e.g. a builtin)."""
+    files: dict[str, Path | None] = {}
+    for name, function in functions.items():
+        handler = inspect.unwrap(function.handler)
+        if not (inspect.isfunction(handler) or inspect.ismethod(handler)):
+            handler = type(handler)  # a callable object: its class's file
+        file = None
+        with contextlib.suppress(TypeError, OSError):
+            file = inspect.getsourcefile(handler)
+        files[name] = Path(file).resolve() if file else None
+    return files
+
+
+def app_files(app: App) -> list[str]:
+    """What every worker reads after it dropped to its user (spright.host.sandbox): its
+    handlers' source files and the libraries every worker imports."""
+    import uvloop
+
+    import spright
+
+    handlers = {str(file) for file in handler_files(app.functions).values() if file is not None}
+    return sorted(handlers | {str(spright.__file__), str(uvloop.__file__)})
 
 
 def _find_app(reference: str) -> App:

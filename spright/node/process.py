@@ -116,7 +116,7 @@ def lock_down(spec: WorkerSpec, sealable: bool) -> None:
     if spec.user is None:
         return
     if spec.user == "root":
-        log.warning("spright: worker %s runs as root (--user root): a compromised handler is root on this host; "
+        log.warning("spright: worker %s runs as root: a compromised handler is root on this host; "
                     "not recommended", spec.process)
         return
     with contextlib.suppress(FileNotFoundError):  # none yet: a node that is not the supervisor's

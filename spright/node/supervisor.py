@@ -32,11 +32,11 @@ from spright.host.nodefile import (
     sweep_dead_nodes,
 )
 from spright.host.procs import join_all, name_process
-from spright.host.sandbox import worker_ids
+from spright.host.sandbox import worker_ids, workers_user
 from spright.node import control, join
 from spright.node.assembly import NodeMemory
 from spright.node.gateways import FurtherGateways, GatewaySpec, default_count
-from spright.node.loader import load_app
+from spright.node.loader import app_files, load_app
 from spright.node.process import WorkerKey, WorkerSpec
 from spright.node.revisions import Revisions
 from spright.node.scaling import TICK, Autoscaling
@@ -57,6 +57,7 @@ class Supervisor:
         self.app_ref = app_ref
         self.app = load_app(app_ref)
         self.config = self.app.config.replace(**options)
+        self.config = self.config.replace(user=workers_user(self.config, app_files(self.app)))
         self.node_dir = Path(self.config.node_dir) if self.config.node_dir else None
         self.gateway_count = self.config.gateways or default_count()
         self.table = self.app.compile(dict(self.config.instances), self.gateway_count,

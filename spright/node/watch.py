@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from spright.data.config import Config
-from spright.data.function import Function
+from spright.node.loader import handler_files
 from spright.node.revisions import Revisions, Workers
 from spright.routing import App
 
@@ -56,20 +55,6 @@ def source_dir(app_ref: str) -> Path:
     if not file:
         raise ValueError(f"--reload: module {module_name!r} has no source file to watch")
     return Path(file).resolve().parent
-
-
-def handler_files(functions: Mapping[str, Function]) -> dict[str, Path | None]:
-    """Function name -> the file its handler is defined in (None: unknown, e.g. a builtin)."""
-    files: dict[str, Path | None] = {}
-    for name, function in functions.items():
-        handler = inspect.unwrap(function.handler)
-        if not (inspect.isfunction(handler) or inspect.ismethod(handler)):
-            handler = type(handler)  # a callable object: its class's file
-        file = None
-        with contextlib.suppress(TypeError, OSError):
-            file = inspect.getsourcefile(handler)
-        files[name] = Path(file).resolve() if file else None
-    return files
 
 
 def to_reload(changed: Iterable[Path], files: Mapping[str, Path | None]) -> list[str]:
