@@ -17,8 +17,6 @@ none: the connection failed or was reset), so a harness can cut them into window
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
 import json
 import os
 import random
@@ -31,7 +29,7 @@ import uvloop
 from apps.loadkit import require_loopback
 from apps.online_boutique.data import FRONTEND_CURRENCIES, PRODUCTS
 from bench.openloop import schedule
-from bench.tailgen import LATE_NS, Alarm, Connection, Run
+from bench.tailgen import LATE_NS, Connection, Run, drive
 
 MIX = {"index": 3, "currency": 2, "product": 13, "add": 3, "cart": 6, "checkout": 1}
 ORDER = ("email=shopper%40example.com&street_address=1+Main+Street&zip_code=94043&city=Springfield&state=CA"
@@ -105,25 +103,7 @@ async def generate(url: str, rate: float, duration: float, connections: int = 32
     offsets = schedule(rate, duration, False, random.Random(1))
     run = MixRun(host, port, mix_requests(host, port, len(offsets)))
     await run.open(connections)
-    alarm, loop = Alarm(), asyncio.get_running_loop()
-    gc.collect()
-    gc.freeze()
-    gc.disable()  # as bench.tailgen: nothing it allocates per request forms cycles
-    start = time.monotonic_ns() + 50_000_000
-    print(f"start_ns {start}", file=sys.stderr, flush=True)  # a harness times what it does from this
-    run.due = [start + round(offset * 1e9) for offset in offsets]
-    run.sent, run.answered_at = [0] * len(offsets), [0] * len(offsets)
-    loop.add_reader(alarm.fd, run.tick, alarm)
-    alarm.arm(run.due[0])
-    try:
-        await asyncio.wait_for(run.finished.wait(), duration + 0.05 + grace)
-    except TimeoutError:
-        pass
-    finally:
-        loop.remove_reader(alarm.fd)
-        alarm.close()
-        run.close()
-        gc.enable()
+    start = await drive(run, offsets, duration + grace, announce=True)  # a harness times what it does from it
     lag = [run.sent[i] - run.due[i] for i in range(run.next) if run.sent[i]]
     return {
         "offered_rps": round(rate, 1), "start_ns": start, "sent": run.next, "unfinished": run.outstanding,

@@ -26,8 +26,6 @@ node (on a 2-core machine it takes a good part of one at 5x): the figures are th
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
 import json
 import random
 import sys
@@ -43,7 +41,7 @@ from apps.loadkit import require_loopback
 from bench.load import run_wrk, write_script
 from bench.openloop import schedule
 from bench.procs import Server, free_ports
-from bench.tailgen import Alarm, Connection, Run, build_request, percentiles
+from bench.tailgen import Connection, Run, build_request, drive, percentiles
 
 ROOT = Path(__file__).resolve().parent.parent
 PATH = "/product/OLJCESPC7Z"
@@ -79,23 +77,7 @@ async def phases(url: str, path: str, steps: list[tuple[float, float]], *, conne
         at += seconds
     run = StatusRun(host, port, build_request(host, port, "GET", path, None), [0] * len(offsets))
     await run.open(connections)
-    alarm, loop = Alarm(), asyncio.get_running_loop()
-    gc.collect()
-    gc.freeze()
-    gc.disable()
-    start = time.monotonic_ns() + 50_000_000
-    run.due = [start + round(offset * 1e9) for offset in offsets]
-    loop.add_reader(alarm.fd, run.tick, alarm)
-    alarm.arm(run.due[0])
-    try:
-        await asyncio.wait_for(run.finished.wait(), at + 0.05 + grace)
-    except TimeoutError:
-        pass
-    finally:
-        loop.remove_reader(alarm.fd)
-        alarm.close()
-        run.close()
-        gc.enable()
+    await drive(run, offsets, at + grace)
     latency = [run.answered_at[i] - run.due[i] if run.answered_at[i] else 0 for i in range(len(offsets))]
     lag = [run.sent[i] - run.due[i] for i in range(run.next) if run.sent[i]]
     return {"offsets": offsets, "status": run.status, "latency_ns": latency, "connections": run.connections,

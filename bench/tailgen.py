@@ -210,6 +210,35 @@ def percentiles(ns: list[int]) -> dict[str, float | int]:
             "p90_ms": at(90), "p99_ms": at(99), "p99.9_ms": at(99.9), "max_ms": round(ordered[-1] / 1e6, 3)}
 
 
+async def drive(run: Run, offsets: list[float], patience: float, announce: bool = False) -> int:
+    """Send ``run``'s requests at ``offsets`` (seconds from the start, 50 ms from now) and wait
+    for the answers, ``patience`` seconds past the start at most; returns the start (ns,
+    time.monotonic_ns). ``announce``: print the start on stderr, for a harness that times what
+    it does from it. Nothing is collected meanwhile: start-up's objects are frozen, and the few
+    objects per request are acyclic."""
+    loop, alarm = asyncio.get_running_loop(), Alarm()
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    start = time.monotonic_ns() + 50_000_000
+    if announce:
+        print(f"start_ns {start}", file=sys.stderr, flush=True)
+    run.due = [start + round(offset * 1e9) for offset in offsets]
+    run.sent, run.answered_at = [0] * len(offsets), [0] * len(offsets)
+    loop.add_reader(alarm.fd, run.tick, alarm)
+    alarm.arm(run.due[0])
+    try:
+        await asyncio.wait_for(run.finished.wait(), 0.05 + patience)
+    except TimeoutError:
+        pass
+    finally:
+        loop.remove_reader(alarm.fd)
+        alarm.close()
+        run.close()
+        gc.enable()
+    return start
+
+
 def build_request(host: str, port: int, method: str, path: str, body: bytes | None) -> bytes:
     head = f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
     if body is not None:
@@ -224,26 +253,8 @@ async def generate(url: str, method: str, path: str, body: bytes | None, rate: f
     offsets = schedule(rate, duration, poisson, random.Random(seed))
     run = Run(host, port, build_request(host, port, method, path, body), [])
     await run.open(connections)
-    alarm = Alarm()
-    loop = asyncio.get_running_loop()
-    gc.collect()
-    gc.freeze()  # start-up's objects (imports, connections) are never scanned again
-    gc.disable()  # and nothing is collected during the run: its few objects per request are acyclic
-    start = time.monotonic_ns() + 50_000_000
-    run.due = [start + round(offset * 1e9) for offset in offsets]
-    run.sent, run.answered_at = [0] * len(offsets), [0] * len(offsets)
-    loop.add_reader(alarm.fd, run.tick, alarm)
-    alarm.arm(run.due[0])
     cpu0 = time.process_time()
-    try:
-        await asyncio.wait_for(run.finished.wait(), duration + 0.05 + grace)
-    except TimeoutError:
-        pass
-    finally:
-        loop.remove_reader(alarm.fd)
-        alarm.close()
-        run.close()
-        gc.enable()
+    start = await drive(run, offsets, duration + grace)
     cpu = time.process_time() - cpu0
     wall = (time.monotonic_ns() - start) / 1e9
     done = [i for i, t in enumerate(run.answered_at) if t]

@@ -15,6 +15,7 @@ import pytest
 
 from spright import App, Config, Context
 from spright.front.incoming import in_flight_bound
+from spright.host.nodefile import DATA_DIR, runtime_base
 from spright.testing import TestClient, node_metric, run_node
 
 BOUND = 4
@@ -76,9 +77,9 @@ def test_the_default_bound_is_the_entry_functions_concurrency_within_half_the_po
 
 @pytest.mark.node
 def test_a_real_node_refuses_past_the_bound_keeps_the_connection_and_serves_after(
-        runtime_dir: Path, tmp_path: Path) -> None:
-    release = tmp_path / "release"
-    with run_node("tests.apps.overload:app") as (port, _):  # max_in_flight=2, one gateway
+        runtime_dir: Path) -> None:
+    with run_node("tests.apps.overload:app") as (port, process):  # max_in_flight=2, one gateway
+        release = runtime_base() / str(process.pid) / DATA_DIR / "release"  # where the workers may look
         held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
         for sock in held:
             sock.sendall(f"GET /hold?until={release} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
