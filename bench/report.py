@@ -131,9 +131,52 @@ DOC = Path("docs/performance.md")
 _BLOCK = re.compile(r"(<!-- bench\.report (\S+) -->\n)(.*?)(<!-- /bench\.report -->)", re.S)
 
 
+def overload_table(run: dict[str, Any]) -> str:
+    """A ``bench.overload`` result: each offered load's goodput, admitted p99, refusals, recovery."""
+    rows = [f"Saturated {run['saturated_rps']:,.0f} req/s (`{run['path']}`, {run['transport']}); unloaded p99 "
+            f"{run['unloaded_p99_ms']} ms; admission {'on' if run['admission'] else 'off'}.", "",
+            "| offered | goodput (2xx/s) | admitted p99 | refused 503 (p99) | back to normal |",
+            "|---|---|---|---|---|"]
+    for point in run["runs"]:
+        recovery = f"{point['recovery_s']} s" if point["recovery_s"] is not None else "not within the run"
+        refused = point["refused_latency"].get("p99_ms", 0)
+        rows.append(f"| {point['factor']:g}x: {point['offered_rps']:,.0f}/s | {point['goodput_rps']:,.0f} "
+                    f"({point['goodput_share']:.0%}) | {point['admitted_latency']['p99_ms']:,.0f} ms | "
+                    f"{point['refused_share']:.0%} ({refused:,.0f} ms) | {recovery} |")
+    rows += ["", *(f"- {'met' if ok else '**missed**'}: {check}" for check, ok in run["checks"].items())]
+    return "\n".join(rows) + "\n"
+
+
+def revisions_table(run: dict[str, Any]) -> str:
+    """A ``bench.instances --only reload --only canary`` result: each reload's requests, failures
+    and latency before and during it; each canary's share."""
+    rows = ["| reload round | rate (saturated) | requests | failed or reset | p50 / p99 before | "
+            "p50 / p99 during | reload |", "|---|---|---|---|---|---|---|"]
+    for number, reload in enumerate(run["runs"]["reload"]["runs"], start=1):
+        before, during = reload["windows"]["before"], reload["windows"]["during"]
+        failed = reload["errors"] + before["non_2xx"] + during["non_2xx"] + reload["windows"]["after"]["non_2xx"]
+        rows.append(f"| {number} | {reload['rate_rps']:,.0f}/s ({reload['saturated_rps']:,.0f}) | {reload['sent']:,} "
+                    f"| {failed} | {before['p50_ms']:.1f} / {before['p99_ms']:.1f} ms | {during['p50_ms']:.1f} / "
+                    f"{during['p99_ms']:.1f} ms | {reload['reload_s']:.2f} s |")
+    canaries = run["runs"].get("canary", {}).get("runs", [])
+    if canaries:
+        rows += ["", "| canary round | function | --traffic | its share of the descriptors | requests |",
+                 "|---|---|---|---|---|"]
+        rows += [f"| {n} | {c['function']} | {c['share']}% | {c['canary_percent']:.2f}% | {c['requests']:,} |"
+                 for n, c in enumerate(canaries, start=1)]
+    return "\n".join(rows) + "\n"
+
+
+RENDERERS = {"overload-": overload_table, "instances-revisions-": revisions_table}  # by the file's name
+
+
 def render(path: Path) -> str:
-    """The markdown for one stored run: a bench.run JSON re-derived and rendered, or a
-    bench.paper summary.md with its title dropped and its headings one level down."""
+    """The markdown for one stored run: a bench.run JSON re-derived and rendered, another
+    benchmark's JSON by its renderer (``RENDERERS``), or a bench.paper summary.md with its
+    title dropped and its headings one level down."""
+    for prefix, renderer in RENDERERS.items():
+        if path.name.startswith(prefix):
+            return renderer(json.loads(path.read_text()))
     if path.suffix == ".md":
         lines = path.read_text().splitlines()
         if lines and lines[0].startswith("# "):
