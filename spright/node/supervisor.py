@@ -364,7 +364,7 @@ class Supervisor:
                         process.pid or 0 for key, process in self.processes.items() for e in self._endpoints_of(key)},
                      **self.gateways.pids()},
             gateways=list(table.gateways),
-            shm=self.memory.segment_names(),  # every segment of ours in /dev/shm
+            shm=[*self.memory.segment_names(), *self.transport.shm_names()],  # every segment of ours in /dev/shm
             metrics=self.memory.counter_segment(),
             domains=list(table.domains),
             functions=table.describe_functions(),

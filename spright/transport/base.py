@@ -174,6 +174,10 @@ class Transport(ABC):
         """Facts for the node file (``spright stats`` finds the data plane through them)."""
         return {}
 
+    def shm_names(self) -> list[str]:
+        """Its own segments in /dev/shm, for node.json's ``shm`` (swept should the node die)."""
+        return []
+
     @classmethod
     def live_counters(cls, node_info: dict[str, Any]) -> dict[int, dict[str, int]] | None:
         """Per-endpoint counters kept by the data plane itself (the kernel's, for skmsg),

@@ -1,10 +1,15 @@
 """D-SPRIGHT data plane: descriptors on shared-memory rings, busy-polled.
 
-One single-producer single-consumer ring per (sender, receiver) pair lives in one shared
-memory segment: a sender appends records and advances the ring's ``tail``; the receiver's
-poller, a callback that the event loop runs on every turn, copies out what lies between
-``head`` and ``tail`` and advances ``head``. No syscall per descriptor and no wake-up:
-as in the paper, every process burns a core polling (that is what the comparison shows).
+One single-producer single-consumer ring per (sender, receiver) pair lives in shared memory,
+a segment per security domain (``ring_layout``): domain d's holds the rings between the
+gateways and d's endpoints and among d's endpoints. A worker maps its own domain's segment
+only, so it can neither read another domain's descriptors nor forge one into their rings;
+two functions of different domains have no ring at all (``Domains`` bounces such a send to
+its sender, on the sender's ring to itself). A sender appends records and advances the
+ring's ``tail``; the receiver's poller, a callback that the event loop runs on every turn,
+copies out what lies between ``head`` and ``tail`` and advances ``head``. No syscall per
+descriptor and no wake-up: as in the paper, every process burns a core polling (that is
+what the comparison shows).
 
 With ``poll_idle_us`` (``spright run --poll-idle-us N``) a poller that found nothing for
 N µs goes to sleep on a datagram socket of its own, and the next sender rings it: usable on
@@ -42,8 +47,8 @@ from spright.transport.base import Endpoint, Receiver, Transport
 CAPACITY = 1024  # descriptors per ring (a power of two)
 RECORD = 32  # bytes per descriptor (descriptor.SIZE)
 LINE = 64  # a cache line: producer and consumer words never share one
-# per receiver: a control line (sleeping, attached), then per sender a ring:
-# [tail line][head line][CAPACITY records]
+# in each segment, per receiver: a control line (sleeping, attached; a receiver in several
+# segments keeps a copy in each), then per sender a ring: [tail line][head line][CAPACITY records]
 _RING_BYTES = 2 * LINE + CAPACITY * RECORD
 _LOCK = threading.Lock()
 
@@ -63,9 +68,11 @@ class PollTransport(Transport):
         """``idle_us``: None polls forever; N sleeps after N µs without a descriptor."""
         super().__init__(runtime_dir, table)
         self.idle_us = idle_us
-        self.count = len(self.endpoints)
-        self.segment_name = f"spright-{secrets.token_hex(6)}-rings"
-        self._segment: SharedMemory | None = None
+        self.domain_of = {e: _domain(table, e) for e in self.endpoints}
+        self.layout = ring_layout(table)
+        token = secrets.token_hex(6)
+        self.ring_names = {domain: f"spright-{token}-d{domain}-rings" for domain in self.layout}
+        self._segments: dict[int, SharedMemory] = {}  # the supervisor's, created by start()
 
     @classmethod
     def from_config(cls, runtime_dir: Path, table: RouteTable, config: Config) -> PollTransport:
@@ -78,37 +85,73 @@ class PollTransport(Transport):
         return None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**super().__getstate__(), "_segment": None}
+        return {**super().__getstate__(), "_segments": {}}
 
     def node_info(self) -> dict[str, Any]:
-        return {"rings": self.segment_name, "idle_us": self.idle_us}
+        """``rings``: each segment's name -> the endpoints it holds rings between, in order."""
+        return {"rings": {self.ring_names[d]: list(members) for d, members in self.layout.items()},
+                "idle_us": self.idle_us}
+
+    def shm_names(self) -> list[str]:
+        return list(self.ring_names.values())
+
+    def shared_domain(self, a: int, b: int) -> int | None:
+        """The domain whose segment holds the rings between ``a`` and ``b``; None: no ring."""
+        da, db = self.domain_of.get(a), self.domain_of.get(b)
+        if da is None or db is None or (da and db and da != db):
+            return None
+        return da or db
 
     def start(self) -> None:
-        size = self.count * (LINE + self.count * _RING_BYTES)
-        self._segment = SharedMemory(self.segment_name, create=True, size=size)
+        for domain, members in self.layout.items():
+            size = len(members) * (LINE + len(members) * _RING_BYTES)
+            self._segments[domain] = SharedMemory(self.ring_names[domain], create=True, size=size)
 
     def stop(self) -> None:
         """Idempotent; endpoints of this process should be closed first."""
-        if self._segment is not None:
+        for segment in self._segments.values():
             with contextlib.suppress(FileNotFoundError):
-                self._segment.unlink()
+                segment.unlink()
             try:
-                self._segment.close()
+                segment.close()
             except BufferError:  # a view kept alive by a garbage cycle: collect, retry
                 gc.collect()
                 with contextlib.suppress(BufferError):
-                    self._segment.close()
-            self._segment = None
+                    segment.close()
+        self._segments = {}
         for endpoint_id in self.endpoints:
             _wake_path(self.runtime_dir, endpoint_id).unlink(missing_ok=True)
 
     async def attach(self, endpoint_id: int, on_receive: Receiver) -> Endpoint:
         if endpoint_id not in self.endpoints:
             raise ValueError(f"endpoint id {endpoint_id} is not one of this node's: {self.endpoints}")
-        segment = SharedMemory(self.segment_name) if self._segment is None else self._segment
-        endpoint = _PollEndpoint(self, segment, endpoint_id, on_receive, owns_segment=segment is not self._segment)
+        mine = self.domain_of[endpoint_id]  # a gateway's (0) reaches every domain: it maps every segment
+        segments, opened = {}, []
+        for domain in (self.layout if mine == 0 else (mine,)):
+            segment = self._segments.get(domain)
+            if segment is None:  # another process: map it (a worker, its own domain's only)
+                segment = SharedMemory(self.ring_names[domain])
+                opened.append(segment)
+            segments[domain] = segment
+        endpoint = _PollEndpoint(self, segments, endpoint_id, on_receive, opened)
         endpoint.open()
         return endpoint
+
+
+def _domain(table: RouteTable, endpoint: int) -> int:
+    function_id = table.function_of(endpoint)
+    return table.functions[function_id - 1].domain if function_id else 0
+
+
+def ring_layout(table: RouteTable) -> dict[int, tuple[int, ...]]:
+    """Security domain -> the endpoints its segment holds rings between, in order: domain 0's,
+    those of domain 0 (the gateways); each function domain's, domain 0's then its own."""
+    hubs = [e for e in table.endpoints if not _domain(table, e)]
+    layout: dict[int, list[int]] = {0: hubs}
+    for endpoint in table.endpoints:
+        if domain := _domain(table, endpoint):
+            layout.setdefault(domain, list(hubs)).append(endpoint)
+    return {domain: tuple(members) for domain, members in layout.items()}
 
 
 def _wake_path(runtime_dir: Path, endpoint_id: int) -> Path:
@@ -116,7 +159,8 @@ def _wake_path(runtime_dir: Path, endpoint_id: int) -> Path:
 
 
 class _Rings:
-    """Offsets into the segment: receiver r's control line and its ring from sender s."""
+    """Offsets into one segment: receiver r's control line and its ring from sender s (indices
+    into the segment's endpoints, ``ring_layout``)."""
 
     def __init__(self, buffer: memoryview, count: int) -> None:
         self.buffer = buffer
@@ -135,20 +179,35 @@ class _Rings:
 
 
 class _PollEndpoint(Endpoint):
-    def __init__(self, owner: PollTransport, segment: SharedMemory, endpoint_id: int, on_receive: Receiver,
-                 owns_segment: bool) -> None:
-        assert segment.buf is not None
+    def __init__(self, owner: PollTransport, segments: dict[int, SharedMemory], endpoint_id: int,
+                 on_receive: Receiver, opened: list[SharedMemory]) -> None:
+        """``segments``: domain -> the ring segments this endpoint is in; ``opened``: those it
+        mapped itself (closed with it)."""
         self._owner = owner
-        self._segment = segment
-        self._owns_segment = owns_segment
-        self._rings = _Rings(segment.buf, owner.count)
+        self._opened = opened
         self._id = endpoint_id
         self._on_receive = on_receive
         self._loop = asyncio.get_running_loop()
         self._domains = owner.domains
         self._idle_ns = None if owner.idle_us is None else owner.idle_us * 1000
-        self._incoming = [self._rings.ring(endpoint_id, sender) for sender in range(owner.count)]
-        self._outgoing = [self._rings.ring(receiver, endpoint_id) for receiver in range(owner.count)]
+        self._views: list[_Rings] = []
+        self._controls: list[tuple[memoryview, int]] = []  # (words, its sleeping word): a copy per segment
+        # (words, buffer, tail word, head word, first record byte): each ring to us
+        self._incoming: list[tuple[memoryview, memoryview, int, int, int]] = []
+        # receiver -> (words, buffer, its sleeping word, tail word, head word, first record byte)
+        self._outgoing: dict[int, tuple[memoryview, memoryview, int, int, int, int]] = {}
+        for domain, segment in segments.items():
+            assert segment.buf is not None
+            members = owner.layout[domain]
+            rings = _Rings(segment.buf, len(members))
+            self._views.append(rings)
+            words, me = rings.words, members.index(endpoint_id)
+            self._controls.append((words, rings.control(me)))
+            for index, other in enumerate(members):
+                if owner.shared_domain(endpoint_id, other) != domain:
+                    continue  # two gateways: their rings are domain 0's segment's
+                self._incoming.append((words, rings.buffer, *rings.ring(me, index)))
+                self._outgoing[other] = (words, rings.buffer, rings.control(index), *rings.ring(index, me))
         self._waiting: dict[int, deque[bytes]] = {}  # receiver -> what did not fit its ring yet
         self._retry: asyncio.Handle | None = None
         self._poller: asyncio.Handle | None = None
@@ -159,8 +218,7 @@ class _PollEndpoint(Endpoint):
         self._closed = False
 
     def open(self) -> None:
-        words, control = self._rings.words, self._rings.control(self._id)
-        for tail, head, _ in self._incoming:  # descriptors sent while nobody was attached are lost
+        for words, _, tail, head, _ in self._incoming:  # descriptors sent while nobody was attached are lost
             words[head] = words[tail]
         if self._idle_ns is not None:
             path = _wake_path(self._owner.runtime_dir, self._id)
@@ -169,15 +227,15 @@ class _PollEndpoint(Endpoint):
             self._wake.bind(str(path))
             self._owner.grant(path)
             self._wake.setblocking(False)
-        words[control] = 0  # not sleeping
-        words[control + 1] = 1  # attached
+        for words, control in self._controls:
+            words[control] = 0  # not sleeping
+            words[control + 1] = 1  # attached
         self._poller = self._loop.call_soon(self._poll)
 
     # -- receiving -------------------------------------------------------------------------
     def _drain(self) -> bool:
-        words, buffer = self._rings.words, self._rings.buffer
         got = []
-        for tail_word, head_word, base in self._incoming:
+        for words, buffer, tail_word, head_word, base in self._incoming:
             head = words[head_word]
             count = words[tail_word] - head
             if not count:
@@ -206,11 +264,10 @@ class _PollEndpoint(Endpoint):
 
     def _sleep(self) -> None:
         """Tell senders to ring, look once more, then wait for the bell."""
-        words, control = self._rings.words, self._rings.control(self._id)
-        words[control] = 1
+        self._set_sleeping(1)
         _fence()
         if self._drain():
-            words[control] = 0
+            self._set_sleeping(0)
             self._last_seen = time.monotonic_ns()
             self._poller = self._loop.call_soon(self._poll)
             return
@@ -223,9 +280,13 @@ class _PollEndpoint(Endpoint):
         with contextlib.suppress(BlockingIOError):
             while self._wake.recv(64):
                 pass
-        self._rings.words[self._rings.control(self._id)] = 0
+        self._set_sleeping(0)
         self._last_seen = time.monotonic_ns()
         self._poll()
+
+    def _set_sleeping(self, value: int) -> None:
+        for words, control in self._controls:
+            words[control] = value
 
     # -- sending ---------------------------------------------------------------------------
     def send(self, data: bytes) -> None:
@@ -239,11 +300,12 @@ class _PollEndpoint(Endpoint):
 
     def _push(self, dest: int, batch: bytes) -> bytes:
         """Append what fits of ``batch`` to the ring to ``dest``; returns the rest."""
-        words, buffer = self._rings.words, self._rings.buffer
-        control = self._rings.control(dest)
+        ring = self._outgoing.get(dest)
+        if ring is None:
+            return b""  # no ring to it: Domains.split never sends there (refused: back to us)
+        words, buffer, control, tail_word, head_word, base = ring
         if not words[control + 1]:
             return b""  # nobody attached: lost, as on the kernel's data plane
-        tail_word, head_word, base = self._outgoing[dest]
         tail = words[tail_word]
         count = min(len(batch) // RECORD, CAPACITY - (tail - words[head_word]))
         if not count:
@@ -284,8 +346,8 @@ class _PollEndpoint(Endpoint):
         if self._closed:
             return
         self._closed = True
-        words, control = self._rings.words, self._rings.control(self._id)
-        words[control + 1] = 0
+        for words, control in self._controls:
+            words[control + 1] = 0
         if self._poller is not None:
             self._poller.cancel()
         if self._retry is not None:
@@ -296,6 +358,8 @@ class _PollEndpoint(Endpoint):
             with contextlib.suppress(PermissionError):  # a worker that dropped its privileges: see unix.py
                 _wake_path(self._owner.runtime_dir, self._id).unlink(missing_ok=True)
         self._bell.close()
-        self._rings.words.release()  # our view; the segment's own buffer is the owner's to close
-        if self._owns_segment:
-            self._segment.close()
+        self._incoming, self._outgoing, self._controls = [], {}, []
+        for rings in self._views:
+            rings.words.release()  # our view; the segment's own buffer is its owner's to close
+        for segment in self._opened:
+            segment.close()
