@@ -1,4 +1,5 @@
-"""Each security domain has a memory pool, a counter segment and span rings of its own: a worker
+"""Each security domain has a memory pool, a counter segment, span rings and, on the poll data
+plane, a ring segment of its own: a worker
 maps its own domain's segments and no other's, the gateway maps every domain's, and a hostile
 function cannot open another domain's segment by name nor read it through another process's
 /proc (spright/host/sandbox.py)."""
@@ -47,7 +48,7 @@ def post(port: int, path: str, body: object) -> tuple[int, object]:
 
 def test_a_worker_maps_its_own_domains_pool_and_no_other(domains_node: int) -> None:
     info = choose_node(port=domains_node)
-    segments = {name for name in info.shm if name and not name.endswith("-metrics")}
+    segments = {name for name in info.shm if name and not name.endswith(("-metrics", "-rings"))}
     payments, shop = mapped(info.workers["charge"], segments), mapped(info.workers["shop"], segments)
     assert payments and shop, "each worker maps its own domain's pool"
     assert not payments & shop, "the two domains share no segment"
@@ -80,8 +81,32 @@ def test_a_worker_maps_its_own_domains_counters_and_span_rings_and_no_other(trac
         assert float(line.rsplit(maxsplit=1)[1]) >= 1, line
 
 
+def test_a_poll_worker_maps_its_own_domains_ring_segment_and_no_other(transport: str, domains_node: int) -> None:
+    if transport != "poll":
+        pytest.skip("the poll data plane's shared-memory rings")
+    info = choose_node(port=domains_node)
+    rings: dict[str, list[int]] = info.transport_info["rings"]  # segment -> the endpoints it holds rings between
+    assert len(rings) == 3 and set(rings) <= set(info.shm), "a segment per domain, each swept should the node die"
+    ids = {entry["name"]: entry["id"] for entry in info.functions}
+    mine = {function: mapped(info.workers[function], set(rings)) for function in ("charge", "shop", "spy")}
+    assert len(mine["charge"]) == len(mine["shop"]) == 1 and mine["charge"] != mine["shop"], mine
+    assert mine["spy"] == mine["shop"], "a function maps its own domain's rings only"
+    assert mapped(info.pid, set(rings)) == set(rings), "the gateway maps every domain's"
+    (payments,), (shop,) = mine["charge"], mine["shop"]
+    assert ids["charge"] in rings[payments] and ids["charge"] not in rings[shop]
+    assert {ids["shop"], ids["spy"]} <= set(rings[shop]) and ids["shop"] not in rings[payments]
+    assert post(domains_node, "/charge", {"amount": 3}) == (200, {"charged": 3}), "and requests are served"
+    connection = http.client.HTTPConnection("127.0.0.1", domains_node, timeout=10)
+    try:  # a call across domains, which has no ring: refused back to the caller at once, on its own ring
+        connection.request("GET", "/careful-shop")
+        reply = connection.getresponse()
+        assert reply.status == 200 and orjson.loads(reply.read())["refused"], "the call comes back refused"
+    finally:
+        connection.close()
+
+
 @pytest.mark.needs("root")  # workers are sealed only when the node runs as root
-def test_a_function_cannot_open_another_domains_memory(traced_domains_node: int) -> None:
+def test_a_function_cannot_open_another_domains_memory(transport: str, traced_domains_node: int) -> None:
     domains_node = traced_domains_node
     info = choose_node(port=domains_node)
     segments = {name for name in info.shm if name}
@@ -89,7 +114,8 @@ def test_a_function_cannot_open_another_domains_memory(traced_domains_node: int)
     # payments' pool, counters and span rings; and the gateways' counters and rings, which no worker maps
     theirs = mapped(charge, segments) | (mapped(gateway, segments) - mapped(charge, segments)
                                          - mapped(info.workers["shop"], segments))
-    assert {name.rsplit("-", 1)[1] for name in theirs} >= {"metrics", "spans"}, theirs
+    kinds = {"metrics", "spans", "rings"} if transport == "poll" else {"metrics", "spans"}
+    assert {name.rsplit("-", 1)[1] for name in theirs} >= kinds, theirs
     paths = [f"/proc/{gateway}/mem", f"/proc/{charge}/mem", f"/proc/{charge}/environ",
              *(f"/proc/{pid}/map_files/{_first_mapping(pid, name)}" for pid in (gateway, charge)
                for name in theirs & mapped(pid, segments))]
