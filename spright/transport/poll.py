@@ -70,7 +70,7 @@ class PollTransport(Transport):
         self.idle_us = idle_us
         self.domain_of = {e: _domain(table, e) for e in self.endpoints}
         self.layout = ring_layout(table)
-        token = secrets.token_hex(6)
+        token = secrets.token_hex(16)
         self.ring_names = {domain: f"spright-{token}-d{domain}-rings" for domain in self.layout}
         self._segments: dict[int, SharedMemory] = {}  # the supervisor's, created by start()
 
