@@ -45,7 +45,7 @@ def test_a_killed_supervisor_leaves_no_orphans(runtime_dir: Path) -> None:
         assert not node_file.parent.exists(), "the next node removed the dead node's runtime directory"
 
 
-@pytest.mark.parametrize("transport", ["unix", pytest.param("skmsg", marks=pytest.mark.kernel)])
+@pytest.mark.parametrize("transport", ["unix", "poll", pytest.param("skmsg", marks=pytest.mark.kernel)])
 def test_the_next_node_sweeps_what_a_killed_node_left(transport: str, runtime_dir: Path) -> None:
     killed, node_file, info = start_killable(transport, session=True)
     os.killpg(killed.pid, signal.SIGKILL)  # the supervisor, its workers and its resource tracker
