@@ -65,14 +65,14 @@ async def test_requests_past_the_bound_get_503_at_once_and_the_admitted_complete
         assert client.gateway.pool.in_use() == 0 and client.gateway.in_flight == 0
 
 
-def test_the_default_bound_is_the_entry_functions_concurrency_within_half_the_pool() -> None:
+def test_the_default_bound_is_ten_times_the_entry_functions_concurrency_within_the_pool() -> None:
     mine = App("bound")
     first = mine.add_function(slow, name="first", concurrency=10)
     mine.add_function(slow, name="second", concurrency=1000)  # only called: not an entry
     mine.route("/a", first)
-    assert in_flight_bound(mine.compile(), 10_000) == 10
-    assert in_flight_bound(mine.compile(), 8) == 4  # half the pool's slots
-    assert in_flight_bound(mine.compile(gateways=2), 10_000) == 5  # shared among the gateway processes
+    assert in_flight_bound(mine.compile(), 10_000) == 100  # Knative's queue depth: 10x
+    assert in_flight_bound(mine.compile(), 8) == 8  # the pool's slots
+    assert in_flight_bound(mine.compile(gateways=2), 10_000) == 50  # shared among the gateway processes
 
 
 @pytest.mark.node

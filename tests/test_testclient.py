@@ -109,9 +109,9 @@ async def test_a_handler_past_its_chain_timeout_is_cancelled_and_frees_its_place
 
 async def test_an_answer_naming_a_stale_slot_fails_the_request_instead_of_hanging(client: TestClient) -> None:
     waiting = asyncio.create_task(client.get("/sleep?s=0.2"))
-    while not client.gateway._pending:
+    while not client.gateway.pending:
         await asyncio.sleep(0.01)
-    (request_id,) = client.gateway._pending
+    (request_id,) = client.gateway.pending
     forged = Descriptor(GATEWAY, 1, RESPONSE, 1, 0, 200, 0, 0, request_id, 0, 0xFFFF)  # no slot has it
     client.gateway.receive(forged.pack())
     r = await asyncio.wait_for(waiting, 5)  # a 502, not the real answer's 200 at 0.2 s

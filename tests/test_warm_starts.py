@@ -99,10 +99,11 @@ def test_a_killed_supervisor_takes_the_template_and_its_workers(runtime_dir: Pat
 @pytest.mark.parametrize("worker_start", ["fork", "spawn"])
 def test_sealed_whichever_way_a_worker_starts(worker_start: str, runtime_dir: Path) -> None:
     """tests/test_isolation.py's check of a hostile function, on workers forked and spawned."""
-    with run_node("tests.apps.domains:app", args=("--worker-start", worker_start)) as (port, node):
+    with run_node("tests.apps.domains:app", transport="unix",
+                  args=("--worker-start", worker_start, "--trace-sample", "1")) as (port, node):  # span rings too
         parents = {proc_stat(pid)[1] for pid in choose_node(port=port).workers.values()}  # type: ignore[index]
         assert parents == ({template_of(node.pid)} if worker_start == "fork" else {node.pid})
-        test_isolation.test_a_function_cannot_open_another_domains_memory(port)
+        test_isolation.test_a_function_cannot_open_another_domains_memory("unix", port)
 
 
 def test_trace_ids_are_reseeded_in_a_forked_child() -> None:

@@ -98,8 +98,9 @@ class Config:
     # admission (Knative queue-proxy's container-concurrency, with its queue being the workers'): requests a
     # gateway process has down its chains at once; past it a new one is answered 503 with
     # Retry-After: 1 at once (keep-alive kept), touching neither the pool nor the data plane.
-    # None: the entry functions' concurrency times their most instances, shared among the
-    # gateway processes, at most half the pool's slots (spright.front.incoming.in_flight_bound)
+    # None: ten times the entry functions' concurrency times their most instances (Knative's queue
+    # depth), shared among the gateway processes, at most the pool's slots
+    # (spright.front.incoming.in_flight_bound)
     max_in_flight: int | None = None
     # lingering close (nginx's lingering_close): after an early answer (413 at the headers, 400...)
     # what the client still sends is read and discarded until it pauses this long or this much

@@ -119,14 +119,18 @@ def decoded_path(target: str, gateway: Admission) -> str:
         raise gateway.refusal(error_response(400, f"the path {target!r} is not UTF-8 once percent-decoded")) from None
 
 
+QUEUE_DEPTH = 10  # requests admitted per one the entry functions run at once, as Knative's queue-proxy queues
+
+
 def in_flight_bound(table: RouteTable, slots: int) -> int:
-    """``Config.max_in_flight`` when unset: what the chains' entry functions run at once (their
-    concurrency times their most instances, so a bound reached still shows the autoscaler the
-    need for more), shared among the node's gateway processes; at most half the pool's slots
-    (a request holds one slot at least, its ctx.calls more)."""
+    """``Config.max_in_flight`` when unset: ``QUEUE_DEPTH`` times what the chains' entry functions
+    run at once (their concurrency times their most instances: a burst waits in their backlog,
+    and a bound reached still shows the autoscaler the need for more), shared among the node's
+    gateway processes; at most the pool's slots (a request holds one at least: past them the
+    pool's own 503 answers, as it did before any bound)."""
     entries = {chain[0] for chain in table.chains if chain and chain[0]}
     running = sum(table.functions[f - 1].concurrency * table.max_instances(f) for f in entries)
-    return max(1, min(running, slots // 2) // max(1, len(table.gateways)))
+    return max(1, min(QUEUE_DEPTH * running, slots) // max(1, len(table.gateways)))
 
 
 class RequestHead(NamedTuple):
