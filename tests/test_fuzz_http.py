@@ -15,6 +15,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httptools
 import pytest
@@ -57,8 +58,8 @@ def requests(draw: st.DrawFn) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def fuzz_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    os.environ.setdefault("SPRIGHT_RUNTIME_DIR", str(tmp_path_factory.mktemp("fuzz")))
+def fuzz_node(runtime_dir: Path) -> Iterator[int]:
+    """(Its runtime base is the module's: set for it, and restored after, by the fixture.)"""
     with run_node("tests.apps.slow:app") as (port, process):
         yield port
         assert process.poll() is None, "the node survived the fuzzing"

@@ -135,6 +135,19 @@ def test_workers_keep_root_when_their_user_cannot_read_the_app_and_an_explicit_u
         check_what_workers_read(Path(base) / "closed", caplog)
 
 
+def test_workers_keep_root_when_their_user_cannot_reach_the_runtime_base(caplog: pytest.LogCaptureFixture) -> None:
+    """The node's runtime directory (and the app's data in it) under a directory the workers'
+    user cannot search (a SPRIGHT_RUNTIME_DIR in root's 0700 temporary directory): root too."""
+    readable = [str(Path(__file__).resolve())]
+    with tempfile.TemporaryDirectory() as base:
+        Path(base).chmod(0o700)
+        with caplog.at_level("WARNING", logger="spright"):
+            assert workers_user(Config(), readable, Path(base) / "nodes") == "root"
+        assert f"cannot read {Path(base).resolve()}" in caplog.text
+        Path(base).chmod(0o711)
+        assert workers_user(Config(), readable, Path(base) / "nodes") is None  # (nodes/: made later)
+
+
 def check_what_workers_read(hidden: Path, caplog: pytest.LogCaptureFixture) -> None:
     hidden.mkdir(mode=0o700)
     app_file = hidden / "app.py"
@@ -146,9 +159,9 @@ def check_what_workers_read(hidden: Path, caplog: pytest.LogCaptureFixture) -> N
     app_file.chmod(0o600)
     assert unreadable([str(app_file)], "nobody") == str(app_file.resolve())
     with caplog.at_level("WARNING", logger="spright"):
-        assert workers_user(Config(), [str(app_file)]) == "root"
+        assert workers_user(Config(), [str(app_file)], hidden) == "root"
     assert "the workers keep root" in caplog.text and str(app_file.resolve()) in caplog.text
     with pytest.raises(ValueError, match=f"--user nobody: that user cannot read {app_file.resolve()}"):
-        workers_user(Config(user="nobody"), [str(app_file)])
+        workers_user(Config(user="nobody"), [str(app_file)], hidden)
     app_file.chmod(0o644)
-    assert workers_user(Config(user="nobody"), [str(app_file)]) == "nobody"
+    assert workers_user(Config(user="nobody"), [str(app_file)], hidden) == "nobody"

@@ -9,7 +9,6 @@ nothing of the serving side (no uvloop, no gateway).
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -18,8 +17,6 @@ from pathlib import Path
 from typing import Any, TypeVar, cast, get_origin, get_type_hints
 
 import orjson
-
-log = logging.getLogger("spright")
 
 NAME = "node.json"
 PID_NAMESPACE = "pid-namespace"  # beside node.json from the directory's creation: whose pids its name counts
@@ -180,11 +177,6 @@ def make_runtime_dir(directory: Path, workers: tuple[int, int] | None = None) ->
         os.chown(directory, -1, gid)
         directory.chmod(0o710)
         os.chown(data, uid, gid)
-        closed = [str(d) for d in directory.resolve().parents if not os.stat(d).st_mode & 0o001]
-        if closed:  # the workers' data plane sockets are reached through a handle; an app's files are not
-            log.warning("spright: the workers (uid %d) cannot reach %s: %s is not searchable by them; an app "
-                        "that keeps files there (SQLite) fails. Choose another SPRIGHT_RUNTIME_DIR.", uid,
-                        data, closed[0])
 
 
 DATA_DIR = "data"  # in a node's runtime directory: the workers' own (make_runtime_dir)

@@ -110,13 +110,17 @@ def worker_ids(user: str | None) -> tuple[int, int] | None:
     return None if user in (None, "root") else ids_of(user)
 
 
-def workers_user(config: Config, files: list[str]) -> str | None:
+def workers_user(config: Config, files: list[str], base: Path) -> str | None:
     """``Config.user`` for the workers of this node: as configured when they can read ``files``
-    (the app's and its libraries'; a worker imports and reads them after its drop); "root" when
-    the default user (``spright``, else ``nobody``) cannot, said once; ValueError when an
-    explicit ``--user`` cannot."""
+    (the app's and its libraries'; a worker imports and reads them after its drop) and reach
+    ``base``, where the node's runtime directory and the app's data go; "root" when the default
+    user (``spright``, else ``nobody``) cannot, said once; ValueError when an explicit ``--user``
+    cannot."""
     user = config.worker_user
-    if user in (None, "root") or config.node_dir is not None or (blocked := unreadable(files, user)) is None:
+    if user in (None, "root") or config.node_dir is not None:
+        return config.user
+    blocked = unreadable(files, user) or unreadable([str(base)], user, search=True)
+    if blocked is None:
         return config.user
     if config.user is not None:
         raise ValueError(f"--user {user}: that user cannot read {blocked}, which the workers need (the app or "
@@ -126,15 +130,17 @@ def workers_user(config: Config, files: list[str]) -> str | None:
     return "root"
 
 
-def unreadable(paths: list[str], user: str) -> str | None:
-    """The first of ``paths`` (files) that ``user`` could not read, going by the modes of the
-    file and the directories above it (a worker imports and reads the app after its drop), or
-    None when it can read them all."""
+def unreadable(paths: list[str], user: str, search: bool = False) -> str | None:
+    """The first of ``paths`` (files; directories to search, with ``search``) that ``user``
+    could not read, going by the modes of the path and the directories above it, or None when
+    it can reach them all. A path not made yet counts from its nearest existing directory."""
     uid, gid = ids_of(user)
     groups = {gid, *(g.gr_gid for g in grp.getgrall() if user in g.gr_mem)}
     for path in paths:
         target = Path(path).resolve()
-        for place, need in [*((d, 0o1) for d in reversed(target.parents)), (target, 0o4)]:
+        while not target.exists():
+            target, search = target.parent, True
+        for place, need in [*((d, 0o1) for d in reversed(target.parents)), (target, 0o1 if search else 0o4)]:
             mode = place.stat()
             shift = 6 if mode.st_uid == uid else 3 if mode.st_gid in groups else 0
             if not (mode.st_mode >> shift) & need:

@@ -57,7 +57,7 @@ class Supervisor:
         self.app_ref = app_ref
         self.app = load_app(app_ref)
         self.config = self.app.config.replace(**options)
-        self.config = self.config.replace(user=workers_user(self.config, app_files(self.app)))
+        self.config = self.config.replace(user=workers_user(self.config, app_files(self.app), runtime_base()))
         self.node_dir = Path(self.config.node_dir) if self.config.node_dir else None
         self.gateway_count = self.config.gateways or default_count()
         self.table = self.app.compile(dict(self.config.instances), self.gateway_count,
