@@ -155,7 +155,7 @@ static __always_inline void add_load(u32 endpoint, s64 delta) {
 static __always_inline u32 owner_of(void *d) {
     u8 kind = FIELD(d, u8, FLAGS) & KIND_MASK;
     u32 owner = FIELD(d, u32, REQUEST_ID) >> GATEWAY_SHIFT;
-    if ((kind != RESPONSE && kind != ERROR) || owner == 0 || owner >= MAX_GATEWAYS)
+    if ((kind != RESPONSE && kind != ERROR && kind != PART && kind != END) || owner == 0 || owner >= MAX_GATEWAYS)
         return 0;
     u32 *endpoint = spright_gateways.lookup(&owner);
     return endpoint && *endpoint ? *endpoint : 0;

@@ -114,11 +114,9 @@ class App:
         name = name or str(getattr(handler, "__name__", ""))
         if not callable(handler):
             raise RoutingError(f"function {name!r}: handler {handler!r} is not callable")
-        if inspect.isgeneratorfunction(handler) or inspect.isasyncgenfunction(handler):
-            # its call returns a generator, no response: every request would be a bare 500
-            kind = "an async generator function" if inspect.isasyncgenfunction(handler) else "a generator function"
-            raise RoutingError(f"function {name!r}: its handler is {kind} (it yields), and streaming responses are "
-                               f"not supported yet: return the whole result (bytes, str, dict...) instead")
+        if inspect.isgeneratorfunction(handler):  # its parts would be sent from a loop it blocks
+            raise RoutingError(f"function {name!r}: its handler is a generator function: stream its answer from an "
+                               f"async generator (`async def {name}(ctx): yield ...`), or return it whole")
         if not _NAME.match(name):
             raise RoutingError(f"function name {name!r} must be an identifier-like name (letters, digits, _ . -)")
         if name in self.functions:

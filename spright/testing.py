@@ -18,7 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode
@@ -33,7 +34,7 @@ from spright.node.assembly import NodeMemory
 from spright.routing import App
 from spright.transport.local import LocalTransport
 
-__all__ = ["Response", "TestClient", "free_port", "run_node"]
+__all__ = ["Response", "StreamCut", "StreamReader", "TestClient", "free_port", "run_node"]
 
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # RFC 3986 pchar and "/": kept as they are, the rest percent-encoded
 TEST_POOL = PoolConfig(max_body=8 * MiB, classes=((4096, 256), (65536, 64), (MiB, 8)), large_slots=2)
@@ -85,7 +86,28 @@ class TestClient:
         endpoint = 0 if name == "gateway" else self.table.function_id(name)
         return row_dict(by_function(self.table, self.gateway.metrics.rows())[endpoint], gateway=endpoint == 0)
 
-    async def request(
+    async def request(self, method: str, path: str, **kwargs: Any) -> Response:
+        """``kwargs``: ``body`` (bytes or str), ``json``, ``data`` (a form), ``headers``. A
+        streamed answer is read to its end (``stream`` reads it part by part)."""
+        response = await self._send(method, path, **kwargs)
+        if response.stream is None:
+            return response
+        reader = StreamReader(response, room=1 << 30)
+        return Response(response.status, b"".join([part async for part in reader]), response.raw_headers)
+
+    @contextlib.asynccontextmanager
+    async def stream(self, method: str, path: str, *, room: int = 4, **kwargs: Any) -> AsyncIterator[StreamReader]:
+        """``async with client.stream("GET", "/x") as r: async for part in r: ...``: the parts
+        of a streamed answer as they come (an answer in one piece is one part). ``room``:
+        parts the reader holds unread before it stops taking more, as a client's socket
+        buffer would (the handler then waits). Leaving early cancels the handler."""
+        reader = StreamReader(await self._send(method, path, **kwargs), room)
+        try:
+            yield reader
+        finally:
+            reader.close()
+
+    async def _send(
         self,
         method: str,
         path: str,
@@ -116,6 +138,8 @@ class TestClient:
             self.gateway.submit(request, future.set_result)
             response = await future
         if method == "HEAD" or bodiless(response.status):  # what the server sends (spright.front.http.render)
+            if response.stream is not None:
+                response.stream.cancel(complete=True)
             return Response(response.status, b"", response.raw_headers)
         return response
 
@@ -139,6 +163,71 @@ class TestClient:
 
     async def options(self, path: str, **kwargs: Any) -> Response:
         return await self.request("OPTIONS", path, **kwargs)
+
+
+class StreamCut(Exception):
+    """A streamed answer ended without its end: its handler failed midway, or it timed out."""
+
+
+class StreamReader:
+    """The reading end of a response in TestClient (``TestClient.stream``): its ``status`` and
+    ``headers`` at once, its parts by ``async for``; raises StreamCut where the server would
+    close the connection without the last chunk."""
+
+    __test__ = False
+
+    def __init__(self, response: Response, room: int) -> None:
+        self.status, self.raw_headers, self.headers = response.status, response.raw_headers, response.headers
+        self._stream = response.stream
+        self._room = room
+        self._parts: deque[bytes] = deque([response.body] if response.body or response.stream is None else [])
+        self._state = "open" if response.stream is not None else "end"
+        self._wake: asyncio.Future[None] | None = None
+        if self._stream is not None:
+            self._stream.attach(self)
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._read()
+
+    async def _read(self) -> AsyncIterator[bytes]:
+        while True:
+            if self._parts:
+                yield self._parts.popleft()
+                if self._stream is not None and self._state == "open":
+                    self._stream.resume()
+            elif self._state == "end":
+                return
+            elif self._state == "aborted":
+                raise StreamCut(f"the streamed answer ({self.status}) was cut short")
+            else:
+                self._wake = asyncio.get_running_loop().create_future()
+                await self._wake
+
+    def close(self) -> None:
+        """Done reading: a stream still open is cancelled (its handler sees it)."""
+        if self._stream is not None and self._state == "open":
+            self._state = "closed"
+            self._stream.cancel()
+
+    def _woken(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    # -- PartSink -------------------------------------------------------------------------------
+    def write(self, part: bytes) -> None:
+        self._parts.append(part)
+        self._woken()
+
+    def end(self) -> None:
+        self._state = "end"
+        self._woken()
+
+    def abort(self) -> None:
+        self._state = "aborted"
+        self._woken()
+
+    def writable(self) -> bool:
+        return len(self._parts) < self._room
 
 
 def free_port() -> int:

@@ -47,6 +47,13 @@ ERROR = 0x4  # the handler failed; status says how, the slot holds a JSON error
 READY = 0x5  # a worker announces itself; from the gateway: function `call_id` is back
 DOWN = 0x6  # gateway to workers: function `call_id` died; fail calls to it until READY
 REFUSED = 0x7  # the data plane's bounce: this descriptor's receiver is in another security domain
+# streamed answers (spright.worker.streams, spright.front.streams): a generator handler's parts
+PART = 0x8  # one part, to the gateway (or a caller); `hop`: its number in the stream, mod 256
+END = 0x9  # the stream is over after `hop` parts (mod 256); its slot is the request's, given back
+CREDIT = 0xA  # the parts' receiver to their sender: `status` parts taken so far (mod 2**16); no slot
+CANCEL = 0xB  # the gateway to a streaming handler's worker: its client went away, stop
+STREAM_WINDOW = 8  # parts of one stream in flight at most (sent, not yet taken by the reader): < 256
+ANSWERS = (RESPONSE, ERROR, PART, END)  # what goes to the gateway process that owns the request
 KIND_MASK = 0x0F
 
 # flags bits 4-5: what the body is, so the gateway can pick a content type without metadata
@@ -122,6 +129,33 @@ def notice(to: int, sender: int, kind: int, about: int = 0) -> bytes:
     """A control message without payload: READY (``sender`` is up, or function ``about`` is
     back) or DOWN (function ``about`` died)."""
     return _pack(to, sender, kind, 0, 0, 0, 0, 0, 0, about, 0)
+
+
+def part(to: int, sender: int, flags: int, number: int, chain: int, status: int, slot: int, generation: int,
+         length: int, request_id: int, call_id: int) -> bytes:
+    """Part ``number`` of a streamed answer, in ``slot``: to the gateway (``to`` 0: the
+    request's owner gets it) or to the caller of call ``call_id``."""
+    return _pack(to, sender, PART | flags, number & 0xFF, chain, status, slot, length, request_id, call_id,
+                 generation)
+
+
+def end_of_stream(to: int, sender: int, parts: int, chain: int, status: int, slot: int, generation: int,
+                  request_id: int, call_id: int) -> bytes:
+    """The stream of request ``request_id`` (or call ``call_id``) ended after ``parts`` parts
+    (``status``: the answer's, for a stream of none); ``slot``, the request's (or the call's)
+    own, goes back with it."""
+    return _pack(to, sender, END, parts & 0xFF, chain, status, slot, 0, request_id, call_id, generation)
+
+
+def credit(to: int, sender: int, request_id: int, call_id: int, taken: int) -> bytes:
+    """``taken`` parts of the stream of ``request_id`` (call ``call_id``) are consumed: its
+    sender may have that many more in flight."""
+    return _pack(to, sender, CREDIT, 0, 0, taken & 0xFFFF, 0, 0, request_id, call_id, 0)
+
+
+def cancel(to: int, sender: int, request_id: int, call_id: int) -> bytes:
+    """Nobody reads the stream of ``request_id`` (call ``call_id``) any more."""
+    return _pack(to, sender, CANCEL, 0, 0, 0, 0, 0, request_id, call_id, 0)
 
 
 # Descriptor._make without a Python-level call per descriptor: unpacking a batch stays one C loop.

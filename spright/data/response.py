@@ -3,11 +3,42 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from spright.data.multidict import MultiDict
+
+
+class PartSink(Protocol):
+    """Where a streamed answer's parts go as they come: the client's connection (or TestClient)."""
+
+    def write(self, part: bytes) -> None:
+        """One part, in order (never empty)."""
+
+    def end(self) -> None:
+        """The last part was written: the answer is complete."""
+
+    def abort(self) -> None:
+        """The answer failed midway: the client must see it cut short, not complete."""
+
+    def writable(self) -> bool:
+        """False while the client is not reading (its side is full): parts wait, and so does
+        their producer."""
+
+
+class Streamed(Protocol):
+    """The body of a response that comes in parts (spright.front.streams.Outflow)."""
+
+    def attach(self, sink: PartSink) -> None:
+        """The response's head is out: parts go to ``sink`` from now on (those that came first, now)."""
+
+    def resume(self) -> None:
+        """The sink is writable again."""
+
+    def cancel(self, complete: bool = False) -> None:
+        """Nobody reads the answer any more: its producer stops. ``complete``: the client has
+        what it asked for (the head of a HEAD, a 204 or 304), else it went away."""
 
 
 @dataclass(slots=True)
@@ -15,6 +46,7 @@ class Response:
     status: int
     body: bytes = b""
     raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # as sent, in order
+    stream: Streamed | None = None  # the body comes in parts, after ``body`` (spright.front.streams)
 
     @property
     def headers(self) -> MultiDict:

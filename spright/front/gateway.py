@@ -23,11 +23,13 @@ from spright.data.descriptor import (
     BODY_JSON,
     BODY_MASK,
     BODY_TEXT,
+    END,
     ERROR,
     GATEWAY,
     GATEWAY_SHIFT,
     HAS_RESPONSE_META,
     KIND_MASK,
+    PART,
     REPLY,
     REQUEST,
     RESPONSE,
@@ -40,6 +42,7 @@ from spright.data.table import MethodNotAllowed, NotFound, RouteEntry, RouteTabl
 from spright.front.incoming import Incoming, RequestHead, in_flight_bound
 from spright.front.metrics import CONTENT_TYPE, GatewayMetrics
 from spright.front.recorder import Recorder
+from spright.front.streams import Outflow
 from spright.host.counters import BYTES, DROPPED, IN, OUT, REFUSED_IN_FLIGHT, CounterTable
 from spright.host.pool import PoolExhausted, read_meta
 from spright.host.pools import NodePool
@@ -109,6 +112,7 @@ class Gateway:
         self.pending: dict[int, tuple[Done, RouteEntry, float, float]] = {}
         self._failed: dict[int, float] = {}  # request id -> when its slots may be swept
         self.receiving: set[int] = set()  # request ids whose bodies are arriving (Incoming)
+        self.streams: dict[int, Outflow] = {}  # request id -> its answer, streamed (its head is out)
         # a sweep once a crashed worker's slots can no longer be written: the slots of ctx.calls it held
         # belong to requests that may have ended normally since, which no failed request's expiry would sweep
         self._sweep_at: float | None = None
@@ -254,6 +258,10 @@ class Gateway:
             kind = d.flags & KIND_MASK
             if kind == RESPONSE:
                 self._complete(d)
+            elif kind == PART:
+                self._part(d)
+            elif kind == END:
+                self._stream_end(d)
             elif kind in (ERROR, REPLY):
                 if self._role.relay(d):  # the answer to a call the activator held and sent on
                     continue
@@ -277,6 +285,10 @@ class Gateway:
             self._failed.pop(request_id, None)
             pool.free(d.slot, d.generation)  # a late answer: reclaim its slot now
             return
+        if self.streams and request_id in self.streams:  # a streaming handler failed midway
+            pool.free(d.slot, d.generation)
+            log.warning("gateway: request %d: its streamed answer failed midway (%d): cut short", request_id, d.status)
+            return self._end(request_id, error_response(d.status or 500, "the stream failed"), failed=True)
         flags = d.flags
         if flags & HAS_RESPONSE_META and pool.is_current(d.slot, d.generation):
             headers = self._response_headers(d)
@@ -289,6 +301,49 @@ class Gateway:
         self._counts[BYTES] += d.length
         self._end(request_id, Response(d.status or (500 if flags & KIND_MASK == ERROR else 200), body, headers))
 
+    # -- streamed answers (spright.front.streams) --------------------------------------------
+    def _part(self, d: Descriptor) -> None:
+        request_id = d.request_id
+        pending = self.pending.get(request_id)
+        if pending is None:  # a late part (the client went away, a timeout): its slot back now
+            self.pool.free(d.slot, d.generation)
+            return
+        outflow = self.streams.get(request_id)
+        if outflow is None:
+            outflow = self.streams[request_id] = Outflow(self, d)
+        done, route, _, since = pending  # the route's timeout runs between parts, not over the stream
+        self.pending[request_id] = (done, route, time.monotonic() + route.timeout, since)
+        outflow.put(d)
+
+    def _stream_end(self, d: Descriptor) -> None:
+        outflow = self.streams.get(d.request_id)
+        if outflow is not None:
+            outflow.finish(d)
+        elif d.request_id in self.pending:  # a stream of no part: an empty answer
+            self.pool.free(d.slot, d.generation)
+            self._end(d.request_id, Response(d.status or 200))
+        else:
+            self._failed.pop(d.request_id, None)
+            self.pool.free(d.slot, d.generation)
+
+    def send(self, record: bytes) -> None:
+        """For a stream (spright.front.streams.Host): a descriptor in the next batch."""
+        self._outbox.put(record)
+
+    def stream_head(self, outflow: Outflow, first: Descriptor) -> None:
+        """The first part of a streamed answer is in: the response's head, the parts to follow."""
+        if first.flags & HAS_RESPONSE_META and self.pool.is_current(first.slot, first.generation):
+            headers = self._response_headers(first)
+        else:
+            headers = [CONTENT_TYPE_HEADERS.get(first.flags & BODY_MASK, OCTET_STREAM_HEADER)]
+        pending = self.pending[first.request_id]
+        pending[0](Response(first.status or 200, b"", headers, outflow))
+
+    def stream_over(self, request_id: int, status: int, failed: bool) -> None:
+        """A streamed answer ended (``failed``: cut short, by its client or a stale part)."""
+        self.streams.pop(request_id, None)
+        self._ended(request_id, Response(status), failed)
+
     def _response_headers(self, d: Descriptor) -> list[tuple[bytes, bytes]]:
         """Content type and headers a handler set (``ctx.content_type``, ``ctx.set_header``)."""
         with self.pool.view(d.slot) as view:
@@ -300,16 +355,28 @@ class Gateway:
 
     def _end(self, request_id: int, response: Response, failed: bool = False) -> None:
         """The one way a submitted request ends. ``failed``: no answer of its chain freed its
-        slots (they may still be written by a late hop), so they are swept after a grace time."""
+        slots (they may still be written by a late hop), so they are swept after a grace time.
+        A streamed answer whose head is out is cut short instead (``response`` is not sent)."""
+        done = self._ended(request_id, response, failed)
+        if done is None:
+            return
+        outflow = self.streams.pop(request_id, None) if self.streams else None
+        if outflow is None:
+            done(response)
+        else:
+            outflow.abort()
+
+    def _ended(self, request_id: int, response: Response, failed: bool) -> Done | None:
+        """A request's end, counted; None if it had ended already, else who gets its answer."""
         pending = self.pending.pop(request_id, None)
         if pending is None:
-            return
+            return None
         if failed:
             self._failed[request_id] = time.monotonic() + self.config.grace
         self.metrics.observe(pending[1], response.status, pending[3])
         if self._recorder is not None and (records := self._recorder.end(request_id, response)) is not None:
             self.metrics.observe_runs(records, self._recorder.names)
-        pending[0](response)
+        return pending[0]
 
     def sweep_later(self) -> None:
         """A worker crashed: once it can no longer be writing, sweep the slots no request holds

@@ -20,7 +20,7 @@ from typing import cast
 
 import httptools
 
-from spright.data.response import Refused, Response, bodiless, body_too_large, error_response
+from spright.data.response import Refused, Response, Streamed, bodiless, body_too_large, error_response
 from spright.front.gateway import Gateway
 from spright.front.incoming import Incoming, RequestHead
 from spright.host.counters import REFUSED_CONNECTION
@@ -50,6 +50,16 @@ def render(response: Response, keep_alive: bool, head_only: bool = False) -> byt
     ))
 
 
+def render_head(response: Response, keep_alive: bool, chunked: bool) -> bytes:
+    """Status line and headers of a streamed answer (spright.front.streams): its body follows
+    in chunks, or, to an HTTP/1.0 client, as it comes until the connection closes."""
+    status = response.status
+    line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
+    framing = b"transfer-encoding: chunked\r\n" if chunked else b""
+    return b"".join((line, *map(_HEADER_LINE.__mod__, response.raw_headers), framing,
+                     b"\r\n" if keep_alive and chunked else b"connection: close\r\n\r\n"))
+
+
 class HttpProtocol(asyncio.Protocol):
     def __init__(self, gateway: Gateway, connections: set[HttpProtocol]) -> None:
         self._gateway = gateway
@@ -68,6 +78,7 @@ class HttpProtocol(asyncio.Protocol):
         self._lingering_since: float | None = None  # the refusal was sent; reading to discard
         self._paused = False
         self._half_closed = False  # the client shut its side: answer what it sent, then close
+        self._writable = True  # False while the transport's buffer is over its high-water mark
         self._last_active = time.monotonic()
         self._idle_timer: asyncio.TimerHandle | None = None
 
@@ -91,6 +102,18 @@ class HttpProtocol(asyncio.Protocol):
             self._body.release()
         self._body = None
         self._transport = None  # responses still in flight are dropped when they arrive
+        for exchange in self._queue:  # a streamed answer going out (or come already) has no reader now
+            if exchange.response is not None and exchange.response.stream is not None:
+                exchange.response.stream.cancel()
+
+    def pause_writing(self) -> None:
+        self._writable = False  # a streamed answer's parts wait, and its producer with them
+
+    def resume_writing(self) -> None:
+        self._writable = True
+        queue = self._queue
+        if queue and queue[0].streaming:
+            queue[0].resume()
 
     def eof_received(self) -> bool:
         """The client shut its writing side (a half-close; RFC 9112 §9.6: it may still read).
@@ -231,8 +254,25 @@ class HttpProtocol(asyncio.Protocol):
             return
         queue = self._queue
         while queue and queue[0].response is not None:
-            exchange = queue.popleft()
-            transport.write(render(exchange.response, exchange.keep_alive, exchange.head_only))  # type: ignore[arg-type]
+            exchange = queue[0]
+            response = exchange.response
+            assert response is not None
+            if response.stream is not None:
+                if exchange.streaming:
+                    return  # its parts are going out: its end flushes what follows
+                if not exchange.head_only and not bodiless(response.status):
+                    self._start_stream(exchange, response, response.stream)
+                    return
+                response.stream.cancel(complete=True)  # a HEAD, a 204 or a 304: nobody reads the parts
+                if exchange.head_only:
+                    queue.popleft()
+                    transport.write(render_head(response, exchange.keep_alive, True))
+                    if not exchange.keep_alive or (self._half_closed and not queue):
+                        transport.close()
+                        return
+                    continue
+            queue.popleft()
+            transport.write(render(response, exchange.keep_alive, exchange.head_only))
             if not exchange.keep_alive or (self._half_closed and not queue):
                 transport.close()
                 return
@@ -246,6 +286,29 @@ class HttpProtocol(asyncio.Protocol):
                 transport.write_eof()
             self._lingering_since = time.monotonic()
             asyncio.get_running_loop().call_later(self._config.linger_pause, self._linger)
+
+    def _start_stream(self, exchange: _Exchange, response: Response, stream: Streamed) -> None:
+        """The head of a streamed answer, then its parts as they come (``exchange`` is their sink)."""
+        transport = self._transport
+        assert transport is not None
+        exchange.streaming = True
+        exchange.chunked = self._parser.get_http_version() != "1.0"  # an HTTP/1.0 client reads to the close
+        exchange.keep_alive = exchange.keep_alive and exchange.chunked
+        transport.write(render_head(response, exchange.keep_alive, exchange.chunked))
+        stream.attach(exchange)
+
+    def _stream_over(self, exchange: _Exchange) -> None:
+        """``exchange``'s streamed answer is complete: on to the next response."""
+        transport = self._transport
+        if not self._queue or self._queue[0] is not exchange or transport is None:
+            return
+        self._queue.popleft()
+        if exchange.chunked:
+            transport.write(b"0\r\n\r\n")
+        if not exchange.keep_alive or (self._half_closed and not self._queue):
+            transport.close()
+            return
+        self._flush()
 
     def _linger(self) -> None:
         transport, now, config = self._transport, time.monotonic(), self._config
@@ -283,19 +346,48 @@ class HttpProtocol(asyncio.Protocol):
 
 
 class _Exchange:
-    """One request's place in its connection's response order."""
+    """One request's place in its connection's response order; the sink of its answer's parts
+    when that is streamed (spright.data.response.PartSink)."""
 
-    __slots__ = ("head_only", "keep_alive", "protocol", "response")
+    __slots__ = ("chunked", "head_only", "keep_alive", "protocol", "response", "streaming")
 
     def __init__(self, protocol: HttpProtocol, keep_alive: bool, head_only: bool) -> None:
         self.protocol = protocol
         self.keep_alive = keep_alive
         self.head_only = head_only
         self.response: Response | None = None
+        self.streaming = False  # its streamed answer's head is out, its parts going out
+        self.chunked = True
 
     def done(self, response: Response) -> None:
         self.response = response
+        if response.stream is not None and self.protocol._transport is None:
+            response.stream.cancel()  # the client is gone already
         self.protocol._flush()
+
+    def resume(self) -> None:
+        assert self.response is not None and self.response.stream is not None
+        self.response.stream.resume()
+
+    # -- PartSink --------------------------------------------------------------------------
+    def write(self, part: bytes) -> None:
+        transport = self.protocol._transport
+        if transport is None:
+            return  # gone: connection_lost cancels the stream
+        if self.chunked:
+            transport.writelines((b"%x\r\n" % len(part), part, b"\r\n"))
+        else:
+            transport.write(part)
+
+    def end(self) -> None:
+        self.protocol._stream_over(self)
+
+    def abort(self) -> None:
+        """Cut short: the connection closes without the last chunk (what the client can tell)."""
+        self.protocol.close()
+
+    def writable(self) -> bool:
+        return self.protocol._writable and self.protocol._transport is not None
 
 
 async def serve(gateway: Gateway, host: str, port: int, reuse_port: bool = False,

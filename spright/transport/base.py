@@ -35,15 +35,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from spright.data.descriptor import (
+    ANSWERS,
     CALL,
-    ERROR,
     GATEWAY,
     GATEWAY_SHIFT,
     KIND_MASK,
     OFFSETS,
     REFUSED,
     REQUEST,
-    RESPONSE,
     SIZE,
 )
 from spright.host.instances import LiveInstances
@@ -268,7 +267,7 @@ class Domains:
         kind = record[_FLAGS] & KIND_MASK
         if function_id == GATEWAY:
             owner = record[_OWNER_BYTE] >> (GATEWAY_SHIFT - 24)
-            if kind not in (RESPONSE, ERROR) or not 0 < owner < len(self._gateways):
+            if kind not in ANSWERS or not 0 < owner < len(self._gateways):
                 return GATEWAY, record
             dest = self._gateways[owner]
         elif kind in (REQUEST, CALL):

@@ -21,6 +21,8 @@ import orjson
 from spright.data import descriptor
 from spright.data.descriptor import (
     CALL,
+    CANCEL,
+    CREDIT,
     DOWN,
     ERROR,
     GATEWAY,
@@ -30,6 +32,7 @@ from spright.data.descriptor import (
     REFUSED,
     REPLY,
     REQUEST,
+    RESPONSE,
     SIZE,
     TRACED,
     Descriptor,
@@ -65,6 +68,7 @@ from spright.worker.context import (
 )
 from spright.worker.failures import error_answer, too_large
 from spright.worker.fence import Quarantine
+from spright.worker.streams import READER_GONE, Streams, joined
 from spright.worker.tasks import PAST_DEADLINE, cancel_message, never_suspends, start_task
 from spright.worker.tracing import WorkSpans
 
@@ -91,6 +95,7 @@ class Worker:
         self._spans = WorkSpans(spans, self.id)
         self._is_async = inspect.iscoroutinefunction(function.handler)
         self._runs_inline = never_suspends(function.handler)
+        self._yields = inspect.isasyncgenfunction(function.handler)  # answers in parts (spright.worker.streams)
         self._active = 0
         # waiting for a place: since (loop time), received (perf_counter_ns, traced requests only)
         self._backlog: deque[tuple[Descriptor, float, int]] = deque()
@@ -105,6 +110,7 @@ class Worker:
         self._calls: Calls
         self._outbox: Outbox
         self._quarantine: Quarantine
+        self._streams: Streams
 
     async def start(self, transport: Transport, *, announce: bool = True) -> None:
         """Attach to the data plane; ``announce``: say READY to the gateway now (else ``announce()``)."""
@@ -115,8 +121,9 @@ class Worker:
         transport.carry(self.pool)
         self._endpoint = await transport.attach(self.id, self.receive)
         self._outbox = Outbox(self._endpoint, loop)
-        self._calls = Calls(self.table, self._deadlines, loop, self._spans,
-                            Caller(self.id, self.function, self.pool, self._outbox, self.counters))
+        caller = Caller(self.id, self.function, self.pool, self._outbox, self.counters)
+        self._calls = Calls(self.table, self._deadlines, loop, self._spans, caller)
+        self._streams = Streams(caller, loop, self._max_response)
         if announce:
             self.announce()
 
@@ -171,6 +178,10 @@ class Worker:
                         self._backlog.append((d, self._loop.time(), perf_counter_ns() if d.flags & TRACED else 0))
                 elif kind in (REPLY, ERROR):
                     self._calls.settle(d, self.pool.take(d.slot, d.generation, d.length))
+                elif kind == CREDIT:
+                    self._streams.credit(d)
+                elif kind == CANCEL:
+                    self._streams.cancel(d)
                 elif kind == REFUSED:
                     self._refused(d)
                 elif kind in (DOWN, READY) and not 0 < d.call_id <= len(self.table.functions):
@@ -276,23 +287,32 @@ class Worker:
         started = perf_counter_ns()
         out: bytes | None = None
         slot = d.slot  # where the answer is
+        parts = -1  # how many parts a streamed answer had (-1: answered in one)
         try:
             result = self.function.handler(ctx)
             if self._is_async or inspect.isawaitable(result):
                 result = await result
-            if pool.is_current(d.slot, d.generation):
-                out, slot = self._forward(d, ctx, result, received, started)
-            else:
+            elif self._yields:  # an async generator: its parts go to the gateway as they come, or joined
+                if d.flags & KIND_MASK == REQUEST and self._steps[d.chain][d.hop + 1][1] == RESPONSE:
+                    parts = await self._streams.send(d, ctx, result, GATEWAY, self._alive)
+                else:
+                    result = await joined(result)
+            if not pool.is_current(d.slot, d.generation):
                 self._outlived(d)
+            elif parts >= 0:
+                out = self._streamed(d, ctx, parts, received, started)
+            else:
+                out, slot = self._forward(d, ctx, result, received, started)
             result = None  # a slice of the body it returned must not look like one kept (end, below)
         except (Exception, asyncio.CancelledError) as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                if exc.args != (PAST_DEADLINE,):
+            if isinstance(exc, asyncio.CancelledError) and exc.args != (PAST_DEADLINE,):
+                if exc.args != (READER_GONE,):
                     end(ctx)  # the worker stops: its slots go with it
                     raise
-                exc = self._past_deadline(d)
-            if pool.is_current(d.slot, d.generation):
-                out, slot = self._failure(d, exc, received, started)
+                out = self._streamed(d, ctx, parts, received, started)  # nobody reads its stream: the slot goes back
+            elif pool.is_current(d.slot, d.generation):
+                out, slot = self._failure(d, self._past_deadline(d) if isinstance(exc, asyncio.CancelledError)
+                                          else exc, received, started)
             else:
                 self._outlived(d)
         # the handler is over, its answer written but not sent: from now on nothing of it
@@ -312,6 +332,21 @@ class Worker:
         counters[IN_FLIGHT] = self._active - 1 + len(self._backlog)
         if self._active == 1 and not self._outbox.batching:
             self._outbox.flush()  # the only handler running: its answer need not wait for the loop's turn
+
+    def _alive(self, d: Descriptor) -> None:
+        """A streaming handler sent a part: its chain's timeout starts again."""
+        task = asyncio.current_task()
+        if task in self._running:
+            self._deadlines.watch(task, self._loop.time() + self._timeouts[d.chain], self._expire)
+
+    def _streamed(self, d: Descriptor, ctx: Context, parts: int, received: int, started: int) -> bytes:
+        """The END of a streamed answer of ``parts`` parts; the request's slot goes back with it."""
+        self.pool.unhold(d.slot)
+        status = ctx.status or d.status
+        if d.flags & TRACED:
+            self._spans.handled(d, received, started, status or 200)
+        return descriptor.end_of_stream(GATEWAY, self.id, parts, d.chain, status, d.slot, d.generation,
+                                        d.request_id, d.call_id)
 
     def _past_deadline(self, d: Descriptor) -> HTTPError:
         timeout = self._timeouts[d.chain]

@@ -1,0 +1,136 @@
+"""Streamed answers: a handler that is an async generator answers in parts, each sent as it
+is yielded, in a slot of its own, as a PART descriptor to whoever reads the stream (the
+gateway, which writes it to the client as an HTTP chunk at once).
+
+Flow control is by credit, as HTTP/2's windows: at most a few parts of one stream are
+in flight (sent, not yet taken by their reader: ``STREAM_WINDOW``); the generator is not resumed until the reader
+takes one. A reader that stops reading (a slow client, whose socket is full) therefore stops
+the handler at its ``yield``, instead of filling the pool. The reader sends CREDIT as it takes
+parts, and CANCEL when it goes away: the handler's Task is cancelled where it is (inside the
+generator it sees ``CancelledError``; waiting for credit at a ``yield``, the same is thrown in
+there). Parts carry their number (mod 256, the ``hop`` byte): data planes that move
+descriptors over several connections (http, grpc) may reorder them, and the reader puts them
+back in order. ``STREAM_WINDOW`` below 256 keeps those numbers unambiguous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from types import AsyncGeneratorType
+from typing import Any
+
+import orjson
+
+from spright.data import descriptor
+from spright.data.descriptor import HAS_RESPONSE_META, STREAM_WINDOW, TRACED, Descriptor
+from spright.host.counters import OUT
+from spright.worker.calls import Caller
+from spright.worker.context import Context, encode, request_meta, response_meta
+from spright.worker.failures import too_large
+
+READER_GONE = "spright: the stream's reader went away"  # the cancel message a handler's Task gets
+
+Parts = AsyncGeneratorType[Any, None]
+
+
+class _Flow:
+    """One stream being sent: parts sent, parts its reader took, the Task producing it."""
+
+    __slots__ = ("sent", "taken", "task", "waiter")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.sent = 0
+        self.taken = 0
+        self.task = task
+        self.waiter: asyncio.Future[None] | None = None
+
+
+class Streams:
+    """A worker's streams in flight, by (request id, call id)."""
+
+    __slots__ = ("_caller", "_loop", "_max_part", "_open")
+
+    def __init__(self, caller: Caller, loop: asyncio.AbstractEventLoop, max_part: int | None) -> None:
+        """``max_part``: the largest part (``Config.max_response``; None: what a slot holds)."""
+        self._caller = caller
+        self._loop = loop
+        self._max_part = max_part
+        self._open: dict[tuple[int, int], _Flow] = {}
+
+    async def send(self, d: Descriptor, ctx: Context, parts: Parts, to: int,
+                   alive: Callable[[Descriptor], None]) -> int:
+        """Every part ``parts`` yields, to endpoint ``to`` (the gateway: the request's owner),
+        as it comes; returns how many were sent. ``alive`` runs after each part: the route's
+        timeout counts between parts, not over the whole stream."""
+        key = (d.request_id, d.call_id)
+        flow = self._open[key] = _Flow(asyncio.current_task())
+        caller = self._caller
+        flags = d.flags & (HAS_RESPONSE_META | TRACED)
+        status = 0
+        try:
+            async for value in parts:
+                payload, body_flag = encode(value)
+                if not payload:
+                    continue  # an empty part would read as the end of a chunked body: nothing to send
+                if self._max_part is not None and len(payload) > self._max_part:
+                    raise too_large(caller.function.name, len(payload), self._max_part)
+                meta = b""
+                if not flow.sent:  # the first part carries the response's head: status, type, headers
+                    status = ctx.status or d.status
+                    flags |= body_flag
+                    if (ctx.content_type is not None or ctx.response_headers or flags & HAS_RESPONSE_META) and (
+                            response := response_meta(ctx)):
+                        meta = orjson.dumps({**request_meta(ctx), "response": response})
+                        flags |= HAS_RESPONSE_META
+                slot = caller.pool.put(payload, meta, d.request_id)
+                caller.outbox.put(descriptor.part(to, caller.id, flags, flow.sent, d.chain, status if not flow.sent
+                                                  else 0, slot.id, slot.generation, len(payload), d.request_id,
+                                                  d.call_id))
+                caller.counters[OUT] += 1
+                flow.sent += 1
+                caller.outbox.flush()  # the reader is waiting for this part: not for the loop's turn
+                alive(d)
+                while flow.sent - flow.taken >= STREAM_WINDOW:
+                    flow.waiter = self._loop.create_future()
+                    await flow.waiter
+        except asyncio.CancelledError as exc:
+            if parts.ag_frame is not None and not parts.ag_running:  # stopped at a yield: cancelled there
+                with contextlib.suppress(BaseException):
+                    await parts.athrow(asyncio.CancelledError(*exc.args))
+            raise
+        finally:
+            del self._open[key]
+            await parts.aclose()
+        return flow.sent
+
+    def credit(self, d: Descriptor) -> None:
+        """The reader took parts: the producer may send as many more."""
+        flow = self._open.get((d.request_id, d.call_id))
+        if flow is None:
+            return  # the stream ended meanwhile
+        flow.taken += (d.status - flow.taken) & 0xFFFF
+        waiter = flow.waiter
+        if waiter is not None and not waiter.done() and flow.sent - flow.taken < STREAM_WINDOW:
+            waiter.set_result(None)
+
+    def cancel(self, d: Descriptor) -> None:
+        """The reader went away: the producing handler is cancelled."""
+        flow = self._open.get((d.request_id, d.call_id))
+        if flow is not None and flow.task is not None:
+            flow.task.cancel(READER_GONE)
+
+
+async def joined(parts: Parts) -> bytes | str:
+    """A streaming handler whose answer goes to no reader of parts (a hop mid-chain, a plain
+    ``ctx.call``): its parts as one payload, as the wire would carry them; text when every
+    part was text."""
+    pieces: list[bytes] = []
+    texts = True
+    async for value in parts:
+        texts = texts and isinstance(value, str)
+        pieces.append(bytes(encode(value)[0]))
+    body = b"".join(pieces)
+    return body.decode() if texts and pieces else body
+
