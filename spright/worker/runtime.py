@@ -16,8 +16,6 @@ from collections.abc import Hashable
 from time import perf_counter_ns
 from typing import Any, cast
 
-import orjson
-
 from spright.data import descriptor
 from spright.data.descriptor import (
     CALL,
@@ -26,7 +24,6 @@ from spright.data.descriptor import (
     DOWN,
     ERROR,
     GATEWAY,
-    HAS_RESPONSE_META,
     KIND_MASK,
     READY,
     REFUSED,
@@ -43,7 +40,6 @@ from spright.data.table import RouteTable
 from spright.host.counters import (
     BYTES,
     DROPPED,
-    ERRORS,
     HANDLED,
     HANDLER_NS,
     IN,
@@ -52,21 +48,17 @@ from spright.host.counters import (
     REFUSED_CALLS,
     ROW_WORDS,
 )
-from spright.host.pool import Pool, TooLarge
+from spright.host.pool import Pool
 from spright.host.spans import SpanWriter
 from spright.transport.base import Endpoint, Outbox, Transport
+from spright.worker.answers import Answers
 from spright.worker.calls import Caller, Calls, Deadlines
 from spright.worker.context import (
     Context,
     HTTPError,
     Reply,
-    body_of,
-    encode,
     end,
-    request_meta,
-    response_meta,
 )
-from spright.worker.failures import error_answer, too_large
 from spright.worker.fence import Quarantine
 from spright.worker.streams import READER_GONE, Streams, joined
 from spright.worker.tasks import PAST_DEADLINE, cancel_message, never_suspends, start_task
@@ -111,6 +103,7 @@ class Worker:
         self._outbox: Outbox
         self._quarantine: Quarantine
         self._streams: Streams
+        self._answers: Answers
 
     async def start(self, transport: Transport, *, announce: bool = True) -> None:
         """Attach to the data plane; ``announce``: say READY to the gateway now (else ``announce()``)."""
@@ -124,6 +117,8 @@ class Worker:
         caller = Caller(self.id, self.function, self.pool, self._outbox, self.counters)
         self._calls = Calls(self.table, self._deadlines, loop, self._spans, caller)
         self._streams = Streams(caller, loop, self._max_response)
+        self._answers = Answers(self.id, self.function.name, self.pool, self._steps, self._spans, self.counters,
+                                self._max_response)
         if announce:
             self.announce()
 
@@ -300,19 +295,20 @@ class Worker:
             if not pool.is_current(d.slot, d.generation):
                 self._outlived(d)
             elif parts >= 0:
-                out = self._streamed(d, ctx, parts, received, started)
+                out = self._answers.streamed(d, ctx, parts, received, started)
             else:
-                out, slot = self._forward(d, ctx, result, received, started)
+                out, slot = self._answers.forward(d, ctx, result, received, started)
             result = None  # a slice of the body it returned must not look like one kept (end, below)
         except (Exception, asyncio.CancelledError) as exc:
             if isinstance(exc, asyncio.CancelledError) and exc.args != (PAST_DEADLINE,):
                 if exc.args != (READER_GONE,):
                     end(ctx)  # the worker stops: its slots go with it
                     raise
-                out = self._streamed(d, ctx, parts, received, started)  # nobody reads its stream: the slot goes back
+                # nobody reads its stream any more: the request's slot goes back
+                out = self._answers.streamed(d, ctx, parts, received, started)
             elif pool.is_current(d.slot, d.generation):
-                out, slot = self._failure(d, self._past_deadline(d) if isinstance(exc, asyncio.CancelledError)
-                                          else exc, received, started)
+                failed = self._past_deadline(d) if isinstance(exc, asyncio.CancelledError) else exc
+                out, slot = self._answers.failure(d, failed, received, started)
             else:
                 self._outlived(d)
         # the handler is over, its answer written but not sent: from now on nothing of it
@@ -339,15 +335,6 @@ class Worker:
         if task in self._running:
             self._deadlines.watch(task, self._loop.time() + self._timeouts[d.chain], self._expire)
 
-    def _streamed(self, d: Descriptor, ctx: Context, parts: int, received: int, started: int) -> bytes:
-        """The END of a streamed answer of ``parts`` parts; the request's slot goes back with it."""
-        self.pool.unhold(d.slot)
-        status = ctx.status or d.status
-        if d.flags & TRACED:
-            self._spans.handled(d, received, started, status or 200)
-        return descriptor.end_of_stream(GATEWAY, self.id, parts, d.chain, status, d.slot, d.generation,
-                                        d.request_id, d.call_id)
-
     def _past_deadline(self, d: Descriptor) -> HTTPError:
         timeout = self._timeouts[d.chain]
         log.warning("%s: request %d still running after its chain's timeout (%g s): cancelled", self.function.name,
@@ -361,61 +348,13 @@ class Worker:
         log.warning("%s: request %d ended before its handler returned; result dropped", self.function.name,
                     d.request_id)
 
-    def _forward(self, d: Descriptor, ctx: Context, result: Any, received: int, started: int) -> tuple[bytes, int]:
-        """The handler's result, in the request's slot (or a larger one: the request's is
-        kept, for ``_run`` to free), for whoever is next: the caller of a call, else the
-        chain's next hop (the gateway after its last). Returns the descriptor to send and
-        the slot that holds the answer."""
-        payload, body_flag = encode(result)
-        # a result too large fails before anything is written: _fail answers in the request's slot
-        if self._max_response is not None and len(payload) > self._max_response:
-            raise too_large(self.function.name, len(payload), self._max_response)
-        flags = (d.flags & (HAS_RESPONSE_META | TRACED)) | body_flag
-        slot, generation = d.slot, d.generation
-        try:
-            # this hop or an earlier one shaped the HTTP response: headers accumulate along the chain
-            if (ctx.content_type is not None or ctx.response_headers or flags & HAS_RESPONSE_META) and (
-                    response := response_meta(ctx)):
-                meta = orjson.dumps({**request_meta(ctx), "response": response})
-                flags |= HAS_RESPONSE_META
-                slot, generation = self.pool.write(slot, generation, payload, meta, d.request_id, True)
-            elif payload is not body_of(ctx):  # returning ctx.body itself costs nothing: it is already there
-                slot, generation = self.pool.write(slot, generation, payload, None, d.request_id, True)
-        except TooLarge as exc:  # the largest slot, less this result's metadata, is the limit
-            raise too_large(self.function.name, len(payload), exc.largest - (exc.size - len(payload))) from None
-        if slot == d.slot:  # else write() moved it
-            self.pool.unhold(slot)  # handed on: the next hop holds it
-        status = ctx.status or d.status
-        if flags & TRACED:
-            self._spans.handled(d, received, started, status or 200)
-        if d.flags & KIND_MASK == CALL:
-            out = descriptor.reply(d, self.id, flags, status, slot, generation, len(payload))
-        else:
-            next_hop, kind = self._steps[d.chain][d.hop + 1]
-            out = descriptor.hop(next_hop, self.id, kind | flags, d.hop + 1, d.chain, status, slot, generation,
-                                 len(payload), d.request_id)
-        return out, slot
-
     def _fail(self, d: Descriptor, exc: Exception) -> None:
         """``exc``'s answer in the slot of a request no handler ran for, to whoever waits."""
-        out, slot = self._failure(d, exc, 0, 0)
+        out, slot = self._answers.failure(d, exc, 0, 0)
         if slot != d.slot:
             self.pool.free(d.slot, d.generation)
         self._outbox.put(out)
         self.counters[OUT] += 1
-
-    def _failure(self, d: Descriptor, exc: Exception, received: int, started: int) -> tuple[bytes, int]:
-        """``exc``'s answer (spright.worker.failures) in the request's slot (or a larger one,
-        the request's kept), for whoever waits: the descriptor, and the slot of the answer."""
-        status, body = error_answer(exc, self.function.name)
-        payload = orjson.dumps(body)
-        slot = self.pool.write(d.slot, d.generation, payload, b"", d.request_id, True)
-        if slot.id == d.slot:
-            self.pool.unhold(slot.id)
-        if d.flags & TRACED:
-            self._spans.handled(d, received, started, status)
-        self.counters[ERRORS] += 1
-        return descriptor.failure(d, self.id, status, slot.id, slot.generation, len(payload)), slot.id
 
     # -- internal calls ---------------------------------------------------------------------
     def call(self, ctx: Context, function: str, value: Any) -> asyncio.Future[Reply]:

@@ -21,13 +21,12 @@ from collections.abc import Callable
 from types import AsyncGeneratorType
 from typing import Any
 
-import orjson
-
 from spright.data import descriptor
 from spright.data.descriptor import HAS_RESPONSE_META, STREAM_WINDOW, TRACED, Descriptor
 from spright.host.counters import OUT
+from spright.worker.answers import head_meta
 from spright.worker.calls import Caller
-from spright.worker.context import Context, encode, request_meta, response_meta
+from spright.worker.context import Context, encode
 from spright.worker.failures import too_large
 
 READER_GONE = "spright: the stream's reader went away"  # the cancel message a handler's Task gets
@@ -76,15 +75,11 @@ class Streams:
                     continue  # an empty part would read as the end of a chunked body: nothing to send
                 if self._max_part is not None and len(payload) > self._max_part:
                     raise too_large(caller.function.name, len(payload), self._max_part)
-                meta = b""
+                meta: bytes | None = None
                 if not flow.sent:  # the first part carries the response's head: status, type, headers
                     status = ctx.status or d.status
-                    flags |= body_flag
-                    if (ctx.content_type is not None or ctx.response_headers or flags & HAS_RESPONSE_META) and (
-                            response := response_meta(ctx)):
-                        meta = orjson.dumps({**request_meta(ctx), "response": response})
-                        flags |= HAS_RESPONSE_META
-                slot = caller.pool.put(payload, meta, d.request_id)
+                    meta, flags = head_meta(ctx, flags | body_flag)
+                slot = caller.pool.put(payload, meta or b"", d.request_id)
                 caller.outbox.put(descriptor.part(to, caller.id, flags, flow.sent, d.chain, status if not flow.sent
                                                   else 0, slot.id, slot.generation, len(payload), d.request_id,
                                                   d.call_id))
