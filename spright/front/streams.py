@@ -125,8 +125,8 @@ class Outflow:
     # -- from the client's side ----------------------------------------------------------------
     def attach(self, sink: PartSink) -> None:
         self._sink = sink
-        if self._over:
-            sink.abort()
+        if self._over:  # cut short before the client's turn came: what was in order, then the cut
+            self._cut()
             return
         self.resume()
 
@@ -146,22 +146,38 @@ class Outflow:
     def cancel(self, complete: bool = False) -> None:
         """The client went away (or, ``complete``, needs no body): the producer is told to
         stop, the parts here are freed."""
+        self._drop(self._held)
         if not self._over:
             self._stop()
             self._host.stream_over(self.request_id, self.status if complete else 499, True)
 
     def abort(self) -> None:
-        """Cut short from the node's side (failure, timeout, shutdown): the client sees it so."""
+        """Cut short from the node's side (failure, timeout, shutdown): the parts already in
+        order still reach the client, then it sees the answer end without its end."""
         if not self._over:
             self._stop()
             if self._sink is not None:
-                self._sink.abort()
+                self._cut()
+
+    def _cut(self) -> None:
+        sink = self._sink
+        assert sink is not None
+        pool = self._host.pool
+        for d in self._held:  # at most a window's worth: the connection buffers them, whatever the client reads
+            if (part := pool.take(d.slot, d.generation, d.length)) is not None:
+                sink.write(part)
+        self._held.clear()
+        sink.abort()
 
     def _stop(self) -> None:
         self._over = True
         self._host.send(descriptor.cancel(self._producer, self._host.endpoint, self.request_id, self.call_id))
-        free = self._host.pool.free
-        for d in (*self._held, *self._early.values(), *((self._end,) if self._end is not None else ())):
-            free(d.slot, d.generation)
-        self._held.clear()
+        self._drop(list(self._early.values()))
         self._early.clear()
+        if self._end is not None:
+            self._drop([self._end])
+
+    def _drop(self, parts: list[Descriptor]) -> None:
+        for d in parts:
+            self._host.pool.free(d.slot, d.generation)
+        parts.clear()

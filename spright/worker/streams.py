@@ -65,40 +65,49 @@ class Streams:
         timeout counts between parts, not over the whole stream."""
         key = (d.request_id, d.call_id)
         flow = self._open[key] = _Flow(asyncio.current_task())
+        try:
+            await self._pump(d, ctx, parts, to, alive, flow)
+        except BaseException as exc:  # no await inside an except or finally block: mypyc's
+            # compiled coroutines then re-raise a stale exception in a later call (seen with 1.x)
+            failed: BaseException | None = exc
+        else:
+            failed = None
+        del self._open[key]
+        if failed is None:
+            return flow.sent
+        if isinstance(failed, asyncio.CancelledError) and parts.ag_frame is not None and not parts.ag_running:
+            # stopped at a yield (waiting for credit): the handler sees its cancellation there
+            with contextlib.suppress(BaseException):
+                await parts.athrow(asyncio.CancelledError(*failed.args))
+        await parts.aclose()
+        raise failed
+
+    async def _pump(self, d: Descriptor, ctx: Context, parts: Parts, to: int, alive: Callable[[Descriptor], None],
+                    flow: _Flow) -> None:
         caller = self._caller
         flags = d.flags & (HAS_RESPONSE_META | TRACED)
         status = 0
-        try:
-            async for value in parts:
-                payload, body_flag = encode(value)
-                if not payload:
-                    continue  # an empty part would read as the end of a chunked body: nothing to send
-                if self._max_part is not None and len(payload) > self._max_part:
-                    raise too_large(caller.function.name, len(payload), self._max_part)
-                meta: bytes | None = None
-                if not flow.sent:  # the first part carries the response's head: status, type, headers
-                    status = ctx.status or d.status
-                    meta, flags = head_meta(ctx, flags | body_flag)
-                slot = caller.pool.put(payload, meta or b"", d.request_id)
-                caller.outbox.put(descriptor.part(to, caller.id, flags, flow.sent, d.chain, status if not flow.sent
-                                                  else 0, slot.id, slot.generation, len(payload), d.request_id,
-                                                  d.call_id))
-                caller.counters[OUT] += 1
-                flow.sent += 1
-                caller.outbox.flush()  # the reader is waiting for this part: not for the loop's turn
-                alive(d)
-                while flow.sent - flow.taken >= STREAM_WINDOW:
-                    flow.waiter = self._loop.create_future()
-                    await flow.waiter
-        except asyncio.CancelledError as exc:
-            if parts.ag_frame is not None and not parts.ag_running:  # stopped at a yield: cancelled there
-                with contextlib.suppress(BaseException):
-                    await parts.athrow(asyncio.CancelledError(*exc.args))
-            raise
-        finally:
-            del self._open[key]
-            await parts.aclose()
-        return flow.sent
+        async for value in parts:
+            payload, body_flag = encode(value)
+            if not payload:
+                continue  # an empty part would read as the end of a chunked body: nothing to send
+            if self._max_part is not None and len(payload) > self._max_part:
+                raise too_large(caller.function.name, len(payload), self._max_part)
+            meta: bytes | None = None
+            if not flow.sent:  # the first part carries the response's head: status, type, headers
+                status = ctx.status or d.status
+                meta, flags = head_meta(ctx, flags | body_flag)
+            slot = caller.pool.put(payload, meta or b"", d.request_id)
+            caller.outbox.put(descriptor.part(to, caller.id, flags, flow.sent, d.chain, status if not flow.sent
+                                              else 0, slot.id, slot.generation, len(payload), d.request_id,
+                                              d.call_id))
+            caller.counters[OUT] += 1
+            flow.sent += 1
+            caller.outbox.flush()  # the reader is waiting for this part: not for the loop's turn
+            alive(d)
+            while flow.sent - flow.taken >= STREAM_WINDOW:
+                flow.waiter = self._loop.create_future()
+                await flow.waiter
 
     def credit(self, d: Descriptor) -> None:
         """The reader took parts: the producer may send as many more."""
