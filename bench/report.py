@@ -134,7 +134,8 @@ _BLOCK = re.compile(r"(<!-- bench\.report (\S+) -->\n)(.*?)(<!-- /bench\.report 
 def overload_table(run: dict[str, Any]) -> str:
     """A ``bench.overload`` result: each offered load's goodput, admitted p99, refusals, recovery."""
     rows = [f"Saturated {run['saturated_rps']:,.0f} req/s (`{run['path']}`, {run['transport']}); unloaded p99 "
-            f"{run['unloaded_p99_ms']} ms; admission {'on' if run['admission'] else 'off'}.", "",
+            f"{run['unloaded_p99_ms']} ms; admission {'on' if run['admission'] else 'off'}"
+            f"{_bound(run) if run['admission'] else ''}.", "",
             "| offered | goodput (2xx/s) | admitted p99 | refused 503 (p99) | back to normal |",
             "|---|---|---|---|---|"]
     for point in run["runs"]:
@@ -145,6 +146,11 @@ def overload_table(run: dict[str, Any]) -> str:
                     f"{point['refused_share']:.0%} ({refused:,.0f} ms) | {recovery} |")
     rows += ["", *(f"- {'met' if ok else '**missed**'}: {check}" for check, ok in run["checks"].items())]
     return "\n".join(rows) + "\n"
+
+
+def _bound(run: dict[str, Any]) -> str:
+    given = run.get("max_in_flight")
+    return f", --max-in-flight {given}" if given else ", the default bound"
 
 
 def revisions_table(run: dict[str, Any]) -> str:

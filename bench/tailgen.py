@@ -160,6 +160,9 @@ class Run:
         if task.exception() is not None:
             self.errors.append(f"connect: {task.exception()!r}")
             self._settled()
+        elif task.result().transport is None or task.result().transport.is_closing():  # closed by the node first
+            self.errors.append("connection closed before its request was sent")
+            self._settled()
         else:
             self.write(task.result(), index)
 

@@ -19,7 +19,7 @@ from spright.data.autoscale import ScalePolicy
 from spright.data.config import MiB
 from spright.node.loader import load_app
 from spright.ops.deploy import command_line, deploy_app
-from spright.ops.deploy.k8s import GATEWAY_CAPS, WORKERS_UNPRIVILEGED
+from spright.ops.deploy.k8s import GATEWAY_CAPS, GATEWAY_GROUP, WORKERS_UNPRIVILEGED
 
 K8S_VERSION = "1.37.0"  # the newest schemas kubernetes-validate 1.37 ships
 APPS = ["apps.online_boutique:app", "apps.motion:app", "apps.parking:app", "examples.echo:app"]
@@ -132,7 +132,8 @@ def test_k8s_manifests_are_valid_and_hold_the_node(reference: str, transport: st
 
     gateway = by_name.pop("gateway")
     assert gateway["args"] == ["gateway", reference, "--node-dir", "/run/spright", "--host", "0.0.0.0",
-                               "--port", "8080", "--transport", transport]
+                               "--port", "8080", "--transport", transport,
+                               *(["--workers-group", "65532"] if transport == "skmsg" else [])]
     groups = {}
     for worker in by_name.values():
         assert worker["args"][:2] == ["worker", reference]
@@ -157,13 +158,18 @@ def test_k8s_manifests_are_valid_and_hold_the_node(reference: str, transport: st
         assert caps(gateway) == set(GATEWAY_CAPS) == {"BPF", "NET_ADMIN", "PERFMON", "SYS_ADMIN"}
         assert all(not caps(worker) for worker in groups.values()), "the gateway registers their sockets"
         assert all("/lib/modules" not in str(worker["volumeMounts"]) for worker in groups.values())
+        # the gateway is root, with the workers' group among its groups: it hands them the node's files
+        assert "runAsUser" not in gateway["securityContext"] and "runAsNonRoot" not in pod["securityContext"]
+        assert pod["securityContext"]["fsGroup"] == 65532
     else:
         assert set(volumes) == {"shm", "node"}
         assert all(not caps(c) for c in pod["containers"])
         assert all(c["securityContext"]["allowPrivilegeEscalation"] is False for c in pod["containers"])
         assert pod["securityContext"]["runAsNonRoot"] is True
-        for worker in groups.values():  # each worker container says so itself, as `spright run`'s drop to --user
-            assert worker["securityContext"]["runAsNonRoot"] is True and worker["securityContext"]["runAsUser"] > 0
+    for worker in groups.values():  # each worker container says so itself, as `spright run`'s drop to --user
+        security = worker["securityContext"]
+        assert security["runAsNonRoot"] is True and security["runAsUser"] == security["runAsGroup"] == 65532
+        assert security["allowPrivilegeEscalation"] is False and not caps(worker)
     for container in pod["containers"]:  # the API server refuses this pair (kubernetes-validate cannot see it)
         added = caps(container)
         if added & {"SYS_ADMIN", "CAP_SYS_ADMIN"}:
@@ -194,7 +200,7 @@ def test_the_header_says_why_each_capability_and_volume_is_there(tmp_path: Path)
     pod = docs["deployment.yaml"][0]["spec"]["template"]["spec"]
     for cap, why in GATEWAY_CAPS.items():
         assert f"gateway {cap}: {why}" in said, cap
-    assert WORKERS_UNPRIVILEGED in said
+    assert WORKERS_UNPRIVILEGED in said and GATEWAY_GROUP in said
     added = set().union(*(caps(container) for container in pod["containers"]))
     assert added == set(GATEWAY_CAPS), "the header names every capability the pod adds"
     for volume in pod["volumes"]:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import pytest
 
 from spright.host.nodefile import NodeFile
 from spright.node.loader import load_app
+from spright.ops.deploy.k8s import GATEWAY_CAPS, WORKER_UID
 from spright.ops.traceview import kept_traces
 from spright.transport.skmsg import pin_dir
 from tests.kit.boutique import HttpShopper, concurrent_carts, on_node, scenario_browse, scenario_cart_and_checkout
@@ -38,17 +40,27 @@ pytestmark = [pytest.mark.node, pytest.mark.needs("netns")]
 class Pod:
     """The processes of one pod-mode node, each in namespaces of its own."""
 
-    def __init__(self, app_ref: str, transport: str, node_dir: Path) -> None:
+    def __init__(self, app_ref: str, transport: str, node_dir: Path, workers_uid: int | None = None) -> None:
+        """``workers_uid``: the workers run as that uid and gid, not root, and the gateway (root)
+        keeps only the capabilities deploy k8s gives it, with that group among its groups (the
+        pod's fsGroup), as in the skmsg pod's manifest."""
         self.app_ref, self.transport, self.node_dir = app_ref, transport, node_dir
+        self.workers_uid = workers_uid
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - a file, not a pipe: never blocks them
         self.gateway: subprocess.Popen[bytes] | None = None
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
 
     def _start(self, *args: str, namespaces: bool = True, unprivileged: bool = False) -> subprocess.Popen[bytes]:
         wrapper = ["unshare", "--mount", "--pid", "--kill-child=SIGTERM"] if namespaces else []
+        uid = self.workers_uid
         if unprivileged:  # as a worker container: no capability at all, and no bpffs
-            wrapper += ["sh", "-c", 'mount -t tmpfs none /sys/fs/bpf && exec setpriv --bounding-set=-all '
+            user = f"--reuid {uid} --regid {uid} --clear-groups " if uid is not None else ""
+            wrapper += ["sh", "-c", f'mount -t tmpfs none /sys/fs/bpf && exec setpriv {user}--bounding-set=-all '
                         '--inh-caps=-all "$@"', "sh"]
+        elif uid is not None:  # the gateway's container on skmsg (spright/ops/deploy/k8s.py)
+            caps = ",".join(f"+{cap.lower()}" for cap in GATEWAY_CAPS)
+            wrapper += ["setpriv", f"--bounding-set=-all,{caps}", "--inh-caps=-all", "--groups", str(uid)]
+            args = (*args, "--workers-group", str(uid))
         return subprocess.Popen([*wrapper, sys.executable, "-m", "spright", *args], stderr=self.log,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -92,10 +104,13 @@ class Pod:
 
 
 @contextlib.contextmanager
-def pod(app_ref: str, transport: str, tmp_path: Path) -> Iterator[tuple[Pod, int]]:
+def pod(app_ref: str, transport: str, tmp_path: Path, workers_uid: int | None = None) -> Iterator[tuple[Pod, int]]:
     groups = list(load_app(app_ref).compile().processes())
-    node = Pod(app_ref, transport, tmp_path / "node")
+    node = Pod(app_ref, transport, tmp_path / "node", workers_uid)
     node.node_dir.mkdir(mode=0o700)
+    if workers_uid is not None:  # as Kubernetes makes a pod's emptyDir with its fsGroup
+        os.chown(node.node_dir, 0, workers_uid)
+        node.node_dir.chmod(0o770)
     try:
         node.start_worker(groups[0])  # before its gateway: it waits
         deadline = time.monotonic() + 60
@@ -265,3 +280,65 @@ def test_a_gateway_waiting_for_its_workers_stops_at_once(tmp_path: Path) -> None
     # it would wait ready_timeout (60 s) for its workers; 20 s is far below and far above "at once"
     node.gateway.wait(20)
     assert not pin_dir(node.node_dir, by_dir=True).exists() and left_in_shm(ours) == []
+
+
+def _post(port: int, path: str, body: bytes) -> tuple[int, bytes]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.status, response.read()
+
+
+def _open_as(uid: int, path: Path) -> str:
+    """What opening ``path`` read-write met, for a process of uid and gid ``uid``, no other group."""
+    script = f"import os\ntry:\n    os.close(os.open({str(path)!r}, os.O_RDWR))\n    print('opened')\n" \
+             "except OSError as exc:\n    print(type(exc).__name__)"
+    return subprocess.run(["setpriv", "--reuid", str(uid), "--regid", str(uid), "--clear-groups", sys.executable,
+                           "-c", script], capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.mark.kernel
+@pytest.mark.needs("root")
+def test_skmsg_pod_workers_run_as_the_pods_user_and_serve() -> None:
+    """The skmsg pod of deploy k8s: the gateway is root with its four capabilities only (no
+    CAP_CHOWN, no CAP_DAC_OVERRIDE) and the workers' group among its groups; the workers'
+    containers run as uid 65532 with no capability. The gateway hands them the node's files
+    (--workers-group): they join, serve chains and calls over skmsg, and every handler runs as
+    65532; those files are the workers' group's and no other uid's, and the gateways' own
+    counters stay out of a worker's reach."""
+    base = Path(tempfile.mkdtemp(prefix="spright-pod-"))
+    base.chmod(0o711)  # pytest's own temporary directory is root's 0700
+    try:
+        with pod("tests.apps.privileges:app", "skmsg", base, workers_uid=WORKER_UID) as (node, port):
+            info = json.loads((node.node_dir / "join.json").read_text())
+            gateways_counters = Path("/dev/shm") / info["counters"]["0"]
+            status, body = _post(port, "/probe", orjson.dumps({"path": str(gateways_counters)}))
+            probe = orjson.loads(body)
+            assert status == 200 and probe["uids"] == [WORKER_UID] * 3 and probe["gids"] == [WORKER_UID] * 3, probe
+            assert probe["open"] == "PermissionError", "a worker read the gateways' counters"
+            for process in node.workers.values():  # their pids in the pod's PID namespace are not ours
+                (child,) = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+                with open(f"/proc/{child}/status") as proc:
+                    fields = dict(line.split(":", 1) for line in proc)
+                assert fields["Uid"].split() == [str(WORKER_UID)] * 4, fields["Uid"]
+                assert int(fields["CapEff"], 16) == int(fields["CapPrm"], 16) == 0, fields["CapEff"]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/call", timeout=30) as response:
+                called = orjson.loads(response.read())
+            assert called["caller"]["uids"] == called["probe"]["uids"] == [WORKER_UID] * 3, called
+            assert [_post(port, "/chain", b"%d" % i) for i in range(50)] == [(200, b"%d12" % i) for i in range(50)]
+            prefixes = tuple(name for name in pod_shm(node.node_dir) if name != info["counters"]["0"])
+            handed = [Path("/dev/shm") / name for name in left_in_shm(prefixes)]
+            assert len(handed) >= 4, handed  # the pool's control and classes, its lock, the domain's counters
+            for path in [*handed, node.node_dir / "join.json", node.node_dir / "control.sock"]:
+                mode = path.stat()
+                assert (mode.st_uid, mode.st_gid) == (0, WORKER_UID) and mode.st_mode & 0o007 == 0, path
+            assert _open_as(WORKER_UID, handed[0]) == "opened"
+            scale = orjson.dumps({"scale": "probe", "instances": 2}).decode() + "\n"
+            script = ("import socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n"
+                      f"s.sendall({scale!r}.encode())\nprint(s.makefile().readline())")
+            said = subprocess.run(["setpriv", "--reuid", str(WORKER_UID), "--regid", str(WORKER_UID), "--clear-groups",
+                                   sys.executable, "-c", script, str(node.node_dir / "control.sock")],
+                                  capture_output=True, text=True, check=True).stdout
+            assert "a worker may join" in said, said  # the workers' user reaches the control socket to join only
+            assert _open_as(WORKER_UID + 1, handed[0]) == "PermissionError", "another uid opened the pool"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

@@ -56,6 +56,9 @@ class Config:
     gateways: int | None = None  # gateway processes on the port (SO_REUSEPORT); None: by cores
     balance: str = "least_in_flight"  # how a function's instance is picked: or round_robin
     node_dir: str | None = None  # spright gateway (pod mode): where its workers, started on their own, join
+    # spright gateway --workers-group (pod mode, a gateway that is root: skmsg's): the gid its workers'
+    # containers run as; the node's files they open become that group's, and nobody else's (join.hand_over)
+    workers_group: int | None = None
     # fork: each worker forks from the node's template process, the app already imported
     # (spright.node.template); spawn: each is a fresh interpreter (for apps not safe to fork)
     worker_start: str = "fork"

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import orjson
 
 SOCKET_NAME = "control.sock"
+_UCRED = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -30,12 +33,17 @@ async def serve(runtime_dir: Path, handle: Handler, left: Callable[[dict[str, An
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         joined = None
+        # a peer of another uid is a worker (a pod's, unprivileged: join.hand_over): it may join, no more
+        peer = writer.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+        workers_only = _UCRED.unpack(peer)[1] != os.geteuid()
         with contextlib.suppress(ConnectionError):
             while line := await reader.readline():
                 try:
                     request = orjson.loads(line)
                     if not isinstance(request, dict):
                         raise ValueError("a request is a JSON object")
+                    if workers_only and "join" not in request:
+                        raise ValueError("only the node's own user may scale, reload or roll out; a worker may join")
                     answer = await handle(request)
                     if "join" in request:
                         joined = request

@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,12 @@ import orjson
 import uvloop
 
 from spright.data.table import RouteTable
-from spright.host import sandbox
+from spright.host import nodefile, sandbox
+from spright.host.counters import GATEWAY_DOMAIN
+from spright.host.instances import FILE_NAME as INSTANCES_FILE
 from spright.host.pool import PoolHandle
 from spright.node import control
+from spright.node.assembly import spans_name
 from spright.node.loader import load_app
 from spright.node.process import WorkerSpec, serve_worker
 from spright.transport import registry
@@ -62,12 +66,55 @@ def digest(table: RouteTable, pool_layout: object) -> str:
     return hashlib.sha256(described).hexdigest()[:16]
 
 
-def write(node_dir: Path, info: JoinInfo) -> None:
-    """Atomically: a worker never reads half a file."""
+def write(node_dir: Path, info: JoinInfo, group: int | None = None) -> None:
+    """Atomically: a worker never reads half a file. ``group``: the workers' containers run as
+    that group, not as the gateway's user (``hand_over``, first)."""
+    if group is not None:
+        hand_over(node_dir, group, workers_segments(info))
     temporary = node_dir / f".{FILE_NAME}.tmp"
     temporary.write_bytes(orjson.dumps(asdict(info), option=orjson.OPT_INDENT_2))
-    temporary.chmod(0o600)
+    _grant(temporary, group, 0o640)
     temporary.replace(node_dir / FILE_NAME)
+
+
+def hand_over(node_dir: Path, group: int, shm: Iterable[str]) -> None:
+    """A pod whose gateway is root (skmsg) and whose workers' containers are not: what the workers
+    open becomes ``group``'s, read-write (read for join.json) to it and to nobody else: the node
+    directory (searchable, not listable), its control socket and live-instances file, the ``data``
+    directory, and ``shm``, the node's segments and pool locks in /dev/shm. The data plane's own
+    sockets are granted as they are made (``Transport.share_with``). The files stay root's: the
+    gateway needs ``group`` among its groups (the pod's fsGroup) to give them to it, no CAP_CHOWN."""
+    try:
+        if node_dir.stat().st_uid == os.geteuid():  # else the pod's volume, which the workers reach already
+            _grant(node_dir, group, 0o710)
+        _grant(node_dir / nodefile.DATA_DIR, group, 0o770)
+        for name in (control.SOCKET_NAME, INSTANCES_FILE):
+            _grant(node_dir / name, group, 0o660)
+        for name in shm:
+            _grant(Path("/dev/shm") / name, group, 0o660)
+    except PermissionError as exc:
+        raise PermissionError(f"the gateway cannot hand the node's files to group {group} ({exc}): run it with "
+                              f"{group} among its groups (the pod's fsGroup), or with CAP_CHOWN") from None
+
+
+def workers_segments(info: JoinInfo) -> list[str]:
+    """What the workers of ``info``'s node open in /dev/shm: each domain's pool segments and lock,
+    counters and span rings (if the node traces); not the gateways' own (domain 0's counters)."""
+    shm = Path("/dev/shm")
+    names = [segment.name for prefix, _ in info.pools.values() for segment in shm.glob(f"{prefix}-*")]
+    names += [f"sem.{lock.lstrip('/')}" for _, lock in info.pools.values()]
+    for domain, counters in info.counters.items():
+        if int(domain) != GATEWAY_DOMAIN:
+            names += [name for name in (counters, spans_name(counters)) if (shm / name).exists()]
+    return names
+
+
+def _grant(path: Path, group: int | None, mode: int) -> None:
+    if group is not None:
+        os.chown(path, -1, group)
+        path.chmod(mode)
+    else:
+        path.chmod(mode & 0o700)
 
 
 def handles(pools: list[PoolHandle]) -> dict[str, tuple[str, str]]:

@@ -166,7 +166,8 @@ class Supervisor:
             join.write(self.node_dir, join.JoinInfo(
                 self.app_ref, list(self.config.instances), self.gateway_count, join.digest(table, self.config.pool),
                 self.transport.name, self.transport.join_state(), join.handles(self.pool.handles),
-                {str(d): name for d, name in self.counters.names.items()}, self.config.drain_timeout))
+                {str(d): name for d, name in self.counters.names.items()}, self.config.drain_timeout),
+                self.config.workers_group)
         else:
             if self.starts.how == "fork":  # the template imports what a worker does, once
                 report = await self.revisions.open_first()

@@ -133,20 +133,26 @@ def gateway(
     tls_ca: str | None = TLS_CA,
     insecure_peers: bool | None = INSECURE_PEERS,
     max_in_flight: int | None = MAX_IN_FLIGHT,
+    workers_group: int | None = typer.Option(
+        None, metavar="GID", help="The group the workers' containers run as, when this gateway runs as root "
+                                  "(skmsg): it hands them the node's files (join.json, pools, locks, counters, "
+                                  "sockets), 0660/0640 to that group and nobody else. Needs GID among the "
+                                  "gateway's groups (the pod's fsGroup) or CAP_CHOWN."),
 ) -> None:
     """Serve APP's gateway and data plane only: its workers start on their own (`spright worker`,
     one per container of a pod) and join through NODE_DIR; it serves once all have."""
     _serve(app, node_dir=str(node_dir), host=host, port=port, transport=transport, gateways=gateways, balance=balance,
            trace_sample=trace_sample, trace_slower_than=trace_slower_than, trace_errors=trace_errors, otlp=otlp,
            reload=reload, tls_cert=tls_cert, tls_key=tls_key, tls_ca=tls_ca, insecure_peers=insecure_peers,
-           max_in_flight=max_in_flight)
+           max_in_flight=max_in_flight, workers_group=workers_group)
 
 
 @cli.command()
 def worker(
     app: str = typer.Argument(..., help="MODULE or MODULE:APP: the gateway's."),
     process: str = typer.Argument(..., help="The worker process to run: a function's name, or a process= group."),
-    node_dir: Path = typer.Option(..., help="The node directory of the gateway to join."),  # noqa: B008
+    node_dir: Path = typer.Option(..., help="The node directory of the gateway to join.",  # noqa: B008
+                                  readable=False),  # searchable is enough: a root gateway's is 0710 (join.hand_over)
     instance: int = typer.Option(0, help="Which instance of the process this is."),
     wait: float = typer.Option(120.0, help="Seconds to wait for the gateway to start."),
 ) -> None:

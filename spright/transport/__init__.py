@@ -38,6 +38,8 @@ def select_transport(runtime_dir: Path, table: RouteTable, config: Config) -> tu
     user = config.worker_user
     if user not in (None, "root") and config.node_dir is None:  # a pod's workers: their containers say
         transport.share_with(ids_of(user)[1])
+    elif config.node_dir is not None and config.workers_group is not None:  # ... and so does the pod's gateway
+        transport.share_with(config.workers_group)
     return transport, note
 
 

@@ -219,6 +219,7 @@ class SkmsgTransport(Transport):
             if self.pinned_by_dir:  # workers started on their own hand their sockets in
                 functions = [e for e in self.endpoints if e not in self.table.gateways]
                 self._registrar = Registrar(self.runtime_dir / REGISTER_SOCKET, self.pin_dir, functions)
+                self.grant(self._registrar.path)  # the workers' group's, in a pod whose gateway is root
         except BaseException:
             self.stop()
             raise

@@ -50,8 +50,10 @@ GATEWAY_CAPS = {
     "SYS_ADMIN": "bcc's kallsyms/perf use, and bpf(2) on kernels < 5.8 (no CAP_BPF); "
                  "spright's skmsg probe requires it",
 }
-WORKERS_UNPRIVILEGED = ("each worker: none, and no bpffs: it hands its socket to the gateway, which puts it "
-                        "into the sockhash (spright/transport/skmsg_register.py)")
+WORKERS_UNPRIVILEGED = ("each worker: none, runs as uid 65532, and no bpffs: it hands its socket to the gateway, "
+                        "which puts it into the sockhash (spright/transport/skmsg_register.py)")
+GATEWAY_GROUP = ("the gateway runs as root with the workers' group 65532 (fsGroup) among its groups: it hands them "
+                 "the node's files (--workers-group), 0660 to that group and to nobody else")
 GATEWAY_ESCALATION = ("the gateway does not set allowPrivilegeEscalation: false: privilege escalation stays "
                       "possible with SYS_ADMIN, and the API server refuses that pair")
 WORKER_UID = 65532  # every worker container's user (and the whole pod's where the gateway needs no root)
@@ -152,7 +154,9 @@ def deployment(target: Target, transport: str, replicas: int, tls_secret: str | 
     gateway: dict[str, Any] = {
         "name": "gateway",
         "image": target.image,
-        "args": command_line("gateway", target.reference, transport=transport, node_dir=NODE_DIR)[1:],
+        # on skmsg the gateway is root: it hands the workers (WORKER_UID, not root) the node's files
+        "args": command_line("gateway", target.reference, transport=transport, node_dir=NODE_DIR)[1:]
+        + (["--workers-group", str(WORKER_UID)] if skmsg else []),
         "ports": [{"name": "http", "containerPort": PORT}],
         **_env(skmsg),
         "volumeMounts": [*_shared_mounts(skmsg), *(
@@ -176,13 +180,13 @@ def deployment(target: Target, transport: str, replicas: int, tls_secret: str | 
                 **_env(skmsg=False),
                 "volumeMounts": _shared_mounts(skmsg=False),
                 "resources": {"requests": {"cpu": f"{WORKER_CPU_MILLI}m", "memory": mebibytes(WORKER_MEMORY_MI)}},
-                "securityContext": _worker_security(skmsg),
+                "securityContext": _worker_security(),
             }
             workers.append(_with_tls(worker) if tls_secret and group in tls_users(target) else worker)
     pod_security: dict[str, Any] = {"seccompProfile": {"type": "RuntimeDefault"}}
     if not skmsg:  # nothing needs root: the pod meets the "restricted" Pod Security Standard
         pod_security.update(runAsNonRoot=True, runAsUser=WORKER_UID, runAsGroup=WORKER_UID)
-    if tls_secret:
+    if tls_secret or skmsg:  # skmsg: the root gateway gets the workers' group, to hand them its files
         pod_security["fsGroup"] = TLS_GROUP
     template_meta: dict[str, Any] = {"labels": labels(target.name, "node")}
     if metrics_builtin(table):
@@ -266,6 +270,7 @@ def deployment_notes(target: Target, transport: str, tls_secret: str | None = No
         lines.append("Capabilities added on the skmsg data plane (every container drops ALL others):")
         lines += [f"  gateway {cap}: {why}" for cap, why in GATEWAY_CAPS.items()]
         lines.append(f"  {WORKERS_UNPRIVILEGED}")
+        lines.append(f"  {GATEWAY_GROUP}")
         lines.append(f"  Note: {GATEWAY_ESCALATION}.")
         lines.append("  The host paths and capabilities need a namespace whose Pod Security level is privileged.")
     else:
@@ -284,14 +289,14 @@ def _gateway_security(skmsg: bool) -> dict[str, Any]:
     return {"capabilities": {"drop": ["ALL"], "add": list(GATEWAY_CAPS)}}
 
 
-def _worker_security(skmsg: bool) -> dict[str, Any]:
+def _worker_security() -> dict[str, Any]:
     """A worker container: no capability, no escalation, and not root (as `spright run`'s workers
-    drop to --user). Except on skmsg, for now: there the gateway runs as root and what it shares
-    through the node directory and /dev/shm (join.json, its sockets, the pools) is root's, 0600."""
-    security: dict[str, Any] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-    if not skmsg:
-        security.update(runAsNonRoot=True, runAsUser=WORKER_UID, runAsGroup=WORKER_UID)
-    return security
+    drop to --user), on every data plane. On skmsg the gateway is root: it hands what it shares
+    through the node directory and /dev/shm (join.json, its sockets, the pools and their locks,
+    the counters) to the workers' group (``--workers-group``; it is among the gateway's groups
+    as the pod's fsGroup), 0660, and to nobody else."""
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True, "runAsUser": WORKER_UID, "runAsGroup": WORKER_UID}
 
 
 def _probes(target: Target, ready_timeout: float, tls: bool = False) -> dict[str, Any]:
