@@ -42,6 +42,7 @@ MODULES = (
     "spright.front.gateway",
     "spright.front.http",
     "spright.front.streams",
+    "spright.front.render",
     "spright.data.headers",
     "spright.data.multidict",
     "spright.data.response",

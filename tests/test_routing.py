@@ -169,7 +169,7 @@ def test_sync_generator_handlers_are_refused_at_registration() -> None:
         yield b"one"
 
     app = App("t")
-    with pytest.raises(RoutingError, match="function 'pages': its handler is a generator function: .*async def pages"):
+    with pytest.raises(RoutingError, match=r"function 'pages': its handler is a generator function: .*async def pages"):
         app.add_function(pages)
     with pytest.raises(RoutingError, match="async generator"):
         app.function(name="decorated")(pages)

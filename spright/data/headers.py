@@ -13,8 +13,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import Any
+
+from spright.data.descriptor import BODY_JSON, BODY_TEXT
 
 Header = tuple[str, str]
+CONTENT_TYPES = {  # by the descriptor's body type, unless a handler chose one
+    BODY_JSON: (b"content-type", b"application/json"),
+    BODY_TEXT: (b"content-type", b"text/plain; charset=utf-8"),
+}
+OCTET_STREAM = (b"content-type", b"application/octet-stream")
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # HTAB is allowed inside a value
@@ -45,3 +53,15 @@ def merge_headers(earlier: Iterable[Sequence[str]], later: Sequence[Header]) -> 
     replaced = {name.lower() for name, _ in later} - REPEATABLE
     kept: list[Header] = [(name, value) for name, value in earlier if name.lower() not in replaced]
     return [*kept, *later]
+
+
+def answer_headers(body_type: int, response: dict[str, Any] | None) -> list[tuple[bytes, bytes]]:
+    """The header lines of an answer whose body is of ``body_type`` (the descriptor's
+    ``BODY_*``), ``response`` what the handlers set along the chain (``content_type``,
+    ``headers``: spright.worker.context.response_meta), if anything: its content type first."""
+    content_type = CONTENT_TYPES.get(body_type, OCTET_STREAM)
+    if response is None:
+        return [content_type]
+    if response.get("content_type"):
+        content_type = (b"content-type", response["content_type"].encode())
+    return [content_type, *((k.encode(), v.encode()) for k, v in response.get("headers", ()))]

@@ -20,9 +20,7 @@ import orjson
 from spright.data import descriptor
 from spright.data.config import Config
 from spright.data.descriptor import (
-    BODY_JSON,
     BODY_MASK,
-    BODY_TEXT,
     END,
     ERROR,
     GATEWAY,
@@ -37,6 +35,7 @@ from spright.data.descriptor import (
     Descriptor,
     unpack_many,
 )
+from spright.data.headers import answer_headers
 from spright.data.response import Refused, Response, error_response, no_payload_space
 from spright.data.table import MethodNotAllowed, NotFound, RouteEntry, RouteTable
 from spright.front.incoming import Incoming, RequestHead, in_flight_bound
@@ -50,11 +49,6 @@ from spright.transport.base import Endpoint, Outbox, Transport
 
 log = logging.getLogger("spright.front.gateway")
 
-CONTENT_TYPE_HEADERS = {  # by the descriptor's body type, unless a handler chose one
-    BODY_JSON: (b"content-type", b"application/json"),
-    BODY_TEXT: (b"content-type", b"text/plain; charset=utf-8"),
-}
-OCTET_STREAM_HEADER = (b"content-type", b"application/octet-stream")
 Done = Callable[[Response], None]
 
 
@@ -290,10 +284,7 @@ class Gateway:
             log.warning("gateway: request %d: its streamed answer failed midway (%d): cut short", request_id, d.status)
             return self._end(request_id, error_response(d.status or 500, "the stream failed"), failed=True)
         flags = d.flags
-        if flags & HAS_RESPONSE_META and pool.is_current(d.slot, d.generation):
-            headers = self._response_headers(d)
-        else:
-            headers = [CONTENT_TYPE_HEADERS.get(flags & BODY_MASK, OCTET_STREAM_HEADER)]
+        headers = self._response_headers(d)
         body = pool.take(d.slot, d.generation, d.length)
         if body is None:  # never expected: an answer naming a slot that is not its own
             log.error("gateway: request %d answered with a stale slot: %s", d.request_id, d)
@@ -332,12 +323,8 @@ class Gateway:
 
     def stream_head(self, outflow: Outflow, first: Descriptor) -> None:
         """The first part of a streamed answer is in: the response's head, the parts to follow."""
-        if first.flags & HAS_RESPONSE_META and self.pool.is_current(first.slot, first.generation):
-            headers = self._response_headers(first)
-        else:
-            headers = [CONTENT_TYPE_HEADERS.get(first.flags & BODY_MASK, OCTET_STREAM_HEADER)]
         pending = self.pending[first.request_id]
-        pending[0](Response(first.status or 200, b"", headers, outflow))
+        pending[0](Response(first.status or 200, b"", self._response_headers(first), outflow))
 
     def stream_over(self, request_id: int, status: int, failed: bool) -> None:
         """A streamed answer ended (``failed``: cut short, by its client or a stale part)."""
@@ -345,13 +332,11 @@ class Gateway:
         self._ended(request_id, Response(status), failed)
 
     def _response_headers(self, d: Descriptor) -> list[tuple[bytes, bytes]]:
-        """Content type and headers a handler set (``ctx.content_type``, ``ctx.set_header``)."""
+        """Content type and headers: by the body's type, or as a handler set them (in the slot's metadata)."""
+        if not d.flags & HAS_RESPONSE_META or not self.pool.is_current(d.slot, d.generation):
+            return answer_headers(d.flags & BODY_MASK, None)
         with self.pool.view(d.slot) as view:
-            response = orjson.loads(read_meta(view)).get("response", {})
-        content_type = CONTENT_TYPE_HEADERS.get(d.flags & BODY_MASK, OCTET_STREAM_HEADER)
-        if response.get("content_type"):
-            content_type = (b"content-type", response["content_type"].encode())
-        return [content_type, *((k.encode(), v.encode()) for k, v in response.get("headers", ()))]
+            return answer_headers(d.flags & BODY_MASK, orjson.loads(read_meta(view)).get("response"))
 
     def _end(self, request_id: int, response: Response, failed: bool = False) -> None:
         """The one way a submitted request ends. ``failed``: no answer of its chain freed its

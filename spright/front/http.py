@@ -11,11 +11,8 @@ Bad input is answered and the connection closed; the server keeps serving everyo
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ssl
 import time
 from collections import deque
-from http import HTTPStatus
 from typing import cast
 
 import httptools
@@ -23,41 +20,8 @@ import httptools
 from spright.data.response import Refused, Response, Streamed, bodiless, body_too_large, error_response
 from spright.front.gateway import Gateway
 from spright.front.incoming import Incoming, RequestHead
+from spright.front.render import render, render_head
 from spright.host.counters import REFUSED_CONNECTION
-
-_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
-_STATUS_LINES = {status: b"HTTP/1.1 %d %s\r\n" % (status, reason) for status, reason in _REASONS.items()}
-_HEADER_LINE = b"%s: %s\r\n"
-
-
-def render(response: Response, keep_alive: bool, head_only: bool = False) -> bytes:
-    """Status line, headers, body. RFC 9110 framing: a HEAD answer gets the GET's headers and
-    no body; a 1xx, 204 or 304 answer has no body and no Content-Length (what a handler
-    returned with one is dropped), so the next response on the connection still parses."""
-    status = response.status
-    line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
-    body = response.body
-    if bodiless(status):
-        tail, body = (b"\r\n" if keep_alive else b"connection: close\r\n\r\n"), b""
-    else:
-        tail = (b"content-length: %d\r\n\r\n" if keep_alive else
-                b"content-length: %d\r\nconnection: close\r\n\r\n") % len(body)
-    return b"".join((
-        line,
-        *map(_HEADER_LINE.__mod__, response.raw_headers),
-        tail,
-        b"" if head_only else body,
-    ))
-
-
-def render_head(response: Response, keep_alive: bool, chunked: bool) -> bytes:
-    """Status line and headers of a streamed answer (spright.front.streams): its body follows
-    in chunks, or, to an HTTP/1.0 client, as it comes until the connection closes."""
-    status = response.status
-    line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
-    framing = b"transfer-encoding: chunked\r\n" if chunked else b""
-    return b"".join((line, *map(_HEADER_LINE.__mod__, response.raw_headers), framing,
-                     b"\r\n" if keep_alive and chunked else b"connection: close\r\n\r\n"))
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -388,39 +352,6 @@ class _Exchange:
 
     def writable(self) -> bool:
         return self.protocol._writable and self.protocol._transport is not None
-
-
-async def serve(gateway: Gateway, host: str, port: int, reuse_port: bool = False,
-                tls: ssl.SSLContext | None = None) -> tuple[asyncio.AbstractServer, set[HttpProtocol]]:
-    """Listen for HTTP; returns the server and its live connections (for draining).
-    ``reuse_port``: several gateway processes listen on the port, the kernel spreading
-    new connections over them (SO_REUSEPORT). ``tls``: HTTPS only, on this context
-    (spright.worker.peertls.server_context: mutual TLS between nodes)."""
-    connections: set[HttpProtocol] = set()
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: HttpProtocol(gateway, connections), host, port, reuse_address=True, reuse_port=reuse_port or None,
-        backlog=4096, ssl=tls,
-    )
-    return server, connections
-
-
-async def drain(server: asyncio.AbstractServer, connections: set[HttpProtocol], gateway: Gateway,
-                timeout: float) -> None:
-    """Stop accepting, let in-flight requests finish (up to ``timeout``: then they are answered
-    503), close idle keep-alives."""
-    server.close()
-    deadline = asyncio.get_running_loop().time() + timeout
-    while connections and asyncio.get_running_loop().time() < deadline:
-        for connection in list(connections):
-            if connection.is_idle():
-                connection.close()
-        await asyncio.sleep(0.05)
-    gateway.shed()  # written before the close below: a transport flushes what it holds first
-    for connection in list(connections):
-        connection.close()
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(server.wait_closed(), 1)
 
 
 class _Held:

@@ -26,8 +26,8 @@ import uvloop
 
 from spright.data.config import Config
 from spright.data.table import MAX_GATEWAYS, RouteTable
-from spright.front import http
 from spright.front.roles import Follower
+from spright.front.server import drain, serve
 from spright.host.pool import PoolHandle
 from spright.host.procs import die_with_parent, join_all, name_process
 from spright.node.assembly import NodeMemory
@@ -135,11 +135,11 @@ async def _serve(spec: GatewaySpec) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     try:
         await gateway.start(spec.transport)
-        server, connections = await http.serve(gateway, config.host, spec.port, reuse_port=True,
+        server, connections = await serve(gateway, config.host, spec.port, reuse_port=True,
                                                tls=server_tls(config, spec.table))
         role.announce()
         await stop.wait()
-        await http.drain(server, connections, gateway, config.drain_timeout)
+        await drain(server, connections, gateway, config.drain_timeout)
     finally:
         gateway.close()
         with contextlib.suppress(Exception):

@@ -20,8 +20,8 @@ from typing import Any, cast
 
 import uvloop
 
-from spright.front import http
 from spright.front.membership import State
+from spright.front.server import drain, serve
 from spright.host.instances import FILE_NAME as INSTANCES_FILE
 from spright.host.nodefile import NAME as NODE_FILE
 from spright.host.nodefile import (
@@ -130,7 +130,7 @@ class Supervisor:
                 return  # SIGTERM while waiting for the workers: the cleanup below, at once
             if self.autoscaling and self.node_dir is None:  # else workers are started by others
                 loop.call_later(TICK, self._autoscale)
-            server, connections = await http.serve(self.gateway, self.config.host, self.config.port,
+            server, connections = await serve(self.gateway, self.config.host, self.config.port,
                                                    reuse_port=self.gateway_count > 1, tls=self.tls)
             self._port = _port_of(server)
             await self.gateways.start()
@@ -145,7 +145,7 @@ class Supervisor:
             await stop.wait()
             log.warning("spright: draining")
             self.gateways.terminate()  # they drain too, meanwhile
-            await http.drain(server, connections, self.gateway, self.config.drain_timeout)
+            await drain(server, connections, self.gateway, self.config.drain_timeout)
             await self.gateways.join()
         finally:
             if controls is not None:

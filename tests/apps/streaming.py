@@ -8,7 +8,7 @@ from spright import App, Config, Context, sse
 app = App("streaming", config=Config(default_timeout=5.0))
 
 produced: dict[str, int] = {}  # per stream key: parts yielded so far
-cancelled: list[str] = []  # keys of the streams whose handler saw its cancellation
+cancelled: dict[str, str] = {}  # stream key -> why its handler was cancelled (the CancelledError's message)
 
 
 @app.function(process="streams")
@@ -20,15 +20,15 @@ async def count(ctx: Context):
         for i in range(n):
             yield f"{i}\n".rjust(size, ".")
             produced[key] = i + 1
-    except asyncio.CancelledError:
-        cancelled.append(key)
+    except asyncio.CancelledError as exc:
+        cancelled[key] = str(exc.args[0]) if exc.args else ""
         raise
 
 
 @app.function(process="streams")
 async def report(ctx: Context) -> dict:
     key = ctx.query.get("key", "")
-    return {"produced": produced.get(key), "cancelled": key in cancelled}
+    return {"produced": produced.get(key), "cancelled": cancelled.get(key)}
 
 
 @app.function()
@@ -50,7 +50,7 @@ async def words(ctx: Context):
         yield word + " "
 
 
-app.route("/count", count)
+app.route("/count", count, timeout=600)  # a client that leaves, not the timeout, must stop it
 app.route("/report", report)
 app.route("/ticks", ticker)
 app.route("/shout", [words, shout], methods=["POST"])  # a stream mid-chain: its parts joined
