@@ -101,6 +101,7 @@ class App:
         max_instances: int | None = None,
         stateful: bool = False,
         autoscale: ScalePolicy | None = None,
+        stream_body: bool = False,
     ) -> Function:
         """Register ``handler``. ``domain`` isolates it from functions of other domains;
         functions naming the same ``process`` share one worker process: hops between them
@@ -110,7 +111,11 @@ class App:
         and calls over them; ``max_instances`` (default: ``instances``) how many it may grow
         to while running. ``stateful``: its state lives in its process, so it runs as exactly
         one instance (asking for more is a startup error). ``autoscale``: the supervisor
-        scales it between the policy's min and max instances (Knative's KPA, spright.data.autoscale)."""
+        scales it between the policy's min and max instances (Knative's KPA, spright.data.autoscale).
+        ``stream_body``: its handler reads the request body as the gateway receives it
+        (``async for chunk in ctx.stream()``), not whole in ``ctx.body``: a body past
+        ``max_body`` may then pass (up to ``Config.max_stream_body``); it must be the first
+        function of every chain it is in."""
         name = name or str(getattr(handler, "__name__", ""))
         if not callable(handler):
             raise RoutingError(f"function {name!r}: handler {handler!r} is not callable")
@@ -123,6 +128,8 @@ class App:
             raise RoutingError(f"function {name!r} is registered twice")
         if concurrency < 1:
             raise RoutingError(f"function {name!r}: concurrency must be >= 1, got {concurrency}")
+        if not isinstance(stream_body, bool):
+            raise RoutingError(f"function {name!r}: stream_body is True or False, got {stream_body!r}")
         for kind, value in (("domain", domain), ("process", process)):
             if value is not None and not _NAME.match(value):
                 raise RoutingError(f"function {name!r}: {kind} {value!r} must be an identifier-like name")
@@ -139,7 +146,7 @@ class App:
             raise RoutingError(f"function {name!r} is stateful (its state lives in its process): it runs as one "
                                f"instance, not {most}")
         function = self.functions[name] = Function(name, handler, concurrency, domain, process, instances, most,
-                                                   stateful, autoscale)
+                                                   stateful, autoscale, stream_body)
         return function
 
     def route(
@@ -248,6 +255,11 @@ class App:
                 raise RoutingError(f"{where}: the chain has {len(names)} hops; a chain holds at most {MAX_HOPS - 1} "
                                    f"on every data plane (with the gateway's, {MAX_HOPS} positions)")
             _check_one_domain(names, functions, ids, domains, where)
+            for position, name in enumerate(names[1:], start=2):
+                if self.functions[name].stream_body:
+                    raise RoutingError(f"{where}: function {name!r} reads its body as it arrives (stream_body=True), "
+                                       f"so it must be the chain's first function, not hop {position}: only the "
+                                       "first gets the request's body from the gateway")
             timeout = timeout or default_timeout
             chain = ((*(ids[name] for name in names), GATEWAY), timeout)
             if chain not in chains:
@@ -256,7 +268,8 @@ class App:
                                        "(hops and timeout), the most every data plane holds")
                 chains.append(chain)
             pattern, converters = _compile_path(path, where)
-            routes.append(RouteEntry(method, path, chains.index(chain), timeout, pattern, len(routes), converters))
+            routes.append(RouteEntry(method, path, chains.index(chain), timeout, pattern, len(routes), converters,
+                                     stream_body=self.functions[names[0]].stream_body))
         for (method, path), page in BUILTINS.items():
             if (method, path) not in seen:
                 pattern, _ = _compile_path(path, page)

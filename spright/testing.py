@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote, urlencode
@@ -28,7 +28,7 @@ import orjson
 
 from spright.data.config import Config, MiB, PoolConfig
 from spright.data.response import Refused, Response, bodiless
-from spright.front.incoming import RequestHead
+from spright.front.incoming import Incoming, RequestHead
 from spright.host.counters import by_function, row_dict
 from spright.node.assembly import NodeMemory
 from spright.routing import App
@@ -53,6 +53,7 @@ class TestClient:
         self.table = app.compile(dict(config.instances), default_timeout=config.default_timeout)
         self.config = config.replace(pool=TEST_POOL) if config.pool == PoolConfig() else config
         self.headers: dict[str, str] = {}  # sent with every request; a cookie jar of one
+        self._uploads: set[asyncio.Task[None]] = set()  # streamed bodies still being sent
 
     async def __aenter__(self) -> TestClient:
         self._tmp = tempfile.TemporaryDirectory(prefix="spright-test-")
@@ -70,6 +71,10 @@ class TestClient:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        for task in list(self._uploads):
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
         for worker in self.workers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(worker.drain(), 5)
@@ -87,8 +92,9 @@ class TestClient:
         return row_dict(by_function(self.table, self.gateway.metrics.rows())[endpoint], gateway=endpoint == 0)
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Response:
-        """``kwargs``: ``body`` (bytes or str), ``json``, ``data`` (a form), ``headers``. A
-        streamed answer is read to its end (``stream`` reads it part by part)."""
+        """``kwargs``: ``body`` (bytes or str, or an async iterable of bytes: sent chunk by chunk
+        as it yields them, as an HTTP client's chunked upload), ``json``, ``data`` (a form),
+        ``headers``. A streamed answer is read to its end (``stream`` reads it part by part)."""
         response = await self._send(method, path, **kwargs)
         if response.stream is None:
             return response
@@ -112,7 +118,7 @@ class TestClient:
         method: str,
         path: str,
         *,
-        body: bytes | str = b"",
+        body: bytes | str | AsyncIterable[bytes] = b"",
         json: Any = None,
         data: dict[str, str] | None = None,
         headers: dict[str, str] | None = None,
@@ -126,22 +132,81 @@ class TestClient:
         elif data is not None:
             body = urlencode(data)
             all_headers.setdefault("content-type", "application/x-www-form-urlencoded")
-        payload = body.encode() if isinstance(body, str) else body
         method = method.upper()
+        streamed = not isinstance(body, (bytes, bytearray, str))
+        if streamed:
+            all_headers.setdefault("transfer-encoding", "chunked")
+        payload = b"" if streamed else body.encode() if isinstance(body, str) else body  # type: ignore[union-attr]
         try:
             request = self.gateway.open_request(RequestHead(method, path, query, all_headers), len(payload))
-            request.write(payload)
+            if streamed or request.upload is not None:  # sent as it comes, or to a function reading it so
+                response = await self._upload(request, body if streamed else _chunks(payload))  # type: ignore[arg-type]
+            else:
+                request.write(payload)
+                request.complete()
+                response = await self._submit(request)
         except Refused as refusal:
             response = refusal.response  # counted by the gateway as a refused request
-        else:
-            future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-            self.gateway.submit(request, future.set_result)
-            response = await future
         if method == "HEAD" or bodiless(response.status):  # what the server sends (spright.front.http.render)
             if response.stream is not None:
                 response.stream.cancel(complete=True)
             return Response(response.status, b"", response.raw_headers)
         return response
+
+    async def _submit(self, request: Incoming) -> Response:
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self.gateway.submit(request, future.set_result)
+        return await future
+
+    async def _upload(self, request: Incoming, body: AsyncIterable[bytes]) -> Response:
+        """A body sent as ``body`` yields it: to a function that reads it as it arrives
+        (``stream_body``), after the request, as the server's socket would take it (held back
+        while the function has all it may hold); to any other, gathered first (413 past max_body).
+        Raises Refused."""
+        chunks = aiter(body)
+        try:
+            if request.upload is None:
+                async for chunk in chunks:
+                    request.write(chunk)
+                request.complete()
+                return await self._submit(request)
+            first = await anext(chunks, None)
+            request.write(first or b"")
+        except BaseException:
+            request.release()
+            await _close(chunks)
+            raise
+        if first is None:
+            request.complete()
+        gate = _Gate()
+        request.upload.reader = gate
+        answer = asyncio.ensure_future(self._submit(request))
+        if first is not None:
+            task = asyncio.get_running_loop().create_task(self._feed(request, chunks, gate))
+            self._uploads.add(task)
+            task.add_done_callback(self._uploads.discard)
+        return await answer
+
+    @staticmethod
+    async def _feed(request: Incoming, chunks: AsyncIterator[bytes], gate: _Gate) -> None:
+        """The rest of a streamed body, chunk by chunk; an iterator that fails (or a task
+        cancelled) breaks the body off, as a client that goes away mid-upload."""
+        upload = request.upload
+        assert upload is not None
+        try:
+            async for chunk in chunks:
+                await gate.open.wait()
+                if upload.over:
+                    return  # the function is done with the body (or the request ended): no more is read
+                request.write(chunk)
+            request.complete()
+        except Exception:
+            request.release()
+        except BaseException:
+            request.release()
+            raise
+        finally:
+            await _close(chunks)
 
     async def get(self, path: str, **kwargs: Any) -> Response:
         return await self.request("GET", path, **kwargs)
@@ -163,6 +228,32 @@ class TestClient:
 
     async def options(self, path: str, **kwargs: Any) -> Response:
         return await self.request("OPTIONS", path, **kwargs)
+
+
+class _Gate:
+    """TestClient's side of a streamed body's flow control (spright.front.uploads.Reader)."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.open.set()
+
+    def pause_body(self) -> None:
+        self.open.clear()
+
+    def resume_body(self) -> None:
+        self.open.set()
+
+
+async def _chunks(payload: bytes | bytearray, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    """A body in memory as a client sends it: a read's worth at a time."""
+    for start in range(0, len(payload), size):
+        yield bytes(payload[start : start + size])
+
+
+async def _close(chunks: AsyncIterator[bytes]) -> None:
+    closing = getattr(chunks, "aclose", None)
+    if closing is not None:
+        await closing()
 
 
 class StreamCut(Exception):

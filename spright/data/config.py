@@ -91,6 +91,11 @@ class Config:
     pool: PoolConfig = field(default_factory=PoolConfig)  # pool.max_body, .max_response: the size limits
     # -- HTTP limits -----------------------------------------------------------------------
     max_header_bytes: int = 16 * 1024
+    # the largest body of a route whose first function reads it as it arrives (stream_body=True,
+    # spright.front.uploads): past it the gateway answers 413 (at once when Content-Length says so,
+    # else cutting the upload: its handler is cancelled). None: no limit, since such a body is never
+    # held whole (a few parts of it at a time); pool.max_body bounds every other body
+    max_stream_body: int | None = None
     max_url: int = 8 * 1024
     keepalive_timeout: float = 15.0
     # a request whose headers or body make no progress for this long is answered 408 and its
@@ -125,7 +130,7 @@ class Config:
                 raise ValueError(f"Config.{name} must be > 0, got {getattr(self, name)!r}")
         if self.poll_idle_us is not None and self.poll_idle_us < 0:
             raise ValueError(f"Config.poll_idle_us must be >= 0, got {self.poll_idle_us}")
-        for name in ("max_connections", "max_pipelined", "max_in_flight"):
+        for name in ("max_connections", "max_pipelined", "max_in_flight", "max_stream_body"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"Config.{name} must be >= 1, got {getattr(self, name)}")
         if self.sidecar_concurrency < 0:

@@ -25,6 +25,7 @@ class Function:
     max_instances: int = 1  # how many it may grow to while running (endpoints are set aside for them)
     stateful: bool = False  # its state lives in its process: it runs as exactly one instance
     autoscale: ScalePolicy | None = None  # the supervisor scales its instances on its requests in flight
+    stream_body: bool = False  # reads its request body as it arrives (ctx.stream()): first of its chains only
 
     def __call__(self, ctx: Any) -> Any:
         return self.handler(ctx)

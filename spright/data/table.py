@@ -51,6 +51,9 @@ class RouteEntry:
     index: int = 0  # position in RouteTable.routes
     converters: tuple[tuple[str, Callable[[str], Any]], ...] = field(default=(), compare=False, repr=False)
     builtin: str | None = None  # which built-in page (BUILTINS), for BUILTIN_CHAIN
+    # its chain's first function reads the body as it arrives (``stream_body``): the gateway sends
+    # the request on at its head and the body after it in parts (spright.front.uploads)
+    stream_body: bool = False
 
     def convert(self, params: dict[str, str]) -> dict[str, Any]:
         """The path parameters as the handler gets them (``{n:int}`` -> int)."""

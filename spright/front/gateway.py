@@ -21,6 +21,8 @@ from spright.data import descriptor
 from spright.data.config import Config
 from spright.data.descriptor import (
     BODY_MASK,
+    CANCEL,
+    CREDIT,
     END,
     ERROR,
     GATEWAY,
@@ -42,6 +44,7 @@ from spright.front.incoming import Incoming, RequestHead, in_flight_bound
 from spright.front.metrics import CONTENT_TYPE, GatewayMetrics
 from spright.front.recorder import Recorder
 from spright.front.streams import Outflow
+from spright.front.uploads import Upload, signal
 from spright.host.counters import BYTES, DROPPED, IN, OUT, REFUSED_IN_FLIGHT, CounterTable
 from spright.host.pool import PoolExhausted, read_meta
 from spright.host.pools import NodePool
@@ -88,7 +91,7 @@ class Gateway:
         self._owned = index << GATEWAY_SHIFT  # in every request id it hands out
         self.pool = pool
         self.config = config
-        self.max_body = config.max_body
+        self.max_body, self.max_stream_body = config.max_body, config.max_stream_body
         # admission: past this many requests down its chains, a new one is answered 503 (Incoming)
         self.max_in_flight = config.max_in_flight or in_flight_bound(table, pool.total)
         self._overloaded = error_response(503, f"the node has {self.max_in_flight} requests in flight: retry shortly")
@@ -107,6 +110,7 @@ class Gateway:
         self._failed: dict[int, float] = {}  # request id -> when its slots may be swept
         self.receiving: set[int] = set()  # request ids whose bodies are arriving (Incoming)
         self.streams: dict[int, Outflow] = {}  # request id -> its answer, streamed (its head is out)
+        self.uploads: dict[int, Upload] = {}  # request id -> its body, streamed after it (spright.front.uploads)
         # a sweep once a crashed worker's slots can no longer be written: the slots of ctx.calls it held
         # belong to requests that may have ended normally since, which no failed request's expiry would sweep
         self._sweep_at: float | None = None
@@ -228,6 +232,8 @@ class Gateway:
         else:
             self._outbox.put(out)
         self._counts[OUT] += 1  # one per request sent down a chain; requests = this + answered at once
+        if request.upload is not None:
+            request.upload.start()  # its body follows
 
     def metrics_page(self) -> Response:
         """The built-in ``GET /metrics``: Prometheus text of every endpoint's counters, the
@@ -256,6 +262,8 @@ class Gateway:
                 self._part(d)
             elif kind == END:
                 self._stream_end(d)
+            elif kind == CREDIT or kind == CANCEL:  # from the function reading a streamed body
+                signal(self, d)
             elif kind in (ERROR, REPLY):
                 if self._role.relay(d):  # the answer to a call the activator held and sent on
                     continue
@@ -326,6 +334,10 @@ class Gateway:
         pending = self.pending[first.request_id]
         pending[0](Response(first.status or 200, b"", self._response_headers(first), outflow))
 
+    def cut(self, request_id: int, response: Response) -> None:
+        """A streamed body failed (spright.front.uploads): the request ends with ``response``."""
+        self._end(request_id, response, failed=True)
+
     def stream_over(self, request_id: int, status: int, failed: bool) -> None:
         """A streamed answer ended (``failed``: cut short, by its client or a stale part)."""
         self.streams.pop(request_id, None)
@@ -358,6 +370,8 @@ class Gateway:
             return None
         if failed:
             self._failed[request_id] = time.monotonic() + self.config.grace
+        if self.uploads and (upload := self.uploads.pop(request_id, None)) is not None:
+            upload.stop()  # what is left of its body goes nowhere now
         self.metrics.observe(pending[1], response.status, pending[3])
         if self._recorder is not None and (records := self._recorder.end(request_id, response)) is not None:
             self.metrics.observe_runs(records, self._recorder.names)

@@ -40,7 +40,10 @@ class HttpProtocol(asyncio.Protocol):
         self._max_queued = self._config.max_pipelined
         self._refused: Response | None = None  # answer this and close once the queue drains
         self._lingering_since: float | None = None  # the refusal was sent; reading to discard
-        self._paused = False
+        self._paused = False  # max_pipelined in flight: not read
+        self._body_paused = False  # a streamed body's function has all it may hold: not read (Upload)
+        self._unsent: Incoming | None = None  # a streamed body's request, sent at the end of this read
+        self._close_when_drained = False  # a streamed body was cut short: its answer is the last
         self._half_closed = False  # the client shut its side: answer what it sent, then close
         self._writable = True  # False while the transport's buffer is over its high-water mark
         self._last_active = time.monotonic()
@@ -64,7 +67,7 @@ class HttpProtocol(asyncio.Protocol):
             self._idle_timer.cancel()
         if self._body is not None:
             self._body.release()
-        self._body = None
+        self._body = self._unsent = None
         self._transport = None  # responses still in flight are dropped when they arrive
         for exchange in self._queue:  # a streamed answer going out (or come already) has no reader now
             if exchange.response is not None and exchange.response.stream is not None:
@@ -86,7 +89,7 @@ class HttpProtocol(asyncio.Protocol):
         self._half_closed = True
         if self._body is not None:
             self._body.release()
-            self._body = None
+            self._body = self._unsent = None
         return bool(self._queue)  # True keeps the transport open for the answers still due
 
     def data_received(self, data: bytes) -> None:
@@ -100,6 +103,8 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             if not self._refusing():  # unless a callback refused it (413, 414, 431) with its own answer
                 self._refuse(error_response(400, f"malformed HTTP request: {exc}"))
+        if self._unsent is not None:  # a streamed body's request leaves with what this read brought
+            self._enqueue(self._unsent)
 
     def _refusing(self) -> bool:
         """A refusal is set. A call, not ``self._refused is None`` inline: after the early return
@@ -120,10 +125,14 @@ class HttpProtocol(asyncio.Protocol):
         self._close_with(response)
 
     def _close_with(self, response: Response) -> None:
-        """Answer with ``response`` after the responses already queued, then close."""
-        if self._body is not None:
-            self._body.release()
-        self._body = None
+        """Answer with ``response`` after the responses already queued, then close. A streamed
+        body's request that left already gets ``response`` as its own answer."""
+        body, self._body, self._unsent = self._body, None, None
+        if isinstance(body, Incoming) and body.upload is not None and body.upload.started:
+            body.upload.cut(response)  # answered so, unless its answer came already
+            self._close_when_drained = True
+        elif body is not None:
+            body.release()
         self._refused = response
         self._flush()
 
@@ -169,10 +178,13 @@ class HttpProtocol(asyncio.Protocol):
             self._body = _Held(head, self._gateway)
             return
         try:
-            self._body = self._gateway.open_request(head, expected)
+            self._body = request = self._gateway.open_request(head, expected)
         except Refused as refusal:
             self._close_with(refusal.response)
             raise httptools.HttpParserError("request refused") from None
+        if request.upload is not None:  # its first function reads the body as it arrives
+            request.upload.reader = self
+            self._unsent = request
         if self._headers.get("expect", "").lower() == "100-continue" and self._transport is not None:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -188,11 +200,22 @@ class HttpProtocol(asyncio.Protocol):
         request = self._body
         self._body, self._url, self._headers, self._header_bytes = None, b"", {}, 0
         assert request is not None  # opened when its headers completed
+        if isinstance(request, Incoming) and request.upload is not None:
+            request.complete()
+            if request is not self._unsent:
+                return  # it left with its first bytes: its place in the order is taken
+        self._enqueue(request)
+
+    def _enqueue(self, request: Incoming | _Held) -> None:
+        """``request``'s place in the response order, and on to its chain."""
+        if request is self._unsent:
+            self._unsent = None
         exchange = _Exchange(self, self._parser.should_keep_alive(), request.method == "HEAD")
         self._queue.append(exchange)
         if len(self._queue) >= self._max_queued and not self._paused and self._transport is not None:
             self._paused = True
-            self._transport.pause_reading()
+            if not self._body_paused:
+                self._transport.pause_reading()
         if isinstance(request, _Held):
             self._held.append((request, exchange))
         else:
@@ -206,6 +229,7 @@ class HttpProtocol(asyncio.Protocol):
             try:
                 request = gateway.open_request(waiting.head, len(waiting.body))
                 request.write(waiting.body)
+                request.complete()
             except Refused as refusal:  # 503: the pool is full
                 exchange.done(refusal.response)
                 continue
@@ -243,7 +267,11 @@ class HttpProtocol(asyncio.Protocol):
         self._submit_held()
         if self._paused and not self._held and len(queue) < self._max_queued // 2:
             self._paused = False
-            transport.resume_reading()
+            if not self._body_paused:
+                transport.resume_reading()
+        if not queue and self._close_when_drained:
+            transport.close()
+            return
         if not queue and self._refused is not None and self._lingering_since is None:
             transport.write(render(self._refused, keep_alive=False))
             if transport.can_write_eof():
@@ -274,6 +302,18 @@ class HttpProtocol(asyncio.Protocol):
             return
         self._flush()
 
+    # -- a streamed body's flow control (spright.front.uploads.Reader) --------------------------
+    def pause_body(self) -> None:
+        self._body_paused = True
+        if self._transport is not None and not self._paused:
+            self._transport.pause_reading()
+
+    def resume_body(self) -> None:
+        self._body_paused = False
+        self._last_active = time.monotonic()  # the wait was the function's, not the client's
+        if self._transport is not None and not self._paused:
+            self._transport.resume_reading()
+
     def _linger(self) -> None:
         transport, now, config = self._transport, time.monotonic(), self._config
         if transport is None or transport.is_closing():
@@ -294,7 +334,7 @@ class HttpProtocol(asyncio.Protocol):
         one timer per period, not one per request (timers are costly on the hot path)."""
         config = self._config
         idle_for = time.monotonic() - self._last_active
-        if self._refused is None and self._reading():
+        if self._refused is None and self._reading() and not self._body_paused:  # (not the client's stall)
             if idle_for >= config.request_timeout:
                 self._refuse(error_response(408, f"the request made no progress for {config.request_timeout:g} s"))
                 return

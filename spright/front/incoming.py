@@ -11,18 +11,17 @@ from urllib.parse import unquote
 
 from spright.data.response import Refused, Response, body_too_large, error_response, no_payload_space
 from spright.data.table import RouteEntry, RouteTable
+from spright.front.uploads import Host, Upload
 from spright.host.pool import PoolExhausted, Slot
-from spright.host.pools import NodePool
 from spright.worker.remote import peer_refusal
 
 
-class Admission(Protocol):
+class Admission(Host, Protocol):
     """What a request on its way in needs of its gateway (spright.front.gateway.Gateway)."""
 
     max_body: int
+    max_stream_body: int | None  # a streamed body's limit (None: none)
     max_in_flight: int
-    pending: dict[int, Any]  # the requests down a chain now
-    pool: NodePool
     allocators: list[Callable[[int, int], Slot]]
     receiving: set[int]
 
@@ -46,21 +45,29 @@ class Incoming:
     """A request whose headers are in: routed at once, its body received straight into a pool
     slot of its route's security domain, growing it as the bytes arrive. Its request id counts
     as live meanwhile: no sweep frees the slot under a slow upload. A request no chain will take
-    (no route, a built-in page) keeps no slot: its body is counted and dropped."""
+    (no route, a built-in page) keeps no slot: its body is counted and dropped.
 
-    __slots__ = ("_gateway", "answer", "expected", "headers", "length", "method", "params", "path", "query",
-                 "request_id", "route", "slot", "view")
+    On a route whose first function reads its body as it arrives (``stream_body``), the slot
+    takes what fits of the first bytes, and the request leaves with them (``streams``: the HTTP
+    layer submits it once its first read is in); the rest follows in parts (``upload``,
+    spright.front.uploads)."""
+
+    __slots__ = ("_gateway", "_limit", "answer", "expected", "headers", "length", "method", "params", "path", "query",
+                 "request_id", "route", "slot", "upload", "view")
 
     def __init__(self, gateway: Admission, head: RequestHead, expected: int) -> None:
         """Raises Refused (413 over the body limit, 503 when the pool is full)."""
-        if expected > gateway.max_body:
-            raise gateway.refusal(body_too_large(gateway.max_body))
         self._gateway = gateway
         self.method, target, self.query, self.headers = head
         self.path = target if "%" not in target else decoded_path(target, gateway)
         self.expected = expected
         self.length = 0
+        self.upload: Upload | None = None
         self.route, self.params, self.answer = gateway.route(self.method, self.path)
+        streams = self.route is not None and self.route.stream_body
+        self._limit = gateway.max_stream_body if streams else gateway.max_body
+        if self._limit is not None and expected > self._limit:
+            raise gateway.refusal(body_too_large(self._limit))
         if self.route is not None and (refused := peer_refusal(self.path, self.headers)) is not None:
             raise gateway.refusal(refused)
         self.request_id = gateway.new_request_id()
@@ -70,16 +77,23 @@ class Incoming:
             if len(gateway.pending) >= gateway.max_in_flight:  # the one admission check a request costs
                 self.route, self.answer = None, gateway.overloaded()
                 return
+            alloc = gateway.allocators[self.route.chain]
             try:
-                self.slot = gateway.allocators[self.route.chain](min(expected, UPFRONT) + SLACK, self.request_id)
+                self.slot = alloc(min(expected or (UPFRONT if streams else 0), UPFRONT) + SLACK, self.request_id)
             except PoolExhausted:
                 raise gateway.refusal(no_payload_space()) from None
             self.view = gateway.pool.view(self.slot.id)
             gateway.receiving.add(self.request_id)
+            if streams:
+                self.upload = Upload(gateway, alloc, self.request_id, self.route.chain)
 
     def write(self, chunk: bytes | bytearray) -> None:
-        """Raises Refused once the body outgrows the limit or the pool."""
+        """Raises Refused once the body outgrows the limit or the pool (a streamed body's, once
+        the request left: its upload is cut, the request answered so)."""
         end = self.length + len(chunk)
+        upload = self.upload
+        if upload is not None:
+            return self._stream(chunk, upload)
         limit = self._gateway.max_body
         if end > limit:
             self.release()
@@ -100,7 +114,47 @@ class Incoming:
         self.view[self.length : end] = chunk
         self.length = end
 
+    def _stream(self, chunk: bytes | bytearray, upload: Upload) -> None:
+        """A streamed body's bytes: what fits in the request's slot until it leaves, then parts."""
+        if self._limit is not None and self.length + upload.received + len(chunk) > self._limit:
+            if not upload.started:
+                self.release()
+                raise self._gateway.refusal(body_too_large(self._limit))
+            upload.cut(body_too_large(self._limit))
+            return
+        if not upload.received and not upload.started and self.view is not None:
+            room = min(len(chunk), len(self.view) - SLACK - self.length)
+            self.view[self.length : self.length + room] = chunk[:room]
+            self.length += room
+            chunk = chunk[room:]
+        if chunk:
+            try:
+                upload.write(chunk)
+            except PoolExhausted:
+                self.release()
+                raise self._gateway.refusal(no_payload_space()) from None
+
+    def complete(self) -> None:
+        """The whole body is in."""
+        if self.upload is not None:
+            self.upload.finish()
+
+    @property
+    def streams(self) -> bool:
+        """The body goes after the request, as it arrives (``Gateway.submit`` sends it now)."""
+        return self.upload is not None
+
     def release(self) -> None:
+        """The request goes nowhere, or its client went away or broke its body off: the
+        slots come back (a streamed body's request that left is answered 400, its function
+        cancelled)."""
+        upload = self.upload
+        if upload is not None and upload.started:
+            if not upload.complete:
+                upload.cut(error_response(400, "the client broke the request body off before its end"))
+            return
+        if upload is not None:
+            upload.stop()
         if self.view is not None:
             self.view.release()
             self.view = None

@@ -11,6 +11,7 @@ import asyncio
 import builtins
 from http.cookies import _unquote  # private, but the stdlib's own rules (Starlette uses it too)
 from pickle import PickleBuffer
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import orjson
@@ -29,6 +30,12 @@ class Runner(Protocol):
     table: RouteTable
 
     def call(self, ctx: Context, function: str, value: Any) -> asyncio.Future[Reply]: ...
+
+
+class BodyStream(Protocol):
+    """A request body that arrives after its request (spright.worker.bodies.Inflow)."""
+
+    def chunks(self) -> AsyncIterator[builtins.bytes]: ...
 
 
 class HTTPError(Exception):
@@ -124,6 +131,7 @@ class Context:
         "_raw_meta",
         "_slot_view",
         "_status",
+        "_upload",
         "_worker",
         "content_type",
         "response_headers",
@@ -142,6 +150,7 @@ class Context:
         self._meta: dict[str, Any] | None = None
         self._raw_meta: builtins.bytes | None = None
         self._status: int | None = None
+        self._upload: BodyStream | None = None  # the body arrives after the request (stream_body=True)
         self.content_type: str | None = None
         self.response_headers: list[tuple[str, str]] = []
 
@@ -154,12 +163,26 @@ class Context:
         if body is None:
             if self._ended:
                 raise ended("ctx.body")
+            if self._upload is not None:
+                raise RuntimeError("ctx.body: this function reads its request body as it arrives (stream_body=True), "
+                                   "so it is never whole here: read it with `async for chunk in ctx.stream()`")
             inner = self._inner = self._slot_view[: self._descriptor.length]
             body = self._body = memoryview(PickleBuffer(inner))
         return body
 
     def bytes(self) -> bytes:
         return bytes(self.body)
+
+    def stream(self) -> AsyncIterator[builtins.bytes]:
+        """The request body in chunks (bytes, copies) as they come: ``async for chunk in
+        ctx.stream()``. A function registered with ``stream_body=True`` gets them as the gateway
+        receives them (a body past ``max_body`` may pass; returning before its end drops the
+        rest); any other gets its whole body as one chunk. Read once."""
+        if self._ended:
+            raise ended("ctx.stream()")
+        if self._upload is not None:
+            return self._upload.chunks()
+        return _whole(builtins.bytes(self.body))
 
     def text(self) -> str:
         try:
@@ -283,7 +306,17 @@ class Context:
         return self._worker.call(self, function, payload)
 
 
+async def _whole(body: builtins.bytes) -> AsyncIterator[builtins.bytes]:
+    if body:
+        yield body
+
+
 # -- for the worker (spright.worker.runtime), not the handler -----------------------------
+def stream_body(ctx: Context, body: BodyStream) -> None:
+    """The request's body arrives after it, from ``body`` (spright.worker.bodies)."""
+    ctx._upload = body
+
+
 def descriptor_of(ctx: Context) -> Descriptor:
     """The descriptor that brought the request to this hop."""
     return ctx._descriptor

@@ -22,9 +22,11 @@ from spright.data.descriptor import (
     CANCEL,
     CREDIT,
     DOWN,
+    END,
     ERROR,
     GATEWAY,
     KIND_MASK,
+    PART,
     READY,
     REFUSED,
     REPLY,
@@ -52,6 +54,7 @@ from spright.host.pool import Pool
 from spright.host.spans import SpanWriter
 from spright.transport.base import Endpoint, Outbox, Transport
 from spright.worker.answers import Answers
+from spright.worker.bodies import Bodies
 from spright.worker.calls import Caller, Calls, Deadlines
 from spright.worker.context import (
     Context,
@@ -88,6 +91,7 @@ class Worker:
         self._is_async = inspect.iscoroutinefunction(function.handler)
         self._runs_inline = never_suspends(function.handler)
         self._yields = inspect.isasyncgenfunction(function.handler)  # answers in parts (spright.worker.streams)
+        self._reads_stream = function.stream_body  # its requests' bodies come after them (spright.worker.bodies)
         self._active = 0
         # waiting for a place: since (loop time), received (perf_counter_ns, traced requests only)
         self._backlog: deque[tuple[Descriptor, float, int]] = deque()
@@ -104,6 +108,7 @@ class Worker:
         self._quarantine: Quarantine
         self._streams: Streams
         self._answers: Answers
+        self._bodies: Bodies
 
     async def start(self, transport: Transport, *, announce: bool = True) -> None:
         """Attach to the data plane; ``announce``: say READY to the gateway now (else ``announce()``)."""
@@ -117,6 +122,7 @@ class Worker:
         caller = Caller(self.id, self.function, self.pool, self._outbox, self.counters)
         self._calls = Calls(self.table, self._deadlines, loop, self._spans, caller)
         self._streams = Streams(caller, loop, self._max_response)
+        self._bodies = Bodies(self.id, self.pool, self._outbox, self.table.gateways, loop, self._alive)
         self._answers = Answers(self.id, self.function.name, self.pool, self._steps, self._spans, self.counters,
                                 self._max_response)
         if announce:
@@ -177,6 +183,11 @@ class Worker:
                     self._streams.credit(d)
                 elif kind == CANCEL:
                     self._streams.cancel(d)
+                    self._bodies.cancel(d)
+                elif kind == PART:
+                    self._bodies.part(d)
+                elif kind == END:
+                    self._bodies.end(d)
                 elif kind == REFUSED:
                     self._refused(d)
                 elif kind in (DOWN, READY) and not 0 < d.call_id <= len(self.table.functions):
@@ -279,6 +290,7 @@ class Worker:
         if not pool.hold(d.slot, d.generation, self.id):
             return  # the request ended (timeout) and its slot was reclaimed: drop
         ctx = Context(self, d, pool.view(d.slot))
+        body = self._bodies.open(ctx, d) if self._reads_stream and d.flags & KIND_MASK == REQUEST else None
         started = perf_counter_ns()
         out: bytes | None = None
         slot = d.slot  # where the answer is
@@ -311,6 +323,8 @@ class Worker:
                 out, slot = self._answers.failure(d, failed, received, started)
             else:
                 self._outlived(d)
+        if body is not None:
+            self._bodies.close(body)  # the rest of a body it did not read is dropped
         # the handler is over, its answer written but not sent: from now on nothing of it
         # touches the slot (spright.worker.fence)
         if not end(ctx):

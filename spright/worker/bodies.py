@@ -1,0 +1,154 @@
+"""A request body read as it arrives: the worker's end of spright.front.uploads (which has the
+protocol). A function registered with ``stream_body=True`` gets its requests at their head;
+``ctx.stream()`` yields the bytes that came with it, then each PART the gateway sends, put back
+in order (spright.data.parts), until END.
+
+The handler's instance names itself to the gateway with a first CREDIT (``taken`` 0) when the
+handler starts, and gives credit back as it takes parts (every ``CREDIT_EVERY``, and all it
+has whenever it waits for more): the gateway sends at most ``STREAM_WINDOW`` parts ahead of
+the handler. Each part is copied out of its slot as the handler takes it, and the slot freed.
+A handler that returns (or fails) before the body's end sends CANCEL: the gateway drops the
+rest; the parts already here are freed, and those still coming on arrival. CANCEL from the
+gateway (the client went away) cancels the handler, as a streamed answer's reader leaving does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+
+from spright.data import descriptor
+from spright.data.descriptor import GATEWAY_SHIFT, STREAM_WINDOW, Descriptor
+from spright.data.parts import InOrder
+from spright.host.pool import Pool
+from spright.transport.base import Outbox
+from spright.worker.context import Context, stream_body
+from spright.worker.streams import READER_GONE
+
+CREDIT_EVERY = STREAM_WINDOW // 2  # parts taken per CREDIT: the gateway always has some to send
+
+
+class Inflow:
+    """One request's body, as ``ctx.stream()`` reads it."""
+
+    __slots__ = ("_bodies", "credited", "d", "done", "end", "first", "gateway", "order", "read", "ready", "taken",
+                 "task", "waiter")
+
+    def __init__(self, bodies: Bodies, d: Descriptor, first: bytes, gateway: int) -> None:
+        self._bodies = bodies
+        self.d = d
+        self.first = first  # the bytes that came with the request
+        self.gateway = gateway  # the endpoint of the gateway process that sends the parts
+        self.order = InOrder()
+        self.ready: deque[Descriptor] = deque()  # in order, not taken yet
+        self.end: Descriptor | None = None
+        self.taken = 0
+        self.credited = 0
+        self.done = False  # the whole body was read
+        self.read = False  # ctx.stream() was called
+        self.task = asyncio.current_task()  # the handler's: cancelled when the client goes away
+        self.waiter: asyncio.Future[None] | None = None
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        if self.read:
+            raise RuntimeError("ctx.stream() was read already: a body streams once")
+        self.read = True
+        return self._bodies.read(self)
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class Bodies:
+    """A worker's streamed bodies being read, by request id."""
+
+    __slots__ = ("_alive", "_gateways", "_id", "_loop", "_open", "_outbox", "_pool")
+
+    def __init__(self, id: int, pool: Pool, outbox: Outbox, gateways: tuple[int, ...],
+                 loop: asyncio.AbstractEventLoop, alive: Callable[[Descriptor], None]) -> None:
+        """``gateways``: the gateway processes' endpoints (a request id names its own);
+        ``alive``: the handler took a part, its chain's timeout starts again."""
+        self._id = id
+        self._pool = pool
+        self._outbox = outbox
+        self._gateways = gateways
+        self._loop = loop
+        self._alive = alive
+        self._open: dict[int, Inflow] = {}
+
+    def open(self, ctx: Context, d: Descriptor) -> Inflow:
+        """The handler of request ``d`` starts: its body is read from ``ctx.stream()``."""
+        gateway = self._gateways[d.request_id >> GATEWAY_SHIFT]
+        inflow = self._open[d.request_id] = Inflow(self, d, self._pool.read(d.slot, d.length), gateway)
+        stream_body(ctx, inflow)
+        self._outbox.put(descriptor.credit(gateway, self._id, d.request_id, 0, 0))  # here it is read
+        return inflow
+
+    def close(self, inflow: Inflow) -> None:
+        """The handler is over: a body not read to its end is dropped (CANCEL to its gateway)."""
+        if self._open.get(inflow.d.request_id) is inflow:
+            del self._open[inflow.d.request_id]
+        if not inflow.done:
+            self._outbox.put(descriptor.cancel(inflow.gateway, self._id, inflow.d.request_id, 0))
+        free = self._pool.free
+        for d in (*inflow.ready, *inflow.order.drop()):
+            free(d.slot, d.generation)
+        inflow.ready.clear()
+        inflow.done = True
+        inflow.wake()
+
+    # -- from the gateway ----------------------------------------------------------------------
+    def part(self, d: Descriptor) -> None:
+        inflow = self._open.get(d.request_id)
+        if inflow is None or d.sender != inflow.gateway:
+            if d.sender in self._gateways:  # a part sent before the gateway knew the handler was over
+                self._pool.free(d.slot, d.generation)
+            return
+        inflow.ready.extend(inflow.order.put(d))
+        inflow.wake()
+
+    def end(self, d: Descriptor) -> None:
+        inflow = self._open.get(d.request_id)
+        if inflow is not None and d.sender == inflow.gateway:
+            inflow.end = d
+            inflow.wake()
+
+    def cancel(self, d: Descriptor) -> None:
+        """The client went away: the handler reading its body is cancelled."""
+        inflow = self._open.get(d.request_id)
+        if inflow is not None and d.sender == inflow.gateway and inflow.task is not None:
+            inflow.task.cancel(READER_GONE)
+
+    # -- ctx.stream() --------------------------------------------------------------------------
+    async def read(self, inflow: Inflow) -> AsyncIterator[bytes]:
+        if inflow.first:
+            first, inflow.first = inflow.first, b""
+            yield first
+        pool = self._pool
+        while True:
+            if inflow.ready:
+                d = inflow.ready.popleft()
+                chunk = pool.take(d.slot, d.generation, d.length)
+                inflow.taken += 1
+                if inflow.taken - inflow.credited >= CREDIT_EVERY:
+                    self._credit(inflow)
+                if chunk is None:  # never expected: a part naming a slot that is not its own
+                    raise RuntimeError(f"part {inflow.taken} of the request body names a stale slot: {d}")
+                self._alive(inflow.d)
+                yield chunk
+            elif inflow.done or (inflow.end is not None and inflow.order.complete(inflow.end)):
+                inflow.done = True
+                return
+            else:
+                if inflow.taken > inflow.credited:  # waiting: all the credit it has goes back now
+                    self._credit(inflow)
+                inflow.waiter = self._loop.create_future()
+                await inflow.waiter
+
+    def _credit(self, inflow: Inflow) -> None:
+        inflow.credited = inflow.taken
+        self._outbox.put(descriptor.credit(inflow.gateway, self._id, inflow.d.request_id, 0, inflow.taken))
+        self._outbox.flush()  # the gateway is holding the client back for it
