@@ -133,14 +133,18 @@ class TestClient:
             body = urlencode(data)
             all_headers.setdefault("content-type", "application/x-www-form-urlencoded")
         method = method.upper()
-        streamed = not isinstance(body, (bytes, bytearray, str))
-        if streamed:
+        chunks: AsyncIterable[bytes] | None = None
+        if isinstance(body, str):
+            payload: bytes | bytearray = body.encode()
+        elif isinstance(body, (bytes, bytearray)):
+            payload = body
+        else:
+            payload, chunks = b"", body
             all_headers.setdefault("transfer-encoding", "chunked")
-        payload = b"" if streamed else body.encode() if isinstance(body, str) else body  # type: ignore[union-attr]
         try:
             request = self.gateway.open_request(RequestHead(method, path, query, all_headers), len(payload))
-            if streamed or request.upload is not None:  # sent as it comes, or to a function reading it so
-                response = await self._upload(request, body if streamed else _chunks(payload))  # type: ignore[arg-type]
+            if chunks is not None or request.upload is not None:  # sent as it comes, or to a function reading it so
+                response = await self._upload(request, _chunks(payload) if chunks is None else chunks)
             else:
                 request.write(payload)
                 request.complete()

@@ -54,12 +54,29 @@ class Inflow:
         if self.read:
             raise RuntimeError("ctx.stream() was read already: a body streams once")
         self.read = True
-        return self._bodies.read(self)
+        return Chunks(self._bodies, self)
 
     def wake(self) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+
+class Chunks:
+    """What ``ctx.stream()`` returns for a streamed body (an iterator class: mypyc compiles no
+    async generator)."""
+
+    __slots__ = ("_bodies", "_inflow")
+
+    def __init__(self, bodies: Bodies, inflow: Inflow) -> None:
+        self._bodies = bodies
+        self._inflow = inflow
+
+    def __aiter__(self) -> Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        return await self._bodies.next_chunk(self._inflow)
 
 
 class Bodies:
@@ -123,30 +140,29 @@ class Bodies:
             inflow.task.cancel(READER_GONE)
 
     # -- ctx.stream() --------------------------------------------------------------------------
-    async def read(self, inflow: Inflow) -> AsyncIterator[bytes]:
+    async def next_chunk(self, inflow: Inflow) -> bytes:
+        """The next chunk of ``inflow``'s body; raises StopAsyncIteration at its end."""
         if inflow.first:
             first, inflow.first = inflow.first, b""
-            yield first
-        pool = self._pool
+            return first
         while True:
             if inflow.ready:
                 d = inflow.ready.popleft()
-                chunk = pool.take(d.slot, d.generation, d.length)
+                chunk = self._pool.take(d.slot, d.generation, d.length)
                 inflow.taken += 1
                 if inflow.taken - inflow.credited >= CREDIT_EVERY:
                     self._credit(inflow)
                 if chunk is None:  # never expected: a part naming a slot that is not its own
                     raise RuntimeError(f"part {inflow.taken} of the request body names a stale slot: {d}")
                 self._alive(inflow.d)
-                yield chunk
-            elif inflow.done or (inflow.end is not None and inflow.order.complete(inflow.end)):
+                return chunk
+            if inflow.done or (inflow.end is not None and inflow.order.complete(inflow.end)):
                 inflow.done = True
-                return
-            else:
-                if inflow.taken > inflow.credited:  # waiting: all the credit it has goes back now
-                    self._credit(inflow)
-                inflow.waiter = self._loop.create_future()
-                await inflow.waiter
+                raise StopAsyncIteration
+            if inflow.taken > inflow.credited:  # waiting: all the credit it has goes back now
+                self._credit(inflow)
+            inflow.waiter = self._loop.create_future()
+            await inflow.waiter
 
     def _credit(self, inflow: Inflow) -> None:
         inflow.credited = inflow.taken

@@ -182,7 +182,7 @@ class Context:
             raise ended("ctx.stream()")
         if self._upload is not None:
             return self._upload.chunks()
-        return _whole(builtins.bytes(self.body))
+        return _Whole(builtins.bytes(self.body))
 
     def text(self) -> str:
         try:
@@ -306,9 +306,22 @@ class Context:
         return self._worker.call(self, function, payload)
 
 
-async def _whole(body: builtins.bytes) -> AsyncIterator[builtins.bytes]:
-    if body:
-        yield body
+class _Whole:
+    """``ctx.stream()`` of a body that came whole: one chunk (none when empty)."""
+
+    __slots__ = ("_body",)
+
+    def __init__(self, body: builtins.bytes) -> None:
+        self._body = body
+
+    def __aiter__(self) -> _Whole:
+        return self
+
+    async def __anext__(self) -> builtins.bytes:
+        body, self._body = self._body, b""
+        if not body:
+            raise StopAsyncIteration
+        return body
 
 
 # -- for the worker (spright.worker.runtime), not the handler -----------------------------
