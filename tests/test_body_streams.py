@@ -14,7 +14,7 @@ import random
 import select
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
@@ -249,7 +249,7 @@ def report(port: int, key: str) -> dict:
     return httpx.get(f"http://127.0.0.1:{port}/report", params={"key": key}, timeout=WAIT).json()
 
 
-def until(condition, what: str) -> None:  # noqa: ANN001
+def until(condition: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + WAIT
     while not condition():
         assert time.monotonic() < deadline, f"{what} within {WAIT:g} s"

@@ -41,7 +41,7 @@ from spright.data.headers import answer_headers
 from spright.data.response import Refused, Response, error_response, no_payload_space
 from spright.data.table import MethodNotAllowed, NotFound, RouteEntry, RouteTable
 from spright.front.incoming import Incoming, RequestHead, in_flight_bound
-from spright.front.metrics import CONTENT_TYPE, GatewayMetrics
+from spright.front.metrics import GatewayMetrics
 from spright.front.recorder import Recorder
 from spright.front.streams import Outflow
 from spright.front.uploads import Upload, signal
@@ -236,21 +236,9 @@ class Gateway:
             request.upload.start()  # its body follows
 
     def metrics_page(self) -> Response:
-        """The built-in ``GET /metrics``: Prometheus text of every endpoint's counters, the
-        data plane's own counters (when it keeps any), pool and in-flight gauges, latency."""
-        kernel = None
-        if self._transport is not None:
-            try:  # a data plane that cannot be read right now must not cost the rest of the scrape
-                kernel = type(self._transport).live_counters(self._transport.node_info())
-            except Exception:
-                log.exception("gateway: reading the data plane's counters failed")
-        gauges = {
-            "requests_in_flight": ("Requests submitted to a chain and not answered yet.", float(self.in_flight)),
-            "pool_slots_in_use": ("Payload slots allocated in the shared-memory pool.", float(self.pool.in_use())),
-            "pool_slots": ("Payload slots in the pool, all size classes.", float(self.pool.total)),
-        }
+        """The built-in ``GET /metrics`` (GatewayMetrics.page)."""
         totals = self._recorder.totals() if self._recorder is not None else None
-        return Response(200, self.metrics.render(gauges, kernel, totals), [(b"content-type", CONTENT_TYPE)])
+        return self.metrics.page(self._transport, self.in_flight, self.pool, totals)
 
     def receive(self, data: bytes) -> None:
         self._counts[IN] += len(data) // SIZE
@@ -262,7 +250,7 @@ class Gateway:
                 self._part(d)
             elif kind == END:
                 self._stream_end(d)
-            elif kind == CREDIT or kind == CANCEL:  # from the function reading a streamed body
+            elif kind in (CREDIT, CANCEL):  # from the function reading a streamed body
                 signal(self, d)
             elif kind in (ERROR, REPLY):
                 if self._role.relay(d):  # the answer to a call the activator held and sent on

@@ -19,7 +19,7 @@ import httptools
 
 from spright.data.response import Refused, Response, Streamed, bodiless, body_too_large, error_response
 from spright.front.gateway import Gateway
-from spright.front.incoming import Incoming, RequestHead
+from spright.front.incoming import Held, Incoming, RequestHead
 from spright.front.render import render, render_head
 from spright.host.counters import REFUSED_CONNECTION
 
@@ -35,8 +35,8 @@ class HttpProtocol(asyncio.Protocol):
         self._url = b""
         self._headers: dict[str, str] = {}
         self._header_bytes = 0
-        self._body: Incoming | _Held | None = None
-        self._held: deque[tuple[_Held, _Exchange]] = deque()  # read while max_pipelined were in flight
+        self._body: Incoming | Held | None = None
+        self._held: deque[tuple[Held, _Exchange]] = deque()  # read while max_pipelined were in flight
         self._max_queued = self._config.max_pipelined
         self._refused: Response | None = None  # answer this and close once the queue drains
         self._lingering_since: float | None = None  # the refusal was sent; reading to discard
@@ -175,7 +175,7 @@ class HttpProtocol(asyncio.Protocol):
             if expected > self._gateway.max_body:
                 self._close_with(self._gateway.refusal(body_too_large(self._gateway.max_body)).response)
                 raise httptools.HttpParserError("request refused")
-            self._body = _Held(head, self._gateway)
+            self._body = Held(head, self._gateway)
             return
         try:
             self._body = request = self._gateway.open_request(head, expected)
@@ -206,7 +206,7 @@ class HttpProtocol(asyncio.Protocol):
                 return  # it left with its first bytes: its place in the order is taken
         self._enqueue(request)
 
-    def _enqueue(self, request: Incoming | _Held) -> None:
+    def _enqueue(self, request: Incoming | Held) -> None:
         """``request``'s place in the response order, and on to its chain."""
         if request is self._unsent:
             self._unsent = None
@@ -216,7 +216,7 @@ class HttpProtocol(asyncio.Protocol):
             self._paused = True
             if not self._body_paused:
                 self._transport.pause_reading()
-        if isinstance(request, _Held):
+        if isinstance(request, Held):
             self._held.append((request, exchange))
         else:
             self._gateway.submit(request, exchange.done)
@@ -392,23 +392,3 @@ class _Exchange:
 
     def writable(self) -> bool:
         return self.protocol._writable and self.protocol._transport is not None
-
-
-class _Held:
-    """A request read while its connection had ``max_pipelined`` in flight: its head and body
-    kept as bytes (no pool slot) until there is room to submit it."""
-
-    __slots__ = ("body", "gateway", "head", "method")
-
-    def __init__(self, head: RequestHead, gateway: Gateway) -> None:
-        self.head, self.method, self.gateway = head, head.method, gateway
-        self.body = bytearray()
-
-    def write(self, chunk: bytes) -> None:
-        """Raises Refused (413) once the body outgrows the limit."""
-        if len(self.body) + len(chunk) > self.gateway.max_body:
-            raise self.gateway.refusal(body_too_large(self.gateway.max_body))
-        self.body += chunk
-
-    def release(self) -> None:
-        self.body.clear()

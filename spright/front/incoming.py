@@ -164,6 +164,26 @@ class Incoming:
             self.slot = None
 
 
+class Held:
+    """A request read while its connection had ``max_pipelined`` in flight: its head and body
+    kept as bytes (no pool slot) until there is room to submit it."""
+
+    __slots__ = ("body", "gateway", "head", "method")
+
+    def __init__(self, head: RequestHead, gateway: Admission) -> None:
+        self.head, self.method, self.gateway = head, head.method, gateway
+        self.body = bytearray()
+
+    def write(self, chunk: bytes) -> None:
+        """Raises Refused (413) once the body outgrows the limit."""
+        if len(self.body) + len(chunk) > self.gateway.max_body:
+            raise self.gateway.refusal(body_too_large(self.gateway.max_body))
+        self.body += chunk
+
+    def release(self) -> None:
+        self.body.clear()
+
+
 def decoded_path(target: str, gateway: Admission) -> str:
     """The request target's path percent-decoded (UTF-8), as Starlette routes on it: routes
     match, and handlers get, ``/p/héllo`` for ``/p/h%C3%A9llo``. Raises Refused (400)."""

@@ -10,6 +10,7 @@ each function's runs waited for a place and how long its handler took (spright.f
 
 from __future__ import annotations
 
+import logging
 import re
 from array import array
 from bisect import bisect_left
@@ -22,6 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from spright.data.response import Response
 from spright.data.table import RouteEntry, RouteTable
 from spright.data.traces import CALLED, HOP, Record, TraceNames
 from spright.host.counters import (
@@ -39,7 +41,10 @@ from spright.host.counters import (
     CounterTable,
     by_function,
 )
+from spright.host.pools import NodePool
+from spright.transport.base import Transport
 
+log = logging.getLogger("spright.front.gateway")
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -164,6 +169,24 @@ class GatewayMetrics:
             totals = [a + b for a, b in zip(totals, self.counters.extra[start + offset : start + self._block],
                                             strict=True)]
         return totals
+
+    def page(self, transport: Transport | None, in_flight: int, pool: NodePool,
+             totals: dict[str, tuple[str, float]] | None) -> Response:
+        """The built-in ``GET /metrics``: Prometheus text of every endpoint's counters, the
+        data plane's own counters (when it keeps any), pool and in-flight gauges, latency;
+        ``totals``: the traced requests' (spright.front.recorder)."""
+        kernel = None
+        if transport is not None:
+            try:  # a data plane that cannot be read right now must not cost the rest of the scrape
+                kernel = type(transport).live_counters(transport.node_info())
+            except Exception:
+                log.exception("gateway: reading the data plane's counters failed")
+        gauges = {
+            "requests_in_flight": ("Requests submitted to a chain and not answered yet.", float(in_flight)),
+            "pool_slots_in_use": ("Payload slots allocated in the shared-memory pool.", float(pool.in_use())),
+            "pool_slots": ("Payload slots in the pool, all size classes.", float(pool.total)),
+        }
+        return Response(200, self.render(gauges, kernel, totals), [(b"content-type", CONTENT_TYPE)])
 
     def render(self, gauges: dict[str, tuple[str, float]], kernel: dict[int, dict[str, int]] | None,
                totals: dict[str, tuple[str, float]] | None = None) -> bytes:

@@ -65,8 +65,26 @@ class Host(Protocol):
 class Upload:
     """One request's body on its way to the function reading it."""
 
-    __slots__ = ("_alloc", "_ended", "_fill", "_filled", "_host", "_paused", "_queued", "_sent",
-                 "_taken", "_view", "chain", "consumer", "complete", "over", "reader", "received", "request_id", "started")
+    __slots__ = (
+        "_alloc",
+        "_ended",
+        "_fill",
+        "_filled",
+        "_host",
+        "_paused",
+        "_queued",
+        "_sent",
+        "_taken",
+        "_view",
+        "chain",
+        "complete",
+        "consumer",
+        "over",
+        "reader",
+        "received",
+        "request_id",
+        "started",
+    )
 
     def __init__(self, host: Host, alloc: Callable[[int, int], Slot], request_id: int, chain: int) -> None:
         """``alloc``: slots in the pool of the route's security domain."""

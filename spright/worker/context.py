@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+from collections.abc import AsyncIterator
 from http.cookies import _unquote  # private, but the stdlib's own rules (Starlette uses it too)
 from pickle import PickleBuffer
-from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import orjson
