@@ -32,7 +32,8 @@ WAIT = 30.0  # an upper bound for what must happen, never a measure of how fast
 def body_app() -> tuple[App, dict]:
     """An app whose functions report into ``state`` (TestClient runs them in this process)."""
     app = App("bodies", config=Config(default_timeout=30.0, pool=PoolConfig(max_body=MAX_BODY)))
-    state: dict = {"taken": 0, "first": asyncio.Event(), "gate": asyncio.Event(), "ended": asyncio.Event()}
+    state: dict = {"taken": 0, "read": asyncio.Queue(), "gate": asyncio.Event(), "ended": asyncio.Event(),
+                   "after": asyncio.Event()}
 
     @app.function(stream_body=True)
     async def count(ctx: Context) -> dict:
@@ -55,9 +56,11 @@ def body_app() -> tuple[App, dict]:
 
     @app.function(stream_body=True)
     async def held(ctx: Context) -> dict:
+        size = 0
         try:
-            async for _ in ctx.stream():
-                state["first"].set()
+            async for chunk in ctx.stream():
+                size += len(chunk)
+                state["read"].put_nowait(size)  # the bytes read so far, as they are
                 await state["gate"].wait()
         except asyncio.CancelledError as exc:
             state["cancelled"] = exc.args
@@ -72,6 +75,12 @@ def body_app() -> tuple[App, dict]:
             return {"first": len(chunk)}
         return {"first": 0}
 
+    @app.function()
+    async def after(ctx: Context) -> dict:
+        """The hop after ``first``: the request is still going when ``first`` has returned."""
+        await state["after"].wait()
+        return ctx.json()
+
     @app.function(stream_body=True)
     async def body(ctx: Context) -> dict:
         try:
@@ -84,8 +93,9 @@ def body_app() -> tuple[App, dict]:
     async def whole(ctx: Context) -> dict:
         return {"bytes": len(ctx.body), "chunks": [len(c) async for c in ctx.stream()]}
 
-    for name in ("count", "slow", "held", "first", "body", "whole"):
+    for name in ("count", "slow", "held", "body", "whole"):
         app.route(f"/{name}", name, methods=["POST"])
+    app.route("/first", [first, after], methods=["POST"])
     return app, state
 
 
@@ -133,11 +143,15 @@ async def test_other_functions_keep_max_body_and_ctx_stream_gives_their_body_who
 async def test_chunks_reach_the_handler_before_the_upload_ends() -> None:
     app, state = body_app()
 
+    async def read(size: int) -> None:
+        while await state["read"].get() < size:
+            pass
+
     async def upload() -> AsyncIterator[bytes]:
-        yield b"a" * 1000
-        await asyncio.wait_for(state["first"].wait(), WAIT)  # the client holds its next chunk until then
         state["gate"].set()
-        yield b"b" * 1000
+        for i in range(1, 4):  # the first chunk goes with the request, the others after it
+            yield b"a" * 1000
+            await asyncio.wait_for(read(1000 * i), WAIT)  # the client holds its next chunk until then
 
     async with TestClient(app) as client:
         assert (await client.post("/held", body=upload())).status == 200
@@ -167,14 +181,22 @@ async def test_a_slower_handler_holds_the_uploader_back() -> None:
 
 
 async def test_a_handler_that_returns_early_drops_the_rest() -> None:
-    app, _ = body_app()
+    """``first`` returns after one chunk, the request going on to ``after``, which waits
+    until the client stopped sending (the gateway was told to drop the rest) or sent 200
+    chunks (it was not)."""
+    app, state = body_app()
     offered = 0
 
     async def upload() -> AsyncIterator[bytes]:
         nonlocal offered
-        for _ in range(10_000):  # 640 MB, were it all read
-            offered += 1
-            yield b"q" * 65536
+        try:
+            for _ in range(10_000):  # 640 MB, were it all read
+                offered += 1
+                if offered == 200:
+                    state["after"].set()
+                yield b"q" * 65536
+        finally:
+            state["after"].set()
 
     async with TestClient(app) as client:
         response = await client.post("/first", body=upload())
@@ -188,7 +210,7 @@ async def test_a_client_gone_mid_upload_cancels_the_handler_and_the_slots_come_b
 
     async def upload() -> AsyncIterator[bytes]:
         yield b"a" * 200_000
-        await asyncio.wait_for(state["first"].wait(), WAIT)
+        await asyncio.wait_for(state["read"].get(), WAIT)
         raise ConnectionResetError("the client went away")
 
     async with TestClient(app) as client:
@@ -276,6 +298,8 @@ def test_node_takes_a_body_past_max_body_byte_exact(node: int) -> None:
     sized = httpx.put(f"http://127.0.0.1:{node}/count", content=data, timeout=WAIT)  # Content-Length
     assert sized.json()["sha256"] == hashlib.sha256(data).hexdigest()
     assert httpx.post(f"http://127.0.0.1:{node}/whole", content=data[: MAX_BODY + 1], timeout=WAIT).status_code == 413
+    chunked_whole = httpx.post(f"http://127.0.0.1:{node}/whole", content=iter([data[: MAX_BODY + 1]]), timeout=WAIT)
+    assert chunked_whole.status_code == 413  # no Content-Length: refused once past it
     until(lambda: in_use(node) == 0, "every slot back")
 
 
