@@ -47,7 +47,9 @@ ERROR = 0x4  # the handler failed; status says how, the slot holds a JSON error
 READY = 0x5  # a worker announces itself; from the gateway: function `call_id` is back
 DOWN = 0x6  # gateway to workers: function `call_id` died; fail calls to it until READY
 REFUSED = 0x7  # the data plane's bounce: this descriptor's receiver is in another security domain
-# streamed answers (spright.worker.streams, spright.front.streams): a generator handler's parts
+# streamed answers (spright.worker.streams, spright.front.streams): a generator handler's parts;
+# the same four kinds carry a streamed request body the other way (spright.front.uploads: PART and
+# END from the gateway to the instance reading it, CREDIT and CANCEL back; call_id 0)
 PART = 0x8  # one part, to the gateway (or a caller); `hop`: its number in the stream, mod 256
 END = 0x9  # the stream is over after `hop` parts (mod 256); its slot is the request's, given back
 CREDIT = 0xA  # the parts' receiver to their sender: `status` parts taken so far (mod 2**16); no slot
