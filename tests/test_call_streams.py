@@ -8,13 +8,20 @@ taking parts stops the callee at its yield."""
 from __future__ import annotations
 
 import asyncio
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from spright import App, CallError, Config, Context
-from spright.data.descriptor import STREAM_WINDOW
-from spright.testing import TestClient
+from spright.data.descriptor import PART, STREAM_WINDOW, Descriptor
+from spright.data.reorder import Reorder
+from spright.ops.nodes import choose_node
+from spright.testing import TestClient, node_metric, run_node
 
 app = App("call-streams", config=Config(default_timeout=5.0))
 
@@ -245,3 +252,106 @@ async def test_a_plain_call_still_joins_and_a_plain_answer_is_one_part(client: T
 async def test_a_stream_of_no_such_function_raises_at_once(client: TestClient) -> None:
     r = await client.get("/unknown")
     assert r.status == 200 and r.json() == 404
+
+
+# -- the reordering both readers share ---------------------------------------------------------
+def test_parts_delivered_in_any_order_within_the_window_come_out_in_order() -> None:
+    rng = random.Random(7)
+    order, out, sent = Reorder(), [], 0
+    while sent < 1000:  # a window's worth in flight, delivered shuffled, numbers wrapping at 256
+        batch = [Descriptor(0, 1, PART, n & 0xFF, 0, 0, n, 1, 1, 1, 1) for n in range(sent, sent + STREAM_WINDOW)]
+        sent += STREAM_WINDOW
+        rng.shuffle(batch)
+        for d in batch:
+            part = order.put(d)
+            while part is not None:
+                out.append(part.slot)
+                part = order.next()
+    assert out == list(range(1000)) and not order.early
+    order.finish(Descriptor(0, 1, 0x9, 1000 & 0xFF, 0, 0, 0, 0, 1, 1, 1))
+    assert order.complete
+
+
+# -- on every data plane ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def node(transport: str, runtime_dir: Path) -> Iterator[int]:
+    with run_node("tests.apps.call_streams:app", transport=transport) as (port, _):
+        yield port
+
+
+async def until(condition, what: str, timeout: float = 30.0) -> None:
+    """Poll a running node until ``condition()`` holds (a generous bound: never a timing assert)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def session(node: int):
+    async with aiohttp.ClientSession(f"http://127.0.0.1:{node}") as s:
+        yield s
+    await until(lambda: node_metric(node, "spright_pool_slots_in_use") == 0, "every slot back in the pool")
+
+
+async def test_node_parts_reach_the_caller_before_the_callee_goes_on(session: aiohttp.ClientSession) -> None:
+    """`relay` forwards each part of `steps` to the client as it takes it; `steps` waits for
+    the test's go (/opener) before each part after the first: a part the client reads before
+    the go was taken by the caller before the callee could finish."""
+    async with session.get("/relay", params={"key": "k1"}) as r:
+        assert r.status == 200
+        seen = b""
+        for i in range(3):
+            while f"part {i};".encode() not in seen:
+                chunk = await r.content.readany()
+                assert chunk, f"the stream ended before part {i}: {seen!r}"
+                seen += chunk
+            assert f"part {i + 1}".encode() not in seen
+            if i < 2:
+                async with session.get("/opener", params={"key": "k1"}) as opened:
+                    assert opened.status == 200
+        assert seen + await r.read() == b"part 0;part 1;part 2;"
+
+
+async def test_node_a_thousand_parts_reach_the_caller_in_order(session: aiohttp.ClientSession) -> None:
+    async with session.post("/ordered", data="1000") as r:
+        assert r.status == 200 and await r.json() == list(range(1000))
+
+
+async def test_node_leaving_the_loop_cancels_the_callee(session: aiohttp.ClientSession) -> None:
+    async with session.get("/leaves", params={"key": "k2"}) as r:  # it answers once the callee saw it
+        assert r.status == 200 and await r.json() == [0, 1, 2]
+    # (the session's end waits for every slot to come back)
+
+
+async def test_node_a_callee_failing_midway_raises_call_error(session: aiohttp.ClientSession) -> None:
+    async with session.get("/catches") as r:
+        answer = await r.json()
+    # planes that move descriptors over several connections may deliver the ERROR before a part
+    assert answer["status"] == 500 and answer["function"] == "broken"
+    assert answer["got"] == ["a", "b"][: len(answer["got"])]
+
+
+async def test_node_a_consumer_that_stops_taking_parts_stops_the_callee(session: aiohttp.ClientSession) -> None:
+    async with session.get("/stalls", params={"key": "k3"}) as r:
+        assert r.status == 200
+        answer = await r.json()
+    assert answer["probed"] <= STREAM_WINDOW, f"{answer['probed']} parts made for a caller that took one"
+    assert answer["parts"] == list(range(100)), "then the rest, in order"
+
+
+LAZY_INSTANCES = 'spright_instances{domain="call-streams",function="lazy"}'
+
+
+async def test_node_a_stream_from_a_function_at_zero_goes_through_the_activator(
+        node: int, session: aiohttp.ClientSession) -> None:
+    """Its parts, END, the caller's CREDIT (50 parts: more than a window) all relayed."""
+    for _ in range(2):
+        async with session.post("/ordered", params={"fn": "lazy"}, data="50") as r:
+            assert r.status == 200 and await r.json() == list(range(50))
+        await until(lambda: node_metric(node, LAZY_INSTANCES) == 0 and not any(w.startswith("lazy") for w in
+                                                                     choose_node(port=node).workers),
+                    "lazy scaled to zero")
+    reasons = [d["reason"] for d in choose_node(port=node).scaling if d["function"] == "lazy"]
+    assert sum(r.startswith("activator: ") for r in reasons) >= 1, reasons

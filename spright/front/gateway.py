@@ -67,7 +67,7 @@ class Role(Protocol):
         """A descriptor for the gateway that is not the answer of a request's chain."""
 
     def relay(self, d: Descriptor) -> bool:
-        """A REPLY or ERROR that answers a call the role sent on: relayed (True), or not its own."""
+        """A REPLY, ERROR, PART or END that answers a call the role sent on: relayed (True), or not its own."""
 
     def instances(self, function_id: int) -> int:
         """Instances of ``function_id`` serving now (for ``/metrics``)."""
