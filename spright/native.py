@@ -37,6 +37,8 @@ MODULES = (
     "spright.worker.runtime",
     "spright.worker.answers",
     "spright.worker.streams",
+    "spright.worker.inflows",
+    "spright.data.reorder",
     "spright.worker.context",
     "spright.front.incoming",
     "spright.front.gateway",

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from spright.data import descriptor
 from spright.data.descriptor import STREAM_WINDOW, Descriptor
+from spright.data.reorder import Reorder
 from spright.data.response import PartSink
 from spright.host.pools import NodePool
 
@@ -45,18 +46,16 @@ class Host(Protocol):
 class Outflow:
     """One request's streamed answer, from its producer (an endpoint) to the client's sink."""
 
-    __slots__ = ("_credited", "_early", "_end", "_held", "_host", "_next", "_over", "_producer", "_sink", "_taken",
-                 "call_id", "request_id", "status")
+    __slots__ = ("_credited", "_held", "_host", "_order", "_over", "_producer", "_sink", "_taken", "call_id",
+                 "request_id", "status")
 
     def __init__(self, host: Host, first: Descriptor) -> None:
         self._host = host
         self.request_id, self.call_id = first.request_id, first.call_id
         self._producer = first.sender
         self.status = 200
-        self._next = 0  # parts put in order so far
-        self._early: dict[int, Descriptor] = {}  # by number mod 256: parts that came before their turn
+        self._order = Reorder()
         self._held: list[Descriptor] = []  # in order, waiting for the sink
-        self._end: Descriptor | None = None  # END, once it came
         self._sink: PartSink | None = None
         self._taken = 0  # parts written to the sink
         self._credited = 0
@@ -68,20 +67,19 @@ class Outflow:
         if self._over:
             self._host.pool.free(d.slot, d.generation)
             return
-        if d.hop != self._next & 0xFF:
-            self._early[d.hop] = d
-            return
-        self._in_order(d)
-        early = self._early
-        while early and self._next & 0xFF in early:
-            self._in_order(early.pop(self._next & 0xFF))
+        order = self._order
+        first = order.count == 0
+        part = order.put(d)
+        while part is not None:
+            self._in_order(part, first)
+            first = False
+            part = order.next()
         self._maybe_done()
 
-    def _in_order(self, d: Descriptor) -> None:
-        if not self._next:
+    def _in_order(self, d: Descriptor, first: bool) -> None:
+        if first:
             self.status = d.status or 200
             self._host.stream_head(self, d)
-        self._next += 1
         if self._sink is not None and not self._held and self._sink.writable():
             self._write(d)
         else:
@@ -92,12 +90,13 @@ class Outflow:
         if self._over:
             self._host.pool.free(d.slot, d.generation)
             return
-        self._end = d
+        self._order.finish(d)
         self._maybe_done()
 
     def _maybe_done(self) -> None:
-        end = self._end
-        if end is None or self._held or self._sink is None or self._early or end.hop != self._next & 0xFF:
+        order = self._order
+        end = order.end
+        if end is None or self._held or self._sink is None or not order.complete:
             return
         self._over = True
         self._host.pool.free(end.slot, end.generation)
@@ -172,10 +171,7 @@ class Outflow:
     def _stop(self) -> None:
         self._over = True
         self._host.send(descriptor.cancel(self._producer, self._host.endpoint, self.request_id, self.call_id))
-        self._drop(list(self._early.values()))
-        self._early.clear()
-        if self._end is not None:
-            self._drop([self._end])
+        self._drop(self._order.left())  # early parts, END
 
     def _drop(self, parts: list[Descriptor]) -> None:
         for d in parts:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+from collections.abc import AsyncIterator
 from http.cookies import _unquote  # private, but the stdlib's own rules (Starlette uses it too)
 from pickle import PickleBuffer
 from typing import Any, Protocol
@@ -29,6 +30,8 @@ class Runner(Protocol):
     table: RouteTable
 
     def call(self, ctx: Context, function: str, value: Any) -> asyncio.Future[Reply]: ...
+
+    def call_stream(self, ctx: Context, function: str, value: Any) -> AsyncIterator[Reply]: ...
 
 
 class HTTPError(Exception):
@@ -281,6 +284,15 @@ class Context:
         if self._ended:
             raise ended("ctx.call")
         return self._worker.call(self, function, payload)
+
+    def call_stream(self, function: str, payload: Any = None) -> AsyncIterator[Reply]:
+        """Run ``function`` as ``call`` does, and take its answer part by part as it produces
+        them: ``async for part in ctx.call_stream("fn", payload)``, each part a ``Reply``.
+        A streaming (async generator) function sends each part as it yields it; any other
+        answers in one part. Leaving the loop early stops the callee (spright.worker.inflows)."""
+        if self._ended:
+            raise ended("ctx.call_stream")
+        return self._worker.call_stream(self, function, payload)
 
 
 # -- for the worker (spright.worker.runtime), not the handler -----------------------------
