@@ -141,12 +141,12 @@ def part(to: int, sender: int, flags: int, number: int, chain: int, status: int,
                  generation)
 
 
-def end_of_stream(to: int, sender: int, parts: int, chain: int, status: int, slot: int, generation: int,
-                  request_id: int, call_id: int) -> bytes:
+def end_of_stream(to: int, sender: int, flags: int, parts: int, chain: int, status: int, slot: int,
+                  generation: int, request_id: int, call_id: int) -> bytes:
     """The stream of request ``request_id`` (or call ``call_id``) ended after ``parts`` parts
-    (``status``: the answer's, for a stream of none); ``slot``, the request's (or the call's)
-    own, goes back with it."""
-    return _pack(to, sender, END, parts & 0xFF, chain, status, slot, 0, request_id, call_id, generation)
+    (``status``, and the head in ``slot`` when ``flags`` say so: the answer's, for a stream of
+    none); ``slot``, the request's (or the call's) own, goes back with it."""
+    return _pack(to, sender, END | flags, parts & 0xFF, chain, status, slot, 0, request_id, call_id, generation)
 
 
 def credit(to: int, sender: int, request_id: int, call_id: int, taken: int) -> bytes:

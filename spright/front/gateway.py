@@ -309,9 +309,10 @@ class Gateway:
         outflow = self.streams.get(d.request_id) if not d.call_id else None  # a call's: no request's
         if outflow is not None:
             outflow.finish(d)
-        elif d.request_id in self.pending and not d.call_id:  # a stream of no part: an empty answer
+        elif d.request_id in self.pending and not d.call_id:  # a stream of no part: an empty answer, its head
+            headers = self._response_headers(d)
             self.pool.free(d.slot, d.generation)
-            self._end(d.request_id, Response(d.status or 200))
+            self._end(d.request_id, Response(d.status or 200, b"", headers))
         else:
             self._failed.pop(d.request_id, None)
             self.pool.free(d.slot, d.generation)

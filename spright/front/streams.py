@@ -77,10 +77,13 @@ class Outflow:
         self._maybe_done()
 
     def _in_order(self, d: Descriptor, first: bool) -> None:
-        if first:
+        if self._over:  # cut short meanwhile (the head went to a HEAD request, a client gone...)
+            self._host.pool.free(d.slot, d.generation)
+        elif first:  # held first: the head's answer may attach the client (which takes it) or cancel
             self.status = d.status or 200
+            self._held.append(d)
             self._host.stream_head(self, d)
-        if self._sink is not None and not self._held and self._sink.writable():
+        elif self._sink is not None and not self._held and self._sink.writable():
             self._write(d)
         else:
             self._held.append(d)

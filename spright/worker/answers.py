@@ -91,11 +91,17 @@ class Answers:
 
     def streamed(self, d: Descriptor, ctx: Context, parts: int, received: int, started: int) -> bytes:
         """The END of a streamed answer of ``parts`` parts, to the gateway or the caller; the
-        request's (or the call's) slot goes back with it."""
+        request's (or the call's) slot goes back with it, holding the answer's head when no part
+        carried it (a stream of none: an empty answer)."""
+        flags = d.flags & (HAS_RESPONSE_META | TRACED)
+        if parts == 0:
+            meta, flags = head_meta(ctx, flags)
+            if meta is not None:
+                self._pool.write(d.slot, d.generation, b"", meta, d.request_id, True)
         self._pool.unhold(d.slot)
         call = d.flags & KIND_MASK == CALL
         status = ctx.status or (0 if call else d.status)
         if d.flags & TRACED:
             self._spans.handled(d, received, started, status or 200)
-        return descriptor.end_of_stream(d.sender if call else GATEWAY, self._id, parts, d.chain, status, d.slot,
-                                        d.generation, d.request_id, d.call_id)
+        return descriptor.end_of_stream(d.sender if call else GATEWAY, self._id, flags, parts, d.chain, status,
+                                        d.slot, d.generation, d.request_id, d.call_id)
