@@ -93,10 +93,32 @@ def body_app() -> tuple[App, dict]:
     async def whole(ctx: Context) -> dict:
         return {"bytes": len(ctx.body), "chunks": [len(c) async for c in ctx.stream()]}
 
-    for name in ("count", "slow", "held", "body", "whole"):
+    @app.function()
+    async def pieces(ctx: Context) -> AsyncIterator[str]:
+        for i in range(ctx.json()):
+            yield f"{i},"
+
+    @app.function(stream_body=True)
+    async def relay(ctx: Context) -> dict:
+        return await read_body_and_call_stream(ctx)
+
+    for name in ("count", "slow", "held", "body", "whole", "relay"):
         app.route(f"/{name}", name, methods=["POST"])
     app.route("/first", [first, after], methods=["POST"])
     return app, state
+
+
+async def read_body_and_call_stream(ctx: Context) -> dict:
+    """A body's parts and a streamed call's come to one instance at once, by turns (a body's
+    PART and END carry call id 0, a call's its own): neither takes the other's."""
+    stream = ctx.call_stream("pieces", 40)
+    size, parts = 0, []
+    async for chunk in ctx.stream():
+        size += len(chunk)
+        if (part := await anext(stream, None)) is not None:
+            parts.append(part.text)
+    parts += [part.text async for part in stream]
+    return {"bytes": size, "parts": "".join(parts)}
 
 
 async def chunked(data: bytes, seed: int = 7) -> AsyncIterator[bytes]:
@@ -128,6 +150,17 @@ async def test_a_body_past_max_body_reaches_its_function_byte_exact() -> None:
         assert in_memory.json()["sha256"] == hashlib.sha256(data).hexdigest()
         empty = await client.post("/count")
         assert empty.json() == {"bytes": 0, "sha256": hashlib.sha256(b"").hexdigest()}
+        assert await settled(client) == 0
+
+
+async def test_a_body_and_a_streamed_call_reach_one_handler_at_once() -> None:
+    app, _ = body_app()
+    data = os.urandom(3 * MAX_BODY)
+    async with TestClient(app) as client:
+        response = await client.post("/relay", body=chunked(data))
+        assert response.status == 200, response.text
+        assert response.json()["bytes"] == len(data)
+        assert response.json()["parts"] == "".join(f"{i}," for i in range(40))
         assert await settled(client) == 0
 
 
@@ -300,6 +333,15 @@ def test_node_takes_a_body_past_max_body_byte_exact(node: int) -> None:
     assert httpx.post(f"http://127.0.0.1:{node}/whole", content=data[: MAX_BODY + 1], timeout=WAIT).status_code == 413
     chunked_whole = httpx.post(f"http://127.0.0.1:{node}/whole", content=iter([data[: MAX_BODY + 1]]), timeout=WAIT)
     assert chunked_whole.status_code == 413  # no Content-Length: refused once past it
+    until(lambda: in_use(node) == 0, "every slot back")
+
+
+def test_node_a_body_and_a_streamed_call_reach_one_handler_at_once(node: int) -> None:
+    data = os.urandom(4 * MAX_BODY)
+    parts = (data[i : i + 100_000] for i in range(0, len(data), 100_000))
+    response = httpx.post(f"http://127.0.0.1:{node}/relay", content=parts, timeout=WAIT)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"bytes": len(data), "parts": "".join(f"{i}," for i in range(40))}
     until(lambda: in_use(node) == 0, "every slot back")
 
 

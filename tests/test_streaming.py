@@ -61,6 +61,10 @@ async def shaped(ctx: Context):
 
 @app.function()
 async def nothing(ctx: Context):
+    if "shaped" in ctx.query:
+        ctx.status = 201
+        ctx.content_type = "text/event-stream"
+        ctx.set_header("set-cookie", "seen=1")
     return
     yield  # an async generator that yields nothing
 
@@ -194,9 +198,12 @@ async def test_status_content_type_and_headers_set_before_the_first_part_lead_th
     assert r.body == b'event: tick\nid: 1\ndata: {"n":1}\n\ndata: two\ndata: lines\n\n'
 
 
-async def test_a_stream_of_no_part_is_an_empty_answer(client: TestClient) -> None:
+async def test_a_stream_of_no_part_is_an_empty_answer_with_the_head_it_set(client: TestClient) -> None:
     r = await client.get("/nothing")
     assert r.status == 200 and r.body == b""
+    r = await client.get("/nothing?shaped")
+    assert r.status == 201 and r.body == b""
+    assert r.headers["content-type"] == "text/event-stream" and r.headers["set-cookie"] == "seen=1"
 
 
 async def test_a_handler_failing_midway_cuts_the_answer_short(client: TestClient) -> None:

@@ -72,6 +72,28 @@ def test_each_part_is_its_own_chunk_and_keep_alive_serves_the_next_request(port:
     assert rest.startswith(b"4\r\n..0\n\r\n4\r\n..1\n\r\n4\r\n..2\n\r\n0\r\n\r\nHTTP/1.1 200 OK")
 
 
+def test_http_1_0_clients_read_a_stream_to_the_close_and_never_see_chunked(port: int) -> None:
+    for method, body in (("GET", b"..0\n..1\n"), ("HEAD", b"")):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(f"{method} /count?n=2&size=4 HTTP/1.0\r\n\r\n".encode())
+            data = b""
+            while chunk := sock.recv(65536):  # the node closes: that is where the body ends
+                data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"connection: close" in head, method
+        assert b"transfer-encoding" not in head and rest == body, method
+    until(lambda: node_metric(port, "spright_pool_slots_in_use") == 0)  # the HEAD's first part too
+
+
+def test_a_head_request_gets_the_streams_head_and_its_parts_are_freed(port: int) -> None:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        r = client.head("/count?n=1000000&size=1000&key=head")
+        assert r.status_code == 200 and r.headers["transfer-encoding"] == "chunked" and r.content == b""
+        assert client.get("/report").status_code == 200  # the connection goes on
+        until(lambda: report(client, "head")["cancelled"] == READER_GONE)
+    until(lambda: node_metric(port, "spright_pool_slots_in_use") == 0)
+
+
 def test_server_sent_events_reach_an_event_stream_client(port: int) -> None:
     with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client, client.stream("GET", "/ticks?n=4") as r:
         assert r.headers["content-type"] == "text/event-stream" and r.headers["cache-control"] == "no-cache"

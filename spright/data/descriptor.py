@@ -53,7 +53,8 @@ REFUSED = 0x7  # the data plane's bounce: this descriptor's receiver is in anoth
 PART = 0x8  # one part, to the gateway (or a caller); `hop`: its number in the stream, mod 256
 END = 0x9  # the stream is over after `hop` parts (mod 256); its slot is the request's, given back
 CREDIT = 0xA  # the parts' receiver to their sender: `status` parts taken so far (mod 2**16); no slot
-CANCEL = 0xB  # the gateway to a streaming handler's worker: its client went away, stop
+CANCEL = 0xB  # a stream's reader to its producer: it went away (a client, a caller leaving its loop), stop
+IN_PARTS = 1  # a CALL's status: its caller takes the answer part by part (``ctx.call_stream``), not joined
 STREAM_WINDOW = 8  # parts of one stream in flight at most (sent, not yet taken by the reader): < 256
 ANSWERS = (RESPONSE, ERROR, PART, END)  # what goes to the gateway process that owns the request
 KIND_MASK = 0x0F
@@ -106,12 +107,13 @@ def hop(to: int, sender: int, flags: int, position: int, chain: int, status: int
 
 
 def call(to: int, sender: int, flags: int, chain: int, slot: int, generation: int, length: int, request_id: int,
-         call_id: int, depth: int) -> bytes:
+         call_id: int, depth: int, status: int = 0) -> bytes:
     """``ctx.call``: the payload in ``slot`` goes to function ``to``; the reply names ``call_id``.
     ``depth`` (in the ``hop`` byte, which no data plane reads for a call: it names its
     receiver): how many handlers of ``to`` wait on this call, each holding one of its places
-    (its caller and that one's own callers, while each calls its own function)."""
-    return _pack(to, sender, CALL | flags, depth, chain, 0, slot, length, request_id, call_id, generation)
+    (its caller and that one's own callers, while each calls its own function). ``status``
+    IN_PARTS: a streaming callee sends its parts (PART, then END) instead of one REPLY."""
+    return _pack(to, sender, CALL | flags, depth, chain, status, slot, length, request_id, call_id, generation)
 
 
 def reply(to: Descriptor, sender: int, flags: int, status: int, slot: int, generation: int, length: int) -> bytes:
@@ -141,12 +143,12 @@ def part(to: int, sender: int, flags: int, number: int, chain: int, status: int,
                  generation)
 
 
-def end_of_stream(to: int, sender: int, parts: int, chain: int, status: int, slot: int, generation: int,
-                  request_id: int, call_id: int) -> bytes:
+def end_of_stream(to: int, sender: int, flags: int, parts: int, chain: int, status: int, slot: int,
+                  generation: int, request_id: int, call_id: int) -> bytes:
     """The stream of request ``request_id`` (or call ``call_id``) ended after ``parts`` parts
-    (``status``: the answer's, for a stream of none); ``slot``, the request's (or the call's)
-    own, goes back with it."""
-    return _pack(to, sender, END, parts & 0xFF, chain, status, slot, 0, request_id, call_id, generation)
+    (``status``, and the head in ``slot`` when ``flags`` say so: the answer's, for a stream of
+    none); ``slot``, the request's (or the call's) own, goes back with it."""
+    return _pack(to, sender, END | flags, parts & 0xFF, chain, status, slot, 0, request_id, call_id, generation)
 
 
 def credit(to: int, sender: int, request_id: int, call_id: int, taken: int) -> bytes:

@@ -10,17 +10,21 @@ arrives for a function that is down (crashed, no instance left) is not parked: i
 answered 502 already.
 
 A parked call is sent on under the gateway's own name, so its answer comes back here: the
-activator relays that REPLY (or ERROR) to the instance that made the call.
+activator relays that REPLY (or ERROR) to the instance that made the call. A streamed call's
+(``ctx.call_stream``) parts come back here too: each PART and the END are relayed to the
+caller under the gateway's name, and the caller's CREDIT and CANCEL to the instance that sends
+the parts (spright.worker.streams keys its streams by their reader: the gateway, here).
 
 Life cycle: ``park`` every REQUEST or CALL the gateway receives (for a function not down); ``release`` when an instance
-of the function joins the live set; ``relay`` for every REPLY, and ERROR, the gateway receives.
+of the function joins the live set; ``relay`` for every REPLY, ERROR, PART and END the gateway receives, ``relay_back``
+for every CREDIT and CANCEL.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from spright.data.descriptor import CALL, KIND_MASK, Descriptor
+from spright.data.descriptor import CALL, CANCEL, IN_PARTS, KIND_MASK, PART, Descriptor
 
 MAX_PARKED = 10_000  # per function: past this, what arrives for it is dropped (the gateway logs it)
 MAX_CALLS = 100_000  # calls sent on whose answer is awaited; past this the oldest is forgotten
@@ -35,6 +39,8 @@ class Activator:
         self._wake = wake
         self._parked: dict[int, list[Descriptor]] = {}  # function id -> descriptors, in arrival order
         self._callers: dict[tuple[int, int], int] = {}  # (request id, call id) -> the endpoint that called
+        # a streamed call's -> the endpoint sending its parts (its function's until a part names the instance)
+        self._producers: dict[tuple[int, int], int] = {}
 
     def waiting(self, function_id: int) -> int:
         """Descriptors parked for ``function_id``: demand the autoscaler must see."""
@@ -56,16 +62,38 @@ class Activator:
         for d in self._parked.pop(function_id, ()):
             if d.flags & KIND_MASK == CALL:
                 self._callers[d.request_id, d.call_id] = d.sender
+                if d.status == IN_PARTS:
+                    self._producers[d.request_id, d.call_id] = function_id
                 if len(self._callers) > MAX_CALLS:  # answers that never came (their request timed out)
-                    del self._callers[next(iter(self._callers))]
+                    self._producers.pop(oldest := next(iter(self._callers)), None)
+                    del self._callers[oldest]
                 d = d._replace(sender=self._endpoint)
             self._send(d._replace(next_hop=function_id).pack())
 
     def relay(self, d: Descriptor) -> bool:
-        """The answer to a call sent on from here goes to its caller; False when ``d`` answers
-        no such call."""
-        caller = self._callers.pop((d.request_id, d.call_id), None)
+        """The answer to a call sent on from here (a part of it, its END) goes to its caller;
+        False when ``d`` answers no such call."""
+        key = (d.request_id, d.call_id)
+        kind = d.flags & KIND_MASK
+        caller = self._callers.get(key) if kind == PART else self._callers.pop(key, None)
         if caller is None:
             return False
+        if kind == PART:  # the caller's CREDIT and CANCEL come here: they go on to the instance streaming
+            self._producers[key] = d.sender
+            d = d._replace(sender=self._endpoint)
+        elif self._producers:
+            self._producers.pop(key, None)
         self._send(d._replace(next_hop=caller).pack())
+        return True
+
+    def relay_back(self, d: Descriptor) -> bool:
+        """A caller's CREDIT or CANCEL for the parts of a call sent on from here, to the
+        instance that sends them; False for a stream that is no such call's."""
+        key = (d.request_id, d.call_id)
+        producer = self._producers.get(key)
+        if producer is None:
+            return False
+        if d.flags & KIND_MASK == CANCEL:
+            del self._producers[key]
+        self._send(d._replace(next_hop=producer, sender=self._endpoint).pack())
         return True

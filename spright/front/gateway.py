@@ -70,7 +70,7 @@ class Role(Protocol):
         """A descriptor for the gateway that is not the answer of a request's chain."""
 
     def relay(self, d: Descriptor) -> bool:
-        """A REPLY or ERROR that answers a call the role sent on: relayed (True), or not its own."""
+        """A REPLY, ERROR, PART or END that answers a call the role sent on: relayed (True), or not its own."""
 
     def instances(self, function_id: int) -> int:
         """Instances of ``function_id`` serving now (for ``/metrics``)."""
@@ -246,19 +246,18 @@ class Gateway:
             kind = d.flags & KIND_MASK
             if kind == RESPONSE:
                 self._complete(d)
+            elif d.call_id and kind in (REPLY, ERROR, PART, END) and self._role.relay(d):
+                continue  # the answer to a call the activator held and sent on (its parts too)
             elif kind == PART:
                 self._part(d)
             elif kind == END:
                 self._stream_end(d)
-            elif kind in (CREDIT, CANCEL):  # from the function reading a streamed body
+            elif kind == ERROR:
+                self._complete(d)
+            elif kind == REPLY:
+                self.drop(d, "a reply to no call sent on by the activator")
+            elif kind in (CREDIT, CANCEL) and not d.call_id:  # from the function reading a streamed body
                 signal(self, d)
-            elif kind in (ERROR, REPLY):
-                if self._role.relay(d):  # the answer to a call the activator held and sent on
-                    continue
-                if kind == ERROR:
-                    self._complete(d)
-                else:
-                    self.drop(d, "a reply to no call sent on by the activator")
             else:
                 self._role.receive(d)
 
@@ -292,7 +291,7 @@ class Gateway:
     def _part(self, d: Descriptor) -> None:
         request_id = d.request_id
         pending = self.pending.get(request_id)
-        if pending is None:  # a late part (the client went away, a timeout): its slot back now
+        if pending is None or d.call_id:  # a late part (the client went away, a timeout), or a call's: freed
             self.pool.free(d.slot, d.generation)
             return
         outflow = self.streams.get(request_id)
@@ -303,12 +302,13 @@ class Gateway:
         outflow.put(d)
 
     def _stream_end(self, d: Descriptor) -> None:
-        outflow = self.streams.get(d.request_id)
+        outflow = self.streams.get(d.request_id) if not d.call_id else None  # a call's: no request's
         if outflow is not None:
             outflow.finish(d)
-        elif d.request_id in self.pending:  # a stream of no part: an empty answer
+        elif d.request_id in self.pending and not d.call_id:  # a stream of no part: an empty answer, its head
+            headers = self._response_headers(d)
             self.pool.free(d.slot, d.generation)
-            self._end(d.request_id, Response(d.status or 200))
+            self._end(d.request_id, Response(d.status or 200, b"", headers))
         else:
             self._failed.pop(d.request_id, None)
             self.pool.free(d.slot, d.generation)

@@ -252,9 +252,11 @@ class HttpProtocol(asyncio.Protocol):
                     self._start_stream(exchange, response, response.stream)
                     return
                 response.stream.cancel(complete=True)  # a HEAD, a 204 or a 304: nobody reads the parts
-                if exchange.head_only:
+                if exchange.head_only:  # the GET's head: chunked, but never to an HTTP/1.0 client (RFC 9112 §6.1)
                     queue.popleft()
-                    transport.write(render_head(response, exchange.keep_alive, True))
+                    chunked = self._parser.get_http_version() != "1.0"
+                    transport.write(render_head(response, exchange.keep_alive and chunked, chunked))
+                    exchange.keep_alive = exchange.keep_alive and chunked
                     if not exchange.keep_alive or (self._half_closed and not queue):
                         transport.close()
                         return

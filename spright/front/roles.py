@@ -17,7 +17,19 @@ from collections.abc import Callable
 import orjson
 
 from spright.data import descriptor
-from spright.data.descriptor import BODY_JSON, CALL, DOWN, ERROR, GATEWAY, KIND_MASK, READY, REQUEST, Descriptor
+from spright.data.descriptor import (
+    BODY_JSON,
+    CALL,
+    CANCEL,
+    CREDIT,
+    DOWN,
+    ERROR,
+    GATEWAY,
+    KIND_MASK,
+    READY,
+    REQUEST,
+    Descriptor,
+)
 from spright.data.table import RouteTable
 from spright.front.activator import Activator
 from spright.front.gateway import Gateway
@@ -64,6 +76,8 @@ class Coordinator:
         kind = d.flags & KIND_MASK
         if kind in (REQUEST, CALL):
             self._activate(d)
+        elif kind in (CREDIT, CANCEL) and self.activator.relay_back(d):
+            pass  # of a streamed call the activator held: on to the instance streaming it
         elif kind == READY and d.sender in self.table.gateways[1:]:
             self.gateways_serving.add(d.sender)
         elif kind == READY and d.sender in self._endpoints and d.sender not in self.table.gateways:

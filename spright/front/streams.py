@@ -19,7 +19,7 @@ from typing import Protocol
 
 from spright.data import descriptor
 from spright.data.descriptor import STREAM_WINDOW, Descriptor
-from spright.data.parts import InOrder
+from spright.data.reorder import Reorder
 from spright.data.response import PartSink
 from spright.host.pools import NodePool
 
@@ -46,18 +46,16 @@ class Host(Protocol):
 class Outflow:
     """One request's streamed answer, from its producer (an endpoint) to the client's sink."""
 
-    __slots__ = ("_credited", "_end", "_headed", "_held", "_host", "_order", "_over", "_producer", "_sink", "_taken",
-                 "call_id", "request_id", "status")
+    __slots__ = ("_credited", "_held", "_host", "_order", "_over", "_producer", "_sink", "_taken", "call_id",
+                 "request_id", "status")
 
     def __init__(self, host: Host, first: Descriptor) -> None:
         self._host = host
         self.request_id, self.call_id = first.request_id, first.call_id
         self._producer = first.sender
         self.status = 200
-        self._order = InOrder()  # the parts put back in order (spright.data.parts)
-        self._headed = False  # the first part came: the response's head is out
+        self._order = Reorder()
         self._held: list[Descriptor] = []  # in order, waiting for the sink
-        self._end: Descriptor | None = None  # END, once it came
         self._sink: PartSink | None = None
         self._taken = 0  # parts written to the sink
         self._credited = 0
@@ -69,19 +67,23 @@ class Outflow:
         if self._over:
             self._host.pool.free(d.slot, d.generation)
             return
-        for part in self._order.put(d):
-            self._in_order(part)
+        order = self._order
+        first = order.count == 0
+        part = order.put(d)
+        while part is not None:
+            self._in_order(part, first)
+            first = False
+            part = order.next()
         self._maybe_done()
 
-    def _in_order(self, d: Descriptor) -> None:
-        if self._over:  # cut short by an earlier part of this run (a stale slot)
+    def _in_order(self, d: Descriptor, first: bool) -> None:
+        if self._over:  # cut short meanwhile (the head went to a HEAD request, a client gone...)
             self._host.pool.free(d.slot, d.generation)
-            return
-        if not self._headed:  # the first part: the response's head
-            self._headed = True
+        elif first:  # held first: the head's answer may attach the client (which takes it) or cancel
             self.status = d.status or 200
+            self._held.append(d)
             self._host.stream_head(self, d)
-        if self._sink is not None and not self._held and self._sink.writable():
+        elif self._sink is not None and not self._held and self._sink.writable():
             self._write(d)
         else:
             self._held.append(d)
@@ -91,12 +93,13 @@ class Outflow:
         if self._over:
             self._host.pool.free(d.slot, d.generation)
             return
-        self._end = d
+        self._order.finish(d)
         self._maybe_done()
 
     def _maybe_done(self) -> None:
-        end = self._end
-        if end is None or self._held or self._sink is None or not self._order.complete(end):
+        order = self._order
+        end = order.end
+        if end is None or self._held or self._sink is None or not order.complete:
             return
         self._over = True
         self._host.pool.free(end.slot, end.generation)
@@ -171,9 +174,7 @@ class Outflow:
     def _stop(self) -> None:
         self._over = True
         self._host.send(descriptor.cancel(self._producer, self._host.endpoint, self.request_id, self.call_id))
-        self._drop(self._order.drop())
-        if self._end is not None:
-            self._drop([self._end])
+        self._drop(self._order.left())  # early parts, END
 
     def _drop(self, parts: list[Descriptor]) -> None:
         for d in parts:

@@ -219,7 +219,7 @@ class Upload:
             self._sent += 1
         if self.complete and not queued and not self._ended:
             self._ended = True
-            host.send(descriptor.end_of_stream(self.consumer, host.endpoint, self._sent, self.chain, 0, 0, 0,
+            host.send(descriptor.end_of_stream(self.consumer, host.endpoint, 0, self._sent, self.chain, 0, 0, 0,
                                                self.request_id, 0))
         self._pause(self._sent - self._taken + len(queued) >= STREAM_WINDOW)
 

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from spright.data import descriptor
-from spright.data.descriptor import CALL, GATEWAY, HAS_RESPONSE_META, KIND_MASK, TRACED, Descriptor
+from spright.data.descriptor import CALL, GATEWAY, HAS_RESPONSE_META, IN_PARTS, KIND_MASK, TRACED, Descriptor
 from spright.host.counters import ERRORS
 from spright.host.pool import Pool, TooLarge
 from spright.worker.context import Context, body_of, encode, request_meta, response_meta
@@ -65,7 +65,7 @@ class Answers:
             raise too_large(self._name, len(payload), exc.largest - (exc.size - len(payload))) from None
         if slot == d.slot:  # else write() moved it
             pool.unhold(slot)  # handed on: the next hop holds it
-        status = ctx.status or d.status
+        status = ctx.status or (d.status if d.status != IN_PARTS else 0)  # a call's asks for parts, no status
         if flags & TRACED:
             self._spans.handled(d, received, started, status or 200)
         if d.flags & KIND_MASK == CALL:
@@ -90,10 +90,18 @@ class Answers:
         return descriptor.failure(d, self._id, status, slot.id, slot.generation, len(payload)), slot.id
 
     def streamed(self, d: Descriptor, ctx: Context, parts: int, received: int, started: int) -> bytes:
-        """The END of a streamed answer of ``parts`` parts; the request's slot goes back with it."""
+        """The END of a streamed answer of ``parts`` parts, to the gateway or the caller; the
+        request's (or the call's) slot goes back with it, holding the answer's head when no part
+        carried it (a stream of none: an empty answer)."""
+        flags = d.flags & (HAS_RESPONSE_META | TRACED)
+        if parts == 0:
+            meta, flags = head_meta(ctx, flags)
+            if meta is not None:
+                self._pool.write(d.slot, d.generation, b"", meta, d.request_id, True)
         self._pool.unhold(d.slot)
-        status = ctx.status or d.status
+        call = d.flags & KIND_MASK == CALL
+        status = ctx.status or (0 if call else d.status)
         if d.flags & TRACED:
             self._spans.handled(d, received, started, status or 200)
-        return descriptor.end_of_stream(GATEWAY, self._id, parts, d.chain, status, d.slot, d.generation,
-                                        d.request_id, d.call_id)
+        return descriptor.end_of_stream(d.sender if call else GATEWAY, self._id, flags, parts, d.chain, status,
+                                        d.slot, d.generation, d.request_id, d.call_id)

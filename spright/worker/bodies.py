@@ -1,7 +1,7 @@
 """A request body read as it arrives: the worker's end of spright.front.uploads (which has the
 protocol). A function registered with ``stream_body=True`` gets its requests at their head;
 ``ctx.stream()`` yields the bytes that came with it, then each PART the gateway sends, put back
-in order (spright.data.parts), until END.
+in order (spright.data.reorder), until END.
 
 The handler's instance names itself to the gateway with a first CREDIT (``taken`` 0) when the
 handler starts, and gives credit back as it takes parts (every ``CREDIT_EVERY``, and all it
@@ -19,8 +19,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 from spright.data import descriptor
-from spright.data.descriptor import GATEWAY_SHIFT, STREAM_WINDOW, Descriptor
-from spright.data.parts import InOrder
+from spright.data.descriptor import GATEWAY_SHIFT, KIND_MASK, PART, STREAM_WINDOW, Descriptor
+from spright.data.reorder import Reorder
 from spright.host.pool import Pool
 from spright.transport.base import Outbox
 from spright.worker.context import Context, stream_body
@@ -29,20 +29,20 @@ from spright.worker.streams import READER_GONE
 CREDIT_EVERY = STREAM_WINDOW // 2  # parts taken per CREDIT: the gateway always has some to send
 
 
-class Inflow:
-    """One request's body, as ``ctx.stream()`` reads it."""
+class BodyFlow:
+    """One request's body, as ``ctx.stream()`` reads it (a streamed call's parts at its
+    caller are spright.worker.inflows'; these go the other way, from the gateway)."""
 
-    __slots__ = ("_bodies", "credited", "d", "done", "end", "first", "gateway", "order", "read", "ready", "taken",
-                 "task", "waiter")
+    __slots__ = ("_bodies", "credited", "d", "done", "first", "gateway", "order", "read", "ready", "taken", "task",
+                 "waiter")
 
     def __init__(self, bodies: Bodies, d: Descriptor, first: bytes, gateway: int) -> None:
         self._bodies = bodies
         self.d = d
         self.first = first  # the bytes that came with the request
         self.gateway = gateway  # the endpoint of the gateway process that sends the parts
-        self.order = InOrder()
+        self.order = Reorder()  # END in it once it came
         self.ready: deque[Descriptor] = deque()  # in order, not taken yet
-        self.end: Descriptor | None = None
         self.taken = 0
         self.credited = 0
         self.done = False  # the whole body was read
@@ -66,17 +66,17 @@ class Chunks:
     """What ``ctx.stream()`` returns for a streamed body (an iterator class: mypyc compiles no
     async generator)."""
 
-    __slots__ = ("_bodies", "_inflow")
+    __slots__ = ("_bodies", "_flow")
 
-    def __init__(self, bodies: Bodies, inflow: Inflow) -> None:
+    def __init__(self, bodies: Bodies, flow: BodyFlow) -> None:
         self._bodies = bodies
-        self._inflow = inflow
+        self._flow = flow
 
     def __aiter__(self) -> Chunks:
         return self
 
     async def __anext__(self) -> bytes:
-        return await self._bodies.next_chunk(self._inflow)
+        return await self._bodies.next_chunk(self._flow)
 
 
 class Bodies:
@@ -94,77 +94,82 @@ class Bodies:
         self._gateways = gateways
         self._loop = loop
         self._alive = alive
-        self._open: dict[int, Inflow] = {}
+        self._open: dict[int, BodyFlow] = {}
 
-    def open(self, ctx: Context, d: Descriptor) -> Inflow:
+    def open(self, ctx: Context, d: Descriptor) -> BodyFlow:
         """The handler of request ``d`` starts: its body is read from ``ctx.stream()``."""
         gateway = self._gateways[d.request_id >> GATEWAY_SHIFT]
-        inflow = self._open[d.request_id] = Inflow(self, d, self._pool.read(d.slot, d.length), gateway)
-        stream_body(ctx, inflow)
+        flow = self._open[d.request_id] = BodyFlow(self, d, self._pool.read(d.slot, d.length), gateway)
+        stream_body(ctx, flow)
         self._outbox.put(descriptor.credit(gateway, self._id, d.request_id, 0, 0))  # here it is read
-        return inflow
+        return flow
 
-    def close(self, inflow: Inflow) -> None:
+    def close(self, flow: BodyFlow) -> None:
         """The handler is over: a body not read to its end is dropped (CANCEL to its gateway)."""
-        if self._open.get(inflow.d.request_id) is inflow:
-            del self._open[inflow.d.request_id]
-        if not inflow.done:
-            self._outbox.put(descriptor.cancel(inflow.gateway, self._id, inflow.d.request_id, 0))
+        if self._open.get(flow.d.request_id) is flow:
+            del self._open[flow.d.request_id]
+        if not flow.done:
+            self._outbox.put(descriptor.cancel(flow.gateway, self._id, flow.d.request_id, 0))
         free = self._pool.free
-        for d in (*inflow.ready, *inflow.order.drop()):
-            free(d.slot, d.generation)
-        inflow.ready.clear()
-        inflow.done = True
-        inflow.wake()
+        for d in (*flow.ready, *flow.order.left()):
+            if d.flags & KIND_MASK == PART:  # (END has no slot)
+                free(d.slot, d.generation)
+        flow.ready.clear()
+        flow.done = True
+        flow.wake()
 
     # -- from the gateway ----------------------------------------------------------------------
     def part(self, d: Descriptor) -> None:
-        inflow = self._open.get(d.request_id)
-        if inflow is None or d.sender != inflow.gateway:
+        flow = self._open.get(d.request_id)
+        if flow is None or d.sender != flow.gateway:
             if d.sender in self._gateways:  # a part sent before the gateway knew the handler was over
                 self._pool.free(d.slot, d.generation)
             return
-        inflow.ready.extend(inflow.order.put(d))
-        inflow.wake()
+        order, ready = flow.order, flow.ready
+        part = order.put(d)
+        while part is not None:
+            ready.append(part)
+            part = order.next()
+        flow.wake()
 
     def end(self, d: Descriptor) -> None:
-        inflow = self._open.get(d.request_id)
-        if inflow is not None and d.sender == inflow.gateway:
-            inflow.end = d
-            inflow.wake()
+        flow = self._open.get(d.request_id)
+        if flow is not None and d.sender == flow.gateway:
+            flow.order.finish(d)
+            flow.wake()
 
     def cancel(self, d: Descriptor) -> None:
         """The client went away: the handler reading its body is cancelled."""
-        inflow = self._open.get(d.request_id)
-        if inflow is not None and d.sender == inflow.gateway and inflow.task is not None:
-            inflow.task.cancel(READER_GONE)
+        flow = self._open.get(d.request_id)
+        if flow is not None and d.sender == flow.gateway and flow.task is not None:
+            flow.task.cancel(READER_GONE)
 
     # -- ctx.stream() --------------------------------------------------------------------------
-    async def next_chunk(self, inflow: Inflow) -> bytes:
-        """The next chunk of ``inflow``'s body; raises StopAsyncIteration at its end."""
-        if inflow.first:
-            first, inflow.first = inflow.first, b""
+    async def next_chunk(self, flow: BodyFlow) -> bytes:
+        """The next chunk of ``flow``'s body; raises StopAsyncIteration at its end."""
+        if flow.first:
+            first, flow.first = flow.first, b""
             return first
         while True:
-            if inflow.ready:
-                d = inflow.ready.popleft()
+            if flow.ready:
+                d = flow.ready.popleft()
                 chunk = self._pool.take(d.slot, d.generation, d.length)
-                inflow.taken += 1
-                if inflow.taken - inflow.credited >= CREDIT_EVERY:
-                    self._credit(inflow)
+                flow.taken += 1
+                if flow.taken - flow.credited >= CREDIT_EVERY:
+                    self._credit(flow)
                 if chunk is None:  # never expected: a part naming a slot that is not its own
-                    raise RuntimeError(f"part {inflow.taken} of the request body names a stale slot: {d}")
-                self._alive(inflow.d)
+                    raise RuntimeError(f"part {flow.taken} of the request body names a stale slot: {d}")
+                self._alive(flow.d)
                 return chunk
-            if inflow.done or (inflow.end is not None and inflow.order.complete(inflow.end)):
-                inflow.done = True
+            if flow.done or flow.order.complete:
+                flow.done = True
                 raise StopAsyncIteration
-            if inflow.taken > inflow.credited:  # waiting: all the credit it has goes back now
-                self._credit(inflow)
-            inflow.waiter = self._loop.create_future()
-            await inflow.waiter
+            if flow.taken > flow.credited:  # waiting: all the credit it has goes back now
+                self._credit(flow)
+            flow.waiter = self._loop.create_future()
+            await flow.waiter
 
-    def _credit(self, inflow: Inflow) -> None:
-        inflow.credited = inflow.taken
-        self._outbox.put(descriptor.credit(inflow.gateway, self._id, inflow.d.request_id, 0, inflow.taken))
+    def _credit(self, flow: BodyFlow) -> None:
+        flow.credited = flow.taken
+        self._outbox.put(descriptor.credit(flow.gateway, self._id, flow.d.request_id, 0, flow.taken))
         self._outbox.flush()  # the gateway is holding the client back for it

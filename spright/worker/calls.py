@@ -17,13 +17,25 @@ from typing import Any, cast
 import orjson
 
 from spright.data import descriptor
-from spright.data.descriptor import BODY_JSON, BODY_MASK, CALL, ERROR, KIND_MASK, MAX_DEPTH, TRACED, Descriptor
+from spright.data.descriptor import (
+    BODY_JSON,
+    BODY_MASK,
+    CALL,
+    ERROR,
+    IN_PARTS,
+    KIND_MASK,
+    MAX_DEPTH,
+    PART,
+    TRACED,
+    Descriptor,
+)
 from spright.data.function import Function
 from spright.data.table import RouteTable
 from spright.host.counters import CALLS, OUT
 from spright.host.pool import Pool
 from spright.transport.base import Outbox
 from spright.worker.context import CallError, Context, Reply, descriptor_of, encode, raw_meta
+from spright.worker.inflows import CallStream, Inflow
 from spright.worker.tracing import WorkSpans
 
 Expire = Callable[[Hashable], None]
@@ -104,7 +116,9 @@ class Calls:
     gateway tells it with DOWN and READY notices.
 
     A call leaves the table when its future settles (reply, error, timeout, refusal, crash);
-    one whose caller stopped waiting (cancelled) leaves at its deadline."""
+    one whose caller stopped waiting (cancelled) leaves at its deadline. A streamed call
+    (``ctx.call_stream``: spright.worker.inflows) has an ``Inflow`` too, which its PART and
+    END go to; it leaves when its stream ends or its consumer leaves."""
 
     def __init__(self, table: RouteTable, deadlines: Deadlines, loop: asyncio.AbstractEventLoop,
                  spans: WorkSpans, caller: Caller) -> None:
@@ -119,21 +133,38 @@ class Calls:
         self._ids = itertools.count(1)
         self._spans = spans
         self._traced: dict[int, tuple[int, int, int, int]] = {}  # call id -> (sent at, request id, chain, depth)
+        self.streams: dict[int, Inflow] = {}  # call id -> the parts of a streamed call
 
     def send(self, ctx: Context, function: str, value: Any) -> asyncio.Future[Reply]:
         """``ctx.call``: ``value`` in a new slot to ``function``, sent now; the future settles
         with its reply (or fails: an unknown function, a self-call too deep, a callee down...)."""
+        return self._issue(ctx, function, value, 0)[1]
+
+    def stream(self, ctx: Context, function: str, value: Any) -> CallStream:
+        """``ctx.call_stream``: as ``send``, the callee asked for its answer in parts."""
+        call_id, outcome = self._issue(ctx, function, value, IN_PARTS)
+        caller = self._caller
+        d = descriptor_of(ctx)
+        callee = self._table.function_id(function) if call_id else 0
+        inflow = Inflow(ctx, d.request_id, call_id, callee, function, outcome, caller.id, caller.pool, caller.outbox,
+                        self.close)
+        if call_id and not outcome.done():
+            self.streams[call_id] = inflow
+        return CallStream(inflow)
+
+    def _issue(self, ctx: Context, function: str, value: Any, status: int) -> tuple[int, asyncio.Future[Reply]]:
+        """The call sent, its id and future; id 0: it failed at once (the future says why)."""
         caller = self._caller
         try:
             callee = self._table.function_id(function)
         except LookupError as exc:
-            return self._failed(CallError(404, str(exc), function))
+            return 0, self._failed(CallError(404, str(exc), function))
         d = descriptor_of(ctx)
         depth = 0
         if callee == self._function_id:
             depth = depth_of(d) + 1
             if depth >= caller.function.concurrency:
-                return self._failed(too_deep(caller.function.name, caller.function.concurrency, depth))
+                return 0, self._failed(too_deep(caller.function.name, caller.function.concurrency, depth))
         depth = min(depth, MAX_DEPTH)
         traced = d.flags & TRACED
         try:
@@ -141,19 +172,19 @@ class Calls:
             call_id, future = self.open(callee, self._table.timeouts[d.chain],
                                         (perf_counter_ns(), d.request_id, d.chain, depth) if traced else None)
         except Exception as exc:  # CallError (callee down), TypeError (payload orjson cannot encode)
-            return self._failed(exc)
+            return 0, self._failed(exc)
         try:
             slot = caller.pool.put(payload, raw_meta(ctx), d.request_id)
         except Exception as exc:  # PoolExhausted
             self.close(call_id, 503)
             future.set_exception(exc)
-            return future
+            return 0, future
         caller.outbox.put(descriptor.call(callee, caller.id, body_flag | traced, d.chain, slot.id, slot.generation,
-                                          len(payload), d.request_id, call_id, depth))
+                                          len(payload), d.request_id, call_id, depth, status))
         counters = caller.counters
         counters[OUT] += 1
         counters[CALLS] += 1
-        return future
+        return call_id, future
 
     def _failed(self, error: Exception) -> asyncio.Future[Reply]:
         future: asyncio.Future[Reply] = self._loop.create_future()
@@ -179,11 +210,15 @@ class Calls:
         """Call ``call_id`` is over with ``status`` (its trace record says so): forget it."""
         entry = self._waiting.pop(call_id, None)
         self._deadlines.forget(call_id)
+        if self.streams:
+            self.streams.pop(call_id, None)
         if self._traced and (trace := self._traced.pop(call_id, None)) is not None:
             self._spans.called(trace, entry[1] if entry else 0, call_id, status)
 
     def _timed_out(self, call_id: Hashable) -> None:
         future, callee = self._waiting.get(cast(int, call_id), (None, 0))
+        if self.streams and (inflow := self.streams.get(cast(int, call_id))) is not None:
+            inflow.stop_producer()  # no part for a whole timeout: the callee stops too
         self.close(cast(int, call_id), 504)
         if future is not None and not future.done():
             name = self._table.name_of(callee)
@@ -203,6 +238,27 @@ class Calls:
             future.set_exception(CallError(d.status or 500, error.get("error", ""), origin, error.get("error_id")))
         else:
             future.set_result(Reply(body, d.flags & BODY_MASK == BODY_JSON))
+
+    def part(self, d: Descriptor) -> None:
+        """A PART or END of a streamed call; one of no open call (its consumer left, it
+        timed out) is freed, and a PART's sender told to stop."""
+        inflow = self.streams.get(d.call_id) if self.streams else None
+        if inflow is None or inflow.request_id != d.request_id:
+            caller = self._caller
+            caller.pool.free(d.slot, d.generation)
+            if d.flags & KIND_MASK == PART:
+                caller.outbox.put(descriptor.cancel(d.sender, caller.id, d.request_id, d.call_id))
+            return
+        self._deadlines.watch(d.call_id, self._loop.time() + self._table.timeouts[d.chain], self._timed_out)
+        if d.flags & KIND_MASK == PART:
+            inflow.put(d)
+        else:
+            inflow.finish(d)
+
+    def abandon(self, ctx: Context) -> None:
+        """``ctx``'s handler ended: the streams it still had open are closed (their callees stop)."""
+        for inflow in [inflow for inflow in self.streams.values() if inflow.owner is ctx]:
+            inflow.close()
 
     def refused(self, d: Descriptor, caller: int) -> None:
         """The data plane bounced call ``d.call_id``: its callee is in another security domain."""

@@ -22,6 +22,7 @@ from spright.data.headers import check_header, merge_headers
 from spright.data.multidict import MultiDict
 from spright.data.table import RouteTable
 from spright.host.pool import Payload, read_meta
+from spright.worker.chunks import BodyStream, Whole
 
 
 class Runner(Protocol):
@@ -31,11 +32,7 @@ class Runner(Protocol):
 
     def call(self, ctx: Context, function: str, value: Any) -> asyncio.Future[Reply]: ...
 
-
-class BodyStream(Protocol):
-    """A request body that arrives after its request (spright.worker.bodies.Inflow)."""
-
-    def chunks(self) -> AsyncIterator[builtins.bytes]: ...
+    def call_stream(self, ctx: Context, function: str, value: Any) -> AsyncIterator[Reply]: ...
 
 
 class HTTPError(Exception):
@@ -182,7 +179,7 @@ class Context:
             raise ended("ctx.stream()")
         if self._upload is not None:
             return self._upload.chunks()
-        return _Whole(builtins.bytes(self.body))
+        return Whole(builtins.bytes(self.body))
 
     def text(self) -> str:
         try:
@@ -295,7 +292,6 @@ class Context:
         self.set_header("location", location)
         self.status = status
 
-
     # -- internal calls --------------------------------------------------------------------
     def call(self, function: str, payload: Any = None) -> asyncio.Future[Reply]:
         """Run ``function`` over the data plane with ``payload``: sent at once; await the
@@ -305,23 +301,14 @@ class Context:
             raise ended("ctx.call")
         return self._worker.call(self, function, payload)
 
-
-class _Whole:
-    """``ctx.stream()`` of a body that came whole: one chunk (none when empty)."""
-
-    __slots__ = ("_body",)
-
-    def __init__(self, body: builtins.bytes) -> None:
-        self._body = body
-
-    def __aiter__(self) -> _Whole:
-        return self
-
-    async def __anext__(self) -> builtins.bytes:
-        body, self._body = self._body, b""
-        if not body:
-            raise StopAsyncIteration
-        return body
+    def call_stream(self, function: str, payload: Any = None) -> AsyncIterator[Reply]:
+        """Run ``function`` as ``call`` does, and take its answer part by part as it produces
+        them: ``async for part in ctx.call_stream("fn", payload)``, each part a ``Reply``.
+        A streaming (async generator) function sends each part as it yields it; any other
+        answers in one part. Leaving the loop early stops the callee (spright.worker.inflows)."""
+        if self._ended:
+            raise ended("ctx.call_stream")
+        return self._worker.call_stream(self, function, payload)
 
 
 # -- for the worker (spright.worker.runtime), not the handler -----------------------------

@@ -25,6 +25,7 @@ from spright.data.descriptor import (
     END,
     ERROR,
     GATEWAY,
+    IN_PARTS,
     KIND_MASK,
     PART,
     READY,
@@ -63,6 +64,7 @@ from spright.worker.context import (
     end,
 )
 from spright.worker.fence import Quarantine
+from spright.worker.inflows import CallStream
 from spright.worker.streams import READER_GONE, Streams, joined
 from spright.worker.tasks import PAST_DEADLINE, cancel_message, never_suspends, start_task
 from spright.worker.tracing import WorkSpans
@@ -179,15 +181,18 @@ class Worker:
                         self._backlog.append((d, self._loop.time(), perf_counter_ns() if d.flags & TRACED else 0))
                 elif kind in (REPLY, ERROR):
                     self._calls.settle(d, self.pool.take(d.slot, d.generation, d.length))
+                elif kind in (PART, END) and d.call_id:  # of a stream this worker called for (ctx.call_stream)
+                    self._calls.part(d)
+                elif kind == PART:  # call id 0: of a request body read as it arrives (spright.worker.bodies)
+                    self._bodies.part(d)
+                elif kind == END:
+                    self._bodies.end(d)
                 elif kind == CREDIT:
                     self._streams.credit(d)
                 elif kind == CANCEL:
                     self._streams.cancel(d)
-                    self._bodies.cancel(d)
-                elif kind == PART:
-                    self._bodies.part(d)
-                elif kind == END:
-                    self._bodies.end(d)
+                    if not d.call_id:  # the client went away: a handler reading its body stops too
+                        self._bodies.cancel(d)
                 elif kind == REFUSED:
                     self._refused(d)
                 elif kind in (DOWN, READY) and not 0 < d.call_id <= len(self.table.functions):
@@ -299,8 +304,10 @@ class Worker:
             result = self.function.handler(ctx)
             if self._is_async or inspect.isawaitable(result):
                 result = await result
-            elif self._yields:  # an async generator: its parts go to the gateway as they come, or joined
-                if d.flags & KIND_MASK == REQUEST and self._steps[d.chain][d.hop + 1][1] == RESPONSE:
+            elif self._yields:  # an async generator: its parts go to the gateway (or a caller) as they come, or joined
+                if d.flags & KIND_MASK == CALL and d.status == IN_PARTS:
+                    parts = await self._streams.send(d, ctx, result, d.sender, self._alive)
+                elif d.flags & KIND_MASK == REQUEST and self._steps[d.chain][d.hop + 1][1] == RESPONSE:
                     parts = await self._streams.send(d, ctx, result, GATEWAY, self._alive)
                 else:
                     result = await joined(result)
@@ -326,7 +333,9 @@ class Worker:
         if body is not None:
             self._bodies.close(body)  # the rest of a body it did not read is dropped
         # the handler is over, its answer written but not sent: from now on nothing of it
-        # touches the slot (spright.worker.fence)
+        # touches the slot (spright.worker.fence), and the streams it called for close
+        if self._calls.streams:
+            self._calls.abandon(ctx)
         if not end(ctx):
             out = self._quarantine.keep(ctx, d, out, slot)
         elif slot != d.slot:  # the answer moved to a larger slot: the request's is free now
@@ -374,3 +383,7 @@ class Worker:
     def call(self, ctx: Context, function: str, value: Any) -> asyncio.Future[Reply]:
         """``ctx.call`` (spright.worker.calls: ``Calls.send``)."""
         return self._calls.send(ctx, function, value)
+
+    def call_stream(self, ctx: Context, function: str, value: Any) -> CallStream:
+        """``ctx.call_stream`` (spright.worker.inflows)."""
+        return self._calls.stream(ctx, function, value)

@@ -22,7 +22,7 @@ from types import AsyncGeneratorType
 from typing import Any
 
 from spright.data import descriptor
-from spright.data.descriptor import HAS_RESPONSE_META, STREAM_WINDOW, TRACED, Descriptor
+from spright.data.descriptor import GATEWAY, HAS_RESPONSE_META, STREAM_WINDOW, TRACED, Descriptor
 from spright.host.counters import OUT
 from spright.worker.answers import head_meta
 from spright.worker.calls import Caller
@@ -47,7 +47,8 @@ class _Flow:
 
 
 class Streams:
-    """A worker's streams in flight, by (request id, call id)."""
+    """A worker's streams in flight, by (request id, call id, reader): the reader of a
+    call's (its caller's endpoint) is in the key, as call ids are each caller's own."""
 
     __slots__ = ("_caller", "_loop", "_max_part", "_open")
 
@@ -56,14 +57,14 @@ class Streams:
         self._caller = caller
         self._loop = loop
         self._max_part = max_part
-        self._open: dict[tuple[int, int], _Flow] = {}
+        self._open: dict[tuple[int, int, int], _Flow] = {}
 
     async def send(self, d: Descriptor, ctx: Context, parts: Parts, to: int,
                    alive: Callable[[Descriptor], None]) -> int:
         """Every part ``parts`` yields, to endpoint ``to`` (the gateway: the request's owner),
         as it comes; returns how many were sent. ``alive`` runs after each part: the route's
         timeout counts between parts, not over the whole stream."""
-        key = (d.request_id, d.call_id)
+        key = (d.request_id, d.call_id, to if d.call_id else GATEWAY)
         flow = self._open[key] = _Flow(asyncio.current_task())
         try:
             await self._pump(d, ctx, parts, to, alive, flow)
@@ -111,7 +112,7 @@ class Streams:
 
     def credit(self, d: Descriptor) -> None:
         """The reader took parts: the producer may send as many more."""
-        flow = self._open.get((d.request_id, d.call_id))
+        flow = self._open.get((d.request_id, d.call_id, d.sender if d.call_id else GATEWAY))
         if flow is None:
             return  # the stream ended meanwhile
         flow.taken += (d.status - flow.taken) & 0xFFFF
@@ -121,14 +122,14 @@ class Streams:
 
     def cancel(self, d: Descriptor) -> None:
         """The reader went away: the producing handler is cancelled."""
-        flow = self._open.get((d.request_id, d.call_id))
+        flow = self._open.get((d.request_id, d.call_id, d.sender if d.call_id else GATEWAY))
         if flow is not None and flow.task is not None:
             flow.task.cancel(READER_GONE)
 
 
 async def joined(parts: Parts) -> bytes | str:
-    """A streaming handler whose answer goes to no reader of parts (a hop mid-chain, a plain
-    ``ctx.call``): its parts as one payload, as the wire would carry them; text when every
+    """A streaming handler whose answer goes to no reader of parts (a hop mid-chain, a
+    ``ctx.call`` not ``ctx.call_stream``): its parts as one payload, as the wire would carry them; text when every
     part was text."""
     pieces: list[bytes] = []
     texts = True

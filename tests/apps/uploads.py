@@ -64,6 +64,26 @@ async def first(ctx: Context) -> dict:
     return {"first": 0}
 
 
+@app.function(process="uploads", stream_body=True)
+async def relay(ctx: Context) -> dict:
+    """Reads its body and a streamed call's parts by turns: both come to this instance at once."""
+    stream = ctx.call_stream("pieces", 40)
+    size, parts = 0, []
+    async for chunk in ctx.stream():
+        size += len(chunk)
+        if (part := await anext(stream, None)) is not None:
+            parts.append(part.text)
+    parts += [part.text async for part in stream]
+    return {"bytes": size, "parts": "".join(parts)}
+
+
+@app.function()
+async def pieces(ctx: Context):
+    """A streamed answer (in its own process: its parts cross the data plane) of ``n`` parts."""
+    for i in range(ctx.json()):
+        yield f"{i},"
+
+
 @app.function(process="uploads")
 async def report(ctx: Context) -> dict:
     return _state(ctx.query["key"])
@@ -87,3 +107,4 @@ app.route("/first", first, methods=["POST"])
 app.route("/report", report)
 app.route("/release", release, methods=["POST"])
 app.route("/whole", whole, methods=["POST"])
+app.route("/relay", relay, methods=["POST"])
