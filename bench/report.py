@@ -188,6 +188,15 @@ def streaming_table(run: dict[str, Any]) -> str:
                  f"| streamed, first part's first byte | {f['p50']:.0f} µs | {f['p90']:.0f} µs | {f['p99']:.0f} µs |",
                  f"| difference (first part - echo3) | {t['difference_p50_us']:+.0f} µs | "
                  f"{f['p90'] - e['p90']:+.0f} µs | {t['difference_p99_us']:+.0f} µs |", ""]
+        if (cpu := t.get("cpu_us_per_request")) is not None:
+            titles = run.get("node_processes", {})
+
+            def who(pid: str) -> str:
+                return pid if pid == "client" else titles.get(pid, pid).split(" [")[0]
+
+            rows += ["CPU per request (each route alone, as many requests one at a time): "
+                     + "; ".join(f"{route}: " + ", ".join(f"{who(pid)} {us:.0f} µs" for pid, us in by_pid.items())
+                                 for route, by_pid in cpu.items()), ""]
     if (runs := run.get("download")) is not None:
         rows += ["Download through three hops (two pass-throughs, then a generator), one client:", "",
                  "| size | part | MB/s | node RSS before → peak (PSS peak) | slots in use: max during, after "

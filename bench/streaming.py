@@ -77,6 +77,16 @@ def percentiles(values: list[int] | array.array[int], scale: float = 1e3) -> dic
             "p90": at(90), "p99": at(99), "p99.9": at(99.9), "max": round(ordered[-1] / scale, 3)}
 
 
+def quiet(max_load: float, patience: float) -> float:
+    """Wait (at most ``patience`` s) for the 1-minute load average to drop under ``max_load``
+    (a shared machine: others' test runs); the load then, stored beside the figures."""
+    deadline = time.monotonic() + patience
+    while os.getloadavg()[0] > max_load and time.monotonic() < deadline:
+        print(f"  load {os.getloadavg()[0]:.2f} > {max_load}: waiting", file=sys.stderr, flush=True)
+        time.sleep(min(15.0, max(0.0, deadline - time.monotonic())))
+    return round(os.getloadavg()[0], 2)
+
+
 def node(transport: str, workdir: Path) -> tuple[Server, int]:
     (port,) = free_ports(1)
     argv = [sys.executable, "-m", "spright", "run", APP, "--transport", transport, "--port", str(port)]
@@ -490,15 +500,27 @@ RAW = ("delays", "received_at", "lateness")  # per event, in the order received
 WINDOW_S = 5  # the delay's p99 per window of this many seconds: a tail at the start or all along
 
 
-def timeline(delays: array.array[int], received_at: array.array[int]) -> list[list[float]]:
-    """[window start (s from the first receipt), events, p99 delay (ms)] per ``WINDOW_S`` s."""
+def timeline(delays: array.array[int], received_at: array.array[int],
+             machine: list[tuple[int, float, float]]) -> list[list[float | None]]:
+    """Per ``WINDOW_S`` s from the first receipt: [its start (s), events, p99 delay (ms), the cores
+    the whole machine was busy, the node's share of them] (``machine``: samples of (monotonic
+    ns, machine busy s, node CPU s)): a tail where other load had the cores, or all along."""
     if not received_at:
         return []
     first = min(received_at)
     windows: dict[int, list[int]] = {}
     for delay, at in zip(delays, received_at, strict=True):
         windows.setdefault(int((at - first) / 1e9 // WINDOW_S), []).append(delay)
-    return [[k * WINDOW_S, len(v), percentiles(v, 1e6)["p99"]] for k, v in sorted(windows.items())]
+    rows: list[list[float | None]] = []
+    for k, inside in sorted(windows.items()):
+        start, end = first + k * WINDOW_S * 10**9, first + (k + 1) * WINDOW_S * 10**9
+        span = [m for m in machine if start <= m[0] <= end]
+        busy = node = None
+        if len(span) >= 2:
+            seconds = (span[-1][0] - span[0][0]) / 1e9
+            busy, node = (round((span[-1][i] - span[0][i]) / seconds, 2) for i in (1, 2))
+        rows.append([k * WINDOW_S, len(inside), percentiles(inside, 1e6)["p99"], busy, node])
+    return rows
 
 
 def sse_client_main(argv: list[str]) -> None:
@@ -527,9 +549,13 @@ def sse(server: Server, port: int, clients: int, rate: float, seconds: float, pr
         argv = [sys.executable, "-m", "bench.streaming", "--sse-client", str(port), str(share), str(rate),
                 str(seconds), str(spread), str(k * spread / clients), str(workdir / f"sse-{k}")]
         running.append(subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    machine_by_second = []  # [monotonic ns, machine busy s, node CPU s] each second: who had the cores when
+    while any(process.poll() is None for process in running) and time.monotonic() - wall0 < seconds + 180:
+        machine_by_second.append((time.monotonic_ns(), machine_busy_seconds(), sum(server.cpu().values())))
+        time.sleep(1.0)
     outs = []
     for process in running:
-        stdout, stderr = process.communicate(timeout=seconds + 180)
+        stdout, stderr = process.communicate(timeout=60)
         if process.returncode:
             raise RuntimeError(f"an SSE client exited {process.returncode}: {stderr[-800:]}")
         outs.append(json.loads(stdout))
@@ -546,7 +572,7 @@ def sse(server: Server, port: int, clients: int, rate: float, seconds: float, pr
                                                          "complete", "short")}
     return {**summed, "rate": rate, "seconds": seconds, "events_each": outs[0]["events_each"], "client_procs": procs,
             "delay_ms": percentiles(delays, 1e6), "handler_lateness_ms": percentiles(lateness, 1e6),
-            "delay_p99_ms_by_window": timeline(delays, raw["received_at"]),
+            "delay_p99_ms_by_window": timeline(delays, raw["received_at"], machine_by_second),
             "client_cpu_share": round(client_cpu / max(o["client_wall_s"] for o in outs), 3),
             "client_loop_lag_ms": [o["client_loop_lag_ms"] for o in outs],
             "problems": [p for o in outs for p in o["problems"]][:10],
@@ -605,6 +631,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="sse: events a second per stream")
     parser.add_argument("--seconds", type=float, default=60.0, help="sse: how long each stream lasts")
     parser.add_argument("--client-procs", type=int, default=1, help="sse: client processes")
+    parser.add_argument("--max-load", type=float, default=1.5,
+                        help="before each part, wait for the 1-minute load average to drop under this")
+    parser.add_argument("--patience", type=float, default=300, help="... for at most this many seconds")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
@@ -616,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         server, port = node(args.transport, Path(tmp))
         try:
             if "ttfb" in only:
-                report["load_before"]["ttfb"] = round(os.getloadavg()[0], 2)
+                report["load_before"]["ttfb"] = quiet(args.max_load, args.patience)
                 report["ttfb"] = ttfb(port, args.samples)
                 report["ttfb"]["cpu_us_per_request"] = cpu_per_request(server, port, args.samples)
                 t = report["ttfb"]
@@ -624,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{t['first_part_us']['p50']}/{t['first_part_us']['p99']} µs (head "
                       f"{t['first_head_us']['p50']}/{t['first_head_us']['p99']})", flush=True)
             if "download" in only:
-                report["load_before"]["download"] = round(os.getloadavg()[0], 2)
+                report["load_before"]["download"] = quiet(args.max_load, args.patience)
                 runs = []
                 if args.warmup_mib:
                     runs.append({**download(server, port, args.warmup_mib, args.kib), "warmup": True})
@@ -636,7 +665,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"slots in use after {r['slots_in_use_after']}", flush=True)
                 report["download"] = runs
             if "sse" in only:
-                report["load_before"]["sse"] = round(os.getloadavg()[0], 2)
+                report["load_before"]["sse"] = quiet(args.max_load, args.patience)
                 report["sse"] = sse(server, port, args.clients, args.rate, args.seconds, args.client_procs, Path(tmp))
                 s = report["sse"]
                 print(f"sse: {s['clients']} clients x {s['events_each']} events: {s['received']:,}/{s['expected']:,} "

@@ -24,8 +24,8 @@ def test_percentiles_scale_and_ranks() -> None:
 @pytest.mark.slow
 def test_streaming_bench_runs_every_part(tmp_path: Path, runtime_dir: Path) -> None:
     streaming.main(["--transport", "unix", "--samples", "20", "--sizes", "2,6", "--warmup-mib", "1", "--kib", "256",
-                    "--clients", "20", "--rate", "20", "--seconds", "0.5", "--client-procs", "2", "--out",
-                    str(tmp_path)])
+                    "--clients", "20", "--rate", "20", "--seconds", "0.5", "--client-procs", "2", "--max-load", "1000",
+                    "--out", str(tmp_path)])
     (path,) = tmp_path.glob("streaming-*.json")
     run = json.loads(path.read_text())
     assert run["ttfb"]["echo3_us"]["count"] == run["ttfb"]["first_part_us"]["count"] == 20
