@@ -78,11 +78,13 @@ bench: setup
 	$(PY) -m bench.paper
 	$(PY) -m bench.instances
 	$(PY) -m bench.overload
+	$(PY) -m bench.streaming
 
 bench-quick: setup
 	$(PY) -m bench.paper --quick
 	$(PY) -m bench.instances --quick
 	$(PY) -m bench.overload --seconds 4
+	$(PY) -m bench.streaming --samples 500 --sizes 64,256 --seconds 5
 
 lint: setup
 	$(VENV)/bin/ruff check .

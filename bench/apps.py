@@ -7,9 +7,12 @@ workers it needs (``spright run bench.apps:noop`` etc.).
 
 from __future__ import annotations
 
+import asyncio
 import random
+import time
+from collections.abc import AsyncIterator
 
-from spright import App, Chain, Context, Function
+from spright import App, Chain, Context, Function, sse
 from spright.data.autoscale import ScalePolicy
 
 HELLO = b"hello"
@@ -106,3 +109,54 @@ sleepy = App("bench-sleepy")
 sleepy.route("/", sleepy.add_function(
     _hello, name="sleepy",
     autoscale=ScalePolicy(min_instances=0, scale_to_zero_grace=1, stable_window=2, panic_window=1)), methods=["GET"])
+
+# streamed answers (bench.streaming, issue 28), one node for the three goals. The chains share
+# their first two hops, so /echo3 (the baseline: three hops, the last returning the body) and
+# /first (the same two hops, then a generator yielding the body as its first part) differ only
+# in how the last function answers. /download?mib=N&kib=K: the same two hops, then a generator
+# yielding N MiB in parts of K KiB. /sse?n=N&rate=R: one function, N events R a second, each
+# stamped with CLOCK_MONOTONIC (ns) just before it is yielded.
+streams = App("bench-streams")
+_s1 = streams.add_function(_passthrough, name="s1")
+_s2 = streams.add_function(_passthrough, name="s2")
+streams.route("/echo3", Chain((_s1, _s2, streams.add_function(_passthrough, name="s3"))), methods=["POST"])
+
+
+async def _first(ctx: Context) -> AsyncIterator[memoryview | bytes]:
+    yield ctx.body
+    yield b"\n"
+
+
+streams.route("/first", Chain((_s1, _s2, streams.add_function(_first, name="first"))), methods=["POST"])
+
+_PART = bytes(range(256)) * 4096  # 1 MiB; a part is a prefix of it (a view: no copy before the slot's)
+
+
+async def _download(ctx: Context) -> AsyncIterator[memoryview]:
+    size = int(ctx.query.get("kib", "1024")) << 10
+    total = int(ctx.query.get("mib", "1")) << 20
+    part = memoryview(_PART * -(-size // len(_PART)))[:size]
+    sent = 0
+    while sent < total:
+        chunk = part[: min(size, total - sent)]
+        yield chunk
+        sent += len(chunk)
+
+
+streams.route("/download", Chain((_s1, _s2, streams.add_function(_download, name="download"))), methods=["GET"])
+
+
+async def _ticker(ctx: Context) -> AsyncIterator[str]:
+    ctx.content_type = "text/event-stream"
+    ctx.set_header("cache-control", "no-cache")
+    n, gap = int(ctx.query.get("n", "10")), 1 / float(ctx.query.get("rate", "10"))
+    start = time.monotonic()
+    for i in range(n):
+        wait = start + i * gap - time.monotonic()  # on schedule: a late event does not delay the next
+        if wait > 0:
+            await asyncio.sleep(wait)
+        yield sse(f"{i} {time.monotonic_ns()}", id=str(i))
+
+
+# 1,000 streams at once (and then some): each is an idle generator between its events
+streams.route("/sse", streams.add_function(_ticker, name="ticker", concurrency=2048), methods=["GET"])

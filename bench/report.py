@@ -173,7 +173,61 @@ def revisions_table(run: dict[str, Any]) -> str:
     return "\n".join(rows) + "\n"
 
 
-RENDERERS = {"overload-": overload_table, "instances-revisions-": revisions_table}  # by the file's name
+def streaming_table(run: dict[str, Any]) -> str:
+    """A ``bench.streaming`` result: each goal's figure beside its baseline from the same run."""
+    meta = run["machine"]
+    rows = [f"{run['transport']}, {meta['nproc']} CPUs, Python {meta['python']} ({meta['hot_path']}), {meta['date']}; "
+            "client and node share the machine.", ""]
+    if (t := run.get("ttfb")) is not None:
+        e, f, h = t["echo3_us"], t["first_part_us"], t["first_head_us"]
+        rows += [f"Time to first byte, one request at a time ({t['samples']:,} of each route, alternating blocks "
+                 f"of {t['block']}):", "",
+                 "| | p50 | p90 | p99 |", "|---|---:|---:|---:|",
+                 f"| echo3, whole answer (baseline) | {e['p50']:.0f} µs | {e['p90']:.0f} µs | {e['p99']:.0f} µs |",
+                 f"| streamed, response head | {h['p50']:.0f} µs | {h['p90']:.0f} µs | {h['p99']:.0f} µs |",
+                 f"| streamed, first part's first byte | {f['p50']:.0f} µs | {f['p90']:.0f} µs | {f['p99']:.0f} µs |",
+                 f"| difference (first part - echo3) | {t['difference_p50_us']:+.0f} µs | "
+                 f"{f['p90'] - e['p90']:+.0f} µs | {t['difference_p99_us']:+.0f} µs |", ""]
+        if (cpu := t.get("cpu_us_per_request")) is not None:
+            titles = run.get("node_processes", {})
+
+            def who(pid: str) -> str:
+                return pid if pid == "client" else titles.get(pid, pid).split(" [")[0]
+
+            rows += ["CPU per request (each route alone, as many requests one at a time): "
+                     + "; ".join(f"{route}: " + ", ".join(f"{who(pid)} {us:.0f} µs" for pid, us in by_pid.items())
+                                 for route, by_pid in cpu.items()), ""]
+    if (runs := run.get("download")) is not None:
+        rows += ["Download through three hops (two pass-throughs, then a generator), one client:", "",
+                 "| size | part | MB/s | node RSS before → peak (PSS peak) | slots in use: max during, after "
+                 "| node CPU | client CPU |", "|---|---|---:|---|---|---:|---:|"]
+        for r in runs:
+            before, peak = r["memory_before"], r["memory_peak"]
+            label = f"{r['mib']:,} MiB" + (" (warm-up)" if r.get("warmup") else "")
+            rows.append(f"| {label} | {r['kib']:,} KiB | {r['mb_s']:,.0f} | {before['rss'] / 2**20:,.0f} → "
+                        f"{peak['rss'] / 2**20:,.0f} MiB ({peak['pss'] / 2**20:,.0f} MiB) | "
+                        f"{r['slots_in_use_during_max']:.0f}, {r['slots_in_use_after']:.0f} | "
+                        f"{r['node_cpu_s']:.2f} s | {r['client_cpu_share']:.0%} |")
+        rows.append("")
+    if (s := run.get("sse")) is not None:
+        d, lat = s["delay_ms"], s["handler_lateness_ms"]
+        lag = max(x.get("p99", 0) for x in s["client_loop_lag_ms"])
+        rows += [f"SSE: {s['clients']:,} streams x {s['rate']:g} events/s x {s['seconds']:g} s, "
+                 f"{s['client_procs']} client process(es):", "",
+                 "| events received / expected | out of order | streams complete | delay p50 | p99 | p99.9 | max "
+                 "| handler behind schedule p99 | client CPU (loop lag p99) | node CPU |",
+                 "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+                 f"| {s['received']:,} / {s['expected']:,} | {s['out_of_order']} | {s['complete']:,} / "
+                 f"{s['clients']:,} | {d['p50']:.2f} ms | {d['p99']:.2f} ms | {d['p99.9']:.2f} ms | {d['max']:.1f} ms "
+                 f"| {lat['p99']:.1f} ms | {s['client_cpu_share']:.0%} ({lag:.1f} ms) "
+                 f"| {s['node_cpu_share']:.2f} cores |",
+                 ""]
+    rows += [f"- {'met' if ok else '**missed**'}: {check}" for check, ok in run["checks"].items()]
+    return "\n".join(rows) + "\n"
+
+
+RENDERERS = {"overload-": overload_table, "instances-revisions-": revisions_table,
+             "streaming-": streaming_table}  # by the file's name
 
 
 def render(path: Path) -> str:

@@ -141,7 +141,13 @@ class Outflow:
             self._write(held.pop(0))
             if self._over:
                 return
-        if self._taken > self._credited and sink.writable():
+        # the parts taken since the last CREDIT, but only when the producer may be waiting for
+        # them (a window's worth sent uncredited): not after every first part, whose CREDIT would
+        # cost the stream a descriptor and its producer a wake-up for nothing (_write credits
+        # every CREDIT_EVERY parts, which keeps a producer that is not waiting going)
+        order = self._order
+        if (self._taken > self._credited and sink.writable()
+                and order.count + len(order.early) - self._credited >= STREAM_WINDOW):
             self._credit()
         self._maybe_done()
 
