@@ -151,11 +151,13 @@ static __always_inline void add_load(u32 endpoint, s64 delta) {
 #endif
 }
 
-// The gateway process an answer for the gateway goes to: the owner of its request.
+// The gateway process an answer for the gateway goes to: the owner of its request. One mask
+// test for the kinds that answer it (a branch per kind made the verifier's walk too long).
+#define ANSWER_KINDS ((1u << RESPONSE) | (1u << ERROR) | (1u << PART) | (1u << END))
 static __always_inline u32 owner_of(void *d) {
     u8 kind = FIELD(d, u8, FLAGS) & KIND_MASK;
     u32 owner = FIELD(d, u32, REQUEST_ID) >> GATEWAY_SHIFT;
-    if ((kind != RESPONSE && kind != ERROR && kind != PART && kind != END) || owner == 0 || owner >= MAX_GATEWAYS)
+    if (!((1u << kind) & ANSWER_KINDS) || owner == 0 || owner >= MAX_GATEWAYS)
         return 0;
     u32 *endpoint = spright_gateways.lookup(&owner);
     return endpoint && *endpoint ? *endpoint : 0;
