@@ -56,6 +56,7 @@ CREDIT = 0xA  # the parts' receiver to their sender: `status` parts taken so far
 CANCEL = 0xB  # a stream's reader to its producer: it went away (a client, a caller leaving its loop), stop
 IN_PARTS = 1  # a CALL's status: its caller takes the answer part by part (``ctx.call_stream``), not joined
 STREAM_WINDOW = 8  # parts of one stream in flight at most (sent, not yet taken by the reader): < 256
+CREDIT_EVERY = STREAM_WINDOW // 2  # parts a reader takes per CREDIT: a producer at the window always gets one
 ANSWERS = (RESPONSE, ERROR, PART, END)  # what goes to the gateway process that owns the request
 KIND_MASK = 0x0F
 

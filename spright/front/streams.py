@@ -18,13 +18,12 @@ import logging
 from typing import Protocol
 
 from spright.data import descriptor
-from spright.data.descriptor import STREAM_WINDOW, Descriptor
+from spright.data.descriptor import CREDIT_EVERY, STREAM_WINDOW, Descriptor
 from spright.data.reorder import Reorder
 from spright.data.response import PartSink
 from spright.host.pools import NodePool
 
 log = logging.getLogger("spright.front.streams")
-CREDIT_EVERY = STREAM_WINDOW // 2  # parts taken per CREDIT: a blocked producer always gets one
 
 
 class Host(Protocol):

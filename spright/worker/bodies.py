@@ -19,14 +19,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 from spright.data import descriptor
-from spright.data.descriptor import GATEWAY_SHIFT, KIND_MASK, PART, STREAM_WINDOW, Descriptor
+from spright.data.descriptor import CREDIT_EVERY, GATEWAY_SHIFT, KIND_MASK, PART, Descriptor
 from spright.data.reorder import Reorder
 from spright.host.pool import Pool
 from spright.transport.base import Outbox
 from spright.worker.context import Context, stream_body
 from spright.worker.streams import READER_GONE
-
-CREDIT_EVERY = STREAM_WINDOW // 2  # parts taken per CREDIT: the gateway always has some to send
 
 
 class BodyFlow:

@@ -25,13 +25,11 @@ from collections.abc import Callable
 from typing import Any
 
 from spright.data import descriptor
-from spright.data.descriptor import BODY_JSON, BODY_MASK, STREAM_WINDOW, Descriptor
+from spright.data.descriptor import BODY_JSON, BODY_MASK, CREDIT_EVERY, Descriptor
 from spright.data.reorder import Reorder
 from spright.host.pool import Pool
 from spright.transport.base import Outbox
 from spright.worker.context import CallError, Context, Reply
-
-CREDIT_EVERY = STREAM_WINDOW // 2  # parts taken per CREDIT (and all of them when the consumer waits)
 
 
 class Inflow:
