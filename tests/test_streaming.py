@@ -85,8 +85,8 @@ async def idle(ctx: Context):
 
 @app.function()
 async def paced(ctx: Context):
-    """Ten parts 0.1 s apart: a second in all, longer than its route's timeout of 0.4 s."""
-    for i in range(10):
+    """Fifteen parts 0.1 s apart: 1.5 s in all, longer than its route's timeout of 1 s."""
+    for i in range(15):
         await asyncio.sleep(0.1)
         yield f"{i};"
 
@@ -114,7 +114,7 @@ app.route("/shaped", shaped)
 app.route("/nothing", nothing)
 app.route("/broken", broken)
 app.route("/idle", idle, timeout=0.3)
-app.route("/paced", paced, timeout=0.4)
+app.route("/paced", paced, timeout=1.0)  # ten times a pause: a loaded machine keeps under it
 app.route("/shout", [words, shout], methods=["POST"])
 app.route("/caller", caller)
 
@@ -218,8 +218,8 @@ async def test_a_handler_failing_midway_cuts_the_answer_short(client: TestClient
 
 
 async def test_the_route_timeout_runs_between_parts_not_over_the_whole_stream(client: TestClient) -> None:
-    r = await client.get("/paced")  # a second in all, never 0.4 s between two parts
-    assert r.status == 200 and r.body == b"".join(b"%d;" % i for i in range(10))
+    r = await client.get("/paced")  # 1.5 s in all, never 1 s between two parts
+    assert r.status == 200 and r.body == b"".join(b"%d;" % i for i in range(15))
     async with client.stream("GET", "/idle") as r:
         got = []
         with pytest.raises(StreamCut):
